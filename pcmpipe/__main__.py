@@ -1,0 +1,3 @@
+from pcmpipe.cli import app
+
+app()
