@@ -1,0 +1,247 @@
+"""Experiment pipelines: one YAML file per paper table or figure (pipelines/*.yaml) -> typed configs -> runs.
+
+A pipeline file names the data it needs (per dataset: root, modalities, backbones, weights), the training runs
+(TrainConfig settings over shared `defaults`, plus an optional `finetune:` list of backbones to unfreeze), the
+evaluations to run on finished runs (zero-shot, enrichment) and the table layouts the report renders.
+
+`run_pipeline` does only what is missing: features are extracted unless a complete cache exists, a run is
+reused when a complete run directory (test_metrics.json present) carries the same config fingerprint, and
+evaluations are skipped when their result file exists. Killing it and starting again resumes. After running,
+the resolved pipeline is recorded under `<runs_root>/_pipelines/<name>.json`; `pcmpipe report` reads those
+records, so the report knows which run fills which table cell.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from pcmpipe.config import TrainConfig, config_fingerprint
+from pcmpipe.errors import UserError
+from pcmpipe.report.layouts import check_table
+
+PIPELINE_RECORDS = "_pipelines"  # directory under runs_root holding one JSON record per pipeline that ran
+EVAL_KINDS = ("zeroshot", "enrichment")
+EVAL_FILES = {"zeroshot": "zeroshot.json", "enrichment": "enrichment.json"}
+FINETUNE_PARTS = ("image", "text")  # which CLIP towers a `finetune:` list may unfreeze
+_PIPELINE_KEYS = {"name", "title", "data", "defaults", "runs", "evaluations", "tables"}
+
+
+@dataclass
+class DataSpec:
+    """Where one dataset lives and how its features are extracted."""
+
+    dataset: str
+    root: str
+    modalities: list[str]
+    backbones: dict[str, str] = field(default_factory=dict)  # modality -> backbone registry name
+    weights: dict[str, str] = field(default_factory=dict)  # modality -> weights tag
+    options: dict[str, Any] = field(default_factory=dict)  # extra extraction settings (e.g. fmt)
+
+
+@dataclass
+class RunSpec:
+    """One training run: a TrainConfig (its `name` is the run directory) and the backbones to fine-tune."""
+
+    name: str
+    train: TrainConfig
+    finetune: list[str] = field(default_factory=list)
+
+    @property
+    def fingerprint(self) -> str:
+        """The trainer's config fingerprint (fine-tuned runs are told apart by their `finetune` list too)."""
+        return config_fingerprint(self.train)
+
+
+@dataclass
+class EvalSpec:
+    """An evaluation on a finished run: `zeroshot` (inputs, outputs) or `enrichment` (blocks)."""
+
+    kind: str
+    run: str
+    options: dict[str, Any]
+
+    @property
+    def result_file(self) -> str:
+        return EVAL_FILES[self.kind]
+
+
+@dataclass
+class Pipeline:
+    name: str
+    title: str
+    path: Optional[Path]
+    data: dict[str, DataSpec]
+    runs: dict[str, RunSpec]
+    evaluations: list[EvalSpec]
+    tables: list[dict[str, Any]]
+
+    @property
+    def runs_root(self) -> Path:
+        roots = {r.train.runs_root for r in self.runs.values()}
+        return Path(sorted(roots)[0]) if roots else Path("cache/runs")
+
+    @property
+    def cache_root(self) -> Path:
+        roots = {r.train.cache_root for r in self.runs.values()}
+        return Path(sorted(roots)[0]) if roots else Path("cache")
+
+    def record(self) -> dict[str, Any]:
+        """What `pcmpipe report` needs: tables, run names with their configs, data provenance."""
+        return {
+            "name": self.name,
+            "title": self.title,
+            "path": str(self.path) if self.path else None,
+            "data": {k: vars(v) for k, v in self.data.items()},
+            "runs": {k: {"fingerprint": r.fingerprint, "finetune": r.finetune, "config": r.train.to_dict()}
+                     for k, r in self.runs.items()},
+            "evaluations": [{"kind": e.kind, "run": e.run, **e.options} for e in self.evaluations],
+            "tables": self.tables,
+        }
+
+
+# ---------------------------------------------------------------- loading
+
+def load_pipeline(path: str | Path, *, overrides: Optional[list[str]] = None, roots: Optional[list[str]] = None,
+                  cache_root: Optional[str] = None, runs_root: Optional[str] = None) -> Pipeline:
+    """Read a pipeline YAML into typed configs.
+
+    overrides: `key=value` strings (`--set`). A dotted key (`data.cub.root=/x`) edits the document; a plain key
+        (`epochs=2`) is a TrainConfig setting applied to every run.
+    roots: dataset roots (`--root`): `PATH` for a one-dataset pipeline, or `DATASET=PATH` (repeatable).
+    cache_root / runs_root: where features and runs live (default: TrainConfig's, cache/ and cache/runs).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"pipeline file {path} not found (the paper's pipelines are in pipelines/*.yaml)")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise UserError(f"pipeline file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    return pipeline_from_dict(doc, path=path, overrides=overrides, roots=roots, cache_root=cache_root,
+                              runs_root=runs_root)
+
+
+def pipeline_from_dict(doc: Any, *, path: Optional[Path] = None, overrides: Optional[list[str]] = None,
+                       roots: Optional[list[str]] = None, cache_root: Optional[str] = None,
+                       runs_root: Optional[str] = None) -> Pipeline:
+    """Validate a parsed pipeline document (see `load_pipeline`); every mistake is one UserError line."""
+    where = str(path) if path else "pipeline"
+    if not isinstance(doc, dict):
+        raise UserError(f"{where}: a pipeline must be a mapping with name, data, runs and tables")
+    doc = copy.deepcopy(doc)
+    unknown = sorted(set(doc) - _PIPELINE_KEYS)
+    if unknown:
+        raise UserError(f"{where}: unknown pipeline key(s) {', '.join(unknown)}; valid: {', '.join(sorted(_PIPELINE_KEYS))}")
+    run_settings = _apply_overrides(doc, overrides or [], where)
+    _apply_roots(doc, roots or [], where)
+    name = str(doc.get("name") or (path.stem if path else "pipeline"))
+    data = {ds: _data_spec(ds, spec, where) for ds, spec in (doc.get("data") or {}).items()}
+
+    defaults = dict(doc.get("defaults") or {})
+    if cache_root:
+        run_settings["cache_root"] = cache_root
+    if runs_root:
+        run_settings["runs_root"] = runs_root
+    elif cache_root and "runs_root" not in run_settings:
+        run_settings["runs_root"] = str(Path(cache_root) / "runs")
+    runs_doc = doc.get("runs") or {}
+    if not isinstance(runs_doc, dict) or not runs_doc:
+        raise UserError(f"{where}: `runs` must map run names to their settings")
+    runs = {rn: _run_spec(rn, defaults, spec, run_settings, where) for rn, spec in runs_doc.items()}
+    for r in runs.values():
+        if r.train.dataset not in data:
+            raise UserError(f"{where}: run {r.name} trains on {r.train.dataset!r} but `data` has no such dataset")
+
+    evaluations = []
+    for i, ev in enumerate(doc.get("evaluations") or []):
+        if not isinstance(ev, dict) or ev.get("kind") not in EVAL_KINDS:
+            raise UserError(f"{where}: evaluation {i + 1} needs kind: one of {', '.join(EVAL_KINDS)}")
+        if ev.get("run") not in runs:
+            raise UserError(f"{where}: evaluation {i + 1} refers to run {ev.get('run')!r}, not defined in `runs`")
+        opts = {k: v for k, v in ev.items() if k not in ("kind", "run")}
+        evaluations.append(EvalSpec(kind=ev["kind"], run=ev["run"], options=opts))
+
+    tables = doc.get("tables") or []
+    if not isinstance(tables, list) or not tables:
+        raise UserError(f"{where}: `tables` must list at least one table layout")
+    for i, t in enumerate(tables):
+        check_table(t, set(runs), f"{where}: table {i + 1}")
+    return Pipeline(name=name, title=str(doc.get("title") or name), path=path, data=data, runs=runs,
+                    evaluations=evaluations, tables=tables)
+
+
+def _data_spec(dataset: str, spec: Any, where: str) -> DataSpec:
+    if not isinstance(spec, dict) or "root" not in spec or not spec.get("modalities"):
+        raise UserError(f"{where}: data.{dataset} needs `root` and `modalities`")
+    known = {"root", "modalities", "backbones", "weights"}
+    return DataSpec(dataset=dataset, root=str(spec["root"]), modalities=[str(m) for m in spec["modalities"]],
+                    backbones={str(k): str(v) for k, v in (spec.get("backbones") or {}).items()},
+                    weights={str(k): str(v) for k, v in (spec.get("weights") or {}).items()},
+                    options={k: v for k, v in spec.items() if k not in known})
+
+
+def _run_spec(name: str, defaults: dict, spec: Any, settings: dict, where: str) -> RunSpec:
+    if spec is not None and not isinstance(spec, dict):
+        raise UserError(f"{where}: run {name} must be a mapping of settings")
+    merged = {**defaults, **(spec or {}), **settings, "name": name}
+    finetune = merged.pop("finetune", None) or []
+    if isinstance(finetune, str):
+        finetune = [p.strip() for p in finetune.split(",") if p.strip()]
+    bad = [p for p in finetune if p not in FINETUNE_PARTS]
+    if bad:
+        raise UserError(f"{where}: run {name}: finetune may list {', '.join(FINETUNE_PARTS)}, got {', '.join(map(str, bad))}")
+    try:
+        cfg = TrainConfig.from_dict(merged)
+    except UserError as e:
+        raise UserError(f"{where}: run {name}: {e}") from None
+    # A tower can only be fine-tuned when its modality is trained (I for image, T for text).
+    tower_of = {"image": "I", "text": "T"}
+    finetune = [p for p in finetune if tower_of[p] in cfg.modalities]
+    return RunSpec(name=name, train=cfg, finetune=finetune)
+
+
+def _parse_value(text: str) -> Any:
+    """`--set` values are YAML scalars/lists: '2' -> 2, '1e-4' -> 0.0001, '[I,T]' -> ['I', 'T']."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _apply_overrides(doc: dict, overrides: list[str], where: str) -> dict[str, Any]:
+    """Dotted keys edit `doc` in place; plain keys are returned as TrainConfig settings for every run."""
+    settings: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UserError(f"--set expects key=value (e.g. epochs=2 or data.cub.root=/data/cub), got {item!r}")
+        if "." not in key:
+            settings[key] = _parse_value(value)
+            continue
+        node = doc
+        parts = key.split(".")
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                raise UserError(f"--set {key}: {where} has no mapping at {p!r}")
+            node = node[p]
+        node[parts[-1]] = _parse_value(value)
+    return settings
+
+
+def _apply_roots(doc: dict, roots: list[str], where: str) -> None:
+    data = doc.get("data") or {}
+    for item in roots:
+        ds, sep, value = item.partition("=")
+        if sep and ds in data:
+            data[ds]["root"] = value
+        elif len(data) == 1:
+            next(iter(data.values()))["root"] = item
+        else:
+            raise UserError(f"{where} uses datasets {', '.join(data)}: give --root DATASET=PATH for each")
