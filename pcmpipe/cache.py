@@ -1,0 +1,396 @@
+"""Feature cache: the contract between stage one (extraction) and stage two (training, evaluation).
+
+One directory per (dataset, modality, split) holds shard files (`part-00000.parquet` or `.h5`) and a
+`manifest.json` (see docs/cache-format.md). `ShardWriter` appends rows and is safe to kill at any moment:
+reopening it resumes, keeping every finished shard byte for byte. `open_cache` returns a `CacheReader`
+that refuses incomplete, corrupt or missing shards with a `UserError` naming the file.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from pcmpipe.cache_io import (FORMATS, ShardError, ShardSchema, check_shard, iter_shard, read_ids,
+                              sha256_file, shard_rows, write_shard)
+from pcmpipe.cache_manifest import (MANIFEST, differing_fields, feature_spec, fingerprint_inputs,
+                                    load_manifest, merge_manifests, new_manifest, rank_manifest_name,
+                                    schema_of, write_manifest)
+from pcmpipe.errors import UserError
+
+__all__ = ["cache_dir", "ShardWriter", "open_cache", "CacheReader", "merge_manifests", "list_caches", "FORMATS"]
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+_NUMERIC_KINDS = "fiub"  # float, signed, unsigned, bool
+
+
+def cache_dir(root: str | Path, dataset: str, modality: str, split: str) -> Path:
+    """root/dataset/modality/split."""
+    return Path(root) / dataset / modality / split
+
+
+def _check_name(what: str, name: str) -> None:
+    if not isinstance(name, str) or not NAME_RE.match(name) or name in (".", ".."):
+        raise UserError(f"{what} {name!r} is not a valid name; use letters, digits, '_', '.', '-'")
+
+
+class ShardWriter:
+    """Append rows to one cache directory; a context manager. Resumes where a killed writer stopped.
+
+    features: name -> (shape, dtype), e.g. {"feat": ((13, 768), "float32")}; every row gets one array of
+    that shape. key: the column equal to `id` (`image_id`, `caption_id`, ...). links: the coarser id
+    columns each row carries. meta: free JSON dict (backbone, weights checksum, preprocessing, dataset,
+    split); with features, key, links and fmt it makes the fingerprint. rank: for distributed extraction,
+    rank r writes `part-rNNN-*` shards and `manifest.rNNN.json` (join them with `merge_manifests`).
+    expected_rows: optional total, only used to say "N of M rows" about an incomplete cache.
+
+    After construction: `complete` is True if the directory already holds this finished cache (skip the
+    work); `done_ids` holds the ids of every finished shard (skip those samples).
+    """
+
+    def __init__(self, directory: str | Path, *, features: dict[str, tuple[tuple[int, ...], str]], key: str,
+                 links: list[str], meta: dict, fmt: str = "parquet", rows_per_shard: int = 4096,
+                 shard_prefix: str = "part", rank: int | None = None, expected_rows: int | None = None):
+        if fmt not in FORMATS:
+            raise UserError(f"unknown cache format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        if rows_per_shard < 1:
+            raise ValueError("rows_per_shard must be >= 1")
+        _check_name("key column", key)
+        for name in links:
+            _check_name("link column", name)
+        if not features:
+            raise ValueError("a cache needs at least one feature")
+        self.directory = Path(directory)
+        self.fmt, self.key, self.rows_per_shard = fmt, key, rows_per_shard
+        self.links = [c for c in dict.fromkeys(links) if c != key]
+        if "id" in self.links:
+            raise UserError("'id' is always a column; do not list it among the links")
+        spec = {}
+        for name, (shape, dtype) in features.items():
+            _check_name("feature", name)
+            if name in ("id", key, *self.links):
+                raise UserError(f"feature name {name!r} collides with an id column; rename the feature")
+            shape = tuple(int(d) for d in shape)
+            if any(d < 1 for d in shape) or np.dtype(dtype).kind not in _NUMERIC_KINDS:
+                raise ValueError(f"feature {name}: shape {shape} and dtype {dtype} must be positive and numeric")
+            spec[name] = (shape, np.dtype(dtype).name)
+        self.features = spec
+        inputs = fingerprint_inputs(meta, feature_spec(spec), key, self.links, fmt)
+        self._manifest = new_manifest(inputs, expected_rows)
+        self.fingerprint: str = self._manifest["fingerprint"]
+        self._schema = ShardSchema(key, tuple(self.links), spec, self.fingerprint)
+        if rank is not None and shard_prefix == "part":
+            shard_prefix = f"part-r{rank:03d}"
+        _check_name("shard prefix", shard_prefix)
+        self.shard_prefix = shard_prefix
+        self._manifest_path = self.directory / (MANIFEST if rank is None else rank_manifest_name(rank))
+        self._shard_re = re.compile(rf"^{re.escape(shard_prefix)}-(\d{{5,}}){re.escape(FORMATS[fmt])}$")
+        self.done_ids: set[str] = set()
+        self.complete = False
+        self._closed = False
+        self._pending: list[tuple[list[str], dict[str, list[str]], dict[str, np.ndarray]]] = []
+        self._pending_ids: set[str] = set()
+        self._pending_rows = 0
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._open()
+
+    # ------------------------------------------------------------ resume
+    def _check_fingerprint(self, path: Path) -> dict:
+        found = load_manifest(path)
+        if found["fingerprint"] != self.fingerprint:
+            diff = ", ".join(differing_fields(found, self._manifest)) or "fields"
+            raise UserError(f"cache {self.directory} holds other features (fingerprint {found['fingerprint'][:12]}, "
+                            f"requested {self.fingerprint[:12]}; differs in {diff}); delete it or write elsewhere")
+        return found
+
+    def _open(self) -> None:
+        final = self.directory / MANIFEST
+        if final.exists():
+            found = self._check_fingerprint(final)
+            if found["complete"]:
+                # finished earlier (or merged from ranks): nothing to write, but report what is there
+                self.complete = True
+                self._manifest = found
+                for shard in found["shards"]:
+                    try:
+                        self.done_ids.update(read_ids(self.directory / shard["file"], self.fmt))
+                    except Exception as e:  # missing or broken file: the cache cannot be trusted
+                        raise UserError(f"shard {shard['file']} of complete cache {self.directory} is missing or "
+                                        "unreadable; delete the cache directory and rerun the extraction") from e
+                return
+        own = self._manifest_path
+        for leftover in self.directory.iterdir():  # temp files of a killed writer with our prefix
+            if leftover.name.startswith((f".{self.shard_prefix}-", f".{own.name}")) and leftover.name.endswith(".tmp"):
+                leftover.unlink()
+        if own.exists():
+            found = self._check_fingerprint(own)
+            self._manifest["shards"] = found["shards"]
+            if found.get("expected_rows") is not None and self._manifest["expected_rows"] is None:
+                self._manifest["expected_rows"] = found["expected_rows"]
+        listed = {s["file"] for s in self._manifest["shards"]}
+        for shard in self._manifest["shards"]:
+            path = self.directory / shard["file"]
+            if not path.exists() or sha256_file(path) != shard["sha256"]:
+                state = "missing" if not path.exists() else "corrupt (sha256 mismatch)"
+                raise UserError(f"finished shard {shard['file']} of cache {self.directory} is {state}; "
+                                "delete the cache directory and rerun the extraction")
+            self._add_done(read_ids(path, self.fmt), shard["file"])
+        # a shard renamed into place whose manifest update never happened: adopt it if whole, else drop it
+        for path in sorted(self.directory.iterdir()):
+            if path.name in listed or not self._shard_re.match(path.name):
+                continue
+            try:
+                ids = check_shard(path, self.fmt, self._schema)
+                if self.done_ids.intersection(ids) or len(set(ids)) != len(ids) or not ids:
+                    raise ShardError("repeats ids of finished shards")
+            except ShardError:
+                path.unlink()
+                continue
+            self.done_ids.update(ids)
+            self._manifest["shards"].append({"file": path.name, "rows": len(ids), "sha256": sha256_file(path)})
+        self._manifest["shards"].sort(key=lambda s: s["file"])
+        self._next_index = 1 + max((int(self._shard_re.match(s["file"]).group(1)) for s in self._manifest["shards"]
+                                    if self._shard_re.match(s["file"])), default=-1)
+        write_manifest(self._manifest_path, self._manifest)
+
+    def _add_done(self, ids: list[str], where: str) -> None:
+        dup = self.done_ids.intersection(ids)
+        if dup:
+            raise UserError(f"id {sorted(dup)[0]!r} appears twice in cache {self.directory} (again in {where}); "
+                            "delete the cache directory and rerun the extraction")
+        self.done_ids.update(ids)
+
+    # ------------------------------------------------------------ writing
+    @property
+    def num_rows(self) -> int:
+        """Rows in finished shards plus rows buffered for the next one."""
+        return sum(s["rows"] for s in self._manifest["shards"]) + self._pending_rows
+
+    def add(self, ids: list[str], links: dict[str, list[str]], features: dict[str, np.ndarray]) -> None:
+        """Buffer n rows; write a shard whenever `rows_per_shard` rows are buffered.
+
+        ids: n strings; links: column -> n strings (every link column; the key column may be given
+        too and must then equal ids); features: name -> array [n, *shape], cast to the declared dtype.
+        """
+        if self.complete or self._closed:
+            raise RuntimeError(f"writer for {self.directory} is {'complete' if self.complete else 'closed'}")
+        ids = [str(i) for i in ids]
+        n = len(ids)
+        cols = {"id": ids}
+        if self.key != "id":
+            if self.key in links and [str(v) for v in links[self.key]] != ids:
+                raise ValueError(f"links[{self.key!r}] must equal ids: {self.key} is this cache's key")
+            cols[self.key] = ids
+        missing = set(self.links) - set(links)
+        extra = set(links) - set(self.links) - {self.key}
+        if missing or extra:
+            raise ValueError(f"link columns: missing {sorted(missing)}, unexpected {sorted(extra)}")
+        for c in self.links:
+            cols[c] = [str(v) for v in links[c]]
+            if len(cols[c]) != n:
+                raise ValueError(f"link column {c} has {len(cols[c])} values for {n} ids")
+        if set(features) != set(self.features):
+            raise ValueError(f"features {sorted(features)} != declared {sorted(self.features)}")
+        feats = {}
+        for name, (shape, dtype) in self.features.items():
+            arr = np.asarray(features[name])
+            if arr.shape != (n, *shape):
+                raise ValueError(f"feature {name} has shape {arr.shape}, expected {(n, *shape)}")
+            arr = arr.astype(dtype, copy=False)
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                bad = ids[int(np.flatnonzero(~np.isfinite(arr.reshape(n, -1)).all(axis=1))[0])]
+                raise UserError(f"feature {name} of id {bad!r} is NaN or infinite (after casting to {dtype}); "
+                                "check the input or the backbone's precision")
+            feats[name] = arr
+        seen: set[str] = set()
+        for i in ids:
+            if i in seen or i in self.done_ids or i in self._pending_ids:
+                raise UserError(f"id {i!r} appears twice in cache {self.directory}; ids must be unique")
+            seen.add(i)
+        self._pending.append((ids, cols, feats))
+        self._pending_ids.update(ids)
+        self._pending_rows += n
+        while self._pending_rows >= self.rows_per_shard:
+            self._flush(self.rows_per_shard)
+
+    def _flush(self, rows: int) -> None:
+        """Write the first `rows` buffered rows as one finished shard, then record it in the manifest."""
+        cols = {c: np.concatenate([np.asarray(p[1][c], dtype=object) for p in self._pending])
+                for c in self._schema.columns}
+        feats = {f: np.concatenate([p[2][f] for p in self._pending]) for f in self.features}
+        name = f"{self.shard_prefix}-{self._next_index:05d}{FORMATS[self.fmt]}"
+        digest = write_shard(self.directory / name, self.fmt, self._schema,
+                             {c: v[:rows] for c, v in cols.items()}, {f: v[:rows] for f, v in feats.items()})
+        written = cols["id"][:rows].tolist()
+        self._manifest["shards"].append({"file": name, "rows": rows, "sha256": digest})
+        write_manifest(self._manifest_path, self._manifest)
+        self._next_index += 1
+        self.done_ids.update(written)
+        self._pending_ids.difference_update(written)
+        self._pending_rows -= rows
+        rest_ids = cols["id"][rows:].tolist()
+        self._pending = [(rest_ids, {c: v[rows:].tolist() for c, v in cols.items()},
+                          {f: v[rows:] for f, v in feats.items()})] if self._pending_rows else []
+
+    def close(self) -> None:
+        """Write the buffered rows as the last shard and mark the cache complete."""
+        if self.complete or self._closed:
+            return
+        if self._pending_rows:
+            self._flush(self._pending_rows)
+        self._manifest["complete"] = True
+        write_manifest(self._manifest_path, self._manifest)
+        self.complete = True
+        self._closed = True
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        # Interrupted: keep the rows already handed over as a finished (not complete) shard, so a resume
+        # skips them. If that write fails too, resume simply recomputes them; the original error wins.
+        if not self.complete and self._pending_rows:
+            try:
+                self._flush(self._pending_rows)
+            except Exception:
+                pass
+        self._closed = True
+
+
+class CacheReader:
+    """A complete cache opened by `open_cache`.
+
+    read() -> (columns, features): columns maps `id`, the key and each link column to a str array [N];
+    features maps each feature name to an array [N, *shape] in its stored dtype; rows in shard order.
+    """
+
+    def __init__(self, directory: Path, manifest: dict):
+        self.directory = directory
+        self.manifest = manifest
+        self.key: str = manifest["key"]
+        self.links: list[str] = list(manifest["links"])
+        self.fmt: str = manifest["format"]
+        self.meta: dict = manifest["meta"]
+        self.fingerprint: str = manifest["fingerprint"]
+        self.feature_names: list[str] = list(manifest["features"])
+        self.num_rows: int = manifest["num_rows"]
+        self._schema = schema_of(manifest)
+        self.columns: list[str] = self._schema.columns
+        self.shapes: dict[str, tuple[int, ...]] = {n: s for n, (s, _) in self._schema.features.items()}
+        self.dtypes: dict[str, str] = {n: d for n, (_, d) in self._schema.features.items()}
+
+    def _names(self, features: list[str] | None) -> list[str]:
+        names = self.feature_names if features is None else list(features)
+        unknown = [f for f in names if f not in self.shapes]
+        if unknown:
+            raise UserError(f"cache {self.directory} has no feature {unknown[0]!r}; it has {', '.join(self.feature_names)}")
+        return names
+
+    def read(self, features: list[str] | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        names = self._names(features)
+        n = self.num_rows
+        out = {f: np.empty((n, *self.shapes[f]), dtype=self.dtypes[f]) for f in names}
+        cols: dict[str, list[np.ndarray]] = {c: [] for c in self.columns}
+        at = 0
+        for batch_cols, batch_feats in self.iter_batches(65536, names):
+            k = len(batch_cols["id"])
+            for f in names:
+                out[f][at:at + k] = batch_feats[f]
+            for c in self.columns:
+                cols[c].append(batch_cols[c])
+            at += k
+        columns = {c: (np.concatenate(v) if v else np.asarray([], dtype=str)) for c, v in cols.items()}
+        return columns, out
+
+    def iter_batches(self, batch_rows: int, features: list[str] | None = None
+                     ) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+        """Yield (columns, features) of exactly `batch_rows` rows (the last may be shorter), bounded memory."""
+        if batch_rows < 1:
+            raise ValueError("batch_rows must be >= 1")
+        names = self._names(features)
+        buf: list[tuple[dict, dict]] = []
+        held = 0
+        for shard in self.manifest["shards"]:
+            for part in iter_shard(self.directory / shard["file"], self.fmt, self._schema, batch_rows, names):
+                buf.append(part)
+                held += len(part[0]["id"])
+                while held >= batch_rows:
+                    batch, buf, held = _take(buf, batch_rows, names, self.columns)
+                    yield batch
+        if held:
+            yield _take(buf, held, names, self.columns)[0]
+
+
+def _take(buf, rows, names, columns):
+    """Split the first `rows` rows off a list of (columns, features) pieces."""
+    cols = {c: np.concatenate([p[0][c] for p in buf]) for c in columns}
+    feats = {f: np.concatenate([p[1][f] for p in buf]) for f in names}
+    head = ({c: v[:rows] for c, v in cols.items()}, {f: v[:rows] for f, v in feats.items()})
+    left = len(cols["id"]) - rows
+    rest = [({c: v[rows:] for c, v in cols.items()}, {f: v[rows:] for f, v in feats.items()})] if left else []
+    return head, rest, left
+
+
+def open_cache(directory: str | Path, *, verify: bool = True) -> CacheReader:
+    """Open a complete cache for reading. verify=True checks every shard's sha256 (else row counts only).
+
+    UserError if the directory or manifest is missing, the cache is incomplete, or a shard is missing,
+    truncated or corrupt (the message names the shard).
+    """
+    directory = Path(directory)
+    path = directory / MANIFEST
+    if not path.exists():
+        if directory.is_dir() and any(directory.glob("manifest.r*.json")):
+            raise UserError(f"cache {directory} has per-rank manifests only; merge them first "
+                            "(pcmpipe.cache.merge_manifests)")
+        raise UserError(f"no cache at {directory} (manifest.json missing); run the extraction first")
+    manifest = load_manifest(path)
+    if not manifest["complete"]:
+        total = manifest.get("expected_rows")
+        of = f"{manifest['num_rows']} of {total} rows" if total is not None else f"{manifest['num_rows']} rows so far"
+        raise UserError(f"cache {directory} is incomplete ({of}); rerun the extraction to resume")
+    for shard in manifest["shards"]:
+        file = directory / shard["file"]
+        if not file.exists():
+            raise UserError(f"shard {shard['file']} of cache {directory} is missing; "
+                            "delete the cache directory and rerun the extraction")
+        try:
+            rows = shard_rows(file, manifest["format"])
+        except ShardError as e:
+            raise UserError(f"shard {shard['file']} of cache {directory} is corrupt ({e}); "
+                            "delete the cache directory and rerun the extraction") from e
+        if rows != shard["rows"] or (verify and sha256_file(file) != shard["sha256"]):
+            why = f"{rows} rows, manifest says {shard['rows']}" if rows != shard["rows"] else "sha256 mismatch"
+            raise UserError(f"shard {shard['file']} of cache {directory} is corrupt ({why}); "
+                            "delete the cache directory and rerun the extraction")
+    return CacheReader(directory, manifest)
+
+
+def list_caches(root: str | Path) -> list[dict]:
+    """Every cache under `root` (or `root` itself): one summary dict each, for `pcmpipe cache-info`."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"cache root {root} does not exist; pass the directory holding your caches")
+    rows = []
+    for path in sorted(root.rglob(MANIFEST)):
+        if any(part.startswith(".") for part in path.relative_to(root).parts):
+            continue  # temp directories of an unfinished import
+        rel = path.parent.relative_to(root).parts
+        where = (["", "", ""] + list(rel))[-3:] if rel else ["", "", ""]
+        try:
+            m = load_manifest(path)
+        except UserError as e:
+            rows.append({"path": str(path.parent), "dataset": where[0], "modality": where[1], "split": where[2],
+                         "error": str(e)})
+            continue
+        rows.append({"path": str(path.parent), "dataset": where[0], "modality": where[1], "split": where[2],
+                     "rows": m["num_rows"], "format": m["format"], "complete": bool(m["complete"]),
+                     "features": {n: (tuple(f["shape"]), f["dtype"]) for n, f in m["features"].items()},
+                     "fingerprint": m["fingerprint"], "meta": m["meta"]})
+    return rows

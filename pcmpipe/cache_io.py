@@ -1,0 +1,247 @@
+"""One shard file on disk: atomic writes, checksums, and its Parquet or HDF5 encoding.
+
+A shard holds N rows: string columns (`id`, the key column, the link columns) and one array per feature
+[N, *shape]. Parquet stores each feature as a fixed-size-list column of the flattened vector, so generic
+readers (pyarrow.dataset, Hugging Face `datasets`, DuckDB, Spark) read the files as they are; the shape
+sits in the field metadata and in the schema metadata. HDF5 stores one contiguous, uncompressed dataset
+per feature, which h5py can memory-map.
+
+Every file is written to a dot-prefixed temp file in the same directory, fsynced, then renamed over its
+final name, so a reader or a resumed writer only ever sees whole files (pyarrow.dataset skips dot files).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+FORMATS = {"parquet": ".parquet", "hdf5": ".h5"}
+# The schema-metadata key under which a shard records what it belongs to.
+META_KEY = "pcmpipe"
+_PARQUET_ROW_GROUP = 1024  # bounded memory for readers that stream row groups
+
+
+class ShardError(Exception):
+    """A shard file is unreadable or does not match the cache's schema (the message says why)."""
+
+
+@dataclass(frozen=True)
+class ShardSchema:
+    """What every shard of one cache holds: string columns and features {name: (shape, dtype)}."""
+
+    key: str
+    links: tuple[str, ...]
+    features: dict[str, tuple[tuple[int, ...], str]]
+    fingerprint: str
+
+    @property
+    def columns(self) -> list[str]:
+        """`id`, the key column (unless the key is `id` itself), then the link columns."""
+        cols = ["id"] if self.key == "id" else ["id", self.key]
+        return cols + [c for c in self.links if c not in cols]
+
+    def metadata_json(self) -> str:
+        feats = {n: {"shape": list(s), "dtype": d} for n, (s, d) in self.features.items()}
+        return json.dumps({"fingerprint": self.fingerprint, "key": self.key, "links": list(self.links),
+                           "features": feats}, sort_keys=True)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename durable: the directory entry itself must reach the disk."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temp_path(path: Path) -> Path:
+    """`.<name>.tmp` beside `path`: same filesystem (rename is atomic) and hidden from dataset readers."""
+    return path.with_name(f".{path.name}.tmp")
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = temp_path(path)
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+# ---------------------------------------------------------------- writing
+
+def write_shard(path: Path, fmt: str, schema: ShardSchema, columns: dict[str, np.ndarray],
+                features: dict[str, np.ndarray]) -> str:
+    """Write one shard atomically and return its sha256. Arrays are already validated and cast."""
+    tmp = temp_path(path)
+    try:
+        if fmt == "parquet":
+            _write_parquet(tmp, schema, columns, features)
+        else:
+            _write_hdf5(tmp, schema, columns, features)
+        _fsync_path(tmp)
+        digest = sha256_file(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    fsync_dir(path.parent)
+    return digest
+
+
+def arrow_schema(schema: ShardSchema):
+    import pyarrow as pa
+
+    fields = [pa.field(c, pa.string(), nullable=False) for c in schema.columns]
+    for name, (shape, dtype) in schema.features.items():
+        meta = {b"shape": json.dumps(list(shape)).encode(), b"dtype": dtype.encode()}
+        value_type = pa.from_numpy_dtype(np.dtype(dtype))
+        fields.append(pa.field(name, pa.list_(value_type, math.prod(shape)), nullable=False, metadata=meta))
+    return pa.schema(fields, metadata={META_KEY.encode(): schema.metadata_json().encode()})
+
+
+def _write_parquet(tmp: Path, schema: ShardSchema, columns: dict[str, np.ndarray],
+                   features: dict[str, np.ndarray]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrays = [pa.array(columns[c].tolist(), pa.string()) for c in schema.columns]
+    for name, (shape, _) in schema.features.items():
+        flat = pa.array(np.ascontiguousarray(features[name]).reshape(-1))
+        arrays.append(pa.FixedSizeListArray.from_arrays(flat, math.prod(shape)))
+    table = pa.Table.from_arrays(arrays, schema=arrow_schema(schema))
+    pq.write_table(table, tmp, row_group_size=_PARQUET_ROW_GROUP)
+
+
+def _write_hdf5(tmp: Path, schema: ShardSchema, columns: dict[str, np.ndarray],
+                features: dict[str, np.ndarray]) -> None:
+    import h5py
+
+    with h5py.File(tmp, "w") as h:
+        h.attrs[META_KEY] = schema.metadata_json()
+        for c in schema.columns:
+            h.create_dataset(c, data=np.asarray(columns[c].tolist(), dtype=object), dtype=h5py.string_dtype())
+        for name in schema.features:
+            # contiguous and uncompressed, so the dataset can be memory-mapped
+            h.create_dataset(name, data=np.ascontiguousarray(features[name]))
+
+
+# ---------------------------------------------------------------- reading
+
+def shard_rows(path: Path, fmt: str) -> int:
+    """Row count from the file's own metadata (cheap). Raises ShardError if unreadable."""
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(path).metadata.num_rows
+        import h5py
+
+        with h5py.File(path, "r") as h:
+            return len(h["id"])
+    except Exception as e:  # OSError, KeyError, pyarrow's ArrowInvalid ...: the file is broken either way
+        raise ShardError(f"unreadable ({type(e).__name__})") from e
+
+
+def iter_shard(path: Path, fmt: str, schema: ShardSchema, batch_rows: int,
+               features: list[str]) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+    """Yield (columns, features) slices of at most `batch_rows` rows, in file order.
+
+    columns: name -> str array [n]; features: name -> array [n, *shape] in the stored dtype.
+    """
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(path)
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=schema.columns + features):
+            cols = {c: np.asarray(batch.column(c).to_pylist(), dtype=str) for c in schema.columns}
+            feats = {}
+            for name in features:
+                shape = schema.features[name][0]
+                values = batch.column(name).flatten().to_numpy(zero_copy_only=False)
+                feats[name] = values.reshape(len(batch), *shape)
+            yield cols, feats
+        return
+    import h5py
+
+    with h5py.File(path, "r") as h:
+        n = len(h["id"])
+        for start in range(0, n, batch_rows):
+            stop = min(n, start + batch_rows)
+            cols = {c: np.asarray(h[c].asstr()[start:stop].tolist(), dtype=str) for c in schema.columns}
+            feats = {name: h[name][start:stop] for name in features}
+            yield cols, feats
+
+
+def read_ids(path: Path, fmt: str) -> list[str]:
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path, columns=["id"]).column("id").to_pylist()
+    import h5py
+
+    with h5py.File(path, "r") as h:
+        return h["id"].asstr()[:].tolist()
+
+
+def check_shard(path: Path, fmt: str, schema: ShardSchema) -> list[str]:
+    """Fully read a shard found on disk and check it belongs to this cache; return its ids.
+
+    Used to adopt a shard that was renamed into place but never entered the manifest (a writer killed
+    between the two steps). Raises ShardError naming the first problem.
+    """
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+            found = (table.schema.metadata or {}).get(META_KEY.encode(), b"{}")
+            if json.loads(found).get("fingerprint") != schema.fingerprint:
+                raise ShardError("written for another cache (fingerprint differs)")
+            if not table.schema.remove_metadata().equals(arrow_schema(schema).remove_metadata()):
+                raise ShardError("columns or types differ from the manifest")
+            return table.column("id").to_pylist()
+        import h5py
+
+        with h5py.File(path, "r") as h:
+            if json.loads(h.attrs.get(META_KEY, "{}")).get("fingerprint") != schema.fingerprint:
+                raise ShardError("written for another cache (fingerprint differs)")
+            n = len(h["id"])
+            for c in schema.columns:
+                if len(h[c]) != n:
+                    raise ShardError(f"column {c} has {len(h[c])} rows, id has {n}")
+            for name, (shape, dtype) in schema.features.items():
+                ds = h[name]
+                if ds.shape != (n, *shape) or ds.dtype != np.dtype(dtype):
+                    raise ShardError(f"feature {name} is {ds.shape} {ds.dtype}, expected {(n, *shape)} {dtype}")
+                ds[...]  # read every byte: a truncated file fails here
+            return h["id"].asstr()[:].tolist()
+    except ShardError:
+        raise
+    except Exception as e:  # any decoding failure means the file is broken
+        raise ShardError(f"unreadable ({type(e).__name__}: {str(e)[:80]})") from e

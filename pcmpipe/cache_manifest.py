@@ -1,0 +1,136 @@
+"""The manifest beside a cache's shards: what the cache is (fingerprint) and which shards are finished.
+
+`manifest.json` is rewritten atomically after every finished shard, so it always lists exactly the
+shards a resumed writer must keep. Distributed ranks each write `manifest.rNNN.json` beside their own
+`part-rNNN-*` shards; `merge_manifests` joins them into the final `manifest.json`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+from pcmpipe.cache_io import ShardError, ShardSchema, atomic_write_text, read_ids
+from pcmpipe.errors import UserError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+_RANK_MANIFEST = re.compile(r"^manifest\.r(\d{3,})\.json$")
+
+
+def rank_manifest_name(rank: int) -> str:
+    return f"manifest.r{rank:03d}.json"
+
+
+def canonical_json(obj) -> str:
+    """Key-sorted, whitespace-free JSON: equal content gives equal bytes, hence equal hashes."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def feature_spec(features: dict[str, tuple[tuple[int, ...], str]]) -> dict[str, dict]:
+    return {n: {"shape": [int(d) for d in shape], "dtype": str(dtype)} for n, (shape, dtype) in features.items()}
+
+
+def fingerprint_inputs(meta: dict, features: dict[str, dict], key: str, links: list[str], fmt: str) -> dict:
+    return {"meta": meta, "features": features, "key": key, "links": list(links), "format": fmt}
+
+
+def fingerprint(inputs: dict) -> str:
+    return hashlib.sha256(canonical_json(inputs).encode()).hexdigest()
+
+
+def new_manifest(inputs: dict, expected_rows: int | None) -> dict:
+    return {"format_version": FORMAT_VERSION, **inputs, "fingerprint": fingerprint(inputs),
+            "expected_rows": expected_rows, "shards": [], "num_rows": 0, "complete": False}
+
+
+def differing_fields(a: dict, b: dict) -> list[str]:
+    """Which fingerprint inputs differ between two manifests, e.g. ['meta.weights_sha256', 'links']."""
+    out = []
+    for field in ("meta", "features", "key", "links", "format"):
+        va, vb = a.get(field), b.get(field)
+        if field == "meta" and isinstance(va, dict) and isinstance(vb, dict):
+            out += [f"meta.{k}" for k in sorted(set(va) | set(vb)) if va.get(k) != vb.get(k)]
+        elif canonical_json(va) != canonical_json(vb):
+            out.append(field)
+    return out
+
+
+def load_manifest(path: Path) -> dict:
+    """Parse a manifest; UserError if it is not one this version of pcmpipe can read."""
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read cache manifest {path} ({type(e).__name__}); delete {path.parent} "
+                        "and rerun the extraction") from e
+    if not isinstance(manifest, dict) or "fingerprint" not in manifest or "shards" not in manifest:
+        raise UserError(f"{path} is not a pcmpipe cache manifest; delete {path.parent} and rerun the extraction")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise UserError(f"cache {path.parent} has format version {version}, this pcmpipe reads version "
+                        f"{FORMAT_VERSION}; upgrade pcmpipe or rerun the extraction into a new directory")
+    return manifest
+
+
+def write_manifest(path: Path, manifest: dict) -> None:
+    manifest["num_rows"] = sum(s["rows"] for s in manifest["shards"])
+    atomic_write_text(path, json.dumps(manifest, indent=1, sort_keys=False) + "\n")
+
+
+def schema_of(manifest: dict) -> ShardSchema:
+    feats = {n: (tuple(f["shape"]), f["dtype"]) for n, f in manifest["features"].items()}
+    return ShardSchema(manifest["key"], tuple(manifest["links"]), feats, manifest["fingerprint"])
+
+
+def merge_manifests(directory: str | Path) -> dict:
+    """Join the finished per-rank manifests `manifest.rNNN.json` of `directory` into `manifest.json`.
+
+    Every rank must share one fingerprint and be complete, and no id may appear in two ranks. Shards are
+    listed rank by rank (in file-name order within a rank). Idempotent: merging again rewrites the same
+    manifest. Returns the merged manifest.
+    """
+    directory = Path(directory)
+    ranks = sorted(p for p in directory.glob("manifest.r*.json") if _RANK_MANIFEST.match(p.name))
+    if not ranks:
+        raise UserError(f"no per-rank manifests (manifest.rNNN.json) in {directory}; did the ranks run?")
+    parts = [load_manifest(p) for p in ranks]
+    first = parts[0]
+    for path, part in zip(ranks[1:], parts[1:]):
+        if part["fingerprint"] != first["fingerprint"]:
+            raise UserError(f"{path.name} has fingerprint {part['fingerprint'][:12]} but {ranks[0].name} has "
+                            f"{first['fingerprint'][:12]} (differs in {', '.join(differing_fields(first, part))}); "
+                            "all ranks must extract with the same settings")
+    for path, part in zip(ranks, parts):
+        if not part["complete"]:
+            raise UserError(f"rank manifest {path.name} in {directory} is incomplete ({part['num_rows']} rows); "
+                            "rerun that rank to finish before merging")
+    final_path = directory / MANIFEST
+    if final_path.exists():
+        final = load_manifest(final_path)
+        if final["fingerprint"] != first["fingerprint"]:
+            raise UserError(f"{final_path} has fingerprint {final['fingerprint'][:12]}, the ranks "
+                            f"{first['fingerprint'][:12]}; delete {directory} and rerun the extraction")
+    shards, seen, owner = [], set(), {}
+    for part in parts:
+        for shard in sorted(part["shards"], key=lambda s: s["file"]):
+            if shard["file"] in owner:
+                raise UserError(f"shard {shard['file']} is listed by two rank manifests in {directory}")
+            owner[shard["file"]] = True
+            try:
+                ids = read_ids(directory / shard["file"], first["format"])
+            except (OSError, ShardError, KeyError, ValueError) as e:
+                raise UserError(f"shard {shard['file']} of {directory} is missing or unreadable; "
+                                "rerun the rank that wrote it") from e
+            dup = seen.intersection(ids)
+            if dup:
+                raise UserError(f"id {sorted(dup)[0]!r} appears in two ranks of {directory} (again in "
+                                f"{shard['file']}); give each rank a disjoint part of the dataset")
+            seen.update(ids)
+            shards.append(shard)
+    merged = {k: v for k, v in first.items() if k not in ("shards", "num_rows", "complete")}
+    merged["expected_rows"] = None
+    merged.update(shards=shards, complete=True)
+    write_manifest(final_path, merged)
+    return merged
