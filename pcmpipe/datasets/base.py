@@ -1,0 +1,89 @@
+"""What every dataset reader returns: `Record`s, one per sample of one modality and split.
+
+The extraction step turns a reader's records into cache rows, so the id and link formats here are the
+ones the cache keeps (docs/design.md, "Modalities and ids").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pcmpipe.errors import UserError
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+# The id column each modality lives at: a record's `id` equals `links[MODALITY_KEYS[modality]]`.
+MODALITY_KEYS: dict[str, str] = {
+    "I": "image_id",
+    "T": "caption_id",
+    "S": "caption_id",
+    "A": "image_id",
+    "C": "class_id",
+    "P": "class_id",
+}
+
+
+@dataclass(frozen=True)
+class Record:
+    """One sample of one modality.
+
+    `links` holds the sample's own key column and every coarser one (a CUB caption: caption_id,
+    image_id, class_id). Exactly one payload is set: `path` (image or wav file), `text` (caption or
+    prompt) or `vector` (float32 [D], attributes and class embeddings).
+    """
+
+    id: str
+    links: dict[str, str]
+    path: Path | None = None
+    text: str | None = None
+    vector: np.ndarray | None = field(default=None, compare=False)
+
+
+class Dataset:
+    """Base of the readers. Subclasses set `name`, `modalities` and implement `_records`."""
+
+    name: str = ""
+    modalities: tuple[str, ...] = ()
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).expanduser()
+        # raw entry -> why it was left out (e.g. a caption whose image is in no split list)
+        self.skipped: dict[str, str] = {}
+
+    def key(self, modality: str) -> str:
+        """The id column of `modality` ('image_id', 'caption_id' or 'class_id')."""
+        self._check_modality(modality)
+        return MODALITY_KEYS[modality]
+
+    def records(self, modality: str, split: str) -> list[Record]:
+        """All records of `modality` in `split`, sorted by id."""
+        self._check_modality(modality)
+        if split not in SPLITS:
+            raise UserError(f"unknown split {split!r} for {self.name}; choose one of {', '.join(SPLITS)}")
+        recs = self._records(modality, split)
+        return sorted(recs, key=lambda r: r.id)
+
+    def _records(self, modality: str, split: str) -> list[Record]:
+        raise NotImplementedError
+
+    def _check_modality(self, modality: str) -> None:
+        if modality not in self.modalities:
+            raise UserError(
+                f"{self.name} has no modality {modality!r}; it has {', '.join(self.modalities)}"
+            )
+
+
+def read_lines(path: Path) -> list[str]:
+    """Non-empty stripped lines of a text file; LF, CRLF and CR endings all work (universal newlines)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def require(path: Path, how: str) -> Path:
+    """`path` if it exists, else a UserError naming it and how to get it."""
+    if not path.exists():
+        raise UserError(f"missing {path}: {how}")
+    return path

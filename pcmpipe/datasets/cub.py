@@ -1,0 +1,198 @@
+"""CUB-200-2011 with the captions of Reed et al. (CUB-Captions, as used by PCME).
+
+On-disk layout (docs/datasets.md):
+
+    root/CUB_200_2011/images.txt                    "<image_id> <NNN.Class>/<file>.jpg"
+    root/CUB_200_2011/classes.txt                   "<class_id> <NNN.Class>"
+    root/CUB_200_2011/image_class_labels.txt        "<image_id> <class_id>"
+    root/CUB_200_2011/train_test_split.txt          "<image_id> <is_training_image>"
+    root/CUB_200_2011/images/<NNN.Class>/<file>.jpg
+    root/CUB_200_2011/attributes/image_attribute_labels.txt
+                                                    "<image_id> <attr_id> <is_present> <certainty> <time>"
+    root/CUB_200_2011/attributes/class_attribute_labels_continuous.txt   200 lines x 312 percentages
+    root/attributes.txt                             beside CUB_200_2011/, as in the official tgz
+    root/text_c10/<NNN.Class>/<file>.txt            10 captions a file (also root/cub_text/text_c10,
+                                                    root/cvpr2016_cub/text_c10)
+
+`root` may also be the CUB_200_2011 folder itself. Splits follow PCME: the 50 classes of
+pcme_testclasses.txt are `test`; the other 150 are split by train_test_split.txt into train / val.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from pcmpipe.datasets.base import Dataset, Record, read_lines, require
+from pcmpipe.errors import UserError
+
+NUM_ATTRIBUTES = 312
+CUB_DIR = "CUB_200_2011"
+GET_IT = "run `pcmpipe download cub --root ROOT` or see docs/datasets.md"
+GET_TEXT = (
+    "download cvpr2016_cub.tar.gz (Reed et al. captions, Google Drive link in docs/datasets.md) and unpack it so "
+    "that ROOT/text_c10/<NNN.Class>/<image>.txt exist"
+)
+TEXT_DIRS = ("text_c10", "cub_text/text_c10", "cvpr2016_cub/text_c10")
+CLASS_VECTORS = ("mean", "continuous")
+
+
+def pcme_test_classes() -> set[str]:
+    """The 50 PCME test class folder names ('043.Yellow_bellied_Flycatcher', ...)."""
+    text = resources.files("pcmpipe.data").joinpath("pcme_testclasses.txt").read_text(encoding="utf-8")
+    return {line.strip() for line in text.splitlines() if line.strip()}
+
+
+def clean_class_name(folder: str) -> str:
+    """'001.Black_footed_Albatross' -> 'Black footed Albatross'."""
+    return folder.split(".", 1)[-1].replace("_", " ").strip()
+
+
+def prompt(folder: str) -> str:
+    """The zero-shot prompt of a class (modality P)."""
+    return f"A photo of a {clean_class_name(folder)}."
+
+
+class CUB(Dataset):
+    """Reader of CUB-200-2011 + text_c10. Modalities I, T, A (attributes), C (class vector), P (prompt).
+
+    `class_vectors="mean"` (default) makes C the mean of the class's binary A vectors (over all its images);
+    `"continuous"` uses class_attribute_labels_continuous.txt / 100 instead.
+    """
+
+    name = "cub"
+    modalities = ("I", "T", "A", "C", "P")
+
+    def __init__(self, root: Path | str, class_vectors: str = "mean") -> None:
+        super().__init__(root)
+        if class_vectors not in CLASS_VECTORS:
+            raise UserError(f"class_vectors must be one of {', '.join(CLASS_VECTORS)}, got {class_vectors!r}")
+        self.class_vectors = class_vectors
+        if (self.root / CUB_DIR).is_dir():
+            self.cub = self.root / CUB_DIR
+        elif (self.root / "images.txt").is_file():
+            self.cub = self.root
+        else:
+            raise UserError(f"missing {self.root / CUB_DIR}: {GET_IT}")
+
+    # ---- tables ----------------------------------------------------------------------------
+    def _table(self, rel: str) -> list[list[str]]:
+        path = require(self.cub / rel, GET_IT)
+        return [line.split(maxsplit=1) for line in read_lines(path)]
+
+    @cached_property
+    def class_folder(self) -> dict[str, str]:
+        """class_id -> folder name ('1' -> '001.Black_footed_Albatross')."""
+        return {cid: folder.strip() for cid, folder in self._table("classes.txt")}
+
+    @cached_property
+    def image_path(self) -> dict[str, str]:
+        """image_id -> path relative to images/ ('001.Black_footed_Albatross/Black_Footed_..._0046_18.jpg')."""
+        return {iid: rel.strip() for iid, rel in self._table("images.txt")}
+
+    @cached_property
+    def image_class(self) -> dict[str, str]:
+        return {iid: cid.strip() for iid, cid in self._table("image_class_labels.txt")}
+
+    @cached_property
+    def split_of_image(self) -> dict[str, str]:
+        """image_id -> train / val / test (PCME class split, then CUB's is_training_image)."""
+        test_classes = pcme_test_classes()
+        unknown = test_classes - set(self.class_folder.values())
+        if unknown:
+            raise UserError(f"{self.cub / 'classes.txt'} lacks PCME test classes, e.g. {sorted(unknown)[0]}")
+        out = {}
+        for iid, flag in self._table("train_test_split.txt"):
+            if self.class_folder[self.image_class[iid]] in test_classes:
+                out[iid] = "test"
+            else:
+                out[iid] = "train" if flag.strip() == "1" else "val"
+        return out
+
+    def _ids(self, split: str) -> list[str]:
+        return sorted((i for i, s in self.split_of_image.items() if s == split), key=int)
+
+    @cached_property
+    def attributes(self) -> dict[str, np.ndarray]:
+        """image_id -> float32 [312] binary vector (is_present) from image_attribute_labels.txt.
+
+        Only the first three fields are used: the real file has a few lines with extra fields.
+        """
+        path = require(self.cub / "attributes" / "image_attribute_labels.txt", GET_IT)
+        index = {iid: k for k, iid in enumerate(self.image_path)}
+        table = np.zeros((len(index), NUM_ATTRIBUTES), dtype=np.float32)
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for lineno, line in enumerate(f, 1):
+                parts = line.split()
+                if not parts:
+                    continue
+                try:
+                    k, attr, present = index[parts[0]], int(parts[1]) - 1, int(parts[2])
+                except (KeyError, ValueError, IndexError):
+                    raise UserError(f"{path}:{lineno}: cannot parse {line.strip()[:60]!r}") from None
+                if not 0 <= attr < NUM_ATTRIBUTES:
+                    raise UserError(f"{path}:{lineno}: attribute id {attr + 1} outside 1..{NUM_ATTRIBUTES}")
+                table[k, attr] = float(present == 1)
+        return {iid: table[k] for iid, k in index.items()}
+
+    @cached_property
+    def class_vector(self) -> dict[str, np.ndarray]:
+        """class_id -> float32 [312]: mean of its images' A vectors, or continuous percentages / 100."""
+        if self.class_vectors == "continuous":
+            path = require(self.cub / "attributes" / "class_attribute_labels_continuous.txt", GET_IT)
+            rows = [np.array(line.split(), dtype=np.float32) / 100.0 for line in read_lines(path)]
+            if len(rows) != len(self.class_folder) or any(r.shape != (NUM_ATTRIBUTES,) for r in rows):
+                raise UserError(f"{path}: expected {len(self.class_folder)} lines of {NUM_ATTRIBUTES} numbers")
+            return {cid: rows[int(cid) - 1] for cid in self.class_folder}
+        sums: dict[str, np.ndarray] = {}
+        counts: dict[str, int] = {}
+        for iid, vec in self.attributes.items():
+            cid = self.image_class[iid]
+            sums[cid] = sums.get(cid, 0) + vec
+            counts[cid] = counts.get(cid, 0) + 1
+        return {cid: (sums[cid] / counts[cid]).astype(np.float32) for cid in sums}
+
+    @cached_property
+    def text_dir(self) -> Path:
+        for base in (self.root, self.cub.parent):
+            for rel in TEXT_DIRS:
+                if (base / rel).is_dir():
+                    return base / rel
+        raise UserError(f"missing {self.root / 'text_c10'}: {GET_TEXT}")
+
+    # ---- records ---------------------------------------------------------------------------
+    def _records(self, modality: str, split: str) -> list[Record]:
+        ids = self._ids(split)
+        if modality == "I":
+            return [
+                Record(id=i, links={"image_id": i, "class_id": self.image_class[i]},
+                       path=self.cub / "images" / self.image_path[i])
+                for i in ids
+            ]
+        if modality == "A":
+            return [
+                Record(id=i, links={"image_id": i, "class_id": self.image_class[i]}, vector=self.attributes[i])
+                for i in ids
+            ]
+        if modality == "T":
+            return self._captions(ids)
+        classes = sorted({self.image_class[i] for i in ids}, key=int)
+        if modality == "C":
+            return [Record(id=c, links={"class_id": c}, vector=self.class_vector[c]) for c in classes]
+        return [Record(id=c, links={"class_id": c}, text=prompt(self.class_folder[c])) for c in classes]
+
+    def _captions(self, ids: list[str]) -> list[Record]:
+        recs = []
+        for i in ids:
+            rel = Path(self.image_path[i]).with_suffix(".txt")
+            path = self.text_dir / rel
+            if not path.is_file():
+                raise UserError(f"missing caption file {path}: {GET_TEXT}")
+            links = {"image_id": i, "class_id": self.image_class[i]}
+            for n, caption in enumerate(read_lines(path)):
+                cid = f"{i}#{n}"
+                recs.append(Record(id=cid, links={"caption_id": cid, **links}, text=caption))
+        return recs
