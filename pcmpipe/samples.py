@@ -1,0 +1,179 @@
+"""Training samples: the join of several cached modalities of one split (docs/design.md "Training samples").
+
+Each modality's features stay one contiguous float32 tensor [N_m, *shape]. A sample is a row of the *base*
+modality (the one whose rows carry every other modality's key column); `idx[m][s]` is the row of modality m
+that belongs to sample s and `present[m][s]` says whether there is one. A batch is then a handful of
+`index_select`s on those tensors: no per-sample Python, no DataLoader over single rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pcmpipe.errors import UserError
+
+
+@dataclass
+class ModalityData:
+    """One cached modality of one split, fully in memory."""
+
+    name: str
+    key: str  # the key column, e.g. "caption_id"
+    columns: dict[str, np.ndarray]  # "id" + link columns, arrays of str, length N
+    features: torch.Tensor  # [N, *shape] float32, contiguous
+    fingerprint: str  # the cache manifest's fingerprint
+    directory: str
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.features.shape[1:])
+
+    def carries(self, column: str) -> bool:
+        return column == self.key or column in self.columns
+
+    def key_values(self) -> np.ndarray:
+        return self.columns[self.key] if self.key in self.columns else self.columns["id"]
+
+
+@dataclass
+class SplitData:
+    """The modalities of one split plus the sample join used for training batches."""
+
+    split: str
+    modalities: dict[str, ModalityData]
+    base: list[str]  # modalities whose rows define the samples (several when they share the finest key)
+    idx: dict[str, torch.Tensor] = field(default_factory=dict)  # m -> LongTensor [N_samples], 0 where absent
+    present: dict[str, torch.Tensor] = field(default_factory=dict)  # m -> BoolTensor [N_samples]
+
+    def __len__(self) -> int:
+        return int(next(iter(self.idx.values())).shape[0])
+
+    def to(self, device: torch.device | str) -> "SplitData":
+        """Move features and index tensors once, so batches are gathered on the device."""
+        for m in self.modalities.values():
+            m.features = m.features.to(device)
+        self.idx = {k: v.to(device) for k, v in self.idx.items()}
+        self.present = {k: v.to(device) for k, v in self.present.items()}
+        return self
+
+    def batch(self, rows: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Gather samples `rows` [B] -> (inputs m -> [B, *shape_m], present m -> bool [B]).
+
+        Absent modalities get row 0 of their matrix as a placeholder; the losses ignore it through `present`.
+        """
+        inputs = {m: d.features.index_select(0, self.idx[m].index_select(0, rows)) for m, d in self.modalities.items()}
+        present = {m: self.present[m].index_select(0, rows) for m in self.modalities}
+        return inputs, present
+
+
+def feature_name(reader, modality: str, path: Path) -> str:
+    """The one feature of a modality cache (or the one named after the modality / 'features')."""
+    names = list(reader.feature_names)
+    if len(names) == 1:
+        return names[0]
+    for candidate in (modality, "features", "feature", "embedding"):
+        if candidate in names:
+            return candidate
+    raise UserError(f"cache {path} holds several features ({', '.join(names)}); cannot tell which one is {modality}")
+
+
+def load_modality(cache_root: str | Path, dataset: str, modality: str, split: str) -> ModalityData:
+    """Read one (dataset, modality, split) cache into memory; a missing cache names the command that makes it."""
+    from pcmpipe.cache import cache_dir, open_cache
+
+    path = Path(cache_dir(Path(cache_root), dataset, modality, split))
+    if not (path / "manifest.json").is_file():
+        raise UserError(f"no cached features at {path}; create them with {_make_command(dataset, modality, split, cache_root)}")
+    reader = open_cache(path)
+    name = feature_name(reader, modality, path)
+    columns, feats = reader.read([name])
+    # One contiguous float32 block: index_select on it is the whole batching cost.
+    features = torch.from_numpy(np.ascontiguousarray(feats[name], dtype=np.float32))
+    columns = {k: np.asarray(v).astype(str) for k, v in columns.items()}
+    fp = str(reader.manifest.get("fingerprint", ""))
+    return ModalityData(modality, reader.key, columns, features, fp, str(path))
+
+
+def _make_command(dataset: str, modality: str, split: str, cache_root: str | Path) -> str:
+    from pcmpipe.config import KNOWN_MODALITIES
+
+    if modality in KNOWN_MODALITIES and dataset in ("flickr8k", "cub"):
+        return f"`pcmpipe extract --dataset {dataset} --modalities {modality} --splits {split} --cache-root {cache_root}`"
+    return (f"`pcmpipe import-features {modality} --dataset {dataset} --split {split} --cache-root {cache_root} "
+            f"--npy FEATS.npy --ids IDS.tsv`")
+
+
+def find_base(mods: dict[str, ModalityData]) -> list[str]:
+    """Modalities whose rows carry every other modality's key column; those sharing the first one's key.
+
+    Flickr8k I,T,S -> [T, S] (both keyed by caption_id, both carry image_id); CUB I,T,A,C -> [T];
+    I,C -> [I]. Raises UserError when no modality links to all others.
+    """
+    order = list(mods)
+    cands = [m for m in order if all(mods[m].carries(mods[o].key) for o in order if o != m)]
+    if not cands:
+        keys = ", ".join(f"{m}: {d.key}" for m, d in mods.items())
+        raise UserError(f"cannot join modalities {','.join(order)}: no cache's rows carry every other key ({keys})")
+    first_key = mods[cands[0]].key
+    return [m for m in cands if mods[m].key == first_key]
+
+
+def join(split: str, mods: dict[str, ModalityData]) -> SplitData:
+    """Build the sample table of `split`: one sample per distinct key value of the base modalities.
+
+    Samples are the base rows in cache order; keys present only in another base modality (e.g. a spoken caption
+    whose written caption is missing) are appended after them. Vectorised lookups (sort + searchsorted).
+    """
+    base = find_base(mods)
+    key = mods[base[0]].key
+    # Sample table: for each column another modality is keyed by, the sample's value of that column.
+    needed = sorted({d.key for d in mods.values()} | {key})
+    table: dict[str, list[np.ndarray]] = {c: [] for c in needed}
+    seen = np.array([], dtype=str)
+    for m in base:
+        d = mods[m]
+        keys = d.key_values()
+        new = ~np.isin(keys, seen)
+        for c in needed:
+            table[c].append((keys if c == key else d.columns[c])[new])
+        seen = np.concatenate([seen, keys[new]])
+    samples = {c: np.concatenate(v) for c, v in table.items()}
+    out = SplitData(split, mods, base)
+    for m, d in mods.items():
+        row, ok = _lookup(d.key_values(), samples[d.key])
+        out.idx[m] = torch.from_numpy(row)
+        out.present[m] = torch.from_numpy(ok)
+    return out
+
+
+def _lookup(haystack: np.ndarray, needles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each needle, its row in haystack (0 if absent) and whether it was found. Keys are unique per cache."""
+    if haystack.size == 0:
+        return np.zeros(len(needles), dtype=np.int64), np.zeros(len(needles), dtype=bool)
+    order = np.argsort(haystack, kind="stable")
+    pos = np.searchsorted(haystack[order], needles)
+    pos = np.clip(pos, 0, len(haystack) - 1)
+    rows = order[pos]
+    found = haystack[rows] == needles
+    return np.where(found, rows, 0).astype(np.int64), found.astype(bool)
+
+
+def load_split(cache_root: str | Path, dataset: str, modalities: list[str], split: str) -> SplitData:
+    """Load every modality of one split and join them (see module docstring)."""
+    mods = {m: load_modality(cache_root, dataset, m, split) for m in modalities}
+    return join(split, mods)
+
+
+def check_compatible(reference: SplitData, other: SplitData) -> None:
+    """Val/test features must have the train features' shapes (same backbone); otherwise the heads cannot apply."""
+    for m, d in reference.modalities.items():
+        o = other.modalities[m]
+        if o.shape != d.shape:
+            raise UserError(
+                f"mismatched caches for {m}: {reference.split} has features {list(d.shape)} but {other.split} has "
+                f"{list(o.shape)} ({o.directory}); re-extract both splits with the same backbone"
+            )
