@@ -1,0 +1,167 @@
+"""The paper's two losses over all modality pairs, with masks for missing modalities (Sec. 3, Eq. 3-9).
+
+Conventions (see docs/conventions.md for the reasoning):
+- `emb[m]` is the raw head output [B, D] of modality m; the losses L2-normalise it, so S is the cosine
+  similarity matrix [B, B] of Eq. 2.
+- Pairs i < j run over the sorted modality names (Eq. 3); the total is the plain sum over pairs.
+- PCMC (Eq. 4-5): each pair is the mean of the two cross-entropy directions; each direction is the MEAN over
+  counted rows (CLIP/open_clip), not the sum Eq. 5 writes. With two modalities, all present, this is
+  exactly `open_clip.loss.ClipLoss()` on the normalised embeddings.
+- `logit_scale` multiplies the cosines (tau in Eq. 5). Pass a float (fixed, 1/0.07 by default) or a 0-d tensor:
+  for a learnable scale the trainer owns `log_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))`, passes
+  `log_scale.exp()` and clamps `log_scale` to at most log(MAX_LOGIT_SCALE) after each step, as CLIP does.
+- Masking (Eq. 8, 9): `present[m]` is a bool [B]; a modality missing from `present` is present everywhere.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+MAX_LOGIT_SCALE = 100.0  # CLIP's clamp on the learnable logit scale (the trainer applies it)
+
+
+def _presence(emb: dict[str, Tensor], present: dict[str, Tensor] | None) -> dict[str, Tensor]:
+    """name -> bool [B]; modalities without an entry are present in every row."""
+    out = {}
+    for name, x in emb.items():
+        p = None if present is None else present.get(name)
+        if p is None:
+            p = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        else:
+            p = p.to(device=x.device, dtype=torch.bool)
+            if p.shape != (x.shape[0],):
+                raise ValueError(f"present[{name!r}] must be [B={x.shape[0]}], got {tuple(p.shape)}")
+        out[name] = p
+    return out
+
+
+def _check_batch(emb: dict[str, Tensor]) -> int:
+    sizes = {name: x.shape[0] for name, x in emb.items()}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"all modalities need the same batch size, got {sizes}")
+    if not sizes:
+        raise ValueError("no modalities given")
+    return next(iter(sizes.values()))
+
+
+def _masked_ce(logits: Tensor, cand_ok: Tensor, rows: Tensor) -> Tensor:
+    """Mean cross-entropy with the diagonal as target, over the rows in `rows` only.
+
+    logits [B, B]; cand_ok bool [B, B] (False -> logit -inf, Eq. 8); rows bool [B], every counted row has a
+    finite diagonal. Uncounted rows are dropped BEFORE the softmax: an all -inf row would give NaN that a
+    zero weight cannot cancel in the backward pass.
+    """
+    idx = rows.nonzero(as_tuple=True)[0]  # [R]
+    sub = logits[idx].masked_fill(~cand_ok[idx], float("-inf"))  # [R, B]
+    return F.cross_entropy(sub, idx)
+
+
+def pcmc_loss(
+    emb: dict[str, Tensor],
+    present: dict[str, Tensor] | None = None,
+    logit_scale: float | Tensor = 1 / 0.07,
+) -> Tensor:
+    """Pairwise cross-modal contrastive loss (PCMC, Eq. 3-5, masked by Eq. 8).
+
+    Args:
+        emb: name -> raw embeddings [B, D] (same B for all).
+        present: name -> bool [B]; None means every modality is present in every row.
+        logit_scale: float or 0-d tensor (already exponentiated; see module docstring).
+
+    Returns a 0-d tensor: sum over pairs (i < j, sorted names) of
+    (CE(S^{ij} rows) + CE(S^{ji} rows)) / 2, each CE averaged over the rows whose query and positive are both
+    present. A pair with no such rows contributes 0 (still connected to the graph, gradient 0).
+    """
+    _check_batch(emb)
+    pres = _presence(emb, present)
+    z = {name: F.normalize(x, dim=-1) for name, x in emb.items()}
+    total = None
+    for a, b in combinations(sorted(z), 2):
+        za, zb = z[a], z[b]
+        rows = pres[a] & pres[b]  # query and its positive both present
+        if bool(rows.any()):
+            logits = logit_scale * za @ zb.T  # [B, B]: query a, candidate b
+            cand_ok = pres[a][:, None] & pres[b][None, :]  # [B, B]
+            term = (_masked_ce(logits, cand_ok, rows) + _masked_ce(logits.T, cand_ok.T, rows)) / 2
+        else:
+            term = (za.sum() + zb.sum()) * 0.0
+        total = term if total is None else total + term
+    if total is None:  # a single modality has no pairs
+        total = next(iter(z.values())).sum() * 0.0
+    return total
+
+
+@torch.no_grad()
+def pcmr_target(
+    inputs: dict[str, Tensor],
+    threshold: float = 0.99,
+    present: dict[str, Tensor] | None = None,
+) -> Tensor:
+    """Regression target of Eq. 7 from the backbone features.
+
+    T[p, q] = 1 when, over the modalities present in both p and q, max_m cos(x_p^(m), x_q^(m)) > threshold
+    (each row flattened: a HuBERT (13, 768) feature is one 9984-d vector), else 0; the diagonal is always 1.
+    Catches shared views, e.g. two captions of the same image share the image feature.
+
+    inputs: name -> [B, ...]; present: name -> bool [B]. Returns float [B, B] of 0/1 (no gradient).
+    """
+    B = _check_batch(inputs)
+    pres = _presence(inputs, present)
+    best = None
+    for name, x in inputs.items():
+        x = x.detach().reshape(B, -1)
+        x = F.normalize(x.to(torch.promote_types(x.dtype, torch.float32)), dim=-1)
+        cos = x @ x.T  # [B, B]
+        both = pres[name][:, None] & pres[name][None, :]
+        cos = cos.masked_fill(~both, float("-inf"))
+        best = cos if best is None else torch.maximum(best, cos.to(best.dtype))
+    target = (best > threshold).to(torch.float32)
+    target.fill_diagonal_(1.0)
+    return target
+
+
+def pcmr_loss(
+    emb: dict[str, Tensor],
+    target: Tensor | None = None,
+    present: dict[str, Tensor] | None = None,
+    rho: float = 1.0,
+) -> Tensor:
+    """Pairwise cross-modal regression loss (PCMR, Eq. 6, masked by Eq. 9).
+
+    Sum over pairs i < j (sorted names) of ||H (.) (S - T)||_F^(2 + rho), with S [B, B] the cosine similarity
+    between modality i (rows) and j (columns), T the target [B, B] (identity when None, see `pcmr_target`) and
+    H[p, q] = 1 iff i is present in p and j in q.
+
+    The norm is computed as (sum of squares)^(1 + rho/2): same value, and unlike sqrt it has a finite gradient
+    when the residual is exactly 0. rho must be >= 0 for that to hold.
+    """
+    if rho < 0:
+        raise ValueError(f"rho must be >= 0, got {rho}")
+    B = _check_batch(emb)
+    pres = _presence(emb, present)
+    z = {name: F.normalize(x, dim=-1) for name, x in emb.items()}
+    first = next(iter(z.values()))
+    if target is None:
+        target = torch.eye(B, dtype=first.dtype, device=first.device)
+    else:
+        target = target.to(device=first.device, dtype=first.dtype)
+        if target.shape != (B, B):
+            raise ValueError(f"target must be [B, B] = [{B}, {B}], got {tuple(target.shape)}")
+    power = 1.0 + rho / 2.0
+    total = first.sum() * 0.0  # a single modality has no pairs
+    for a, b in combinations(sorted(z), 2):
+        sim = z[a] @ z[b].T  # [B, B]
+        h = (pres[a][:, None] & pres[b][None, :]).to(sim.dtype)
+        sq = ((h * (sim - target)) ** 2).sum()
+        total = total + sq.pow(power)
+    return total
+
+
+# Plain registry: name -> loss over embeddings (pcmr takes `target=`, pcmc takes `logit_scale=`).
+LOSSES = {"pcmc": pcmc_loss, "pcmr": pcmr_loss}
+
+__all__ = ["pcmc_loss", "pcmr_target", "pcmr_loss", "LOSSES", "MAX_LOGIT_SCALE"]

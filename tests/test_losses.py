@@ -1,0 +1,275 @@
+"""PCMC / PCMR losses and the PCMR target against explicit float64 loops, open_clip's ClipLoss, and masks."""
+
+import math
+from itertools import combinations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from open_clip.loss import ClipLoss
+
+from pcmpipe.losses import pcmc_loss, pcmr_loss, pcmr_target
+
+
+# ---------------------------------------------------------------- independent reference computations (loops)
+
+
+def _cos(u, v):
+    u, v = [float(t) for t in u], [float(t) for t in v]
+    dot = sum(a * b for a, b in zip(u, v))
+    return dot / (math.sqrt(sum(a * a for a in u)) * math.sqrt(sum(b * b for b in v)))
+
+
+def _ref_pcmc(emb, present, scale):
+    names = sorted(emb)
+    B = emb[names[0]].shape[0]
+    pres = {m: [True] * B if present is None or m not in present else [bool(t) for t in present[m]] for m in names}
+    total = 0.0
+    for a, b in combinations(names, 2):
+        directions = []
+        for q_mod, c_mod in ((a, b), (b, a)):
+            losses = []
+            for p in range(B):
+                if not (pres[q_mod][p] and pres[c_mod][p]):
+                    continue
+                logits = {q: scale * _cos(emb[q_mod][p], emb[c_mod][q]) for q in range(B) if pres[c_mod][q]}
+                lse = math.log(sum(math.exp(v) for v in logits.values()))
+                losses.append(lse - logits[p])
+            directions.append(sum(losses) / len(losses) if losses else 0.0)
+        total += (directions[0] + directions[1]) / 2
+    return total
+
+
+def _ref_pcmr(emb, target, present, rho):
+    names = sorted(emb)
+    B = emb[names[0]].shape[0]
+    pres = {m: [True] * B if present is None or m not in present else [bool(t) for t in present[m]] for m in names}
+    total = 0.0
+    for a, b in combinations(names, 2):
+        sq = 0.0
+        for p in range(B):
+            for q in range(B):
+                if pres[a][p] and pres[b][q]:
+                    t = (1.0 if p == q else 0.0) if target is None else float(target[p][q])
+                    sq += (_cos(emb[a][p], emb[b][q]) - t) ** 2
+        total += math.sqrt(sq) ** (2 + rho)
+    return total
+
+
+def _ref_target(inputs, threshold, present):
+    names = list(inputs)
+    B = inputs[names[0]].shape[0]
+    flat = {m: inputs[m].reshape(B, -1) for m in names}
+    out = [[0.0] * B for _ in range(B)]
+    for p in range(B):
+        for q in range(B):
+            sims = [
+                _cos(flat[m][p], flat[m][q])
+                for m in names
+                if present is None or m not in present or (bool(present[m][p]) and bool(present[m][q]))
+            ]
+            out[p][q] = 1.0 if p == q or (sims and max(sims) > threshold) else 0.0
+    return torch.tensor(out)
+
+
+def _emb(names, B=6, D=5, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return {m: torch.randn(B, D, generator=g, dtype=dtype) for m in names}
+
+
+def _random_present(names, B, seed):
+    g = torch.Generator().manual_seed(seed)
+    return {m: torch.rand(B, generator=g) > 0.35 for m in names}
+
+
+# ---------------------------------------------------------------- PCMC
+
+
+@pytest.mark.parametrize("scale", [1 / 0.07, 3.0])
+def test_pcmc_two_modalities_equals_open_clip_cliploss(scale):
+    emb = _emb(["I", "T"], B=16, D=32, seed=1, dtype=torch.float32)
+    ours = pcmc_loss(emb, logit_scale=scale)
+    theirs = ClipLoss()(F.normalize(emb["I"], dim=-1), F.normalize(emb["T"], dim=-1), torch.tensor(scale))
+    assert abs(float(ours) - float(theirs)) < 1e-5
+    # a 0-d tensor scale (learnable, exp of a log-parameter) gives the same value and a gradient
+    log_scale = torch.tensor(math.log(scale), requires_grad=True)
+    ours_t = pcmc_loss(emb, logit_scale=log_scale.exp())
+    assert abs(float(ours_t.detach()) - float(theirs)) < 1e-5
+    ours_t.backward()
+    assert log_scale.grad is not None and torch.isfinite(log_scale.grad)
+
+
+def test_pcmc_three_modalities_matches_loops():
+    emb = _emb(["T", "I", "S"], B=5, D=4, seed=2)
+    assert abs(float(pcmc_loss(emb, logit_scale=5.0)) - _ref_pcmc(emb, None, 5.0)) < 1e-9
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_pcmc_random_missing_modalities_matches_loops(seed):
+    names = ["I", "T", "A", "C"]
+    emb = _emb(names, B=7, D=3, seed=seed)
+    present = _random_present(names, 7, seed + 100)
+    present["C"][:] = True  # one modality present everywhere, as a class embedding is
+    got = float(pcmc_loss(emb, present, logit_scale=4.0))
+    assert math.isfinite(got)
+    assert abs(got - _ref_pcmc(emb, present, 4.0)) < 1e-9
+
+
+def test_pcmc_rows_missing_both_modalities_are_the_same_as_dropping_them():
+    emb = _emb(["I", "T"], B=8, D=6, seed=3, dtype=torch.float32)
+    keep = torch.tensor([True, False, True, True, False, True, True, True])
+    present = {"I": keep.clone(), "T": keep.clone()}
+    masked = pcmc_loss(emb, present)
+    sub = {m: x[keep] for m, x in emb.items()}
+    dropped = ClipLoss()(F.normalize(sub["I"], dim=-1), F.normalize(sub["T"], dim=-1), torch.tensor(1 / 0.07))
+    assert abs(float(masked) - float(dropped)) < 1e-5
+
+
+def test_pcmc_symmetric_in_names_and_batch_order():
+    emb = _emb(["I", "T", "S"], B=6, D=4, seed=4)
+    present = _random_present(["I", "T", "S"], 6, 5)
+    base = float(pcmc_loss(emb, present))
+    # swapping which tensor is called what swaps the pair order; the loss is symmetric in the two directions
+    swapped = {"I": emb["T"], "T": emb["I"], "S": emb["S"]}
+    swapped_p = {"I": present["T"], "T": present["I"], "S": present["S"]}
+    assert abs(float(pcmc_loss(swapped, swapped_p)) - base) < 1e-9
+    perm = torch.randperm(6, generator=torch.Generator().manual_seed(0))
+    permuted = float(pcmc_loss({m: x[perm] for m, x in emb.items()}, {m: p[perm] for m, p in present.items()}))
+    assert abs(permuted - base) < 1e-9
+
+
+def test_pcmc_pair_without_counted_rows_is_zero_with_finite_gradients():
+    emb = {m: x.requires_grad_() for m, x in _emb(["A", "I", "T"], B=4, D=3, seed=6).items()}
+    # A and I never co-occur; T is absent in row 0
+    present = {
+        "A": torch.tensor([True, True, False, False]),
+        "I": torch.tensor([False, False, True, True]),
+        "T": torch.tensor([False, True, True, True]),
+    }
+    loss = pcmc_loss(emb, present)
+    assert torch.isfinite(loss)
+    assert abs(float(loss) - _ref_pcmc(emb, present, 1 / 0.07)) < 1e-9
+    loss.backward()
+    for m, x in emb.items():
+        assert torch.isfinite(x.grad).all(), m
+    # nothing counted at all: exactly 0, still differentiable, zero gradient
+    none = {m: torch.zeros(4, dtype=torch.bool) for m in emb}
+    for x in emb.values():
+        x.grad = None
+    zero = pcmc_loss(emb, none)
+    assert float(zero) == 0.0
+    zero.backward()
+    assert all(torch.equal(x.grad, torch.zeros_like(x)) for x in emb.values())
+
+
+def test_pcmc_gradients_finite_with_masks_in_float32():
+    emb = {m: x.float().requires_grad_() for m, x in _emb(["I", "T", "S"], B=10, D=8, seed=7).items()}
+    present = _random_present(["I", "T", "S"], 10, 8)
+    pcmc_loss(emb, present, logit_scale=torch.tensor(100.0)).backward()
+    for x in emb.values():
+        assert torch.isfinite(x.grad).all()
+
+
+# ---------------------------------------------------------------- PCMR
+
+
+@pytest.mark.parametrize("rho", [0.0, 1.0, 0.5])
+def test_pcmr_identity_target_matches_loops(rho):
+    emb = _emb(["I", "T", "S"], B=5, D=4, seed=9)
+    assert abs(float(pcmr_loss(emb, rho=rho)) - _ref_pcmr(emb, None, None, rho)) < 1e-9
+
+
+def test_pcmr_rho_zero_vs_one():
+    emb = _emb(["I", "T"], B=6, D=4, seed=10)
+    squared = float(pcmr_loss(emb, rho=0.0))  # ||S - I||_F^2
+    za, zb = F.normalize(emb["I"], dim=-1), F.normalize(emb["T"], dim=-1)
+    assert abs(squared - float(((za @ zb.T - torch.eye(6, dtype=za.dtype)) ** 2).sum())) < 1e-12
+    assert abs(float(pcmr_loss(emb, rho=1.0)) - squared**1.5) < 1e-9
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_pcmr_masked_with_target_matches_loops(seed):
+    names = ["I", "T", "A"]
+    emb = _emb(names, B=6, D=3, seed=seed + 20)
+    present = _random_present(names, 6, seed + 30)
+    target = (torch.rand(6, 6, generator=torch.Generator().manual_seed(seed)) > 0.7).double()
+    target = ((target + target.T + torch.eye(6)) > 0).double()
+    got = float(pcmr_loss(emb, target=target, present=present, rho=1.0))
+    assert abs(got - _ref_pcmr(emb, target, present, 1.0)) < 1e-9
+
+
+def test_pcmr_symmetric_in_names():
+    emb = _emb(["I", "T"], B=5, D=4, seed=11)
+    target = torch.eye(5, dtype=torch.float64)
+    target[0, 2] = target[2, 0] = 1.0
+    present = _random_present(["I", "T"], 5, 12)
+    a = float(pcmr_loss(emb, target, present))
+    b = float(pcmr_loss({"I": emb["T"], "T": emb["I"]}, target, {"I": present["T"], "T": present["I"]}))
+    assert abs(a - b) < 1e-9
+
+
+@pytest.mark.parametrize("rho", [0.0, 1.0])
+def test_pcmr_gradient_finite_at_zero_residual(rho):
+    # orthonormal embeddings shared by both modalities: S == I exactly, so the residual is 0
+    eye = torch.eye(4, 8, dtype=torch.float64)
+    emb = {"I": eye.clone().requires_grad_(), "T": eye.clone().requires_grad_()}
+    loss = pcmr_loss(emb, rho=rho)
+    assert float(loss) == 0.0
+    loss.backward()
+    for x in emb.values():
+        assert torch.isfinite(x.grad).all()
+    # all-absent mask: H is 0 everywhere, same story
+    emb2 = {m: x.detach().clone().requires_grad_() for m, x in _emb(["I", "T"], B=3, D=2, seed=13).items()}
+    loss2 = pcmr_loss(emb2, present={"I": torch.zeros(3, dtype=torch.bool)}, rho=rho)
+    loss2.backward()
+    assert float(loss2) == 0.0 and all(torch.isfinite(x.grad).all() for x in emb2.values())
+
+
+def test_pcmr_rejects_negative_rho():
+    with pytest.raises(ValueError):
+        pcmr_loss(_emb(["I", "T"]), rho=-0.5)
+
+
+# ---------------------------------------------------------------- PCMR target (Eq. 7)
+
+
+def test_pcmr_target_marks_shared_views():
+    g = torch.Generator().manual_seed(14)
+    B = 6
+    image = torch.randn(B, 16, generator=g, dtype=torch.float64)
+    image[3] = image[0] * 2.0  # captions 0 and 3 describe the same image (cosine 1, scale-invariant)
+    image[5] = image[1] + 1e-4 * torch.randn(16, generator=g, dtype=torch.float64)  # near-duplicate: > 0.99
+    text = torch.randn(B, 16, generator=g, dtype=torch.float64)
+    speech = torch.randn(B, 3, 7, generator=g, dtype=torch.float64)  # per-layer features, flattened per row
+    inputs = {"I": image, "T": text, "S": speech}
+    target = pcmr_target(inputs)
+    assert target.dtype == torch.float32 and target.shape == (B, B)
+    torch.testing.assert_close(target, _ref_target(inputs, 0.99, None))
+    expected = torch.eye(B)
+    expected[0, 3] = expected[3, 0] = expected[1, 5] = expected[5, 1] = 1.0
+    torch.testing.assert_close(target, expected)
+    assert torch.equal(target, target.T)
+
+
+def test_pcmr_target_respects_presence_and_threshold():
+    g = torch.Generator().manual_seed(15)
+    B = 5
+    image = torch.randn(B, 8, generator=g)
+    image[2] = image[0]
+    text = torch.randn(B, 8, generator=g)
+    text[4] = text[1]
+    present = {"I": torch.tensor([True, True, False, True, True])}  # the image of row 2 is missing
+    target = pcmr_target({"I": image, "T": text}, present=present)
+    torch.testing.assert_close(target, _ref_target({"I": image, "T": text}, 0.99, present))
+    assert target[0, 2] == 0 and target[1, 4] == 1 and target[2, 2] == 1
+    # a threshold above every off-diagonal cosine but the duplicates keeps them; above 1 drops them
+    assert pcmr_target({"T": text}, threshold=1.5)[1, 4] == 0
+
+
+def test_pcmr_target_has_no_gradient_and_feeds_the_loss():
+    x = torch.randn(4, 6, requires_grad=True)
+    t = pcmr_target({"I": x})
+    assert not t.requires_grad
+    emb = _emb(["I", "T"], B=4, D=3, seed=16)
+    got = float(pcmr_loss(emb, target=t.double()))
+    assert abs(got - _ref_pcmr(emb, t, None, 1.0)) < 1e-9
