@@ -1,0 +1,134 @@
+"""Query and database enrichment (paper Sec. 4.4, Table 5).
+
+An *enriched* vector is the average of several modalities' L2-normalised embeddings of the same entity. Rows
+are aligned by shared ids: the fused set has one row per row of its *base* modality (the one whose rows carry
+every other member's key column, e.g. I for I+C on CUB, S for I+S on Flickr8k), and each other member
+contributes its row with the same key value. `{} -> X` fuses the queries and searches X; `X -> {}` queries
+with X and fuses the database vectors. The metric is r@1 at the run's match level, in percent.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pcmpipe.errors import UserError
+from pcmpipe.runs import RunEmbeddings
+
+PLACEHOLDER = "{}"
+
+
+def _key_values(e: RunEmbeddings) -> np.ndarray:
+    return e.columns[e.key] if e.key in e.columns else e.columns["id"]
+
+
+def _carries(e: RunEmbeddings, column: str) -> bool:
+    return column == e.key or column in e.columns
+
+
+def fuse(embs: dict[str, RunEmbeddings], modalities: list[str]) -> RunEmbeddings:
+    """Average of the normalised embeddings of `modalities`, one row per base row -> RunEmbeddings.
+
+    The result keeps the base modality's key and columns; base rows whose partner rows are missing are dropped
+    (the paper's sets are complete, so this only happens with partial caches). Shapes: [N_base, D].
+    """
+    missing = [m for m in modalities if m not in embs]
+    if missing:
+        raise UserError(f"enrichment needs embeddings of {', '.join(missing)}; the run has {', '.join(sorted(embs))}")
+    if len(modalities) == 1:
+        return embs[modalities[0]]
+    members = [embs[m] for m in modalities]
+    base_name = next((m for m in modalities if all(_carries(embs[m], o.key) for o in members)), None)
+    if base_name is None:
+        raise UserError(f"cannot align {'+'.join(modalities)}: no modality's rows carry all of "
+                        f"{', '.join(sorted({o.key for o in members}))}")
+    base = embs[base_name]
+    keep = np.ones(len(_key_values(base)), dtype=bool)
+    rows: dict[str, np.ndarray] = {}
+    for m in modalities:
+        if m == base_name:
+            continue
+        other = embs[m]
+        pos = {v: i for i, v in enumerate(_key_values(other).tolist())}
+        wanted = base.columns[other.key] if other.key in base.columns else _key_values(base)
+        idx = np.array([pos.get(v, -1) for v in wanted.tolist()], dtype=np.int64)
+        keep &= idx >= 0
+        rows[m] = idx
+    if not keep.any():
+        raise UserError(f"{'+'.join(modalities)}: no row of {base_name} has a partner in every other modality")
+    sel = torch.as_tensor(np.nonzero(keep)[0], dtype=torch.long)
+    total = F.normalize(base.embedding.float(), dim=-1)[sel]
+    for m, idx in rows.items():
+        total = total + F.normalize(embs[m].embedding.float(), dim=-1)[torch.as_tensor(idx[keep], dtype=torch.long)]
+    columns = {k: v[keep] for k, v in base.columns.items()}
+    return RunEmbeddings(embedding=total / len(modalities), key=base.key, columns=columns)
+
+
+def match_column(level: str, query: RunEmbeddings, gallery: RunEmbeddings) -> str:
+    """The id column deciding a match: class_id at class level; at instance level the coarser of the two keys
+    (an image and its captions match through image_id)."""
+    if level == "class":
+        column = "class_id"
+    elif level == "instance":
+        # an image and its captions are one instance: match through image_id when both sides carry it
+        candidates = [c for c in ("image_id", gallery.key, query.key) if _carries(query, c) and _carries(gallery, c)]
+        if not candidates:
+            raise UserError(f"no shared id column between {query.key} and {gallery.key} rows")
+        column = candidates[0]
+    else:
+        raise UserError(f"unknown match level {level!r}; valid: instance, class")
+    if not (_carries(query, column) and _carries(gallery, column)):
+        raise UserError(f"match level {level} needs column {column} on both sides")
+    return column
+
+
+def recall_at_1(query: RunEmbeddings, gallery: RunEmbeddings, level: str, block: int = 2048) -> float:
+    """r@1 in percent: share of queries whose most similar gallery row is a positive.
+
+    Computed in query blocks of `block` rows so memory stays [block, N_gallery].
+    """
+    col = match_column(level, query, gallery)
+    q_ids = query.columns[col] if col in query.columns else _key_values(query)
+    g_ids = gallery.columns[col] if col in gallery.columns else _key_values(gallery)
+    codes = {v: i for i, v in enumerate(np.unique(np.concatenate([q_ids, g_ids])).tolist())}
+    q_code = torch.as_tensor([codes[v] for v in q_ids.tolist()])
+    g_code = torch.as_tensor([codes[v] for v in g_ids.tolist()])
+    g = F.normalize(gallery.embedding.float(), dim=-1)
+    q = F.normalize(query.embedding.float(), dim=-1)
+    hits = 0
+    for start in range(0, q.shape[0], block):
+        top = (q[start:start + block] @ g.T).argmax(dim=1)  # [b]
+        hits += int((g_code[top] == q_code[start:start + block]).sum())
+    return 100.0 * hits / max(q.shape[0], 1)
+
+
+def parse_block(block: str) -> tuple[str, str]:
+    """'{}->T' -> ('query', 'T'); 'T->{}' -> ('database', 'T')."""
+    left, sep, right = block.partition("->")
+    left, right = left.strip(), right.strip()
+    if sep and left == PLACEHOLDER and right and right != PLACEHOLDER:
+        return "query", right
+    if sep and right == PLACEHOLDER and left and left != PLACEHOLDER:
+        return "database", left
+    raise UserError(f"enrichment block {block!r} must read '{{}}->X' (enriched query) or 'X->{{}}' (enriched database)")
+
+
+def enrichment_table(embs: dict[str, RunEmbeddings], blocks: dict[str, list[str]], level: str
+                     ) -> dict[str, dict[str, Optional[float]]]:
+    """{block: {combination: r@1 percent}}, e.g. {'{}->T': {'I': 56.9, 'I+C': 67.5}} (Table 5 layout)."""
+    out: dict[str, dict[str, Optional[float]]] = {}
+    for block, combos in blocks.items():
+        side, fixed = parse_block(block)
+        if fixed not in embs:
+            raise UserError(f"enrichment block {block}: the run has no {fixed} embeddings")
+        out[block] = {}
+        for combo in combos:
+            fused = fuse(embs, combo.split("+"))
+            if side == "query":
+                out[block][combo] = recall_at_1(fused, embs[fixed], level)
+            else:
+                out[block][combo] = recall_at_1(embs[fixed], fused, level)
+    return out

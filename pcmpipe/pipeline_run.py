@@ -1,0 +1,244 @@
+"""`pcmpipe run`: turn a loaded Pipeline into a plan of steps and run the missing ones, in order.
+
+Steps: `extract` (per dataset: the cached modalities the runs need), `train` / `finetune` (per run), and the
+evaluations (`zeroshot`, `enrichment`) on finished runs. A step is `cached` when its output already exists and
+matches (complete cache manifests; a complete run directory with the same config fingerprint; an evaluation
+file written with the same options), so a second call does nothing and a killed call resumes.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from pcmpipe.errors import UserError
+from pcmpipe.pipeline import PIPELINE_RECORDS, DataSpec, EvalSpec, Pipeline, RunSpec
+from pcmpipe.runs import final_dir, is_complete, read_json, run_config, write_json
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Step:
+    kind: str  # extract | train | finetune | zeroshot | enrichment
+    target: str  # dataset, run name, or "run: evaluation"
+    status: str  # cached | missing | blocked (a run this step needs is missing and cannot be made here)
+    command: str  # the equivalent CLI command, for the plan table and for doing it by hand
+    action: Optional[Callable[[], None]] = field(default=None, repr=False)
+    detail: str = ""
+
+
+# ---------------------------------------------------------------- status checks
+
+def cached_complete(cache_root: Path, dataset: str, modality: str, splits=SPLITS) -> bool:
+    """True when every split of (dataset, modality) has a complete manifest."""
+    for split in splits:
+        path = Path(cache_root) / dataset / modality / split / "manifest.json"
+        try:
+            if not read_json(path).get("complete"):
+                return False
+        except (OSError, ValueError):
+            return False
+    return True
+
+
+def run_is_done(spec: RunSpec) -> bool:
+    """A complete run directory under the run's name whose config fingerprint is this run's."""
+    d = final_dir(spec.train.runs_root, spec.name)
+    if not is_complete(d):
+        return False
+    rec = run_config(d)
+    return rec.get("fingerprint") == spec.fingerprint and list(rec.get("finetune") or []) == list(spec.finetune)
+
+
+def eval_is_done(ev: EvalSpec, spec: RunSpec) -> bool:
+    path = final_dir(spec.train.runs_root, spec.name) / ev.result_file
+    try:
+        return read_json(path).get("options") == ev.options
+    except (OSError, ValueError):
+        return False
+
+
+# ---------------------------------------------------------------- the plan
+
+def needed_modalities(p: Pipeline, dataset: str) -> list[str]:
+    """Modalities of `dataset` the pipeline's runs train on, plus P when a zero-shot evaluation asks for it."""
+    mods = {m for r in p.runs.values() if r.train.dataset == dataset for m in r.train.modalities}
+    for ev in p.evaluations:
+        if ev.kind == "zeroshot" and p.runs[ev.run].train.dataset == dataset and "P" in ev.options.get("outputs", []):
+            mods.add("P")
+    declared = p.data[dataset].modalities
+    return [m for m in declared if m in mods] + sorted(mods - set(declared))
+
+
+def _extract_command(spec: DataSpec, cache_root: Path, mods: list[str]) -> str:
+    parts = [f"pcmpipe extract --dataset {spec.dataset} --root {spec.root} --cache-root {cache_root}",
+             f"--modalities {','.join(mods)}"]
+    for kind, value in spec.backbones.items():
+        parts.append(f"--backbone-{kind} {value}")
+    for kind, value in spec.weights.items():
+        parts.append(f"--weights-{kind} {value}")
+    return " ".join(parts)
+
+
+def _train_command(spec: RunSpec) -> str:
+    c = spec.train
+    cmd = "pcmpipe finetune" if spec.finetune else "pcmpipe train"
+    out = (f"{cmd} --dataset {c.dataset} --modalities {','.join(c.modalities)} --loss {c.loss} --name {spec.name}"
+           f" --match {c.match} --seed {c.seed} --cache-root {c.cache_root} --runs-root {c.runs_root}")
+    if c.loss == "pcmr" and c.rho != 1.0:
+        out += f" --rho {c.rho}"
+    if spec.finetune:
+        out += f" --finetune {','.join(spec.finetune)}"
+    return out
+
+
+def make_plan(p: Pipeline, console=None) -> list[Step]:
+    """Every step of the pipeline with its status; actions run the missing ones."""
+    steps: list[Step] = []
+    cache_root = p.cache_root
+    for ds, spec in p.data.items():
+        if not any(r.train.dataset == ds for r in p.runs.values()):
+            continue
+        mods = needed_modalities(p, ds)
+        missing = [m for m in mods if not cached_complete(cache_root, ds, m)]
+        steps.append(Step("extract", ds, "missing" if missing else "cached", _extract_command(spec, cache_root, mods),
+                          action=(lambda spec=spec, missing=missing: _extract(spec, cache_root, missing, console)),
+                          detail=f"missing: {','.join(missing)}" if missing else f"cached: {','.join(mods)}"))
+    for name, spec in p.runs.items():
+        done = run_is_done(spec)
+        steps.append(Step("finetune" if spec.finetune else "train", name, "cached" if done else "missing",
+                          _train_command(spec), action=(lambda spec=spec: _train(spec, console))))
+    for ev in p.evaluations:
+        spec = p.runs[ev.run]
+        done = eval_is_done(ev, spec)
+        steps.append(Step(ev.kind, f"{ev.run}", "cached" if done else "missing",
+                          f"(part of `pcmpipe run {p.path or p.name}`) -> {ev.run}/{ev.result_file}",
+                          action=(lambda ev=ev, spec=spec: run_evaluation(ev, spec, cache_root))))
+    return steps
+
+
+def print_plan(p: Pipeline, steps: list[Step], console) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"{p.name}: {p.title}", title_justify="left")
+    for col in ("step", "target", "status", "command"):
+        t.add_column(col, overflow="fold")
+    colour = {"cached": "green", "missing": "yellow", "blocked": "red"}
+    for s in steps:
+        t.add_row(s.kind, s.target, f"[{colour.get(s.status, 'white')}]{s.status}[/]", s.command)
+    console.print(t)
+
+
+# ---------------------------------------------------------------- actions
+
+def _extract(spec: DataSpec, cache_root: Path, modalities: list[str], console) -> None:
+    try:
+        extract_mod = importlib.import_module("pcmpipe.extract")
+    except ModuleNotFoundError as e:
+        if e.name != "pcmpipe.extract":
+            raise
+        raise UserError("feature extraction (pcmpipe.extract) is not available in this install; "
+                        "extract the features with another pcmpipe or import them with `pcmpipe import-features`") from None
+    extract_mod.extract_dataset(dataset=spec.dataset, root=Path(spec.root), cache_root=cache_root,
+                                modalities=modalities, backbones=dict(spec.backbones), weights=dict(spec.weights),
+                                **spec.options.get("extract", {}))
+
+
+def _train(spec: RunSpec, console) -> None:
+    if spec.finetune:
+        try:
+            ft = importlib.import_module("pcmpipe.finetune")
+        except ModuleNotFoundError as e:
+            if e.name != "pcmpipe.finetune":
+                raise
+            raise FinetuneUnavailable(spec.name) from None
+        ft.finetune(spec.train, spec.finetune)
+        return
+    from pcmpipe.train import train
+
+    train(spec.train, console=console)
+
+
+class FinetuneUnavailable(UserError):
+    def __init__(self, run: str):
+        super().__init__(f"run {run} fine-tunes backbones, but pcmpipe.finetune is not available in this install")
+        self.run = run
+
+
+def run_evaluation(ev: EvalSpec, spec: RunSpec, cache_root: Path) -> Path:
+    """Compute a zero-shot or enrichment table on a finished run; write it next to the run's test metrics."""
+    from pcmpipe.runs import load_embeddings
+
+    run_dir = final_dir(spec.train.runs_root, spec.name)
+    if not is_complete(run_dir):
+        raise UserError(f"{ev.kind} needs the finished run {spec.name}; it is missing")
+    embs = load_embeddings(run_dir)
+    if ev.kind == "zeroshot":
+        from pcmpipe.evaluation.zeroshot import class_vectors, prompt_vectors, zero_shot_table
+
+        outputs = {}
+        for o in ev.options.get("outputs", ["C"]):
+            if o == "C":
+                outputs["C"] = class_vectors(embs)
+            elif o == "P":
+                outputs["P"] = prompt_vectors(run_dir, cache_root, spec.train.dataset, spec.train.split_test)
+            else:
+                raise UserError(f"zero-shot output {o!r} unknown; valid: C, P")
+        t1 = zero_shot_table(embs, list(ev.options.get("inputs", ["I"])), outputs)
+        n_classes = len(next(iter(outputs.values()))[0])
+        result = {"options": ev.options, "split": spec.train.split_test, "num_classes": n_classes, "T1": t1}
+    else:
+        from pcmpipe.evaluation.enrichment import enrichment_table
+
+        level = spec.train.match
+        r1 = enrichment_table(embs, dict(ev.options.get("blocks", {})), level)
+        result = {"options": ev.options, "split": spec.train.split_test, "match": level, "r@1": r1}
+    path = run_dir / ev.result_file
+    write_json(path, result)
+    return path
+
+
+def write_record(p: Pipeline) -> Path:
+    """The resolved pipeline under <runs_root>/_pipelines/<name>.json, for `pcmpipe report`."""
+    folder = p.runs_root / PIPELINE_RECORDS
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{p.name}.json"
+    write_json(path, p.record())
+    return path
+
+
+def run_pipeline(p: Pipeline, *, dry_run: bool = False, console=None) -> list[Step]:
+    """Print the plan; unless dry_run, do the missing steps in order and record the pipeline for the report.
+
+    Fine-tuned runs whose module is not installed are skipped (with their evaluations); the other steps still
+    run, and one UserError at the end names what was skipped.
+    """
+    from rich.console import Console
+
+    console = console or Console()
+    steps = make_plan(p, console)
+    print_plan(p, steps, console)
+    if dry_run:
+        return steps
+    write_record(p)
+    skipped: list[str] = []
+    for s in steps:
+        if s.status == "cached" or s.action is None:
+            continue
+        if s.kind in ("zeroshot", "enrichment") and s.target in skipped:
+            continue
+        console.print(f"[bold]{s.kind}[/] {s.target}", highlight=False)
+        try:
+            s.action()
+        except FinetuneUnavailable as e:
+            skipped.append(e.run)
+            console.print(f"[yellow]skipped:[/] {e}", highlight=False)
+            continue
+        s.status = "done"
+    if skipped:
+        raise UserError(f"{len(skipped)} fine-tuning run(s) skipped because pcmpipe.finetune is not available "
+                        f"({', '.join(skipped)}); every other step of {p.name} is done")
+    return steps

@@ -1,0 +1,190 @@
+"""`pcmpipe report`: every recorded pipeline's tables (terminal, report.md, report.html), plus plots.
+
+Sections follow the pipeline records `pcmpipe run` left under `<runs_root>/_pipelines/`; a last section lists
+every run found with trained vs untrained vs chance and the training curves. Each section opens with where its
+numbers come from: the data (synthetic or not, root, test-split size), the feature backbones and weights as the
+cache manifests record them, and the match level, so a synthetic run is never mistaken for a reproduction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from pcmpipe.errors import UserError
+from pcmpipe.report import plots
+from pcmpipe.report.paper import paper_source
+from pcmpipe.report.results import RunResult, cache_manifest, load_pipeline_records, load_runs
+from pcmpipe.report.tables import Table, build_table, m_modalities_values, mean_metric
+
+REAL_TEST_SIZES = {"flickr8k": ("I", 1000), "cub": ("C", 50)}  # the paper's test split, for the scale line
+
+
+@dataclass
+class Section:
+    title: str
+    provenance: list[str]
+    tables: list[Table] = field(default_factory=list)
+    figures: list[plots.Figure] = field(default_factory=list)
+    missing_runs: set[str] = field(default_factory=set)
+
+
+@dataclass
+class Report:
+    title: str
+    preamble: list[str]
+    sections: list[Section]
+
+
+def _weights_line(manifest: Optional[dict]) -> str:
+    if manifest is None:
+        return "no cache manifest found"
+    meta = manifest.get("meta") or {}
+    keys = [k for k in ("backbone", "weights", "pretrained", "weights_sha256", "source") if meta.get(k) not in (None, "")]
+    text = ", ".join(f"{k}={str(meta[k])[:16]}" for k in keys) or "no backbone recorded"
+    weights = str(meta.get("weights", meta.get("pretrained", ""))).lower()
+    if weights in ("random", "none", "") and meta.get("backbone") not in (None, "", "precomputed", "synthetic"):
+        text += " [RANDOM weights]"
+    return text
+
+
+def data_provenance(record: Optional[dict], runs: list[RunResult]) -> list[str]:
+    """Lines saying where a section's numbers come from (data, weights, scale, match level)."""
+    lines = []
+    datasets = sorted({str(r.config.get("dataset")) for r in runs if r.config.get("dataset")})
+    data = (record or {}).get("data") or {}
+    for ds in datasets:
+        spec = data.get(ds) or {}
+        syn = (spec.get("options") or {}).get("synthetic")
+        kind = ("SYNTHETIC data (pcmpipe synth): not a reproduction of the paper" if syn is True
+                else "real data layout" if syn is False else "data origin not recorded")
+        lines.append(f"{ds}: {kind}; root {spec.get('root', '?')}")
+        ds_runs = [r for r in runs if r.config.get("dataset") == ds]
+        cache_root = Path(str(ds_runs[0].config.get("cache_root", "cache")))
+        mods = sorted({m for r in ds_runs for m in r.modalities})
+        lines.append(f"{ds} features: " + "; ".join(f"{m}: {_weights_line(cache_manifest(cache_root, ds, m))}" for m in mods))
+        if ds in REAL_TEST_SIZES:
+            m, real = REAL_TEST_SIZES[ds]
+            man = cache_manifest(cache_root, ds, m)
+            if man is not None:
+                lines.append(f"{ds} test split: {man.get('num_rows')} {m} rows (the paper's: {real})")
+        levels = sorted({r.match for r in ds_runs})
+        lines.append(f"{ds} match level: {', '.join(levels)}")
+    return lines
+
+
+def _section(record: dict, runs: dict[str, RunResult], cache: dict) -> Section:
+    used = [runs[n] for n in record.get("runs", {}) if n in runs]
+    missing = {n for n in record.get("runs", {}) if n not in runs or not runs[n].complete}
+    sec = Section(title=str(record.get("title") or record.get("name")), provenance=data_provenance(record, used),
+                  missing_runs=missing)
+    for layout in record["tables"]:
+        table = build_table(layout, runs)
+        if layout["kind"] == "m_modalities":
+            fig = plots.m_modalities_bars(layout["title"], m_modalities_values(layout, runs), layout["metric"])
+            if fig:
+                sec.figures.append(fig)
+        elif layout["kind"] == "tsne":
+            run = runs.get(layout["run"])
+            fig = None
+            if run is not None and run.complete:
+                key = (run.name, tuple(layout["modalities"]))
+                if key not in cache:  # t-SNE is the slow part of a report; compute once per run
+                    cache[key] = plots.tsne_figure(run, list(layout["modalities"]), int(layout.get("max_points", 2000)),
+                                                   title=layout["title"])
+                fig = cache[key]
+            if fig:
+                sec.figures.append(fig)
+                table.notes.append(fig.caption)
+            continue  # the t-SNE layout is a figure, not a table
+        sec.tables.append(table)
+    return sec
+
+
+def learning_section(runs: dict[str, RunResult]) -> Optional[Section]:
+    """Every finished run: trained vs untrained heads vs chance, and the training curves."""
+    done = [r for r in runs.values() if r.complete]
+    if not done:
+        return None
+    layout = {"kind": "learning", "title": "Trained vs untrained vs chance (every finished run, test split)",
+              "runs": [r.name for r in done]}
+    sec = Section(title="All runs: did the heads learn?", provenance=data_provenance(None, done))
+    table = build_table(layout, runs)
+    sec.tables.append(table)
+    bars = plots.learning_bars([r.name for r in done], [mean_metric(r, "r@1") for r in done],
+                               [mean_metric(r, "r@1", "untrained") for r in done],
+                               [mean_metric(r, "r@1", "chance") for r in done])
+    curves = plots.training_curves(done)
+    sec.figures += [f for f in (bars, curves) if f is not None]
+    return sec
+
+
+def build_report(runs_root: Path) -> Report:
+    """Read every pipeline record and run under runs_root into a Report (no files written)."""
+    runs_root = Path(runs_root)
+    if not runs_root.is_dir():
+        raise UserError(f"runs root {runs_root} not found; run `pcmpipe run pipelines/<name>.yaml` or `pcmpipe demo` first")
+    runs = load_runs(runs_root)
+    records = load_pipeline_records(runs_root)
+    if not runs and not records:
+        raise UserError(f"no runs under {runs_root}; run `pcmpipe run pipelines/<name>.yaml` or `pcmpipe demo` first")
+    tsne_cache: dict = {}
+    sections = [_section(rec, runs, tsne_cache) for rec in records]
+    learn = learning_section(runs)
+    if learn:
+        sections.append(learn)
+    preamble = [f"runs root: {runs_root} ({sum(r.complete for r in runs.values())} finished runs, "
+                f"{len(records)} pipeline records)",
+                f"paper values: {paper_source()}",
+                "cells: ours / paper / Δ = ours − paper (percentage points); — = missing, never zero"]
+    return Report(title="pcmpipe report", preamble=preamble, sections=sections)
+
+
+def write_report(runs_root: Path, out: Path, console=None) -> dict[str, Path]:
+    """Build the report, print it (rich), write out/report.md, out/report.html, out/figures/*.png."""
+    from pcmpipe.report.html import report_html
+    from pcmpipe.report.markdown import report_markdown
+
+    report = build_report(runs_root)
+    out = Path(out)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    n = 0
+    for sec in report.sections:
+        for fig in sec.figures:
+            n += 1
+            fig.filename = f"figures/fig{n:02d}.png"
+            (out / fig.filename).write_bytes(fig.png)
+    md, html_path = out / "report.md", out / "report.html"
+    md.write_text(report_markdown(report), encoding="utf-8")
+    html_path.write_text(report_html(report), encoding="utf-8")
+    if console is not None:
+        print_report(report, console)
+    return {"markdown": md, "html": html_path}
+
+
+def print_report(report: Report, console) -> None:
+    """Every table in the terminal (rich)."""
+    from rich.table import Table as RichTable
+
+    from pcmpipe.report.markdown import display_rows, header_labels, t_provenance
+
+    styles = {"ours": "bold", "paper": "dim", "delta": "dim italic", "paper-only": "dim", "derived": "italic",
+              "chance": "dim"}
+    console.print(f"[bold]{report.title}[/]")
+    for p in report.preamble:
+        console.print(p, highlight=False)
+    for sec in report.sections:
+        console.rule(sec.title)
+        for p in sec.provenance:
+            console.print(f"[yellow]{p}[/]" if "SYNTHETIC" in p or "RANDOM" in p else p, highlight=False)
+        for t in sec.tables:
+            rt = RichTable(title=t.title, title_justify="left", show_lines=False)
+            rt.add_column("")
+            for h in header_labels(t):
+                rt.add_column(h, justify="right")
+            for style, label, cells in display_rows(t):
+                rt.add_row(label, *cells, style=styles.get(style, ""))
+            console.print(rt)
+            for line in t_provenance(sec, t) + t.notes:
+                console.print(f"  {line}", highlight=False)
