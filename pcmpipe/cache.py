@@ -199,7 +199,8 @@ class ShardWriter:
             arr = np.asarray(features[name])
             if arr.shape != (n, *shape):
                 raise ValueError(f"feature {name} has shape {arr.shape}, expected {(n, *shape)}")
-            arr = arr.astype(dtype, copy=False)
+            with np.errstate(over="ignore"):  # an overflow shows up as inf, rejected just below
+                arr = arr.astype(dtype, copy=False)
             if arr.dtype.kind == "f" and not np.isfinite(arr).all():
                 bad = ids[int(np.flatnonzero(~np.isfinite(arr.reshape(n, -1)).all(axis=1))[0])]
                 raise UserError(f"feature {name} of id {bad!r} is NaN or infinite (after casting to {dtype}); "

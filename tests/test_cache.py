@@ -1,0 +1,345 @@
+"""Cache format: round trips, generic readers, atomic resume after SIGKILL, corruption, fingerprints."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pcmpipe.cache import ShardWriter, cache_dir, list_caches, merge_manifests, open_cache
+from pcmpipe.cache_io import sha256_file
+from pcmpipe.errors import UserError
+
+FEATURES = {"hubert": ((13, 768), "float32"), "vec": ((6,), "float16")}
+META = {"backbone": "tiny", "weights_sha256": "ab" * 32, "dataset": "synth", "split": "train"}
+
+
+def make_rows(n: int, seed: int = 0, start: int = 0):
+    rng = np.random.default_rng(seed)
+    ids = [f"img{i // 5}#{i % 5}" for i in range(start, start + n)]
+    links = {"image_id": [i.split("#")[0] for i in ids], "class_id": [str((start + k) % 7) for k in range(n)]}
+    # unnormalised, large-ish values: the cache must keep them exactly as given
+    feats = {"hubert": (rng.standard_normal((n, 13, 768)) * 30).astype(np.float32),
+             "vec": rng.standard_normal((n, 6)).astype(np.float16)}
+    return ids, links, feats
+
+
+def write_cache(directory, n=230, fmt="parquet", rows_per_shard=64, batch=37, meta=META, **kw):
+    ids, links, feats = make_rows(n)
+    with ShardWriter(directory, features=FEATURES, key="caption_id", links=["image_id", "class_id"], meta=meta,
+                     fmt=fmt, rows_per_shard=rows_per_shard, **kw) as w:
+        for s in range(0, n, batch):
+            w.add(ids[s:s + batch], {k: v[s:s + batch] for k, v in links.items()},
+                  {k: v[s:s + batch] for k, v in feats.items()})
+    return ids, links, feats
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "hdf5"])
+def test_round_trip(tmp_path, fmt):
+    ids, links, feats = write_cache(tmp_path / "c", fmt=fmt)
+    reader = open_cache(tmp_path / "c")
+    assert reader.num_rows == 230 and reader.key == "caption_id" and reader.links == ["image_id", "class_id"]
+    assert [s["rows"] for s in reader.manifest["shards"]] == [64, 64, 64, 38]
+    ext = ".parquet" if fmt == "parquet" else ".h5"
+    assert [s["file"] for s in reader.manifest["shards"]] == [f"part-0000{i}{ext}" for i in range(4)]
+    cols, out = reader.read()
+    assert cols["id"].tolist() == ids and cols["caption_id"].tolist() == ids
+    assert cols["image_id"].tolist() == links["image_id"] and cols["class_id"].tolist() == links["class_id"]
+    assert out["hubert"].dtype == np.float32 and out["vec"].dtype == np.float16
+    np.testing.assert_array_equal(out["hubert"], feats["hubert"])
+    np.testing.assert_array_equal(out["vec"], feats["vec"])
+    _, only = reader.read(["vec"])
+    assert list(only) == ["vec"]
+    batches = list(reader.iter_batches(100, ["hubert"]))
+    assert [len(c["id"]) for c, _ in batches] == [100, 100, 30]
+    np.testing.assert_array_equal(np.concatenate([f["hubert"] for _, f in batches]), feats["hubert"])
+    assert [i for c, _ in batches for i in c["id"].tolist()] == ids
+    with pytest.raises(UserError, match="no feature 'nope'"):
+        reader.read(["nope"])
+
+
+def test_manifest_fields_and_fingerprint(tmp_path):
+    write_cache(tmp_path / "c", n=10, expected_rows=10)
+    m = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    assert m["format_version"] == 1 and m["complete"] is True and m["num_rows"] == 10
+    assert m["features"] == {"hubert": {"shape": [13, 768], "dtype": "float32"},
+                             "vec": {"shape": [6], "dtype": "float16"}}
+    assert m["key"] == "caption_id" and m["links"] == ["image_id", "class_id"] and m["meta"] == META
+    assert m["shards"][0]["sha256"] == sha256_file(tmp_path / "c" / m["shards"][0]["file"])
+    import hashlib
+
+    canon = json.dumps({k: m[k] for k in ("meta", "features", "key", "links", "format")},
+                       sort_keys=True, separators=(",", ":"))
+    assert m["fingerprint"] == hashlib.sha256(canon.encode()).hexdigest()
+
+
+def test_generic_parquet_readers(tmp_path):
+    """The shards are plain Parquet: pyarrow.dataset, Hugging Face datasets and DuckDB read them as they are."""
+    import duckdb
+    import pyarrow.dataset as pads
+
+    d = tmp_path / "flickr8k" / "S" / "train"
+    ids, links, feats = write_cache(d, n=150)
+    table = pads.dataset(d, format="parquet", exclude_invalid_files=True).to_table()
+    assert table.num_rows == 150 and table.column("id").to_pylist() == ids
+    field = table.schema.field("hubert")
+    assert json.loads(field.metadata[b"shape"]) == [13, 768]
+    flat = table.column("hubert").combine_chunks().flatten().to_numpy()
+    np.testing.assert_array_equal(flat.reshape(150, 13, 768), feats["hubert"])
+    assert pads.dataset(sorted(map(str, d.glob("*.parquet"))), format="parquet").count_rows() == 150
+
+    rows = duckdb.sql(f"SELECT id, image_id, hubert, vec FROM read_parquet('{d}/*.parquet') ORDER BY id").fetchall()
+    by_id = {r[0]: r for r in rows}
+    k = ids.index("img7#3")
+    assert by_id["img7#3"][1] == links["image_id"][k]
+    np.testing.assert_array_equal(np.asarray(by_id["img7#3"][2], dtype=np.float32), feats["hubert"][k].reshape(-1))
+    np.testing.assert_array_equal(np.asarray(by_id["img7#3"][3], dtype=np.float16), feats["vec"][k])
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    import datasets
+
+    ds = datasets.load_dataset("parquet", data_files=str(d / "*.parquet"), split="train",
+                               cache_dir=str(tmp_path / "hf"))
+    assert ds.num_rows == 150 and ds.column_names == ["id", "caption_id", "image_id", "class_id", "hubert", "vec"]
+    ds = ds.with_format("numpy")
+    np.testing.assert_array_equal(ds[k]["vec"], feats["vec"][k])
+    np.testing.assert_array_equal(ds[k]["hubert"], feats["hubert"][k].reshape(-1))
+
+
+def test_hdf5_readable_with_h5py(tmp_path):
+    import h5py
+
+    ids, links, feats = write_cache(tmp_path / "c", n=70, fmt="hdf5")
+    with h5py.File(tmp_path / "c" / "part-00000.h5", "r") as h:
+        assert h["hubert"].shape == (64, 13, 768) and h["hubert"].chunks is None  # contiguous: mmap-able
+        assert h["id"].asstr()[:].tolist() == ids[:64]
+        assert h["class_id"].asstr()[:].tolist() == links["class_id"][:64]
+        np.testing.assert_array_equal(h["vec"][:], feats["vec"][:64])
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "hdf5"])
+def test_empty_cache(tmp_path, fmt):
+    with ShardWriter(tmp_path / "c", features=FEATURES, key="image_id", links=[], meta={}, fmt=fmt):
+        pass
+    cols, feats = open_cache(tmp_path / "c").read()
+    assert cols["id"].shape == (0,) and feats["hubert"].shape == (0, 13, 768)
+
+
+def test_incomplete_cache_refused(tmp_path):
+    ids, links, feats = make_rows(100)
+    w = ShardWriter(tmp_path / "c", features=FEATURES, key="caption_id", links=["image_id", "class_id"],
+                    meta=META, rows_per_shard=40, expected_rows=100)
+    w.add(ids, links, feats)  # two shards finished, 20 rows buffered, never closed
+    with pytest.raises(UserError, match=r"is incomplete \(80 of 100 rows\); rerun the extraction to resume"):
+        open_cache(tmp_path / "c")
+    with pytest.raises(UserError, match="no cache at"):
+        open_cache(tmp_path / "absent")
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "hdf5"])
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
+def test_corrupt_shard_named(tmp_path, fmt, damage):
+    write_cache(tmp_path / "c", n=200, fmt=fmt)
+    victim = tmp_path / "c" / ("part-00002" + (".parquet" if fmt == "parquet" else ".h5"))
+    data = bytearray(victim.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0xFF
+        victim.write_bytes(bytes(data))
+    elif damage == "truncate":
+        victim.write_bytes(bytes(data[: len(data) // 2]))
+    else:
+        victim.unlink()
+    with pytest.raises(UserError, match=rf"shard {victim.name} of cache .* is (corrupt|missing)"):
+        open_cache(tmp_path / "c")
+
+
+def test_fingerprint_mismatch_refused(tmp_path):
+    write_cache(tmp_path / "c", n=20)
+    old = json.loads((tmp_path / "c" / "manifest.json").read_text())["fingerprint"]
+    other = dict(META, weights_sha256="cd" * 32)
+    with pytest.raises(UserError) as err:
+        ShardWriter(tmp_path / "c", features=FEATURES, key="caption_id", links=["image_id", "class_id"], meta=other)
+    msg = str(err.value)
+    assert old[:12] in msg and "meta.weights_sha256" in msg and "\n" not in msg
+    with pytest.raises(UserError, match="differs in format"):
+        ShardWriter(tmp_path / "c", features=FEATURES, key="caption_id", links=["image_id", "class_id"],
+                    meta=META, fmt="hdf5")
+
+
+def test_complete_cache_is_a_skip(tmp_path):
+    ids, _, _ = write_cache(tmp_path / "c", n=100)
+    before = {p.name: (p.stat().st_mtime_ns, sha256_file(p)) for p in (tmp_path / "c").iterdir()}
+    w = ShardWriter(tmp_path / "c", features=FEATURES, key="caption_id", links=["image_id", "class_id"], meta=META)
+    assert w.complete and w.done_ids == set(ids)
+    with pytest.raises(RuntimeError):
+        w.add(*make_rows(1, start=500))
+    w.close()
+    after = {p.name: (p.stat().st_mtime_ns, sha256_file(p)) for p in (tmp_path / "c").iterdir()}
+    assert after == before
+
+
+def test_bad_rows_rejected(tmp_path):
+    w = ShardWriter(tmp_path / "c", features=FEATURES, key="caption_id", links=["image_id", "class_id"],
+                    meta=META, rows_per_shard=10)
+    ids, links, feats = make_rows(12)
+    w.add(ids, links, feats)  # one shard finished, 2 buffered
+    for dup_ids in (["a", "a"], [ids[0], "b"], [ids[11], "b"]):  # in batch, in a finished shard, buffered
+        d_ids, d_links, d_feats = make_rows(2, start=100)
+        with pytest.raises(UserError, match="appears twice"):
+            w.add(dup_ids, d_links, d_feats)
+    n_ids, n_links, n_feats = make_rows(3, start=200)
+    n_feats["hubert"][1, 4, 5] = np.nan
+    with pytest.raises(UserError, match=f"id '{n_ids[1]}' is NaN or infinite"):
+        w.add(n_ids, n_links, n_feats)
+    n_feats["hubert"][1, 4, 5] = 0.0
+    n_feats["vec"] = np.full((3, 6), 1e6, dtype=np.float32)  # overflows float16
+    with pytest.raises(UserError, match="NaN or infinite"):
+        w.add(n_ids, n_links, n_feats)
+    with pytest.raises(ValueError, match="shape"):
+        w.add(n_ids, n_links, {"hubert": np.zeros((3, 768), np.float32), "vec": np.zeros((3, 6))})
+    with pytest.raises(ValueError, match="link columns"):
+        w.add(n_ids, {"image_id": ["1"] * 3}, make_rows(3)[2])
+    w.close()
+    assert open_cache(tmp_path / "c").num_rows == 12
+
+
+def test_resume_adopts_orphan_and_cleans_temp(tmp_path):
+    d = tmp_path / "c"
+    ids, links, feats = write_cache(d, n=200, rows_per_shard=50)
+    manifest = json.loads((d / "manifest.json").read_text())
+    # state of a writer killed after renaming shard 3 but before recording it, while writing shard 4
+    manifest["shards"] = manifest["shards"][:3]
+    manifest["complete"] = False
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    (d / ".part-00004.parquet.tmp").write_bytes(b"half a shard")
+    (d / "part-00005.parquet").write_bytes(b"garbage renamed into place")
+    w = ShardWriter(d, features=FEATURES, key="caption_id", links=["image_id", "class_id"], meta=META,
+                    rows_per_shard=50)
+    assert not w.complete and w.done_ids == set(ids)  # shard 3 adopted
+    assert not (d / ".part-00004.parquet.tmp").exists() and not (d / "part-00005.parquet").exists()
+    w.close()
+    cols, out = open_cache(d).read()
+    assert cols["id"].tolist() == ids
+    np.testing.assert_array_equal(out["vec"], feats["vec"])
+
+
+CHILD = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {root!r})
+    from test_cache import FEATURES, META, make_rows
+    from pcmpipe.cache import ShardWriter
+    ids, links, feats = make_rows({n})
+    with ShardWriter({d!r}, features=FEATURES, key="caption_id", links=["image_id", "class_id"], meta=META,
+                     rows_per_shard=20, fmt={fmt!r}) as w:
+        todo = [k for k, i in enumerate(ids) if i not in w.done_ids]
+        for s in range(0, len(todo), 7):
+            rows = todo[s:s + 7]
+            w.add([ids[k] for k in rows], {{c: [v[k] for k in rows] for c, v in links.items()}},
+                  {{f: v[rows] for f, v in feats.items()}})
+            time.sleep(0.002)
+""")
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "hdf5"])
+def test_sigkill_then_resume(tmp_path, fmt):
+    """A writer SIGKILLed mid-run loses at most the shard in flight; finished shards keep their bytes."""
+    d = tmp_path / "c"
+    n = 400
+    script = tmp_path / "child.py"
+    script.write_text(CHILD.format(root=str(Path(__file__).resolve().parent), n=n, d=str(d), fmt=fmt))
+    finished: dict[str, str] = {}
+    for kill_after_shards in (3, 9):
+        proc = subprocess.Popen([sys.executable, str(script)])
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                shards = json.loads((d / "manifest.json").read_text())["shards"]
+            except (OSError, ValueError):
+                shards = []
+            if len(shards) >= kill_after_shards:
+                break
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL, "child finished before it could be killed"
+        for s in json.loads((d / "manifest.json").read_text())["shards"]:
+            digest = sha256_file(d / s["file"])
+            assert finished.setdefault(s["file"], digest) == digest  # finished shards are never rewritten
+            finished[s["file"]] = digest
+    with pytest.raises(UserError, match="incomplete"):
+        open_cache(d)
+    proc = subprocess.run([sys.executable, str(script)], timeout=120)
+    assert proc.returncode == 0
+    reader = open_cache(d)
+    cols, out = reader.read()
+    ids, _, feats = make_rows(n)
+    assert sorted(cols["id"].tolist()) == sorted(ids) and len(set(cols["id"].tolist())) == n
+    order = np.argsort(cols["id"])
+    np.testing.assert_array_equal(out["vec"][order], feats["vec"][np.argsort(np.asarray(ids))])
+    for name, digest in finished.items():
+        assert sha256_file(d / name) == digest
+    assert not [p for p in d.iterdir() if p.name.startswith(".")]
+
+
+def test_merge_rank_manifests(tmp_path):
+    import pyarrow.dataset as pads
+
+    d = tmp_path / "c"
+    ids, links, feats = make_rows(90)
+    for rank, rows in ((1, range(45, 90)), (0, range(0, 45))):
+        rows = list(rows)
+        with ShardWriter(d, features=FEATURES, key="caption_id", links=["image_id", "class_id"], meta=META,
+                         rank=rank, rows_per_shard=20) as w:
+            w.add([ids[k] for k in rows], {c: [v[k] for k in rows] for c, v in links.items()},
+                  {f: v[rows] for f, v in feats.items()})
+    assert (d / "manifest.r000.json").exists() and (d / "part-r001-00002.parquet").exists()
+    with pytest.raises(UserError, match="per-rank manifests only"):
+        open_cache(d)
+    merged = merge_manifests(d)
+    assert merged["num_rows"] == 90 and merged["shards"][0]["file"] == "part-r000-00000.parquet"
+    cols, out = open_cache(d).read()
+    assert cols["id"].tolist() == ids
+    np.testing.assert_array_equal(out["hubert"], feats["hubert"])
+    assert merge_manifests(d) == merged  # idempotent
+    assert pads.dataset(d, format="parquet", exclude_invalid_files=True).count_rows() == 90
+    assert ShardWriter(d, features=FEATURES, key="caption_id", links=["image_id", "class_id"], meta=META,
+                       rank=0).complete
+
+
+def test_merge_refuses_overlap_and_unfinished(tmp_path):
+    d = tmp_path / "c"
+    ids, links, feats = make_rows(30)
+    for rank in (0, 1):  # both ranks write the same ids
+        with ShardWriter(d, features=FEATURES, key="caption_id", links=["image_id", "class_id"], meta=META,
+                         rank=rank) as w:
+            w.add(ids, links, feats)
+    with pytest.raises(UserError, match="appears in two ranks"):
+        merge_manifests(d)
+    w = ShardWriter(d / "x", features=FEATURES, key="caption_id", links=["image_id", "class_id"], meta=META, rank=2)
+    w.add(ids, links, feats)
+    with pytest.raises(UserError, match=r"manifest.r002.json .* is incomplete"):
+        merge_manifests(d / "x")
+    with pytest.raises(UserError, match="no per-rank manifests"):
+        merge_manifests(tmp_path)
+
+
+def test_cache_dir_and_list_caches(tmp_path):
+    assert cache_dir(tmp_path, "cub", "A", "val") == tmp_path / "cub" / "A" / "val"
+    write_cache(cache_dir(tmp_path, "cub", "T", "train"), n=5)
+    w = ShardWriter(cache_dir(tmp_path, "cub", "I", "test"), features={"f": ((4,), "float32")}, key="image_id",
+                    links=["class_id"], meta={}, fmt="hdf5")
+    w.add(["1"], {"class_id": ["3"]}, {"f": np.ones((1, 4))})
+    found = {(r["dataset"], r["modality"], r["split"]): r for r in list_caches(tmp_path)}
+    assert found[("cub", "T", "train")]["complete"] and found[("cub", "T", "train")]["rows"] == 5
+    assert found[("cub", "I", "test")]["complete"] is False and found[("cub", "I", "test")]["format"] == "hdf5"
+    assert found[("cub", "T", "train")]["features"]["hubert"] == ((13, 768), "float32")
+    with pytest.raises(UserError, match="does not exist"):
+        list_caches(tmp_path / "nope")
