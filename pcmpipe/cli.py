@@ -115,3 +115,170 @@ def demo_cmd(
         from pcmpipe.demo import run_demo
 
         run_demo(out, fast=fast, console=Console())
+
+
+# ---- download (datasets) ----
+@app.command("download")
+def download_cmd(
+    dataset: str = typer.Argument(..., help="flickr8k (images, text, audio corpus) or cub"),
+    root: Path = typer.Option(..., "--root", help="dataset root: archives go to ROOT/downloads, contents unpack into ROOT"),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="fetch every archive from this folder URL instead (mirror); also $PCMPIPE_DOWNLOAD_BASE"),
+    retries: int = typer.Option(5, "--retries", help="resume attempts per file when the connection drops"),
+) -> None:
+    """Download the official archives (resumable), verify their checksums, unpack them safely."""
+    with _guard():
+        from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+        from pcmpipe.datasets.download import download
+
+        with Progress("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                      console=err_console, transient=True) as bar:
+            tasks: dict[str, int] = {}
+
+            def progress(name: str, done: int, total: Optional[int]) -> None:
+                if name not in tasks:
+                    tasks[name] = bar.add_task(name, total=total)
+                bar.update(tasks[name], completed=done, total=total)
+
+            summary = download(dataset, root, base_url=base_url, retries=retries, progress=progress)
+        for fname, entry in summary["files"].items():
+            typer.echo(f"{fname}: {entry['bytes']} bytes, sha256 {entry['sha256']}, verified: {entry['verified']}")
+        typer.echo(f"unpacked into {summary['root']}")
+        if summary["manual"]:
+            err_console.print(f"[yellow]manual step:[/] {summary['manual']}", highlight=False, soft_wrap=True)
+
+
+# ---- import-features / cache-info (cache) ----
+@app.command("import-features")
+def import_features_cmd(
+    name: str = typer.Argument(..., help="modality name for the new features ([A-Za-z0-9_.-]+), e.g. MYEMB"),
+    dataset: str = typer.Option(..., "--dataset", help="dataset the ids belong to, e.g. flickr8k or cub"),
+    split: str = typer.Option(..., "--split", help="train, val or test"),
+    npy: Optional[Path] = typer.Option(None, "--npy", help="array [N, D] (or [N, *shape]) saved with numpy.save"),
+    ids: Optional[Path] = typer.Option(None, "--ids", help="with --npy: one id per line, or a .tsv with a header (id + link columns)"),
+    parquet: Optional[Path] = typer.Option(None, "--parquet", help="table with an id column and a list-of-numbers vector column"),
+    id_column: str = typer.Option("id", "--id-column", help="id column of --parquet or of a TSV --ids file"),
+    vector_column: Optional[str] = typer.Option(None, "--vector-column", help="vector column of --parquet"),
+    key: str = typer.Option("image_id", "--key", help="what an id is: image_id, caption_id, class_id or your own"),
+    links: Optional[str] = typer.Option(None, "--links", help="comma-separated link columns to keep, e.g. class_id"),
+    fmt: str = typer.Option("parquet", "--format", help="parquet or hdf5"),
+    cache_root: Path = typer.Option(Path("cache"), "--cache-root", help="cache root (default cache/)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing cache of this name with other contents"),
+) -> None:
+    """Write your own per-sample or per-class vectors as a cached modality (validated; all or nothing)."""
+    with _guard():
+        from pcmpipe.import_features import import_features
+
+        r = import_features(name, dataset=dataset, split=split, npy=npy, ids=ids, parquet=parquet,
+                            id_column=id_column, vector_column=vector_column, key=key, links=_csv(links) or [],
+                            fmt=fmt, cache_root=cache_root, overwrite=overwrite)
+        what = "already imported, nothing to do" if r.skipped else f"wrote {r.rows} rows"
+        typer.echo(f"{r.path}: {what} ({list(r.shape)} {r.dtype}, fingerprint {r.fingerprint[:12]})")
+
+
+@app.command("cache-info")
+def cache_info_cmd(
+    root: Path = typer.Argument(Path("cache"), help="cache root (or one cache directory)"),
+) -> None:
+    """List the feature caches under ROOT: dataset, modality, split, rows, shapes, completeness, fingerprint."""
+    with _guard():
+        from rich.console import Console
+        from rich.table import Table
+
+        from pcmpipe.cache import list_caches
+
+        caches = list_caches(root)
+        if not caches:
+            typer.echo(f"no caches under {root}")
+            return
+        table = Table("dataset", "modality", "split", "rows", "features", "format", "complete", "fingerprint")
+        for c in caches:
+            if "error" in c:
+                table.add_row(c["dataset"], c["modality"], c["split"], "-", f"[red]{c['error']}[/]", "-", "-", "-")
+                continue
+            shapes = ", ".join(f"{n} {list(s)} {d}" for n, (s, d) in c["features"].items())
+            done = "[green]yes[/]" if c["complete"] else "[yellow]no[/]"
+            table.add_row(c["dataset"], c["modality"], c["split"], str(c["rows"]), shapes, c["format"], done,
+                          c["fingerprint"][:12])
+        Console(width=max(120, Console().width)).print(table)
+
+
+# ---- train / evaluate (stage two) ----
+@app.command("train")
+def train_cmd(
+    loss: Optional[str] = typer.Option(None, "--loss", help="pcmc (contrastive) or pcmr (regression); default pcmc"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="flickr8k, cub, or any dataset cached under --cache-root"),
+    modalities: Optional[str] = typer.Option(None, "--modalities", help="comma-separated, e.g. I,T,S"),
+    split_train: Optional[str] = typer.Option(None, "--split-train", help="cached split to train on (default train)"),
+    split_val: Optional[str] = typer.Option(None, "--split-val", help="split for early stopping (default val)"),
+    split_test: Optional[str] = typer.Option(None, "--split-test", help="split for the final metrics (default test)"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="at most this many epochs (default 50)"),
+    patience: Optional[int] = typer.Option(None, "--patience", help="stop after this many epochs without gain (default 5)"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="default: flickr8k 80, cub 128, else 128"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="AdamW learning rate (default 1e-4)"),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="decoupled weight decay (default 0.2)"),
+    rho: Optional[float] = typer.Option(None, "--rho", help="PCMR power factor rho (default 1.0)"),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="PCMR target threshold t (default 0.99)"),
+    logit_scale: Optional[str] = typer.Option(None, "--logit-scale", help="PCMC temperature: learnable or fixed"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="seed of head init and shuffling (default 0)"),
+    match: Optional[str] = typer.Option(None, "--match", help="instance or class: level of the early-stopping metric"),
+    cache_root: Optional[str] = typer.Option(None, "--cache-root", help="feature cache root (default cache)"),
+    runs_root: Optional[str] = typer.Option(None, "--runs-root", help="where runs are written (default cache/runs)"),
+    name: Optional[str] = typer.Option(None, "--name", help="run name (default derived from the config)"),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of settings; flags override it"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda"),
+) -> None:
+    """Train PCMC/PCMR projection heads on cached features; resumes an interrupted run of the same config."""
+    with _guard():
+        from pcmpipe.config import TrainConfig, read_yaml
+        from pcmpipe.train import train
+
+        flags = dict(loss=loss, dataset=dataset, modalities=_csv(modalities), split_train=split_train,
+                     split_val=split_val, split_test=split_test, epochs=epochs, patience=patience,
+                     batch_size=batch_size, lr=lr, weight_decay=weight_decay, rho=rho, threshold=threshold,
+                     logit_scale=logit_scale, seed=seed, match=match, cache_root=cache_root, runs_root=runs_root,
+                     name=name, device=device)
+        settings = read_yaml(config) if config is not None else {}
+        settings.update({k: v for k, v in flags.items() if v is not None})
+        if cache_root is not None and "runs_root" not in settings:
+            settings["runs_root"] = str(Path(cache_root) / "runs")  # runs live beside the cache they came from
+        cfg = TrainConfig.from_dict(settings)
+        run_dir = train(cfg)
+        typer.echo(f"run written to {run_dir}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    run_dir: Path = typer.Argument(..., help="a finished run directory, e.g. cache/runs/<name>"),
+    match: Optional[str] = typer.Option(None, "--match", help="instance or class (default: every level available)"),
+    split: Optional[str] = typer.Option(None, "--split", help="cached split to score (default: the run's test split)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="also write the metrics as JSON here"),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
+) -> None:
+    """Score a trained run's heads on every retrieval direction and print the table."""
+    with _guard():
+        from rich.console import Console
+        from rich.table import Table
+
+        from pcmpipe.runs import write_json
+        from pcmpipe.train_eval import evaluate_run
+
+        if match is not None and match not in ("instance", "class"):
+            raise UserError(f"unknown match {match!r}; valid choices: instance, class")
+        result = evaluate_run(run_dir, match=match, split=split, device=device)
+        console = Console()
+        for level in ("instance", "class"):
+            if level not in result:
+                continue
+            table = Table(title=f"{run_dir.name}: {result['split']} split, {level}-level match")
+            rows = {k: v for k, v in result[level].items() if "->" in k and isinstance(v, dict)}
+            metrics = sorted({m for v in rows.values() for m in v}, key=lambda m: (m[0] != "r", m))
+            table.add_column("direction")
+            for m in metrics:
+                table.add_column(m, justify="right")
+            for direction, vals in rows.items():
+                table.add_row(direction, *[f"{vals[m]:.1f}" if m in vals else "-" for m in metrics])
+            console.print(table)
+        if out is not None:
+            write_json(out, result)
+            typer.echo(f"wrote {out}")
