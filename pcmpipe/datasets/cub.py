@@ -33,8 +33,9 @@ NUM_ATTRIBUTES = 312
 CUB_DIR = "CUB_200_2011"
 GET_IT = "run `pcmpipe download cub --root ROOT` or see docs/datasets.md"
 GET_TEXT = (
-    "download cvpr2016_cub.tar.gz (Reed et al. captions, Google Drive link in docs/datasets.md) and unpack it so "
-    "that ROOT/text_c10/<NNN.Class>/<image>.txt exist"
+    "download cvpr2016_cub.tar.gz (Reed et al. captions) from https://drive.google.com/file/d/"
+    "0B0ywwgffWnLLZW9uVHNjb2JmNlE/view?resourcekey=0-8y2UVmBHAlG26HafWYNoFQ and unpack it into ROOT "
+    "(giving ROOT/cvpr2016_cub/text_c10/<NNN.Class>/<image>.txt)"
 )
 TEXT_DIRS = ("text_c10", "cub_text/text_c10", "cvpr2016_cub/text_c10")
 CLASS_VECTORS = ("mean", "continuous")

@@ -1,0 +1,188 @@
+"""`pcmpipe download`: fetch the official archives, verify them, unpack them safely.
+
+Transfers go to `<root>/downloads/<file>.part` and resume with an HTTP Range request, both when the
+connection drops (retried here) and when the command is run again. A finished file is checked against
+its published md5; on a mismatch it is moved to `<file>.bad` (kept for inspection, never resumed from)
+and the command fails, so the next run starts afresh. The Flickr audio corpus has no published checksum:
+its sha256 is recorded in `<root>/downloads/DOWNLOADS.json` with every other file's. Base URLs can be
+redirected to a mirror with `--base-url` or the PCMPIPE_DOWNLOAD_BASE environment variable (the file name
+is appended).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from pcmpipe.datasets.archive import safe_extract
+from pcmpipe.errors import UserError
+
+BASE_ENV = "PCMPIPE_DOWNLOAD_BASE"
+CHUNK = 1 << 20
+USER_AGENT = "pcmpipe-download/0.1"
+
+
+@dataclass(frozen=True)
+class Source:
+    """One archive: where it lives, its published md5 (None when the publisher gives none)."""
+
+    url: str
+    md5: str | None
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+
+SOURCES: dict[str, list[Source]] = {
+    "flickr8k": [
+        Source("https://github.com/jbrownlee/Datasets/releases/download/Flickr8k/Flickr8k_Dataset.zip",
+               "f18a1e2920de5bd84dae7cf08ec78978"),
+        Source("https://github.com/jbrownlee/Datasets/releases/download/Flickr8k/Flickr8k_text.zip",
+               "bf6c1abcb8e4a833b7f922104de18627"),
+        # no published checksum: the sha256 it had is recorded in DOWNLOADS.json
+        Source("https://groups.csail.mit.edu/sls/downloads/flickraudio/downloads/flickr_audio.tar.gz", None),
+    ],
+    "cub": [
+        Source("https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz",
+               "97eceeb196236b17998738112f37df78"),
+    ],
+}
+
+# What cannot be fetched automatically, and where it goes.
+MANUAL: dict[str, str] = {
+    "cub": (
+        "CUB captions (Reed et al., 2016) are on Google Drive and cannot be fetched automatically: download "
+        "cvpr2016_cub.tar.gz from https://drive.google.com/file/d/0B0ywwgffWnLLZW9uVHNjb2JmNlE/view"
+        "?resourcekey=0-8y2UVmBHAlG26HafWYNoFQ (linked from https://github.com/reedscot/cvpr2016) and unpack "
+        "it into ROOT so that ROOT/cvpr2016_cub/text_c10/<NNN.Class>/<image>.txt exist "
+        "(ROOT/text_c10 and ROOT/cub_text/text_c10 work too)."
+    ),
+}
+
+Progress = Callable[[str, int, int | None], None]  # (file name, bytes so far, total or None)
+
+
+def file_digest(path: Path, algo: str) -> str:
+    h = hashlib.new(algo)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _open(url: str, offset: int, timeout: float):
+    headers = {"User-Agent": USER_AGENT}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+
+
+def _transfer(url: str, part: Path, timeout: float, progress: Progress | None) -> None:
+    """Append the rest of `url` to `part` once; raises OSError / HTTPException when the transfer breaks."""
+    offset = part.stat().st_size if part.exists() else 0
+    try:
+        resp = _open(url, offset, timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and offset:  # nothing left to fetch: the .part is already whole
+            return
+        raise UserError(f"cannot download {url}: HTTP {e.code} {e.reason}") from None
+    with resp:
+        if offset and resp.status != 206:
+            offset = 0  # the server ignored Range: start over
+        length = resp.headers.get("Content-Length")
+        total = offset + int(length) if length is not None else None
+        done = offset
+        with open(part, "ab" if offset else "wb") as out:
+            while block := resp.read(CHUNK):
+                out.write(block)
+                done += len(block)
+                if progress:
+                    progress(part.name[: -len(".part")], done, total)
+    if total is not None and done < total:
+        # http.client returns b"" when the peer closes early, so a short body must be caught here
+        raise http.client.IncompleteRead(b"", total - done)
+
+
+def fetch(url: str, dest: Path, md5: str | None = None, retries: int = 5, timeout: float = 60.0,
+          progress: Progress | None = None) -> Path:
+    """Download `url` to `dest` through `dest.part`, resuming after breaks; verify `md5` when given.
+
+    An existing `dest` is re-verified and kept. A checksum mismatch moves the file to `dest.bad`
+    and raises UserError.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    if dest.exists():
+        if md5 is None or file_digest(dest, "md5") == md5:
+            return dest
+        raise UserError(f"{dest} does not match its md5 {md5}; delete it and run the command again")
+    for attempt in range(retries + 1):
+        try:
+            _transfer(url, part, timeout, progress)
+            break
+        except (OSError, http.client.HTTPException) as e:
+            if attempt == retries:
+                have = part.stat().st_size if part.exists() else 0
+                raise UserError(
+                    f"download of {url} broke off after {have} bytes ({type(e).__name__}); "
+                    f"run the command again to resume from {part}"
+                ) from None
+            time.sleep(min(0.2 * 2**attempt, 5.0))
+    if md5 is not None:
+        got = file_digest(part, "md5")
+        if got != md5:
+            bad = dest.with_name(dest.name + ".bad")
+            os.replace(part, bad)
+            raise UserError(
+                f"checksum mismatch for {dest.name}: md5 {got}, expected {md5}; moved to {bad}, run the command again"
+            )
+    os.replace(part, dest)
+    return dest
+
+
+def _record(downloads: Path, name: str, entry: dict) -> None:
+    """Add one file's provenance to DOWNLOADS.json (url, md5, sha256, bytes)."""
+    path = downloads / "DOWNLOADS.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[name] = entry
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def download(name: str, root: Path | str, base_url: str | None = None, sources: list[Source] | None = None,
+             retries: int = 5, timeout: float = 60.0, progress: Progress | None = None) -> dict:
+    """Fetch, verify and unpack every archive of dataset `name` into `root`; returns a summary.
+
+    `base_url` (or $PCMPIPE_DOWNLOAD_BASE) replaces each URL's folder; `sources` replaces the list.
+    Archives stay in root/downloads/; an archive already unpacked (marker file) is not unpacked again.
+    """
+    if name not in SOURCES:
+        raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(SOURCES)}")
+    root = Path(root).expanduser()
+    downloads = root / "downloads"
+    base = base_url or os.environ.get(BASE_ENV)
+    summary: dict = {"dataset": name, "root": str(root), "files": {}, "manual": MANUAL.get(name)}
+    for src in sources if sources is not None else SOURCES[name]:
+        url = f"{base.rstrip('/')}/{src.filename}" if base else src.url
+        path = fetch(url, downloads / src.filename, md5=src.md5, retries=retries, timeout=timeout,
+                     progress=progress)
+        sha256 = file_digest(path, "sha256")
+        entry = {"url": url, "bytes": path.stat().st_size, "md5": file_digest(path, "md5"), "sha256": sha256,
+                 "verified": "md5" if src.md5 else "none (no published checksum; sha256 recorded)"}
+        _record(downloads, src.filename, entry)
+        marker = downloads / f".unpacked-{src.filename}"
+        if not marker.exists() or marker.read_text().strip() != sha256:
+            safe_extract(path, root)
+            marker.write_text(sha256 + "\n")
+        summary["files"][src.filename] = entry
+    return summary
