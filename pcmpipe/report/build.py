@@ -102,14 +102,17 @@ def _section(record: dict, runs: dict[str, RunResult], cache: dict) -> Section:
     return sec
 
 
-def learning_section(runs: dict[str, RunResult]) -> Optional[Section]:
+def learning_section(runs: dict[str, RunResult], records: list[dict]) -> Optional[Section]:
     """Every finished run: trained vs untrained heads vs chance, and the training curves."""
     done = [r for r in runs.values() if r.complete]
     if not done:
         return None
     layout = {"kind": "learning", "title": "Trained vs untrained vs chance (every finished run, test split)",
               "runs": [r.name for r in done]}
-    sec = Section(title="All runs: did the heads learn?", provenance=data_provenance(None, done))
+    data: dict = {}
+    for rec in records:  # what the pipelines say about each dataset (synthetic or not, root)
+        data.update(rec.get("data") or {})
+    sec = Section(title="All runs: did the heads learn?", provenance=data_provenance({"data": data}, done))
     table = build_table(layout, runs)
     sec.tables.append(table)
     bars = plots.learning_bars([r.name for r in done], [mean_metric(r, "r@1") for r in done],
@@ -131,7 +134,7 @@ def build_report(runs_root: Path) -> Report:
         raise UserError(f"no runs under {runs_root}; run `pcmpipe run pipelines/<name>.yaml` or `pcmpipe demo` first")
     tsne_cache: dict = {}
     sections = [_section(rec, runs, tsne_cache) for rec in records]
-    learn = learning_section(runs)
+    learn = learning_section(runs, records)
     if learn:
         sections.append(learn)
     preamble = [f"runs root: {runs_root} ({sum(r.complete for r in runs.values())} finished runs, "

@@ -33,6 +33,7 @@ SCRIPT = """
 (function () {
   var button = document.getElementById('toggle-paper');
   if (!button) { return; }
+  document.body.setAttribute('data-ready', '1');
   var shown = true;
   button.addEventListener('click', function () {
     shown = !shown;

@@ -64,7 +64,8 @@ def table_markdown(table: Table, provenance: list[str]) -> str:
         lines.append("| " + " | ".join(_escape(h) for h in heads) + " |")
         lines.append("|" + "---|" * len(heads))
         for style, label, cells in display_rows(table):
-            lab = f"**{_escape(label)}**" if style == "ours" else f"*{_escape(label)}*" if style != "paper-only" else _escape(label)
+            text = _escape(label.strip())
+            lab = f"**{text}**" if style == "ours" else text if style == "paper-only" else f"*{text}*"
             lines.append("| " + " | ".join([lab, *cells]) + " |")
         lines.append("")
     for n in table.notes:
