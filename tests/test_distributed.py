@@ -89,6 +89,70 @@ def _worker_clip(outdir: Path) -> None:
     D.cleanup()
 
 
+PCM_SHAPES = {"I": (48,), "T": (40,), "S": (3, 16)}
+PCM_CONFIGS = {"float64": (torch.float64, [40, 40]), "float32": (torch.float32, [40, 40]),
+               "float64-uneven": (torch.float64, [47, 33])}
+
+
+def _make_pcm_batch(dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Inputs with shared views across the two ranks' halves, and randomly missing modalities.
+
+    Rows p and p + 40 share their image (as two captions of one image do), so the PCMR target of Eq. 7 has
+    off-diagonal ones that only the *global* batch can see.
+    """
+    g = torch.Generator().manual_seed(3)
+    x = {m: torch.randn(GLOBAL_BATCH, *s, generator=g, dtype=torch.float64).to(dtype) for m, s in PCM_SHAPES.items()}
+    x["I"][40:] = x["I"][:40]
+    present = {m: torch.rand(GLOBAL_BATCH, generator=g) > 0.2 for m in ("T", "S")}
+    present["I"] = torch.ones(GLOBAL_BATCH, dtype=torch.bool)
+    return x, present
+
+
+class _PcmModel(torch.nn.Module):
+    """pcmpipe's heads for I, T, S (layer weights included) and a learnable logit scale."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        super().__init__()
+        from pcmpipe.heads import build_heads
+
+        torch.manual_seed(5)
+        self.heads = build_heads(PCM_SHAPES, dim=32).to(dtype)
+        self.log_scale = torch.nn.Parameter(torch.tensor(2.6, dtype=dtype))
+
+    def forward(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {m: self.heads[m](x[m]) for m in x}
+
+
+def _pcm_losses(model: _PcmModel, emb, inputs, present) -> tuple[torch.Tensor, torch.Tensor]:
+    from pcmpipe.losses import pcmc_loss, pcmr_loss, pcmr_target
+
+    target = pcmr_target(inputs, 0.99, present)
+    return pcmc_loss(emb, present, model.log_scale.exp()), pcmr_loss(emb, target, present, rho=1.0)
+
+
+def _worker_pcm(outdir: Path) -> None:
+    """PCMC + PCMR through pcmpipe's heads and losses, global batch via gather_features, under DDP."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from pcmpipe import distributed as D
+
+    info = D.init_from_env()
+    torch.set_num_threads(1)
+    for name, (dtype, split) in PCM_CONFIGS.items():
+        model = _PcmModel(dtype)
+        ddp = DDP(model)
+        rows = _rows(info.rank, info.world_size, split)
+        x, present = _make_pcm_batch(dtype)
+        x, present = {m: v[rows] for m, v in x.items()}, {m: v[rows] for m, v in present.items()}
+        emb, all_present = D.gather_features(ddp(x), present)
+        inputs, _ = D.gather_features(x, None, with_grad=False)  # PCMR's target needs the global raw features
+        pcmc, pcmr = _pcm_losses(model, emb, inputs, all_present)
+        (pcmc + pcmr).backward()
+        torch.save({"pcmc": pcmc.detach(), "pcmr": pcmr.detach(), "grads": _grads(model)},
+                   outdir / f"{name}-r{info.rank}.pt")
+    D.cleanup()
+
+
 def _run_torchrun(scenario: str, outdir: Path, nproc: int = 2, *extra: str) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
@@ -132,6 +196,32 @@ def test_gather_without_grad_scales_head_grads_by_world(clip_runs: Path) -> None
     for name, g in ref_grads.items():
         expected = g if name == "log_scale" else g / 2
         torch.testing.assert_close(got["grads"][name], expected, atol=1e-10, rtol=1e-9, msg=name)
+
+
+@pytest.fixture(scope="module")
+def pcm_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("pcm")
+    _run_torchrun("pcm", out, 2)
+    return out
+
+
+@pytest.mark.parametrize("config", list(PCM_CONFIGS))
+def test_pcmc_pcmr_two_ranks_match_one_process(pcm_runs: Path, config: str) -> None:
+    """pcmpipe heads + PCMC + PCMR (masks, Eq. 7 target with cross-rank shared views): 2 x 40 == 1 x 80."""
+    dtype, _ = PCM_CONFIGS[config]
+    model = _PcmModel(dtype)
+    x, present = _make_pcm_batch(dtype)
+    pcmc, pcmr = _pcm_losses(model, model(x), x, present)
+    (pcmc + pcmr).backward()
+    ref = _grads(model)
+    tol = {"atol": 1e-10, "rtol": 1e-9} if dtype == torch.float64 else {"atol": 1e-5, "rtol": 1e-5}
+    for r in range(2):
+        got = torch.load(pcm_runs / f"{config}-r{r}.pt")
+        torch.testing.assert_close(got["pcmc"], pcmc.detach(), **tol)
+        torch.testing.assert_close(got["pcmr"], pcmr.detach(), **tol)
+        for name, g in ref.items():
+            scale = g.abs().max().clamp(min=1.0)  # float32 sums of 80x80 terms: compare relative to the tensor
+            torch.testing.assert_close(got["grads"][name] / scale, g / scale, **tol, msg=name)
 
 
 # ---- single-process helpers (no group): identities ----
@@ -184,5 +274,7 @@ if __name__ == "__main__":
     scenario, out = sys.argv[1], Path(sys.argv[2])
     if scenario == "clip":
         _worker_clip(out)
+    elif scenario == "pcm":
+        _worker_pcm(out)
     else:
         raise SystemExit(f"unknown scenario {scenario}")
