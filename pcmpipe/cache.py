@@ -25,6 +25,7 @@ __all__ = ["cache_dir", "ShardWriter", "open_cache", "CacheReader", "merge_manif
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _NUMERIC_KINDS = "fiub"  # float, signed, unsigned, bool
+_READ_SLICE = 1024  # rows decoded at a time by read(); matches the Parquet row-group size
 
 
 def cache_dir(root: str | Path, dataset: str, modality: str, split: str) -> Path:
@@ -295,17 +296,21 @@ class CacheReader:
 
     def read(self, features: list[str] | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         names = self._names(features)
-        n = self.num_rows
-        out = {f: np.empty((n, *self.shapes[f]), dtype=self.dtypes[f]) for f in names}
+        out = {f: np.empty((self.num_rows, *self.shapes[f]), dtype=self.dtypes[f]) for f in names}
         cols: dict[str, list[np.ndarray]] = {c: [] for c in self.columns}
         at = 0
-        for batch_cols, batch_feats in self.iter_batches(65536, names):
-            k = len(batch_cols["id"])
-            for f in names:
-                out[f][at:at + k] = batch_feats[f]
-            for c in self.columns:
-                cols[c].append(batch_cols[c])
-            at += k
+        for shard in self.manifest["shards"]:  # fill one preallocated block: peak memory ~ result + one slice
+            for part_cols, part_feats in iter_shard(self.directory / shard["file"], self.fmt, self._schema,
+                                                    _READ_SLICE, names):
+                k = len(part_cols["id"])
+                for f in names:
+                    out[f][at:at + k] = part_feats[f]
+                for c in self.columns:
+                    cols[c].append(part_cols[c])
+                at += k
+        if at != self.num_rows:
+            raise UserError(f"cache {self.directory} holds {at} rows, its manifest says {self.num_rows}; "
+                            "delete the cache directory and rerun the extraction")
         columns = {c: (np.concatenate(v) if v else np.asarray([], dtype=str)) for c, v in cols.items()}
         return columns, out
 
