@@ -1,0 +1,225 @@
+"""Retrieval and classification metrics: recall@k, R-precision, per-class accuracy; dense and blocked.
+
+Conventions (docs/conventions.md):
+- Ranking is stable: items are ordered by descending similarity, ties by ascending gallery index, so a tie
+  never counts in the query's favour by accident of the sort algorithm. (torchmetrics sorts with a plain
+  argsort; on tie-free scores the two agree exactly, which the tests check.)
+- recall@k: the fraction of queries WITH at least one positive whose top k holds a positive. Queries without
+  positives are left out (torchmetrics' `empty_target_action="skip"`). NaN if no query has a positive.
+- R-precision: the mean over queries with positives of (#positives in the top R) / R, R = the query's number
+  of positives (Musgrave et al., "A metric learning reality check").
+- Metrics return fractions in [0, 1]; `retrieval.evaluate_directions` reports percent.
+
+`retrieval_metrics_blocked` computes the same numbers from embeddings and labels without forming the
+[Q, N] matrix: per block of queries it streams over blocks of the gallery keeping a running top-K
+(K = max(k, largest R in the block)) in the same stable order. `peak_memory` measures what that saves.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import tracemalloc
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def _tensor(x: Any, dtype: torch.dtype | None = None) -> Tensor:
+    """numpy or torch -> CPU torch tensor (no copy when possible)."""
+    t = x if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x))
+    t = t.detach().cpu()
+    return t if dtype is None else t.to(dtype)
+
+
+def stable_order(sim: Tensor) -> Tensor:
+    """sim [Q, N] -> gallery indices [Q, N] by descending similarity, ties by ascending index."""
+    return torch.argsort(-sim, dim=1, stable=True)
+
+
+def _check_pair(sim: Tensor, positives: Tensor) -> None:
+    if sim.ndim != 2 or sim.shape != positives.shape:
+        raise ValueError(f"sim and positives must both be [Q, N], got {tuple(sim.shape)} and {tuple(positives.shape)}")
+
+
+def recall_at_k(sim: Any, positives: Any, k: int) -> float:
+    """Fraction of queries with a positive whose top k holds one. sim [Q, N] float, positives [Q, N] bool."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    sim, positives = _tensor(sim), _tensor(positives, torch.bool)
+    _check_pair(sim, positives)
+    valid = positives.any(1)
+    if not bool(valid.any()):
+        return float("nan")
+    hits = positives[valid].gather(1, stable_order(sim[valid])[:, :k])  # [Qv, min(k, N)]
+    return float(hits.any(1).double().mean())
+
+
+def r_precision(sim: Any, positives: Any) -> float:
+    """Mean over queries with a positive of (#positives in the top R) / R. sim [Q, N], positives [Q, N] bool."""
+    sim, positives = _tensor(sim), _tensor(positives, torch.bool)
+    _check_pair(sim, positives)
+    valid = positives.any(1)
+    if not bool(valid.any()):
+        return float("nan")
+    pos = positives[valid]
+    r = pos.sum(1)  # [Qv]
+    ranked = pos.gather(1, stable_order(sim[valid])).cumsum(1)  # [Qv, N]: positives within the top j+1
+    in_top_r = ranked.gather(1, (r - 1)[:, None])[:, 0]
+    return float((in_top_r.double() / r.double()).mean())
+
+
+def per_class_accuracy(pred: Any, target: Any) -> float:
+    """Mean over the classes present in `target` of the top-1 accuracy on that class's samples.
+
+    pred: predicted labels [N] (ints or strings), or scores [N, C] (argmax; ties -> lowest class index).
+    target: true labels [N]. This is the "average per-class accuracy" (T1) of zero-shot learning.
+    """
+    pred_a = pred.detach().cpu().numpy() if isinstance(pred, Tensor) else np.asarray(pred)
+    target_a = target.detach().cpu().numpy() if isinstance(target, Tensor) else np.asarray(target)
+    if pred_a.ndim == 2:
+        pred_a = torch.as_tensor(pred_a).argmax(1).numpy()  # torch.argmax returns the first maximum
+    if pred_a.shape != target_a.shape or target_a.ndim != 1:
+        raise ValueError(f"pred [N] (or [N, C]) and target [N] do not match: {pred_a.shape} vs {target_a.shape}")
+    if target_a.size == 0:
+        return float("nan")
+    classes, inverse = np.unique(target_a, return_inverse=True)
+    correct = (pred_a == target_a).astype(np.float64)
+    per_class = np.bincount(inverse, weights=correct, minlength=len(classes)) / np.bincount(inverse)
+    return float(per_class.mean())
+
+
+# ---------------------------------------------------------------- blocked evaluation
+
+
+def _codes(query_labels: Any, gallery_labels: Any) -> tuple[Tensor, Tensor]:
+    """Arbitrary labels (str, int) -> int64 codes shared by queries and gallery."""
+    q, g = np.asarray(query_labels), np.asarray(gallery_labels)
+    _, inverse = np.unique(np.concatenate([q.astype(object), g.astype(object)]).astype(str), return_inverse=True)
+    inverse = torch.as_tensor(inverse.reshape(-1), dtype=torch.long)
+    return inverse[: len(q)], inverse[len(q) :]
+
+
+def _sort_stable(vals: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+    """Reorder each row by (value desc, index asc)."""
+    o = idx.argsort(dim=1)
+    vals, idx = vals.gather(1, o), idx.gather(1, o)
+    o = torch.argsort(-vals, dim=1, stable=True)
+    return vals.gather(1, o), idx.gather(1, o)
+
+
+def _stable_topk(sim: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The first k items of `stable_order(sim)` and their values, via topk. sim [b, n] -> ([b, k], [b, k])."""
+    k = min(k, sim.shape[1])
+    vals, idx = sim.topk(k, dim=1)
+    # topk picks arbitrarily among items tied with the k-th value; redo those (rare) rows with a stable sort.
+    spill = (sim >= vals[:, -1:]).sum(1) > k
+    if bool(spill.any()):
+        rows = spill.nonzero(as_tuple=True)[0]
+        order = stable_order(sim[rows])[:, :k]
+        idx[rows] = order
+        vals[rows] = sim[rows].gather(1, order)
+    return _sort_stable(vals, idx)
+
+
+def retrieval_metrics_blocked(
+    query_emb: Any,
+    gallery_emb: Any,
+    query_labels: Any,
+    gallery_labels: Any,
+    ks: Sequence[int] = (1, 5),
+    block: int = 4096,
+) -> dict[str, float]:
+    """recall@k for every k in ks and R-precision, positives = equal labels, without the [Q, N] matrix.
+
+    query_emb [Q, D], gallery_emb [N, D]: similarity is their dot product (pass L2-normalised rows for cosine).
+    query_labels [Q], gallery_labels [N]: any hashable values. Peak extra memory ~ block * (block + 2K) values.
+    Returns {"r@k": fraction, ..., "R-P": fraction}; equals recall_at_k / r_precision on the dense matrix.
+    """
+    q, g = _tensor(query_emb), _tensor(gallery_emb)
+    dtype = torch.promote_types(q.dtype, g.dtype)
+    q, g = q.to(dtype), g.to(dtype)
+    if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
+        raise ValueError(f"embeddings must be [Q, D] and [N, D], got {tuple(q.shape)} and {tuple(g.shape)}")
+    if not ks or min(ks) < 1:
+        raise ValueError(f"ks must be positive, got {ks}")
+    q_codes, g_codes = _codes(query_labels, gallery_labels)
+    if len(q_codes) != q.shape[0] or len(g_codes) != g.shape[0]:
+        raise ValueError("one label per query row and per gallery row is needed")
+    n_codes = int(torch.cat([q_codes, g_codes]).max()) + 1 if len(q_codes) + len(g_codes) else 0
+    r_all = torch.bincount(g_codes, minlength=n_codes)[q_codes]  # [Q]: positives per query
+
+    hit_sums = {k: 0.0 for k in ks}
+    rp_sum, n_valid = 0.0, 0
+    for q0 in range(0, q.shape[0], block):
+        qb, codes, r = q[q0 : q0 + block], q_codes[q0 : q0 + block], r_all[q0 : q0 + block]
+        valid = r > 0
+        if not bool(valid.any()):
+            continue
+        qb, codes, r = qb[valid], codes[valid], r[valid]
+        top = min(max(max(ks), int(r.max())), g.shape[0])
+        run_vals = run_idx = None
+        for g0 in range(0, g.shape[0], block):
+            vals, idx = _stable_topk(qb @ g[g0 : g0 + block].T, top)
+            idx = idx + g0
+            if run_vals is not None:
+                # running entries come first and have lower indices: a stable sort keeps ties index-ordered
+                vals, idx = torch.cat([run_vals, vals], 1), torch.cat([run_idx, idx], 1)
+                o = torch.argsort(-vals, dim=1, stable=True)[:, :top]
+                vals, idx = vals.gather(1, o), idx.gather(1, o)
+            run_vals, run_idx = vals, idx
+        hits = g_codes[run_idx] == codes[:, None]  # [b, top]
+        for k in ks:
+            hit_sums[k] += float(hits[:, :k].any(1).double().sum())
+        in_top_r = hits.cumsum(1).gather(1, (r - 1)[:, None])[:, 0]
+        rp_sum += float((in_top_r.double() / r.double()).sum())
+        n_valid += int(valid.sum())
+    if n_valid == 0:
+        return {**{f"r@{k}": float("nan") for k in ks}, "R-P": float("nan")}
+    return {**{f"r@{k}": hit_sums[k] / n_valid for k in ks}, "R-P": rp_sum / n_valid}
+
+
+# ---------------------------------------------------------------- memory measurement
+
+
+def _proc_status() -> dict[str, int] | None:
+    try:
+        with open("/proc/self/status") as f:
+            return {k: int(v.split()[0]) * 1024 for k, v in (line.split(":", 1) for line in f) if k in ("VmHWM", "VmRSS")}
+    except OSError:
+        return None
+
+
+def peak_memory(fn: Callable[..., Any], *args: Any, device: str = "cpu", **kwargs: Any) -> tuple[Any, int]:
+    """Run fn(*args, **kwargs) -> (its result, peak bytes allocated above the starting point).
+
+    device "cuda...": torch's CUDA peak allocation. CPU on Linux: the process resident-set high-water mark
+    (reset through /proc/self/clear_refs), which counts torch and numpy buffers alike; memory the C allocator
+    kept from earlier work may be reused unseen, so small figures are lower bounds. Elsewhere: tracemalloc
+    (Python and numpy allocations only, not torch's).
+    """
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.memory_allocated(device)
+        result = fn(*args, **kwargs)
+        torch.cuda.synchronize(device)
+        return result, max(0, torch.cuda.max_memory_allocated(device) - start)
+    status = _proc_status()
+    can_reset = status is not None and os.access("/proc/self/clear_refs", os.W_OK)
+    if can_reset:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM to the current RSS
+        start = _proc_status()["VmRSS"]
+        result = fn(*args, **kwargs)
+        return result, max(0, _proc_status()["VmHWM"] - start)
+    tracemalloc.start()
+    try:
+        result = fn(*args, **kwargs)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return result, peak
