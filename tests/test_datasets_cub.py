@@ -146,13 +146,18 @@ def test_missing_pieces_are_user_errors(tmp_path, cub_root):
     (root / "CUB_200_2011" / "attributes" / "image_attribute_labels.txt").unlink()
     with pytest.raises(UserError, match="image_attribute_labels.txt"):
         open_dataset("cub", root).records("A", "train")
+    victim = ds.records("I", "val")[3].path
+    victim.unlink()
+    with pytest.raises(UserError, match=r"1 val images are missing.*" + victim.name):
+        open_dataset("cub", root).records("I", "val")
 
 
-def test_bad_attribute_line_names_file_and_line(tmp_path, cub_root):
+@pytest.mark.parametrize("bad", ["1 x 1 3 2.0", "1 y 1 3 0 2.0", "99999 1 1 3 2.0", "1 313 1 3 2.0"])
+def test_bad_attribute_line_names_file_and_line(tmp_path, cub_root, bad):
     root = tmp_path / "copy"
-    shutil.copytree(cub_root / "CUB_200_2011", root / "CUB_200_2011")
+    shutil.copytree(cub_root / "CUB_200_2011", root / "CUB_200_2011", ignore=shutil.ignore_patterns("*.jpg"))
     path = root / "CUB_200_2011" / "attributes" / "image_attribute_labels.txt"
     with open(path, "a") as f:
-        f.write("1 x 1 3 2.0\n")
-    with pytest.raises(UserError, match=r"image_attribute_labels.txt:187201"):
+        f.write(bad + "\n")
+    with pytest.raises(UserError, match=r"image_attribute_labels.txt:187201: cannot parse"):
         open_dataset("cub", root).records("A", "train")

@@ -57,6 +57,52 @@ def prompt(folder: str) -> str:
     return f"A photo of a {clean_class_name(folder)}."
 
 
+def _read_attribute_columns(path: Path, odd_lines: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image_id, attribute_id, is_present) int64 columns of the well-formed 5-field lines; the text of
+    every other line is appended to `odd_lines`. Raises ValueError when a column is not integer."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    def keep_aside(row) -> str:
+        odd_lines.append(row.text)
+        return "skip"
+
+    try:
+        t = pcsv.read_csv(
+            path,
+            read_options=pcsv.ReadOptions(column_names=["img", "attr", "present", "certainty", "time"]),
+            parse_options=pcsv.ParseOptions(delimiter=" ", invalid_row_handler=keep_aside),
+            convert_options=pcsv.ConvertOptions(
+                column_types={"img": pa.int64(), "attr": pa.int64(), "present": pa.int64()},
+                include_columns=["img", "attr", "present"],
+            ),
+        )
+    except pa.ArrowInvalid as e:
+        raise ValueError(str(e)) from None
+    cols = [t.column(c).to_numpy(zero_copy_only=False) for c in ("img", "attr", "present")]
+    if any(t.column(c).null_count for c in ("img", "attr", "present")):
+        raise ValueError("empty fields")
+    return cols[0], cols[1], cols[2]
+
+
+def _parse_attribute_lines(lines: list[str], index: dict[str, int], table: np.ndarray, where: Path | None) -> None:
+    """Set table[image, attribute] = is_present from text lines (first three fields). A bad line raises
+    UserError naming `where`:line, or ValueError when `where` is None (the caller then reparses the file)."""
+    for lineno, line in enumerate(lines, 1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            k, a, present = index[parts[0]], int(parts[1]) - 1, int(parts[2])
+            if not 0 <= a < NUM_ATTRIBUTES:
+                raise ValueError(f"attribute id {a + 1} outside 1..{NUM_ATTRIBUTES}")
+        except (KeyError, ValueError, IndexError) as e:
+            if where is None:
+                raise ValueError(str(e)) from None
+            raise UserError(f"{where}:{lineno}: cannot parse {line.strip()[:60]!r} (image id, attribute id, is_present)") from None
+        table[k, a] = float(present == 1)
+
+
 class CUB(Dataset):
     """Reader of CUB-200-2011 + text_c10. Modalities I, T, A (attributes), C (class vector), P (prompt).
 
@@ -121,22 +167,26 @@ class CUB(Dataset):
         """image_id -> float32 [312] binary vector (is_present) from image_attribute_labels.txt.
 
         Only the first three fields are used: the real file has a few lines with extra fields.
+        The 3.7M-line file is read by pyarrow; lines it cannot take (those extra fields) and any file
+        it rejects go through the line-by-line parser, which names the offending line.
         """
         path = require(self.cub / "attributes" / "image_attribute_labels.txt", GET_IT)
         index = {iid: k for k, iid in enumerate(self.image_path)}
         table = np.zeros((len(index), NUM_ATTRIBUTES), dtype=np.float32)
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for lineno, line in enumerate(f, 1):
-                parts = line.split()
-                if not parts:
-                    continue
-                try:
-                    k, attr, present = index[parts[0]], int(parts[1]) - 1, int(parts[2])
-                except (KeyError, ValueError, IndexError):
-                    raise UserError(f"{path}:{lineno}: cannot parse {line.strip()[:60]!r}") from None
-                if not 0 <= attr < NUM_ATTRIBUTES:
-                    raise UserError(f"{path}:{lineno}: attribute id {attr + 1} outside 1..{NUM_ATTRIBUTES}")
-                table[k, attr] = float(present == 1)
+        try:
+            odd_lines: list[str] = []
+            img, attr, present = _read_attribute_columns(path, odd_lines)
+            pos = np.full(int(max(map(int, index))) + 1, -1, dtype=np.int64)
+            pos[[int(i) for i in index]] = list(index.values())
+            ok = (img >= 0) & (img < len(pos)) & (attr >= 1) & (attr <= NUM_ATTRIBUTES)
+            rows = np.where(ok, pos[np.clip(img, 0, len(pos) - 1)], -1)
+            if not ok.all() or (rows < 0).any():
+                raise ValueError("ids out of range")
+            table[rows, attr - 1] = (present == 1).astype(np.float32)
+            _parse_attribute_lines(odd_lines, index, table, where=None)
+        except (ValueError, ImportError):  # anything odd: parse it all by hand, naming the bad line
+            table[:] = 0
+            _parse_attribute_lines(path.read_text(encoding="utf-8", errors="replace").splitlines(), index, table, path)
         return {iid: table[k] for iid, k in index.items()}
 
     @cached_property
@@ -168,11 +218,15 @@ class CUB(Dataset):
     def _records(self, modality: str, split: str) -> list[Record]:
         ids = self._ids(split)
         if modality == "I":
-            return [
+            recs = [
                 Record(id=i, links={"image_id": i, "class_id": self.image_class[i]},
                        path=self.cub / "images" / self.image_path[i])
                 for i in ids
             ]
+            missing = [r.path for r in recs if not r.path.is_file()]
+            if missing:
+                raise UserError(f"{len(missing)} {split} images are missing, e.g. {missing[0]}: {GET_IT}")
+            return recs
         if modality == "A":
             return [
                 Record(id=i, links={"image_id": i, "class_id": self.image_class[i]}, vector=self.attributes[i])
