@@ -1,0 +1,188 @@
+"""Cross-modal retrieval evaluation: positives from id columns, every direction X->Y, enrichment by averaging.
+
+Rows are described by their cache columns: `id` plus the key column (`image_id`, `caption_id`, `class_id`) and
+the link columns to coarser levels (a CUB caption row carries `caption_id`, `image_id`, `class_id`).
+
+Match levels (docs/conventions.md):
+- "instance": a gallery row is a positive when it shares the query's value of the COARSER of the two
+  modalities' keys, i.e. the key the finer modality's rows carry as a link: I vs T -> image_id (the 5 or 10
+  captions of an image), T vs S -> caption_id, T vs C -> class_id, I vs A -> image_id.
+- "class": equal class_id (both modalities must carry one).
+
+Queries are the unique rows of X (by key), the gallery the unique rows of Y, embeddings L2-normalised,
+similarity = cosine. Large problems go through the blocked path (same numbers, bounded memory).
+"""
+
+from __future__ import annotations
+
+from itertools import combinations, permutations
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from pcmpipe.errors import UserError
+from pcmpipe.evaluation.metrics import r_precision, recall_at_k, retrieval_metrics_blocked
+
+LEVELS = ("instance", "class")
+DENSE_LIMIT = 2**24  # Q * N above this (64 MB of float32 scores) switches to the blocked path
+
+Columns = dict[str, np.ndarray]
+
+
+def infer_key(cols: Columns) -> str:
+    """The key column of a row set: the first column after `id` equal to `id` in every row ("id" if none).
+
+    Caches store `id`, then the key column, then the links, so the first equal column is the key.
+    """
+    ids = np.asarray(cols["id"]).astype(str)
+    for name, values in cols.items():
+        if name != "id" and np.array_equal(np.asarray(values).astype(str), ids):
+            return name
+    return "id"
+
+
+def _values(cols: Columns, key: str, column: str) -> np.ndarray | None:
+    """The rows' values of `column` (the key may live only in `id`), or None when the rows do not carry it."""
+    if column in cols:
+        return np.asarray(cols[column]).astype(str)
+    if column == key:
+        return np.asarray(cols["id"]).astype(str)
+    return None
+
+
+def match_column(q_cols: Columns, g_cols: Columns, level: str, q_key: str | None = None,
+                 g_key: str | None = None) -> str:
+    """The id column whose equality defines a positive between these two row sets at `level`."""
+    if level not in LEVELS:
+        raise UserError(f"unknown match level {level!r}: use one of {', '.join(LEVELS)}")
+    q_key, g_key = q_key or infer_key(q_cols), g_key or infer_key(g_cols)
+    if level == "class":
+        if _values(q_cols, q_key, "class_id") is None or _values(g_cols, g_key, "class_id") is None:
+            raise UserError("class-level matching needs a class_id column on both sides; use --match instance")
+        return "class_id"
+    # the coarser key is the one the other side's rows carry as a link
+    if _values(g_cols, g_key, q_key) is not None:
+        return q_key
+    if _values(q_cols, q_key, g_key) is not None:
+        return g_key
+    raise UserError(
+        f"no shared id column between rows keyed by {q_key} and rows keyed by {g_key}: "
+        "instance-level matching is undefined for them; use --match class if both carry class_id"
+    )
+
+
+def match_labels(q_cols: Columns, g_cols: Columns, level: str, q_key: str | None = None,
+                 g_key: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(query labels [Q], gallery labels [N]) as strings; positives are the pairs with equal labels."""
+    q_key, g_key = q_key or infer_key(q_cols), g_key or infer_key(g_cols)
+    column = match_column(q_cols, g_cols, level, q_key, g_key)
+    return _values(q_cols, q_key, column), _values(g_cols, g_key, column)
+
+
+def positives_between(q_cols: Columns, g_cols: Columns, level: str, q_key: str | None = None,
+                      g_key: str | None = None) -> np.ndarray:
+    """Bool [Q, N]: gallery row n is a positive for query row q at `level` (keys inferred when not given)."""
+    q_lab, g_lab = match_labels(q_cols, g_cols, level, q_key, g_key)
+    return q_lab[:, None] == g_lab[None, :]
+
+
+def unique_rows(emb: Tensor, cols: Columns, key: str) -> tuple[Tensor, Columns]:
+    """Keep the first row of every key value: a modality repeated by a training join counts once."""
+    values = _values(cols, key, key)
+    if len(values) != emb.shape[0]:
+        raise ValueError(f"{emb.shape[0]} embedding rows but {len(values)} id rows")
+    _, first = np.unique(values, return_index=True)
+    if len(first) == len(values):
+        return emb, cols
+    first = np.sort(first)
+    return emb[torch.as_tensor(first)], {name: np.asarray(v)[first] for name, v in cols.items()}
+
+
+def _direction(q: Tensor, g: Tensor, q_lab: np.ndarray, g_lab: np.ndarray, ks: Sequence[int],
+               block: int) -> dict[str, float]:
+    """Fractions {"r@k", "R-P"} for one direction; dense below DENSE_LIMIT, blocked above."""
+    if q.shape[0] * g.shape[0] > DENSE_LIMIT:
+        return retrieval_metrics_blocked(q, g, q_lab, g_lab, ks=ks, block=block)
+    sim = q @ g.T
+    pos = torch.as_tensor(q_lab[:, None] == g_lab[None, :])
+    return {**{f"r@{k}": recall_at_k(sim, pos, k) for k in ks}, "R-P": r_precision(sim, pos)}
+
+
+def evaluate_directions(
+    emb: dict[str, Tensor],
+    cols: dict[str, Columns],
+    keys: dict[str, str],
+    level: str = "instance",
+    ks: Sequence[int] = (1, 5),
+    block: int = 4096,
+) -> dict[str, dict[str, float]]:
+    """Every ordered pair X->Y of modalities: {"r@1", "r@5", "R-P"} in percent.
+
+    emb: m -> [N_m, D] (rows aligned with cols[m]); cols: m -> id/link columns; keys: m -> key column.
+    Returns {"X->Y": metrics for every ordered pair, "X+Y": the mean of X->Y and Y->X (pairs in the order of
+    `emb`), "mean": the mean over all directions}. Raises UserError when some direction has no query with a
+    positive (the two row sets do not describe the same entities, e.g. different splits).
+    """
+    names = list(emb)
+    rows = {}
+    for m in names:
+        e, c = unique_rows(emb[m].detach().cpu(), cols[m], keys[m])
+        rows[m] = (F.normalize(e.float(), dim=-1), c)
+    out: dict[str, dict[str, float]] = {}
+    for x, y in permutations(names, 2):
+        (q, q_cols), (g, g_cols) = rows[x], rows[y]
+        q_lab, g_lab = match_labels(q_cols, g_cols, level, keys[x], keys[y])
+        res = _direction(q, g, q_lab, g_lab, ks, block)
+        if any(np.isnan(v) for v in res.values()):
+            raise UserError(f"no {x} row has a {level}-level match among the {y} rows: are both from the same dataset and split?")
+        out[f"{x}->{y}"] = {k: 100.0 * v for k, v in res.items()}
+    metric_names = [f"r@{k}" for k in ks] + ["R-P"]
+    for x, y in combinations(names, 2):
+        out[f"{x}+{y}"] = {k: (out[f"{x}->{y}"][k] + out[f"{y}->{x}"][k]) / 2 for k in metric_names}
+    directions = [out[f"{x}->{y}"] for x, y in permutations(names, 2)]
+    if directions:
+        out["mean"] = {k: float(np.mean([d[k] for d in directions])) for k in metric_names}
+    return out
+
+
+# ---------------------------------------------------------------- enrichment (Sec. 4.4)
+
+
+def align_rows(base_cols: Columns, base_key: str, other_cols: Columns, other_key: str) -> np.ndarray:
+    """For every base row, the index of the `other` row whose key equals the base row's `other_key` value.
+
+    Example: images I (base) and class embeddings C: each image row carries class_id, so
+    `align_rows(cols_I, "image_id", cols_C, "class_id")` picks the row of the image's class. Int64 [N_base].
+    """
+    wanted = _values(base_cols, base_key, other_key)
+    if wanted is None:
+        raise UserError(f"cannot align rows: the base rows carry no {other_key} column")
+    position = {v: i for i, v in enumerate(_values(other_cols, other_key, other_key).tolist())}
+    missing = sorted({v for v in wanted.tolist() if v not in position})
+    if missing:
+        raise UserError(f"{len(missing)} {other_key} values have no row to align with (first: {missing[0]})")
+    return np.array([position[v] for v in wanted.tolist()], dtype=np.int64)
+
+
+def combine(embs: list[Tensor]) -> Tensor:
+    """Enriched vectors: the mean of the L2-normalised embeddings, L2-normalised again. [N, D] each -> [N, D].
+
+    Row n of every input must describe the same entity: index the coarser modality with `align_rows` first
+    (e.g. `combine([emb_I, emb_C[align_rows(cols_I, "image_id", cols_C, "class_id")]])` for I+C).
+    """
+    if not embs:
+        raise ValueError("combine needs at least one embedding")
+    shapes = {tuple(e.shape) for e in embs}
+    if len(shapes) != 1:
+        raise ValueError(f"combine needs row-aligned embeddings of one shape, got {sorted(shapes)}")
+    mean = torch.stack([F.normalize(e, dim=-1) for e in embs]).mean(0)
+    return F.normalize(mean, dim=-1)
+
+
+__all__ = [
+    "LEVELS", "align_rows", "combine", "evaluate_directions", "infer_key", "match_column", "match_labels",
+    "positives_between", "unique_rows",
+]
