@@ -146,9 +146,12 @@ def test_missing_pieces_are_user_errors(tmp_path, cub_root):
     (root / "CUB_200_2011" / "attributes" / "image_attribute_labels.txt").unlink()
     with pytest.raises(UserError, match="image_attribute_labels.txt"):
         open_dataset("cub", root).records("A", "train")
+    # one missing image is left to extraction (skipped and listed there); none at all is an error
     victim = ds.records("I", "val")[3].path
     victim.unlink()
-    with pytest.raises(UserError, match=r"1 val images are missing.*" + victim.name):
+    assert victim in [r.path for r in open_dataset("cub", root).records("I", "val")]
+    shutil.rmtree(root / "CUB_200_2011" / "images")
+    with pytest.raises(UserError, match=r"none of the 150 val images exist.*pcmpipe download cub"):
         open_dataset("cub", root).records("I", "val")
 
 

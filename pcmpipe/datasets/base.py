@@ -87,3 +87,14 @@ def require(path: Path, how: str) -> Path:
     if not path.exists():
         raise UserError(f"missing {path}: {how}")
     return path
+
+
+def require_some_files(records: list[Record], what: str, how: str) -> list[Record]:
+    """`records` unless none of their files exist (the archive was never unpacked there): UserError.
+
+    Single missing or unreadable files are left to the extraction step, which skips and lists them
+    (or stops at the first with --strict).
+    """
+    if records and not any(r.path is not None and r.path.is_file() for r in records):
+        raise UserError(f"none of the {len(records)} {what} exist, e.g. {records[0].path}: {how}")
+    return records

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pcmpipe.datasets.base import Dataset, Record, read_lines, require
+from pcmpipe.datasets.base import Dataset, Record, read_lines, require, require_some_files
 from pcmpipe.errors import UserError
 
 NUM_ATTRIBUTES = 312
@@ -223,10 +223,7 @@ class CUB(Dataset):
                        path=self.cub / "images" / self.image_path[i])
                 for i in ids
             ]
-            missing = [r.path for r in recs if not r.path.is_file()]
-            if missing:
-                raise UserError(f"{len(missing)} {split} images are missing, e.g. {missing[0]}: {GET_IT}")
-            return recs
+            return require_some_files(recs, f"{split} images", GET_IT)
         if modality == "A":
             return [
                 Record(id=i, links={"image_id": i, "class_id": self.image_class[i]}, vector=self.attributes[i])

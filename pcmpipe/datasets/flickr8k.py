@@ -20,7 +20,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pcmpipe.datasets.base import Dataset, Record, read_lines, require
+from pcmpipe.datasets.base import Dataset, Record, read_lines, require, require_some_files
 from pcmpipe.errors import UserError
 
 IMAGE_DIR = "Flicker8k_Dataset"
@@ -104,10 +104,7 @@ class Flickr8k(Dataset):
         image_dir = require(self.root / IMAGE_DIR, f"unpack Flickr8k_Dataset.zip into {self.root} ({GET_IT})")
         ids = sorted(i for i, s in self.split_of_image.items() if s == split)
         recs = [Record(id=i, links={"image_id": i}, path=image_dir / f"{i}.jpg") for i in ids]
-        missing = [r.path for r in recs if not r.path.is_file()]
-        if missing:
-            raise UserError(f"{len(missing)} {split} images are missing, e.g. {missing[0]}: {GET_IT}")
-        return recs
+        return require_some_files(recs, f"{split} images", GET_IT)
 
     def _speech(self, split: str) -> list[Record]:
         audio = self.root / AUDIO_DIR
@@ -127,10 +124,7 @@ class Flickr8k(Dataset):
             if img_split == split:
                 cid = f"{image_id}#{n}"
                 recs.append(Record(id=cid, links={"caption_id": cid, "image_id": image_id}, path=wav_dir / wav))
-        missing = [r.path for r in recs if not r.path.is_file()]
-        if missing:
-            raise UserError(f"{len(missing)} {split} wav files are missing, e.g. {missing[0]}: {how}")
-        return recs
+        return require_some_files(recs, f"{split} wav files", how)
 
     @cached_property
     def speakers(self) -> dict[str, str]:
