@@ -10,22 +10,21 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from pcmpipe.cache_io import (FORMATS, ShardError, ShardSchema, check_shard, iter_shard, read_ids,
-                              sha256_file, shard_rows, write_shard)
-from pcmpipe.cache_manifest import (MANIFEST, differing_fields, feature_spec, fingerprint_inputs,
+from pcmpipe.cache_io import FORMATS, ShardError, ShardSchema, check_shard, read_ids, sha256_file, write_shard
+from pcmpipe.cache_manifest import (MANIFEST, differing_fields, feature_spec, fingerprint, fingerprint_inputs,
                                     load_manifest, merge_manifests, new_manifest, rank_manifest_name,
-                                    schema_of, write_manifest)
+                                    write_manifest)
+from pcmpipe.cache_reader import CacheReader, list_caches, open_cache
 from pcmpipe.errors import UserError
 
-__all__ = ["cache_dir", "ShardWriter", "open_cache", "CacheReader", "merge_manifests", "list_caches", "FORMATS"]
+__all__ = ["cache_dir", "cache_fingerprint", "ShardWriter", "open_cache", "CacheReader", "merge_manifests",
+           "list_caches", "FORMATS"]
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _NUMERIC_KINDS = "fiub"  # float, signed, unsigned, bool
-_READ_SLICE = 1024  # rows decoded at a time by read(); matches the Parquet row-group size
 
 
 def cache_dir(root: str | Path, dataset: str, modality: str, split: str) -> Path:
@@ -36,6 +35,36 @@ def cache_dir(root: str | Path, dataset: str, modality: str, split: str) -> Path
 def _check_name(what: str, name: str) -> None:
     if not isinstance(name, str) or not NAME_RE.match(name) or name in (".", ".."):
         raise UserError(f"{what} {name!r} is not a valid name; use letters, digits, '_', '.', '-'")
+
+
+def _normalise(features: dict[str, tuple[tuple[int, ...], str]], key: str, links: list[str]
+               ) -> tuple[dict[str, tuple[tuple[int, ...], str]], list[str]]:
+    """Validated (features with int shapes and numpy dtype names, links without repeats or the key)."""
+    _check_name("key column", key)
+    for name in links:
+        _check_name("link column", name)
+    links = [c for c in dict.fromkeys(links) if c != key]
+    if "id" in links:
+        raise UserError("'id' is always a column; do not list it among the links")
+    if not features:
+        raise ValueError("a cache needs at least one feature")
+    spec = {}
+    for name, (shape, dtype) in features.items():
+        _check_name("feature", name)
+        if name in ("id", key, *links):
+            raise UserError(f"feature name {name!r} collides with an id column; rename the feature")
+        shape = tuple(int(d) for d in shape)
+        if any(d < 1 for d in shape) or np.dtype(dtype).kind not in _NUMERIC_KINDS:
+            raise ValueError(f"feature {name}: shape {shape} and dtype {dtype} must be positive and numeric")
+        spec[name] = (shape, np.dtype(dtype).name)
+    return spec, links
+
+
+def cache_fingerprint(*, features: dict[str, tuple[tuple[int, ...], str]], key: str, links: list[str],
+                      meta: dict, fmt: str = "parquet") -> str:
+    """The fingerprint a `ShardWriter` with these arguments gives its cache (to compare before writing)."""
+    spec, links = _normalise(features, key, links)
+    return fingerprint(fingerprint_inputs(meta, feature_spec(spec), key, links, fmt))
 
 
 class ShardWriter:
@@ -59,26 +88,10 @@ class ShardWriter:
             raise UserError(f"unknown cache format {fmt!r}; choose one of {', '.join(FORMATS)}")
         if rows_per_shard < 1:
             raise ValueError("rows_per_shard must be >= 1")
-        _check_name("key column", key)
-        for name in links:
-            _check_name("link column", name)
-        if not features:
-            raise ValueError("a cache needs at least one feature")
         self.directory = Path(directory)
         self.fmt, self.key, self.rows_per_shard = fmt, key, rows_per_shard
-        self.links = [c for c in dict.fromkeys(links) if c != key]
-        if "id" in self.links:
-            raise UserError("'id' is always a column; do not list it among the links")
-        spec = {}
-        for name, (shape, dtype) in features.items():
-            _check_name("feature", name)
-            if name in ("id", key, *self.links):
-                raise UserError(f"feature name {name!r} collides with an id column; rename the feature")
-            shape = tuple(int(d) for d in shape)
-            if any(d < 1 for d in shape) or np.dtype(dtype).kind not in _NUMERIC_KINDS:
-                raise ValueError(f"feature {name}: shape {shape} and dtype {dtype} must be positive and numeric")
-            spec[name] = (shape, np.dtype(dtype).name)
-        self.features = spec
+        spec, links = _normalise(features, key, links)
+        self.features, self.links = spec, links
         inputs = fingerprint_inputs(meta, feature_spec(spec), key, self.links, fmt)
         self._manifest = new_manifest(inputs, expected_rows)
         self.fingerprint: str = self._manifest["fingerprint"]
@@ -263,140 +276,3 @@ class ShardWriter:
             except Exception:
                 pass
         self._closed = True
-
-
-class CacheReader:
-    """A complete cache opened by `open_cache`.
-
-    read() -> (columns, features): columns maps `id`, the key and each link column to a str array [N];
-    features maps each feature name to an array [N, *shape] in its stored dtype; rows in shard order.
-    """
-
-    def __init__(self, directory: Path, manifest: dict):
-        self.directory = directory
-        self.manifest = manifest
-        self.key: str = manifest["key"]
-        self.links: list[str] = list(manifest["links"])
-        self.fmt: str = manifest["format"]
-        self.meta: dict = manifest["meta"]
-        self.fingerprint: str = manifest["fingerprint"]
-        self.feature_names: list[str] = list(manifest["features"])
-        self.num_rows: int = manifest["num_rows"]
-        self._schema = schema_of(manifest)
-        self.columns: list[str] = self._schema.columns
-        self.shapes: dict[str, tuple[int, ...]] = {n: s for n, (s, _) in self._schema.features.items()}
-        self.dtypes: dict[str, str] = {n: d for n, (_, d) in self._schema.features.items()}
-
-    def _names(self, features: list[str] | None) -> list[str]:
-        names = self.feature_names if features is None else list(features)
-        unknown = [f for f in names if f not in self.shapes]
-        if unknown:
-            raise UserError(f"cache {self.directory} has no feature {unknown[0]!r}; it has {', '.join(self.feature_names)}")
-        return names
-
-    def read(self, features: list[str] | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        names = self._names(features)
-        out = {f: np.empty((self.num_rows, *self.shapes[f]), dtype=self.dtypes[f]) for f in names}
-        cols: dict[str, list[np.ndarray]] = {c: [] for c in self.columns}
-        at = 0
-        for shard in self.manifest["shards"]:  # fill one preallocated block: peak memory ~ result + one slice
-            for part_cols, part_feats in iter_shard(self.directory / shard["file"], self.fmt, self._schema,
-                                                    _READ_SLICE, names):
-                k = len(part_cols["id"])
-                for f in names:
-                    out[f][at:at + k] = part_feats[f]
-                for c in self.columns:
-                    cols[c].append(part_cols[c])
-                at += k
-        if at != self.num_rows:
-            raise UserError(f"cache {self.directory} holds {at} rows, its manifest says {self.num_rows}; "
-                            "delete the cache directory and rerun the extraction")
-        columns = {c: (np.concatenate(v) if v else np.asarray([], dtype=str)) for c, v in cols.items()}
-        return columns, out
-
-    def iter_batches(self, batch_rows: int, features: list[str] | None = None
-                     ) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
-        """Yield (columns, features) of exactly `batch_rows` rows (the last may be shorter), bounded memory."""
-        if batch_rows < 1:
-            raise ValueError("batch_rows must be >= 1")
-        names = self._names(features)
-        buf: list[tuple[dict, dict]] = []
-        held = 0
-        for shard in self.manifest["shards"]:
-            for part in iter_shard(self.directory / shard["file"], self.fmt, self._schema, batch_rows, names):
-                buf.append(part)
-                held += len(part[0]["id"])
-                while held >= batch_rows:
-                    batch, buf, held = _take(buf, batch_rows, names, self.columns)
-                    yield batch
-        if held:
-            yield _take(buf, held, names, self.columns)[0]
-
-
-def _take(buf, rows, names, columns):
-    """Split the first `rows` rows off a list of (columns, features) pieces."""
-    cols = {c: np.concatenate([p[0][c] for p in buf]) for c in columns}
-    feats = {f: np.concatenate([p[1][f] for p in buf]) for f in names}
-    head = ({c: v[:rows] for c, v in cols.items()}, {f: v[:rows] for f, v in feats.items()})
-    left = len(cols["id"]) - rows
-    rest = [({c: v[rows:] for c, v in cols.items()}, {f: v[rows:] for f, v in feats.items()})] if left else []
-    return head, rest, left
-
-
-def open_cache(directory: str | Path, *, verify: bool = True) -> CacheReader:
-    """Open a complete cache for reading. verify=True checks every shard's sha256 (else row counts only).
-
-    UserError if the directory or manifest is missing, the cache is incomplete, or a shard is missing,
-    truncated or corrupt (the message names the shard).
-    """
-    directory = Path(directory)
-    path = directory / MANIFEST
-    if not path.exists():
-        if directory.is_dir() and any(directory.glob("manifest.r*.json")):
-            raise UserError(f"cache {directory} has per-rank manifests only; merge them first "
-                            "(pcmpipe.cache.merge_manifests)")
-        raise UserError(f"no cache at {directory} (manifest.json missing); run the extraction first")
-    manifest = load_manifest(path)
-    if not manifest["complete"]:
-        total = manifest.get("expected_rows")
-        of = f"{manifest['num_rows']} of {total} rows" if total is not None else f"{manifest['num_rows']} rows so far"
-        raise UserError(f"cache {directory} is incomplete ({of}); rerun the extraction to resume")
-    for shard in manifest["shards"]:
-        file = directory / shard["file"]
-        if not file.exists():
-            raise UserError(f"shard {shard['file']} of cache {directory} is missing; "
-                            "delete the cache directory and rerun the extraction")
-        try:
-            rows = shard_rows(file, manifest["format"])
-        except ShardError as e:
-            raise UserError(f"shard {shard['file']} of cache {directory} is corrupt ({e}); "
-                            "delete the cache directory and rerun the extraction") from e
-        if rows != shard["rows"] or (verify and sha256_file(file) != shard["sha256"]):
-            why = f"{rows} rows, manifest says {shard['rows']}" if rows != shard["rows"] else "sha256 mismatch"
-            raise UserError(f"shard {shard['file']} of cache {directory} is corrupt ({why}); "
-                            "delete the cache directory and rerun the extraction")
-    return CacheReader(directory, manifest)
-
-
-def list_caches(root: str | Path) -> list[dict]:
-    """Every cache under `root` (or `root` itself): one summary dict each, for `pcmpipe cache-info`."""
-    root = Path(root)
-    if not root.is_dir():
-        raise UserError(f"cache root {root} does not exist; pass the directory holding your caches")
-    rows = []
-    for path in sorted(root.rglob(MANIFEST)):
-        if any(part.startswith(".") for part in path.relative_to(root).parts):
-            continue  # temp directories of an unfinished import
-        rel = path.parent.relative_to(root).parts
-        where = (["", "", ""] + list(rel))[-3:] if rel else ["", "", ""]
-        try:
-            m = load_manifest(path)
-        except UserError as e:
-            rows.append({"path": str(path.parent), "dataset": where[0], "modality": where[1], "split": where[2],
-                         "error": str(e)})
-            continue
-        rows.append({"path": str(path.parent), "dataset": where[0], "modality": where[1], "split": where[2],
-                     "rows": m["num_rows"], "format": m["format"], "complete": bool(m["complete"]),
-                     "features": {n: (tuple(f["shape"]), f["dtype"]) for n, f in m["features"].items()},
-                     "fingerprint": m["fingerprint"], "meta": m["meta"]})
-    return rows

@@ -379,3 +379,25 @@ def test_docs_snippets_run(tmp_path, monkeypatch):
             np.testing.assert_array_equal(ns["ds"][3]["feat"], feat[3].reshape(-1))
         if "columns" in ns:
             assert ns["columns"]["id"].tolist() == ids
+
+
+def test_interrupted_writer_keeps_handed_rows(tmp_path):
+    """An exception inside `with` writes the buffered rows as a finished shard but leaves the cache incomplete."""
+    from pcmpipe.cache import cache_fingerprint
+
+    ids, links, feats = make_rows(30)
+    kw = dict(features=FEATURES, key="caption_id", links=["image_id", "class_id"], meta=META, rows_per_shard=100)
+    with pytest.raises(KeyboardInterrupt):
+        with ShardWriter(tmp_path / "c", **kw) as w:
+            w.add(ids, links, feats)
+            raise KeyboardInterrupt
+    with pytest.raises(UserError, match=r"incomplete \(30 rows so far\)"):
+        open_cache(tmp_path / "c")
+    w = ShardWriter(tmp_path / "c", **kw)
+    assert w.done_ids == set(ids) and not w.complete
+    assert w.fingerprint == cache_fingerprint(**{k: v for k, v in kw.items() if k != "rows_per_shard"})
+    same = dict(kw, links=["caption_id", "image_id", "class_id"])  # the key among the links changes nothing
+    del same["rows_per_shard"]
+    assert cache_fingerprint(**same) == w.fingerprint
+    w.close()
+    assert open_cache(tmp_path / "c").read()[0]["id"].tolist() == ids
