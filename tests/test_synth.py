@@ -108,3 +108,18 @@ def test_user_errors(tmp_path):
 def test_espeak_speech(tmp_path):
     synth("flickr8k", tmp_path, images=3, speech="espeak")
     assert len(list((tmp_path / "flickr_audio" / "wavs").glob("*.wav"))) == 15
+
+
+def test_cli_synth(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "f"
+    cmd = [sys.executable, "-m", "pcmpipe", "synth", "flickr8k", "--out", str(out), "--images", "6",
+           "--text-subdir", "--seed", "2"]
+    ok = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert (out / "Flickr8k_text" / "Flickr_8k.devImages.txt").read_text().count(".jpg") == 1
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "not empty" in again.stderr and "Traceback" not in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1
