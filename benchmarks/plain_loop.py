@@ -1,0 +1,114 @@
+"""The baseline of benchmarks/train_epoch.py: stage two as a user would write it in plain PyTorch.
+
+Same model and loss as pcmpipe (the paper's head: Linear -> residual Linear-GELU-Linear -> LayerNorm, softmax
+layer weights for HuBERT's 13 layers; PCMR with the Eq. 7 target, rho = 1) and the same optimiser (AdamW, lr
+1e-4, weight decay 0.2, cosine schedule), fed the textbook way: a Dataset whose `__getitem__` returns one
+sample and a shuffling DataLoader that collates batches of 80. Nothing here is tuned; that is the point.
+Also holds `step_flops`, the matmul FLOP count of one training step used for the FLOP floor.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+DIM_I, DIM_T, SHAPE_S, D, BATCH = 512, 512, (13, 768), 256, 80
+
+
+class Head(nn.Module):
+    def __init__(self, d_in: int, layers: int | None = None) -> None:
+        super().__init__()
+        self.layer_logits = nn.Parameter(torch.zeros(layers)) if layers else None
+        self.proj = nn.Linear(d_in, D)
+        self.ff = nn.Sequential(nn.Linear(D, D), nn.GELU(), nn.Linear(D, D))
+        self.norm = nn.LayerNorm(D)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.layer_logits is not None:
+            x = (x * F.softmax(self.layer_logits, 0)[None, :, None]).sum(1)
+        h = self.proj(x)
+        return self.norm(h + self.ff(h))
+
+
+class Flickr(Dataset):
+    def __init__(self, data: dict[str, torch.Tensor]) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data["T"])
+
+    def __getitem__(self, i: int):
+        return self.data["I"][self.data["image_of"][i]], self.data["T"][i], self.data["S"][i]
+
+
+def pcmr(emb: list[torch.Tensor], raw: list[torch.Tensor], t: float = 0.99, rho: float = 1.0) -> torch.Tensor:
+    with torch.no_grad():
+        target = torch.stack([F.normalize(r.flatten(1), dim=1) @ F.normalize(r.flatten(1), dim=1).T
+                              for r in raw]).amax(0)
+        target = (target > t).float()
+        target.fill_diagonal_(1.0)
+    z = [F.normalize(e, dim=1) for e in emb]
+    return sum(torch.linalg.norm(a @ b.T - target) ** (2 + rho) for a, b in combinations(z, 2))
+
+
+def load(cache: Path, dataset: str) -> dict[str, torch.Tensor]:
+    """The train split as tensors: I [N_img, 512], T [N, 512], S [N, 13, 768], image_of [N] (caption -> image row)."""
+    from pcmpipe.cache import cache_dir, open_cache
+
+    out, cols = {}, {}
+    for m in ("I", "T", "S"):
+        c, f = open_cache(cache_dir(cache, dataset, m, "train")).read()
+        out[m], cols[m] = torch.from_numpy(np.ascontiguousarray(f["feat"])), c
+    row_of = {v: i for i, v in enumerate(cols["I"]["id"])}
+    out["image_of"] = torch.tensor([row_of[v] for v in cols["T"]["image_id"]])
+    assert list(cols["T"]["id"]) == list(cols["S"]["id"])
+    return out
+
+
+def run(data: dict[str, torch.Tensor], epochs: int, seed: int = 0) -> list[float]:
+    """Train `epochs` epochs; returns seconds per epoch."""
+    torch.manual_seed(seed)
+    heads = nn.ModuleList([Head(DIM_I), Head(DIM_T), Head(SHAPE_S[1], SHAPE_S[0])])
+    loader = DataLoader(Flickr(data), batch_size=BATCH, shuffle=True, drop_last=True)
+    opt = torch.optim.AdamW(heads.parameters(), lr=1e-4, weight_decay=0.2)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * len(loader))
+    times = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        for img, txt, sp in loader:
+            raw = [img, txt, sp]
+            loss = pcmr([h(x) for h, x in zip(heads, raw)], raw)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            if not math.isfinite(loss.item()):
+                raise RuntimeError("loss is not finite")
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def step_flops(b: int = BATCH) -> int:
+    """Matmul FLOPs of one PCMR training step (multiply-add = 2), forward + backward.
+
+    Per head: the input projection needs its weight gradient only (the input is data), the two D x D layers
+    both gradients (3x forward); HuBERT's layer weighting is a [b, 13, 768] contraction with a weight gradient.
+    Loss: 3 pairs of b x b x D similarities, forward and two backward products. Target (no gradient): one b x b
+    cosine matrix per modality over the raw features. Elementwise work (GELU, LayerNorm, AdamW) is left out:
+    it is memory-bound, so the floor is a lower bound.
+    """
+    ff = 2 * b * D * D
+    per_vec_head = lambda d_in: 2 * (2 * b * d_in * D) + 2 * 3 * ff  # noqa: E731
+    layers, d_s = SHAPE_S
+    heads = per_vec_head(DIM_I) + per_vec_head(DIM_T) + per_vec_head(d_s) + 2 * (2 * b * layers * d_s)
+    sims = 3 * 3 * (2 * b * b * D)
+    target = 2 * b * b * (DIM_I + DIM_T + layers * d_s)
+    return heads + sims + target

@@ -1,0 +1,125 @@
+"""Stage-two epoch time at Flickr8k scale (PCMR, I 512 + T 512 + S 13x768, batch 80) and its peak memory.
+
+Three numbers from one run:
+* our path: `pcmpipe.train.train` on a cache written by `pcmpipe.cache.ShardWriter` (6,000 images, 30,000
+  captions and spoken captions in the train split), run in a child process so its peak resident memory
+  (ru_maxrss of the child: torch, the whole cache in memory, training) is measured alone. The epoch time
+  is the `train_time_s` the trainer records per epoch (the optimisation loop, not validation).
+* the baseline (`plain_loop.py`): what a user writes with plain PyTorch -- a Dataset with per-sample
+  `__getitem__`, a shuffling DataLoader, the same heads and the same PCMR loss and target.
+* the FLOP floor: the epoch's matmul FLOPs (forward, backward, PCMR target; counted from the shapes)
+  divided by the machine's measured float32 matmul rate at the same thread count.
+
+    python benchmarks/train_epoch.py            # Flickr8k scale (a few minutes on 2 cores)
+    python benchmarks/train_epoch.py --smoke --no-write
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import _timing  # noqa: E402
+import plain_loop  # noqa: E402
+
+GIB = 1024 ** 3
+DATASET = "benchflickr"
+
+
+def write_cache(root: Path, images: int, captions_per_image: int, seed: int = 0) -> None:
+    """Random Flickr8k-shaped caches (I, T, S) for train/val/test; val and test are 1/30 of train each."""
+    from pcmpipe.cache import ShardWriter, cache_dir
+
+    rng = np.random.default_rng(seed)
+    shapes = {"I": (plain_loop.DIM_I,), "T": (plain_loop.DIM_T,), "S": plain_loop.SHAPE_S}
+    for split, n_img in (("train", images), ("val", max(4, images // 30)), ("test", max(4, images // 30))):
+        img_ids = [f"{split}{i:05d}" for i in range(n_img)]
+        cap_ids = [f"{i}#{j}" for i in img_ids for j in range(captions_per_image)]
+        cap_img = [c.split("#")[0] for c in cap_ids]
+        for m, shape in shapes.items():
+            rows = img_ids if m == "I" else cap_ids
+            key, links = ("image_id", []) if m == "I" else ("caption_id", ["image_id"])
+            with ShardWriter(cache_dir(root, DATASET, m, split), features={"feat": (shape, "float32")}, key=key,
+                             links=links, meta={"backbone": "random", "dataset": DATASET, "split": split},
+                             rows_per_shard=8192) as w:
+                for s in range(0, len(rows), 4096):
+                    ids = rows[s : s + 4096]
+                    x = rng.standard_normal((len(ids), *shape), dtype=np.float32)
+                    w.add(ids, {} if m == "I" else {"image_id": cap_img[s : s + 4096]}, {"feat": x})
+
+
+def run_ours(cache: Path, runs: Path, epochs: int, threads: int | None) -> tuple[list[float], int]:
+    """`train()` in a child process -> (per-epoch train seconds, child's peak RSS bytes)."""
+    code = (
+        "import sys, torch\n"
+        f"{'torch.set_num_threads(%d)' % threads if threads else ''}\n"
+        "from pcmpipe.config import TrainConfig\nfrom pcmpipe.train import train\n"
+        f"cfg = TrainConfig.from_dict(dict(dataset={DATASET!r}, modalities=['I', 'T', 'S'], loss='pcmr', "
+        f"batch_size={plain_loop.BATCH}, epochs={epochs}, patience={epochs + 1}, cache_root={str(cache)!r}, "
+        f"runs_root={str(runs)!r}, name='bench', device='cpu', progress=False))\n"
+        "train(cfg)\n"
+    )
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(proc.stdout + proc.stderr)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # Linux: KiB
+    if before * 1024 >= peak:
+        print("warning: an earlier child had a larger peak; the figure is an upper bound")
+    history = [json.loads(line) for line in (runs / "bench" / "metrics.jsonl").read_text().splitlines() if line]
+    return [h["train_time_s"] for h in history], peak
+
+
+def main() -> None:
+    def extra(p):
+        p.add_argument("--images", type=int, default=6000, help="train images (5 captions each): 6,000 -> 30,000 rows")
+        p.add_argument("--epochs", type=int, default=2, help="epochs of each path; the median is reported")
+
+    args = _timing.parse_args(__doc__.splitlines()[0], extra)
+    if args.smoke:
+        args.images, args.epochs = 64, 1
+    threads = torch.get_num_threads()
+    with tempfile.TemporaryDirectory(prefix="pcmpipe-bench-") as tmp:
+        cache, runs = Path(tmp) / "cache", Path(tmp) / "runs"
+        t0 = time.perf_counter()
+        write_cache(cache, args.images, 5)
+        print(f"cache written in {time.perf_counter() - t0:.1f} s")
+
+        rate = _timing.matmul_rate(args.device)
+        ours, peak = run_ours(cache, runs, args.epochs, args.threads)
+        data = plain_loop.load(cache, DATASET)
+        base = plain_loop.run(data, args.epochs, seed=0)
+        rate = max(rate, _timing.matmul_rate(args.device))  # best of before/after: the floor is a lower bound
+
+    rows = len(data["T"])
+    steps = rows // plain_loop.BATCH
+    flops = steps * plain_loop.step_flops()
+    floor = flops / rate
+    t_ours, t_base = statistics.median(ours), statistics.median(base)
+    print(f"ours {ours} s/epoch, plain loop {base} s/epoch, floor {floor:.2f} s ({flops / 1e9:.1f} GFLOP at "
+          f"{rate / 1e9:.1f} GFLOP/s, {threads} threads); peak RSS {peak / GIB:.2f} GiB")
+    scale = f"{rows:,} rows, batch {plain_loop.BATCH}"
+    _timing.report(args, f"stage-two epoch vs plain PyTorch loop (PCMR, I+T+S, {scale})",
+                   "<= 0.5 x plain loop", f"ours {t_ours:.2f} s, plain loop {t_base:.2f} s",
+                   f"{t_ours / t_base:.2f} x plain loop", t_ours <= 0.5 * t_base)
+    _timing.report(args, f"stage-two epoch vs FLOP floor (PCMR, I+T+S, {scale})", "<= 1.6 x FLOP floor",
+                   f"ours {t_ours:.2f} s, floor {floor:.2f} s ({flops / 1e9:.0f} GFLOP / {rate / 1e9:.0f} GFLOP/s)",
+                   f"{t_ours / floor:.2f} x floor", t_ours <= 1.6 * floor)
+    _timing.report(args, f"stage-two training peak memory ({scale})", "<= 2 GiB",
+                   f"{peak / GIB:.2f} GiB peak RSS of the training process", f"{peak / (2 * GIB):.2f} x budget",
+                   peak <= 2 * GIB)
+
+
+if __name__ == "__main__":
+    main()
