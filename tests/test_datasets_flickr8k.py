@@ -87,6 +87,14 @@ def test_text_files_under_flickr8k_text(tmp_path, ds):
         assert [(r.id, r.text) for r in other.records("T", split)] == [(r.id, r.text) for r in ds.records("T", split)]
 
 
+def test_image_folder_spelt_correctly_is_accepted(tmp_path, flickr_root):
+    root = tmp_path / "mirror"
+    shutil.copytree(flickr_root, root, ignore=shutil.ignore_patterns("flickr_audio"))
+    (root / "Flicker8k_Dataset").rename(root / "Flickr8k_Dataset")
+    recs = open_dataset("flickr8k", root).records("I", "val")
+    assert len(recs) == 10 and all(r.path.parent.name == "Flickr8k_Dataset" and r.path.is_file() for r in recs)
+
+
 def test_caption_text_from_token_file(flickr_root, ds):
     line = next(l for l in (flickr_root / "Flickr8k.token.txt").read_text().splitlines() if BOGUS_KEY not in l)
     key, caption = line.split("\t")

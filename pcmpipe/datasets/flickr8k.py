@@ -24,6 +24,7 @@ from pcmpipe.datasets.base import Dataset, Record, read_lines, require, require_
 from pcmpipe.errors import UserError
 
 IMAGE_DIR = "Flicker8k_Dataset"
+IMAGE_DIR_ALIASES = ("Flickr8k_Dataset",)  # some mirrors fix the spelling
 TEXT_SUBDIR = "Flickr8k_text"
 TOKEN_FILE = "Flickr8k.token.txt"
 SPLIT_FILES = {
@@ -101,7 +102,8 @@ class Flickr8k(Dataset):
         return self._speech(split)
 
     def _images(self, split: str) -> list[Record]:
-        image_dir = require(self.root / IMAGE_DIR, f"unpack Flickr8k_Dataset.zip into {self.root} ({GET_IT})")
+        image_dir = next((self.root / d for d in IMAGE_DIR_ALIASES if (self.root / d).is_dir()), self.root / IMAGE_DIR)
+        require(image_dir, f"unpack Flickr8k_Dataset.zip into {self.root} ({GET_IT})")
         ids = sorted(i for i, s in self.split_of_image.items() if s == split)
         recs = [Record(id=i, links={"image_id": i}, path=image_dir / f"{i}.jpg") for i in ids]
         return require_some_files(recs, f"{split} images", GET_IT)
