@@ -180,6 +180,18 @@ def _validate(t: _Table, where: str) -> None:
                 raise UserError(f"{where}: row {k} (id {t.ids[k]!r}) has NaN or infinite values; clean the input")
 
 
+def _remove_dead_temp_dirs(parent: Path, split: str) -> None:
+    """Delete temp directories of imports whose process is gone (killed); a running import keeps its own."""
+    for d in parent.glob(f".{split}.import-*-*"):
+        try:
+            pid = int(d.name[len(f".{split}.import-"):].split("-")[0])
+            os.kill(pid, 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except (ValueError, PermissionError):  # not our naming, or another user's live process
+            continue
+
+
 def import_features(name: str, *, dataset: str, split: str, npy: str | Path | None = None,
                     ids: str | Path | None = None, parquet: str | Path | None = None, id_column: str = "id",
                     vector_column: str | None = None, key: str = "image_id", links: list[str] | None = None,
@@ -208,7 +220,8 @@ def import_features(name: str, *, dataset: str, split: str, npy: str | Path | No
 
     target = cache_dir(cache_root, dataset, name, split)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{split}.import-", dir=target.parent))
+    _remove_dead_temp_dirs(target.parent, split)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{split}.import-{os.getpid()}-", dir=target.parent))
     try:
         writer = ShardWriter(tmp, features={FEATURE_NAME: (shape, dtype)}, key=key, links=links, meta=meta,
                              fmt=fmt, rows_per_shard=rows_per_shard, expected_rows=len(table.ids))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -190,3 +191,20 @@ def test_cache_info_table(inputs):
     assert fp[:12] in row
     res = cli("cache-info", d / "nowhere")
     assert res.exit_code == 2 and "does not exist" in res.stderr
+
+
+def test_temp_dir_of_killed_import_is_removed(inputs):
+    d, _, _ = inputs
+    parent = d / "cache" / "ds" / "K"
+    parent.mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = parent / f".train.import-{dead.pid}-abc"
+    live = parent / f".train.import-{os.getpid()}-def"  # this process: still running
+    for t in (stale, live):
+        t.mkdir()
+        (t / "part-00000.parquet").write_bytes(b"half")
+    res = cli("import-features", "K", "--dataset", "ds", "--split", "train", "--npy", d / "x.npy",
+              "--ids", d / "ids.txt", "--cache-root", d / "cache")
+    assert res.exit_code == 0, res.output
+    assert not stale.exists() and live.exists()
