@@ -27,8 +27,9 @@ class Server:
     """Serves `files` (name -> bytes) with Range support; `cut[name] = (n_bytes, times)` makes the next
     `times` responses for `name` stop after n_bytes of the body (full Content-Length announced)."""
 
-    def __init__(self, files: dict[str, bytes], honour_range: bool = True):
+    def __init__(self, files: dict[str, bytes], honour_range: bool = True, wrong_range_once: bool = False):
         self.files, self.cut, self.requests = files, {}, []
+        self.wrong_range = wrong_range_once
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -45,6 +46,8 @@ class Server:
                 rng = self.headers.get("Range")
                 if rng and honour_range:
                     start = int(rng.split("=")[1].split("-")[0])
+                    if outer.wrong_range:  # a broken proxy: answers from another offset
+                        outer.wrong_range, start = False, start // 2
                     if start >= len(body):
                         self.send_response(416)
                         self.send_header("Content-Range", f"bytes */{len(body)}")
@@ -127,6 +130,14 @@ def test_server_ignoring_range_restarts_from_zero(tmp_path):
         fetch(f"{srv.url}/f.bin", tmp_path / "f.bin", md5=md5(PAYLOAD))
         assert (tmp_path / "f.bin").read_bytes() == PAYLOAD
         assert srv.requests == [("f.bin", "bytes=5000-")]
+
+
+def test_answer_for_another_range_restarts(tmp_path):
+    (tmp_path / "f.bin.part").write_bytes(PAYLOAD[:8000])
+    with Server({"f.bin": PAYLOAD}, wrong_range_once=True) as srv:
+        fetch(f"{srv.url}/f.bin", tmp_path / "f.bin", md5=md5(PAYLOAD))
+        assert (tmp_path / "f.bin").read_bytes() == PAYLOAD
+        assert srv.requests == [("f.bin", "bytes=8000-"), ("f.bin", None)]
 
 
 def test_checksum_mismatch_moves_file_to_bad(tmp_path):

@@ -97,7 +97,7 @@ def _transfer(url: str, part: Path, timeout: float, progress: Progress | None) -
         raise UserError(f"cannot download {url}: HTTP {e.code} {e.reason}") from None
     with resp:
         if resp.status == 206 and not resp.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
-            part.unlink()  # a piece from elsewhere in the file: start over on the next attempt
+            part.unlink(missing_ok=True)  # a piece from elsewhere in the file: start over on the next attempt
             raise ConnectionError(f"server answered another range: {resp.headers.get('Content-Range')}")
         if offset and resp.status != 206:
             offset = 0  # the server ignored Range: start over
