@@ -214,7 +214,8 @@ class ShardWriter:
             if arr.shape != (n, *shape):
                 raise ValueError(f"feature {name} has shape {arr.shape}, expected {(n, *shape)}")
             with np.errstate(over="ignore"):  # an overflow shows up as inf, rejected just below
-                arr = arr.astype(dtype, copy=False)
+                # always a copy: callers may refill their batch buffer while these rows wait for a shard
+                arr = np.array(arr, dtype=dtype, copy=True)
             if arr.dtype.kind == "f" and not np.isfinite(arr).all():
                 bad = ids[int(np.flatnonzero(~np.isfinite(arr.reshape(n, -1)).all(axis=1))[0])]
                 raise UserError(f"feature {name} of id {bad!r} is NaN or infinite (after casting to {dtype}); "

@@ -186,6 +186,18 @@ def test_complete_cache_is_a_skip(tmp_path):
     assert after == before
 
 
+def test_buffered_rows_are_copies(tmp_path):
+    """A caller reusing one batch buffer must not change rows already handed to the writer."""
+    buf = np.zeros((4, 6), dtype=np.float16)
+    with ShardWriter(tmp_path / "c", features={"vec": ((6,), "float16")}, key="image_id", links=[], meta={},
+                     rows_per_shard=8) as w:
+        for b in range(3):
+            buf[:] = b
+            w.add([f"{b}-{k}" for k in range(4)], {}, {"vec": buf})
+    _, feats = open_cache(tmp_path / "c").read()
+    np.testing.assert_array_equal(feats["vec"][:, 0], np.repeat([0, 1, 2], 4).astype(np.float16))
+
+
 def test_bad_rows_rejected(tmp_path):
     w = ShardWriter(tmp_path / "c", features=FEATURES, key="caption_id", links=["image_id", "class_id"],
                     meta=META, rows_per_shard=10)
