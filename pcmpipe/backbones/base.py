@@ -1,0 +1,40 @@
+"""What every backbone offers the extraction step (and fine-tuning): one frozen-or-not encoder per modality kind."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+KINDS = ("image", "text", "audio")
+
+
+class Backbone:
+    """An encoder of one modality kind plus the preprocessing it was trained with.
+
+    Attributes:
+        name: registry name, e.g. 'clip-vit-b32-image'.
+        modality_kind: 'image' | 'text' | 'audio'.
+        model: the nn.Module (eval mode; gradients are left on so fine-tuning can use the same object).
+        preprocess: image -> transform(PIL.Image) -> [3, H, W]; text -> tokenizer(list[str]) -> [B, 77];
+            audio -> prepare(list[np.ndarray]) -> dict(input_values [B, N], attention_mask [B, N]).
+        feature_shape: shape of one sample's features, e.g. (512,) or (13, 768).
+        meta: JSON-able fingerprint inputs: backbone, architecture, weights, weights_sha256, preprocess.
+        device: torch.device the model lives on.
+    """
+
+    name: str
+    modality_kind: str
+    model: nn.Module
+    preprocess: Any
+    feature_shape: tuple[int, ...]
+    meta: dict
+    device: torch.device
+
+    def encode(self, batch: Any) -> torch.Tensor:
+        """Features of a preprocessed batch -> float tensor [B, *feature_shape] (no normalisation)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name}, weights={self.meta.get('weights')}, shape={self.feature_shape})"

@@ -1,0 +1,189 @@
+"""CLIP image and text towers through open_clip: ViT-B/32 (the paper's) and a tiny config for fast tests.
+
+Both sizes take the same path: an open_clip model config dict -> `open_clip.model.CLIP(**cfg)` (seeded when
+random) -> weights from an open_clip tag (downloaded by open_clip, e.g. `openai`) or a local checkpoint,
+loaded by `open_clip.load_checkpoint` -> the inference image transform of that config. The ViT-B/32
+architecture is OpenAI's (QuickGELU), which is what `openai` and any checkpoint fine-tuned from it need;
+an open_clip tag trained with plain GELU (e.g. laion2b_s34b_b79k) switches it off, as its config says.
+
+Features are `encode_image` / `encode_text` outputs: [B, embed_dim] (512 for ViT-B/32), unnormalised.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import open_clip
+import torch
+from open_clip.transform import PreprocessCfg, image_transform_v2
+from open_clip.transformer import text_global_pool
+
+from pcmpipe.backbones.base import Backbone
+from pcmpipe.backbones.weights import WeightsSpec, seeded, state_sha256
+from pcmpipe.errors import UserError
+
+DEFAULT_TAG = "openai"
+
+# A ViT with the same code path as ViT-B/32 but ~1/1000 of the compute: 64 px images, 2 layers per tower.
+# The text tower keeps CLIP's vocabulary and context so the real tokenizer applies unchanged.
+TINY_CONFIG: dict = {
+    "embed_dim": 32,
+    "quick_gelu": True,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
+
+# architecture key -> (open_clip model name whose pretrained tags apply, or None; config factory)
+ARCHS: dict[str, tuple[str | None, object]] = {
+    "vit-b32": ("ViT-B-32", lambda: {**open_clip.get_model_config("ViT-B-32"), "quick_gelu": True}),
+    "tiny": (None, lambda: copy.deepcopy(TINY_CONFIG)),
+}
+
+
+def _is_text_key(name: str) -> bool:
+    return not name.startswith("visual.") and name not in ("logit_scale", "logit_bias")
+
+
+def load_clip(arch: str, weights: WeightsSpec) -> tuple[torch.nn.Module, PreprocessCfg, dict]:
+    """Build CLIP `arch` with `weights` -> (model in eval mode on CPU, image preprocess config, arch config).
+
+    UserError for an unknown tag, a tag on the tiny architecture, a download that fails (offline) or a
+    checkpoint that does not fit the architecture.
+    """
+    model_name, make_cfg = ARCHS[arch]
+    cfg = make_cfg()
+    pre = PreprocessCfg(size=cfg["vision_cfg"]["image_size"])
+    checkpoint = None
+    if weights.kind in ("default", "tag"):
+        tag = weights.value or DEFAULT_TAG
+        if model_name is None:
+            raise UserError(f"the tiny CLIP has no published weights ({tag!r}); use random[:SEED] or a checkpoint PATH")
+        tag_cfg = open_clip.get_pretrained_cfg(model_name, tag)
+        if not tag_cfg:
+            tags = ", ".join(open_clip.list_pretrained_tags_by_model(model_name))
+            raise UserError(f"unknown CLIP weights {tag!r}; use one of {tags}, random[:SEED] or a checkpoint PATH")
+        cfg["quick_gelu"] = bool(tag_cfg.get("quick_gelu", False))
+        pre = PreprocessCfg(size=pre.size, mean=tuple(tag_cfg["mean"]), std=tuple(tag_cfg["std"]),
+                            interpolation=tag_cfg.get("interpolation", "bicubic"),
+                            resize_mode=tag_cfg.get("resize_mode", "shortest"))
+        try:
+            checkpoint = open_clip.download_pretrained(tag_cfg)
+        except Exception as e:  # offline, proxy, disk full: one line the user can act on
+            raise UserError(f"cannot download CLIP {model_name} weights {tag!r} ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''}); pass a local checkpoint PATH") from None
+    elif weights.kind == "path":
+        checkpoint = weights.value
+    elif weights.kind != "random":
+        raise UserError(f"CLIP weights cannot be {weights.kind} {weights.value!r}; use openai, random[:SEED] or a PATH")
+    with seeded(weights.seed):
+        model = open_clip.model.CLIP(**cfg)
+    if checkpoint:
+        _load_checkpoint(model, checkpoint)
+    return model.eval(), pre, cfg
+
+
+def _load_checkpoint(model: torch.nn.Module, path: str) -> None:
+    """open_clip's loader (state dicts, {'state_dict': ...}, safetensors); TorchScript archives (OpenAI's
+    original ViT-B-32.pt) are read with torch.jit.load, whose state dict uses the same names."""
+    try:
+        open_clip.load_checkpoint(model, path, strict=True)
+        return
+    except Exception as e:
+        first = e
+    try:
+        state = torch.jit.load(path, map_location="cpu").state_dict()
+    except Exception:
+        msg = str(first).splitlines()[0] if str(first) else ""
+        raise UserError(f"cannot load CLIP weights from {path} ({type(first).__name__}: {msg[:200]}); "
+                        "pass an open_clip/OpenAI checkpoint of this architecture") from None
+    # a TorchScript archive also carries non-weight entries (input_resolution, context_length, vocab_size,
+    # traced buffers such as attn_mask); only the model's own keys are loaded, and all of them must be there
+    expected = model.state_dict()
+    state = {k: v for k, v in state.items() if k in expected}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise UserError(f"checkpoint {path} does not fit this CLIP architecture ({str(e).splitlines()[0][:200]})") from None
+
+
+def _preprocess_meta(pre: PreprocessCfg) -> dict:
+    return {"size": pre.size, "resize_mode": pre.resize_mode, "interpolation": pre.interpolation, "crop": "center",
+            "mean": [round(float(v), 8) for v in pre.mean], "std": [round(float(v), 8) for v in pre.std]}
+
+
+class ClipImageBackbone(Backbone):
+    """CLIP image tower: preprocess = open_clip's inference transform (PIL -> [3, S, S]); encode -> [B, D]."""
+
+    modality_kind = "image"
+
+    def __init__(self, name: str, arch: str, weights: WeightsSpec, device: torch.device):
+        model, pre, cfg = load_clip(arch, weights)
+        self.name, self.device = name, device
+        self.model = model.to(device)
+        self.preprocess = image_transform_v2(pre, is_train=False)
+        self.feature_shape = (int(cfg["embed_dim"]),)
+        self.meta = {
+            "backbone": name, "architecture": _arch_label(arch, cfg), "weights": weights.label,
+            "weights_sha256": state_sha256(model.visual.state_dict()), "preprocess": _preprocess_meta(pre),
+        }
+
+    def encode(self, batch: torch.Tensor) -> torch.Tensor:
+        """batch: [B, 3, S, S] float (already preprocessed) -> [B, D]."""
+        return self.model.encode_image(batch.to(self.device, non_blocking=True))
+
+
+class ClipTextBackbone(Backbone):
+    """CLIP text tower: preprocess = open_clip tokenizer (list[str] -> [B, 77] int64); encode -> [B, D]."""
+
+    modality_kind = "text"
+
+    def __init__(self, name: str, arch: str, weights: WeightsSpec, device: torch.device):
+        model, _, cfg = load_clip(arch, weights)
+        self.name, self.device = name, device
+        self.model = model.to(device)
+        self.preprocess = open_clip.get_tokenizer("ViT-B-32", context_length=cfg["text_cfg"]["context_length"])
+        self.feature_shape = (int(cfg["embed_dim"]),)
+        text_state = {k: v for k, v in model.state_dict().items() if _is_text_key(k)}
+        self.meta = {
+            "backbone": name, "architecture": _arch_label(arch, cfg), "weights": weights.label,
+            "weights_sha256": state_sha256(text_state),
+            "preprocess": {"tokenizer": "open_clip SimpleTokenizer (CLIP BPE, lower-cased, ftfy)",
+                           "context_length": cfg["text_cfg"]["context_length"]},
+        }
+
+    def encode(self, batch: torch.Tensor) -> torch.Tensor:
+        """batch: token ids [B, L] (L <= context) -> [B, D], computed on the batch's longest sequence only."""
+        return encode_text_trimmed(self.model, batch.to(self.device, non_blocking=True))
+
+
+def token_lengths(tokens: torch.Tensor) -> torch.Tensor:
+    """Tokens up to and including end-of-text per row: [B, L] -> [B] (EOT is the largest id in CLIP's vocab)."""
+    return tokens.argmax(dim=-1) + 1
+
+
+def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """open_clip `CLIP.encode_text` on tokens cut to the batch's longest sequence: [B, L] -> [B, D].
+
+    Exact, not an approximation: the text tower's attention is causal and the feature is read at the
+    end-of-text position, so no position at or before it ever attends to the padding that is removed.
+    The positional embedding and the causal mask are sliced to the kept length.
+    """
+    length = int(token_lengths(tokens).max())
+    text = tokens[:, :length]
+    cast_dtype = model.transformer.get_cast_dtype()
+    x = model.token_embedding(text).to(cast_dtype)
+    x = x + model.positional_embedding[:length].to(cast_dtype)
+    mask = model.attn_mask[:length, :length] if model.attn_mask is not None else None
+    x = model.transformer(x, attn_mask=mask)
+    x = model.ln_final(x)
+    x = text_global_pool(x, text, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
+    if model.text_projection is not None:
+        x = model.text_projection(x) if isinstance(model.text_projection, torch.nn.Linear) else x @ model.text_projection
+    return x
+
+
+def _arch_label(arch: str, cfg: dict) -> dict:
+    v, t = cfg["vision_cfg"], cfg["text_cfg"]
+    return {"name": ARCHS[arch][0] or f"clip-{arch}", "embed_dim": cfg["embed_dim"], "quick_gelu": cfg["quick_gelu"],
+            "vision": {k: v[k] for k in ("image_size", "layers", "width", "patch_size")},
+            "text": {k: t[k] for k in ("context_length", "width", "layers")}}

@@ -1,0 +1,93 @@
+"""Where a backbone's weights come from, and the checksum that ties cached features to them.
+
+A weights spec is one string, the value of `--weights-image/--weights-text/--weights-audio`:
+
+    default          the backbone's published weights (CLIP: open_clip tag `openai`; HuBERT: facebook/hubert-base-ls960)
+    openai           an open_clip pretrained tag (CLIP backbones only; any tag open_clip knows for the architecture)
+    hf:ORG/NAME      a Hugging Face model id (HuBERT backbones only)
+    random[:SEED]    seeded random initialisation (seed 0 by default): fast tests, throughput, ablations
+    PATH             a local checkpoint: a CLIP state-dict / checkpoint file, or a HuBERT save_pretrained directory
+
+The checksum recorded in the cache fingerprint is the sha256 of the tower's own tensors (name, dtype, shape
+and bytes, names sorted), so two caches agree exactly when the weights that produced them agree, whatever
+file or tag they were loaded from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import torch
+
+from pcmpipe.errors import UserError
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    """A parsed weights string. kind: 'default' | 'tag' | 'hub' | 'random' | 'path'."""
+
+    kind: str
+    value: str = ""      # tag name, hub id or path (as given)
+    seed: int = 0        # only for kind == 'random'
+
+    @property
+    def label(self) -> str:
+        """What goes into the cache meta. Paths are not recorded: the checksum identifies the weights."""
+        if self.kind == "random":
+            return f"random:{self.seed}"
+        if self.kind == "path":
+            return "checkpoint"
+        if self.kind == "hub":
+            return f"hf:{self.value}"
+        return self.value or self.kind
+
+
+def parse_weights(spec: str | None) -> WeightsSpec:
+    """'default' | TAG | 'hf:ORG/NAME' | 'random[:SEED]' | PATH -> WeightsSpec (UserError if malformed).
+
+    A string is a PATH when it contains a path separator or names an existing file or directory; a
+    missing path is an error here, not a silent fallback to a tag.
+    """
+    spec = (spec or "default").strip()
+    if spec in ("", "default"):
+        return WeightsSpec("default")
+    if spec == "random" or spec.startswith("random:"):
+        seed_text = spec.partition(":")[2] or "0"
+        try:
+            seed = int(seed_text)
+        except ValueError:
+            raise UserError(f"weights {spec!r}: the seed after 'random:' must be an integer, e.g. random:1") from None
+        return WeightsSpec("random", seed=seed)
+    if spec.startswith("hf:"):
+        if spec.count("/") != 1 or len(spec) < 6:
+            raise UserError(f"weights {spec!r}: expected hf:ORG/NAME, e.g. hf:facebook/hubert-base-ls960")
+        return WeightsSpec("hub", value=spec[3:])
+    path = Path(spec).expanduser()
+    if path.exists():
+        return WeightsSpec("path", value=str(path.resolve()))
+    if "/" in spec or "\\" in spec or spec.startswith("."):
+        raise UserError(f"weights path {spec} does not exist; pass an existing checkpoint, 'default' or 'random'")
+    return WeightsSpec("tag", value=spec)
+
+
+def state_sha256(state: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over (name, dtype, shape, raw bytes) of every tensor, names sorted: one digest per set of weights."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        # a uint8 view hashes every dtype (bf16 included) without a lossy conversion
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a random initialisation under `seed` without disturbing the caller's global RNG streams."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
