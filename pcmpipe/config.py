@@ -161,8 +161,8 @@ def config_fingerprint(cfg: TrainConfig) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def load_config(yaml_path: str | Path, **overrides: Any) -> TrainConfig:
-    """Read a YAML mapping of TrainConfig settings; `overrides` (non-None values) win over the file."""
+def read_yaml(yaml_path: str | Path) -> dict[str, Any]:
+    """The mapping of settings in a YAML file (not validated yet); one-line UserError if unreadable."""
     path = Path(yaml_path)
     if not path.is_file():
         raise UserError(f"config file {path} not found")
@@ -172,6 +172,12 @@ def load_config(yaml_path: str | Path, **overrides: Any) -> TrainConfig:
         raise UserError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise UserError(f"config file {path} must hold a mapping of settings")
+    return data
+
+
+def load_config(yaml_path: str | Path, **overrides: Any) -> TrainConfig:
+    """Read a YAML mapping of TrainConfig settings; `overrides` (non-None values) win over the file."""
+    data = read_yaml(yaml_path)
     data.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig.from_dict(data)
 

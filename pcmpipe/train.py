@@ -1,0 +1,262 @@
+"""Stage two: train one projection head per modality on cached features with PCMC or PCMR (Sec. 3-4).
+
+Recipe (paper defaults, docs/training.md): AdamW lr 1e-4, weight decay 0.2 on weight matrices only, cosine
+schedule stepped per batch over epochs * steps, at most 50 epochs, early stopping after 5 epochs without a
+gain in the mean validation r@1 over all directions. Batches are index_select gathers on whole-split feature
+tensors (pcmpipe.samples); the loop keeps per-step host work to a minimum (no .item() per step on GPU).
+
+The run is written into `<runs_root>/.tmp-<name>/` with a checkpoint per epoch and renamed to
+`<runs_root>/<name>/` when test metrics are written (pcmpipe.runs). Running the same config again resumes.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from torch import nn
+
+from pcmpipe import runs
+from pcmpipe.config import TrainConfig, config_fingerprint
+from pcmpipe.errors import UserError
+from pcmpipe.samples import SplitData, check_compatible, load_split
+from pcmpipe.train_eval import evaluate_all, mean_r1, score, embed_rows
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda requested but no CUDA device is available; use --device cpu")
+    return torch.device(name)
+
+
+def param_groups(heads: nn.ModuleDict, extra_no_decay: list[nn.Parameter], weight_decay: float) -> list[dict]:
+    """Decay only weight matrices (ndim >= 2); biases, LayerNorm, softmax layer weights and the logit scale are
+    exempt (as in CLIP / open_clip: decaying a scale or a norm gain shrinks it towards 0 for no reason)."""
+    decay = [p for p in heads.parameters() if p.ndim >= 2]
+    no_decay = [p for p in heads.parameters() if p.ndim < 2] + list(extra_no_decay)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def cosine_lambda(total_steps: int):
+    """LR multiplier at step s: 0.5 (1 + cos(pi s / total)), no warm-up (the paper names none)."""
+    return lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, total_steps) / max(total_steps, 1)))
+
+
+def software_versions() -> dict:
+    import pcmpipe
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "pcmpipe": pcmpipe.__version__}
+
+
+class _Reporter:
+    """Rich progress bar on a terminal; otherwise one plain log line per epoch."""
+
+    def __init__(self, console: Console, enabled: bool, epochs: int, steps: int):
+        self.console, self.bar, self.task = console, None, None
+        if enabled and console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("[bold]epoch {task.fields[epoch]}/" + str(epochs)), BarColumn(),
+                                MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
+                                console=console, transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("train", total=steps, epoch=1, info="")
+
+    def step(self, epoch: int, done: int, info: str) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done, epoch=epoch, info=info)
+
+    def log(self, line: str) -> None:
+        self.console.print(line, highlight=False, soft_wrap=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _load_data(cfg: TrainConfig) -> tuple[SplitData, SplitData, SplitData]:
+    train = load_split(cfg.cache_root, cfg.dataset, cfg.modalities, cfg.split_train)
+    val = load_split(cfg.cache_root, cfg.dataset, cfg.modalities, cfg.split_val)
+    test = load_split(cfg.cache_root, cfg.dataset, cfg.modalities, cfg.split_test)
+    check_compatible(train, val)
+    check_compatible(train, test)
+    return train, val, test
+
+
+def _build(cfg: TrainConfig, shapes: dict[str, tuple[int, ...]], device: torch.device):
+    """Heads (seeded init, modality order of the config) and the log logit scale parameter."""
+    from pcmpipe.heads import build_heads
+
+    torch.manual_seed(cfg.seed)
+    heads = build_heads(shapes, dim=cfg.dim).to(device)
+    log_scale = nn.Parameter(torch.tensor(math.log(cfg.logit_scale_init), device=device),
+                             requires_grad=cfg.logit_scale == "learnable" and cfg.loss == "pcmc")
+    return heads, log_scale
+
+
+def _record_config(cfg: TrainConfig, fp: str, train: SplitData, val: SplitData, test: SplitData,
+                   device: torch.device) -> dict:
+    caches = {d.split: {m: {"path": md.directory, "fingerprint": md.fingerprint, "rows": int(md.features.shape[0])}
+                        for m, md in d.modalities.items()} for d in (train, val, test)}
+    return {"config": cfg.to_dict(), "seed": cfg.seed, "fingerprint": fp, "caches": caches,
+            "shapes": {m: list(d.shape) for m, d in train.modalities.items()},
+            "base": train.base, "samples": {d.split: len(d) for d in (train, val, test)},
+            "device": str(device), "versions": software_versions(), "argv": sys.argv}
+
+
+def train(cfg: TrainConfig, console: Console | None = None) -> Path:
+    """Train heads for `cfg`, write the run directory, return its path (see module docstring)."""
+    console = console or Console()
+    cfg = cfg.resolved()
+    fp = config_fingerprint(cfg)
+    final, tmp = runs.final_dir(cfg.runs_root, cfg.name), runs.temp_dir(cfg.runs_root, cfg.name)
+    if final.exists():
+        if runs.is_complete(final) and runs.run_config(final).get("fingerprint") == fp:
+            console.print(f"run {final} is already complete (same config); nothing to do", highlight=False, soft_wrap=True)
+            return final
+        raise UserError(f"run directory {final} exists with another config; pass another --name or delete it")
+    if runs.is_complete(tmp):  # killed between the completion marker and the rename
+        os.replace(tmp, final)
+        return final
+
+    train_d, val_d, test_d = _load_data(cfg)
+    device = resolve_device(cfg.device)
+    for d in (train_d, val_d, test_d):
+        d.to(device)
+    steps = len(train_d) // cfg.batch_size  # drop_last: every step sees a full batch
+    if steps == 0:
+        raise UserError(f"the {cfg.split_train} split has {len(train_d)} samples, fewer than --batch-size "
+                        f"{cfg.batch_size}; lower --batch-size")
+    shapes = {m: d.shape for m, d in train_d.modalities.items()}
+    heads, log_scale = _build(cfg, shapes, device)
+    opt = torch.optim.AdamW(param_groups(heads, [log_scale], cfg.weight_decay), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_lambda(cfg.epochs * steps))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    if cfg.compile:
+        for m in heads:
+            heads[m].compile()
+
+    state = {"epoch": 0, "best": -math.inf, "best_epoch": 0, "bad_epochs": 0, "history": [],
+             "best_heads": None, "best_scale": float(log_scale.detach().exp())}
+    ckpt = runs.load_checkpoint(tmp) if tmp.is_dir() else None
+    if ckpt is not None:
+        if ckpt["fingerprint"] != fp:
+            raise UserError(f"{tmp} holds an interrupted run of another config; delete it or pass another --name")
+        heads.load_state_dict(ckpt["heads"])
+        with torch.no_grad():
+            log_scale.copy_(ckpt["log_scale"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        gen.set_state(ckpt["generator"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        state = ckpt["state"]
+        runs.write_metrics(tmp, state["history"])
+        console.print(f"resuming {cfg.name} after epoch {state['epoch']}", highlight=False, soft_wrap=True)
+    else:
+        if tmp.exists():
+            shutil.rmtree(tmp)  # a start that died before its first checkpoint: nothing worth keeping
+        tmp.mkdir(parents=True)
+        runs.write_json(tmp / "config.json", _record_config(cfg, fp, train_d, val_d, test_d, device))
+        untrained, _ = evaluate_all(heads, test_d.modalities, cfg.eval_batch)
+        runs.write_json(tmp / "untrained_metrics.json", {"epoch": 0, "heads": "untrained (seeded init)", **untrained})
+
+    reporter = _Reporter(console, cfg.progress, cfg.epochs, steps)
+    try:
+        _loop(cfg, train_d, val_d, heads, log_scale, opt, sched, gen, steps, state, tmp, reporter, fp)
+    except UserError:
+        reporter.close()
+        shutil.rmtree(tmp, ignore_errors=True)  # a diverged run is not worth resuming: leave nothing behind
+        raise
+    reporter.close()
+
+    # Best epoch -> test metrics, embeddings, heads; the completion marker last, then the rename.
+    if state["best_heads"] is not None:
+        heads.load_state_dict(state["best_heads"])
+    metrics, emb = evaluate_all(heads, test_d.modalities, cfg.eval_batch)
+    runs.save_heads(tmp / "heads.safetensors", heads.state_dict(), shapes, cfg.dim, state["best_scale"])
+    for m, d in test_d.modalities.items():
+        runs.save_embeddings(tmp, m, emb[m], d.key, d.columns)
+    (tmp / runs.CHECKPOINT).unlink(missing_ok=True)
+    runs.write_json(tmp / runs.COMPLETE_MARKER, {"epoch": state["best_epoch"], "match": cfg.match,
+                                                 "val_mean_r@1": state["best"], **metrics})
+    os.replace(tmp, final)
+    reporter.log(f"done: {final} (best epoch {state['best_epoch']}, test mean r@1 "
+                 f"{mean_r1(metrics[cfg.match]):.2f} vs untrained "
+                 f"{mean_r1(runs.read_json(final / 'untrained_metrics.json')[cfg.match]):.2f})")
+    return final
+
+
+def _loop(cfg, train_d, val_d, heads, log_scale, opt, sched, gen, steps, state, tmp, reporter, fp) -> None:
+    """Epochs from state['epoch'] + 1 until cfg.epochs or early stop; checkpoint after each epoch."""
+    from pcmpipe.losses import pcmc_loss, pcmr_loss, pcmr_target
+
+    device = log_scale.device
+    n, bs = len(train_d), cfg.batch_size
+    max_log = math.log(cfg.logit_scale_max)
+    losses = torch.zeros(steps, device=device)  # per-step losses, read once per refresh, not per step
+    refresh = max(1, steps // 20)
+    check_every = 1 if device.type == "cpu" else refresh  # a NaN check syncs the GPU; on CPU it is free
+    while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
+        epoch = state["epoch"] + 1
+        t0 = time.perf_counter()
+        heads.train()
+        order = torch.randperm(n, generator=gen)[: steps * bs].view(steps, bs).to(device)
+        for s in range(steps):
+            inputs, present = train_d.batch(order[s])
+            emb = {m: heads[m](x) for m, x in inputs.items()}
+            if cfg.loss == "pcmc":
+                loss = pcmc_loss(emb, present, logit_scale=log_scale.exp())
+            else:
+                target = pcmr_target(inputs, threshold=cfg.threshold, present=present)
+                loss = pcmr_loss(emb, target=target, present=present, rho=cfg.rho)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            if log_scale.requires_grad:
+                with torch.no_grad():
+                    log_scale.clamp_(max=max_log)  # CLIP's clamp of the scale at 100
+            losses[s] = loss.detach()
+            if (s + 1) % check_every == 0 or s + 1 == steps:
+                bad = ~torch.isfinite(losses[: s + 1])
+                if bool(bad.any()):
+                    first = int(bad.nonzero()[0])
+                    raise UserError(f"loss became NaN at epoch {epoch} step {first + 1}; lower --lr (now {cfg.lr:g}) "
+                                    "or check the cached features for NaN/inf")
+            if (s + 1) % refresh == 0:
+                reporter.step(epoch, s + 1, f"loss {float(losses[s]):.4f}")
+        train_time = time.perf_counter() - t0
+        val_emb = embed_rows(heads, val_d.modalities, cfg.eval_batch)
+        val = score(val_emb, val_d.modalities, cfg.match)
+        val_r1 = mean_r1(val)
+        improved = val_r1 > state["best"]
+        if improved:
+            state.update(best=val_r1, best_epoch=epoch, bad_epochs=0, best_scale=float(log_scale.detach().exp()),
+                         best_heads={k: v.detach().clone().cpu() for k, v in heads.state_dict().items()})
+        else:
+            state["bad_epochs"] += 1
+        rec = {"epoch": epoch, "loss": float(losses.mean()), "lr": opt.param_groups[0]["lr"],
+               "logit_scale": float(log_scale.detach().exp()), "val_mean_r@1": val_r1, "best": improved,
+               "val": val, "train_time_s": train_time, "time_s": time.perf_counter() - t0}
+        state["history"].append(rec)
+        state["epoch"] = epoch
+        runs.save_checkpoint(tmp, {"fingerprint": fp, "heads": heads.state_dict(), "log_scale": log_scale.detach(),
+                                   "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                                   "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                                   "state": state})
+        runs.write_metrics(tmp, state["history"])
+        reporter.log(f"epoch {epoch}/{cfg.epochs} loss {rec['loss']:.4f} val mean r@1 {val_r1:.2f} "
+                     f"(best {state['best']:.2f} @ {state['best_epoch']}) lr {rec['lr']:.2e} "
+                     f"{rec['time_s']:.1f}s" + ("" if state["bad_epochs"] < cfg.patience else " - early stop"))

@@ -1,0 +1,134 @@
+"""Evaluation glue of the trainer: embed a split's rows with the heads, score every direction, and chance.
+
+Evaluation compares each modality's OWN rows (1,000 images against 5,000 captions on Flickr8k test), not the
+training join. Metric definitions live in pcmpipe.evaluation; this module only feeds them and adds the
+expected score of a random ranking ("chance") so reports can show trained vs untrained vs chance.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations, permutations
+
+import numpy as np
+import torch
+from torch import nn
+
+from pcmpipe.errors import UserError
+from pcmpipe.samples import ModalityData
+
+
+@torch.no_grad()
+def embed_rows(heads: nn.ModuleDict, mods: dict[str, ModalityData], batch: int = 4096) -> dict[str, torch.Tensor]:
+    """Every row of every modality through its head -> m -> [N_m, dim] float32 on the features' device."""
+    was_training = heads.training
+    heads.eval()
+    out = {}
+    for m, d in mods.items():
+        chunks = [heads[m](d.features[i : i + batch]) for i in range(0, d.features.shape[0], batch)]
+        out[m] = torch.cat(chunks).float()
+    heads.train(was_training)
+    return out
+
+
+def levels_available(mods: dict[str, ModalityData]) -> list[str]:
+    """'instance' always; 'class' when every modality's rows carry a class_id."""
+    levels = ["instance"]
+    if all(d.carries("class_id") for d in mods.values()):
+        levels.append("class")
+    return levels
+
+
+def _cols(mods: dict[str, ModalityData]) -> tuple[dict, dict]:
+    return {m: d.columns for m, d in mods.items()}, {m: d.key for m, d in mods.items()}
+
+
+def score(emb: dict[str, torch.Tensor], mods: dict[str, ModalityData], level: str, ks=(1, 5)) -> dict:
+    """All directions X->Y at one match level (see pcmpipe.evaluation.retrieval.evaluate_directions)."""
+    from pcmpipe.evaluation.retrieval import evaluate_directions
+
+    if level not in levels_available(mods):
+        missing = [m for m, d in mods.items() if not d.carries("class_id")]
+        raise UserError(f"--match class needs a class_id column, and {', '.join(missing)} has none; use --match instance")
+    cols, keys = _cols(mods)
+    return evaluate_directions({m: e.cpu() for m, e in emb.items()}, cols, keys, level=level, ks=ks)
+
+
+def mean_r1(metrics: dict) -> float:
+    """Mean r@1 over every direction 'X->Y' (the early-stopping criterion)."""
+    vals = [v["r@1"] for k, v in metrics.items() if "->" in k and isinstance(v, dict) and "r@1" in v]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def chance(mods: dict[str, ModalityData], level: str, ks=(1, 5)) -> dict:
+    """Expected r@k and R-precision (percent) of a uniformly random ranking, per direction X->Y.
+
+    A query with n positives among N gallery rows: P(hit in top k) = 1 - C(N-n, k) / C(N, k), and the expected
+    precision of any R-long prefix is n / N. Averaged over queries that have a positive, as the metrics are.
+    """
+    from pcmpipe.evaluation.retrieval import positives_between
+
+    out: dict = {}
+    for x, y in permutations(mods, 2):
+        pos = positives_between(mods[x].columns, mods[y].columns, level, mods[x].key, mods[y].key)
+        pos = pos.numpy() if isinstance(pos, torch.Tensor) else np.asarray(pos)
+        n = pos.sum(axis=1).astype(np.float64)
+        n = n[n > 0]
+        total = pos.shape[1]
+        rec = {}
+        for k in ks:
+            miss = np.ones_like(n)
+            for i in range(k):  # C(N-n, k) / C(N, k) = prod_i (N-n-i) / (N-i)
+                miss *= np.clip(total - n - i, 0, None) / max(total - i, 1)
+            rec[f"r@{k}"] = float(100 * np.mean(1 - miss)) if n.size else float("nan")
+        rec["R-P"] = float(100 * np.mean(n / total)) if n.size else float("nan")
+        out[f"{x}->{y}"] = rec
+    dirs = list(out.values())
+    for x, y in combinations(mods, 2):  # same summary keys as evaluate_directions
+        out[f"{x}+{y}"] = {k: (out[f"{x}->{y}"][k] + out[f"{y}->{x}"][k]) / 2 for k in dirs[0]}
+    out["mean"] = {k: float(np.mean([d[k] for d in dirs])) for k in dirs[0]} if dirs else {}
+    return out
+
+
+def evaluate_all(heads: nn.ModuleDict, mods: dict[str, ModalityData], batch: int = 4096,
+                 with_chance: bool = True) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Scores at every available level (and chance) -> ({"instance": {...}, "class": {...}, "chance": {...}}, emb)."""
+    emb = embed_rows(heads, mods, batch)
+    out: dict = {}
+    for level in levels_available(mods):
+        out[level] = score(emb, mods, level)
+    if with_chance:
+        out["chance"] = {level: chance(mods, level) for level in levels_available(mods)}
+    return out, emb
+
+
+def evaluate_run(run_dir, match: str | None = None, split: str | None = None, device: str = "cpu") -> dict:
+    """Re-score a finished run's heads on a split of its caches (default: its test split).
+
+    Returns {"run", "split", "match", level: metrics}. The caches must be the ones the run recorded
+    (same fingerprint), otherwise the numbers would silently describe other features.
+    """
+    from pathlib import Path
+
+    from pcmpipe.runs import load_heads, run_config
+    from pcmpipe.samples import load_modality
+
+    run_dir = Path(run_dir)
+    rec = run_config(run_dir)
+    cfg = rec["config"]
+    split = split or cfg["split_test"]
+    levels = [match] if match else None
+    mods = {m: load_modality(cfg["cache_root"], cfg["dataset"], m, split) for m in cfg["modalities"]}
+    recorded = rec.get("caches", {}).get(split, {})
+    for m, d in mods.items():
+        fp = recorded.get(m, {}).get("fingerprint")
+        if fp is not None and fp != d.fingerprint:
+            raise UserError(f"cache {d.directory} changed since {run_dir.name} was trained (fingerprint "
+                            f"{d.fingerprint[:12]} vs {fp[:12]}); retrain or restore the cache")
+    heads, _ = load_heads(run_dir, device)
+    for d in mods.values():
+        d.features = d.features.to(device)
+    emb = embed_rows(heads, mods, int(cfg.get("eval_batch", 4096)))
+    out: dict = {"run": str(run_dir), "split": split}
+    for level in levels or levels_available(mods):
+        out[level] = score(emb, mods, level)
+    return out

@@ -1,0 +1,172 @@
+"""Stage two in-process: the sample join, the optimiser recipe, learning on planted structure, determinism,
+divergence handling and the run directory."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pcmpipe import runs
+from pcmpipe.config import TrainConfig
+from pcmpipe.errors import UserError
+from pcmpipe.samples import find_base, load_modality, load_split
+from pcmpipe.train import cosine_lambda, param_groups, train
+from pcmpipe.train_eval import evaluate_run, mean_r1
+from synthetic_cache import write_modality, write_synthetic_cache
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # The heads are tiny: one thread is faster and keeps a shared machine responsive.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cache")
+    write_synthetic_cache(root, drop_speech=0.3, with_class_modality=True)
+    return root
+
+
+def _cfg(cache, tmp_path, **kw):
+    base = dict(dataset="synth", modalities="I,T,S", cache_root=str(cache), runs_root=str(tmp_path / "runs"),
+                epochs=6, patience=6, batch_size=32, lr=2e-3, dim=64, progress=False)
+    return TrainConfig.from_dict({**base, **kw})
+
+
+# ---- samples ----
+def test_join_base_present_masks_and_batches(cache):
+    d = load_split(cache, "synth", ["I", "T", "S", "C"], "train")
+    assert d.base == ["T", "S"] and len(d) == 480
+    t, s, i, c = (d.modalities[m] for m in "TSIC")
+    assert int(d.present["S"].sum()) == s.features.shape[0] == 336  # 30 % of the spoken captions dropped
+    assert bool(d.present["T"].all() and d.present["I"].all() and d.present["C"].all())
+    cap = t.columns["caption_id"][d.idx["T"].numpy()]
+    ok = d.present["S"].numpy()
+    assert (s.columns["caption_id"][d.idx["S"].numpy()][ok] == cap[ok]).all()
+    assert set(cap[~ok]).isdisjoint(set(s.columns["caption_id"]))
+    assert (i.columns["image_id"][d.idx["I"].numpy()] == t.columns["image_id"][d.idx["T"].numpy()]).all()
+    assert (c.columns["class_id"][d.idx["C"].numpy()] == t.columns["class_id"][d.idx["T"].numpy()]).all()
+    rows = torch.tensor([0, 5, 7])
+    inputs, present = d.batch(rows)
+    assert inputs["S"].shape == (3, 3, 16) and inputs["S"].dtype == torch.float32
+    assert torch.equal(inputs["I"], i.features[d.idx["I"][rows]])
+    assert torch.equal(present["S"], d.present["S"][rows])
+
+
+def test_base_choice_and_unjoinable(cache, tmp_path):
+    mods = {m: load_modality(cache, "synth", m, "val") for m in "ITC"}
+    assert find_base(mods) == ["T"]
+    assert find_base({"I": mods["I"], "C": mods["C"]}) == ["I"]
+    write_modality(tmp_path, "synth", "X", "val", key="user_id", links={}, ids=["u1", "u2"],
+                   features=np.zeros((2, 4)))
+    with pytest.raises(UserError, match="cannot join modalities I,X"):
+        find_base({"I": mods["I"], "X": load_modality(tmp_path, "synth", "X", "val")})
+
+
+def test_missing_cache_names_path_and_command(cache):
+    with pytest.raises(UserError) as info:
+        load_modality(cache, "synth", "A", "train")
+    msg = str(info.value)
+    assert str(cache / "synth" / "A" / "train") in msg and "pcmpipe import-features A" in msg
+    with pytest.raises(UserError, match="pcmpipe extract --dataset cub --modalities A --splits val"):
+        load_modality(cache, "cub", "A", "val")
+
+
+# ---- recipe ----
+def test_no_decay_on_norms_biases_layer_weights_and_scale():
+    from pcmpipe.heads import build_heads
+
+    heads = build_heads({"I": (8,), "S": (3, 4)}, dim=16)
+    scale = torch.nn.Parameter(torch.tensor(1.0))
+    groups = param_groups(heads, [scale], 0.2)
+    decayed = {id(p) for p in groups[0]["params"]}
+    for name, p in heads.named_parameters():
+        assert (id(p) in decayed) == (name.endswith("weight") and "norm" not in name), name
+    assert id(heads["S"].layer_logits) not in decayed and id(scale) not in decayed
+    assert groups[0]["weight_decay"] == 0.2 and groups[1]["weight_decay"] == 0.0
+
+
+def test_cosine_schedule_per_step():
+    f = cosine_lambda(100)
+    assert f(0) == 1.0 and math.isclose(f(50), 0.5) and math.isclose(f(100), 0.0, abs_tol=1e-12)
+    assert all(f(s) >= f(s + 1) for s in range(100))
+
+
+# ---- training ----
+@pytest.mark.parametrize("loss", ["pcmc", "pcmr"])
+def test_learns_planted_structure_with_missing_speech(cache, tmp_path, loss):
+    run = train(_cfg(cache, tmp_path, loss=loss))
+    test = runs.read_json(run / "test_metrics.json")
+    untrained = runs.read_json(run / "untrained_metrics.json")
+    trained_r1, untrained_r1 = mean_r1(test["instance"]), mean_r1(untrained["instance"])
+    chance_r1 = test["chance"]["instance"]["mean"]["r@1"]
+    print(f"\n{loss}: test mean r@1 {trained_r1:.1f}, untrained {untrained_r1:.1f}, chance {chance_r1:.1f}; "
+          + ", ".join(f"{k} {v['r@1']:.1f}" for k, v in test["instance"].items() if "->" in k))
+    assert trained_r1 > 5 * chance_r1 and trained_r1 > untrained_r1 + 20
+    assert test["instance"]["I->T"]["r@1"] > 40
+    assert "class" in test and "class" in untrained  # every row carries class_id
+    hist = runs.read_metrics(run)
+    assert [h["epoch"] for h in hist] == list(range(1, len(hist) + 1))
+    assert hist[-1]["loss"] < hist[0]["loss"]
+    assert hist[0]["lr"] < 2e-3 and all(np.isfinite(h["loss"]) for h in hist)
+
+
+def test_run_directory_contents_and_reload(cache, tmp_path):
+    cfg = _cfg(cache, tmp_path, epochs=2)
+    run = train(cfg)
+    assert run.name == cfg.resolved().name and not (run.parent / f".tmp-{run.name}").exists()
+    assert not (run / runs.CHECKPOINT).exists()
+    rec = runs.run_config(run)
+    assert rec["config"]["batch_size"] == 32 and rec["seed"] == 0 and len(rec["fingerprint"]) == 64
+    assert set(rec["caches"]["test"]) == {"I", "T", "S"} and rec["base"] == ["T", "S"]
+    assert rec["caches"]["train"]["S"]["fingerprint"] == load_modality(cache, "synth", "S", "train").fingerprint
+    assert {"torch", "numpy", "python", "pcmpipe"} <= set(rec["versions"])
+    embs = runs.load_embeddings(run)
+    heads, scale = runs.load_heads(run)
+    assert 0 < scale <= 100
+    s = load_modality(cache, "synth", "S", "test")
+    assert embs["S"].embedding.shape == (84, 64) and list(embs["S"].columns["id"]) == list(s.columns["id"])
+    with torch.no_grad():
+        torch.testing.assert_close(heads["S"](s.features), embs["S"].embedding)
+    again = evaluate_run(run)
+    saved = runs.read_json(run / "test_metrics.json")
+    assert again["instance"] == saved["instance"] and again["class"] == saved["class"]
+    assert train(cfg) == run  # the same config again: already complete, nothing retrained
+
+
+def test_same_config_and_seed_give_identical_numbers(cache, tmp_path):
+    a = train(_cfg(cache, tmp_path, name="a", epochs=3, loss="pcmr"))
+    b = train(_cfg(cache, tmp_path, name="b", epochs=3, loss="pcmr"))
+    c = train(_cfg(cache, tmp_path, name="c", epochs=3, loss="pcmr", seed=1))
+    ta, tb, tc = (runs.read_json(r / "test_metrics.json") for r in (a, b, c))
+    assert ta == tb and ta["instance"] != tc["instance"]
+    strip = lambda h: [{k: v for k, v in e.items() if "time" not in k} for e in h]  # noqa: E731
+    assert strip(runs.read_metrics(a)) == strip(runs.read_metrics(b))
+
+
+def test_divergence_is_a_user_error_and_leaves_nothing(cache, tmp_path):
+    with pytest.raises(UserError) as info:
+        train(_cfg(cache, tmp_path, lr=1e30, epochs=2))
+    msg = str(info.value)
+    assert msg.startswith("loss became NaN at epoch 1 step ") and "lower --lr" in msg
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_mismatched_val_features_refused(cache, tmp_path):
+    root = tmp_path / "c"
+    write_synthetic_cache(root, images={"train": 40, "val": 10, "test": 10})
+    import shutil
+
+    shutil.rmtree(root / "synth" / "I" / "val")
+    write_modality(root, "synth", "I", "val", key="image_id", links={"class_id": ["0"] * 10},
+                   ids=[f"val{i:05d}" for i in range(10)], features=np.zeros((10, 31)))
+    with pytest.raises(UserError, match=r"mismatched caches for I: train has features \[32\] but val has \[31\]"):
+        train(_cfg(root, tmp_path))
