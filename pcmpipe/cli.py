@@ -270,7 +270,9 @@ def evaluate_cmd(
         for level in ("instance", "class"):
             if level not in result:
                 continue
-            table = Table(title=f"{run_dir.name}: {result['split']} split, {level}-level match")
+            console.print(f"{run_dir.name}: {result['split']} split, {level}-level match (percent)", highlight=False,
+                          soft_wrap=True)
+            table = Table()
             rows = {k: v for k, v in result[level].items() if "->" in k and isinstance(v, dict)}
             metrics = sorted({m for v in rows.values() for m in v}, key=lambda m: (m[0] != "r", m))
             table.add_column("direction")
