@@ -27,7 +27,9 @@ from pcmpipe.errors import UserError
 from pcmpipe.evaluation.metrics import r_precision, recall_at_k, retrieval_metrics_blocked
 
 LEVELS = ("instance", "class")
-DENSE_LIMIT = 2**24  # Q * N above this (64 MB of float32 scores) switches to the blocked path
+# Q * N above this switches to the blocked path: besides bounding memory, its top-K selection is ~10x faster
+# than the dense path's full sort (1,000 x 5,000: 0.7 s vs 7 s on 2 busy cores), which stays as the reference.
+DENSE_LIMIT = 2**20
 
 Columns = dict[str, np.ndarray]
 
