@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -81,7 +80,7 @@ def test_manifest_fields_and_fingerprint(tmp_path):
     assert m["fingerprint"] == hashlib.sha256(canon.encode()).hexdigest()
 
 
-def test_generic_parquet_readers(tmp_path):
+def test_generic_parquet_readers(tmp_path, monkeypatch):
     """The shards are plain Parquet: pyarrow.dataset, Hugging Face datasets and DuckDB read them as they are."""
     import duckdb
     import pyarrow.dataset as pads
@@ -103,7 +102,7 @@ def test_generic_parquet_readers(tmp_path):
     np.testing.assert_array_equal(np.asarray(by_id["img7#3"][2], dtype=np.float32), feats["hubert"][k].reshape(-1))
     np.testing.assert_array_equal(np.asarray(by_id["img7#3"][3], dtype=np.float16), feats["vec"][k])
 
-    os.environ["HF_HUB_OFFLINE"] = "1"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     import datasets
 
     ds = datasets.load_dataset("parquet", data_files=str(d / "*.parquet"), split="train",
