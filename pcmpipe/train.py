@@ -29,7 +29,7 @@ from pcmpipe import runs
 from pcmpipe.config import TrainConfig, config_fingerprint
 from pcmpipe.errors import UserError
 from pcmpipe.samples import SplitData, check_compatible, load_split
-from pcmpipe.train_eval import evaluate_all, mean_r1, score, embed_rows
+from pcmpipe.train_eval import embed_rows, evaluate_all, levels_available, mean_r1, score
 
 
 def resolve_device(name: str) -> torch.device:
@@ -65,6 +65,7 @@ class _Reporter:
 
     def __init__(self, console: Console, enabled: bool, epochs: int, steps: int):
         self.console, self.bar, self.task = console, None, None
+        self.val = ""  # the last validation result, shown beside the running loss
         if enabled and console.is_terminal:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -76,7 +77,7 @@ class _Reporter:
 
     def step(self, epoch: int, done: int, info: str) -> None:
         if self.bar is not None:
-            self.bar.update(self.task, completed=done, epoch=epoch, info=info)
+            self.bar.update(self.task, completed=done, epoch=epoch, info=f"{info}{self.val}")
 
     def log(self, line: str) -> None:
         self.console.print(line, highlight=False, soft_wrap=True)
@@ -132,6 +133,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> Path:
         return final
 
     train_d, val_d, test_d = _load_data(cfg)
+    if cfg.match not in levels_available(val_d.modalities):
+        raise UserError("--match class needs a class_id column in every modality's cache; use --match instance")
     device = resolve_device(cfg.device)
     for d in (train_d, val_d, test_d):
         d.to(device)
@@ -257,6 +260,7 @@ def _loop(cfg, train_d, val_d, heads, log_scale, opt, sched, gen, steps, state, 
                                    "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
                                    "state": state})
         runs.write_metrics(tmp, state["history"])
+        reporter.val = f"  val mean r@1 {val_r1:.2f} (best {state['best']:.2f})"
         reporter.log(f"epoch {epoch}/{cfg.epochs} loss {rec['loss']:.4f} val mean r@1 {val_r1:.2f} "
                      f"(best {state['best']:.2f} @ {state['best_epoch']}) lr {rec['lr']:.2e} "
                      f"{rec['time_s']:.1f}s" + ("" if state["bad_epochs"] < cfg.patience else " - early stop"))
