@@ -26,15 +26,17 @@ from __future__ import annotations
 
 import datetime
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
 from pcmpipe.errors import UserError
 
-_TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,50 @@ def partition(ids: Sequence[str], rank: int, world_size: int) -> list[str]:
 def rank_shard_prefix(rank: int) -> str:
     """Shard file prefix of one rank, e.g. `part-r001`: ranks never write the same file."""
     return f"part-r{rank:03d}"
+
+
+def rank_records(records: Sequence[T], id_of: Callable[[T], str] = lambda r: r.id) -> list[T]:
+    """This process's part of `records` (see `partition`), in their given order; all of them on one process."""
+    if not is_distributed():
+        return list(records)
+    mine = set(partition([id_of(r) for r in records], get_rank(), get_world_size()))
+    return [r for r in records if id_of(r) in mine]
+
+
+def writer_rank() -> int | None:
+    """The `rank=` argument of `ShardWriter`: this rank under torchrun (per-rank shards and manifest), else None."""
+    return get_rank() if is_distributed() else None
+
+
+def finish_part(directory: str | Path) -> None:
+    """After every rank closed its writer for `directory`: rank 0 merges the rank manifests into manifest.json.
+
+    Barriers on both sides: the merge must see every rank's final manifest, and no rank may go on (and, say,
+    open the same directory again expecting a complete cache) before the merged manifest exists.
+    """
+    if not is_distributed():
+        return
+    from pcmpipe.cache import merge_manifests
+
+    dist.barrier()
+    error = None
+    if is_main():
+        try:
+            merge_manifests(directory)
+        except UserError as e:  # tell the other ranks instead of leaving them waiting at a barrier
+            error = str(e)
+    errors = gather_objects(error)  # doubles as the closing barrier
+    if errors[0] is not None:
+        raise UserError(errors[0])
+
+
+def gather_objects(obj: object) -> list[object]:
+    """Every rank's picklable `obj`, in rank order (e.g. per-rank error lists); [obj] on one process."""
+    if not is_distributed():
+        return [obj]
+    out: list[object] = [None] * get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 # ---- training: the global batch on every rank ----
