@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import datetime
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -225,6 +225,38 @@ def _gather_padded(x: torch.Tensor, with_grad: bool) -> list[torch.Tensor]:
     if is_bool:
         parts = [p.bool() for p in parts]
     return parts
+
+
+def local_rows(rows: torch.Tensor) -> torch.Tensor:
+    """This rank's contiguous slice of a global batch of sample indices [B] -> [~B / W] (all of it on one process).
+
+    Every rank draws the same global order (same seed), takes its slice, and `gather_features` puts the
+    slices back together in rank order: the global batch, row for row, equals the single-process batch, so
+    a W-process run follows the single-process run step for step. Slices differ by at most one row.
+    """
+    if not is_distributed():
+        return rows
+    return rows.tensor_split(get_world_size())[get_rank()]
+
+
+def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
+    """All-reduce and average `.grad` over ranks in place (what DDP does, as one flat buffer; no-op alone).
+
+    For modules not wrapped in DistributedDataParallel (the stage-two heads are a ModuleDict called per
+    modality). Parameters without a gradient are skipped; every rank must pass the same parameters.
+    """
+    if not is_distributed():
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= get_world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
 
 
 def gather_tensor(x: torch.Tensor, with_grad: bool = True) -> torch.Tensor:
