@@ -39,7 +39,8 @@ class SeededImageTransform:
         try:
             with torch.random.fork_rng(devices=[]):
                 random.seed(seed)
-                torch.manual_seed(seed)
+                # the CPU generator only: torch.manual_seed would also queue a (costly) lazy CUDA seeding
+                torch.default_generator.manual_seed(seed)
                 return self.transform(img.convert("RGB"))
         finally:
             random.setstate(py_state)
