@@ -284,3 +284,96 @@ def evaluate_cmd(
         if out is not None:
             write_json(out, result)
             typer.echo(f"wrote {out}")
+
+
+# ---- extract (stage one: backbones -> feature cache) ----
+@app.command("extract")
+def extract_cmd(
+    dataset: str = typer.Option(..., "--dataset", help="flickr8k or cub"),
+    root: Optional[Path] = typer.Option(None, "--root", help="dataset root (default data/<dataset>)"),
+    modalities: Optional[str] = typer.Option(None, "--modalities", help="comma list, default all: I,T,S (flickr8k); I,T,A,C,P (cub)"),
+    splits: str = typer.Option("train,val,test", "--splits", help="comma list of train, val, test"),
+    device: str = typer.Option("auto", "--device", help="auto (cuda if available), cpu, cuda, cuda:N"),
+    fmt: str = typer.Option("parquet", "--format", help="shard format: parquet or hdf5"),
+    batch_size: int = typer.Option(64, "--batch-size", help="items per forward pass (speech: also at most 80 s of audio)"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="decoding processes for images and audio (default min(4, cpus); 0 = main process)"),
+    image_backbone: str = typer.Option("clip-vit-b32-image", "--image-backbone", help="backbone for I"),
+    text_backbone: str = typer.Option("clip-vit-b32-text", "--text-backbone", help="backbone for T and P"),
+    audio_backbone: str = typer.Option("hubert-base", "--audio-backbone", help="backbone for S"),
+    weights_image: str = typer.Option("default", "--weights-image", help="default (openai) | open_clip tag | random[:SEED] | PATH"),
+    weights_text: str = typer.Option("default", "--weights-text", help="default (openai) | open_clip tag | random[:SEED] | PATH"),
+    weights_audio: str = typer.Option("default", "--weights-audio", help="default (facebook/hubert-base-ls960) | hf:ORG/NAME | random[:SEED] | DIR"),
+    cache_root: Path = typer.Option(Path("cache"), "--cache-root", help="where caches go: <cache-root>/<dataset>/<modality>/<split>"),
+    strict: bool = typer.Option(False, "--strict", help="stop at the first unreadable input instead of skipping and listing it"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="only the first N items (by id) of each modality and split"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="rebuild caches that were built with other settings"),
+    rows_per_shard: int = typer.Option(4096, "--rows-per-shard", help="rows per finished shard (the unit of resume)"),
+) -> None:
+    """Encode a dataset's modalities with frozen backbones into the feature cache; resumable, skips what is done."""
+    with _guard():
+        from rich.console import Console
+
+        from pcmpipe.extract import extract
+
+        console = Console(stderr=True)
+        summary = extract(
+            dataset, root if root is not None else Path("data") / dataset, modalities=_csv(modalities),
+            splits=_csv(splits), backbones={"image": image_backbone, "text": text_backbone, "audio": audio_backbone},
+            weights={"image": weights_image, "text": weights_text, "audio": weights_audio}, device=device, fmt=fmt,
+            batch_size=batch_size, workers=workers, cache_root=cache_root, strict=strict, limit=limit,
+            overwrite=overwrite, rows_per_shard=rows_per_shard, console=console)
+        Console().print(summary.table())
+        if summary.errors:
+            err_console.print(f"[yellow]skipped {len(summary.errors)} inputs; reasons in errors.jsonl beside each "
+                              "manifest[/]", highlight=False)
+
+
+# ---- finetune (end-to-end: unfrozen CLIP towers at lr 1e-6 with augmentation) ----
+@app.command("finetune")
+def finetune_cmd(
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="the raw dataset, e.g. data/cub (required)"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="dataset name (default cub)"),
+    modalities: Optional[str] = typer.Option(None, "--modalities", help="comma-separated (default I,T,A,C)"),
+    unfreeze: Optional[str] = typer.Option(None, "--unfreeze", help="towers to train: image,text (default), image, text or none"),
+    loss: Optional[str] = typer.Option(None, "--loss", help="pcmc (default) or pcmr"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="heads' learning rate (default 1e-4)"),
+    backbone_lr: Optional[float] = typer.Option(None, "--backbone-lr", help="unfrozen towers' learning rate (default 1e-6)"),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay (default 0.2)"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="at most this many epochs (default 50)"),
+    patience: Optional[int] = typer.Option(None, "--patience", help="early stop after this many epochs without gain (default 5)"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="default: cub 128, flickr8k 80"),
+    image_backbone: Optional[str] = typer.Option(None, "--image-backbone", help="default clip-vit-b32-image"),
+    text_backbone: Optional[str] = typer.Option(None, "--text-backbone", help="default clip-vit-b32-text"),
+    weights_image: Optional[str] = typer.Option(None, "--weights-image", help="default (openai) | open_clip tag | random[:SEED] | PATH"),
+    weights_text: Optional[str] = typer.Option(None, "--weights-text", help="default (openai) | open_clip tag | random[:SEED] | PATH"),
+    augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="timm images + EDA captions (default on)"),
+    eda_alpha: Optional[float] = typer.Option(None, "--eda-alpha", help="EDA alpha (default 0.1)"),
+    grad_checkpointing: Optional[bool] = typer.Option(None, "--grad-checkpointing/--no-grad-checkpointing", help="activation checkpointing in the towers (default on)"),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="autocast bf16/fp16 on CUDA (default on)"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="image decoding/augmentation processes (default 0)"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="seed of heads, shuffling and augmentation (default 0)"),
+    match: Optional[str] = typer.Option(None, "--match", help="instance or class: level of the early-stopping metric"),
+    cache_root: Optional[str] = typer.Option(None, "--cache-root", help="feature cache of the frozen modalities (default cache)"),
+    runs_root: Optional[str] = typer.Option(None, "--runs-root", help="where runs are written (default <cache-root>/runs)"),
+    name: Optional[str] = typer.Option(None, "--name", help="run name (default derived from the config)"),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of settings; flags override it"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda"),
+) -> None:
+    """Fine-tune CLIP towers and heads end to end from raw data; resumes an interrupted run of the same config."""
+    with _guard():
+        from pcmpipe.config import read_yaml
+        from pcmpipe.finetune import FinetuneConfig, finetune
+
+        flags = dict(data_root=data_root, dataset=dataset, modalities=_csv(modalities), unfreeze=unfreeze, loss=loss,
+                     lr=lr, backbone_lr=backbone_lr, weight_decay=weight_decay, epochs=epochs, patience=patience,
+                     batch_size=batch_size, image_backbone=image_backbone, text_backbone=text_backbone,
+                     weights_image=weights_image, weights_text=weights_text, augment=augment, eda_alpha=eda_alpha,
+                     grad_checkpointing=grad_checkpointing, amp=amp, num_workers=workers, seed=seed, match=match,
+                     cache_root=cache_root, runs_root=runs_root, name=name, device=device)
+        settings = {"dataset": "cub", "modalities": ["I", "T", "A", "C"]}
+        settings.update(read_yaml(config) if config is not None else {})
+        settings.update({k: v for k, v in flags.items() if v is not None})
+        if "cache_root" in settings and "runs_root" not in settings:
+            settings["runs_root"] = str(Path(settings["cache_root"]) / "runs")  # runs live beside their cache
+        run_dir = finetune(FinetuneConfig.from_dict(settings))
+        typer.echo(f"run written to {run_dir}")

@@ -1,0 +1,206 @@
+"""Stage one: dataset records -> backbone -> feature shards, resumable at any point (`pcmpipe extract`).
+
+    summary = extract("flickr8k", "data/flickr8k", modalities=["I", "T", "S"], cache_root="cache")
+
+Per (modality, split) the cache `cache_root/dataset/modality/split` is written by one `ShardWriter`:
+  * a complete cache with the same fingerprint is skipped without reading any input;
+  * otherwise ids in finished shards (`done_ids`) are skipped and the rest encoded, so a run killed at any
+    moment (SIGKILL included) and started again ends with exactly the rows of an uninterrupted run;
+  * a cache built with other settings (weights, preprocessing, precision, format, limit) is never mixed
+    in: UserError, unless `overwrite=True`, which deletes that one cache directory and rebuilds it.
+Inputs that cannot be encoded are skipped and listed in `errors.jsonl` beside the manifest (or, with
+`strict=True`, the first one ends the run with a UserError).
+
+Modalities: I (image tower), T and P (text tower), S (speech encoder), A and C (the dataset's own
+vectors, written as they are). Every cache has one feature, `features`, float32 [N, *shape].
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+
+from pcmpipe.backbones import DEFAULT_BACKBONES, Backbone, backbone_kind, create_backbone, resolve_device
+from pcmpipe.cache import FORMATS, ShardWriter, cache_dir
+from pcmpipe.cache_manifest import MANIFEST, differing_fields, feature_spec, fingerprint_inputs, load_manifest, new_manifest
+from pcmpipe.datasets import SPLITS, open_dataset
+from pcmpipe.errors import UserError
+from pcmpipe.extract_batching import PaddingMeter
+from pcmpipe.extract_report import ExtractSummary, PartSummary, make_progress, read_errors, write_errors
+from pcmpipe.extract_sources import (Encoded, Skipped, audio_batches, image_batches, precision_of, text_batches,
+                                     vector_batches, vector_shape)
+
+FEATURE = "features"
+# modality -> backbone kind; modalities not listed carry precomputed vectors
+MODALITY_KIND: dict[str, str] = {"I": "image", "T": "text", "P": "text", "S": "audio"}
+
+
+def default_workers() -> int:
+    return min(4, os.cpu_count() or 1)
+
+
+def extract(dataset: str, root: str | Path, *, modalities: Sequence[str] | None = None,
+            splits: Sequence[str] | None = None, backbones: Mapping[str, str] | None = None,
+            weights: Mapping[str, str] | None = None, device: str = "auto", fmt: str = "parquet",
+            batch_size: int = 64, workers: int | None = None, cache_root: str | Path = "cache",
+            strict: bool = False, limit: int | None = None, overwrite: bool = False,
+            rows_per_shard: int = 4096, dataset_options: Mapping | None = None,
+            console=None, progress: bool = True) -> ExtractSummary:
+    """Extract every requested (modality, split) of `dataset` into `cache_root`; returns the summary.
+
+    backbones / weights: keyed by modality ('I', 'T', 'P', 'S') or kind ('image', 'text', 'audio'), the
+    modality winning; missing entries take the paper's backbone and 'default' weights. limit: only the
+    first `limit` records (by id) of each (modality, split), recorded in the fingerprint.
+    """
+    if fmt not in FORMATS:
+        raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if batch_size < 1 or rows_per_shard < 1:
+        raise UserError("--batch-size and rows per shard must be at least 1")
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be at least 1, got {limit}")
+    workers = default_workers() if workers is None else workers
+    if workers < 0:
+        raise UserError(f"--workers must be 0 (decode in the main process) or more, got {workers}")
+    ds = open_dataset(dataset, root, **dict(dataset_options or {}))
+    modalities = list(modalities or ds.modalities)
+    splits = list(splits or SPLITS)
+    for m in modalities:
+        ds.key(m)  # UserError naming the dataset's modalities
+    for s in splits:
+        if s not in SPLITS:
+            raise UserError(f"unknown split {s!r}; choose from {', '.join(SPLITS)}")
+    dev = resolve_device(device)
+    choice = {m: _choose(m, backbones or {}, weights or {}) for m in modalities if m in MODALITY_KIND}
+    summary = ExtractSummary(dataset, str(cache_root), str(dev))
+    models: dict[tuple[str, str], Backbone] = {}
+    with make_progress(console, progress) as bar:
+        for m in modalities:
+            for split in splits:
+                backbone = None
+                if m in choice:
+                    if choice[m] not in models:  # T and P share one text tower
+                        models[choice[m]] = create_backbone(*choice[m], device=dev)
+                    backbone = models[choice[m]]
+                part = _extract_part(ds, m, split, backbone, bar=bar, summary=summary, fmt=fmt,
+                                     batch_size=batch_size, workers=workers, cache_root=Path(cache_root),
+                                     strict=strict, limit=limit, overwrite=overwrite, rows_per_shard=rows_per_shard,
+                                     dataset_options=dict(dataset_options or {}))
+                summary.parts.append(part)
+    return summary
+
+
+def _choose(modality: str, backbones: Mapping[str, str], weights: Mapping[str, str]) -> tuple[str, str]:
+    kind = MODALITY_KIND[modality]
+    name = backbones.get(modality) or backbones.get(kind) or DEFAULT_BACKBONES[kind]
+    if backbone_kind(name) != kind:
+        raise UserError(f"backbone {name} encodes {backbone_kind(name)}, but modality {modality} needs a {kind} "
+                        f"backbone (e.g. {DEFAULT_BACKBONES[kind]})")
+    return name, weights.get(modality) or weights.get(kind) or "default"
+
+
+def fingerprint_of(meta: dict, features: dict, key: str, links: list[str], fmt: str) -> str:
+    """The fingerprint a ShardWriter with these arguments gives its cache."""
+    spec = {n: (tuple(int(d) for d in s), np.dtype(t).name) for n, (s, t) in features.items()}
+    links = [c for c in dict.fromkeys(links) if c != key]
+    return new_manifest(fingerprint_inputs(meta, feature_spec(spec), key, links, fmt), None)["fingerprint"]
+
+
+def _guard_existing(directory: Path, fingerprint: str, overwrite: bool, args: tuple) -> None:
+    """Refuse (or, with overwrite, delete) a cache directory built with other settings."""
+    manifest_path = directory / MANIFEST
+    if not manifest_path.exists():
+        return
+    found = load_manifest(manifest_path)
+    if found["fingerprint"] == fingerprint:
+        return
+    if overwrite:
+        shutil.rmtree(directory)
+        return
+    meta, features, key, links, fmt = args
+    wanted = {"meta": meta, "features": feature_spec(features), "key": key, "links": links, "format": fmt}
+    diff = ", ".join(differing_fields(found, wanted)) or "settings"
+    raise UserError(f"cache {directory} was built with other settings ({diff}); use another --cache-root "
+                    "or --overwrite to rebuild it")
+
+
+def _extract_part(ds, m: str, split: str, backbone: Backbone | None, *, bar, summary: ExtractSummary, fmt: str,
+                  batch_size: int, workers: int, cache_root: Path, strict: bool, limit: int | None,
+                  overwrite: bool, rows_per_shard: int, dataset_options: dict) -> PartSummary:
+    started = time.perf_counter()
+    records = ds.records(m, split)
+    if limit is not None:
+        records = records[:limit]
+    key = ds.key(m)
+    links = sorted({c for r in records[:1] for c in r.links if c != key})
+    directory = cache_dir(cache_root, ds.name, m, split)
+    if backbone is not None:
+        shape = backbone.feature_shape
+        meta = {**backbone.meta, "precision": precision_of(backbone.device)}
+        name = backbone.name
+    else:
+        shape = vector_shape(records) or (1,)
+        meta = {"source": f"{ds.name} precomputed vectors", "dataset_options": dataset_options}
+        name = "vectors"
+    meta.update({"dataset": ds.name, "modality": m, "split": split})
+    if limit is not None:
+        meta["limit"] = limit
+    features = {FEATURE: (shape, "float32")}
+    _guard_existing(directory, fingerprint_of(meta, features, key, links, fmt), overwrite,
+                    (meta, features, key, links, fmt))
+    part = PartSummary(m, split, name, "new", directory=str(directory))
+    task = bar.add_task(f"{ds.name} {m} {split}", total=len(records))
+    errors: list[dict] = []
+    meter = PaddingMeter()
+    with ShardWriter(directory, features=features, key=key, links=links, meta=meta, fmt=fmt,
+                     rows_per_shard=rows_per_shard, expected_rows=len(records)) as writer:
+        if writer.complete:
+            part.status, part.rows = "cached", writer.num_rows
+            part.skipped = len(read_errors(directory))
+            bar.update(task, completed=len(records))
+            part.seconds = time.perf_counter() - started
+            return part
+        pending = [r for r in records if r.id not in writer.done_ids]
+        if len(pending) < len(records):
+            part.status = "resumed"
+        bar.update(task, completed=len(records) - len(pending))
+        try:
+            for item in _batches(backbone, pending, shape, batch_size, workers, meter):
+                if isinstance(item, Skipped):
+                    err = {"modality": m, "split": split, "id": item.record.id, "reason": item.reason}
+                    if item.record.path is not None:
+                        err["path"] = str(item.record.path)
+                    errors.append(err)
+                    bar.advance(task, 1)
+                    if strict:
+                        raise UserError(f"{ds.name} {m} {split} id {item.record.id}: {item.reason} "
+                                        "(--strict stops at the first bad input; drop it to skip and list them)")
+                    continue
+                writer.add([r.id for r in item.records], {c: [r.links[c] for r in item.records] for c in links},
+                           {FEATURE: item.features})
+                part.new_rows += len(item.records)
+                bar.advance(task, len(item.records))
+        finally:
+            write_errors(directory, errors)
+    part.rows = writer.num_rows
+    part.skipped = len(errors)
+    part.padding = meter.fraction
+    part.seconds = time.perf_counter() - started
+    summary.errors.extend(errors)
+    return part
+
+
+def _batches(backbone: Backbone | None, records: list, shape: tuple[int, ...], batch_size: int, workers: int,
+             meter: PaddingMeter) -> Iterator[Encoded | Skipped]:
+    if backbone is None:
+        yield from vector_batches(records, shape)
+    elif backbone.modality_kind == "image":
+        yield from image_batches(backbone, records, batch_size, workers)
+    elif backbone.modality_kind == "text":
+        yield from text_batches(backbone, records, batch_size)
+    else:
+        yield from audio_batches(backbone, records, batch_size, workers, meter)

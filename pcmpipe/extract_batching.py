@@ -1,0 +1,57 @@
+"""Batching for extraction: sort by length so batches carry little padding.
+
+Captions are batched by token length and speech by duration. Features do not depend on the batch (the text
+tower is trimmed exactly, HuBERT is masked), so sorting changes only the speed and the order of rows
+inside the shards (rows carry their ids; readers never rely on row order).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+
+def fixed_batches(n: int, batch_size: int) -> list[list[int]]:
+    """Indices 0..n-1 in order, in chunks of `batch_size`."""
+    return [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, max_padded: int | None = None) -> list[list[int]]:
+    """Group indices of similar length: sort by length (stable), then fill batches greedily.
+
+    A batch holds at most `batch_size` items and, when `max_padded` is given, at most `max_padded` units
+    once padded to its longest item (len(batch) * longest), which bounds memory for long utterances; an
+    item longer than `max_padded` gets a batch of its own.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order.tolist():
+        longest = int(lengths[i])  # ascending order: the newcomer is the longest of its batch
+        if current and (len(current) >= batch_size or (max_padded is not None and (len(current) + 1) * longest > max_padded)):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+class PaddingMeter:
+    """Fraction of computed positions that are padding: sum(longest * B - sum(len)) / sum(longest * B)."""
+
+    def __init__(self) -> None:
+        self.padded = 0
+        self.total = 0
+
+    def add(self, lengths: Sequence[int]) -> None:
+        if len(lengths):
+            self.total += int(max(lengths)) * len(lengths)
+            self.padded += int(max(lengths)) * len(lengths) - int(sum(lengths))
+
+    @property
+    def fraction(self) -> float | None:
+        return self.padded / self.total if self.total else None

@@ -1,0 +1,215 @@
+"""Turn dataset records into feature batches, one generator per modality kind.
+
+Each generator yields `Encoded(records, features)` for rows to write and `Skipped(record, reason)` for
+inputs that cannot be encoded (missing or unreadable file, empty caption, too-short audio, bad vector).
+Decoding runs in DataLoader workers (images, audio); encoding runs in the main process under
+`torch.inference_mode()`, with autocast (bf16, else fp16) on CUDA only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from pcmpipe.backbones import Backbone
+from pcmpipe.datasets import Record, load_audio
+from pcmpipe.errors import UserError
+from pcmpipe.extract_batching import PaddingMeter, fixed_batches, length_batches
+
+# at most this many (padded) waveform samples per HuBERT batch: 80 s of 16 kHz audio keeps the first
+# convolution's output (512 channels x 3,200 frames per second, fp32) near 0.5 GB
+MAX_AUDIO_SAMPLES = 80 * 16_000
+VECTOR_BATCH = 4096
+
+
+@dataclass
+class Encoded:
+    records: list[Record]
+    features: np.ndarray  # float32 [B, *shape]
+
+
+@dataclass
+class Skipped:
+    record: Record
+    reason: str
+
+
+def precision_of(device: torch.device) -> str:
+    """What the cache meta records: numerics differ between fp32 on CPU and autocast on GPU."""
+    if device.type != "cuda":
+        return "float32"
+    return "autocast-bf16" if torch.cuda.is_bf16_supported() else "autocast-fp16"
+
+
+def _autocast(device: torch.device):
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+
+
+def encode(backbone: Backbone, batch) -> np.ndarray:
+    """backbone.encode under inference mode (+ autocast on CUDA) -> float32 numpy [B, *shape]."""
+    with torch.inference_mode(), _autocast(backbone.device):
+        out = backbone.encode(batch)
+    return out.float().cpu().numpy()
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # workers decode; letting each spawn a thread pool oversubscribes the cores
+
+
+def _loader(dataset, batches: list[list[int]], workers: int, device: torch.device):
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=batches, num_workers=workers, collate_fn=_collate, worker_init_fn=_worker_init,
+        pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None)
+
+
+def _collate(items):
+    """[(index, payload | None, error | None)] -> (ok indices, payloads, [(index, error)])."""
+    ok = [(i, x) for i, x, err in items if err is None]
+    return [i for i, _ in ok], [x for _, x in ok], [(i, err) for i, x, err in items if err is not None]
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Decode + transform one image per item -> (index, [3, S, S] or None, error or None)."""
+
+    def __init__(self, records: Sequence[Record], transform):
+        self.records, self.transform = records, transform
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        path = self.records[i].path
+        if path is None or not path.is_file():
+            return i, None, f"missing file {path}"
+        try:
+            with Image.open(path) as im:
+                im.load()  # truncated or corrupt data fails here, not later in a worker-less place
+                return i, self.transform(im), None
+        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+            return i, None, f"unreadable image ({_one_line(e)})"
+
+
+class AudioFiles(torch.utils.data.Dataset):
+    """Decode one waveform per item (16 kHz mono float32) -> (index, [N] or None, error or None)."""
+
+    def __init__(self, records: Sequence[Record], min_samples: int):
+        self.records, self.min_samples = records, min_samples
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int):
+        path = self.records[i].path
+        if path is None or not path.is_file():
+            return i, None, f"missing file {path}"
+        try:
+            wave = load_audio(path)
+        except UserError as e:
+            return i, None, f"unreadable audio ({str(e)[:200]})"
+        except (OSError, ValueError, RuntimeError) as e:
+            return i, None, f"unreadable audio ({_one_line(e)})"
+        if wave.size < self.min_samples:
+            return i, None, f"audio too short ({wave.size} samples at 16 kHz, the encoder needs {self.min_samples})"
+        if not np.isfinite(wave).all():
+            return i, None, "audio holds NaN or infinite samples"
+        return i, wave, None
+
+
+def image_batches(backbone: Backbone, records: list[Record], batch_size: int, workers: int) -> Iterator:
+    """Images in record order, decoded by `workers` processes."""
+    loader = _loader(ImageFiles(records, backbone.preprocess), fixed_batches(len(records), batch_size),
+                     workers, backbone.device)
+    for ok, tensors, errors in loader:
+        for i, err in errors:
+            yield Skipped(records[i], err)
+        if ok:
+            yield Encoded([records[i] for i in ok], encode(backbone, torch.stack(tensors)))
+
+
+def text_batches(backbone: Backbone, records: list[Record], batch_size: int) -> Iterator:
+    """Captions sorted by token length; each batch runs on its longest sequence only."""
+    from pcmpipe.backbones.clip import token_lengths
+
+    good = []
+    for r in records:
+        if r.text is None or not r.text.strip():
+            yield Skipped(r, "empty caption")
+        else:
+            good.append(r)
+    if not good:
+        return
+    tokens = backbone.preprocess([r.text for r in good])  # [N, context] int64
+    lengths = token_lengths(tokens).tolist()
+    for batch in length_batches(lengths, batch_size):
+        yield Encoded([good[i] for i in batch], encode(backbone, tokens[batch]))
+
+
+def audio_batches(backbone: Backbone, records: list[Record], batch_size: int, workers: int,
+                  meter: PaddingMeter | None = None) -> Iterator:
+    """Speech sorted by duration (read from file headers) and batched under MAX_AUDIO_SAMPLES."""
+    import scipy.signal  # noqa: F401  (load_audio's resampler: imported once here, before workers fork)
+    import soundfile as sf
+
+    durations = []
+    for r in records:
+        try:
+            info = sf.info(str(r.path))
+            durations.append(int(info.frames * 16_000 / info.samplerate))
+        except Exception:  # unreadable header: the worker reports why; sort it first
+            durations.append(0)
+    min_samples = _min_samples(backbone)
+    loader = _loader(AudioFiles(records, min_samples), length_batches(durations, batch_size, MAX_AUDIO_SAMPLES),
+                     workers, backbone.device)
+    for ok, waves, errors in loader:
+        for i, err in errors:
+            yield Skipped(records[i], err)
+        if ok:
+            if meter is not None:
+                meter.add([w.size for w in waves])
+            yield Encoded([records[i] for i in ok], encode(backbone, backbone.preprocess(waves)))
+
+
+def _min_samples(backbone: Backbone) -> int:
+    """Fewest samples that give one transformer frame (400 for HuBERT: 25 ms receptive field)."""
+    frames = backbone.num_frames(torch.arange(1, 16_001))
+    return int(torch.nonzero(frames >= 1)[0, 0]) + 1
+
+
+def vector_batches(records: list[Record], shape: tuple[int, ...]) -> Iterator:
+    """Precomputed vectors (attributes A, class embeddings C) of `shape`: checked, then written as they are."""
+    good: list[Record] = []
+    for r in records:
+        v = None if r.vector is None else np.asarray(r.vector, dtype=np.float32)
+        if v is None or v.size == 0:
+            yield Skipped(r, "no vector")
+        elif v.shape != shape:
+            yield Skipped(r, f"vector of shape {v.shape}, the others have {shape}")
+        elif not np.isfinite(v).all():
+            yield Skipped(r, "vector holds NaN or infinite values")
+        else:
+            good.append(r)
+    for batch in fixed_batches(len(good), VECTOR_BATCH):
+        recs = [good[i] for i in batch]
+        yield Encoded(recs, np.stack([np.asarray(r.vector, dtype=np.float32) for r in recs]))
+
+
+def vector_shape(records: list[Record]) -> tuple[int, ...] | None:
+    """Shape of the first usable (non-empty, finite) vector: the cache's feature shape; None if none is."""
+    for r in records:
+        v = None if r.vector is None else np.asarray(r.vector, dtype=np.float32)
+        if v is not None and v.size and np.isfinite(v).all():
+            return tuple(v.shape)
+    return None
