@@ -95,7 +95,7 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> "TrainConfig":
         """A copy with some settings changed, validated again."""
-        return TrainConfig.from_dict({**self.to_dict(), **changes})
+        return type(self).from_dict({**self.to_dict(), **changes})
 
     # ---- checks ----
     def validate(self) -> None:
