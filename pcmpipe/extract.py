@@ -23,11 +23,9 @@ import time
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
-import numpy as np
-
 from pcmpipe.backbones import DEFAULT_BACKBONES, Backbone, backbone_kind, create_backbone, resolve_device
-from pcmpipe.cache import FORMATS, ShardWriter, cache_dir
-from pcmpipe.cache_manifest import MANIFEST, differing_fields, feature_spec, fingerprint_inputs, load_manifest, new_manifest
+from pcmpipe.cache import FORMATS, ShardWriter, cache_dir, cache_fingerprint
+from pcmpipe.cache_manifest import MANIFEST, differing_fields, feature_spec, load_manifest
 from pcmpipe.datasets import SPLITS, open_dataset
 from pcmpipe.errors import UserError
 from pcmpipe.extract_batching import PaddingMeter
@@ -103,13 +101,6 @@ def _choose(modality: str, backbones: Mapping[str, str], weights: Mapping[str, s
     return name, weights.get(modality) or weights.get(kind) or "default"
 
 
-def fingerprint_of(meta: dict, features: dict, key: str, links: list[str], fmt: str) -> str:
-    """The fingerprint a ShardWriter with these arguments gives its cache."""
-    spec = {n: (tuple(int(d) for d in s), np.dtype(t).name) for n, (s, t) in features.items()}
-    links = [c for c in dict.fromkeys(links) if c != key]
-    return new_manifest(fingerprint_inputs(meta, feature_spec(spec), key, links, fmt), None)["fingerprint"]
-
-
 def _guard_existing(directory: Path, fingerprint: str, overwrite: bool, args: tuple) -> None:
     """Refuse (or, with overwrite, delete) a cache directory built with other settings."""
     manifest_path = directory / MANIFEST
@@ -150,8 +141,8 @@ def _extract_part(ds, m: str, split: str, backbone: Backbone | None, *, bar, sum
     if limit is not None:
         meta["limit"] = limit
     features = {FEATURE: (shape, "float32")}
-    _guard_existing(directory, fingerprint_of(meta, features, key, links, fmt), overwrite,
-                    (meta, features, key, links, fmt))
+    _guard_existing(directory, cache_fingerprint(features=features, key=key, links=links, meta=meta, fmt=fmt),
+                    overwrite, (meta, features, key, links, fmt))
     part = PartSummary(m, split, name, "new", directory=str(directory))
     task = bar.add_task(f"{ds.name} {m} {split}", total=len(records))
     errors: list[dict] = []
