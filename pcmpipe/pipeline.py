@@ -54,7 +54,7 @@ class RunSpec:
 
     @property
     def fingerprint(self) -> str:
-        """The trainer's config fingerprint (fine-tuned runs are told apart by their `finetune` list too)."""
+        """The fingerprint the trainer (or fine-tuner) records in the run's config.json."""
         return config_fingerprint(self.train)
 
 
@@ -153,10 +153,7 @@ def pipeline_from_dict(doc: Any, *, path: Optional[Path] = None, overrides: Opti
     runs_doc = doc.get("runs") or {}
     if not isinstance(runs_doc, dict) or not runs_doc:
         raise UserError(f"{where}: `runs` must map run names to their settings")
-    runs = {rn: _run_spec(rn, defaults, spec, run_settings, where) for rn, spec in runs_doc.items()}
-    for r in runs.values():
-        if r.train.dataset not in data:
-            raise UserError(f"{where}: run {r.name} trains on {r.train.dataset!r} but `data` has no such dataset")
+    runs = {rn: _run_spec(rn, defaults, spec, run_settings, where, data) for rn, spec in runs_doc.items()}
 
     evaluations = []
     for i, ev in enumerate(doc.get("evaluations") or []):
@@ -186,7 +183,7 @@ def _data_spec(dataset: str, spec: Any, where: str) -> DataSpec:
                     options={k: v for k, v in spec.items() if k not in known})
 
 
-def _run_spec(name: str, defaults: dict, spec: Any, settings: dict, where: str) -> RunSpec:
+def _run_spec(name: str, defaults: dict, spec: Any, settings: dict, where: str, data: dict[str, DataSpec]) -> RunSpec:
     if spec is not None and not isinstance(spec, dict):
         raise UserError(f"{where}: run {name} must be a mapping of settings")
     merged = {**defaults, **(spec or {}), **settings, "name": name}
@@ -196,14 +193,36 @@ def _run_spec(name: str, defaults: dict, spec: Any, settings: dict, where: str) 
     bad = [p for p in finetune if p not in FINETUNE_PARTS]
     if bad:
         raise UserError(f"{where}: run {name}: finetune may list {', '.join(FINETUNE_PARTS)}, got {', '.join(map(str, bad))}")
+    if merged.get("dataset") not in data:
+        raise UserError(f"{where}: run {name} trains on {merged.get('dataset')!r} but `data` has no such dataset")
+    # A tower can only be fine-tuned when its modality is trained (I for image, T for text).
+    mods = merged.get("modalities") or []
+    mods = [m.strip() for m in mods.split(",")] if isinstance(mods, str) else list(mods)
+    finetune = [p for p in finetune if {"image": "I", "text": "T"}[p] in mods]
     try:
-        cfg = TrainConfig.from_dict(merged)
+        cfg = _finetune_config(merged, finetune, data[merged["dataset"]]) if finetune else TrainConfig.from_dict(merged)
     except UserError as e:
         raise UserError(f"{where}: run {name}: {e}") from None
-    # A tower can only be fine-tuned when its modality is trained (I for image, T for text).
-    tower_of = {"image": "I", "text": "T"}
-    finetune = [p for p in finetune if tower_of[p] in cfg.modalities]
     return RunSpec(name=name, train=cfg, finetune=finetune)
+
+
+def _finetune_config(settings: dict, unfreeze: list[str], data: DataSpec) -> TrainConfig:
+    """The fine-tuning engineer's FinetuneConfig (a TrainConfig) for a run with `finetune:`; its fingerprint is
+    the one `pcmpipe.finetune.finetune` records, so a finished fine-tuned run is found again. Without the
+    module, the plain TrainConfig stands in and running it reports that fine-tuning is unavailable."""
+    try:
+        from pcmpipe.finetune import FinetuneConfig
+    except ModuleNotFoundError as e:
+        if e.name != "pcmpipe.finetune":
+            raise
+        return TrainConfig.from_dict(settings)
+    extra = {"data_root": data.root, "unfreeze": list(unfreeze)}
+    for kind in ("image", "text"):
+        if kind in data.backbones:
+            extra[f"{kind}_backbone"] = data.backbones[kind]
+        if kind in data.weights:
+            extra[f"weights_{kind}"] = data.weights[kind]
+    return FinetuneConfig.from_dict({**settings, **extra})
 
 
 def _parse_value(text: str) -> Any:

@@ -49,8 +49,7 @@ def run_is_done(spec: RunSpec) -> bool:
     d = final_dir(spec.train.runs_root, spec.name)
     if not is_complete(d):
         return False
-    rec = run_config(d)
-    return rec.get("fingerprint") == spec.fingerprint and list(rec.get("finetune") or []) == list(spec.finetune)
+    return run_config(d).get("fingerprint") == spec.fingerprint
 
 
 def eval_is_done(ev: EvalSpec, spec: RunSpec) -> bool:
@@ -76,10 +75,8 @@ def needed_modalities(p: Pipeline, dataset: str) -> list[str]:
 def _extract_command(spec: DataSpec, cache_root: Path, mods: list[str]) -> str:
     parts = [f"pcmpipe extract --dataset {spec.dataset} --root {spec.root} --cache-root {cache_root}",
              f"--modalities {','.join(mods)}"]
-    for kind, value in spec.backbones.items():
-        parts.append(f"--backbone-{kind} {value}")
-    for kind, value in spec.weights.items():
-        parts.append(f"--weights-{kind} {value}")
+    parts += [f"--{kind}-backbone {value}" for kind, value in spec.backbones.items()]
+    parts += [f"--weights-{kind} {value}" for kind, value in spec.weights.items()]
     return " ".join(parts)
 
 
@@ -91,7 +88,7 @@ def _train_command(spec: RunSpec) -> str:
     if c.loss == "pcmr" and c.rho != 1.0:
         out += f" --rho {c.rho}"
     if spec.finetune:
-        out += f" --finetune {','.join(spec.finetune)}"
+        out += f" --unfreeze {','.join(spec.finetune)} --data-root {getattr(c, 'data_root', '?')}"
     return out
 
 
@@ -142,9 +139,9 @@ def _extract(spec: DataSpec, cache_root: Path, modalities: list[str], console) -
             raise
         raise UserError("feature extraction (pcmpipe.extract) is not available in this install; "
                         "extract the features with another pcmpipe or import them with `pcmpipe import-features`") from None
-    extract_mod.extract_dataset(dataset=spec.dataset, root=Path(spec.root), cache_root=cache_root,
-                                modalities=modalities, backbones=dict(spec.backbones), weights=dict(spec.weights),
-                                **spec.options.get("extract", {}))
+    opts = dict(spec.options.get("extract") or {})  # e.g. batch_size, fmt, device, workers
+    extract_mod.extract(spec.dataset, spec.root, modalities=modalities, backbones=dict(spec.backbones),
+                        weights=dict(spec.weights), cache_root=cache_root, console=console, **opts)
 
 
 def _train(spec: RunSpec, console) -> None:
@@ -155,7 +152,9 @@ def _train(spec: RunSpec, console) -> None:
             if e.name != "pcmpipe.finetune":
                 raise
             raise FinetuneUnavailable(spec.name) from None
-        ft.finetune(spec.train, spec.finetune)
+        if not isinstance(spec.train, ft.FinetuneConfig):  # loaded while the module was missing
+            raise FinetuneUnavailable(spec.name)
+        ft.finetune(spec.train, console=console)
         return
     from pcmpipe.train import train
 
