@@ -1,0 +1,151 @@
+"""Pipeline files: every YAML loads into typed configs; `pcmpipe run` does only what is missing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from pcmpipe.cli import app
+from pcmpipe.config import TrainConfig
+from pcmpipe.errors import UserError
+from pcmpipe.pipeline import load_pipeline, pipeline_from_dict
+from pcmpipe.pipeline_run import make_plan, run_pipeline
+from pcmpipe.report.build import build_report
+from pcmpipe.report.markdown import display_rows
+from synthetic_cache import write_synthetic_cache
+
+PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
+FILES = sorted(PIPELINES.glob("*.yaml"))
+
+
+def test_there_is_a_pipeline_per_paper_table_and_figure():
+    names = {f.stem for f in FILES}
+    assert {"table1_flickr8k", "table2_6_7_cub", "table3_cub_added_modality", "figure1_m_modalities",
+            "table4_zero_shot", "table5_enrichment", "ablation_rho", "figure3_tsne"} <= names
+
+
+@pytest.mark.parametrize("path", FILES, ids=[f.stem for f in FILES])
+def test_every_pipeline_file_loads(path):
+    p = load_pipeline(path)
+    assert p.name == path.stem and p.runs and p.tables
+    for r in p.runs.values():
+        assert isinstance(r.train, TrainConfig) and r.train.name == r.name
+        assert r.train.runs_root == "cache/runs"
+        if r.finetune:  # fine-tuned runs carry the fine-tuner's settings
+            assert r.train.unfreeze == r.finetune and r.train.data_root == p.data[r.train.dataset].root
+
+
+def test_a_run_shared_by_several_pipelines_is_the_same_run():
+    """Table 5 reuses Table 1/2 runs, Figure 1 reuses Tables 1 and 3: same name must mean same fingerprint."""
+    seen: dict[str, tuple[str, str]] = {}
+    for path in FILES:
+        for name, r in load_pipeline(path).runs.items():
+            if name in seen:
+                assert seen[name][0] == r.fingerprint, f"{name}: {path.stem} differs from {seen[name][1]}"
+            seen[name] = (r.fingerprint, path.stem)
+
+
+def test_paper_settings_in_the_files():
+    t1 = load_pipeline(PIPELINES / "table1_flickr8k.yaml")
+    r = t1.runs["flickr8k-pcmr-ITS"].train
+    assert (r.loss, r.batch_size, r.lr, r.weight_decay, r.epochs, r.patience, r.rho) == ("pcmr", 80, 1e-4, 0.2, 50, 5, 1.0)
+    cub = load_pipeline(PIPELINES / "table2_6_7_cub.yaml")
+    assert {r.train.batch_size for r in cub.runs.values()} == {128}
+    assert cub.runs["cub-pcmc-ITAC-frozenimage"].finetune == ["text"]
+    assert load_pipeline(PIPELINES / "ablation_rho.yaml").runs["flickr8k-pcmr-ITS-rho0"].train.rho == 0.0
+
+
+def test_overrides_and_roots():
+    p = load_pipeline(PIPELINES / "table1_flickr8k.yaml", overrides=["epochs=2", "data.flickr8k.root=/d/f8k"],
+                      cache_root="/tmp/c")
+    assert all(r.train.epochs == 2 and r.train.cache_root == "/tmp/c" and r.train.runs_root == "/tmp/c/runs"
+               for r in p.runs.values())
+    assert p.data["flickr8k"].root == "/d/f8k"
+    assert load_pipeline(PIPELINES / "table1_flickr8k.yaml", roots=["/x"]).data["flickr8k"].root == "/x"
+    f1 = load_pipeline(PIPELINES / "figure1_m_modalities.yaml", roots=["cub=/c", "flickr8k=/f"])
+    assert (f1.data["cub"].root, f1.data["flickr8k"].root) == ("/c", "/f")
+    with pytest.raises(UserError, match="DATASET=PATH"):
+        load_pipeline(PIPELINES / "figure1_m_modalities.yaml", roots=["/x"])
+    with pytest.raises(UserError, match="unknown training setting"):
+        load_pipeline(PIPELINES / "table1_flickr8k.yaml", overrides=["epochz=2"])
+    with pytest.raises(UserError, match="key=value"):
+        load_pipeline(PIPELINES / "table1_flickr8k.yaml", overrides=["epochs"])
+
+
+def test_mistakes_in_a_pipeline_are_one_line_user_errors(tmp_path):
+    doc = yaml.safe_load((PIPELINES / "table1_flickr8k.yaml").read_text())
+    bad_run = json.loads(json.dumps(doc))
+    bad_run["tables"][0]["rows"][0]["run"] = "nope"
+    with pytest.raises(UserError, match="'nope'"):
+        pipeline_from_dict(bad_run)
+    bad_kind = json.loads(json.dumps(doc))
+    bad_kind["tables"][0]["kind"] = "pie"
+    with pytest.raises(UserError, match="kind"):
+        pipeline_from_dict(bad_kind)
+    bad_loss = json.loads(json.dumps(doc))
+    bad_loss["runs"]["flickr8k-pcmc-ITS"]["loss"] = "mse"
+    with pytest.raises(UserError, match="flickr8k-pcmc-ITS.*loss"):
+        pipeline_from_dict(bad_loss)
+    res = CliRunner().invoke(app, ["run", str(tmp_path / "missing.yaml")])
+    assert res.exit_code == 2 and "not found" in res.output and "Traceback" not in res.output
+
+
+def _synthetic_pipeline(cache: Path) -> dict:
+    return {
+        "name": "synthcheck", "title": "synthetic check",
+        "data": {"synth": {"root": str(cache / "raw-not-needed"), "modalities": ["I", "T", "S", "C"], "synthetic": True}},
+        "defaults": {"dataset": "synth", "epochs": 3, "patience": 3, "batch_size": 32, "lr": 1e-3, "progress": False},
+        "runs": {"s-pcmc": {"loss": "pcmc", "modalities": ["I", "T", "S"]},
+                 "s-pcmr": {"loss": "pcmr", "modalities": ["I", "T", "S", "C"], "match": "class"}},
+        "evaluations": [{"kind": "enrichment", "run": "s-pcmr", "blocks": {"{}->I": ["T", "T+C"], "T->{}": ["I", "I+C"]}}],
+        "tables": [{"kind": "directions", "title": "t", "metrics": ["r@1"], "columns": ["I->T", "T->I"],
+                    "rows": [{"label": "PCMC", "run": "s-pcmc"}, {"label": "PCMR", "run": "s-pcmr"}]},
+                   {"kind": "enrichment", "title": "e", "run": "s-pcmr",
+                    "blocks": {"{}->I": ["T", "T+C"], "T->{}": ["I", "I+C"]}}],
+    }
+
+
+def test_run_trains_what_is_missing_then_reuses_everything(tmp_path):
+    cache = tmp_path / "cache"
+    write_synthetic_cache(cache, "synth", with_class_modality=True)
+    p = pipeline_from_dict(_synthetic_pipeline(cache), cache_root=str(cache))
+    plan = make_plan(p)
+    assert [(s.kind, s.status) for s in plan] == [("extract", "cached"), ("train", "missing"), ("train", "missing"),
+                                                   ("enrichment", "missing")]
+    run_pipeline(p, dry_run=True)  # the plan only
+    assert not (cache / "runs" / "s-pcmc").exists()
+
+    run_pipeline(p)
+    runs = cache / "runs"
+    assert (runs / "s-pcmc" / "test_metrics.json").is_file() and (runs / "_pipelines" / "synthcheck.json").is_file()
+    enr = json.loads((runs / "s-pcmr" / "enrichment.json").read_text())
+    assert enr["match"] == "class" and set(enr["r@1"]) == {"{}->I", "T->{}"}
+    stamp = (runs / "s-pcmc" / "test_metrics.json").stat().st_mtime_ns
+
+    again = make_plan(pipeline_from_dict(_synthetic_pipeline(cache), cache_root=str(cache)))
+    assert all(s.status == "cached" for s in again)
+    run_pipeline(pipeline_from_dict(_synthetic_pipeline(cache), cache_root=str(cache)))
+    assert (runs / "s-pcmc" / "test_metrics.json").stat().st_mtime_ns == stamp  # reused, not retrained
+
+    # another setting -> another fingerprint: the plan says the run is missing (train refuses to overwrite it)
+    changed = pipeline_from_dict(_synthetic_pipeline(cache), cache_root=str(cache), overrides=["seed=1"])
+    assert [s.status for s in make_plan(changed) if s.kind == "train"] == ["missing", "missing"]
+
+    # the report reads what the run wrote: the enrichment cell equals the file's value
+    report = build_report(runs)
+    sec = report.sections[0]
+    table = next(t for t in sec.tables if t.title == "e")
+    assert display_rows(table)[0][2] == [f"{enr['r@1']['{}->I']['T']:.1f}"]
+    assert any("SYNTHETIC" in line for line in sec.provenance)
+
+
+def test_cli_dry_run_prints_the_plan(tmp_path):
+    res = CliRunner().invoke(app, ["run", str(PIPELINES / "table1_flickr8k.yaml"), "--dry-run",
+                                   "--cache-root", str(tmp_path / "c")])
+    assert res.exit_code == 0, res.output
+    assert "missing" in res.output and "flickr8k-pcmr-ITS" in res.output and "pcmpipe train" in res.output
+    assert not (tmp_path / "c").exists()  # a dry run writes nothing
