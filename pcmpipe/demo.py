@@ -86,7 +86,7 @@ def demo_pipeline(data_root: Path, cache_root: Path, fast: bool = False) -> dict
             {"kind": "enrichment", "title": "Table 5 layout: enrichment on synthetic Flickr8k (PCMR, instance match)",
              "paper": "table5_enrichment_r@1/Flickr8k", "run": "demo-flickr8k-pcmr-ITS", "blocks": FLICKR_BLOCKS},
             {"kind": "tsne", "title": "Figure 3 layout: t-SNE of T, I, C test embeddings (synthetic CUB, PCMC)",
-             "run": "demo-cub-pcmc-ITAC", "modalities": ["T", "I", "C"], "max_points": 1200},
+             "run": "demo-cub-pcmc-ITAC", "modalities": ["T", "I", "C"], "max_points": 600},
         ],
     }
 

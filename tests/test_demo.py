@@ -1,0 +1,60 @@
+"""`pcmpipe demo`: the built-in pipeline is valid and marked synthetic; the fast demo runs end to end offline
+(synthetic data, random-weight tiny backbones) and its trained heads beat untrained heads and chance."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pcmpipe.cli import app
+from pcmpipe.demo import demo_pipeline, ensure_synthetic
+from pcmpipe.errors import UserError
+from pcmpipe.pipeline import pipeline_from_dict
+from pcmpipe.report.results import load_runs
+from pcmpipe.report.tables import mean_metric
+
+
+def test_demo_pipeline_is_a_valid_synthetic_pipeline(tmp_path):
+    p = pipeline_from_dict(demo_pipeline(tmp_path / "data", tmp_path / "cache", fast=True))
+    assert set(p.runs) == {"demo-flickr8k-pcmc-ITS", "demo-flickr8k-pcmr-ITS", "demo-cub-pcmc-ITAC", "demo-cub-pcmr-ITAC"}
+    assert all(d.options["synthetic"] is True for d in p.data.values())
+    assert all(w.startswith("random") for d in p.data.values() for w in d.weights.values())
+    assert all(r.train.runs_root == str(tmp_path / "cache" / "runs") for r in p.runs.values())
+    assert {e.kind for e in p.evaluations} == {"zeroshot", "enrichment"}
+
+
+def test_demo_refuses_to_mix_sizes(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for ds in ("flickr8k", "cub"):
+        (data / f"{ds}.synth.json").write_text(json.dumps({"request": {"dataset": ds, "images": -1, "seed": 0}}))
+    with pytest.raises(UserError, match="another size"):
+        ensure_synthetic(data, fast=True, console=None)
+
+
+@pytest.mark.slow
+def test_fast_demo_end_to_end_learns(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # nothing may be downloaded: the demo uses random weights
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    out = tmp_path / "demo"
+    res = CliRunner().invoke(app, ["demo", "--fast", "--out", str(out)])
+    assert res.exit_code == 0, res.output[-3000:]
+    md = (out / "report" / "report.md").read_text()
+    html = (out / "report" / "report.html").read_text()
+    assert "SYNTHETIC data" in md and "RANDOM weights" in md and "data:image/png;base64," in html
+    runs = load_runs(out / "cache" / "runs")
+    assert {n for n, r in runs.items() if r.complete} >= {"demo-cub-pcmc-ITAC", "demo-flickr8k-pcmc-ITS"}
+    cub = runs["demo-cub-pcmc-ITAC"]
+    trained, untrained, chance = (mean_metric(cub, "r@1", s) for s in ("test", "untrained", "chance"))
+    assert trained > 2 * max(untrained, chance), (trained, untrained, chance)
+    assert cub.zeroshot["T1"]["A"]["C"] > 3 * 100 / cub.zeroshot["num_classes"]  # zero-shot beats chance (1/K)
+    # a second call reuses everything: no run directory is rewritten
+    stamps = {n: (r.directory / "test_metrics.json").stat().st_mtime_ns for n, r in runs.items()}
+    res = CliRunner().invoke(app, ["demo", "--fast", "--out", str(out)])
+    assert res.exit_code == 0, res.output[-3000:]
+    assert {n: (r.directory / "test_metrics.json").stat().st_mtime_ns for n, r in runs.items()} == stamps
+    assert os.path.getsize(out / "report" / "report.html") > 10_000
