@@ -16,6 +16,8 @@ import torch
 
 from pcmpipe.errors import UserError
 
+READ_ROWS = 4096  # rows per read batch when loading a cache
+
 
 @dataclass
 class ModalityData:
@@ -60,12 +62,26 @@ class SplitData:
         self.present = {k: v.to(device) for k, v in self.present.items()}
         return self
 
-    def batch(self, rows: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def buffers(self, batch_size: int) -> dict[str, torch.Tensor]:
+        """Preallocated batch tensors m -> [batch_size, *shape_m] for `batch(..., out=)`."""
+        return {m: d.features.new_empty((batch_size, *d.shape)) for m, d in self.modalities.items()}
+
+    def batch(self, rows: torch.Tensor, out: dict[str, torch.Tensor] | None = None
+              ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Gather samples `rows` [B] -> (inputs m -> [B, *shape_m], present m -> bool [B]).
 
         Absent modalities get row 0 of their matrix as a placeholder; the losses ignore it through `present`.
+        With `out` (from `buffers`), rows are written into those tensors: no 3 MB allocation per step for HuBERT
+        features (about 3x faster gathers on CPU). They are overwritten by the next call, so a caller must finish
+        its forward/backward pass on one batch before gathering the next.
         """
-        inputs = {m: d.features.index_select(0, self.idx[m].index_select(0, rows)) for m, d in self.modalities.items()}
+        inputs = {}
+        for m, d in self.modalities.items():
+            rows_m = self.idx[m].index_select(0, rows)
+            if out is not None and out[m].shape[0] == rows.shape[0]:
+                inputs[m] = torch.index_select(d.features, 0, rows_m, out=out[m])
+            else:
+                inputs[m] = d.features.index_select(0, rows_m)
         present = {m: self.present[m].index_select(0, rows) for m in self.modalities}
         return inputs, present
 
@@ -90,10 +106,21 @@ def load_modality(cache_root: str | Path, dataset: str, modality: str, split: st
         raise UserError(f"no cached features at {path}; create them with {_make_command(dataset, modality, split, cache_root)}")
     reader = open_cache(path)
     name = feature_name(reader, modality, path)
-    columns, feats = reader.read([name])
-    # One contiguous float32 block: index_select on it is the whole batching cost.
-    features = torch.from_numpy(np.ascontiguousarray(feats[name], dtype=np.float32))
-    columns = {k: np.asarray(v).astype(str) for k, v in columns.items()}
+    # One contiguous float32 block, filled shard batch by shard batch: peak memory is the block plus one batch
+    # (reading everything first and converting would hold two or three copies of 1.2 GB of HuBERT features).
+    features = torch.empty((reader.num_rows, *reader.shapes[name]), dtype=torch.float32)
+    parts: dict[str, list[np.ndarray]] = {}
+    at = 0
+    for cols, feats in reader.iter_batches(READ_ROWS, [name]):
+        k = len(cols["id"])
+        features[at : at + k] = torch.from_numpy(np.asarray(feats[name]))
+        for c, v in cols.items():
+            parts.setdefault(c, []).append(np.asarray(v).astype(str))
+        at += k
+    if at != reader.num_rows:
+        raise UserError(f"cache {path} yielded {at} rows, its manifest says {reader.num_rows}; re-extract it")
+    columns = {c: np.concatenate(v) for c, v in parts.items()} if parts else {c: np.array([], dtype=str)
+                                                                              for c in reader.columns}
     fp = str(reader.manifest.get("fingerprint", ""))
     return ModalityData(modality, reader.key, columns, features, fp, str(path))
 

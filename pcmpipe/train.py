@@ -211,6 +211,7 @@ def _loop(cfg, train_d, val_d, heads, log_scale, opt, sched, gen, steps, state, 
     n, bs = len(train_d), cfg.batch_size
     max_log = math.log(cfg.logit_scale_max)
     losses = torch.zeros(steps, device=device)  # per-step losses, read once per refresh, not per step
+    buffers = train_d.buffers(bs)  # batch tensors reused by every step
     refresh = max(1, steps // 20)
     check_every = 1 if device.type == "cpu" else refresh  # a NaN check syncs the GPU; on CPU it is free
     while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
@@ -219,7 +220,7 @@ def _loop(cfg, train_d, val_d, heads, log_scale, opt, sched, gen, steps, state, 
         heads.train()
         order = torch.randperm(n, generator=gen)[: steps * bs].view(steps, bs).to(device)
         for s in range(steps):
-            inputs, present = train_d.batch(order[s])
+            inputs, present = train_d.batch(order[s], out=buffers)
             emb = {m: heads[m](x) for m, x in inputs.items()}
             if cfg.loss == "pcmc":
                 loss = pcmc_loss(emb, present, logit_scale=log_scale.exp())
