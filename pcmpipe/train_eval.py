@@ -65,15 +65,17 @@ def chance(mods: dict[str, ModalityData], level: str, ks=(1, 5)) -> dict:
     A query with n positives among N gallery rows: P(hit in top k) = 1 - C(N-n, k) / C(N, k), and the expected
     precision of any R-long prefix is n / N. Averaged over queries that have a positive, as the metrics are.
     """
-    from pcmpipe.evaluation.retrieval import positives_between
+    from pcmpipe.evaluation.retrieval import match_labels
 
     out: dict = {}
     for x, y in permutations(mods, 2):
-        pos = positives_between(mods[x].columns, mods[y].columns, level, mods[x].key, mods[y].key)
-        pos = pos.numpy() if isinstance(pos, torch.Tensor) else np.asarray(pos)
-        n = pos.sum(axis=1).astype(np.float64)
+        # Positives are equal labels; count them per query from label frequencies (O(Q + N), no [Q, N] matrix).
+        q_lab, g_lab = match_labels(mods[x].columns, mods[y].columns, level, mods[x].key, mods[y].key)
+        labels, counts = np.unique(np.asarray(g_lab), return_counts=True)
+        pos = np.searchsorted(labels, q_lab).clip(0, max(len(labels) - 1, 0))
+        n = np.where(labels[pos] == q_lab, counts[pos], 0).astype(np.float64) if len(labels) else np.zeros(len(q_lab))
         n = n[n > 0]
-        total = pos.shape[1]
+        total = len(g_lab)
         rec = {}
         for k in ks:
             miss = np.ones_like(n)

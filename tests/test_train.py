@@ -170,3 +170,27 @@ def test_mismatched_val_features_refused(cache, tmp_path):
                    ids=[f"val{i:05d}" for i in range(10)], features=np.zeros((10, 31)))
     with pytest.raises(UserError, match=r"mismatched caches for I: train has features \[32\] but val has \[31\]"):
         train(_cfg(root, tmp_path))
+
+
+def test_chance_matches_closed_form_and_random_rankings(cache):
+    from scipy.special import comb
+
+    from pcmpipe.evaluation.metrics import recall_at_k, r_precision
+    from pcmpipe.evaluation.retrieval import positives_between
+    from pcmpipe.train_eval import chance
+
+    mods = {m: load_modality(cache, "synth", m, "val") for m in "ITS"}
+    ch = chance(mods, "instance")
+    for x, y in (("I", "T"), ("T", "I"), ("T", "S"), ("S", "T")):
+        pos = positives_between(mods[x].columns, mods[y].columns, "instance", mods[x].key, mods[y].key)
+        n = pos.sum(1)
+        n, total = n[n > 0].astype(float), pos.shape[1]
+        assert math.isclose(ch[f"{x}->{y}"]["r@5"], 100 * np.mean(1 - comb(total - n, 5) / comb(total, 5)), rel_tol=1e-9)
+        assert math.isclose(ch[f"{x}->{y}"]["R-P"], 100 * np.mean(n / total), rel_tol=1e-9)
+    assert math.isclose(ch["I->T"]["r@1"], 100 * 3 / 120)  # 3 captions of each image among 120
+    # the expectation is what random rankings score on average (Monte Carlo, 300 draws)
+    pos = torch.as_tensor(positives_between(mods["I"].columns, mods["T"].columns, "instance"))
+    g = torch.Generator().manual_seed(0)
+    draws = [torch.rand(pos.shape, generator=g) for _ in range(300)]
+    assert abs(100 * np.mean([recall_at_k(s, pos, 5) for s in draws]) - ch["I->T"]["r@5"]) < 1.0
+    assert abs(100 * np.mean([r_precision(s, pos) for s in draws]) - ch["I->T"]["R-P"]) < 0.5
