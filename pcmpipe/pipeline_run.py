@@ -9,6 +9,7 @@ file written with the same options), so a second call does nothing and a killed 
 from __future__ import annotations
 
 import importlib
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -230,6 +231,7 @@ def run_pipeline(p: Pipeline, *, dry_run: bool = False, console=None) -> list[St
         if s.kind in ("zeroshot", "enrichment") and s.target in skipped:
             continue
         console.print(f"[bold]{s.kind}[/] {s.target}", highlight=False)
+        t0 = time.perf_counter()
         try:
             s.action()
         except FinetuneUnavailable as e:
@@ -237,6 +239,7 @@ def run_pipeline(p: Pipeline, *, dry_run: bool = False, console=None) -> list[St
             console.print(f"[yellow]skipped:[/] {e}", highlight=False)
             continue
         s.status = "done"
+        console.print(f"[green]done[/] {s.kind} {s.target} in {time.perf_counter() - t0:.1f} s", highlight=False)
     if skipped:
         raise UserError(f"{len(skipped)} fine-tuning run(s) skipped because pcmpipe.finetune is not available "
                         f"({', '.join(skipped)}); every other step of {p.name} is done")

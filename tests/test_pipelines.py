@@ -124,6 +124,10 @@ def test_run_trains_what_is_missing_then_reuses_everything(tmp_path):
     assert (runs / "s-pcmc" / "test_metrics.json").is_file() and (runs / "_pipelines" / "synthcheck.json").is_file()
     enr = json.loads((runs / "s-pcmr" / "enrichment.json").read_text())
     assert enr["match"] == "class" and set(enr["r@1"]) == {"{}->I", "T->{}"}
+    # the un-enriched cells are the plain directions: they equal the trainer's own test metrics
+    test = json.loads((runs / "s-pcmr" / "test_metrics.json").read_text())["class"]
+    assert enr["r@1"]["{}->I"]["T"] == pytest.approx(test["T->I"]["r@1"])
+    assert enr["r@1"]["T->{}"]["I"] == pytest.approx(test["T->I"]["r@1"])
     stamp = (runs / "s-pcmc" / "test_metrics.json").stat().st_mtime_ns
 
     again = make_plan(pipeline_from_dict(_synthetic_pipeline(cache), cache_root=str(cache)))

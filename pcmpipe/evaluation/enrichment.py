@@ -67,32 +67,19 @@ def fuse(embs: dict[str, RunEmbeddings], modalities: list[str]) -> RunEmbeddings
     return RunEmbeddings(embedding=total / len(modalities), key=base.key, columns=columns)
 
 
-def match_column(level: str, query: RunEmbeddings, gallery: RunEmbeddings) -> str:
-    """The id column deciding a match: class_id at class level; at instance level the coarser of the two keys
-    (an image and its captions match through image_id)."""
-    if level == "class":
-        column = "class_id"
-    elif level == "instance":
-        # an image and its captions are one instance: match through image_id when both sides carry it
-        candidates = [c for c in ("image_id", gallery.key, query.key) if _carries(query, c) and _carries(gallery, c)]
-        if not candidates:
-            raise UserError(f"no shared id column between {query.key} and {gallery.key} rows")
-        column = candidates[0]
-    else:
-        raise UserError(f"unknown match level {level!r}; valid: instance, class")
-    if not (_carries(query, column) and _carries(gallery, column)):
-        raise UserError(f"match level {level} needs column {column} on both sides")
-    return column
-
-
 def recall_at_1(query: RunEmbeddings, gallery: RunEmbeddings, level: str, block: int = 2048) -> float:
     """r@1 in percent: share of queries whose most similar gallery row is a positive.
 
-    Computed in query blocks of `block` rows so memory stays [block, N_gallery].
+    Positives follow the project's match rules (`retrieval.match_labels`: instance or class level), so the
+    plain cells of an enrichment table equal the run's own test metrics. Computed in query blocks of `block`
+    rows so memory stays [block, N_gallery].
     """
-    col = match_column(level, query, gallery)
-    q_ids = query.columns[col] if col in query.columns else _key_values(query)
-    g_ids = gallery.columns[col] if col in gallery.columns else _key_values(gallery)
+    from pcmpipe.evaluation.retrieval import match_labels
+
+    try:
+        q_ids, g_ids = match_labels(query.columns, gallery.columns, level, query.key, gallery.key)
+    except ValueError as e:
+        raise UserError(f"enrichment at {level} level: {e}") from None
     codes = {v: i for i, v in enumerate(np.unique(np.concatenate([q_ids, g_ids])).tolist())}
     q_code = torch.as_tensor([codes[v] for v in q_ids.tolist()])
     g_code = torch.as_tensor([codes[v] for v in g_ids.tolist()])
@@ -100,7 +87,7 @@ def recall_at_1(query: RunEmbeddings, gallery: RunEmbeddings, level: str, block:
     q = F.normalize(query.embedding.float(), dim=-1)
     hits = 0
     for start in range(0, q.shape[0], block):
-        top = (q[start:start + block] @ g.T).argmax(dim=1)  # [b]
+        top = (q[start:start + block] @ g.T).argmax(dim=1)  # [b]; ties -> the first gallery row
         hits += int((g_code[top] == q_code[start:start + block]).sum())
     return 100.0 * hits / max(q.shape[0], 1)
 
