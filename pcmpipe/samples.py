@@ -117,12 +117,24 @@ def load_modality(cache_root: str | Path, dataset: str, modality: str, split: st
         for c, v in cols.items():
             parts.setdefault(c, []).append(np.asarray(v).astype(str))
         at += k
+    _release_arrow_memory()
     if at != reader.num_rows:
         raise UserError(f"cache {path} yielded {at} rows, its manifest says {reader.num_rows}; re-extract it")
     columns = {c: np.concatenate(v) for c, v in parts.items()} if parts else {c: np.array([], dtype=str)
                                                                               for c in reader.columns}
     fp = str(reader.manifest.get("fingerprint", ""))
     return ModalityData(modality, reader.key, columns, features, fp, str(path))
+
+
+def _release_arrow_memory() -> None:
+    """Hand the Parquet reader's freed buffers back to the OS: its allocator keeps them (hundreds of MB for HuBERT
+    shards) although the features now live in our own tensor."""
+    try:
+        import pyarrow as pa
+
+        pa.default_memory_pool().release_unused()
+    except (ImportError, AttributeError):
+        pass
 
 
 def _make_command(dataset: str, modality: str, split: str, cache_root: str | Path) -> str:
