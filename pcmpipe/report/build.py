@@ -42,9 +42,9 @@ def _weights_line(manifest: Optional[dict]) -> str:
         return "no cache manifest found"
     meta = manifest.get("meta") or {}
     keys = [k for k in ("backbone", "weights", "pretrained", "weights_sha256", "source") if meta.get(k) not in (None, "")]
-    text = ", ".join(f"{k}={str(meta[k])[:16]}" for k in keys) or "no backbone recorded"
+    text = ", ".join(f"{k}={str(meta[k])[:16] if k.endswith('sha256') else meta[k]}" for k in keys) or "no backbone recorded"
     weights = str(meta.get("weights", meta.get("pretrained", ""))).lower()
-    if weights in ("random", "none", "") and meta.get("backbone") not in (None, "", "precomputed", "synthetic"):
+    if (weights.startswith("random") or weights in ("none", "")) and meta.get("backbone") not in (None, "", "synthetic"):
         text += " [RANDOM weights]"
     return text
 
