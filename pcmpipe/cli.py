@@ -313,6 +313,7 @@ def extract_cmd(
     with _guard():
         from rich.console import Console
 
+        from pcmpipe import distributed
         from pcmpipe.extract import extract
 
         console = Console(stderr=True)
@@ -322,6 +323,10 @@ def extract_cmd(
             weights={"image": weights_image, "text": weights_text, "audio": weights_audio}, device=device, fmt=fmt,
             batch_size=batch_size, workers=workers, cache_root=cache_root, strict=strict, limit=limit,
             overwrite=overwrite, rows_per_shard=rows_per_shard, console=console)
+        main = distributed.is_main()
+        distributed.cleanup()  # under torchrun: leave the process group extract joined
+        if not main:
+            return
         Console().print(summary.table())
         if summary.errors:
             err_console.print(f"[yellow]skipped {len(summary.errors)} inputs; reasons in errors.jsonl beside each "

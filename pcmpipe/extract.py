@@ -13,6 +13,9 @@ Inputs that cannot be encoded are skipped and listed in `errors.jsonl` beside th
 
 Modalities: I (image tower), T and P (text tower), S (speech encoder), A and C (the dataset's own
 vectors, written as they are). Every cache has one feature, `features`, float32 [N, *shape].
+
+Under torchrun every rank encodes its `distributed.rank_records` part into its own shards and manifest;
+rank 0 merges them (`distributed.finish_part`) into the same cache one process would write.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
+from pcmpipe import distributed as D
 from pcmpipe.backbones import DEFAULT_BACKBONES, Backbone, backbone_kind, create_backbone, resolve_device
 from pcmpipe.cache import FORMATS, ShardWriter, cache_dir, cache_fingerprint
 from pcmpipe.cache_manifest import MANIFEST, differing_fields, feature_spec, load_manifest
@@ -72,11 +76,12 @@ def extract(dataset: str, root: str | Path, *, modalities: Sequence[str] | None 
     for s in splits:
         if s not in SPLITS:
             raise UserError(f"unknown split {s!r}; choose from {', '.join(SPLITS)}")
-    dev = resolve_device(device)
+    dist = D.init_from_env()  # one process: nothing to join
+    dev = D.device_for(dist) if dist.world_size > 1 and device == "auto" else resolve_device(device)
     choice = {m: _choose(m, backbones or {}, weights or {}) for m in modalities if m in MODALITY_KIND}
     summary = ExtractSummary(dataset, str(cache_root), str(dev))
     models: dict[tuple[str, str], Backbone] = {}
-    with make_progress(console, progress) as bar:
+    with make_progress(console, progress and dist.is_main) as bar:
         for m in modalities:
             for split in splits:
                 backbone = None
@@ -141,24 +146,33 @@ def _extract_part(ds, m: str, split: str, backbone: Backbone | None, *, bar, sum
     if limit is not None:
         meta["limit"] = limit
     features = {FEATURE: (shape, "float32")}
-    _guard_existing(directory, cache_fingerprint(features=features, key=key, links=links, meta=meta, fmt=fmt),
-                    overwrite, (meta, features, key, links, fmt))
+    problem = None
+    if D.is_main():  # one process decides (and, with overwrite, deletes); the others wait for its verdict
+        try:
+            _guard_existing(directory, cache_fingerprint(features=features, key=key, links=links, meta=meta,
+                                                         fmt=fmt), overwrite, (meta, features, key, links, fmt))
+        except UserError as e:
+            problem = str(e)
+    problem = D.gather_objects(problem)[0]  # also the barrier after a deletion
+    if problem:
+        raise UserError(problem)
+    mine = D.rank_records(records)
     part = PartSummary(m, split, name, "new", directory=str(directory))
-    task = bar.add_task(f"{ds.name} {m} {split}", total=len(records))
+    task = bar.add_task(f"{ds.name} {m} {split}", total=len(mine))
     errors: list[dict] = []
     meter = PaddingMeter()
     with ShardWriter(directory, features=features, key=key, links=links, meta=meta, fmt=fmt,
-                     rows_per_shard=rows_per_shard, expected_rows=len(records)) as writer:
-        if writer.complete:
+                     rows_per_shard=rows_per_shard, rank=D.writer_rank(), expected_rows=len(mine)) as writer:
+        if writer.complete:  # every rank sees the same merged manifest, so all of them return here
             part.status, part.rows = "cached", writer.num_rows
             part.skipped = len(read_errors(directory))
-            bar.update(task, completed=len(records))
+            bar.update(task, completed=len(mine))
             part.seconds = time.perf_counter() - started
             return part
-        pending = [r for r in records if r.id not in writer.done_ids]
-        if len(pending) < len(records):
+        pending = [r for r in mine if r.id not in writer.done_ids]
+        if len(pending) < len(mine):
             part.status = "resumed"
-        bar.update(task, completed=len(records) - len(pending))
+        bar.update(task, completed=len(mine) - len(pending))
         try:
             for item in _batches(backbone, pending, shape, batch_size, workers, meter):
                 if isinstance(item, Skipped):
@@ -176,8 +190,16 @@ def _extract_part(ds, m: str, split: str, backbone: Backbone | None, *, bar, sum
                 part.new_rows += len(item.records)
                 bar.advance(task, len(item.records))
         finally:
+            if not D.is_distributed():
+                write_errors(directory, errors)
+    if D.is_distributed():
+        D.finish_part(directory)
+        errors = [e for rank_errors in D.gather_objects(errors) for e in rank_errors]
+        if D.is_main():
             write_errors(directory, errors)
-    part.rows = writer.num_rows
+        part.rows = load_manifest(directory / MANIFEST)["num_rows"]
+    else:
+        part.rows = writer.num_rows
     part.skipped = len(errors)
     part.padding = meter.fraction
     part.seconds = time.perf_counter() - started

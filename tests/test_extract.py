@@ -56,6 +56,7 @@ def _by_id(cols, feats) -> dict[str, np.ndarray]:
     return {i: f for i, f in zip(cols["id"].tolist(), feats)}
 
 
+@pytest.mark.slow
 def test_flickr8k_every_modality_matches_direct_encoding(flickr, tmp_path):
     summary = extract("flickr8k", flickr, backbones=TINY, weights=RANDOM, cache_root=tmp_path, workers=2,
                       batch_size=4, progress=False)
@@ -236,6 +237,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli(flickr, tmp_path):
     ok = _cli("--dataset", "flickr8k", "--root", str(flickr), "--modalities", "I,T", "--splits", "val",
               "--cache-root", str(tmp_path / "c"), "--workers", "0", *TINY_FLAGS, cwd=tmp_path)
