@@ -47,6 +47,7 @@ def _mean_r1(node: dict) -> float:
     return sum(vals) / len(vals)
 
 
+@pytest.mark.slow
 def test_train_cli_learns_far_above_chance_and_untrained(cache, tmp_path):
     runs_root = tmp_path / "runs"
     res = pcmpipe("train", "--loss", "pcmr", *FAST, "--epochs", "8", "--cache-root", str(cache),
@@ -123,6 +124,19 @@ def test_user_errors_exit_2_with_one_line(cache, tmp_path, extra, fragment):
     lines = [l for l in res.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in res.stderr
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+
+
+def test_yaml_config_with_flag_overrides(cache, tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(f"dataset: synth\nmodalities: [I, T]\nloss: pcmr\nepochs: 9\nbatch_size: 32\n"
+                    f"cache_root: {cache}\nruns_root: {tmp_path / 'runs'}\nname: fromyaml\n")
+    res = CliRunner().invoke(app, ["train", "--config", str(path), "--epochs", "1", "--loss", "pcmc"])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((tmp_path / "runs" / "fromyaml" / "config.json").read_text())["config"]
+    assert (cfg["epochs"], cfg["loss"], cfg["modalities"], cfg["batch_size"]) == (1, "pcmc", ["I", "T"], 32)
+    path.write_text("dataset: synth\nmodalities: [I, T]\nlearning_rate: 1\n")
+    res = CliRunner().invoke(app, ["train", "--config", str(path)], env={"COLUMNS": "400"})
+    assert res.exit_code == 2 and "unknown training setting(s) learning_rate" in res.stderr
 
 
 def test_missing_cache_names_extract_command(tmp_path):
