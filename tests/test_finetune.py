@@ -1,0 +1,234 @@
+"""Fine-tuning stage on synthetic CUB with the tiny CLIP towers: two learning rates, what moves and what
+stays bit-identical, the saved towers through the normal extract path, and resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # nothing in this file may download
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pcmpipe.backbones import create_backbone
+from pcmpipe.errors import UserError
+from pcmpipe.finetune import FinetuneConfig, finetune
+from pcmpipe.finetune_model import Coordinator, optimizer_groups, tower_sha256
+
+torch.set_num_threads(1)  # tiny models: one thread is fastest, and the machine is shared
+
+TINY = dict(image_backbone="clip-tiny-image", text_backbone="clip-tiny-text", weights_image="random:0",
+            weights_text="random:0")
+
+
+@pytest.fixture(scope="module")
+def cub(tmp_path_factory) -> Path:
+    from pcmpipe.datasets.synth import synth
+
+    root = tmp_path_factory.mktemp("cub")
+    synth("cub", root, images=2, seed=0)  # 150 train / 150 val / 100 test images
+    return root
+
+
+def _cfg(cub: Path, tmp: Path, **kw) -> FinetuneConfig:
+    settings = dict(dataset="cub", modalities="I,C", data_root=str(cub), cache_root=str(tmp / "cache"),
+                    runs_root=str(tmp / "runs"), unfreeze="image", batch_size=50, epochs=1, progress=False, **TINY)
+    settings.update(kw)
+    return FinetuneConfig.from_dict(settings)
+
+
+def _tiny_model(unfrozen: set[str]):
+    torch.manual_seed(0)
+    bbs = {"I": create_backbone("clip-tiny-image", "random:0"), "T": create_backbone("clip-tiny-text", "random:0")}
+    model = Coordinator(bbs, unfrozen, {"I": (32,), "T": (32,)}, dim=16, logit_scale_init=1 / 0.07,
+                        learnable_scale=True)
+    return bbs, model
+
+
+def test_optimizer_groups_apply_the_two_learning_rates():
+    from pcmpipe.losses import pcmc_loss
+
+    bbs, model = _tiny_model({"I", "T"})
+    opt = torch.optim.AdamW(optimizer_groups(model, head_lr=1e-4, backbone_lr=1e-6, weight_decay=0.2))
+    groups = {g["name"]: g for g in opt.param_groups}
+    assert {n: g["lr"] for n, g in groups.items()} == {"heads": 1e-4, "heads_no_decay": 1e-4, "backbone": 1e-6,
+                                                       "backbone_no_decay": 1e-6}
+    assert groups["heads"]["weight_decay"] == 0.2 and groups["backbone_no_decay"]["weight_decay"] == 0.0
+    # the image tower's own text half and both logit scales of the CLIP instances are not trained
+    trained = {id(p) for g in opt.param_groups for p in g["params"]}
+    image_clip = model.towers["I"]
+    assert not any(id(p) in trained for n, p in image_clip.named_parameters() if not n.startswith("visual."))
+    assert all(id(p) in trained for p in image_clip.visual.parameters())
+
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    pixels = torch.randn(6, 3, 64, 64)
+    tokens = bbs["T"].preprocess([f"a bird with {c} wings" for c in ("red", "blue", "green", "grey", "black", "white")])
+    loss = pcmc_loss(model({"I": pixels, "T": tokens}), None, logit_scale=model.log_scale.exp())
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    # AdamW's first step moves every parameter with a gradient by ~lr (m / sqrt(v) = +-1), plus lr * wd * p
+    steps = {n: (p.detach() - before[n]).abs() for n, p in model.named_parameters()}
+    head = torch.cat([steps[n].flatten() for n in steps if n.startswith("heads.") and steps[n].ndim >= 2])
+    tower = torch.cat([steps[n].flatten() for n in steps if n.startswith("towers.I.visual.") and steps[n].ndim >= 2])
+    text = torch.cat([steps[n].flatten() for n in steps if n.startswith("towers.T.transformer.")])
+    assert head.median().item() == pytest.approx(1e-4, rel=0.05)
+    assert tower.median().item() == pytest.approx(1e-6, rel=0.05)
+    assert text.median().item() == pytest.approx(1e-6, rel=0.05)
+    frozen = [n for n in steps if n.startswith("towers.I.") and not n.startswith("towers.I.visual.")]
+    assert frozen and all(torch.equal(model.get_parameter(n), before[n]) for n in frozen)
+
+
+def test_grad_checkpointing_gives_the_same_gradients():
+    bbs, model = _tiny_model({"I"})
+    x = torch.randn(3, 3, 64, 64)
+    grads = []
+    for on in (False, True):
+        model.zero_grad()
+        model.set_grad_checkpointing(on)
+        model({"I": x})["I"].square().sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.backbone_parameters()]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def test_config_validation(cub, tmp_path):
+    with pytest.raises(UserError, match="--data-root"):
+        _cfg(cub, tmp_path, data_root=None)
+    with pytest.raises(UserError, match="subset of image, text"):
+        _cfg(cub, tmp_path, unfreeze="audio")
+    with pytest.raises(UserError, match="needs modality T"):
+        _cfg(cub, tmp_path, unfreeze="text")
+    cfg = _cfg(cub, tmp_path, unfreeze="none")
+    assert cfg.unfreeze == [] and cfg.resolved().name.startswith("ft-cub-I+C-pcmc-frozen-s0-")
+    assert _cfg(cub, tmp_path).resolved().name != _cfg(cub, tmp_path, backbone_lr=2e-6).resolved().name
+
+
+def test_image_finetune_moves_the_image_tower_only_and_recaches(cub, tmp_path):
+    """I live and trained, C from the cache; the saved tower re-extracts through the normal extract path."""
+    from pcmpipe.extract import extract
+    from pcmpipe.runs import load_heads
+    from pcmpipe.samples import load_modality
+
+    cfg = _cfg(cub, tmp_path)
+    run = finetune(cfg)
+    assert (run / "test_metrics.json").is_file() and not (run / "checkpoint.pt").exists()
+    assert not (run / "text_backbone.safetensors").exists()
+    rec = json.loads((run / "config.json").read_text())
+    assert rec["caches"]["train"]["I"]["live"] and rec["caches"]["train"]["C"]["path"].endswith("cub/C/train")
+    history = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert history[0]["lr"]["backbone"] == pytest.approx(history[0]["lr"]["heads"] / 100)
+
+    init = create_backbone("clip-tiny-image", "random:0").model.state_dict()
+    tuned = load_file(str(run / "image_backbone.safetensors"))
+    assert set(tuned) == set(init)
+    moved = [k for k in init if k.startswith("visual.") and not torch.equal(init[k], tuned[k])]
+    assert len(moved) > 10
+    assert all(torch.equal(init[k], tuned[k]) for k in init if not k.startswith("visual."))  # text half untouched
+
+    # --weights-image <run>/image_backbone.safetensors: same tower, and the run's heads on those features
+    # reproduce the test embeddings the run stored
+    bb = create_backbone("clip-tiny-image", str(run / "image_backbone.safetensors"))
+    assert bb.meta["weights_sha256"] == tower_sha256(tuned, "image")
+    recache = tmp_path / "recache"
+    extract("cub", cub, modalities=["I"], splits=["test"], backbones={"image": "clip-tiny-image"},
+            weights={"image": str(run / "image_backbone.safetensors")}, device="cpu", cache_root=recache, workers=0,
+            progress=False)
+    ft = load_modality(recache, "cub", "I", "test")
+    emb = load_file(str(run / "embeddings" / "I.safetensors"))["embedding"]
+    ids = json.loads((run / "embeddings" / "I.json").read_text())["columns"]["id"]
+    heads, _ = load_heads(run)
+    row = {i: k for k, i in enumerate(ft.columns["id"])}
+    with torch.no_grad():
+        again = heads["I"](ft.features[[row[i] for i in ids]])
+    assert torch.allclose(again, emb, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_text_finetune_keeps_the_frozen_image_cache(cub, tmp_path):
+    """T live (EDA) and trained; I frozen: extracted once into the cache and never touched again."""
+    from pcmpipe.samples import load_modality
+
+    cfg = _cfg(cub, tmp_path, modalities="I,T,C", unfreeze="text", batch_size=100)
+    run = finetune(cfg)
+    tuned = load_file(str(run / "text_backbone.safetensors"))
+    init = create_backbone("clip-tiny-text", "random:0").model.state_dict()
+    assert any(not torch.equal(init[k], tuned[k]) for k in init if k.startswith("transformer."))
+    assert all(torch.equal(init[k], tuned[k]) for k in init if k.startswith("visual."))
+    assert not (run / "image_backbone.safetensors").exists()
+    # the frozen image cache is the frozen tower's: same fingerprint (weights checksum) as a fresh extraction
+    cached = load_modality(cfg.cache_root, "cub", "I", "val")
+    frozen = create_backbone("clip-tiny-image", "random:0")
+    rec = json.loads((run / "config.json").read_text())
+    assert rec["caches"]["val"]["I"]["fingerprint"] == cached.fingerprint
+    manifest = json.loads((Path(cached.directory) / "manifest.json").read_text())
+    assert manifest["meta"]["weights_sha256"] == frozen.meta["weights_sha256"]
+    # a second run reuses that cache as it is (no re-extraction: same shard files, same mtimes)
+    shards = {p: p.stat().st_mtime_ns for p in Path(cached.directory).glob("part-*")}
+    finetune(cfg.replace(seed=1))
+    assert {p: p.stat().st_mtime_ns for p in Path(cached.directory).glob("part-*")} == shards
+
+
+def _command(cub: Path, tmp: Path, name: str, epochs: int) -> list[str]:
+    return [sys.executable, "-m", "pcmpipe", "finetune", "--data-root", str(cub), "--modalities", "I,C",
+            "--unfreeze", "image", "--batch-size", "50", "--epochs", str(epochs), "--patience", "9",
+            "--cache-root", str(tmp / "cache"), "--name", name, "--image-backbone", "clip-tiny-image",
+            "--weights-image", "random:0", "--text-backbone", "clip-tiny-text", "--weights-text", "random:0"]
+
+
+def _losses(run: Path) -> list[float]:
+    return [json.loads(l)["loss"] for l in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_equals_uninterrupted(cub, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    runs = tmp_path / "cache" / "runs"
+    # the cache of C is extracted once by the first run; both runs then read it
+    done = subprocess.run(_command(cub, tmp_path, "straight", 3), env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    proc = subprocess.Popen(_command(cub, tmp_path, "killed", 3), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    ckpt = runs / ".tmp-killed" / "checkpoint.pt"
+    deadline = time.monotonic() + 300
+    try:
+        while not ckpt.is_file():  # the first epoch's checkpoint: kill during epoch 2
+            assert proc.poll() is None, "the run ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (runs / "killed").exists()
+
+    resumed = subprocess.run(_command(cub, tmp_path, "killed", 3), env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming killed after epoch" in resumed.stdout + resumed.stderr
+    straight, killed = runs / "straight", runs / "killed"
+    assert len(_losses(killed)) == 3 and _losses(killed) == _losses(straight)
+    a, b = load_file(str(straight / "image_backbone.safetensors")), load_file(str(killed / "image_backbone.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ta, tb = (json.loads((r / "test_metrics.json").read_text()) for r in (straight, killed))
+    assert ta["instance"] == tb["instance"]
+
+
+def test_cli_errors_are_one_line(cub, tmp_path):
+    from typer.testing import CliRunner
+
+    from pcmpipe.cli import app
+
+    for args, words in ((["--data-root", str(tmp_path / "nope")], "missing"),
+                        (["--data-root", str(cub), "--unfreeze", "text", "--modalities", "I,C"], "needs modality T"),
+                        (["--data-root", str(cub), "--backbone-lr", "0"], "--backbone-lr")):
+        out = CliRunner().invoke(app, ["finetune", *args, "--cache-root", str(tmp_path / "c")])
+        assert out.exit_code == 2 and words in out.output and "Traceback" not in out.output, out.output
