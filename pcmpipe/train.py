@@ -146,7 +146,10 @@ def train(cfg: TrainConfig, console: Console | None = None) -> Path:
     heads, log_scale = _build(cfg, shapes, device)
     # fused AdamW: one kernel over all parameters instead of a Python loop over ~25 tensors (3-4x faster steps
     # on CPU for heads this small; CPU support since torch 2.4).
-    opt = torch.optim.AdamW(param_groups(heads, [log_scale], cfg.weight_decay), lr=cfg.lr, fused=True)
+    try:
+        opt = torch.optim.AdamW(param_groups(heads, [log_scale], cfg.weight_decay), lr=cfg.lr, fused=True)
+    except (RuntimeError, TypeError):  # older torch: no fused kernel for this device
+        opt = torch.optim.AdamW(param_groups(heads, [log_scale], cfg.weight_decay), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_lambda(cfg.epochs * steps))
     gen = torch.Generator().manual_seed(cfg.seed)
     if cfg.compile:
@@ -181,10 +184,10 @@ def train(cfg: TrainConfig, console: Console | None = None) -> Path:
     try:
         _loop(cfg, train_d, val_d, heads, log_scale, opt, sched, gen, steps, state, tmp, reporter, fp)
     except UserError:
-        reporter.close()
         shutil.rmtree(tmp, ignore_errors=True)  # a diverged run is not worth resuming: leave nothing behind
         raise
-    reporter.close()
+    finally:
+        reporter.close()  # also on Ctrl-C, which keeps the temp dir for a resume
 
     # Best epoch -> test metrics, embeddings, heads; the completion marker last, then the rename.
     if state["best_heads"] is not None:
