@@ -152,3 +152,29 @@ def test_resume_in_process_skips_done_ids(tmp_path, monkeypatch):
     assert part.status == "resumed" and part.rows == 20 and part.new_rows == 20 - 6  # 3 batches of 2 were kept
     assert {p: v for p, v in _finished_shards(tmp_path / "c").items() if p in kept} == kept
     assert len(set(open_cache(directory).read()[0]["id"].tolist())) == 20
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_write_the_single_process_cache(tmp_path):
+    """`torchrun --nproc_per_node 2 -m pcmpipe extract`: each rank encodes its part into its own shards, rank 0
+    merges; the result has the fingerprint, ids and features of a one-process run."""
+    root = tmp_path / "flickr8k"
+    synth("flickr8k", root, images=6, seed=5)
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    extract("flickr8k", root, backbones=TINY, weights=RANDOM, cache_root=single, workers=0, batch_size=2,
+            rows_per_shard=ROWS_PER_SHARD, progress=False)
+    cmd = _command(root, multi)
+    cmd[1:3] = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "pcmpipe"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "COLUMNS": "120"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("extract flickr8k") == 1  # only rank 0 prints the summary
+    for m, s in PARTS:
+        directory = cache_dir(multi, "flickr8k", m, s)
+        assert {p.name[:8] for p in directory.glob("part-*")} <= {"part-r00"}  # rank-prefixed shards only
+        want, got = open_cache(cache_dir(single, "flickr8k", m, s)), open_cache(directory)
+        assert got.fingerprint == want.fingerprint
+        (wc, wf), (gc, gf) = want.read(), got.read()
+        w_order, g_order = np.argsort(wc["id"]), np.argsort(gc["id"])
+        assert gc["id"][g_order].tolist() == wc["id"][w_order].tolist()
+        np.testing.assert_allclose(gf["features"][g_order], wf["features"][w_order], atol=1e-5, rtol=0)
