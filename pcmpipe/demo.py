@@ -26,7 +26,8 @@ from pcmpipe.errors import UserError
 TINY_BACKBONES = {"image": "clip-tiny-image", "text": "clip-tiny-text", "audio": "hubert-tiny"}
 RANDOM_WEIGHTS = {"image": "random:0", "text": "random:0", "audio": "random:0"}
 # images: Flickr8k images in all (split 4:1:1) / CUB images per class (200 classes)
-SIZES = {"full": {"flickr8k": 180, "cub": 3, "epochs": 30}, "fast": {"flickr8k": 60, "cub": 2, "epochs": 8}}
+SIZES = {"full": {"flickr8k": 240, "cub": 3, "epochs": {"flickr8k": 30, "cub": 12}},
+         "fast": {"flickr8k": 60, "cub": 2, "epochs": {"flickr8k": 6, "cub": 4}}}
 FLICKR_DIRS = ["I->T", "T->I", "I->S", "S->I", "T->S", "S->T"]
 CUB_DIRS = ["I->T", "T->I", "I->C", "C->I", "I->A", "A->I", "T->C", "C->T", "T->A", "A->T", "C->A", "A->C"]
 CUB_BLOCKS = {"{}->T": ["I", "I+A", "I+C", "I+A+C"], "{}->I": ["T", "T+A", "T+C", "T+A+C"],
@@ -42,14 +43,15 @@ def demo_pipeline(data_root: Path, cache_root: Path, fast: bool = False) -> dict
         return {"root": str(data_root / ds), "modalities": mods, "backbones": dict(TINY_BACKBONES),
                 "weights": dict(RANDOM_WEIGHTS), "synthetic": True, "extract": {"workers": 0, "batch_size": 64}}
 
-    flickr = {"dataset": "flickr8k", "modalities": ["I", "T", "S"], "batch_size": 80}
-    cub = {"dataset": "cub", "modalities": ["I", "T", "A", "C"], "batch_size": 128, "match": "class"}
+    flickr = {"dataset": "flickr8k", "modalities": ["I", "T", "S"], "batch_size": 80, "epochs": size["epochs"]["flickr8k"]}
+    cub = {"dataset": "cub", "modalities": ["I", "T", "A", "C"], "batch_size": 128, "match": "class",
+           "epochs": size["epochs"]["cub"]}
     return {
         "name": "demo",
         "title": "Demo: synthetic Flickr8k and CUB, random-weight tiny backbones (not a reproduction)",
         "data": {"flickr8k": data("flickr8k", ["I", "T", "S"]), "cub": data("cub", ["I", "T", "A", "C", "P"])},
         # the paper's recipe except: a short schedule and a larger learning rate for the small synthetic sets
-        "defaults": {"epochs": size["epochs"], "patience": 6, "lr": 1e-3, "weight_decay": 0.2, "seed": 0,
+        "defaults": {"patience": 6, "lr": 1e-3, "weight_decay": 0.2, "seed": 0,
                      "progress": False, "cache_root": str(cache_root), "runs_root": str(cache_root / "runs")},
         "runs": {
             "demo-flickr8k-pcmc-ITS": {**flickr, "loss": "pcmc"},
