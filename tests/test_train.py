@@ -194,3 +194,16 @@ def test_chance_matches_closed_form_and_random_rankings(cache):
     draws = [torch.rand(pos.shape, generator=g) for _ in range(300)]
     assert abs(100 * np.mean([recall_at_k(s, pos, 5) for s in draws]) - ch["I->T"]["r@5"]) < 1.0
     assert abs(100 * np.mean([r_precision(s, pos) for s in draws]) - ch["I->T"]["R-P"]) < 0.5
+
+
+def test_hdf5_and_parquet_caches_load_identically(tmp_path):
+    small = {"train": 12, "val": 4, "test": 4}
+    write_synthetic_cache(tmp_path / "pq", images=small, fmt="parquet")
+    write_synthetic_cache(tmp_path / "h5", images=small, fmt="hdf5")
+    a = load_split(tmp_path / "pq", "synth", ["I", "T", "S"], "train")
+    b = load_split(tmp_path / "h5", "synth", ["I", "T", "S"], "train")
+    for m in "ITS":
+        assert torch.equal(a.modalities[m].features, b.modalities[m].features)
+        assert a.modalities[m].features.is_contiguous() and a.modalities[m].features.dtype == torch.float32
+        assert all((a.modalities[m].columns[c] == b.modalities[m].columns[c]).all() for c in a.modalities[m].columns)
+        assert torch.equal(a.idx[m], b.idx[m]) and torch.equal(a.present[m], b.present[m])
