@@ -207,3 +207,24 @@ def test_hdf5_and_parquet_caches_load_identically(tmp_path):
         assert a.modalities[m].features.is_contiguous() and a.modalities[m].features.dtype == torch.float32
         assert all((a.modalities[m].columns[c] == b.modalities[m].columns[c]).all() for c in a.modalities[m].columns)
         assert torch.equal(a.idx[m], b.idx[m]) and torch.equal(a.present[m], b.present[m])
+
+
+def test_captions_missing_from_one_base_modality_still_form_samples(tmp_path):
+    from pcmpipe.samples import join
+
+    ids = [f"img{i}#0" for i in range(6)]
+    links = {"image_id": [f"img{i}" for i in range(6)]}
+    write_modality(tmp_path, "d", "I", "train", key="image_id", links={}, ids=links["image_id"],
+                   features=np.arange(6, dtype=np.float32)[:, None] * np.ones((1, 2)))
+    # written captions lack img4 and img5, spoken ones lack img0: both are keyed by caption_id
+    write_modality(tmp_path, "d", "T", "train", key="caption_id", links={"image_id": links["image_id"][:4]},
+                   ids=ids[:4], features=np.zeros((4, 3)))
+    write_modality(tmp_path, "d", "S", "train", key="caption_id", links={"image_id": links["image_id"][1:]},
+                   ids=ids[1:], features=np.ones((5, 2, 3)))
+    d = join("train", {m: load_modality(tmp_path, "d", m, "train") for m in "ITS"})
+    assert d.base == ["T", "S"] and len(d) == 6
+    assert d.present["T"].tolist() == [True, True, True, True, False, False]
+    assert d.present["S"].tolist() == [False, True, True, True, True, True]
+    assert d.present["I"].all()
+    i_rows = d.modalities["I"].features[d.idx["I"], 0]
+    assert i_rows.tolist() == [0, 1, 2, 3, 4, 5]  # every sample finds its image, S-only ones included
