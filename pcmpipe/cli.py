@@ -227,6 +227,7 @@ def train_cmd(
     name: Optional[str] = typer.Option(None, "--name", help="run name (default derived from the config)"),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of settings; flags override it"),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for training (default: torch's choice)"),
 ) -> None:
     """Train PCMC/PCMR projection heads on cached features; resumes an interrupted run of the same config."""
     with _guard():
@@ -237,7 +238,7 @@ def train_cmd(
                      split_val=split_val, split_test=split_test, epochs=epochs, patience=patience,
                      batch_size=batch_size, lr=lr, weight_decay=weight_decay, rho=rho, threshold=threshold,
                      logit_scale=logit_scale, seed=seed, match=match, cache_root=cache_root, runs_root=runs_root,
-                     name=name, device=device)
+                     name=name, device=device, threads=threads)
         settings = read_yaml(config) if config is not None else {}
         settings.update({k: v for k, v in flags.items() if v is not None})
         if cache_root is not None and "runs_root" not in settings:

@@ -35,7 +35,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 # Fields that do not change the numbers a run produces; left out of the fingerprint so that renaming a
 # run or moving where runs are written does not make a finished run look different.
-_NOT_FINGERPRINTED = ("name", "runs_root", "num_workers", "progress")
+_NOT_FINGERPRINTED = ("name", "runs_root", "num_workers", "progress", "threads")
 
 
 @dataclass
@@ -69,6 +69,7 @@ class TrainConfig:
     eval_batch: int = 4096  # rows per forward pass when embedding a whole split
     compile: bool = False  # torch.compile the heads (off: the heads are tiny, compile time dominates)
     progress: bool = True  # rich progress bar on a terminal
+    threads: Optional[int] = None  # CPU intra-op threads while training (None: torch's default)
 
     # ---- construction ----
     @classmethod
@@ -131,6 +132,8 @@ class TrainConfig:
             raise UserError("the logit scale init must be in (0, logit_scale_max]")
         if self.epochs < 1 or self.patience < 1 or self.dim < 1 or self.eval_batch < 1:
             raise UserError("--epochs, patience, dim and eval_batch must be >= 1")
+        if self.threads is not None and self.threads < 1:
+            raise UserError(f"--threads must be >= 1, got {self.threads}")
         if self.batch_size is not None and self.batch_size < 2:
             raise UserError(f"--batch-size must be >= 2 (contrastive batches need negatives), got {self.batch_size}")
         if self.name is not None and not NAME_RE.match(self.name):

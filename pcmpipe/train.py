@@ -119,7 +119,17 @@ def _record_config(cfg: TrainConfig, fp: str, train: SplitData, val: SplitData, 
 
 def train(cfg: TrainConfig, console: Console | None = None) -> Path:
     """Train heads for `cfg`, write the run directory, return its path (see module docstring)."""
-    console = console or Console()
+    before = torch.get_num_threads()
+    if cfg.threads:
+        # Tiny matmuls: on a busy CPU one or two threads beat many spinning ones (docs/training.md, Speed).
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _train(cfg, console or Console())
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(cfg: TrainConfig, console: Console) -> Path:
     cfg = cfg.resolved()
     fp = config_fingerprint(cfg)
     final, tmp = runs.final_dir(cfg.runs_root, cfg.name), runs.temp_dir(cfg.runs_root, cfg.name)

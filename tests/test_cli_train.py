@@ -17,7 +17,7 @@ from pcmpipe.cli import app
 from synthetic_cache import write_synthetic_cache
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
-FAST = ["--dataset", "synth", "--modalities", "I,T,S", "--batch-size", "32", "--lr", "2e-3"]
+FAST = ["--dataset", "synth", "--modalities", "I,T,S", "--batch-size", "32", "--lr", "2e-3", "--threads", "1"]
 
 
 @pytest.fixture(autouse=True)
