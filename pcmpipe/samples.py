@@ -113,7 +113,7 @@ def load_modality(cache_root: str | Path, dataset: str, modality: str, split: st
     at = 0
     for cols, feats in reader.iter_batches(READ_ROWS, [name]):
         k = len(cols["id"])
-        features[at : at + k] = torch.from_numpy(np.asarray(feats[name]))
+        features[at : at + k].numpy()[...] = feats[name]  # numpy casts float16/int/bool; read-only input is fine
         for c, v in cols.items():
             parts.setdefault(c, []).append(np.asarray(v).astype(str))
         at += k

@@ -228,3 +228,16 @@ def test_captions_missing_from_one_base_modality_still_form_samples(tmp_path):
     assert d.present["I"].all()
     i_rows = d.modalities["I"].features[d.idx["I"], 0]
     assert i_rows.tolist() == [0, 1, 2, 3, 4, 5]  # every sample finds its image, S-only ones included
+
+
+def test_float16_cache_becomes_float32_block(tmp_path):
+    from pcmpipe.cache import ShardWriter, cache_dir
+
+    x = np.random.default_rng(0).standard_normal((10, 2, 3)).astype(np.float16)
+    with ShardWriter(cache_dir(tmp_path, "d", "S", "train"), features={"feat": ((2, 3), "float16")},
+                     key="caption_id", links=[], meta={}, rows_per_shard=4) as w:
+        w.add([f"c{i}" for i in range(10)], {}, {"feat": x})
+    d = load_modality(tmp_path, "d", "S", "train")
+    assert d.features.dtype == torch.float32 and d.features.is_contiguous()
+    assert torch.equal(d.features, torch.from_numpy(x.astype(np.float32)))
+    assert list(d.columns["id"]) == [f"c{i}" for i in range(10)]
