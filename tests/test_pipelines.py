@@ -98,7 +98,7 @@ def _synthetic_pipeline(cache: Path) -> dict:
     return {
         "name": "synthcheck", "title": "synthetic check",
         "data": {"synth": {"root": str(cache / "raw-not-needed"), "modalities": ["I", "T", "S", "C"], "synthetic": True}},
-        "defaults": {"dataset": "synth", "epochs": 3, "patience": 3, "batch_size": 32, "lr": 1e-3, "progress": False},
+        "defaults": {"dataset": "synth", "epochs": 2, "patience": 2, "batch_size": 32, "lr": 1e-3, "progress": False},
         "runs": {"s-pcmc": {"loss": "pcmc", "modalities": ["I", "T", "S"]},
                  "s-pcmr": {"loss": "pcmr", "modalities": ["I", "T", "S", "C"], "match": "class"}},
         "evaluations": [{"kind": "enrichment", "run": "s-pcmr", "blocks": {"{}->I": ["T", "T+C"], "T->{}": ["I", "I+C"]}}],
@@ -111,7 +111,7 @@ def _synthetic_pipeline(cache: Path) -> dict:
 
 def test_run_trains_what_is_missing_then_reuses_everything(tmp_path):
     cache = tmp_path / "cache"
-    write_synthetic_cache(cache, "synth", with_class_modality=True)
+    write_synthetic_cache(cache, "synth", with_class_modality=True, images={"train": 64, "val": 16, "test": 16})
     p = pipeline_from_dict(_synthetic_pipeline(cache), cache_root=str(cache))
     plan = make_plan(p)
     assert [(s.kind, s.status) for s in plan] == [("extract", "cached"), ("train", "missing"), ("train", "missing"),
