@@ -83,8 +83,8 @@ class LiveInputs(torch.utils.data.Dataset):
     """Raw inputs of the live modalities for one split: item = sample index -> (sample, {m: tensor | str})."""
 
     def __init__(self, records: dict[str, list[Record]], kinds: dict[str, str], idx: dict[str, torch.Tensor],
-                 image_transform: Callable, augment: bool, eda: EDA | None, seed: int) -> None:
-        self.records, self.kinds = records, kinds
+                 image_transform: Callable, augment: bool, eda: EDA | None, seed: int, size: int) -> None:
+        self.records, self.kinds, self.size = records, kinds, size
         self.idx = {m: idx[m].cpu() for m in records}
         self.seeded = SeededImageTransform(image_transform) if augment else None
         self.plain = image_transform
@@ -92,7 +92,7 @@ class LiveInputs(torch.utils.data.Dataset):
         self.seed, self.epoch = seed, 0
 
     def __len__(self) -> int:
-        return int(next(iter(self.idx.values())).shape[0])
+        return self.size
 
     def __getitem__(self, sample: int):
         from PIL import Image

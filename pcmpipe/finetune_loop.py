@@ -43,7 +43,7 @@ def run_epochs(cfg, fp, model: Coordinator, live, splits, opt, sched, scaler, am
     transforms = {m: live_transform(bb, cfg.augment) for m, bb in live.items() if bb.modality_kind == "image"}
     image_tf = next(iter(transforms.values()), None)
     inputs_ds = LiveInputs(train_recs, {m: bb.modality_kind for m, bb in live.items()}, train_d.idx, image_tf,
-                           cfg.augment, EDA(alpha=cfg.eda_alpha), cfg.seed)
+                           cfg.augment, EDA(alpha=cfg.eda_alpha), cfg.seed, len(train_d))
     tokenizers = {m: bb.preprocess for m, bb in live.items() if bb.modality_kind == "text"}
     n, bs = len(train_d), cfg.batch_size
     max_log = math.log(cfg.logit_scale_max)
@@ -55,6 +55,7 @@ def run_epochs(cfg, fp, model: Coordinator, live, splits, opt, sched, scaler, am
         inputs_ds.epoch = epoch
         loader = live_loader(inputs_ds, order.tolist(), cfg.num_workers, device.type == "cuda")
         losses = torch.zeros(steps)
+        lr_start = {g.get("name", str(i)): g["lr"] for i, g in enumerate(opt.param_groups)}
         for s, (samples, raw) in enumerate(loader):
             samples = samples.to(device)
             inputs, present = {}, {}
@@ -96,7 +97,7 @@ def run_epochs(cfg, fp, model: Coordinator, live, splits, opt, sched, scaler, am
                               model.kinds[m], cfg.name)
         else:
             state["bad_epochs"] += 1
-        rec = {"epoch": epoch, "loss": float(losses.mean()),
+        rec = {"epoch": epoch, "loss": float(losses.mean()), "lr_start": lr_start,
                "lr": {g.get("name", str(i)): g["lr"] for i, g in enumerate(opt.param_groups)},
                "logit_scale": float(model.log_scale.detach().exp()), "val_mean_r@1": val_r1, "best": improved, "val": val,
                "train_time_s": train_time, "time_s": time.perf_counter() - t0}

@@ -124,7 +124,8 @@ def test_image_finetune_moves_the_image_tower_only_and_recaches(cub, tmp_path):
     rec = json.loads((run / "config.json").read_text())
     assert rec["caches"]["train"]["I"]["live"] and rec["caches"]["train"]["C"]["path"].endswith("cub/C/train")
     history = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
-    assert history[0]["lr"]["backbone"] == pytest.approx(history[0]["lr"]["heads"] / 100)
+    assert history[0]["lr_start"] == {"heads": 1e-4, "heads_no_decay": 1e-4, "backbone": 1e-6,
+                                      "backbone_no_decay": 1e-6}
 
     init = create_backbone("clip-tiny-image", "random:0").model.state_dict()
     tuned = load_file(str(run / "image_backbone.safetensors"))
@@ -232,3 +233,9 @@ def test_cli_errors_are_one_line(cub, tmp_path):
                         (["--data-root", str(cub), "--backbone-lr", "0"], "--backbone-lr")):
         out = CliRunner().invoke(app, ["finetune", *args, "--cache-root", str(tmp_path / "c")])
         assert out.exit_code == 2 and words in out.output and "Traceback" not in out.output, out.output
+
+
+def test_all_frozen_trains_heads_only(cub, tmp_path):
+    run = finetune(_cfg(cub, tmp_path, unfreeze="none", modalities="A,C"))
+    assert (run / "test_metrics.json").is_file() and not list(run.glob("*_backbone.safetensors"))
+    assert json.loads((run / "metrics.jsonl").read_text().splitlines()[0])["lr_start"] == {"heads": 1e-4, "heads_no_decay": 1e-4}
