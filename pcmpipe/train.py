@@ -139,6 +139,7 @@ def _train(cfg: TrainConfig, console: Console) -> Path:
             return final
         raise UserError(f"run directory {final} exists with another config; pass another --name or delete it")
     if runs.is_complete(tmp):  # killed between the completion marker and the rename
+        (tmp / runs.CHECKPOINT).unlink(missing_ok=True)
         os.replace(tmp, final)
         return final
 
@@ -180,6 +181,8 @@ def _train(cfg: TrainConfig, console: Console) -> Path:
         gen.set_state(ckpt["generator"])
         torch.set_rng_state(ckpt["torch_rng"])
         state = ckpt["state"]
+        for stray in tmp.rglob(".*.tmp"):  # a write cut short by the kill; it is redone from the checkpoint
+            stray.unlink()
         runs.write_metrics(tmp, state["history"])
         console.print(f"resuming {cfg.name} after epoch {state['epoch']}", highlight=False, soft_wrap=True)
     else:
@@ -206,9 +209,10 @@ def _train(cfg: TrainConfig, console: Console) -> Path:
     runs.save_heads(tmp / "heads.safetensors", heads.state_dict(), shapes, cfg.dim, state["best_scale"])
     for m, d in test_d.modalities.items():
         runs.save_embeddings(tmp, m, emb[m], d.key, d.columns)
-    (tmp / runs.CHECKPOINT).unlink(missing_ok=True)
     runs.write_json(tmp / runs.COMPLETE_MARKER, {"epoch": state["best_epoch"], "match": cfg.match,
                                                  "val_mean_r@1": state["best"], **metrics})
+    # The checkpoint goes only after the marker: a kill before this point resumes, one after it just renames.
+    (tmp / runs.CHECKPOINT).unlink(missing_ok=True)
     os.replace(tmp, final)
     reporter.log(f"done: {final} (best epoch {state['best_epoch']}, test mean r@1 "
                  f"{mean_r1(metrics[cfg.match]):.2f} vs untrained "

@@ -241,3 +241,31 @@ def test_float16_cache_becomes_float32_block(tmp_path):
     assert d.features.dtype == torch.float32 and d.features.is_contiguous()
     assert torch.equal(d.features, torch.from_numpy(x.astype(np.float32)))
     assert list(d.columns["id"]) == [f"c{i}" for i in range(10)]
+
+
+def test_resume_from_a_kill_in_the_final_phase(cache, tmp_path, monkeypatch):
+    """Interrupted after the last checkpoint while writing results: the rerun redoes only the final phase.
+
+    The interruption is injected at a fixed point (writing embeddings) so the test is deterministic; the
+    SIGKILL of a real process mid-training is tested in test_cli_train.py.
+    """
+    reference = runs.read_json(train(_cfg(cache, tmp_path, epochs=2, name="late")) / "test_metrics.json")
+    cfg = _cfg(cache, tmp_path, epochs=2, name="late2")
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(args[1])
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(runs, "save_embeddings", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg)
+    tmp = tmp_path / "runs" / ".tmp-late2"
+    assert len(calls) == 1 and (tmp / runs.CHECKPOINT).exists() and not (tmp / "test_metrics.json").exists()
+    (tmp / "embeddings").mkdir(exist_ok=True)
+    (tmp / "embeddings" / ".I.safetensors.tmp").write_bytes(b"partial")  # a write cut short
+    run = train(cfg)
+    assert runs.read_json(run / "test_metrics.json") == reference
+    assert not list(run.rglob(".*.tmp")) and not (run / runs.CHECKPOINT).exists()
+    assert len(runs.read_metrics(run)) == 2
