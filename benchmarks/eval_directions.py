@@ -29,8 +29,8 @@ def flickr_test(images: int, per_image: int, dim: int, seed: int = 0):
     cap_ids = np.array([f"{i}#{j}" for i in img_ids for j in range(per_image)])
     cap_img = np.repeat(img_ids, per_image)
     i_emb = torch.randn(images, dim, generator=g)
-    t_emb = i_emb.repeat_interleave(per_image, 0) + 1.5 * torch.randn(len(cap_ids), dim, generator=g)
-    s_emb = t_emb + 1.5 * torch.randn(len(cap_ids), dim, generator=g)
+    t_emb = i_emb.repeat_interleave(per_image, 0) + 3.5 * torch.randn(len(cap_ids), dim, generator=g)
+    s_emb = t_emb + 3.5 * torch.randn(len(cap_ids), dim, generator=g)
     emb = {"I": i_emb, "T": t_emb, "S": s_emb}
     cols = {"I": {"id": img_ids, "image_id": img_ids},
             "T": {"id": cap_ids, "caption_id": cap_ids, "image_id": cap_img},

@@ -52,7 +52,7 @@ def write_cache(root: Path, images: int, captions_per_image: int, seed: int = 0)
             key, links = ("image_id", []) if m == "I" else ("caption_id", ["image_id"])
             with ShardWriter(cache_dir(root, DATASET, m, split), features={"feat": (shape, "float32")}, key=key,
                              links=links, meta={"backbone": "random", "dataset": DATASET, "split": split},
-                             rows_per_shard=8192) as w:
+                             rows_per_shard=4096) as w:  # ShardWriter and extract default
                 for s in range(0, len(rows), 4096):
                     ids = rows[s : s + 4096]
                     x = rng.standard_normal((len(ids), *shape), dtype=np.float32)

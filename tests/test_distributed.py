@@ -315,6 +315,42 @@ def _read_sorted(directory: Path) -> tuple[dict, np.ndarray]:
     return {c: np.asarray(v)[order] for c, v in cols.items()}, feats["features"][order]
 
 
+@pytest.mark.slow
+def test_extract_under_torchrun_resumes_killed_rank_and_equals_single_process(tmp_path: Path) -> None:
+    """2 ranks (gloo): disjoint parts, per-rank shards, merged manifest; rank 1 SIGKILLed mid-way and the
+    job rerun resumes its part (its finished shards kept byte for byte); same ids and features as 1 process."""
+    from pcmpipe.cache import cache_dir
+    from pcmpipe.cache_io import sha256_file
+    from pcmpipe.datasets.synth import synth
+
+    data, single, multi = tmp_path / "data", tmp_path / "single", tmp_path / "multi"
+    synth("flickr8k", data, images=12)
+    torch.set_num_threads(1)
+    _extract(data, single)
+
+    killed = _run_torchrun("extract", multi, 2, str(data), "2", check=False)
+    assert killed.returncode != 0
+    first = cache_dir(multi, "flickr8k", EXTRACT_MODALITIES[0], "train")
+    rank1 = json.loads((first / "manifest.r001.json").read_text())
+    assert not rank1["complete"] and len(rank1["shards"]) == 2 and not (first / "manifest.json").exists()
+    kept = {s["file"]: sha256_file(first / s["file"]) for s in rank1["shards"]}
+
+    _run_torchrun("extract", multi, 2, str(data), "0")
+    assert {f: sha256_file(first / f) for f in kept} == kept
+    for m in EXTRACT_MODALITIES:
+        d_single, d_multi = cache_dir(single, "flickr8k", m, "train"), cache_dir(multi, "flickr8k", m, "train")
+        merged = json.loads((d_multi / "manifest.json").read_text())
+        files = [s["file"] for s in merged["shards"]]
+        assert merged["complete"] and {f.split("-")[1] for f in files} == {"r000", "r001"}, files
+        cols_a, feats_a = _read_sorted(d_single)
+        cols_b, feats_b = _read_sorted(d_multi)
+        assert cols_a.keys() == cols_b.keys() and len(cols_a["id"]) > 0
+        for c in cols_a:
+            assert list(cols_a[c]) == list(cols_b[c]), c
+        np.testing.assert_allclose(feats_b, feats_a, rtol=1e-5, atol=1e-5, err_msg=m)
+        assert merged["fingerprint"] == json.loads((d_single / "manifest.json").read_text())["fingerprint"]
+
+
 def test_training_steps_on_two_ranks_follow_one_process(tmp_path: Path) -> None:
     """3 AdamW steps of PCMC + PCMR: 2 ranks (local_rows, gather_features, average_gradients) end with the
     single process's losses and parameters."""
