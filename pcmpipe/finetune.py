@@ -145,6 +145,7 @@ def finetune(cfg: FinetuneConfig, console: Console | None = None) -> Path:
             return final
         raise UserError(f"run directory {final} exists with another config; pass another --name or delete it")
     if runs.is_complete(tmp):  # killed between the completion marker and the rename
+        (tmp / runs.CHECKPOINT).unlink(missing_ok=True)
         os.replace(tmp, final)
         return final
 
@@ -177,19 +178,7 @@ def finetune(cfg: FinetuneConfig, console: Console | None = None) -> Path:
     if ckpt is not None:
         if ckpt["fingerprint"] != fp:
             raise UserError(f"{tmp} holds an interrupted run of another config; delete it or pass another --name")
-        model.heads.load_state_dict(ckpt["heads"])
-        for m, tower_state in ckpt["towers"].items():
-            missing, unexpected = model.towers[m].load_state_dict(tower_state, strict=False)
-            if unexpected or any(p.requires_grad for k, p in model.towers[m].named_parameters() if k in missing):
-                raise UserError(f"checkpoint in {tmp} does not fit the {m} backbone; delete {tmp} to start over")
-        with torch.no_grad():
-            model.log_scale.copy_(ckpt["log_scale"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        gen.set_state(ckpt["generator"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        state = ckpt["state"]
+        state = _restore(ckpt, model, opt, sched, scaler, gen, tmp)
         runs.write_metrics(tmp, state["history"])
         console.print(f"resuming {cfg.name} after epoch {state['epoch']}", highlight=False)
     else:
@@ -211,6 +200,23 @@ def finetune(cfg: FinetuneConfig, console: Console | None = None) -> Path:
     return _finish(cfg, model, live, splits, state, tmp, final, shapes, console, device)
 
 
+def _restore(ckpt: dict, model: Coordinator, opt, sched, scaler, gen, tmp: Path) -> dict:
+    """Load a checkpoint's heads, trainable tower tensors, optimizer, scheduler, scaler and RNGs -> run state."""
+    model.heads.load_state_dict(ckpt["heads"])
+    for m, tower_state in ckpt["towers"].items():
+        missing, unexpected = model.towers[m].load_state_dict(tower_state, strict=False)
+        if unexpected or any(p.requires_grad for k, p in model.towers[m].named_parameters() if k in missing):
+            raise UserError(f"checkpoint in {tmp} does not fit the {m} backbone; delete {tmp} to start over")
+    with torch.no_grad():
+        model.log_scale.copy_(ckpt["log_scale"])
+    opt.load_state_dict(ckpt["optimizer"])
+    sched.load_state_dict(ckpt["scheduler"])
+    scaler.load_state_dict(ckpt["scaler"])
+    gen.set_state(ckpt["generator"])
+    torch.set_rng_state(ckpt["torch_rng"])
+    return ckpt["state"]
+
+
 def _finish(cfg, model, live, splits, state, tmp, final, shapes, console, device) -> Path:
     """Best epoch -> test metrics, embeddings, heads, backbones; the completion marker last, then the rename."""
     from pcmpipe.finetune_data import eval_modalities
@@ -228,9 +234,10 @@ def _finish(cfg, model, live, splits, state, tmp, final, shapes, console, device
     for m, d in mods.items():
         runs.save_embeddings(tmp, m, emb[m], d.key, d.columns)
     _save_best_backbones(cfg, model, live, tmp)
-    (tmp / runs.CHECKPOINT).unlink(missing_ok=True)
     runs.write_json(tmp / runs.COMPLETE_MARKER, {"epoch": state["best_epoch"], "match": cfg.match,
                                                  "val_mean_r@1": state["best"], **metrics})
+    # the checkpoint goes only after the marker: a kill in between still resumes, never restarts
+    (tmp / runs.CHECKPOINT).unlink(missing_ok=True)
     os.replace(tmp, final)
     console.print(f"done: {final} (best epoch {state['best_epoch']}, test mean r@1 {mean_r1(metrics[cfg.match]):.2f})",
                   highlight=False)

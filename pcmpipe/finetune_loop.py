@@ -18,7 +18,7 @@ import torch
 from pcmpipe import runs
 from pcmpipe.errors import UserError
 from pcmpipe.finetune_data import LiveInputs, eval_modalities, live_loader, live_transform
-from pcmpipe.finetune_model import Coordinator, save_backbone, _trainable_part
+from pcmpipe.finetune_model import Coordinator, save_backbone, in_tower
 from pcmpipe.train_eval import embed_rows, mean_r1, score
 
 
@@ -103,7 +103,7 @@ def run_epochs(cfg, fp, model: Coordinator, live, splits, opt, sched, scaler, am
                "train_time_s": train_time, "time_s": time.perf_counter() - t0}
         state["history"].append(rec)
         state["epoch"] = epoch
-        towers = {m: {k: v.detach().cpu() for k, v in t.state_dict().items() if _trainable_part(model.kinds[m], k)}
+        towers = {m: {k: v.detach().cpu() for k, v in t.state_dict().items() if in_tower(model.kinds[m], k)}
                   for m, t in model.towers.items()}
         runs.save_checkpoint(tmp, {"fingerprint": fp, "heads": model.heads.state_dict(), "towers": towers,
                                    "log_scale": model.log_scale.detach(), "optimizer": opt.state_dict(),

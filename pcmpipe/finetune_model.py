@@ -32,7 +32,7 @@ from pcmpipe.train import param_groups
 UNFREEZABLE = {"image": "I", "text": "T"}
 
 
-def _trainable_part(kind: str, name: str) -> bool:
+def in_tower(kind: str, name: str) -> bool:
     """Is CLIP parameter `name` part of the `kind` tower? (the logit scale/bias belong to neither)."""
     if name in ("logit_scale", "logit_bias"):
         return False
@@ -51,7 +51,7 @@ class Coordinator(nn.Module):
             if self.kinds[m] not in UNFREEZABLE:
                 raise ValueError(f"cannot fine-tune a {self.kinds[m]} backbone")
             for name, p in tower.named_parameters():
-                p.requires_grad_(_trainable_part(self.kinds[m], name))
+                p.requires_grad_(in_tower(self.kinds[m], name))
         self.heads = build_heads(shapes, dim=dim)
         self.log_scale = nn.Parameter(torch.tensor(math.log(logit_scale_init)), requires_grad=learnable_scale)
 
@@ -100,7 +100,7 @@ def tower_sha256(state: dict[str, torch.Tensor], kind: str) -> str:
     image -> sha of `visual.state_dict()`, text -> sha of the CLIP state without visual.* and the logit scale."""
     if kind == "image":
         return state_sha256({k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")})
-    return state_sha256({k: v for k, v in state.items() if _trainable_part("text", k)})
+    return state_sha256({k: v for k, v in state.items() if in_tower("text", k)})
 
 
 def save_backbone(path: Path, state: dict[str, torch.Tensor], backbone: Backbone, kind: str, run_name: str) -> str:
