@@ -259,6 +259,7 @@ def clip_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow  # a torchrun launch: 10-40 s on 2 shared cores
 @pytest.mark.parametrize("config", ["grad-even", "grad-uneven"])
 def test_gather_with_grad_matches_single_process(clip_runs: Path, config: str) -> None:
     """2 ranks x 40 rows (or 45 + 35) == 1 process x 80 rows: same loss, same DDP-averaged grads, heads and
@@ -271,6 +272,7 @@ def test_gather_with_grad_matches_single_process(clip_runs: Path, config: str) -
             torch.testing.assert_close(got["grads"][name], g, atol=1e-10, rtol=1e-9, msg=name)
 
 
+@pytest.mark.slow  # a torchrun launch: 10-40 s on 2 shared cores
 def test_gather_without_grad_scales_head_grads_by_world(clip_runs: Path) -> None:
     """open_clip's default (no-grad gather): heads get dL/dtheta / W after DDP, the logit scale its full grad."""
     ref_loss, ref_grads = _single_process_clip()
@@ -288,6 +290,7 @@ def pcm_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow  # a torchrun launch: 10-40 s on 2 shared cores
 @pytest.mark.parametrize("config", list(PCM_CONFIGS))
 def test_pcmc_pcmr_two_ranks_match_one_process(pcm_runs: Path, config: str) -> None:
     """pcmpipe heads + PCMC + PCMR (masks, Eq. 7 target with cross-rank shared views): 2 x 40 == 1 x 80."""
@@ -351,6 +354,7 @@ def test_extract_under_torchrun_resumes_killed_rank_and_equals_single_process(tm
         assert merged["fingerprint"] == json.loads((d_single / "manifest.json").read_text())["fingerprint"]
 
 
+@pytest.mark.slow  # a torchrun launch: 10-40 s on 2 shared cores
 def test_training_steps_on_two_ranks_follow_one_process(tmp_path: Path) -> None:
     """3 AdamW steps of PCMC + PCMR: 2 ranks (local_rows, gather_features, average_gradients) end with the
     single process's losses and parameters."""
