@@ -31,7 +31,8 @@ def length_batches(lengths: Sequence[int], batch_size: int, max_padded: int | No
     current: list[int] = []
     for i in order.tolist():
         longest = int(lengths[i])  # ascending order: the newcomer is the longest of its batch
-        if current and (len(current) >= batch_size or (max_padded is not None and (len(current) + 1) * longest > max_padded)):
+        too_big = max_padded is not None and (len(current) + 1) * longest > max_padded
+        if current and (len(current) >= batch_size or too_big):
             batches.append(current)
             current = []
         current.append(i)

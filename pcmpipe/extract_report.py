@@ -54,7 +54,8 @@ class ExtractSummary:
         t = Table(title=f"extract {self.dataset} -> {self.cache_root} ({self.device})", box=box.SIMPLE_HEAD,
                   title_justify="left", pad_edge=False)
         audio = any(p.padding is not None for p in self.parts)
-        for name in ("mod", "split", "backbone", "status", "rows", "new", "skip", "items/s", "time") + (("pad",) * audio):
+        names = ("mod", "split", "backbone", "status", "rows", "new", "skip", "items/s", "time") + ("pad",) * audio
+        for name in names:
             t.add_column(name, justify="left" if name in ("mod", "split", "backbone", "status") else "right")
         for p in self.parts:
             cells = [p.modality, p.split, p.backbone, p.status, str(p.rows), str(p.new_rows),

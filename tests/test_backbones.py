@@ -199,7 +199,8 @@ def test_hubert_weights_errors(tmp_path):
         create_backbone("hubert-tiny", str(tmp_path))
     with pytest.raises(UserError, match="no published weights"):
         create_backbone("hubert-tiny")
-    if not (os.environ.get("HF_HOME") or os.path.isdir(os.path.expanduser("~/.cache/huggingface/hub/models--facebook--hubert-base-ls960"))):
+    downloaded = os.path.expanduser("~/.cache/huggingface/hub/models--facebook--hubert-base-ls960")
+    if not (os.environ.get("HF_HOME") or os.path.isdir(downloaded)):
         with pytest.raises(UserError, match="cannot load HuBERT weights"):
             create_backbone("hubert-base")  # offline and not downloaded: one clear line, no traceback
 

@@ -31,7 +31,8 @@ def _command(root: Path, cache_root: Path) -> list[str]:
     return [sys.executable, "-m", "pcmpipe", "extract", "--dataset", "flickr8k", "--root", str(root),
             "--cache-root", str(cache_root), "--modalities", "I,T,S", "--workers", "1", "--batch-size", "2",
             "--rows-per-shard", str(ROWS_PER_SHARD),
-            "--image-backbone", "clip-tiny-image", "--text-backbone", "clip-tiny-text", "--audio-backbone", "hubert-tiny",
+            "--image-backbone", "clip-tiny-image", "--text-backbone", "clip-tiny-text",
+            "--audio-backbone", "hubert-tiny",
             "--weights-image", "random:0", "--weights-text", "random:0", "--weights-audio", "random:0"]
 
 

@@ -12,6 +12,7 @@ Features are `encode_image` / `encode_text` outputs: [B, embed_dim] (512 for ViT
 from __future__ import annotations
 
 import copy
+import warnings
 
 import open_clip
 import torch
@@ -91,7 +92,9 @@ def _load_checkpoint(model: torch.nn.Module, path: str) -> None:
     except Exception as e:
         first = e
     try:
-        state = torch.jit.load(path, map_location="cpu").state_dict()
+        with warnings.catch_warnings():  # torch marks jit.load deprecated; it is the only reader of these files
+            warnings.simplefilter("ignore", FutureWarning)
+            state = torch.jit.load(path, map_location="cpu").state_dict()
     except Exception:
         msg = str(first).splitlines()[0] if str(first) else ""
         raise UserError(f"cannot load CLIP weights from {path} ({type(first).__name__}: {msg[:200]}); "
@@ -103,7 +106,8 @@ def _load_checkpoint(model: torch.nn.Module, path: str) -> None:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise UserError(f"checkpoint {path} does not fit this CLIP architecture ({str(e).splitlines()[0][:200]})") from None
+        why = str(e).splitlines()[0][:200]
+        raise UserError(f"checkpoint {path} does not fit this CLIP architecture ({why})") from None
 
 
 def _preprocess_meta(pre: PreprocessCfg) -> dict:
@@ -178,7 +182,8 @@ def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.T
     x = model.ln_final(x)
     x = text_global_pool(x, text, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
     if model.text_projection is not None:
-        x = model.text_projection(x) if isinstance(model.text_projection, torch.nn.Linear) else x @ model.text_projection
+        proj = model.text_projection
+        x = proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
     return x
 
 

@@ -123,8 +123,9 @@ class HubertBackbone(Backbone):
         self.model = model.to(device)
         self.feature_shape = (cfg.num_hidden_layers + 1, cfg.hidden_size)
         self.meta = {
-            "backbone": name, "architecture": {"name": "HuBERT", "layers": cfg.num_hidden_layers,
-                                               "hidden_size": cfg.hidden_size, "feat_extract_norm": cfg.feat_extract_norm},
+            "backbone": name,
+            "architecture": {"name": "HuBERT", "layers": cfg.num_hidden_layers, "hidden_size": cfg.hidden_size,
+                             "feat_extract_norm": cfg.feat_extract_norm},
             "weights": weights.label, "weights_sha256": self.weights_sha256,
             "preprocess": {"sampling_rate": prep.sampling_rate, "do_normalize": bool(prep.do_normalize),
                            "padding_value": float(prep.padding_value), "pooling": "time-mean of every hidden state"},
