@@ -1,9 +1,10 @@
 """Speech extraction: padding fraction and length-sorted vs unsorted batching (HuBERT), same run.
 
 Utterances of 1-10 s (uniform, 16 kHz noise: the model's cost depends on the length, not the content) go
-through `HubertBackbone.preprocess` + `encode` in batches of the same size:
-* ours: `pcmpipe.extract_batching.length_batches` over the sample counts (sorted by duration);
-* baseline: the same batch size over the utterances in their given (unsorted) order.
+through `HubertBackbone.preprocess` + `encode` in batches under the same rule `pcmpipe extract` uses: at most
+`--batch` utterances and at most 80 s of padded audio (`MAX_AUDIO_SAMPLES`) per batch:
+* ours: `pcmpipe.extract_batching.length_batches` over the sample counts (sorted by duration), as extract does;
+* baseline: the same rule filled greedily in the utterances' given (unsorted) order.
 Padding fraction = padded samples / samples processed (`PaddingMeter`). The per-utterance features of the two
 paths must agree (HuBERT's padding is masked, so batching must not change them): max abs difference is
 reported and must stay below 1e-3 (float32 over 12 layers).
@@ -36,23 +37,41 @@ def utterances(n: int, seed: int = 0, low_s: float = 1.0, high_s: float = 10.0) 
     return [(0.1 * rng.standard_normal(k)).astype(np.float32) for k in lengths]
 
 
+def unsorted_batches(lengths: list[int], batch_size: int, max_padded: int) -> list[list[int]]:
+    """Greedy batches in the given order under `length_batches`' two limits (items, padded samples)."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i, n in enumerate(lengths):
+        longest = max([n] + [lengths[j] for j in current])
+        if current and (len(current) >= batch_size or (len(current) + 1) * longest > max_padded):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
 def main() -> None:
     def extra(p):
         p.add_argument("--backbone", default="hubert-tiny", choices=["hubert-tiny", "hubert-base"])
         p.add_argument("--utterances", type=int, default=256)
-        p.add_argument("--batch", type=int, default=8)
+        p.add_argument("--batch", type=int, default=64, help="most utterances per batch (extract's default)")
         p.add_argument("--repeats", type=int, default=1)
 
     args = _timing.parse_args(__doc__.splitlines()[0], extra)
     from pcmpipe.backbones import create_backbone
-    from pcmpipe.extract_batching import PaddingMeter, fixed_batches, length_batches
+    from pcmpipe.extract_batching import PaddingMeter, length_batches
+    from pcmpipe.extract_sources import MAX_AUDIO_SAMPLES
 
     if args.smoke:
         args.backbone, args.utterances, args.batch = "hubert-tiny", 12, 4
     bb = create_backbone(args.backbone, weights="random:0", device=args.device)
     waves = utterances(args.utterances, high_s=3.0 if args.smoke else 10.0)
     lengths = [len(w) for w in waves]
-    plans = {"sorted": length_batches(lengths, args.batch), "unsorted": fixed_batches(len(waves), args.batch)}
+    budget = MAX_AUDIO_SAMPLES // 8 if args.smoke else MAX_AUDIO_SAMPLES
+    plans = {"sorted": length_batches(lengths, args.batch, budget),
+             "unsorted": unsorted_batches(lengths, args.batch, budget)}
     feats = {k: torch.empty(len(waves), *bb.feature_shape) for k in plans}
     meters = {k: PaddingMeter() for k in plans}
 
@@ -76,7 +95,8 @@ def main() -> None:
     print(f"{audio_s:.0f} s of audio; padding sorted {pad_ours:.2%} unsorted {pad_base:.2%}; "
           f"sorted {res['ours_all']} s, unsorted {res['baseline_all']} s; max |diff| {diff:.1e}")
     what = (f"speech extraction, length-sorted vs unsorted batches ({args.backbone}, {len(waves)} utterances of "
-            f"{'1-3' if args.smoke else '1-10'} s, batch {args.batch}, {args.device})")
+            f"{'1-3' if args.smoke else '1-10'} s, <= {args.batch} per batch and <= {budget // RATE} s padded, "
+            f"{args.device})")
     ok = pad_ours <= 0.05 and res["speedup"] >= 1.5
     _timing.report(args, what, "padding <= 5 %; >= 1.5 x unsorted",
                    f"padding {pad_ours:.1%} (unsorted {pad_base:.1%}); {audio_s / res['ours_s']:.0f} audio s/s "
