@@ -76,6 +76,9 @@ def training_curves(runs: list[RunResult]) -> Optional[Figure]:
         if any(v is not None for v in val):
             a2.plot(ep, [np.nan if v is None else v for v in val], marker=".", label=r.name)
     a1.set_xlabel("epoch"), a1.set_ylabel("training loss"), a1.set_title("training loss", fontsize=9)
+    losses = [v for r in runs for h in r.history for v in [_first(h, ("train_loss", "loss"))] if v is not None]
+    if losses and min(losses) > 0:
+        a1.set_yscale("log")  # PCMC and PCMR losses differ by orders of magnitude
     a2.set_xlabel("epoch"), a2.set_ylabel("validation mean r@1 (%)"), a2.set_title("validation", fontsize=9)
     a2.legend(fontsize=6)
     return Figure(title="Training curves", png=_png(fig), caption="from each run's metrics.jsonl")
