@@ -113,9 +113,16 @@ def _sort_stable(vals: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
 def _stable_topk(sim: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """The first k items of `stable_order(sim)` and their values, via topk. sim [b, n] -> ([b, k], [b, k])."""
     k = min(k, sim.shape[1])
-    vals, idx = sim.topk(k, dim=1)
     # topk picks arbitrarily among items tied with the k-th value; redo those (rare) rows with a stable sort.
-    spill = (sim >= vals[:, -1:]).sum(1) > k
+    # One value more than needed tells which rows those are: the k-th value is tied with an item left out
+    # exactly when the (k+1)-th equals it (comparing whole rows with it cost more than the topk itself).
+    if k < sim.shape[1]:
+        vals, idx = sim.topk(k + 1, dim=1)
+        spill = vals[:, k - 1] == vals[:, k]
+        vals, idx = vals[:, :k], idx[:, :k]
+    else:
+        vals, idx = sim.topk(k, dim=1)
+        spill = torch.zeros(sim.shape[0], dtype=torch.bool, device=sim.device)
     if bool(spill.any()):
         rows = spill.nonzero(as_tuple=True)[0]
         order = stable_order(sim[rows])[:, :k]
