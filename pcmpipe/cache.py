@@ -24,6 +24,8 @@ __all__ = ["cache_dir", "cache_fingerprint", "ShardWriter", "open_cache", "Cache
            "list_caches", "FORMATS"]
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+# Modality names also key the heads' nn.ModuleDict and safetensors entries, where "." separates submodules.
+MODALITY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _NUMERIC_KINDS = "fiub"  # float, signed, unsigned, bool
 
 

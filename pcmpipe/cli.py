@@ -151,7 +151,7 @@ def download_cmd(
 # ---- import-features / cache-info (cache) ----
 @app.command("import-features")
 def import_features_cmd(
-    name: str = typer.Argument(..., help="modality name for the new features ([A-Za-z0-9_.-]+), e.g. MYEMB"),
+    name: str = typer.Argument(..., help="modality name for the new features ([A-Za-z0-9_-]+), e.g. MYEMB"),
     dataset: str = typer.Option(..., "--dataset", help="dataset the ids belong to, e.g. flickr8k or cub"),
     split: str = typer.Option(..., "--split", help="train, val or test"),
     npy: Optional[Path] = typer.Option(None, "--npy", help="array [N, D] (or [N, *shape]) saved with numpy.save"),

@@ -32,6 +32,7 @@ DEFAULT_BATCH_SIZE = 128
 # The paper's modality names; users may add their own through import-features.
 KNOWN_MODALITIES = ("I", "T", "S", "A", "C", "P")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+MODALITY_RE = re.compile(r"^[A-Za-z0-9_-]+$")  # no ".": modality names key nn.ModuleDict entries
 
 # Fields that do not change the numbers a run produces; left out of the fingerprint so that renaming a
 # run or moving where runs are written does not make a finished run look different.
@@ -119,7 +120,7 @@ class TrainConfig:
             raise UserError(f"modality listed twice in {','.join(self.modalities)}")
         valid_mods = sorted(set(KNOWN_MODALITIES) | set(cached_modalities(self.cache_root, self.dataset)))
         for m in self.modalities:
-            if not NAME_RE.match(m) or m not in valid_mods:
+            if not MODALITY_RE.match(m) or m not in valid_mods:
                 raise UserError(f"unknown modality {m!r}; valid choices: {', '.join(valid_mods)}")
         for name, value in (("lr", self.lr), ("rho", self.rho), ("threshold", self.threshold),
                             ("weight_decay", self.weight_decay), ("logit_scale_init", self.logit_scale_init),

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pcmpipe.cache import FORMATS, NAME_RE, ShardWriter, cache_dir
+from pcmpipe.cache import FORMATS, MODALITY_RE, NAME_RE, ShardWriter, cache_dir
 from pcmpipe.cache_io import fsync_dir, sha256_file
 from pcmpipe.cache_manifest import MANIFEST, load_manifest
 from pcmpipe.errors import UserError
@@ -198,7 +198,9 @@ def import_features(name: str, *, dataset: str, split: str, npy: str | Path | No
                     fmt: str = "parquet", cache_root: str | Path = "cache", overwrite: bool = False,
                     rows_per_shard: int = 4096) -> ImportResult:
     """Write vectors from `npy`+`ids` or `parquet` as modality `name` at cache_root/dataset/name/split."""
-    for what, value in (("modality name", name), ("dataset", dataset), ("split", split), ("--key", key)):
+    if not MODALITY_RE.match(name or ""):
+        raise UserError(f"modality name {name!r} is not a valid name; use letters, digits, '_', '-'")
+    for what, value in (("dataset", dataset), ("split", split), ("--key", key)):
         if not NAME_RE.match(value or "") or value in (".", ".."):
             raise UserError(f"{what} {value!r} is not a valid name; use letters, digits, '_', '.', '-'")
     links = [c for c in dict.fromkeys(links or []) if c != key]

@@ -168,6 +168,10 @@ def test_bad_inputs_exit_2_one_line_nothing_written(inputs):
     res = cli("import-features", "a b", "--dataset", "ds", "--split", "train", "--npy", d / "x.npy",
               "--ids", d / "ids.txt", "--cache-root", d / "cache")
     assert res.exit_code == 2 and "modality name 'a b' is not a valid name" in res.stderr
+    # "." would split the heads' state-dict keys, so it is refused for modality names (not for datasets)
+    res = cli("import-features", "my.emb", "--dataset", "ds", "--split", "train", "--npy", d / "x.npy",
+              "--ids", d / "ids.txt", "--cache-root", d / "cache")
+    assert res.exit_code == 2 and "modality name 'my.emb' is not a valid name" in res.stderr
 
 
 def test_real_process_error_is_one_line(inputs):
