@@ -7,6 +7,11 @@ tensors (pcmpipe.samples); the loop keeps per-step host work to a minimum (no .i
 
 The run is written into `<runs_root>/.tmp-<name>/` with a checkpoint per epoch and renamed to
 `<runs_root>/<name>/` when test metrics are written (pcmpipe.runs). Running the same config again resumes.
+
+Under torchrun (docs/scaling.md) every rank draws the same global batch order, embeds its slice of each global
+batch, and the embeddings are all-gathered so the losses see the whole global batch; gradients are averaged.
+`batch_size` stays the global batch, so W processes run the same experiment as one. Rank 0 alone evaluates and
+writes the run directory; the other ranks wait for it. On one process every distributed call is a no-op.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from pcmpipe import runs
+from pcmpipe import distributed, runs
 from pcmpipe.config import TrainConfig, config_fingerprint
 from pcmpipe.errors import UserError
 from pcmpipe.samples import SplitData, check_compatible, load_split
@@ -123,24 +128,35 @@ def train(cfg: TrainConfig, console: Console | None = None) -> Path:
     if cfg.threads:
         # Tiny matmuls: on a busy CPU one or two threads beat many spinning ones (docs/training.md, Speed).
         torch.set_num_threads(cfg.threads)
+    joined = not distributed.is_distributed()
+    dist_info = distributed.init_from_env()  # one process (WORLD_SIZE unset): nothing happens
+    joined = joined and distributed.is_distributed()
+    if not dist_info.is_main:
+        console = Console(quiet=True)  # one rank reports; the others would print the same lines again
     try:
         return _train(cfg, console or Console())
     finally:
         torch.set_num_threads(before)
+        if joined:
+            distributed.cleanup()  # leave the process group this call joined
 
 
 def _train(cfg: TrainConfig, console: Console) -> Path:
     cfg = cfg.resolved()
     fp = config_fingerprint(cfg)
     final, tmp = runs.final_dir(cfg.runs_root, cfg.name), runs.temp_dir(cfg.runs_root, cfg.name)
+    main = distributed.is_main()
     if final.exists():
         if runs.is_complete(final) and runs.run_config(final).get("fingerprint") == fp:
             console.print(f"run {final} is already complete (same config); nothing to do", highlight=False, soft_wrap=True)
             return final
         raise UserError(f"run directory {final} exists with another config; pass another --name or delete it")
     if runs.is_complete(tmp):  # killed between the completion marker and the rename
-        (tmp / runs.CHECKPOINT).unlink(missing_ok=True)
-        os.replace(tmp, final)
+        distributed.barrier()  # every rank has looked before rank 0 renames
+        if main:
+            (tmp / runs.CHECKPOINT).unlink(missing_ok=True)
+            os.replace(tmp, final)
+        distributed.barrier()
         return final
 
     train_d, val_d, test_d = _load_data(cfg)
@@ -170,6 +186,7 @@ def _train(cfg: TrainConfig, console: Console) -> Path:
     state = {"epoch": 0, "best": -math.inf, "best_epoch": 0, "bad_epochs": 0, "history": [],
              "best_heads": None, "best_scale": float(log_scale.detach().exp())}
     ckpt = runs.load_checkpoint(tmp) if tmp.is_dir() else None
+    distributed.barrier()  # every rank has read the checkpoint (or its absence) before rank 0 changes tmp
     if ckpt is not None:
         if ckpt["fingerprint"] != fp:
             raise UserError(f"{tmp} holds an interrupted run of another config; delete it or pass another --name")
@@ -181,27 +198,33 @@ def _train(cfg: TrainConfig, console: Console) -> Path:
         gen.set_state(ckpt["generator"])
         torch.set_rng_state(ckpt["torch_rng"])
         state = ckpt["state"]
-        for stray in tmp.rglob(".*.tmp"):  # a write cut short by the kill; it is redone from the checkpoint
-            stray.unlink()
-        runs.write_metrics(tmp, state["history"])
+        if main:
+            for stray in tmp.rglob(".*.tmp"):  # a write cut short by the kill; it is redone from the checkpoint
+                stray.unlink()
+            runs.write_metrics(tmp, state["history"])
         console.print(f"resuming {cfg.name} after epoch {state['epoch']}", highlight=False, soft_wrap=True)
-    else:
+    elif main:
         if tmp.exists():
             shutil.rmtree(tmp)  # a start that died before its first checkpoint: nothing worth keeping
         tmp.mkdir(parents=True)
         runs.write_json(tmp / "config.json", _record_config(cfg, fp, train_d, val_d, test_d, device))
         untrained, _ = evaluate_all(heads, test_d.modalities, cfg.eval_batch)
         runs.write_json(tmp / "untrained_metrics.json", {"epoch": 0, "heads": "untrained (seeded init)", **untrained})
+    distributed.barrier()  # the run directory exists before any rank goes on
 
     reporter = _Reporter(console, cfg.progress, cfg.epochs, steps)
     try:
         _loop(cfg, train_d, val_d, heads, log_scale, opt, sched, gen, steps, state, tmp, reporter, fp)
     except UserError:
-        shutil.rmtree(tmp, ignore_errors=True)  # a diverged run is not worth resuming: leave nothing behind
+        if main:  # every rank sees the same global loss, so every rank raises
+            shutil.rmtree(tmp, ignore_errors=True)  # a diverged run is not worth resuming: leave nothing behind
         raise
     finally:
         reporter.close()  # also on Ctrl-C, which keeps the temp dir for a resume
 
+    if not main:
+        distributed.barrier()  # rank 0 writes the test metrics and renames the run directory
+        return final
     # Best epoch -> test metrics, embeddings, heads; the completion marker last, then the rename.
     if state["best_heads"] is not None:
         heads.load_state_dict(state["best_heads"])
@@ -217,6 +240,7 @@ def _train(cfg: TrainConfig, console: Console) -> Path:
     reporter.log(f"done: {final} (best epoch {state['best_epoch']}, test mean r@1 "
                  f"{mean_r1(metrics[cfg.match]):.2f} vs untrained "
                  f"{mean_r1(runs.read_json(final / 'untrained_metrics.json')[cfg.match]):.2f})")
+    distributed.barrier()  # release the other ranks: the run directory is final
     return final
 
 
@@ -226,9 +250,11 @@ def _loop(cfg, train_d, val_d, heads, log_scale, opt, sched, gen, steps, state, 
 
     device = log_scale.device
     n, bs = len(train_d), cfg.batch_size
+    main = distributed.is_main()
+    params = [*heads.parameters(), log_scale]
     max_log = math.log(cfg.logit_scale_max)
     losses = torch.zeros(steps, device=device)  # per-step losses, read once per refresh, not per step
-    buffers = train_d.buffers(bs)  # batch tensors reused by every step
+    buffers = train_d.buffers(len(distributed.local_rows(torch.arange(bs))))  # this rank's rows, reused every step
     refresh = max(1, steps // 20)
     check_every = 1 if device.type == "cpu" else refresh  # a NaN check syncs the GPU; on CPU it is free
     while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
@@ -237,15 +263,18 @@ def _loop(cfg, train_d, val_d, heads, log_scale, opt, sched, gen, steps, state, 
         heads.train()
         order = torch.randperm(n, generator=gen)[: steps * bs].view(steps, bs).to(device)
         for s in range(steps):
-            inputs, present = train_d.batch(order[s], out=buffers)
-            emb = {m: heads[m](x) for m, x in inputs.items()}
+            # Under torchrun: this rank's slice of the global batch in, the global batch's embeddings out.
+            inputs, local_present = train_d.batch(distributed.local_rows(order[s]), out=buffers)
+            emb, present = distributed.gather_features({m: heads[m](x) for m, x in inputs.items()}, local_present)
             if cfg.loss == "pcmc":
                 loss = pcmc_loss(emb, present, logit_scale=log_scale.exp())
             else:
-                target = pcmr_target(inputs, threshold=cfg.threshold, present=present)
+                raw, _ = distributed.gather_features(inputs, None, with_grad=False)
+                target = pcmr_target(raw, threshold=cfg.threshold, present=present)
                 loss = pcmr_loss(emb, target=target, present=present, rho=cfg.rho)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.average_gradients(params)
             opt.step()
             sched.step()
             if log_scale.requires_grad:
@@ -261,8 +290,10 @@ def _loop(cfg, train_d, val_d, heads, log_scale, opt, sched, gen, steps, state, 
             if (s + 1) % refresh == 0:
                 reporter.step(epoch, s + 1, f"loss {float(losses[s]):.4f}")
         train_time = time.perf_counter() - t0
-        val_emb = embed_rows(heads, val_d.modalities, cfg.eval_batch)
-        val = score(val_emb, val_d.modalities, cfg.match)
+        val = None
+        if main:  # the other ranks hold the same heads; they wait here for rank 0's scores
+            val = score(embed_rows(heads, val_d.modalities, cfg.eval_batch), val_d.modalities, cfg.match)
+        val = distributed.gather_objects(val)[0]  # every rank takes the same early-stopping decision
         val_r1 = mean_r1(val)
         improved = val_r1 > state["best"]
         if improved:
@@ -275,11 +306,12 @@ def _loop(cfg, train_d, val_d, heads, log_scale, opt, sched, gen, steps, state, 
                "val": val, "train_time_s": train_time, "time_s": time.perf_counter() - t0}
         state["history"].append(rec)
         state["epoch"] = epoch
-        runs.save_checkpoint(tmp, {"fingerprint": fp, "heads": heads.state_dict(), "log_scale": log_scale.detach(),
-                                   "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                                   "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                                   "state": state})
-        runs.write_metrics(tmp, state["history"])
+        if main:
+            runs.save_checkpoint(tmp, {"fingerprint": fp, "heads": heads.state_dict(), "log_scale": log_scale.detach(),
+                                       "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                                       "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                                       "state": state})
+            runs.write_metrics(tmp, state["history"])
         reporter.val = f"  val mean r@1 {val_r1:.2f} (best {state['best']:.2f})"
         reporter.log(f"epoch {epoch}/{cfg.epochs} loss {rec['loss']:.4f} val mean r@1 {val_r1:.2f} "
                      f"(best {state['best']:.2f} @ {state['best_epoch']}) lr {rec['lr']:.2e} "
