@@ -26,7 +26,7 @@ from pcmpipe.errors import UserError
 TINY_BACKBONES = {"image": "clip-tiny-image", "text": "clip-tiny-text", "audio": "hubert-tiny"}
 RANDOM_WEIGHTS = {"image": "random:0", "text": "random:0", "audio": "random:0"}
 # images: Flickr8k images in all (split 4:1:1) / CUB images per class (200 classes)
-SIZES = {"full": {"flickr8k": 240, "cub": 3, "epochs": {"flickr8k": 30, "cub": 12}},
+SIZES = {"full": {"flickr8k": 600, "cub": 3, "epochs": {"flickr8k": 30, "cub": 12}},
          "fast": {"flickr8k": 60, "cub": 2, "epochs": {"flickr8k": 6, "cub": 4}}}
 FLICKR_DIRS = ["I->T", "T->I", "I->S", "S->I", "T->S", "S->T"]
 CUB_DIRS = ["I->T", "T->I", "I->C", "C->I", "I->A", "A->I", "T->C", "C->T", "T->A", "A->T", "C->A", "A->C"]
