@@ -29,11 +29,14 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def _settings(loss: str) -> dict:
+    return {"dataset": "synth", "modalities": ["I", "T", "S"], "loss": loss, "batch_size": 80, "epochs": 3,
+            "patience": 3, "lr": 2e-3, "dim": 64, "threads": 1, "progress": False, "device": "cpu"}
+
+
 def _train(cache: Path, runs_root: Path, loss: str, nproc: int) -> subprocess.CompletedProcess:
     cfg = runs_root.parent / f"{loss}.yaml"
-    cfg.write_text(yaml.safe_dump({"dataset": "synth", "modalities": ["I", "T", "S"], "loss": loss,
-                                   "batch_size": 80, "epochs": 3, "patience": 3, "lr": 2e-3, "dim": 64,
-                                   "threads": 1, "progress": False, "device": "cpu"}))
+    cfg.write_text(yaml.safe_dump(_settings(loss)))
     args = ["train", "--config", str(cfg), "--cache-root", str(cache), "--runs-root", str(runs_root),
             "--name", loss]
     launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc > 1 else []
@@ -47,9 +50,30 @@ def _epochs(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
-@pytest.mark.slow  # two launches, one of them torchrun: about 20-40 s on 2 shared cores
+def _interrupt_after_first_epoch(cache: Path, runs_root: Path, loss: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Train one process in this interpreter and stop it right after the epoch-1 checkpoint (deterministic)."""
+    from pcmpipe import runs
+    from pcmpipe.config import TrainConfig
+    from pcmpipe.train import train
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    cfg = TrainConfig.from_dict({**_settings(loss), "cache_root": str(cache), "runs_root": str(runs_root),
+                                 "name": loss})
+    with monkeypatch.context() as m:
+        m.setattr(runs, "write_metrics", interrupted)  # called right after each epoch's checkpoint
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg)
+    tmp = runs.temp_dir(runs_root, loss)
+    assert runs.load_checkpoint(tmp)["state"]["epoch"] == 1
+    return tmp
+
+
+@pytest.mark.slow  # 2-4 launches (1-3 torchrun): about 25-50 s on 2 shared cores
 @pytest.mark.parametrize("loss", ["pcmc", "pcmr"])
-def test_two_ranks_follow_one_process(cache: Path, tmp_path: Path, loss: str) -> None:
+def test_two_ranks_follow_one_process(cache: Path, tmp_path: Path, loss: str,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
     one = _train(cache, tmp_path / "one", loss, 1)
     two = _train(cache, tmp_path / "two", loss, 2)
     assert two.stdout.count("epoch 1/3 loss") == 1  # only rank 0 reports
@@ -72,3 +96,17 @@ def test_two_ranks_follow_one_process(cache: Path, tmp_path: Path, loss: str) ->
     assert t2 == t1
     print(f"{loss}: losses 1 proc {[e['loss'] for e in e1]} / 2 ranks {[e['loss'] for e in e2]}; "
           f"test metrics equal")
+    if loss == "pcmr":  # resuming does not depend on the loss; one check keeps the suite short
+        return
+    # A run interrupted after epoch 1 on one process resumes on 2 ranks and still ends where one process does.
+    _interrupt_after_first_epoch(cache, tmp_path / "resume", loss, monkeypatch)
+    resumed = _train(cache, tmp_path / "resume", loss, 2)
+    assert "resuming" in resumed.stdout
+    run3 = tmp_path / "resume" / loss
+    e3 = _epochs(run3)
+    assert [e["epoch"] for e in e3] == [1, 2, 3]
+    for a, b in zip(e1, e3):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4) and b["val"] == a["val"]
+    assert json.loads((run3 / "test_metrics.json").read_text()) == t1
+    again = _train(cache, tmp_path / "resume", loss, 2)  # complete: every rank returns, none waits forever
+    assert "already complete" in again.stdout
