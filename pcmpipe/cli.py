@@ -7,6 +7,7 @@ code 2. Heavy modules (torch, transformers) are imported inside the commands so 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -245,7 +246,8 @@ def train_cmd(
             settings["runs_root"] = str(Path(cache_root) / "runs")  # runs live beside the cache they came from
         cfg = TrainConfig.from_dict(settings)
         run_dir = train(cfg)
-        typer.echo(f"run written to {run_dir}")
+        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank returns here; one line is enough
+            typer.echo(f"run written to {run_dir}")
 
 
 @app.command("evaluate")
