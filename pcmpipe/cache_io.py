@@ -26,6 +26,7 @@ FORMATS = {"parquet": ".parquet", "hdf5": ".h5"}
 # The schema-metadata key under which a shard records what it belongs to.
 META_KEY = "pcmpipe"
 _PARQUET_ROW_GROUP = 1024  # bounded memory for readers that stream row groups
+_READ_BATCH = 256  # rows decoded at a time by read_feature_into (10 MB of HuBERT features)
 
 
 class ShardError(Exception):
@@ -201,6 +202,97 @@ def iter_shard(path: Path, fmt: str, schema: ShardSchema, batch_rows: int,
             cols = {c: np.asarray(h[c].asstr()[start:stop].tolist(), dtype=str) for c in schema.columns}
             feats = {name: h[name][start:stop] for name in features}
             yield cols, feats
+
+
+def read_feature_into(path: Path, fmt: str, name: str, out: np.ndarray) -> int:
+    """Copy feature `name` of one shard into `out[:rows]` (out: [>= rows, *shape], any numeric dtype); return rows.
+
+    No intermediate copies: the shard is decoded 256 rows at a time, each batch's fixed-size-list values buffer
+    is viewed in place (np.frombuffer) and written straight into `out` (numpy casts if dtypes differ), then freed
+    before the next one, so the extra memory is a few batches whatever the shard's size.
+    Decoded buffers come from the system allocator, which returns them to the OS (pyarrow's default pool keeps
+    freed memory, hundreds of MB for HuBERT-sized shards). HDF5 reads directly into `out` (h5py read_direct).
+    """
+    flat = out.reshape(out.shape[0], -1)
+    if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pool = pa.default_memory_pool()  # process-wide setting: restored below
+        pa.set_memory_pool(pa.system_memory_pool())
+        try:
+            # Small record batches over a 1 MB buffered stream: pyarrow never holds a whole column chunk.
+            pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
+            at = 0
+            for batch in pf.iter_batches(batch_size=_READ_BATCH, columns=[name], use_threads=False):
+                at = _copy_list_chunk(batch.column(0), flat, at)
+                del batch
+                _trim_heap()
+            return at
+        finally:
+            pa.set_memory_pool(pool)
+    import h5py
+
+    with h5py.File(path, "r") as h:
+        ds = h[name]
+        n = len(ds)
+        if ds.dtype == out.dtype and out[:n].flags.c_contiguous:
+            ds.read_direct(out, dest_sel=np.s_[:n])
+        else:  # a cast: bounded slices
+            for start in range(0, n, _PARQUET_ROW_GROUP):
+                stop = min(n, start + _PARQUET_ROW_GROUP)
+                out[start:stop] = ds[start:stop]
+        return n
+
+
+_LIBC = None  # ctypes handle of glibc, False where there is none
+
+
+def _trim_heap() -> None:
+    """Give malloc's freed pages back to the OS (glibc keeps them on its heap otherwise); no-op elsewhere."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            import ctypes
+
+            _LIBC = ctypes.CDLL("libc.so.6")
+            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+def _copy_list_chunk(chunk, flat: np.ndarray, at: int) -> int:
+    """Write one FixedSizeListArray chunk [n] of width w into flat[at:at + n] ([*, w]); return at + n."""
+    import pyarrow as pa
+
+    n, width = len(chunk), flat.shape[1]
+    values = chunk.values  # the whole child array: it ignores the list array's own offset
+    start = chunk.offset * width
+    if pa.types.is_boolean(values.type):  # bit-packed: no byte view possible
+        flat[at:at + n] = values.slice(start, n * width).to_numpy(zero_copy_only=False).reshape(n, width)
+        return at + n
+    dtype = np.dtype(values.type.to_pandas_dtype())
+    buf = values.buffers()[1]
+    view = np.frombuffer(buf, dtype=dtype, count=n * width, offset=(values.offset + start) * dtype.itemsize)
+    flat[at:at + n] = view.reshape(n, width)
+    return at + n
+
+
+def read_columns(path: Path, fmt: str, columns: list[str]) -> dict[str, np.ndarray]:
+    """The string columns of one shard: name -> str array [rows]."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        # One thread: pq.read_table's thread pool and its per-thread allocator arenas cost ~50 MB of resident
+        # memory for a few kB of ids.
+        table = pq.ParquetFile(path, pre_buffer=False).read(columns=columns, use_threads=False)
+        return {c: np.asarray(table.column(c).to_pylist(), dtype=str) for c in columns}
+    import h5py
+
+    with h5py.File(path, "r") as h:
+        return {c: np.asarray(h[c].asstr()[:].tolist(), dtype=str) for c in columns}
 
 
 def read_ids(path: Path, fmt: str) -> list[str]:

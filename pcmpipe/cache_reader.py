@@ -12,12 +12,9 @@ from typing import Iterator
 
 import numpy as np
 
-from pcmpipe.cache_io import ShardError, iter_shard, sha256_file, shard_rows
+from pcmpipe.cache_io import ShardError, iter_shard, read_columns, read_feature_into, sha256_file, shard_rows
 from pcmpipe.cache_manifest import MANIFEST, load_manifest, schema_of
 from pcmpipe.errors import UserError
-
-_READ_SLICE = 1024  # rows decoded at a time by read(); matches the Parquet row-group size
-
 
 class CacheReader:
     """A complete cache opened by `open_cache`.
@@ -51,22 +48,40 @@ class CacheReader:
     def read(self, features: list[str] | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         names = self._names(features)
         out = {f: np.empty((self.num_rows, *self.shapes[f]), dtype=self.dtypes[f]) for f in names}
+        return self.read_into(out), out
+
+    def read_into(self, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Fill preallocated arrays out[name] [num_rows, *shape] (any numeric dtype: values are cast) with every
+        row, shard by shard, and return the string columns (name -> str array [num_rows]).
+
+        Peak memory is `out` plus one Parquet row group: shards are decoded straight into `out`
+        (`cache_io.read_feature_into`), never held whole or copied.
+        """
+        names = self._names(list(out))
+        for f in names:
+            if out[f].shape != (self.num_rows, *self.shapes[f]):
+                raise ValueError(f"out[{f!r}] has shape {out[f].shape}, expected {(self.num_rows, *self.shapes[f])}")
         cols: dict[str, list[np.ndarray]] = {c: [] for c in self.columns}
         at = 0
-        for shard in self.manifest["shards"]:  # fill one preallocated block: peak memory ~ result + one slice
-            for part_cols, part_feats in iter_shard(self.directory / shard["file"], self.fmt, self._schema,
-                                                    _READ_SLICE, names):
-                k = len(part_cols["id"])
-                for f in names:
-                    out[f][at:at + k] = part_feats[f]
-                for c in self.columns:
-                    cols[c].append(part_cols[c])
+        for shard in self.manifest["shards"]:
+            file = self.directory / shard["file"]
+            part = read_columns(file, self.fmt, self.columns)
+            k = len(part["id"])
+            if at + k > self.num_rows:  # more rows than the manifest says: count them, report below
                 at += k
+                continue
+            for f in names:
+                got = read_feature_into(file, self.fmt, f, out[f][at:at + k])
+                if got != k:
+                    raise UserError(f"shard {shard['file']} of cache {self.directory} is corrupt (feature {f} has "
+                                    f"{got} rows, id has {k}); delete the cache directory and rerun the extraction")
+            for c in self.columns:
+                cols[c].append(part[c])
+            at += k
         if at != self.num_rows:
             raise UserError(f"cache {self.directory} holds {at} rows, its manifest says {self.num_rows}; "
                             "delete the cache directory and rerun the extraction")
-        columns = {c: (np.concatenate(v) if v else np.asarray([], dtype=str)) for c, v in cols.items()}
-        return columns, out
+        return {c: (np.concatenate(v) if v else np.asarray([], dtype=str)) for c, v in cols.items()}
 
     def iter_batches(self, batch_rows: int, features: list[str] | None = None
                      ) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:

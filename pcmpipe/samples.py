@@ -16,9 +16,6 @@ import torch
 
 from pcmpipe.errors import UserError
 
-READ_ROWS = 4096  # rows per read batch when loading a cache
-
-
 @dataclass
 class ModalityData:
     """One cached modality of one split, fully in memory."""
@@ -106,35 +103,13 @@ def load_modality(cache_root: str | Path, dataset: str, modality: str, split: st
         raise UserError(f"no cached features at {path}; create them with {_make_command(dataset, modality, split, cache_root)}")
     reader = open_cache(path)
     name = feature_name(reader, modality, path)
-    # One contiguous float32 block, filled shard batch by shard batch: peak memory is the block plus one batch
-    # (reading everything first and converting would hold two or three copies of 1.2 GB of HuBERT features).
-    features = torch.empty((reader.num_rows, *reader.shapes[name]), dtype=torch.float32)
-    parts: dict[str, list[np.ndarray]] = {}
-    at = 0
-    for cols, feats in reader.iter_batches(READ_ROWS, [name]):
-        k = len(cols["id"])
-        features[at : at + k].numpy()[...] = feats[name]  # numpy casts float16/int/bool; read-only input is fine
-        for c, v in cols.items():
-            parts.setdefault(c, []).append(np.asarray(v).astype(str))
-        at += k
-    _release_arrow_memory()
-    if at != reader.num_rows:
-        raise UserError(f"cache {path} yielded {at} rows, its manifest says {reader.num_rows}; re-extract it")
-    columns = {c: np.concatenate(v) for c, v in parts.items()} if parts else {c: np.array([], dtype=str)
-                                                                              for c in reader.columns}
+    # One contiguous float32 block; the shards are decoded 256 rows at a time straight into it
+    # (CacheReader.read_into), so peak memory is the block plus a few MB. The tensor shares the block's memory.
+    block = np.empty((reader.num_rows, *reader.shapes[name]), dtype=np.float32)
+    columns = reader.read_into({name: block})
+    features = torch.from_numpy(block)
     fp = str(reader.manifest.get("fingerprint", ""))
     return ModalityData(modality, reader.key, columns, features, fp, str(path))
-
-
-def _release_arrow_memory() -> None:
-    """Hand the Parquet reader's freed buffers back to the OS: its allocator keeps them (hundreds of MB for HuBERT
-    shards) although the features now live in our own tensor."""
-    try:
-        import pyarrow as pa
-
-        pa.default_memory_pool().release_unused()
-    except (ImportError, AttributeError):
-        pass
 
 
 def _make_command(dataset: str, modality: str, split: str, cache_root: str | Path) -> str:

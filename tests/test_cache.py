@@ -412,3 +412,24 @@ def test_interrupted_writer_keeps_handed_rows(tmp_path):
     assert cache_fingerprint(**same) == w.fingerprint
     w.close()
     assert open_cache(tmp_path / "c").read()[0]["id"].tolist() == ids
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "hdf5"])
+def test_read_into_preallocated_exact(tmp_path, fmt):
+    """read_into fills caller blocks exactly across shards, record batches and row groups, casting on request."""
+    rng = np.random.default_rng(3)
+    n = 2600  # one shard of 3 Parquet row groups (1,024 rows) and 11 read batches (256 rows), then a short one
+    ids = [f"c{i}" for i in range(n)]
+    vec = (rng.standard_normal((n, 5)) * 1e3).astype(np.float32)
+    half = rng.standard_normal((n, 3)).astype(np.float16)
+    with ShardWriter(tmp_path / "c", features={"vec": ((5,), "float32"), "half": ((3,), "float16")}, key="id", links=[],
+                     meta=META, fmt=fmt, rows_per_shard=2500) as w:
+        w.add(ids, {}, {"vec": vec, "half": half})
+    reader = open_cache(tmp_path / "c")
+    out = {"vec": np.full((n, 5), np.nan, np.float32), "half": np.full((n, 3), np.nan, np.float32)}
+    cols = reader.read_into(out)
+    assert cols["id"].tolist() == ids
+    np.testing.assert_array_equal(out["vec"], vec)  # bit-exact, no NaN left unfilled
+    np.testing.assert_array_equal(out["half"], half.astype(np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        reader.read_into({"vec": np.empty((n - 1, 5), np.float32)})
