@@ -62,26 +62,23 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def fsync_dir(directory: Path) -> None:
-    """Make a rename durable: the directory entry itself must reach the disk."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def temp_path(path: Path) -> Path:
-    """`.<name>.tmp` beside `path`: same filesystem (rename is atomic) and hidden from dataset readers."""
-    return path.with_name(f".{path.name}.tmp")
-
-
-def _fsync_path(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory by path (a directory: makes a rename in it durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename durable: the directory entry itself must reach the disk."""
+    fsync_path(directory)
+
+
+def temp_path(path: Path) -> Path:
+    """`.<name>.tmp` beside `path`: same filesystem (rename is atomic) and hidden from dataset readers."""
+    return path.with_name(f".{path.name}.tmp")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -105,7 +102,7 @@ def write_shard(path: Path, fmt: str, schema: ShardSchema, columns: dict[str, np
             _write_parquet(tmp, schema, columns, features)
         else:
             _write_hdf5(tmp, schema, columns, features)
-        _fsync_path(tmp)
+        fsync_path(tmp)
         digest = sha256_file(tmp)
         os.replace(tmp, path)
     finally:
