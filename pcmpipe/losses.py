@@ -114,8 +114,11 @@ def pcmr_target(
     best = None
     for name, x in inputs.items():
         x = x.detach().reshape(B, -1)
-        x = F.normalize(x.to(torch.promote_types(x.dtype, torch.float32)), dim=-1)
-        cos = x @ x.T  # [B, B]
+        x = x.to(torch.promote_types(x.dtype, torch.float32))
+        # cos = diag(1/|x|) (x x^T) diag(1/|x|): the Gram matrix of the raw rows, scaled. Same value as
+        # normalising first (F.normalize's eps included), without a normalised copy of a [B, 9984] batch.
+        inv = torch.linalg.vector_norm(x, dim=-1).clamp_min(1e-12).reciprocal()  # [B]
+        cos = (x @ x.T) * inv[:, None] * inv[None, :]  # [B, B]
         both = pres[name][:, None] & pres[name][None, :]
         cos = cos.masked_fill(~both, float("-inf"))
         best = cos if best is None else torch.maximum(best, cos.to(best.dtype))
