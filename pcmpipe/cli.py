@@ -311,6 +311,7 @@ def extract_cmd(
     limit: Optional[int] = typer.Option(None, "--limit", help="only the first N items (by id) of each modality and split"),
     overwrite: bool = typer.Option(False, "--overwrite", help="rebuild caches that were built with other settings"),
     rows_per_shard: int = typer.Option(4096, "--rows-per-shard", help="rows per finished shard (the unit of resume)"),
+    max_padding: float = typer.Option(0.05, "--max-padding", help="speech: at most this fraction of each batch is padding, in [0, 1)"),
 ) -> None:
     """Encode a dataset's modalities with frozen backbones into the feature cache; resumable, skips what is done."""
     with _guard():
@@ -325,7 +326,7 @@ def extract_cmd(
             splits=_csv(splits), backbones={"image": image_backbone, "text": text_backbone, "audio": audio_backbone},
             weights={"image": weights_image, "text": weights_text, "audio": weights_audio}, device=device, fmt=fmt,
             batch_size=batch_size, workers=workers, cache_root=cache_root, strict=strict, limit=limit,
-            overwrite=overwrite, rows_per_shard=rows_per_shard, console=console)
+            overwrite=overwrite, rows_per_shard=rows_per_shard, max_padding=max_padding, console=console)
         main = distributed.is_main()
         distributed.cleanup()  # under torchrun: leave the process group extract joined
         if not main:

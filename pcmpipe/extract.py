@@ -34,8 +34,8 @@ from pcmpipe.datasets import SPLITS, open_dataset
 from pcmpipe.errors import UserError
 from pcmpipe.extract_batching import PaddingMeter
 from pcmpipe.extract_report import ExtractSummary, PartSummary, make_progress, read_errors, write_errors
-from pcmpipe.extract_sources import (Encoded, Skipped, audio_batches, image_batches, precision_of, text_batches,
-                                     vector_batches, vector_shape)
+from pcmpipe.extract_sources import (SPEECH_MAX_PADDING, Encoded, Skipped, audio_batches, image_batches,
+                                     precision_of, text_batches, vector_batches, vector_shape)
 
 FEATURE = "features"
 # modality -> backbone kind; modalities not listed carry precomputed vectors
@@ -52,12 +52,14 @@ def extract(dataset: str, root: str | Path, *, modalities: Sequence[str] | None 
             batch_size: int = 64, workers: int | None = None, cache_root: str | Path = "cache",
             strict: bool = False, limit: int | None = None, overwrite: bool = False,
             rows_per_shard: int = 4096, dataset_options: Mapping | None = None,
-            console=None, progress: bool = True) -> ExtractSummary:
+            max_padding: float | None = SPEECH_MAX_PADDING, console=None, progress: bool = True) -> ExtractSummary:
     """Extract every requested (modality, split) of `dataset` into `cache_root`; returns the summary.
 
     backbones / weights: keyed by modality ('I', 'T', 'P', 'S') or kind ('image', 'text', 'audio'), the
     modality winning; missing entries take the paper's backbone and 'default' weights. limit: only the
-    first `limit` records (by id) of each (modality, split), recorded in the fingerprint.
+    first `limit` records (by id) of each (modality, split), recorded in the fingerprint. max_padding: at
+    most this fraction of each speech batch is padding (in [0, 1); None: no bound); features do not depend on
+    it (HuBERT's padding is masked), only the speed does, so it is not part of the fingerprint.
     """
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -65,6 +67,8 @@ def extract(dataset: str, root: str | Path, *, modalities: Sequence[str] | None 
         raise UserError("--batch-size and rows per shard must be at least 1")
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be at least 1, got {limit}")
+    if max_padding is not None and not 0.0 <= max_padding < 1.0:
+        raise UserError(f"--max-padding must be a fraction in [0, 1), e.g. 0.05, got {max_padding}")
     workers = default_workers() if workers is None else workers
     if workers < 0:
         raise UserError(f"--workers must be 0 (decode in the main process) or more, got {workers}")
@@ -92,7 +96,7 @@ def extract(dataset: str, root: str | Path, *, modalities: Sequence[str] | None 
                 part = _extract_part(ds, m, split, backbone, bar=bar, summary=summary, fmt=fmt,
                                      batch_size=batch_size, workers=workers, cache_root=Path(cache_root),
                                      strict=strict, limit=limit, overwrite=overwrite, rows_per_shard=rows_per_shard,
-                                     dataset_options=dict(dataset_options or {}))
+                                     dataset_options=dict(dataset_options or {}), max_padding=max_padding)
                 summary.parts.append(part)
     return summary
 
@@ -126,7 +130,8 @@ def _guard_existing(directory: Path, fingerprint: str, overwrite: bool, args: tu
 
 def _extract_part(ds, m: str, split: str, backbone: Backbone | None, *, bar, summary: ExtractSummary, fmt: str,
                   batch_size: int, workers: int, cache_root: Path, strict: bool, limit: int | None,
-                  overwrite: bool, rows_per_shard: int, dataset_options: dict) -> PartSummary:
+                  overwrite: bool, rows_per_shard: int, dataset_options: dict,
+                  max_padding: float | None) -> PartSummary:
     started = time.perf_counter()
     records = ds.records(m, split)
     if limit is not None:
@@ -174,7 +179,7 @@ def _extract_part(ds, m: str, split: str, backbone: Backbone | None, *, bar, sum
             part.status = "resumed"
         bar.update(task, completed=len(mine) - len(pending))
         try:
-            for item in _batches(backbone, pending, shape, batch_size, workers, meter):
+            for item in _batches(backbone, pending, shape, batch_size, workers, meter, max_padding):
                 if isinstance(item, Skipped):
                     err = {"modality": m, "split": split, "id": item.record.id, "reason": item.reason}
                     if item.record.path is not None:
@@ -208,7 +213,7 @@ def _extract_part(ds, m: str, split: str, backbone: Backbone | None, *, bar, sum
 
 
 def _batches(backbone: Backbone | None, records: list, shape: tuple[int, ...], batch_size: int, workers: int,
-             meter: PaddingMeter) -> Iterator[Encoded | Skipped]:
+             meter: PaddingMeter, max_padding: float | None) -> Iterator[Encoded | Skipped]:
     if backbone is None:
         yield from vector_batches(records, shape)
     elif backbone.modality_kind == "image":
@@ -216,4 +221,4 @@ def _batches(backbone: Backbone | None, records: list, shape: tuple[int, ...], b
     elif backbone.modality_kind == "text":
         yield from text_batches(backbone, records, batch_size)
     else:
-        yield from audio_batches(backbone, records, batch_size, workers, meter)
+        yield from audio_batches(backbone, records, batch_size, workers, meter, max_padding)

@@ -24,7 +24,7 @@ from pcmpipe.datasets import load_audio, open_dataset
 from pcmpipe.datasets.synth import synth
 from pcmpipe.extract import extract
 from pcmpipe.extract_batching import fixed_batches, length_batches
-from pcmpipe.extract_sources import MAX_AUDIO_SAMPLES, encode
+from pcmpipe.extract_sources import encode, speech_batches
 
 PAPER = {"I": "clip-vit-b32-image", "T": "clip-vit-b32-text", "S": "hubert-base"}
 
@@ -50,7 +50,7 @@ def bare_forward(modality: str, backbone, records, batch_size: int) -> dict:
     else:
         waves = [load_audio(r.path) for r in records]
         batches = [backbone.preprocess([waves[i] for i in b])
-                   for b in length_batches([w.size for w in waves], batch_size, MAX_AUDIO_SAMPLES)]
+                   for b in speech_batches([w.size for w in waves], batch_size)]
     encode(backbone, batches[0])  # warm-up (allocator, kernels)
     seconds = _timed(lambda: [encode(backbone, b) for b in batches])
     out = {"items": len(records), "seconds": seconds, "items_per_s": len(records) / seconds}

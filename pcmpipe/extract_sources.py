@@ -23,6 +23,9 @@ from pcmpipe.extract_batching import PaddingMeter, fixed_batches, length_batches
 # at most this many (padded) waveform samples per HuBERT batch: 80 s of 16 kHz audio keeps the first
 # convolution's output (512 channels x 3,200 frames per second, fp32) near 0.5 GB
 MAX_AUDIO_SAMPLES = 80 * 16_000
+# at most this fraction of a speech batch's padded samples is padding (`pcmpipe extract --max-padding`): on CPU
+# HuBERT's cost follows the samples processed, so smaller, evenly filled batches beat larger padded ones
+SPEECH_MAX_PADDING = 0.05
 VECTOR_BATCH = 4096
 
 
@@ -157,9 +160,16 @@ def text_batches(backbone: Backbone, records: list[Record], batch_size: int) -> 
         yield Encoded([good[i] for i in batch], encode(backbone, tokens[batch]))
 
 
+def speech_batches(samples: Sequence[int], batch_size: int,
+                   max_padding: float | None = SPEECH_MAX_PADDING) -> list[list[int]]:
+    """The speech batching rule: sorted by length, at most `batch_size` utterances, MAX_AUDIO_SAMPLES padded
+    samples and a padding fraction of `max_padding` (None: no bound) per batch."""
+    return length_batches(samples, batch_size, MAX_AUDIO_SAMPLES, max_padding)
+
+
 def audio_batches(backbone: Backbone, records: list[Record], batch_size: int, workers: int,
-                  meter: PaddingMeter | None = None) -> Iterator:
-    """Speech sorted by duration (read from file headers) and batched under MAX_AUDIO_SAMPLES."""
+                  meter: PaddingMeter | None = None, max_padding: float | None = SPEECH_MAX_PADDING) -> Iterator:
+    """Speech sorted by duration (read from file headers) and batched by `speech_batches`."""
     import scipy.signal  # noqa: F401  (load_audio's resampler: imported once here, before workers fork)
     import soundfile as sf
 
@@ -171,7 +181,7 @@ def audio_batches(backbone: Backbone, records: list[Record], batch_size: int, wo
         except Exception:  # unreadable header: the worker reports why; sort it first
             durations.append(0)
     min_samples = _min_samples(backbone)
-    loader = _loader(AudioFiles(records, min_samples), length_batches(durations, batch_size, MAX_AUDIO_SAMPLES),
+    loader = _loader(AudioFiles(records, min_samples), speech_batches(durations, batch_size, max_padding),
                      workers, backbone.device)
     for ok, waves, errors in loader:
         for i, err in errors:

@@ -24,7 +24,8 @@ from pcmpipe.datasets.synth import synth
 from pcmpipe.errors import UserError
 from pcmpipe.extract import extract
 from pcmpipe.extract_batching import PaddingMeter, length_batches
-from pcmpipe.extract_sources import Encoded, Skipped, text_batches
+from pcmpipe.extract_sources import (MAX_AUDIO_SAMPLES, SPEECH_MAX_PADDING, Encoded, Skipped, speech_batches,
+                                     text_batches)
 
 TINY = {"image": "clip-tiny-image", "text": "clip-tiny-text", "audio": "hubert-tiny"}
 RANDOM = {"image": "random:0", "text": "random:0", "audio": "random:0"}
@@ -209,7 +210,8 @@ def test_argument_errors(flickr, tmp_path):
     for kwargs, match in [(dict(modalities=["A"]), "no modality 'A'"), (dict(splits=["dev"]), "unknown split"),
                           (dict(fmt="csv"), "unknown format"), (dict(limit=0), "--limit"),
                           (dict(backbones={"T": "clip-tiny-image"}, modalities=["T"]), "needs a text backbone"),
-                          (dict(backbones={"image": "vgg"}), "unknown backbone")]:
+                          (dict(backbones={"image": "vgg"}), "unknown backbone"),
+                          (dict(max_padding=1.0), "--max-padding"), (dict(max_padding=-0.01), "--max-padding")]:
         with pytest.raises(UserError, match=match):
             extract("flickr8k", flickr, **{**base, **kwargs})
     with pytest.raises(UserError):
@@ -229,6 +231,78 @@ def test_length_batches_and_padding_meter():
     for i in range(0, 200, 16):
         unsorted.add(lengths[i:i + 16])
     assert meter.fraction < unsorted.fraction / 3  # sorting removes most of the padding
+
+
+def _padding(batch: list[int], lengths: list[int]) -> float:
+    longest = max(lengths[i] for i in batch)
+    return (len(batch) * longest - sum(lengths[i] for i in batch)) / (len(batch) * longest) if longest else 0.0
+
+
+def _check_batches(batches, lengths, batch_size, max_padded, bound) -> None:
+    """Every index exactly once, in ascending length order; every limit held; every cut forced by a limit."""
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    flat = [lengths[i] for b in batches for i in b]
+    assert flat == sorted(flat)
+    for b in batches:
+        longest = max(lengths[i] for i in b)
+        assert len(b) <= batch_size
+        assert len(b) == 1 or max_padded is None or len(b) * longest <= max_padded
+        assert bound is None or _padding(b, lengths) <= bound + 1e-12
+    for b, nxt in zip(batches, batches[1:]):  # greedy: the next batch's first item did not fit
+        grown = b + nxt[:1]
+        assert (len(b) >= batch_size or (max_padded is not None and len(grown) * lengths[nxt[0]] > max_padded)
+                or (bound is not None and _padding(grown, lengths) > bound))
+
+
+@pytest.mark.parametrize("bound", [None, 0.0, 0.02, 0.05, 0.3])
+@pytest.mark.parametrize("max_padded", [None, 600])
+def test_length_batches_padding_bound_properties(bound, max_padded):
+    rng = np.random.default_rng(1)
+    for n, high in [(200, 100), (37, 10_000), (64, 5)]:
+        lengths = rng.integers(0 if high == 5 else 1, high, n).tolist()
+        _check_batches(length_batches(lengths, 16, max_padded, bound), lengths, 16, max_padded, bound)
+
+
+def test_length_batches_padding_bound_cases():
+    # a newcomer that would pad the batch past the bound starts its own batch
+    assert length_batches([100, 10, 99, 11], 8, None, 0.05) == [[1, 3], [2, 0]]
+    assert length_batches([100, 10, 99, 11], 8, None, None) == [[1, 3, 2, 0]]
+    assert length_batches([10, 50, 100], 8, None, 0.0) == [[0], [1], [2]]  # alone when it must be
+    assert length_batches([7, 7, 7, 7, 7], 2, None, 0.0) == [[0, 1], [2, 3], [4]]  # equal lengths: no padding
+    assert length_batches([5, 1000, 6], 8, 500, 0.5) == [[0, 2], [1]]  # longer than max_padded: alone
+    assert length_batches([0, 0, 3], 8, None, 0.05) == [[0, 1], [2]]  # empty items (unreadable headers) first
+    assert length_batches([], 4, None, 0.05) == []
+    with pytest.raises(ValueError, match="max_padding_fraction"):
+        length_batches([1, 2], 4, None, 1.0)
+
+
+def test_speech_batches_default_bounds_padding_on_a_short_mix():
+    """64 utterances of 1-10 s: the old rule left 15 % padding, the bound keeps it (and every batch) <= 5 %."""
+    lengths = (np.random.default_rng(0).uniform(1, 10, 64) * 16_000).astype(int).tolist()
+    ours, old = speech_batches(lengths, 64), speech_batches(lengths, 64, None)
+    assert old == length_batches(lengths, 64, MAX_AUDIO_SAMPLES)
+    _check_batches(ours, lengths, 64, MAX_AUDIO_SAMPLES, SPEECH_MAX_PADDING)
+    meters = {k: PaddingMeter() for k in ("ours", "old")}
+    for k, plan in (("ours", ours), ("old", old)):
+        for b in plan:
+            meters[k].add([lengths[i] for i in b])
+    assert meters["ours"].fraction <= SPEECH_MAX_PADDING < 0.1 < meters["old"].fraction
+
+
+def test_cli_max_padding_default_and_error(tmp_path):
+    import inspect
+
+    from typer.testing import CliRunner
+
+    from pcmpipe.cli import app, extract_cmd
+
+    assert inspect.signature(extract_cmd).parameters["max_padding"].default.default == SPEECH_MAX_PADDING
+    assert inspect.signature(extract).parameters["max_padding"].default == SPEECH_MAX_PADDING
+    res = CliRunner().invoke(app, ["extract", "--dataset", "flickr8k", "--root", str(tmp_path), "--max-padding", "1.5"],
+                             env={"COLUMNS": "400"})
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "--max-padding must be a fraction in [0, 1)" in lines[0], res.stderr
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
