@@ -31,6 +31,10 @@ class ModalityData:
     def shape(self) -> tuple[int, ...]:
         return tuple(self.features.shape[1:])
 
+    @property
+    def rows(self) -> int:
+        return int(self.features.shape[0])
+
     def carries(self, column: str) -> bool:
         return column == self.key or column in self.columns
 
@@ -83,6 +87,25 @@ class SplitData:
         return inputs, present
 
 
+@dataclass
+class CacheInfo:
+    """What the manifest says about one cache, without reading its features (see `peek_split`)."""
+
+    name: str
+    shape: tuple[int, ...]
+    rows: int
+    fingerprint: str
+    directory: str
+
+
+@dataclass
+class SplitInfo:
+    """The caches of one split, checked complete and intact but not loaded."""
+
+    split: str
+    modalities: dict[str, CacheInfo]
+
+
 def feature_name(reader, modality: str, path: Path) -> str:
     """The one feature of a modality cache (or the one named after the modality / 'features')."""
     names = list(reader.feature_names)
@@ -94,15 +117,34 @@ def feature_name(reader, modality: str, path: Path) -> str:
     raise UserError(f"cache {path} holds several features ({', '.join(names)}); cannot tell which one is {modality}")
 
 
-def load_modality(cache_root: str | Path, dataset: str, modality: str, split: str) -> ModalityData:
-    """Read one (dataset, modality, split) cache into memory; a missing cache names the command that makes it."""
+def _open(cache_root: str | Path, dataset: str, modality: str, split: str):
+    """(reader, feature name, path) of one cache; a missing cache names the command that makes it."""
     from pcmpipe.cache import cache_dir, open_cache
 
     path = Path(cache_dir(Path(cache_root), dataset, modality, split))
     if not (path / "manifest.json").is_file():
         raise UserError(f"no cached features at {path}; create them with {_make_command(dataset, modality, split, cache_root)}")
     reader = open_cache(path)
-    name = feature_name(reader, modality, path)
+    return reader, feature_name(reader, modality, path), path
+
+
+def peek_split(cache_root: str | Path, dataset: str, modalities: list[str], split: str) -> SplitInfo:
+    """Check a split's caches (complete, shards intact) and read their shapes, without loading features.
+
+    The trainer uses it for the test split, which it loads only after training: a bad test cache still
+    fails the run before the first epoch, and its features are not resident while training.
+    """
+    info = {}
+    for m in modalities:
+        reader, name, path = _open(cache_root, dataset, m, split)
+        info[m] = CacheInfo(m, tuple(reader.shapes[name]), int(reader.num_rows),
+                            str(reader.manifest.get("fingerprint", "")), str(path))
+    return SplitInfo(split, info)
+
+
+def load_modality(cache_root: str | Path, dataset: str, modality: str, split: str) -> ModalityData:
+    """Read one (dataset, modality, split) cache into memory; a missing cache names the command that makes it."""
+    reader, name, path = _open(cache_root, dataset, modality, split)
     # One contiguous float32 block; the shards are decoded 256 rows at a time straight into it
     # (CacheReader.read_into), so peak memory is the block plus a few MB. The tensor shares the block's memory.
     block = np.empty((reader.num_rows, *reader.shapes[name]), dtype=np.float32)
@@ -182,7 +224,7 @@ def load_split(cache_root: str | Path, dataset: str, modalities: list[str], spli
     return join(split, mods)
 
 
-def check_compatible(reference: SplitData, other: SplitData) -> None:
+def check_compatible(reference: SplitData, other: SplitData | SplitInfo) -> None:
     """Val/test features must have the train features' shapes (same backbone); otherwise the heads cannot apply."""
     for m, d in reference.modalities.items():
         o = other.modalities[m]

@@ -33,7 +33,7 @@ from torch import nn
 from pcmpipe import distributed, runs
 from pcmpipe.config import TrainConfig, config_fingerprint
 from pcmpipe.errors import UserError
-from pcmpipe.samples import SplitData, check_compatible, load_split
+from pcmpipe.samples import SplitData, SplitInfo, check_compatible, load_split, peek_split
 from pcmpipe.train_eval import embed_rows, evaluate_all, levels_available, mean_r1, score
 
 
@@ -92,12 +92,13 @@ class _Reporter:
             self.bar.stop()
 
 
-def _load_data(cfg: TrainConfig) -> tuple[SplitData, SplitData, SplitData]:
+def _load_data(cfg: TrainConfig) -> tuple[SplitData, SplitData, SplitInfo]:
+    """Train and val in memory; the test caches only checked (they are loaded after training, see `_test`)."""
     train = load_split(cfg.cache_root, cfg.dataset, cfg.modalities, cfg.split_train)
-    val = load_split(cfg.cache_root, cfg.dataset, cfg.modalities, cfg.split_val)
-    test = load_split(cfg.cache_root, cfg.dataset, cfg.modalities, cfg.split_test)
-    check_compatible(train, val)
+    test = peek_split(cfg.cache_root, cfg.dataset, cfg.modalities, cfg.split_test)
     check_compatible(train, test)
+    val = load_split(cfg.cache_root, cfg.dataset, cfg.modalities, cfg.split_val)
+    check_compatible(train, val)
     return train, val, test
 
 
@@ -112,13 +113,13 @@ def _build(cfg: TrainConfig, shapes: dict[str, tuple[int, ...]], device: torch.d
     return heads, log_scale
 
 
-def _record_config(cfg: TrainConfig, fp: str, train: SplitData, val: SplitData, test: SplitData,
+def _record_config(cfg: TrainConfig, fp: str, train: SplitData, val: SplitData, test: SplitInfo,
                    device: torch.device) -> dict:
-    caches = {d.split: {m: {"path": md.directory, "fingerprint": md.fingerprint, "rows": int(md.features.shape[0])}
+    caches = {d.split: {m: {"path": md.directory, "fingerprint": md.fingerprint, "rows": md.rows}
                         for m, md in d.modalities.items()} for d in (train, val, test)}
     return {"config": cfg.to_dict(), "seed": cfg.seed, "fingerprint": fp, "caches": caches,
             "shapes": {m: list(d.shape) for m, d in train.modalities.items()},
-            "base": train.base, "samples": {d.split: len(d) for d in (train, val, test)},
+            "base": train.base, "samples": {d.split: len(d) for d in (train, val)},
             "device": str(device), "versions": software_versions(), "argv": sys.argv}
 
 
@@ -159,11 +160,11 @@ def _train(cfg: TrainConfig, console: Console) -> Path:
         distributed.barrier()
         return final
 
-    train_d, val_d, test_d = _load_data(cfg)
+    train_d, val_d, test_info = _load_data(cfg)
     if cfg.match not in levels_available(val_d.modalities):
         raise UserError("--match class needs a class_id column in every modality's cache; use --match instance")
     device = resolve_device(cfg.device)
-    for d in (train_d, val_d, test_d):
+    for d in (train_d, val_d):
         d.to(device)
     steps = len(train_d) // cfg.batch_size  # drop_last: every step sees a full batch
     if steps == 0:
@@ -207,9 +208,7 @@ def _train(cfg: TrainConfig, console: Console) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp)  # a start that died before its first checkpoint: nothing worth keeping
         tmp.mkdir(parents=True)
-        runs.write_json(tmp / "config.json", _record_config(cfg, fp, train_d, val_d, test_d, device))
-        untrained, _ = evaluate_all(heads, test_d.modalities, cfg.eval_batch)
-        runs.write_json(tmp / "untrained_metrics.json", {"epoch": 0, "heads": "untrained (seeded init)", **untrained})
+        runs.write_json(tmp / "config.json", _record_config(cfg, fp, train_d, val_d, test_info, device))
     distributed.barrier()  # the run directory exists before any rank goes on
 
     reporter = _Reporter(console, cfg.progress, cfg.epochs, steps)
@@ -226,6 +225,11 @@ def _train(cfg: TrainConfig, console: Console) -> Path:
         distributed.barrier()  # rank 0 writes the test metrics and renames the run directory
         return final
     # Best epoch -> test metrics, embeddings, heads; the completion marker last, then the rename.
+    del train_d, val_d  # the training features go before the test split comes in (peak memory)
+    test_d = _test_split(cfg, test_info, device)
+    untrained_heads, _ = _build(cfg, shapes, device)  # the seeded init the run started from
+    untrained, _ = evaluate_all(untrained_heads, test_d.modalities, cfg.eval_batch)
+    runs.write_json(tmp / "untrained_metrics.json", {"epoch": 0, "heads": "untrained (seeded init)", **untrained})
     if state["best_heads"] is not None:
         heads.load_state_dict(state["best_heads"])
     metrics, emb = evaluate_all(heads, test_d.modalities, cfg.eval_batch)
@@ -242,6 +246,17 @@ def _train(cfg: TrainConfig, console: Console) -> Path:
                  f"{mean_r1(runs.read_json(final / 'untrained_metrics.json')[cfg.match]):.2f})")
     distributed.barrier()  # release the other ranks: the run directory is final
     return final
+
+
+def _test_split(cfg: TrainConfig, info: SplitInfo, device: torch.device) -> SplitData:
+    """The test split, loaded once training is over; it must still be the cache config.json recorded."""
+    test = load_split(cfg.cache_root, cfg.dataset, cfg.modalities, cfg.split_test)
+    for m, d in test.modalities.items():
+        if d.fingerprint != info.modalities[m].fingerprint:
+            raise UserError(f"test cache {d.directory} changed during training (fingerprint {d.fingerprint[:12]} vs "
+                            f"{info.modalities[m].fingerprint[:12]} at the start); restore it, or delete the run "
+                            "directory and train again")
+    return test.to(device)
 
 
 def _loop(cfg, train_d, val_d, heads, log_scale, opt, sched, gen, steps, state, tmp, reporter, fp) -> None:
