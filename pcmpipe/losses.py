@@ -39,6 +39,17 @@ def _presence(emb: dict[str, Tensor], present: dict[str, Tensor] | None) -> dict
     return out
 
 
+def _masks(emb: dict[str, Tensor], present: dict[str, Tensor] | None) -> dict[str, Tensor | None]:
+    """name -> bool [B] where a mask was given, None where the modality is present in every row.
+
+    The None entries let the losses skip the mask arithmetic entirely (the trainer passes masks only for
+    modalities with missing rows); the masked and unmasked paths give the same values.
+    """
+    given = {} if present is None else present
+    full = _presence(emb, {n: p for n, p in given.items() if n in emb})
+    return {n: (full[n] if given.get(n) is not None else None) for n in emb}
+
+
 def _check_batch(emb: dict[str, Tensor]) -> int:
     sizes = {name: x.shape[0] for name, x in emb.items()}
     if len(set(sizes.values())) > 1:
@@ -76,12 +87,19 @@ def pcmc_loss(
     (CE(S^{ij} rows) + CE(S^{ji} rows)) / 2, each CE averaged over the rows whose query and positive are both
     present. A pair with no such rows contributes 0 (still connected to the graph, gradient 0).
     """
-    _check_batch(emb)
+    B = _check_batch(emb)
+    masks = _masks(emb, present)
     pres = _presence(emb, present)
     z = {name: F.normalize(x, dim=-1) for name, x in emb.items()}
     total = None
     for a, b in combinations(sorted(z), 2):
         za, zb = z[a], z[b]
+        if masks[a] is None and masks[b] is None:  # every row counts: the plain CLIP loss of the pair
+            logits = logit_scale * za @ zb.T
+            labels = torch.arange(B, device=logits.device)
+            term = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+            total = term if total is None else total + term
+            continue
         rows = pres[a] & pres[b]  # query and its positive both present
         if bool(rows.any()):
             logits = logit_scale * za @ zb.T  # [B, B]: query a, candidate b
@@ -110,7 +128,7 @@ def pcmr_target(
     inputs: name -> [B, ...]; present: name -> bool [B]. Returns float [B, B] of 0/1 (no gradient).
     """
     B = _check_batch(inputs)
-    pres = _presence(inputs, present)
+    masks = _masks(inputs, present)
     best = None
     for name, x in inputs.items():
         x = x.detach().reshape(B, -1)
@@ -119,8 +137,8 @@ def pcmr_target(
         # normalising first (F.normalize's eps included), without a normalised copy of a [B, 9984] batch.
         inv = torch.linalg.vector_norm(x, dim=-1).clamp_min(1e-12).reciprocal()  # [B]
         cos = (x @ x.T) * inv[:, None] * inv[None, :]  # [B, B]
-        both = pres[name][:, None] & pres[name][None, :]
-        cos = cos.masked_fill(~both, float("-inf"))
+        if masks[name] is not None:
+            cos = cos.masked_fill(~(masks[name][:, None] & masks[name][None, :]), float("-inf"))
         best = cos if best is None else torch.maximum(best, cos.to(best.dtype))
     target = (best > threshold).to(torch.float32)
     target.fill_diagonal_(1.0)
@@ -145,6 +163,7 @@ def pcmr_loss(
     if rho < 0:
         raise ValueError(f"rho must be >= 0, got {rho}")
     B = _check_batch(emb)
+    masks = _masks(emb, present)
     pres = _presence(emb, present)
     z = {name: F.normalize(x, dim=-1) for name, x in emb.items()}
     first = next(iter(z.values()))
@@ -158,8 +177,11 @@ def pcmr_loss(
     total = first.sum() * 0.0  # a single modality has no pairs
     for a, b in combinations(sorted(z), 2):
         sim = z[a] @ z[b].T  # [B, B]
-        h = (pres[a][:, None] & pres[b][None, :]).to(sim.dtype)
-        sq = ((h * (sim - target)) ** 2).sum()
+        if masks[a] is None and masks[b] is None:
+            sq = ((sim - target) ** 2).sum()
+        else:
+            h = (pres[a][:, None] & pres[b][None, :]).to(sim.dtype)
+            sq = ((h * (sim - target)) ** 2).sum()
         total = total + sq.pow(power)
     return total
 

@@ -270,6 +270,8 @@ def _loop(cfg, train_d, val_d, heads, log_scale, opt, sched, gen, steps, state, 
     max_log = math.log(cfg.logit_scale_max)
     losses = torch.zeros(steps, device=device)  # per-step losses, read once per refresh, not per step
     buffers = train_d.buffers(len(distributed.local_rows(torch.arange(bs))))  # this rank's rows, reused every step
+    # Modalities with a row for every sample need no mask: the losses then skip the mask arithmetic.
+    complete = {m for m, p in train_d.present.items() if bool(p.all())}
     refresh = max(1, steps // 20)
     check_every = 1 if device.type == "cpu" else refresh  # a NaN check syncs the GPU; on CPU it is free
     while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
@@ -280,6 +282,7 @@ def _loop(cfg, train_d, val_d, heads, log_scale, opt, sched, gen, steps, state, 
         for s in range(steps):
             # Under torchrun: this rank's slice of the global batch in, the global batch's embeddings out.
             inputs, local_present = train_d.batch(distributed.local_rows(order[s]), out=buffers)
+            local_present = {m: p for m, p in local_present.items() if m not in complete}
             emb, present = distributed.gather_features({m: heads[m](x) for m, x in inputs.items()}, local_present)
             if cfg.loss == "pcmc":
                 loss = pcmc_loss(emb, present, logit_scale=log_scale.exp())

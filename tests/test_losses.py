@@ -273,3 +273,29 @@ def test_pcmr_target_has_no_gradient_and_feeds_the_loss():
     emb = _emb(["I", "T"], B=4, D=3, seed=16)
     got = float(pcmr_loss(emb, target=t.double()))
     assert abs(got - _ref_pcmr(emb, t, None, 1.0)) < 1e-9
+
+
+def test_all_true_masks_equal_no_masks_values_and_gradients():
+    """The unmasked fast path (no entry in `present`) and an explicit all-True mask give the same loss and
+    gradients, for every loss and for the target, also when only some modalities carry a mask."""
+    names = ["I", "S", "T"]
+    B = 7
+    inputs = {"I": torch.randn(B, 4, dtype=torch.float64), "S": torch.randn(B, 3, 5, dtype=torch.float64),
+              "T": torch.randn(B, 4, dtype=torch.float64)}
+    inputs["T"][3] = inputs["T"][5] * 2  # a shared view, so the target is not the identity
+    ones = {m: torch.ones(B, dtype=torch.bool) for m in names}
+    for present in ({"S": ones["S"]}, ones):
+        assert torch.equal(pcmr_target(inputs, 0.99, None), pcmr_target(inputs, 0.99, present))
+    target = pcmr_target(inputs, 0.99)
+    assert target.sum() > B  # the planted pair counts
+    for loss in (lambda e, p: pcmc_loss(e, p, logit_scale=3.0), lambda e, p: pcmr_loss(e, target, p, rho=1.0)):
+        results = []
+        for present in (None, {"S": ones["S"]}, ones):
+            emb = {m: e.clone().requires_grad_(True) for m, e in _emb(names, B=B, D=6, seed=3).items()}
+            value = loss(emb, present)
+            value.backward()
+            results.append((value.detach(), {m: e.grad for m, e in emb.items()}))
+        for value, grads in results[1:]:
+            assert torch.allclose(value, results[0][0], rtol=1e-12, atol=1e-12)
+            for m in names:
+                assert torch.allclose(grads[m], results[0][1][m], rtol=1e-10, atol=1e-12)
