@@ -96,19 +96,29 @@ def run(data: dict[str, torch.Tensor], epochs: int, seed: int = 0, clock=time.pe
     return times
 
 
-def step_flops(b: int = BATCH) -> int:
-    """Matmul FLOPs of one PCMR training step (multiply-add = 2), forward + backward.
+def step_gemms(b: int = BATCH) -> list[tuple[int, int, int]]:
+    """The matrix products (m, k, n) of one PCMR training step, forward + backward.
 
-    Per head: the input projection needs its weight gradient only (the input is data), the two D x D layers
-    both gradients (3x forward); HuBERT's layer weighting is a [b, 13, 768] contraction with a weight gradient.
-    Loss: 3 pairs of b x b x D similarities, forward and two backward products. Target (no gradient): one b x b
-    cosine matrix per modality over the raw features. Elementwise work (GELU, LayerNorm, AdamW) is left out:
-    it is memory-bound, so the floor is a lower bound.
+    Per head: the input projection needs its weight gradient (the input is data) and, for HuBERT only, its
+    input gradient too (the softmax layer weights sit below it); the two D x D layers need both gradients
+    (fc1's input gradient flows into the projection). Loss: 3 pairs of b x b x D similarities, forward and
+    two backward products. Target (no gradient): one b x b cosine matrix per modality over the raw features.
     """
-    ff = 2 * b * D * D
-    per_vec_head = lambda d_in: 2 * (2 * b * d_in * D) + 2 * 3 * ff  # noqa: E731
     layers, d_s = SHAPE_S
-    heads = per_vec_head(DIM_I) + per_vec_head(DIM_T) + per_vec_head(d_s) + 2 * (2 * b * layers * d_s)
-    sims = 3 * 3 * (2 * b * b * D)
-    target = 2 * b * b * (DIM_I + DIM_T + layers * d_s)
-    return heads + sims + target
+    out: list[tuple[int, int, int]] = []
+    for d_in in (DIM_I, DIM_T, d_s):
+        out += [(b, d_in, D), (D, b, d_in)]  # projection: forward, weight gradient
+        if d_in == d_s:
+            out.append((b, D, d_s))  # projection input gradient, for the layer weights
+        out += [(b, D, D)] * 2 + [(D, b, D)] * 2 + [(b, D, D)] * 2  # fc1, fc2: forward, weight and input gradients
+    out += [(b, D, b), (b, b, D), (b, b, D)] * 3  # similarities of the 3 pairs: forward, both gradients
+    out += [(b, d, b) for d in (DIM_I, DIM_T, layers * d_s)]  # target cosines
+    return out
+
+
+def step_flops(b: int = BATCH) -> int:
+    """Matmul FLOPs of one PCMR training step (multiply-add = 2), forward + backward: `step_gemms` plus
+    HuBERT's layer weighting (a [b, 13, 768] contraction, forward and weight gradient). Elementwise work
+    (GELU, LayerNorm, AdamW) is left out: it is memory-bound, so the floor is a lower bound."""
+    layers, d_s = SHAPE_S
+    return sum(2 * m * k * n for m, k, n in step_gemms(b)) + 2 * (2 * b * layers * d_s)
