@@ -54,7 +54,7 @@ def main() -> None:
     name = "clip-tiny-image" if args.smoke else "clip-vit-b32-image"
     if args.smoke:
         args.images, args.batch = 12, 4  # 8 in train
-    workers = extract_mod.default_workers() if args.workers is None else args.workers
+    workers = extract_mod.default_workers(args.device) if args.workers is None else args.workers
     bb = create_backbone(name, weights="random:0", device=args.device)
     extract_mod.create_backbone = lambda *a, **k: bb  # the one prebuilt backbone (see module docstring)
 

@@ -299,7 +299,7 @@ def extract_cmd(
     device: str = typer.Option("auto", "--device", help="auto (cuda if available), cpu, cuda, cuda:N"),
     fmt: str = typer.Option("parquet", "--format", help="shard format: parquet or hdf5"),
     batch_size: int = typer.Option(64, "--batch-size", help="items per forward pass (speech: also at most 80 s of audio)"),
-    workers: Optional[int] = typer.Option(None, "--workers", help="decoding processes for images and audio (default min(4, cpus); 0 = main process)"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="decoding processes for images and audio (default: CPUs/4 on CPU, min(8, CPUs) on GPU; 0 = main process)"),
     image_backbone: str = typer.Option("clip-vit-b32-image", "--image-backbone", help="backbone for I"),
     text_backbone: str = typer.Option("clip-vit-b32-text", "--text-backbone", help="backbone for T and P"),
     audio_backbone: str = typer.Option("hubert-base", "--audio-backbone", help="backbone for S"),
