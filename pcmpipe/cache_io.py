@@ -242,6 +242,40 @@ def read_feature_into(path: Path, fmt: str, name: str, out: np.ndarray) -> int:
         return n
 
 
+def iter_feature_into(path: Path, fmt: str, name: str, out: np.ndarray) -> Iterator[int]:
+    """Decode feature `name` of one shard into `out` ([R, *shape], reused) R rows at a time; yield each count.
+
+    The rows of one step are out[:k] until the next step overwrites them: a caller streams a cache through a
+    fixed buffer (the trainer's per-epoch validation of large caches) instead of holding it.
+    """
+    flat = out.reshape(out.shape[0], -1)
+    rows = out.shape[0]
+    if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pool = pa.default_memory_pool()
+        pa.set_memory_pool(pa.system_memory_pool())  # as in read_feature_into: freed buffers go back to the OS
+        try:
+            pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
+            for batch in pf.iter_batches(batch_size=rows, columns=[name], use_threads=False):
+                k = _copy_list_chunk(batch.column(0), flat, 0)
+                del batch
+                _trim_heap()
+                yield k
+        finally:
+            pa.set_memory_pool(pool)
+        return
+    import h5py
+
+    with h5py.File(path, "r") as h:
+        ds = h[name]
+        for start in range(0, len(ds), rows):
+            k = min(rows, len(ds) - start)
+            out[:k] = ds[start:start + k]
+            yield k
+
+
 _LIBC = None  # ctypes handle of glibc, False where there is none
 
 

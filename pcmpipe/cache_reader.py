@@ -12,7 +12,8 @@ from typing import Iterator
 
 import numpy as np
 
-from pcmpipe.cache_io import ShardError, iter_shard, read_columns, read_feature_into, sha256_file, shard_rows
+from pcmpipe.cache_io import (ShardError, iter_feature_into, iter_shard, read_columns, read_feature_into, sha256_file,
+                              shard_rows)
 from pcmpipe.cache_manifest import MANIFEST, load_manifest, schema_of
 from pcmpipe.errors import UserError
 
@@ -82,6 +83,36 @@ class CacheReader:
             raise UserError(f"cache {self.directory} holds {at} rows, its manifest says {self.num_rows}; "
                             "delete the cache directory and rerun the extraction")
         return {c: (np.concatenate(v) if v else np.asarray([], dtype=str)) for c, v in cols.items()}
+
+    def read_ids_only(self) -> dict[str, np.ndarray]:
+        """The string columns (id, key, links) of every row in shard order, without decoding any feature."""
+        cols: dict[str, list[np.ndarray]] = {c: [] for c in self.columns}
+        for shard in self.manifest["shards"]:
+            part = read_columns(self.directory / shard["file"], self.fmt, self.columns)
+            for c in self.columns:
+                cols[c].append(part[c])
+        out = {c: (np.concatenate(v) if v else np.asarray([], dtype=str)) for c, v in cols.items()}
+        if len(out["id"]) != self.num_rows:
+            raise UserError(f"cache {self.directory} holds {len(out['id'])} rows, its manifest says {self.num_rows}; "
+                            "delete the cache directory and rerun the extraction")
+        return out
+
+    def iter_feature(self, name: str, rows: int) -> Iterator[np.ndarray]:
+        """Every row of feature `name` in shard order, as float32 arrays of at most `rows` rows.
+
+        The arrays are views of one reused buffer: each is valid until the next one is produced. Memory is that
+        buffer plus one decoded record batch, whatever the cache's size.
+        """
+        (name,) = self._names([name])
+        buf = np.empty((rows, *self.shapes[name]), dtype=np.float32)
+        seen = 0
+        for shard in self.manifest["shards"]:
+            for k in iter_feature_into(self.directory / shard["file"], self.fmt, name, buf):
+                seen += k
+                yield buf[:k]
+        if seen != self.num_rows:
+            raise UserError(f"cache {self.directory} holds {seen} rows of {name}, its manifest says {self.num_rows}; "
+                            "delete the cache directory and rerun the extraction")
 
     def iter_batches(self, batch_rows: int, features: list[str] | None = None
                      ) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:

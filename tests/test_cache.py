@@ -63,6 +63,14 @@ def test_round_trip(tmp_path, fmt):
     assert [i for c, _ in batches for i in c["id"].tolist()] == ids
     with pytest.raises(UserError, match="no feature 'nope'"):
         reader.read(["nope"])
+    # streaming: one reused float32 buffer, chunks crossing shard ends, ids without any feature decoded
+    chunks = [c.copy() for c in reader.iter_feature("hubert", 50)]
+    assert [len(c) for c in chunks] == [50, 14, 50, 14, 50, 14, 38]  # at most 50 rows, never across a shard
+    np.testing.assert_array_equal(np.concatenate(chunks), feats["hubert"])
+    vec = np.concatenate([c.copy() for c in reader.iter_feature("vec", 64)])
+    assert vec.dtype == np.float32 and np.array_equal(vec, feats["vec"].astype(np.float32))
+    ids_only = reader.read_ids_only()
+    assert {k: v.tolist() for k, v in ids_only.items()} == {k: v.tolist() for k, v in cols.items()}
 
 
 def test_manifest_fields_and_fingerprint(tmp_path):
