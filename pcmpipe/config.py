@@ -36,7 +36,7 @@ MODALITY_RE = re.compile(r"^[A-Za-z0-9_-]+$")  # no ".": modality names key nn.M
 
 # Fields that do not change the numbers a run produces; left out of the fingerprint so that renaming a
 # run or moving where runs are written does not make a finished run look different.
-_NOT_FINGERPRINTED = ("name", "runs_root", "num_workers", "progress", "threads")
+_NOT_FINGERPRINTED = ("name", "runs_root", "num_workers", "progress", "threads", "stream_val_mb")
 
 
 @dataclass
@@ -68,6 +68,9 @@ class TrainConfig:
     dim: int = 256  # D, the common embedding size
     num_workers: int = 0  # reserved: batches are gathered in-process by index_select
     eval_batch: int = 4096  # rows per forward pass when embedding a whole split
+    # On CPU, a validation modality whose features exceed this many MiB is decoded from its cache at every
+    # validation instead of held in memory (None: always held). Same numbers either way.
+    stream_val_mb: Optional[float] = 64.0
     compile: bool = False  # torch.compile the heads (off: the heads are tiny, compile time dominates)
     progress: bool = True  # rich progress bar on a terminal
     threads: Optional[int] = None  # CPU intra-op threads while training (None: torch's default)
@@ -133,6 +136,8 @@ class TrainConfig:
             raise UserError("the logit scale init must be in (0, logit_scale_max]")
         if self.epochs < 1 or self.patience < 1 or self.dim < 1 or self.eval_batch < 1:
             raise UserError("--epochs, patience, dim and eval_batch must be >= 1")
+        if self.stream_val_mb is not None and not self.stream_val_mb >= 0:
+            raise UserError(f"stream_val_mb must be >= 0 (MiB) or null, got {self.stream_val_mb}")
         if self.threads is not None and self.threads < 1:
             raise UserError(f"--threads must be >= 1, got {self.threads}")
         if self.batch_size is not None and self.batch_size < 2:

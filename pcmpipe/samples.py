@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -17,23 +18,56 @@ import torch
 from pcmpipe.errors import UserError
 
 @dataclass
+class FeatureStream:
+    """Where a streamed modality's features are read from, chunk by chunk, every time they are needed."""
+
+    name: str  # the feature inside the cache
+    shape: tuple[int, ...]
+    rows: int
+    device: torch.device | str = "cpu"
+
+
+@dataclass
 class ModalityData:
-    """One cached modality of one split, fully in memory."""
+    """One cached modality of one split: ids in memory, features in memory or streamed from the cache."""
 
     name: str
     key: str  # the key column, e.g. "caption_id"
     columns: dict[str, np.ndarray]  # "id" + link columns, arrays of str, length N
-    features: torch.Tensor  # [N, *shape] float32, contiguous
+    features: torch.Tensor | None  # [N, *shape] float32, contiguous; None when streamed (see `chunks`)
     fingerprint: str  # the cache manifest's fingerprint
     directory: str
+    stream: FeatureStream | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return tuple(self.features.shape[1:])
+        return tuple(self.features.shape[1:]) if self.features is not None else self.stream.shape
 
     @property
     def rows(self) -> int:
-        return int(self.features.shape[0])
+        return int(self.features.shape[0]) if self.features is not None else self.stream.rows
+
+    def chunks(self, rows: int) -> Iterator[torch.Tensor]:
+        """The features in row order, at most `rows` rows at a time (streamed: at most 256).
+
+        Resident features give slices. Streamed ones are decoded from the cache into one reused buffer, so each
+        chunk is valid only until the next is produced; the cache must still be the one loaded (same fingerprint).
+        """
+        if self.features is not None:
+            for i in range(0, self.features.shape[0], rows):
+                yield self.features[i : i + rows]
+            return
+        from pcmpipe.cache import open_cache
+
+        reader = open_cache(self.directory, verify=False)  # row counts only: the hashes were checked at load
+        now = str(reader.manifest.get("fingerprint", ""))
+        if now != self.fingerprint:
+            raise UserError(f"cache {self.directory} changed while in use (fingerprint {now[:12]} vs "
+                            f"{self.fingerprint[:12]}); restore it, or delete the run directory and train again")
+        # Decoded 256 rows at a time whatever `rows` is (10 MB of HuBERT features, plus pyarrow's batch of as
+        # many): a 4,096-row chunk would add 0.3 GiB at every validation, the memory streaming is there to save.
+        for chunk in reader.iter_feature(self.stream.name, min(rows, 256)):
+            yield torch.from_numpy(chunk).to(self.stream.device)
 
     def carries(self, column: str) -> bool:
         return column == self.key or column in self.columns
@@ -58,7 +92,10 @@ class SplitData:
     def to(self, device: torch.device | str) -> "SplitData":
         """Move features and index tensors once, so batches are gathered on the device."""
         for m in self.modalities.values():
-            m.features = m.features.to(device)
+            if m.features is not None:
+                m.features = m.features.to(device)
+            else:
+                m.stream.device = device
         self.idx = {k: v.to(device) for k, v in self.idx.items()}
         self.present = {k: v.to(device) for k, v in self.present.items()}
         return self
@@ -142,9 +179,19 @@ def peek_split(cache_root: str | Path, dataset: str, modalities: list[str], spli
     return SplitInfo(split, info)
 
 
-def load_modality(cache_root: str | Path, dataset: str, modality: str, split: str) -> ModalityData:
-    """Read one (dataset, modality, split) cache into memory; a missing cache names the command that makes it."""
+def load_modality(cache_root: str | Path, dataset: str, modality: str, split: str,
+                  stream_above: int | None = None) -> ModalityData:
+    """Read one (dataset, modality, split) cache into memory; a missing cache names the command that makes it.
+
+    With `stream_above`, features larger than that many bytes (as float32) stay in the cache: only the id
+    columns are read, and `ModalityData.chunks` decodes the features whenever they are used.
+    """
     reader, name, path = _open(cache_root, dataset, modality, split)
+    shape = tuple(reader.shapes[name])
+    if stream_above is not None and 4 * reader.num_rows * int(np.prod(shape)) > stream_above:
+        return ModalityData(modality, reader.key, reader.read_ids_only(), None,
+                            str(reader.manifest.get("fingerprint", "")), str(path),
+                            FeatureStream(name, shape, int(reader.num_rows)))
     # One contiguous float32 block; the shards are decoded 256 rows at a time straight into it
     # (CacheReader.read_into), so peak memory is the block plus a few MB. The tensor shares the block's memory.
     block = np.empty((reader.num_rows, *reader.shapes[name]), dtype=np.float32)
@@ -218,9 +265,10 @@ def _lookup(haystack: np.ndarray, needles: np.ndarray) -> tuple[np.ndarray, np.n
     return np.where(found, rows, 0).astype(np.int64), found.astype(bool)
 
 
-def load_split(cache_root: str | Path, dataset: str, modalities: list[str], split: str) -> SplitData:
-    """Load every modality of one split and join them (see module docstring)."""
-    mods = {m: load_modality(cache_root, dataset, m, split) for m in modalities}
+def load_split(cache_root: str | Path, dataset: str, modalities: list[str], split: str,
+               stream_above: int | None = None) -> SplitData:
+    """Load every modality of one split and join them (see module docstring); `stream_above`: see load_modality."""
+    mods = {m: load_modality(cache_root, dataset, m, split, stream_above) for m in modalities}
     return join(split, mods)
 
 

@@ -24,7 +24,7 @@ def embed_rows(heads: nn.ModuleDict, mods: dict[str, ModalityData], batch: int =
     heads.eval()
     out = {}
     for m, d in mods.items():
-        chunks = [heads[m](d.features[i : i + batch]) for i in range(0, d.features.shape[0], batch)]
+        chunks = [heads[m](x) for x in d.chunks(batch)]  # resident slices, or decoded from the cache
         out[m] = torch.cat(chunks).float()
     heads.train(was_training)
     return out

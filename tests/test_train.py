@@ -269,3 +269,28 @@ def test_resume_from_a_kill_in_the_final_phase(cache, tmp_path, monkeypatch):
     assert runs.read_json(run / "test_metrics.json") == reference
     assert not list(run.rglob(".*.tmp")) and not (run / runs.CHECKPOINT).exists()
     assert len(runs.read_metrics(run)) == 2
+
+
+def test_streamed_modality_chunks_equal_resident_features(cache):
+    resident = load_modality(cache, "synth", "S", "val")
+    streamed = load_modality(cache, "synth", "S", "val", stream_above=0)
+    assert streamed.features is None and streamed.stream is not None
+    assert streamed.shape == resident.shape and streamed.rows == resident.rows
+    assert {k: v.tolist() for k, v in streamed.columns.items()} == {k: v.tolist() for k, v in resident.columns.items()}
+    chunks = [c.clone() for c in streamed.chunks(7)]
+    assert max(len(c) for c in chunks) <= 7
+    assert torch.equal(torch.cat(chunks), resident.features)
+    assert torch.equal(torch.cat(list(resident.chunks(7))), resident.features)
+    streamed.fingerprint = "0" * 64  # as if the cache had been rewritten since it was loaded
+    with pytest.raises(UserError, match="changed while in use"):
+        next(streamed.chunks(7))
+
+
+def test_streamed_validation_gives_the_resident_run(cache, tmp_path):
+    """On CPU a large validation cache is decoded from disk every epoch instead of held; the run is the same."""
+    got = []
+    for name, limit in (("resident", None), ("streamed", 0)):
+        run = train(_cfg(cache, tmp_path, epochs=2, patience=2, name=name, stream_val_mb=limit))
+        history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        got.append(([(h["loss"], h["val"]) for h in history], runs.read_json(run / runs.COMPLETE_MARKER)))
+    assert got[0] == got[1]
