@@ -70,7 +70,7 @@ class TrainConfig:
     eval_batch: int = 4096  # rows per forward pass when embedding a whole split
     # On CPU, a validation modality whose features exceed this many MiB is decoded from its cache at every
     # validation instead of held in memory (None: always held). Same numbers either way.
-    stream_val_mb: Optional[float] = 64.0
+    stream_val_mb: Optional[float] = 8.0
     compile: bool = False  # torch.compile the heads (off: the heads are tiny, compile time dominates)
     progress: bool = True  # rich progress bar on a terminal
     threads: Optional[int] = None  # CPU intra-op threads while training (None: torch's default)
