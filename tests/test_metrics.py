@@ -16,6 +16,7 @@ from pcmpipe.evaluation.metrics import (
     r_precision,
     recall_at_k,
     retrieval_metrics_blocked,
+    retrieval_metrics_blocked_pair,
 )
 
 
@@ -123,6 +124,21 @@ def test_blocked_equals_dense(integer, block):
     if integer:
         ref = _loop_metrics(sim, positives, (1, 5, 10))
         assert all(abs(got[key] - ref[key]) < 1e-12 for key in ref)
+
+
+@pytest.mark.parametrize("integer", [False, True])
+@pytest.mark.parametrize("block", [7, 16, 4096])
+def test_pair_pass_equals_each_direction_on_its_own(integer, block):
+    """Both directions from one pass over the blocks: the numbers of two separate passes, ties included."""
+    a, b, la, lb = _labels_case(Q=50, N=45, n_classes=6, D=4, seed=5, integer=integer)
+    got_ab, got_ba = retrieval_metrics_blocked_pair(a, b, (la, lb), (lb, la), ks=(1, 5, 10), block=block)
+    assert got_ab == retrieval_metrics_blocked(a, b, la, lb, ks=(1, 5, 10), block=block)
+    assert got_ba == retrieval_metrics_blocked(b, a, lb, la, ks=(1, 5, 10), block=block)
+    sim = b @ a.T
+    positives = torch.as_tensor(lb[:, None] == la[None, :])
+    for k in (1, 5, 10):
+        assert got_ba[f"r@{k}"] == recall_at_k(sim, positives, k)
+    assert abs(got_ba["R-P"] - r_precision(sim, positives)) < 1e-12
 
 
 def test_blocked_with_string_labels_and_no_positives():

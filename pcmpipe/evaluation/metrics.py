@@ -188,6 +188,95 @@ def retrieval_metrics_blocked(
     return {**{f"r@{k}": hit_sums[k] / n_valid for k in ks}, "R-P": rp_sum / n_valid}
 
 
+def _merge_top(run: tuple[Tensor, Tensor] | None, vals: Tensor, idx: Tensor, top: int) -> tuple[Tensor, Tensor]:
+    """Running top-`top` per row: earlier entries come first and have lower indices, so a stable sort by value
+    keeps ties index-ordered, as `stable_order` over the whole row would."""
+    if run is None:
+        return vals, idx
+    vals, idx = torch.cat([run[0], vals], 1), torch.cat([run[1], idx], 1)
+    o = torch.argsort(-vals, dim=1, stable=True)[:, :top]
+    return vals.gather(1, o), idx.gather(1, o)
+
+
+def _score_rows(run_idx: Tensor, codes: Tensor, g_codes: Tensor, r: Tensor, ks: Sequence[int]) -> tuple[dict, float]:
+    """Hits per k and the R-precision sum of queries whose ranked top entries are `run_idx` [n, top]."""
+    hits = g_codes[run_idx] == codes[:, None]
+    found = {k: float(hits[:, :k].any(1).double().sum()) for k in ks}
+    in_top_r = hits.cumsum(1).gather(1, (r - 1)[:, None])[:, 0]
+    return found, float((in_top_r.double() / r.double()).sum())
+
+
+def retrieval_metrics_blocked_pair(
+    a_emb: Any,
+    b_emb: Any,
+    ab_labels: tuple[Any, Any],
+    ba_labels: tuple[Any, Any],
+    ks: Sequence[int] = (1, 5),
+    block: int = 4096,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Both directions A->B and B->A from one pass over the similarity blocks: each block A_i B_j^T is ranked
+    along its rows for A's queries and along its columns for B's, so every product is computed once.
+
+    ab_labels: (labels of A as queries, labels of B as gallery); ba_labels: (B as queries, A as gallery).
+    Returns (A->B, B->A), each equal to `retrieval_metrics_blocked` of that direction (same ties, same values).
+    Extra memory: one block, a running top-K per A query of the current block and per B query.
+    """
+    a, b = _tensor(a_emb), _tensor(b_emb)
+    dtype = torch.promote_types(a.dtype, b.dtype)
+    a, b = a.to(dtype), b.to(dtype)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"embeddings must be [Na, D] and [Nb, D], got {tuple(a.shape)} and {tuple(b.shape)}")
+    if not ks or min(ks) < 1:
+        raise ValueError(f"ks must be positive, got {ks}")
+    qa, gb = _codes(*ab_labels)
+    qb, ga = _codes(*ba_labels)
+    if len(qa) != a.shape[0] or len(gb) != b.shape[0] or len(qb) != b.shape[0] or len(ga) != a.shape[0]:
+        raise ValueError("one label per row of each side is needed, for each direction")
+
+    def positives(q: Tensor, g: Tensor) -> Tensor:
+        n_codes = int(torch.cat([q, g]).max()) + 1 if len(q) + len(g) else 0
+        return torch.bincount(g, minlength=n_codes)[q]
+
+    r_a, r_b = positives(qa, gb), positives(qb, ga)
+    valid_b = (r_b > 0).nonzero(as_tuple=True)[0]  # B queries that have a positive
+    top_b = min(max(max(ks), int(r_b.max()) if len(r_b) else 0), a.shape[0])
+    run_b: list[tuple[Tensor, Tensor] | None] = [None] * len(range(0, b.shape[0], block))
+    hit_a, rp_a, n_a = {k: 0.0 for k in ks}, 0.0, 0
+    for a0 in range(0, a.shape[0], block):
+        ab = a[a0 : a0 + block]
+        rows = (r_a[a0 : a0 + block] > 0).nonzero(as_tuple=True)[0]
+        top_a = min(max(max(ks), int(r_a[a0 : a0 + block][rows].max()) if len(rows) else 0), b.shape[0])
+        run_a = None
+        for j, b0 in enumerate(range(0, b.shape[0], block)):
+            sim = ab @ b[b0 : b0 + block].T  # [a rows, b rows]: the one product both directions use
+            if len(rows):
+                vals, idx = _stable_topk(sim[rows], top_a)
+                run_a = _merge_top(run_a, vals, idx + b0, top_a)
+            cols = valid_b[(valid_b >= b0) & (valid_b < b0 + block)] - b0
+            if len(cols):
+                vals, idx = _stable_topk(sim.T[cols], top_b)
+                run_b[j] = _merge_top(run_b[j], vals, idx + a0, top_b)
+        if run_a is not None:
+            found, rp = _score_rows(run_a[1], qa[a0 : a0 + block][rows], gb, r_a[a0 : a0 + block][rows], ks)
+            hit_a = {k: hit_a[k] + found[k] for k in ks}
+            rp_a, n_a = rp_a + rp, n_a + len(rows)
+    hit_b, rp_b, n_b = {k: 0.0 for k in ks}, 0.0, 0
+    for j, b0 in enumerate(range(0, b.shape[0], block)):
+        if run_b[j] is None:
+            continue
+        q = valid_b[(valid_b >= b0) & (valid_b < b0 + block)]
+        found, rp = _score_rows(run_b[j][1], qb[q], ga, r_b[q], ks)
+        hit_b = {k: hit_b[k] + found[k] for k in ks}
+        rp_b, n_b = rp_b + rp, n_b + len(q)
+
+    def result(hits: dict, rp: float, n: int) -> dict[str, float]:
+        if n == 0:
+            return {**{f"r@{k}": float("nan") for k in ks}, "R-P": float("nan")}
+        return {**{f"r@{k}": hits[k] / n for k in ks}, "R-P": rp / n}
+
+    return result(hit_a, rp_a, n_a), result(hit_b, rp_b, n_b)
+
+
 # ---------------------------------------------------------------- memory measurement
 
 

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pcmpipe.errors import UserError
-from pcmpipe.evaluation.metrics import r_precision, recall_at_k, retrieval_metrics_blocked
+from pcmpipe.evaluation.metrics import (r_precision, recall_at_k, retrieval_metrics_blocked,
+                                        retrieval_metrics_blocked_pair)
 
 LEVELS = ("instance", "class")
 # Q * N above this switches to the blocked path: besides bounding memory, its top-K selection is ~10x faster
@@ -138,11 +139,18 @@ def evaluate_directions(
     for m in names:
         e, c = unique_rows(emb[m].detach().cpu(), cols[m], keys[m])
         rows[m] = (F.normalize(e.float(), dim=-1), c)
+    found: dict[tuple[str, str], dict[str, float]] = {}
+    for x, y in combinations(names, 2):
+        (a, a_cols), (b, b_cols) = rows[x], rows[y]
+        ab = match_labels(a_cols, b_cols, level, keys[x], keys[y])
+        ba = match_labels(b_cols, a_cols, level, keys[y], keys[x])
+        if a.shape[0] * b.shape[0] > DENSE_LIMIT:  # both directions from one pass over the similarity blocks
+            found[x, y], found[y, x] = retrieval_metrics_blocked_pair(a, b, ab, ba, ks=ks, block=block)
+        else:
+            found[x, y], found[y, x] = _direction(a, b, *ab, ks, block), _direction(b, a, *ba, ks, block)
     out: dict[str, dict[str, float]] = {}
     for x, y in permutations(names, 2):
-        (q, q_cols), (g, g_cols) = rows[x], rows[y]
-        q_lab, g_lab = match_labels(q_cols, g_cols, level, keys[x], keys[y])
-        res = _direction(q, g, q_lab, g_lab, ks, block)
+        res = found[x, y]
         if any(np.isnan(v) for v in res.values()):
             raise UserError(f"no {x} row has a {level}-level match among the {y} rows: are both from the same dataset and split?")
         out[f"{x}->{y}"] = {k: 100.0 * v for k, v in res.items()}
