@@ -145,18 +145,11 @@ def retrieval_metrics_blocked(
     query_labels [Q], gallery_labels [N]: any hashable values. Peak extra memory ~ block * (block + 2K) values.
     Returns {"r@k": fraction, ..., "R-P": fraction}; equals recall_at_k / r_precision on the dense matrix.
     """
-    q, g = _tensor(query_emb), _tensor(gallery_emb)
-    dtype = torch.promote_types(q.dtype, g.dtype)
-    q, g = q.to(dtype), g.to(dtype)
-    if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
-        raise ValueError(f"embeddings must be [Q, D] and [N, D], got {tuple(q.shape)} and {tuple(g.shape)}")
-    if not ks or min(ks) < 1:
-        raise ValueError(f"ks must be positive, got {ks}")
+    q, g = _embeddings(query_emb, gallery_emb, ks)
     q_codes, g_codes = _codes(query_labels, gallery_labels)
     if len(q_codes) != q.shape[0] or len(g_codes) != g.shape[0]:
         raise ValueError("one label per query row and per gallery row is needed")
-    n_codes = int(torch.cat([q_codes, g_codes]).max()) + 1 if len(q_codes) + len(g_codes) else 0
-    r_all = torch.bincount(g_codes, minlength=n_codes)[q_codes]  # [Q]: positives per query
+    r_all = _positives(q_codes, g_codes)  # [Q]: positives per query
 
     hit_sums = {k: 0.0 for k in ks}
     rp_sum, n_valid = 0.0, 0
@@ -167,25 +160,39 @@ def retrieval_metrics_blocked(
             continue
         qb, codes, r = qb[valid], codes[valid], r[valid]
         top = min(max(max(ks), int(r.max())), g.shape[0])
-        run_vals = run_idx = None
+        run = None
         for g0 in range(0, g.shape[0], block):
             vals, idx = _stable_topk(qb @ g[g0 : g0 + block].T, top)
-            idx = idx + g0
-            if run_vals is not None:
-                # running entries come first and have lower indices: a stable sort keeps ties index-ordered
-                vals, idx = torch.cat([run_vals, vals], 1), torch.cat([run_idx, idx], 1)
-                o = torch.argsort(-vals, dim=1, stable=True)[:, :top]
-                vals, idx = vals.gather(1, o), idx.gather(1, o)
-            run_vals, run_idx = vals, idx
-        hits = g_codes[run_idx] == codes[:, None]  # [b, top]
-        for k in ks:
-            hit_sums[k] += float(hits[:, :k].any(1).double().sum())
-        in_top_r = hits.cumsum(1).gather(1, (r - 1)[:, None])[:, 0]
-        rp_sum += float((in_top_r.double() / r.double()).sum())
-        n_valid += int(valid.sum())
-    if n_valid == 0:
+            run = _merge_top(run, vals, idx + g0, top)
+        found, rp = _score_rows(run[1], codes, g_codes, r, ks)
+        hit_sums = {k: hit_sums[k] + found[k] for k in ks}
+        rp_sum, n_valid = rp_sum + rp, n_valid + int(valid.sum())
+    return _result(hit_sums, rp_sum, n_valid, ks)
+
+
+def _embeddings(q_emb: Any, g_emb: Any, ks: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """Both sides as tensors of one dtype, checked: [Q, D] and [N, D], and positive ks."""
+    q, g = _tensor(q_emb), _tensor(g_emb)
+    dtype = torch.promote_types(q.dtype, g.dtype)
+    q, g = q.to(dtype), g.to(dtype)
+    if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
+        raise ValueError(f"embeddings must be [Q, D] and [N, D], got {tuple(q.shape)} and {tuple(g.shape)}")
+    if not ks or min(ks) < 1:
+        raise ValueError(f"ks must be positive, got {ks}")
+    return q, g
+
+
+def _positives(q_codes: Tensor, g_codes: Tensor) -> Tensor:
+    """Per query, how many gallery rows share its label code."""
+    n_codes = int(torch.cat([q_codes, g_codes]).max()) + 1 if len(q_codes) + len(g_codes) else 0
+    return torch.bincount(g_codes, minlength=n_codes)[q_codes]
+
+
+def _result(hits: dict, rp: float, n: int, ks: Sequence[int]) -> dict[str, float]:
+    """Fractions over the n queries that have a positive (NaN when none has)."""
+    if n == 0:
         return {**{f"r@{k}": float("nan") for k in ks}, "R-P": float("nan")}
-    return {**{f"r@{k}": hit_sums[k] / n_valid for k in ks}, "R-P": rp_sum / n_valid}
+    return {**{f"r@{k}": hits[k] / n for k in ks}, "R-P": rp / n}
 
 
 def _merge_top(run: tuple[Tensor, Tensor] | None, vals: Tensor, idx: Tensor, top: int) -> tuple[Tensor, Tensor]:
@@ -221,23 +228,12 @@ def retrieval_metrics_blocked_pair(
     Returns (A->B, B->A), each equal to `retrieval_metrics_blocked` of that direction (same ties, same values).
     Extra memory: one block, a running top-K per A query of the current block and per B query.
     """
-    a, b = _tensor(a_emb), _tensor(b_emb)
-    dtype = torch.promote_types(a.dtype, b.dtype)
-    a, b = a.to(dtype), b.to(dtype)
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
-        raise ValueError(f"embeddings must be [Na, D] and [Nb, D], got {tuple(a.shape)} and {tuple(b.shape)}")
-    if not ks or min(ks) < 1:
-        raise ValueError(f"ks must be positive, got {ks}")
+    a, b = _embeddings(a_emb, b_emb, ks)
     qa, gb = _codes(*ab_labels)
     qb, ga = _codes(*ba_labels)
     if len(qa) != a.shape[0] or len(gb) != b.shape[0] or len(qb) != b.shape[0] or len(ga) != a.shape[0]:
         raise ValueError("one label per row of each side is needed, for each direction")
-
-    def positives(q: Tensor, g: Tensor) -> Tensor:
-        n_codes = int(torch.cat([q, g]).max()) + 1 if len(q) + len(g) else 0
-        return torch.bincount(g, minlength=n_codes)[q]
-
-    r_a, r_b = positives(qa, gb), positives(qb, ga)
+    r_a, r_b = _positives(qa, gb), _positives(qb, ga)
     valid_b = (r_b > 0).nonzero(as_tuple=True)[0]  # B queries that have a positive
     top_b = min(max(max(ks), int(r_b.max()) if len(r_b) else 0), a.shape[0])
     run_b: list[tuple[Tensor, Tensor] | None] = [None] * len(range(0, b.shape[0], block))
@@ -268,13 +264,7 @@ def retrieval_metrics_blocked_pair(
         found, rp = _score_rows(run_b[j][1], qb[q], ga, r_b[q], ks)
         hit_b = {k: hit_b[k] + found[k] for k in ks}
         rp_b, n_b = rp_b + rp, n_b + len(q)
-
-    def result(hits: dict, rp: float, n: int) -> dict[str, float]:
-        if n == 0:
-            return {**{f"r@{k}": float("nan") for k in ks}, "R-P": float("nan")}
-        return {**{f"r@{k}": hits[k] / n for k in ks}, "R-P": rp / n}
-
-    return result(hit_a, rp_a, n_a), result(hit_b, rp_b, n_b)
+    return _result(hit_a, rp_a, n_a, ks), _result(hit_b, rp_b, n_b, ks)
 
 
 # ---------------------------------------------------------------- memory measurement
