@@ -212,22 +212,11 @@ def read_feature_into(path: Path, fmt: str, name: str, out: np.ndarray) -> int:
     """
     flat = out.reshape(out.shape[0], -1)
     if fmt == "parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        pool = pa.default_memory_pool()  # process-wide setting: restored below
-        pa.set_memory_pool(pa.system_memory_pool())
-        try:
-            # Small record batches over a 1 MB buffered stream: pyarrow never holds a whole column chunk.
-            pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
-            at = 0
-            for batch in pf.iter_batches(batch_size=_READ_BATCH, columns=[name], use_threads=False):
-                at = _copy_list_chunk(batch.column(0), flat, at)
-                del batch
-                _trim_heap()
-            return at
-        finally:
-            pa.set_memory_pool(pool)
+        at = 0
+        for chunk in _parquet_feature_batches(path, name, _READ_BATCH):
+            at = _copy_list_chunk(chunk, flat, at)
+            del chunk  # the batch's buffers are trimmed away before the next one is decoded
+        return at
     import h5py
 
     with h5py.File(path, "r") as h:
@@ -251,20 +240,10 @@ def iter_feature_into(path: Path, fmt: str, name: str, out: np.ndarray) -> Itera
     flat = out.reshape(out.shape[0], -1)
     rows = out.shape[0]
     if fmt == "parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        pool = pa.default_memory_pool()
-        pa.set_memory_pool(pa.system_memory_pool())  # as in read_feature_into: freed buffers go back to the OS
-        try:
-            pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
-            for batch in pf.iter_batches(batch_size=rows, columns=[name], use_threads=False):
-                k = _copy_list_chunk(batch.column(0), flat, 0)
-                del batch
-                _trim_heap()
-                yield k
-        finally:
-            pa.set_memory_pool(pool)
+        for chunk in _parquet_feature_batches(path, name, rows):
+            k = _copy_list_chunk(chunk, flat, 0)
+            del chunk  # as in read_feature_into
+            yield k
         return
     import h5py
 
@@ -274,6 +253,28 @@ def iter_feature_into(path: Path, fmt: str, name: str, out: np.ndarray) -> Itera
             k = min(rows, len(ds) - start)
             out[:k] = ds[start:start + k]
             yield k
+
+
+def _parquet_feature_batches(path: Path, name: str, rows: int) -> Iterator:
+    """The FixedSizeListArray of feature `name` in one Parquet shard, `rows` rows at a time.
+
+    Small record batches over a 1 MB buffered stream: pyarrow never holds a whole column chunk. Decoded buffers
+    come from the system allocator, and the heap is trimmed when the caller asks for the next batch (it must drop
+    its reference first), so freed memory goes back to the OS; pyarrow's default pool keeps it.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pool = pa.default_memory_pool()  # process-wide setting: restored below
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
+        for batch in pf.iter_batches(batch_size=rows, columns=[name], use_threads=False):
+            yield batch.column(0)
+            del batch
+            _trim_heap()
+    finally:
+        pa.set_memory_pool(pool)
 
 
 _LIBC = None  # ctypes handle of glibc, False where there is none
