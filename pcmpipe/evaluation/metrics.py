@@ -245,12 +245,13 @@ def retrieval_metrics_blocked_pair(
         run_a = None
         for j, b0 in enumerate(range(0, b.shape[0], block)):
             sim = ab @ b[b0 : b0 + block].T  # [a rows, b rows]: the one product both directions use
+            # Rows or columns are selected only when some query has no positive: a selection copies the block.
             if len(rows):
-                vals, idx = _stable_topk(sim[rows], top_a)
+                vals, idx = _stable_topk(sim if len(rows) == sim.shape[0] else sim[rows], top_a)
                 run_a = _merge_top(run_a, vals, idx + b0, top_a)
             cols = valid_b[(valid_b >= b0) & (valid_b < b0 + block)] - b0
             if len(cols):
-                vals, idx = _stable_topk(sim.T[cols], top_b)
+                vals, idx = _stable_topk(sim.T if len(cols) == sim.shape[1] else sim.T[cols], top_b)
                 run_b[j] = _merge_top(run_b[j], vals, idx + a0, top_b)
         if run_a is not None:
             found, rp = _score_rows(run_a[1], qa[a0 : a0 + block][rows], gb, r_a[a0 : a0 + block][rows], ks)

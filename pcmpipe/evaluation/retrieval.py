@@ -32,10 +32,12 @@ LEVELS = ("instance", "class")
 # than the dense path's full sort (1,000 x 5,000: 0.7 s vs 7 s on 2 busy cores; 200 x 1,000: 0.03 s vs 0.2 s),
 # which stays as the reference and for tiny problems.
 DENSE_LIMIT = 2**16
-# Rows per block of the blocked path: a 2,048 x 2,048 float32 block is 16 MB, and in a training run's epoch-end
-# validation that is the whole memory the evaluation adds. Larger blocks are not faster on CPU (1,000 x 5,000,
-# all six directions: 2,048 -> 1.5 CPU s, 4,096 -> 1.8 CPU s); smaller ones merge running top-Ks more often.
-BLOCK = 2048
+# Rows per block of the blocked path. Scoring both directions of a pair ranks each block along its rows and,
+# through a transposed copy, its columns: about three blocks at once, 12 MB at 1,024 rows, and in a training run's
+# epoch-end validation that is the memory the evaluation adds. Larger blocks are not faster on CPU (Flickr8k
+# test, all six directions, one pass per pair: 1,024 -> 0.68 CPU s, 2,048 -> 0.65-0.73 CPU s), and at 2,048
+# rows the validation pushed the Flickr8k training run past 2 GiB.
+BLOCK = 1024
 
 Columns = dict[str, np.ndarray]
 
