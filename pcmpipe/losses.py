@@ -24,14 +24,16 @@ from torch import Tensor
 MAX_LOGIT_SCALE = 100.0  # CLIP's clamp on the learnable logit scale (the trainer applies it)
 
 
-def _presence(emb: dict[str, Tensor], present: dict[str, Tensor] | None) -> dict[str, Tensor]:
-    """name -> bool [B]; modalities without an entry are present in every row."""
-    out = {}
+def _masks(emb: dict[str, Tensor], present: dict[str, Tensor] | None) -> dict[str, Tensor | None]:
+    """name -> bool [B] where a mask was given, None where the modality is present in every row.
+
+    The None entries let the losses skip the mask arithmetic entirely (the trainer passes masks only for
+    modalities with missing rows); the masked and unmasked paths give the same values.
+    """
+    out: dict[str, Tensor | None] = {}
     for name, x in emb.items():
         p = None if present is None else present.get(name)
-        if p is None:
-            p = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-        else:
+        if p is not None:
             p = p.to(device=x.device, dtype=torch.bool)
             if p.shape != (x.shape[0],):
                 raise ValueError(f"present[{name!r}] must be [B={x.shape[0]}], got {tuple(p.shape)}")
@@ -39,15 +41,10 @@ def _presence(emb: dict[str, Tensor], present: dict[str, Tensor] | None) -> dict
     return out
 
 
-def _masks(emb: dict[str, Tensor], present: dict[str, Tensor] | None) -> dict[str, Tensor | None]:
-    """name -> bool [B] where a mask was given, None where the modality is present in every row.
-
-    The None entries let the losses skip the mask arithmetic entirely (the trainer passes masks only for
-    modalities with missing rows); the masked and unmasked paths give the same values.
-    """
-    given = {} if present is None else present
-    full = _presence(emb, {n: p for n, p in given.items() if n in emb})
-    return {n: (full[n] if given.get(n) is not None else None) for n in emb}
+def _filled(emb: dict[str, Tensor], masks: dict[str, Tensor | None]) -> dict[str, Tensor]:
+    """The masks with every None made an all-True mask, for the masked arithmetic."""
+    return {n: m if m is not None else torch.ones(emb[n].shape[0], dtype=torch.bool, device=emb[n].device)
+            for n, m in masks.items()}
 
 
 def _check_batch(emb: dict[str, Tensor]) -> int:
@@ -89,7 +86,7 @@ def pcmc_loss(
     """
     B = _check_batch(emb)
     masks = _masks(emb, present)
-    pres = _presence(emb, present)
+    pres = _filled(emb, masks)
     z = {name: F.normalize(x, dim=-1) for name, x in emb.items()}
     total = None
     for a, b in combinations(sorted(z), 2):
@@ -164,7 +161,7 @@ def pcmr_loss(
         raise ValueError(f"rho must be >= 0, got {rho}")
     B = _check_batch(emb)
     masks = _masks(emb, present)
-    pres = _presence(emb, present)
+    pres = _filled(emb, masks)
     z = {name: F.normalize(x, dim=-1) for name, x in emb.items()}
     first = next(iter(z.values()))
     if target is None:
