@@ -60,7 +60,7 @@ class ModalityData:
         from pcmpipe.cache import open_cache
 
         reader = open_cache(self.directory, verify=False)  # row counts only: the hashes were checked at load
-        now = str(reader.manifest.get("fingerprint", ""))
+        now = reader.fingerprint
         if now != self.fingerprint:
             raise UserError(f"cache {self.directory} changed while in use (fingerprint {now[:12]} vs "
                             f"{self.fingerprint[:12]}); restore it, or delete the run directory and train again")
@@ -175,8 +175,7 @@ def peek_split(cache_root: str | Path, dataset: str, modalities: list[str], spli
     info = {}
     for m in modalities:
         reader, name, path = _open(cache_root, dataset, m, split)
-        info[m] = CacheInfo(m, tuple(reader.shapes[name]), int(reader.num_rows),
-                            str(reader.manifest.get("fingerprint", "")), str(path))
+        info[m] = CacheInfo(m, tuple(reader.shapes[name]), int(reader.num_rows), reader.fingerprint, str(path))
     return SplitInfo(split, info)
 
 
@@ -190,16 +189,13 @@ def load_modality(cache_root: str | Path, dataset: str, modality: str, split: st
     reader, name, path = _open(cache_root, dataset, modality, split)
     shape = tuple(reader.shapes[name])
     if stream_above is not None and 4 * reader.num_rows * int(np.prod(shape)) > stream_above:
-        return ModalityData(modality, reader.key, reader.read_ids_only(), None,
-                            str(reader.manifest.get("fingerprint", "")), str(path),
+        return ModalityData(modality, reader.key, reader.read_ids_only(), None, reader.fingerprint, str(path),
                             FeatureStream(name, shape, int(reader.num_rows)))
     # One contiguous float32 block; the shards are decoded 256 rows at a time straight into it
     # (CacheReader.read_into), so peak memory is the block plus a few MB. The tensor shares the block's memory.
-    block = np.empty((reader.num_rows, *reader.shapes[name]), dtype=np.float32)
+    block = np.empty((reader.num_rows, *shape), dtype=np.float32)
     columns = reader.read_into({name: block})
-    features = torch.from_numpy(block)
-    fp = str(reader.manifest.get("fingerprint", ""))
-    return ModalityData(modality, reader.key, columns, features, fp, str(path))
+    return ModalityData(modality, reader.key, columns, torch.from_numpy(block), reader.fingerprint, str(path))
 
 
 def _make_command(dataset: str, modality: str, split: str, cache_root: str | Path) -> str:
