@@ -79,23 +79,13 @@ class CacheReader:
             for c in self.columns:
                 cols[c].append(part[c])
             at += k
-        if at != self.num_rows:
-            raise UserError(f"cache {self.directory} holds {at} rows, its manifest says {self.num_rows}; "
-                            "delete the cache directory and rerun the extraction")
+        self._check_rows(at)
         return {c: (np.concatenate(v) if v else np.asarray([], dtype=str)) for c, v in cols.items()}
 
-    def read_ids_only(self) -> dict[str, np.ndarray]:
-        """The string columns (id, key, links) of every row in shard order, without decoding any feature."""
-        cols: dict[str, list[np.ndarray]] = {c: [] for c in self.columns}
-        for shard in self.manifest["shards"]:
-            part = read_columns(self.directory / shard["file"], self.fmt, self.columns)
-            for c in self.columns:
-                cols[c].append(part[c])
-        out = {c: (np.concatenate(v) if v else np.asarray([], dtype=str)) for c, v in cols.items()}
-        if len(out["id"]) != self.num_rows:
-            raise UserError(f"cache {self.directory} holds {len(out['id'])} rows, its manifest says {self.num_rows}; "
+    def _check_rows(self, seen: int, what: str = "rows") -> None:
+        if seen != self.num_rows:
+            raise UserError(f"cache {self.directory} holds {seen} {what}, its manifest says {self.num_rows}; "
                             "delete the cache directory and rerun the extraction")
-        return out
 
     def iter_feature(self, name: str, rows: int) -> Iterator[np.ndarray]:
         """Every row of feature `name` in shard order, as float32 arrays of at most `rows` rows.
@@ -110,9 +100,7 @@ class CacheReader:
             for k in iter_feature_into(self.directory / shard["file"], self.fmt, name, buf):
                 seen += k
                 yield buf[:k]
-        if seen != self.num_rows:
-            raise UserError(f"cache {self.directory} holds {seen} rows of {name}, its manifest says {self.num_rows}; "
-                            "delete the cache directory and rerun the extraction")
+        self._check_rows(seen, f"rows of {name}")
 
     def iter_batches(self, batch_rows: int, features: list[str] | None = None
                      ) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:

@@ -184,12 +184,13 @@ def load_modality(cache_root: str | Path, dataset: str, modality: str, split: st
     """Read one (dataset, modality, split) cache into memory; a missing cache names the command that makes it.
 
     With `stream_above`, features larger than that many bytes (as float32) stay in the cache: only the id
-    columns are read, and `ModalityData.chunks` decodes the features whenever they are used.
+    columns are read (`read_into` with no feature), and `ModalityData.chunks` decodes the features whenever
+    they are used.
     """
     reader, name, path = _open(cache_root, dataset, modality, split)
     shape = tuple(reader.shapes[name])
     if stream_above is not None and 4 * reader.num_rows * int(np.prod(shape)) > stream_above:
-        return ModalityData(modality, reader.key, reader.read_ids_only(), None, reader.fingerprint, str(path),
+        return ModalityData(modality, reader.key, reader.read_into({}), None, reader.fingerprint, str(path),
                             FeatureStream(name, shape, int(reader.num_rows)))
     # One contiguous float32 block; the shards are decoded 256 rows at a time straight into it
     # (CacheReader.read_into), so peak memory is the block plus a few MB. The tensor shares the block's memory.
