@@ -123,19 +123,26 @@ def matmul_rate(device: str | torch.device = "cpu", n: int = 1024, dtype: torch.
     b = torch.randn(n, n, device=device, dtype=dtype)
     out = torch.empty(n, n, device=device, dtype=dtype)
     torch.mm(a, b, out=out)
+    reps = 1 if torch.device(device).type == "cpu" else 20
+    return 2.0 * n ** 3 / best_of(lambda: torch.mm(a, b, out=out), reps, seconds, device)
+
+
+def best_of(fn: Callable[[], object], reps: int, seconds: float, device: str | torch.device = "cpu") -> float:
+    """Seconds per call of fn: bursts of `reps` calls for about `seconds` (at least one burst), the fastest burst.
+
+    For "what this machine can do" figures (matmul rate, matrix products alone), where load from other jobs only
+    ever slows a burst down."""
     best = float("inf")
     deadline = time.perf_counter() + seconds
-    reps = 1 if torch.device(device).type == "cpu" else 20
     while True:
         sync(device)
         t0 = now()
         for _ in range(reps):
-            torch.mm(a, b, out=out)
+            fn()
         sync(device)
         best = min(best, (now() - t0) / reps)
         if time.perf_counter() > deadline:
-            break
-    return 2.0 * n ** 3 / best
+            return best
 
 
 def machine(device: str | torch.device = "cpu") -> str:

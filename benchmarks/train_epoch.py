@@ -101,15 +101,7 @@ def gemm_seconds(device: str, batch: int, seconds: float = 2.0) -> float:
             torch.mm(a, b, out=out)
 
     one_pass()
-    best, deadline = float("inf"), time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        _timing.sync(device)
-        t0 = _timing.now()
-        for _ in range(20):
-            one_pass()
-        _timing.sync(device)
-        best = min(best, (_timing.now() - t0) / 20)
-    return best
+    return _timing.best_of(one_pass, 20, seconds, device)
 
 
 def main() -> None:
