@@ -91,14 +91,13 @@ def pcmc_loss(
     total = None
     for a, b in combinations(sorted(z), 2):
         za, zb = z[a], z[b]
-        if masks[a] is None and masks[b] is None:  # every row counts: the plain CLIP loss of the pair
+        unmasked = masks[a] is None and masks[b] is None
+        rows = None if unmasked else pres[a] & pres[b]  # query and its positive both present
+        if unmasked:  # every row counts: the plain CLIP loss of the pair
             logits = logit_scale * za @ zb.T
             labels = torch.arange(B, device=logits.device)
             term = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
-            total = term if total is None else total + term
-            continue
-        rows = pres[a] & pres[b]  # query and its positive both present
-        if bool(rows.any()):
+        elif bool(rows.any()):
             logits = logit_scale * za @ zb.T  # [B, B]: query a, candidate b
             cand_ok = pres[a][:, None] & pres[b][None, :]  # [B, B]
             term = (_masked_ce(logits, cand_ok, rows) + _masked_ce(logits.T, cand_ok.T, rows)) / 2
