@@ -1,0 +1,154 @@
+"""Golden tests: what must not change when the code moves.
+
+- every command's `--help` (snapshots under tests/golden/help/; a deliberate change is rewritten with
+  PCMPIPE_UPDATE_GOLDEN=1 and shows up in the diff for review);
+- the fingerprints of a canonical TrainConfig, FinetuneConfig and cache (a changed fingerprint would make every
+  finished run and cache look new, and redo them);
+- the public import paths;
+- a cache and a finished run directory written by an earlier layout of the code (tests/golden/v1, made by
+  tests/golden/make_fixtures.py) still load and evaluate to the numbers they recorded.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pcmpipe.cli import app
+
+GOLDEN = Path(__file__).parent / "golden"
+COMMANDS = ["", "synth", "download", "extract", "import-features", "cache-info", "train", "evaluate", "finetune",
+            "run", "report", "demo"]
+HELP_ENV = {"COLUMNS": "120", "TERM": "dumb", "NO_COLOR": "1"}
+
+
+def _help(command: str) -> str:
+    args = ([command] if command else []) + ["--help"]
+    result = CliRunner().invoke(app, args, env=HELP_ENV)
+    assert result.exit_code == 0, result.output
+    return "\n".join(line.rstrip() for line in result.output.splitlines()) + "\n"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_snapshot(command):
+    path = GOLDEN / "help" / f"{command or 'pcmpipe'}.txt"
+    text = _help(command)
+    if os.environ.get("PCMPIPE_UPDATE_GOLDEN"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert path.is_file(), f"no snapshot {path}; run with PCMPIPE_UPDATE_GOLDEN=1 once"
+    assert text == path.read_text()
+
+
+def test_every_command_has_a_snapshot():
+    listed = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    assert listed <= set(COMMANDS), f"commands without a help snapshot: {sorted(listed - set(COMMANDS))}"
+
+
+# Values recorded before the layout moved; they key every finished run and cache on disk.
+TRAIN_FINGERPRINT = "04ac48310bfa979a32d63a2d5da1fcbb335884d3f5e7cfff84114cc56381d6b4"
+FINETUNE_FINGERPRINT = "7ccaa0c2f919c8fdff6fdf4cc9b4d8078fdb195eec093e35a896249368ef2810"
+CACHE_FINGERPRINT = "2e6107cb90f6e9761358175b42f1387f06de39649857d8ccf5aba357a8320802"
+
+
+def _canonical_train():
+    from pcmpipe.config import TrainConfig
+
+    return TrainConfig.from_dict({"dataset": "flickr8k", "modalities": ["I", "T", "S"], "loss": "pcmr"})
+
+
+def test_train_config_fingerprint():
+    from pcmpipe.config import config_fingerprint
+
+    assert config_fingerprint(_canonical_train()) == TRAIN_FINGERPRINT
+
+
+def test_finetune_config_fingerprint():
+    from pcmpipe.config import config_fingerprint
+    from pcmpipe.finetune import FinetuneConfig
+
+    cfg = FinetuneConfig.from_dict({"dataset": "cub", "modalities": ["I", "T", "A", "C"], "data_root": "data/cub"})
+    assert config_fingerprint(cfg) == FINETUNE_FINGERPRINT
+
+
+def test_cache_fingerprint():
+    from pcmpipe.cache import cache_fingerprint
+
+    fp = cache_fingerprint(features={"features": ((13, 768), "float32")}, key="caption_id", links=["image_id"],
+                           meta={"backbone": "hubert-base", "weights_sha256": "ab" * 32, "dataset": "flickr8k",
+                                 "modality": "S", "split": "train", "precision": "fp32"}, fmt="parquet")
+    assert fp == CACHE_FINGERPRINT
+
+
+PUBLIC = {
+    "pcmpipe.errors": ["UserError"],
+    "pcmpipe.losses": ["pcmc_loss", "pcmr_loss", "pcmr_target"],
+    "pcmpipe.heads": ["ProjectionHead", "build_heads"],
+    "pcmpipe.evaluation.metrics": ["recall_at_k", "r_precision", "per_class_accuracy"],
+    "pcmpipe.evaluation.retrieval": ["positives_between"],
+    "pcmpipe.evaluation.zeroshot": ["zero_shot_t1", "zero_shot_table"],
+    "pcmpipe.evaluation.enrichment": ["enrichment_table", "fuse"],
+    "pcmpipe.cache": ["open_cache", "ShardWriter", "cache_dir", "cache_fingerprint", "list_caches",
+                      "merge_manifests"],
+    "pcmpipe.datasets": ["open_dataset", "DATASETS", "Record", "load_audio", "SPLITS"],
+    "pcmpipe.datasets.download": ["download"],
+    "pcmpipe.datasets.archive": ["safe_extract"],
+    "pcmpipe.backbones": ["create_backbone", "BACKBONES"],
+    "pcmpipe.backbones.clip": ["encode_text_trimmed"],
+    "pcmpipe.config": ["TrainConfig", "config_fingerprint", "load_config"],
+    "pcmpipe.augment": ["EDA"],
+    "pcmpipe.cli": ["app"],
+}
+
+
+@pytest.mark.parametrize("module", sorted(PUBLIC))
+def test_public_import_paths(module):
+    mod = importlib.import_module(module)
+    missing = [name for name in PUBLIC[module] if not hasattr(mod, name)]
+    assert not missing, f"{module} lost {missing}"
+
+
+@pytest.fixture
+def old_layout(tmp_path, monkeypatch):
+    """A private copy of the v1 fixture; its config.json holds paths relative to this folder."""
+    shutil.copytree(GOLDEN / "v1", tmp_path / "v1")
+    monkeypatch.chdir(tmp_path / "v1")
+    return tmp_path / "v1"
+
+
+def test_old_cache_still_reads(old_layout):
+    from pcmpipe.cache import open_cache
+
+    for m, rows in (("I", 8), ("T", 16), ("S", 16)):
+        reader = open_cache(Path("cache/synth") / m / "test")
+        columns, features = reader.read()
+        assert reader.num_rows == rows and len(columns["id"]) == rows
+        assert reader.fingerprint == json.loads((Path("cache/synth") / m / "test" / "manifest.json").read_text())["fingerprint"]
+
+
+def test_old_run_still_loads_and_evaluates_to_its_numbers(old_layout):
+    from pcmpipe.train_eval import evaluate_run
+
+    run = Path("cache/runs/golden")
+    recorded = json.loads((run / "test_metrics.json").read_text())
+    result = evaluate_run(run)
+    for direction, values in recorded["instance"].items():
+        if "->" in direction:
+            for metric, value in values.items():
+                assert result["instance"][direction][metric] == pytest.approx(value, abs=1e-6), (direction, metric)
+
+
+def test_old_run_is_recognised_as_done(old_layout):
+    from pcmpipe.config import TrainConfig
+    from pcmpipe.train import train
+
+    cfg = json.loads((old_layout / "cache/runs/golden/config.json").read_text())["config"]
+    before = (old_layout / "cache/runs/golden/heads.safetensors").read_bytes()
+    assert train(TrainConfig.from_dict(cfg)) == Path("cache/runs/golden")
+    assert (old_layout / "cache/runs/golden/heads.safetensors").read_bytes() == before
