@@ -3,10 +3,10 @@
 * ours: `pcmpipe.extract.extract` on a Flickr8k layout (`pcmpipe synth`, its JPEGs replaced by Flickr8k-sized
   500 x 375 photos-like images, quality 90): read, decode, preprocess in DataLoader workers, forward, write
   Parquet shards and manifests of the train split -- into a fresh cache directory each time.
-* bare: `pcmpipe.extract_sources.encode` (the same forward under inference mode) on tensors preprocessed
+* bare: `pcmpipe.extract.sources.encode` (the same forward under inference mode) on tensors preprocessed
   beforehand, in the same batch size.
 Both use one backbone object built once (CLIP ViT-B/32, seeded random weights): `extract` gets it through
-`pcmpipe.extract.create_backbone`, so model construction is outside both timings.
+`pcmpipe.extract.runner.create_backbone`, so model construction is outside both timings.
 ratio = bare time / ours (1.0: the pipeline adds nothing to the forward pass).
 
     python benchmarks/image_extract.py
@@ -45,11 +45,11 @@ def main() -> None:
         p.add_argument("--repeats", type=int, default=1)
 
     args = _timing.parse_args(__doc__.splitlines()[0], extra)
-    import pcmpipe.extract as extract_mod
+    import pcmpipe.extract.runner as extract_mod
     from pcmpipe.backbones import create_backbone
     from pcmpipe.datasets import open_dataset
-    from pcmpipe.datasets.synth import synth
-    from pcmpipe.extract_sources import encode
+    from pcmpipe.datasets.synthetic import synth
+    from pcmpipe.extract.sources import encode
 
     name = "clip-tiny-image" if args.smoke else "clip-vit-b32-image"
     if args.smoke:

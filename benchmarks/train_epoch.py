@@ -1,7 +1,7 @@
 """Stage-two epoch time at Flickr8k scale (PCMR, I 512 + T 512 + S 13x768, batch 80) and its peak memory.
 
 Three numbers from one run:
-* our path: `pcmpipe.train.train` on a cache written by `pcmpipe.cache.ShardWriter` (6,000 images, 30,000
+* our path: `pcmpipe.training.stage2.train` on a cache written by `pcmpipe.cache.ShardWriter` (6,000 images, 30,000
   captions and spoken captions in the train split), run in a child process so its peak resident memory
   (ru_maxrss of the child: torch, the training features in memory, training) is measured alone. The epoch time
   is the `train_time_s` the trainer records per epoch (the optimisation loop, not validation).
@@ -62,16 +62,16 @@ def write_cache(root: Path, images: int, captions_per_image: int, eval_images: i
 def run_ours(cache: Path, runs: Path, epochs: int, threads: int | None, clock: str) -> tuple[list[float], int]:
     """`train()` in a child process -> (per-epoch train seconds, child's peak RSS bytes).
 
-    With clock "cpu" the trainer's own epoch timer (`time.perf_counter` in pcmpipe.train) reads the child's
+    With clock "cpu" the trainer's own epoch timer (`time.perf_counter` in pcmpipe.training.stage2) reads the child's
     CPU seconds instead, so its recorded `train_time_s` uses the same clock as the baseline.
     """
-    cpu_clock = ("import time, types, pcmpipe.train\n"
-                 "pcmpipe.train.time = types.SimpleNamespace(perf_counter=time.process_time)\n")
+    cpu_clock = ("import time, types, pcmpipe.training.stage2\n"
+                 "pcmpipe.training.stage2.time = types.SimpleNamespace(perf_counter=time.process_time)\n")
     code = (
         "import sys, torch\n"
         f"{'torch.set_num_threads(%d)' % threads if threads else ''}\n"
         f"{cpu_clock if clock == 'cpu' else ''}"
-        "from pcmpipe.config import TrainConfig\nfrom pcmpipe.train import train\n"
+        "from pcmpipe.config import TrainConfig\nfrom pcmpipe.training.stage2 import train\n"
         f"cfg = TrainConfig.from_dict(dict(dataset={DATASET!r}, modalities=['I', 'T', 'S'], loss='pcmr', "
         f"batch_size={plain_loop.BATCH}, epochs={epochs}, patience={epochs + 1}, cache_root={str(cache)!r}, "
         f"runs_root={str(runs)!r}, name='bench', device='cpu', progress=False))\n"

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from pcmpipe.cache import ShardWriter, cache_dir, list_caches, merge_manifests, open_cache
-from pcmpipe.cache_io import sha256_file
+from pcmpipe.cache.shard import sha256_file
 from pcmpipe.errors import UserError
 
 FEATURES = {"hubert": ((13, 768), "float32"), "vec": ((6,), "float16")}

@@ -9,7 +9,7 @@ import pytest
 
 from pcmpipe.datasets import CUB, SPLITS, open_dataset
 from pcmpipe.datasets.cub import clean_class_name, pcme_test_classes, prompt
-from pcmpipe.datasets.synth import synth
+from pcmpipe.datasets.synthetic import synth
 from pcmpipe.errors import UserError
 
 

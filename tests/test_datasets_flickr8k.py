@@ -10,8 +10,8 @@ import pytest
 import soundfile as sf
 
 from pcmpipe.datasets import DATASETS, SPLITS, Flickr8k, Record, load_audio, open_dataset
-from pcmpipe.datasets.synth import synth
-from pcmpipe.datasets.synth_flickr8k import BOGUS_KEY
+from pcmpipe.datasets.synthetic import synth
+from pcmpipe.datasets.synthetic.flickr8k import BOGUS_KEY
 from pcmpipe.errors import UserError
 
 IMAGE_ID = re.compile(r"^\d{10}_[0-9a-f]{10}$")

@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from pcmpipe.cli import app
-from pcmpipe.demo import demo_pipeline, ensure_synthetic
+from pcmpipe.pipelines.demo import demo_pipeline, ensure_synthetic
 from pcmpipe.errors import UserError
-from pcmpipe.pipeline import pipeline_from_dict
+from pcmpipe.pipelines.spec import pipeline_from_dict
 from pcmpipe.report.results import load_runs
 from pcmpipe.report.tables import mean_metric
 

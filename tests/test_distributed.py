@@ -323,8 +323,8 @@ def test_extract_under_torchrun_resumes_killed_rank_and_equals_single_process(tm
     """2 ranks (gloo): disjoint parts, per-rank shards, merged manifest; rank 1 SIGKILLed mid-way and the
     job rerun resumes its part (its finished shards kept byte for byte); same ids and features as 1 process."""
     from pcmpipe.cache import cache_dir
-    from pcmpipe.cache_io import sha256_file
-    from pcmpipe.datasets.synth import synth
+    from pcmpipe.cache.shard import sha256_file
+    from pcmpipe.datasets.synthetic import synth
 
     data, single, multi = tmp_path / "data", tmp_path / "single", tmp_path / "multi"
     synth("flickr8k", data, images=12)

@@ -19,7 +19,7 @@ import pytest
 from pcmpipe.datasets import open_dataset
 from pcmpipe.datasets.archive import safe_extract
 from pcmpipe.datasets.download import SOURCES, Source, download, fetch
-from pcmpipe.datasets.synth import synth
+from pcmpipe.datasets.synthetic import synth
 from pcmpipe.errors import UserError
 
 

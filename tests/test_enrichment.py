@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from pcmpipe.errors import UserError
 from pcmpipe.evaluation.enrichment import enrichment_table, fuse, parse_block, recall_at_1
-from pcmpipe.runs import RunEmbeddings
+from pcmpipe.training.rundir import RunEmbeddings
 
 
 def _emb(vectors, key, **columns) -> RunEmbeddings:

@@ -20,11 +20,11 @@ import torch
 from pcmpipe.backbones import create_backbone
 from pcmpipe.cache import cache_dir, open_cache
 from pcmpipe.datasets import load_audio, open_dataset
-from pcmpipe.datasets.synth import synth
+from pcmpipe.datasets.synthetic import synth
 from pcmpipe.errors import UserError
 from pcmpipe.extract import extract
-from pcmpipe.extract_batching import PaddingMeter, length_batches
-from pcmpipe.extract_sources import (MAX_AUDIO_SAMPLES, SPEECH_MAX_PADDING, Encoded, Skipped, speech_batches,
+from pcmpipe.extract.batching import PaddingMeter, length_batches
+from pcmpipe.extract.sources import (MAX_AUDIO_SAMPLES, SPEECH_MAX_PADDING, Encoded, Skipped, speech_batches,
                                      text_batches)
 
 TINY = {"image": "clip-tiny-image", "text": "clip-tiny-text", "audio": "hubert-tiny"}
@@ -294,7 +294,8 @@ def test_cli_max_padding_default_and_error(tmp_path):
 
     from typer.testing import CliRunner
 
-    from pcmpipe.cli import app, extract_cmd
+    from pcmpipe.cli import app
+    from pcmpipe.cli.extract import extract_cmd
 
     assert inspect.signature(extract_cmd).parameters["max_padding"].default.default == SPEECH_MAX_PADDING
     assert inspect.signature(extract).parameters["max_padding"].default == SPEECH_MAX_PADDING

@@ -20,8 +20,8 @@ from safetensors.torch import load_file
 
 from pcmpipe.backbones import create_backbone
 from pcmpipe.errors import UserError
-from pcmpipe.finetune import FinetuneConfig, finetune
-from pcmpipe.finetune_model import Coordinator, optimizer_groups, tower_sha256
+from pcmpipe.training.finetune import FinetuneConfig, finetune
+from pcmpipe.training.finetune.model import Coordinator, optimizer_groups, tower_sha256
 
 torch.set_num_threads(1)  # tiny models: one thread is fastest, and the machine is shared
 
@@ -31,7 +31,7 @@ TINY = dict(image_backbone="clip-tiny-image", text_backbone="clip-tiny-text", we
 
 @pytest.fixture(scope="module")
 def cub(tmp_path_factory) -> Path:
-    from pcmpipe.datasets.synth import synth
+    from pcmpipe.datasets.synthetic import synth
 
     root = tmp_path_factory.mktemp("cub")
     synth("cub", root, images=2, seed=0)  # 150 train / 150 val / 100 test images
@@ -114,7 +114,7 @@ def test_config_validation(cub, tmp_path):
 def test_image_finetune_moves_the_image_tower_only_and_recaches(cub, tmp_path):
     """I live and trained, C from the cache; the saved tower re-extracts through the normal extract path."""
     from pcmpipe.extract import extract
-    from pcmpipe.runs import load_heads
+    from pcmpipe.training.rundir import load_heads
     from pcmpipe.samples import load_modality
 
     cfg = _cfg(cub, tmp_path)

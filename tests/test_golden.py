@@ -71,7 +71,7 @@ def test_train_config_fingerprint():
 
 def test_finetune_config_fingerprint():
     from pcmpipe.config import config_fingerprint
-    from pcmpipe.finetune import FinetuneConfig
+    from pcmpipe.training.finetune import FinetuneConfig
 
     cfg = FinetuneConfig.from_dict({"dataset": "cub", "modalities": ["I", "T", "A", "C"], "data_root": "data/cub"})
     assert config_fingerprint(cfg) == FINETUNE_FINGERPRINT
@@ -133,7 +133,7 @@ def test_old_cache_still_reads(old_layout):
 
 
 def test_old_run_still_loads_and_evaluates_to_its_numbers(old_layout):
-    from pcmpipe.train_eval import evaluate_run
+    from pcmpipe.training.evaluate import evaluate_run
 
     run = Path("cache/runs/golden")
     recorded = json.loads((run / "test_metrics.json").read_text())
@@ -146,7 +146,7 @@ def test_old_run_still_loads_and_evaluates_to_its_numbers(old_layout):
 
 def test_old_run_is_recognised_as_done(old_layout):
     from pcmpipe.config import TrainConfig
-    from pcmpipe.train import train
+    from pcmpipe.training.stage2 import train
 
     cfg = json.loads((old_layout / "cache/runs/golden/config.json").read_text())["config"]
     before = (old_layout / "cache/runs/golden/heads.safetensors").read_bytes()

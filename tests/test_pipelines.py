@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from pcmpipe.cli import app
 from pcmpipe.config import TrainConfig
 from pcmpipe.errors import UserError
-from pcmpipe.pipeline import load_pipeline, pipeline_from_dict
-from pcmpipe.pipeline_run import make_plan, run_pipeline
+from pcmpipe.pipelines.spec import load_pipeline, pipeline_from_dict
+from pcmpipe.pipelines.run import make_plan, run_pipeline
 from pcmpipe.report.build import build_report
 from pcmpipe.report.markdown import display_rows
 from synthetic_cache import write_synthetic_cache

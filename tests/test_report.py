@@ -17,8 +17,8 @@ import pytest
 from typer.testing import CliRunner
 
 from pcmpipe.cli import app
-from pcmpipe.pipeline import load_pipeline
-from pcmpipe.pipeline_run import write_record
+from pcmpipe.pipelines.spec import load_pipeline
+from pcmpipe.pipelines.run import write_record
 from pcmpipe.report.build import build_report, write_report
 from pcmpipe.report.html import report_html
 from pcmpipe.report.markdown import display_rows

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from pcmpipe.cache import cache_dir, open_cache
-from pcmpipe.datasets.synth import synth
+from pcmpipe.datasets.synthetic import synth
 from pcmpipe.extract import extract
 
 TINY = {"image": "clip-tiny-image", "text": "clip-tiny-text", "audio": "hubert-tiny"}
@@ -128,7 +128,7 @@ def test_resume_in_process_skips_done_ids(tmp_path, monkeypatch):
     """A writer interrupted by an exception keeps its finished shards; the next run encodes only the rest."""
     root = tmp_path / "flickr8k"
     synth("flickr8k", root, images=6, seed=4)
-    import pcmpipe.extract_sources as sources
+    import pcmpipe.extract.sources as sources
 
     calls = {"n": 0}
     real = sources.encode

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from pcmpipe.datasets import open_dataset
-from pcmpipe.datasets.synth import synth
-from pcmpipe.datasets.synth_flickr8k import split_sizes
-from pcmpipe.datasets.synth_render import COLOURS, tone_speech
+from pcmpipe.datasets.synthetic import synth
+from pcmpipe.datasets.synthetic.flickr8k import split_sizes
+from pcmpipe.datasets.synthetic.render import COLOURS, tone_speech
 from pcmpipe.errors import UserError
 
 

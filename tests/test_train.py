@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from pcmpipe import runs
+from pcmpipe.training import rundir as runs
 from pcmpipe.config import TrainConfig
 from pcmpipe.errors import UserError
 from pcmpipe.samples import find_base, load_modality, load_split
-from pcmpipe.train import cosine_lambda, param_groups, train
-from pcmpipe.train_eval import evaluate_run, mean_r1
+from pcmpipe.training.stage2 import cosine_lambda, param_groups, train
+from pcmpipe.training.evaluate import evaluate_run, mean_r1
 from synthetic_cache import write_modality, write_synthetic_cache
 
 
@@ -177,7 +177,7 @@ def test_chance_matches_closed_form_and_random_rankings(cache):
 
     from pcmpipe.evaluation.metrics import recall_at_k, r_precision
     from pcmpipe.evaluation.retrieval import positives_between
-    from pcmpipe.train_eval import chance
+    from pcmpipe.training.evaluate import chance
 
     mods = {m: load_modality(cache, "synth", m, "val") for m in "ITS"}
     ch = chance(mods, "instance")

@@ -52,9 +52,9 @@ def _epochs(run: Path) -> list[dict]:
 
 def _interrupt_after_first_epoch(cache: Path, runs_root: Path, loss: str, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Train one process in this interpreter and stop it right after the epoch-1 checkpoint (deterministic)."""
-    from pcmpipe import runs
+    from pcmpipe.training import rundir as runs
     from pcmpipe.config import TrainConfig
-    from pcmpipe.train import train
+    from pcmpipe.training.stage2 import train
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

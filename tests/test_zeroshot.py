@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from pcmpipe.errors import UserError
 from pcmpipe.evaluation.zeroshot import chance_t1, combine_inputs, per_image, zero_shot_t1, zero_shot_table
-from pcmpipe.runs import RunEmbeddings
+from pcmpipe.training.rundir import RunEmbeddings
 
 
 def _emb(vectors, key, **columns) -> RunEmbeddings:

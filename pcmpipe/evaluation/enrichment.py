@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from pcmpipe.errors import UserError
-from pcmpipe.runs import RunEmbeddings
+from pcmpipe.training.rundir import RunEmbeddings
 
 PLACEHOLDER = "{}"
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from pcmpipe.errors import UserError
 from pcmpipe.evaluation.metrics import per_class_accuracy
-from pcmpipe.runs import RunEmbeddings
+from pcmpipe.training.rundir import RunEmbeddings
 
 PROMPT = "A photo of a {}."
 
@@ -98,7 +98,7 @@ def prompt_vectors(run_dir: str | Path, cache_root: str | Path, dataset: str,
                    split: str = "test") -> tuple[np.ndarray, torch.Tensor]:
     """P: the cached prompt features of `split` through the run's T head -> (class_ids [K], vectors [K, D])."""
     from pcmpipe.cache import cache_dir, open_cache
-    from pcmpipe.runs import load_heads
+    from pcmpipe.training.rundir import load_heads
 
     heads, _ = load_heads(run_dir)
     if "T" not in heads:

@@ -114,7 +114,7 @@ def tsne_figure(run: RunResult, modalities: list[str], max_points: int = 2000, s
     """t-SNE (seeded) of the run's normalised test embeddings of `modalities`, colour = class, marker = modality."""
     from sklearn.manifold import TSNE
 
-    from pcmpipe.runs import load_embeddings
+    from pcmpipe.training.rundir import load_embeddings
 
     try:
         embs = load_embeddings(run.directory)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from pcmpipe.runs import COMPLETE_MARKER, read_metrics
+from pcmpipe.training.rundir import COMPLETE_MARKER, read_metrics
 
 PIPELINE_RECORDS = "_pipelines"
 

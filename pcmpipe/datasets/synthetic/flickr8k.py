@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from pcmpipe.datasets.flickr8k import AUDIO_DIR, IMAGE_DIR, SPLIT_FILES, TEXT_SUBDIR, TOKEN_FILE
-from pcmpipe.datasets.synth_render import a, draw_shape, resolve_speech, write_speech
+from pcmpipe.datasets.synthetic.render import a, draw_shape, resolve_speech, write_speech
 
 BOGUS_KEY = "2258277193_586949ec62.jpg.1"
 SHAPES = ("circle", "square", "triangle", "diamond")

@@ -18,7 +18,7 @@ import torch
 from pcmpipe.backbones import Backbone
 from pcmpipe.datasets import Record, load_audio
 from pcmpipe.errors import UserError
-from pcmpipe.extract_batching import PaddingMeter, fixed_batches, length_batches
+from pcmpipe.extract.batching import PaddingMeter, fixed_batches, length_batches
 
 # at most this many (padded) waveform samples per HuBERT batch: 80 s of 16 kHz audio keeps the first
 # convolution's output (512 channels x 3,200 frames per second, fp32) near 0.5 GB

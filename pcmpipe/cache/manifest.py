@@ -12,7 +12,7 @@ import json
 import re
 from pathlib import Path
 
-from pcmpipe.cache_io import ShardError, ShardSchema, atomic_write_text, read_ids
+from pcmpipe.cache.shard import ShardError, ShardSchema, atomic_write_text, read_ids
 from pcmpipe.errors import UserError
 
 FORMAT_VERSION = 1

@@ -111,7 +111,7 @@ def evaluate_run(run_dir, match: str | None = None, split: str | None = None, de
     """
     from pathlib import Path
 
-    from pcmpipe.runs import load_heads, run_config
+    from pcmpipe.training.rundir import load_heads, run_config
     from pcmpipe.samples import load_modality
 
     run_dir = Path(run_dir)

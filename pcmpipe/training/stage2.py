@@ -6,7 +6,7 @@ gain in the mean validation r@1 over all directions. Batches are index_select ga
 tensors (pcmpipe.samples); the loop keeps per-step host work to a minimum (no .item() per step on GPU).
 
 The run is written into `<runs_root>/.tmp-<name>/` with a checkpoint per epoch and renamed to
-`<runs_root>/<name>/` when test metrics are written (pcmpipe.runs). Running the same config again resumes.
+`<runs_root>/<name>/` when test metrics are written (pcmpipe.training.rundir). Running the same config again resumes.
 
 Under torchrun (docs/scaling.md) every rank draws the same global batch order, embeds its slice of each global
 batch, and the embeddings are all-gathered so the losses see the whole global batch; gradients are averaged.
@@ -30,11 +30,12 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from pcmpipe import distributed, runs
+from pcmpipe import distributed
+from pcmpipe.training import rundir as runs
 from pcmpipe.config import TrainConfig, config_fingerprint
 from pcmpipe.errors import UserError
 from pcmpipe.samples import SplitData, SplitInfo, check_compatible, load_split, peek_split
-from pcmpipe.train_eval import embed_rows, evaluate_all, levels_available, mean_r1, score
+from pcmpipe.training.evaluate import embed_rows, evaluate_all, levels_available, mean_r1, score
 
 
 def resolve_device(name: str) -> torch.device:

@@ -9,7 +9,7 @@ evaluation (`train_eval`) apply unchanged:
   computed once by `pcmpipe.extract.extract` (frozen I/T backbone as configured, A/C the dataset's vectors)
   and is then an ordinary cache that a resume, `pcmpipe train` or the report reuse.
 Validation and test rows of a live modality are re-encoded by the current tower through the functions
-extraction uses (pcmpipe.extract_sources), without augmentation.
+extraction uses (pcmpipe.extract.sources), without augmentation.
 
 `LiveInputs` loads one sample's raw inputs (augmented when training: timm for images, EDA for captions,
 both seeded per (run seed, epoch, sample) so a resumed run sees the same pixels and words).
@@ -28,7 +28,7 @@ from pcmpipe.augment import EDA, SeededImageTransform, image_train_transform, sa
 from pcmpipe.backbones import Backbone
 from pcmpipe.datasets import Record
 from pcmpipe.errors import UserError
-from pcmpipe.extract_sources import Encoded, image_batches, text_batches
+from pcmpipe.extract.sources import Encoded, image_batches, text_batches
 from pcmpipe.samples import ModalityData, load_modality
 
 

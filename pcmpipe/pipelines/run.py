@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from pcmpipe.errors import UserError
-from pcmpipe.pipeline import PIPELINE_RECORDS, DataSpec, EvalSpec, Pipeline, RunSpec
-from pcmpipe.runs import final_dir, is_complete, read_json, run_config, write_json
+from pcmpipe.pipelines.spec import PIPELINE_RECORDS, DataSpec, EvalSpec, Pipeline, RunSpec
+from pcmpipe.training.rundir import final_dir, is_complete, read_json, run_config, write_json
 
 SPLITS = ("train", "val", "test")
 
@@ -134,11 +134,11 @@ def print_plan(p: Pipeline, steps: list[Step], console) -> None:
 
 def _extract(spec: DataSpec, cache_root: Path, modalities: list[str], console) -> None:
     try:
-        extract_mod = importlib.import_module("pcmpipe.extract")
+        extract_mod = importlib.import_module("pcmpipe.extract.runner")
     except ModuleNotFoundError as e:
-        if e.name != "pcmpipe.extract":
+        if e.name != "pcmpipe.extract.runner":
             raise
-        raise UserError("feature extraction (pcmpipe.extract) is not available in this install; "
+        raise UserError("feature extraction (pcmpipe.extract.runner) is not available in this install; "
                         "extract the features with another pcmpipe or import them with `pcmpipe import-features`") from None
     opts = dict(spec.options.get("extract") or {})  # e.g. batch_size, fmt, device, workers
     extract_mod.extract(spec.dataset, spec.root, modalities=modalities, backbones=dict(spec.backbones),
@@ -148,29 +148,29 @@ def _extract(spec: DataSpec, cache_root: Path, modalities: list[str], console) -
 def _train(spec: RunSpec, console) -> None:
     if spec.finetune:
         try:
-            ft = importlib.import_module("pcmpipe.finetune")
+            ft = importlib.import_module("pcmpipe.training.finetune")
         except ModuleNotFoundError as e:
-            if e.name != "pcmpipe.finetune":
+            if e.name != "pcmpipe.training.finetune":
                 raise
             raise FinetuneUnavailable(spec.name) from None
         if not isinstance(spec.train, ft.FinetuneConfig):  # loaded while the module was missing
             raise FinetuneUnavailable(spec.name)
         ft.finetune(spec.train, console=console)
         return
-    from pcmpipe.train import train
+    from pcmpipe.training.stage2 import train
 
     train(spec.train, console=console)
 
 
 class FinetuneUnavailable(UserError):
     def __init__(self, run: str):
-        super().__init__(f"run {run} fine-tunes backbones, but pcmpipe.finetune is not available in this install")
+        super().__init__(f"run {run} fine-tunes backbones, but pcmpipe.training.finetune is not available in this install")
         self.run = run
 
 
 def run_evaluation(ev: EvalSpec, spec: RunSpec, cache_root: Path) -> Path:
     """Compute a zero-shot or enrichment table on a finished run; write it next to the run's test metrics."""
-    from pcmpipe.runs import load_embeddings
+    from pcmpipe.training.rundir import load_embeddings
 
     run_dir = final_dir(spec.train.runs_root, spec.name)
     if not is_complete(run_dir):
@@ -241,6 +241,6 @@ def run_pipeline(p: Pipeline, *, dry_run: bool = False, console=None) -> list[St
         s.status = "done"
         console.print(f"[green]done[/] {s.kind} {s.target} in {time.perf_counter() - t0:.1f} s", highlight=False)
     if skipped:
-        raise UserError(f"{len(skipped)} fine-tuning run(s) skipped because pcmpipe.finetune is not available "
+        raise UserError(f"{len(skipped)} fine-tuning run(s) skipped because pcmpipe.training.finetune is not available "
                         f"({', '.join(skipped)}); every other step of {p.name} is done")
     return steps

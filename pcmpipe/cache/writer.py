@@ -1,9 +1,6 @@
-"""Feature cache: the contract between stage one (extraction) and stage two (training, evaluation).
+"""Writing a cache: `ShardWriter` appends rows to one (dataset, modality, split) directory.
 
-One directory per (dataset, modality, split) holds shard files (`part-00000.parquet` or `.h5`) and a
-`manifest.json` (see docs/cache-format.md). `ShardWriter` appends rows and is safe to kill at any moment:
-reopening it resumes, keeping every finished shard byte for byte. `open_cache` returns a `CacheReader`
-that refuses incomplete, corrupt or missing shards with a `UserError` naming the file.
+It is safe to kill at any moment: reopening it resumes, keeping every finished shard byte for byte.
 """
 
 from __future__ import annotations
@@ -13,15 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pcmpipe.cache_io import FORMATS, ShardError, ShardSchema, check_shard, read_ids, sha256_file, write_shard
-from pcmpipe.cache_manifest import (MANIFEST, differing_fields, feature_spec, fingerprint, fingerprint_inputs,
+from pcmpipe.cache.shard import FORMATS, ShardError, ShardSchema, check_shard, read_ids, sha256_file, write_shard
+from pcmpipe.cache.manifest import (MANIFEST, differing_fields, feature_spec, fingerprint, fingerprint_inputs,
                                     load_manifest, merge_manifests, new_manifest, rank_manifest_name,
                                     write_manifest)
-from pcmpipe.cache_reader import CacheReader, list_caches, open_cache
 from pcmpipe.errors import UserError
-
-__all__ = ["cache_dir", "cache_fingerprint", "ShardWriter", "open_cache", "CacheReader", "merge_manifests",
-           "list_caches", "FORMATS"]
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 # Modality names also key the heads' nn.ModuleDict and safetensors entries, where "." separates submodules.

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pcmpipe.datasets.cub import CUB_DIR, NUM_ATTRIBUTES
-from pcmpipe.datasets.synth_render import COLOURS, a, draw_bird
+from pcmpipe.datasets.synthetic.render import COLOURS, a, draw_bird
 
 COLOUR_NAMES = list(COLOURS)  # the 15 colour values of CUB's colour groups
 PATTERNS = ["solid", "spotted", "striped", "multi-colored"]

@@ -100,7 +100,7 @@ def demo_pipeline(data_root: Path, cache_root: Path, fast: bool = False) -> dict
 
 def ensure_synthetic(data_root: Path, fast: bool, console) -> None:
     """Write the synthetic datasets once; a marker file says a dataset was written completely."""
-    from pcmpipe.datasets.synth import synth
+    from pcmpipe.datasets.synthetic import synth
 
     size = SIZES["fast" if fast else "full"]
     for ds in ("flickr8k", "cub"):
@@ -121,8 +121,8 @@ def run_demo(out: str | Path = "demo", fast: bool = False, console=None) -> dict
     """Run the demo under `out` (data/, cache/, cache/runs/, report/); returns paths and the wall time."""
     from rich.console import Console
 
-    from pcmpipe.pipeline import pipeline_from_dict
-    from pcmpipe.pipeline_run import run_pipeline
+    from pcmpipe.pipelines.spec import pipeline_from_dict
+    from pcmpipe.pipelines.run import run_pipeline
     from pcmpipe.report.build import write_report
 
     console = console or Console()

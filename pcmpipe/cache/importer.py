@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pcmpipe.cache import FORMATS, MODALITY_RE, NAME_RE, ShardWriter, cache_dir
-from pcmpipe.cache_io import fsync_dir, sha256_file
-from pcmpipe.cache_manifest import MANIFEST, load_manifest
+from pcmpipe.cache.writer import FORMATS, MODALITY_RE, NAME_RE, ShardWriter, cache_dir
+from pcmpipe.cache.shard import fsync_dir, sha256_file
+from pcmpipe.cache.manifest import MANIFEST, load_manifest
 from pcmpipe.errors import UserError
 
 FEATURE_NAME = "features"

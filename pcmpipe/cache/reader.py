@@ -12,9 +12,9 @@ from typing import Iterator
 
 import numpy as np
 
-from pcmpipe.cache_io import (ShardError, iter_feature_into, iter_shard, read_columns, read_feature_into, sha256_file,
+from pcmpipe.cache.shard import (ShardError, iter_feature_into, iter_shard, read_columns, read_feature_into, sha256_file,
                               shard_rows)
-from pcmpipe.cache_manifest import MANIFEST, load_manifest, schema_of
+from pcmpipe.cache.manifest import MANIFEST, load_manifest, schema_of
 from pcmpipe.errors import UserError
 
 class CacheReader:
@@ -142,7 +142,7 @@ def open_cache(directory: str | Path, *, verify: bool = True) -> CacheReader:
     if not path.exists():
         if directory.is_dir() and any(directory.glob("manifest.r*.json")):
             raise UserError(f"cache {directory} has per-rank manifests only; merge them first "
-                            "(pcmpipe.cache.merge_manifests)")
+                            "(pcmpipe.cache.writer.merge_manifests)")
         raise UserError(f"no cache at {directory} (manifest.json missing); run the extraction first")
     manifest = load_manifest(path)
     if not manifest["complete"]:

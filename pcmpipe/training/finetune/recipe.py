@@ -2,12 +2,12 @@
 
 `finetune(cfg) -> run dir` trains end to end from the raw dataset (CUB by default): the unfrozen towers
 (`cfg.unfreeze`, any subset of image, text) see augmented images (timm) and captions (EDA) every step;
-every other modality comes from the feature cache, or is computed once (pcmpipe.finetune_data). The
+every other modality comes from the feature cache, or is computed once (pcmpipe.training.finetune.data). The
 recipe is stage two's (AdamW, weight decay 0.2, cosine schedule per step, early stopping on the mean
 validation r@1, same run directory layout) with the backbones in two extra optimizer groups; on CUDA
 the towers run under autocast (bf16, else fp16 with a GradScaler) with activation checkpointing.
 
-The run directory is stage two's (pcmpipe.runs) plus `<kind>_backbone.safetensors` per unfrozen tower
+The run directory is stage two's (pcmpipe.training.rundir) plus `<kind>_backbone.safetensors` per unfrozen tower
 (best epoch; full open_clip state dict), which `pcmpipe extract --weights-image/--weights-text` loads.
 A checkpoint per epoch (heads, towers, optimizer, scheduler, scaler, RNG) lets a killed run resume.
 """
@@ -27,12 +27,12 @@ import torch
 from rich.console import Console
 from safetensors.torch import load_file
 
-from pcmpipe import runs
+from pcmpipe.training import rundir as runs
 from pcmpipe.config import TrainConfig, config_fingerprint
 from pcmpipe.errors import UserError
-from pcmpipe.finetune_model import UNFREEZABLE, Coordinator, optimizer_groups, save_backbone
-from pcmpipe.train import cosine_lambda, resolve_device, software_versions
-from pcmpipe.train_eval import evaluate_all, mean_r1
+from pcmpipe.training.finetune.model import UNFREEZABLE, Coordinator, optimizer_groups, save_backbone
+from pcmpipe.training.stage2 import cosine_lambda, resolve_device, software_versions
+from pcmpipe.training.evaluate import evaluate_all, mean_r1
 
 DEFAULT_BACKBONES = {"image": "clip-vit-b32-image", "text": "clip-vit-b32-text"}
 
@@ -133,7 +133,7 @@ def finetune(cfg: FinetuneConfig, console: Console | None = None) -> Path:
     """Fine-tune for `cfg`, write the run directory, return its path (module docstring)."""
     from pcmpipe.backbones import create_backbone
     from pcmpipe.datasets import open_dataset
-    from pcmpipe.finetune_data import Sources
+    from pcmpipe.training.finetune.data import Sources
 
     console = console or Console()
     cfg = cfg.resolved()
@@ -188,13 +188,13 @@ def finetune(cfg: FinetuneConfig, console: Console | None = None) -> Path:
         sizes = {s: len(d) for s, (d, _) in splits.items()}
         runs.write_json(tmp / "config.json", _record_config(cfg, fp, sources, model, shapes, train_d.base, sizes, device))
         test_d, test_recs = splits[cfg.split_test]
-        from pcmpipe.finetune_data import eval_modalities
+        from pcmpipe.training.finetune.data import eval_modalities
 
         untrained, _ = evaluate_all(model.heads, eval_modalities(model, live, test_d, test_recs, cfg, device),
                                     cfg.eval_batch)
         runs.write_json(tmp / "untrained_metrics.json", {"epoch": 0, "heads": "untrained (seeded init)", **untrained})
 
-    from pcmpipe.finetune_loop import run_epochs
+    from pcmpipe.training.finetune.loop import run_epochs
 
     run_epochs(cfg, fp, model, live, splits, opt, sched, scaler, amp, gen, steps, state, tmp, console)
     return _finish(cfg, model, live, splits, state, tmp, final, shapes, console, device)
@@ -219,7 +219,7 @@ def _restore(ckpt: dict, model: Coordinator, opt, sched, scaler, gen, tmp: Path)
 
 def _finish(cfg, model, live, splits, state, tmp, final, shapes, console, device) -> Path:
     """Best epoch -> test metrics, embeddings, heads, backbones; the completion marker last, then the rename."""
-    from pcmpipe.finetune_data import eval_modalities
+    from pcmpipe.training.finetune.data import eval_modalities
 
     if state["best_heads"] is not None:
         model.heads.load_state_dict(state["best_heads"])

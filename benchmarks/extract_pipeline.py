@@ -1,6 +1,6 @@
 """Throughput of extraction against the bare model forward, per paper-size backbone (random weights).
 
-    python -m pcmpipe.extract_bench --images 24 --batch-size 32 --workers 2
+    python benchmarks/extract_pipeline.py --images 24 --batch-size 32 --workers 2
 
 For each backbone it times (a) the bare forward on inputs already decoded and preprocessed in memory and
 (b) `extract` end to end on the same inputs from files (decode, preprocess, encode, write shards), both on
@@ -21,10 +21,10 @@ import torch
 
 from pcmpipe.backbones import create_backbone
 from pcmpipe.datasets import load_audio, open_dataset
-from pcmpipe.datasets.synth import synth
+from pcmpipe.datasets.synthetic import synth
 from pcmpipe.extract import extract
-from pcmpipe.extract_batching import fixed_batches, length_batches
-from pcmpipe.extract_sources import encode, speech_batches
+from pcmpipe.extract.batching import fixed_batches, length_batches
+from pcmpipe.extract.sources import encode, speech_batches
 
 PAPER = {"I": "clip-vit-b32-image", "T": "clip-vit-b32-text", "S": "hubert-base"}
 

@@ -1,6 +1,6 @@
 """Measure one fine-tuning step of the paper-size backbones on this machine (docs/finetuning.md "Cost").
 
-    python -m pcmpipe.finetune_cost --batch 8 --steps 3            # prints one JSON line per setting
+    python benchmarks/finetune_cost.py --batch 8 --steps 3            # prints one JSON line per setting
 
 Each setting runs in its own subprocess so its peak RSS (ru_maxrss) is its own: ViT-B/32 image tower and
 CLIP text tower with seeded random weights (timing does not depend on the values), PCMC heads on I and T,
@@ -27,7 +27,7 @@ def one(batch: int, steps: int, checkpointing: bool, threads: int) -> dict:
     import torch
 
     from pcmpipe.backbones import create_backbone
-    from pcmpipe.finetune_model import Coordinator, optimizer_groups
+    from pcmpipe.training.finetune.model import Coordinator, optimizer_groups
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(one(a.batch, a.steps, a.child == "on", a.threads)), flush=True)
         return
     for mode in ("off", "on"):
-        out = subprocess.run([sys.executable, "-m", "pcmpipe.finetune_cost", "--batch", str(a.batch), "--steps",
+        out = subprocess.run([sys.executable, __file__, "--batch", str(a.batch), "--steps",
                               str(a.steps), "--threads", str(a.threads), "--child", mode],
                              capture_output=True, text=True, check=False)
         if out.returncode != 0:

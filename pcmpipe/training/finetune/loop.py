@@ -15,11 +15,11 @@ import time
 
 import torch
 
-from pcmpipe import runs
+from pcmpipe.training import rundir as runs
 from pcmpipe.errors import UserError
-from pcmpipe.finetune_data import LiveInputs, eval_modalities, live_loader, live_transform
-from pcmpipe.finetune_model import Coordinator, save_backbone, in_tower
-from pcmpipe.train_eval import embed_rows, mean_r1, score
+from pcmpipe.training.finetune.data import LiveInputs, eval_modalities, live_loader, live_transform
+from pcmpipe.training.finetune.model import Coordinator, save_backbone, in_tower
+from pcmpipe.training.evaluate import embed_rows, mean_r1, score
 
 
 def _loss(cfg, emb, inputs, present, model: Coordinator):

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pcmpipe.datasets.synth_cub import synth_cub
-from pcmpipe.datasets.synth_flickr8k import synth_flickr8k
+from pcmpipe.datasets.synthetic.cub import synth_cub
+from pcmpipe.datasets.synthetic.flickr8k import synth_flickr8k
 from pcmpipe.errors import UserError
 
 DEFAULT_IMAGES = {"flickr8k": 60, "cub": 3}  # flickr8k: images in all; cub: images per class

@@ -28,13 +28,13 @@ from typing import Iterator, Mapping, Sequence
 
 from pcmpipe import distributed as D
 from pcmpipe.backbones import DEFAULT_BACKBONES, Backbone, backbone_kind, create_backbone, resolve_device
-from pcmpipe.cache import FORMATS, ShardWriter, cache_dir, cache_fingerprint
-from pcmpipe.cache_manifest import MANIFEST, differing_fields, feature_spec, load_manifest
+from pcmpipe.cache.writer import FORMATS, ShardWriter, cache_dir, cache_fingerprint
+from pcmpipe.cache.manifest import MANIFEST, differing_fields, feature_spec, load_manifest
 from pcmpipe.datasets import SPLITS, open_dataset
 from pcmpipe.errors import UserError
-from pcmpipe.extract_batching import PaddingMeter
-from pcmpipe.extract_report import ExtractSummary, PartSummary, make_progress, read_errors, write_errors
-from pcmpipe.extract_sources import (SPEECH_MAX_PADDING, Encoded, Skipped, audio_batches, image_batches,
+from pcmpipe.extract.batching import PaddingMeter
+from pcmpipe.extract.summary import ExtractSummary, PartSummary, make_progress, read_errors, write_errors
+from pcmpipe.extract.sources import (SPEECH_MAX_PADDING, Encoded, Skipped, audio_batches, image_batches,
                                      precision_of, text_batches, vector_batches, vector_shape)
 
 FEATURE = "features"

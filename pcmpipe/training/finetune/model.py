@@ -6,7 +6,7 @@ straight to its head. Only the tower a modality uses is trainable (the image tow
 holds a text tower: it stays frozen and unused), so optimizer state covers exactly what is trained.
 
 Optimizer groups (paper Sec. 4): heads at 1e-4, backbones at 1e-6, AdamW weight decay 0.2 on weight
-matrices only (pcmpipe.train.param_groups' rule) -> four groups named heads/heads_no_decay/backbone/
+matrices only (pcmpipe.training.stage2.param_groups' rule) -> four groups named heads/heads_no_decay/backbone/
 backbone_no_decay. Fine-tuned towers are saved as the full open_clip state dict in safetensors, which
 `create_backbone(name, weights=PATH)` (and so `pcmpipe extract --weights-image PATH`) loads as it is.
 """
@@ -26,7 +26,7 @@ from pcmpipe.backbones import Backbone
 from pcmpipe.backbones.clip import encode_text_trimmed
 from pcmpipe.backbones.weights import state_sha256
 from pcmpipe.heads import build_heads
-from pcmpipe.train import param_groups
+from pcmpipe.training.stage2 import param_groups
 
 # modality kind -> the names a user gives to --unfreeze, and the modality each drives in CUB/Flickr8k
 UNFREEZABLE = {"image": "I", "text": "T"}

@@ -1,0 +1,16 @@
+"""Command line: parse flags, build a config, call one library function, render what it returns.
+
+Every command body runs inside `_guard`, which turns a `UserError` into one red line on stderr and exit
+code 2. Heavy modules (torch, transformers) are imported inside the commands so `pcmpipe --help` is fast.
+One module per command group; importing it registers its commands on `app`.
+"""
+
+from pcmpipe.cli import cache, datasets, experiments, extract, training  # noqa: F401  (registers the commands)
+from pcmpipe.cli.app import app
+
+# The order `pcmpipe --help` lists the commands in.
+_ORDER = ["synth", "run", "report", "demo", "download", "import-features", "cache-info", "train", "evaluate",
+          "extract", "finetune"]
+app.registered_commands.sort(key=lambda c: _ORDER.index(c.name) if c.name in _ORDER else len(_ORDER))
+
+__all__ = ["app"]

@@ -1,0 +1,60 @@
+"""Commands that run experiments: `run` (one paper table's pipeline), `report`, `demo`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from pcmpipe.cli.app import _guard, app
+
+
+# ---- run / report / demo (experiments) ----
+@app.command("run")
+def run_cmd(
+    pipeline: Path = typer.Argument(..., help="a pipeline file, e.g. pipelines/table1_flickr8k.yaml"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the plan (cached / missing steps) and stop"),
+    root: Optional[list[str]] = typer.Option(None, "--root", help="dataset root: PATH, or DATASET=PATH (repeatable)"),
+    cache_root: Optional[str] = typer.Option(None, "--cache-root", help="feature cache (default cache/); runs go under it in runs/"),
+    runs_root: Optional[str] = typer.Option(None, "--runs-root", help="where runs are written (default <cache-root>/runs)"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="override: epochs=2 (every run) or data.cub.root=/x (the file); repeatable"),
+) -> None:
+    """Run the experiments of one paper table or figure: only what is missing (features, runs, evaluations)."""
+    with _guard():
+        from rich.console import Console
+
+        from pcmpipe.pipelines.run import run_pipeline
+        from pcmpipe.pipelines.spec import load_pipeline
+
+        p = load_pipeline(pipeline, overrides=set_ or [], roots=root or [], cache_root=cache_root, runs_root=runs_root)
+        run_pipeline(p, dry_run=dry_run, console=Console())
+
+
+@app.command("report")
+def report_cmd(
+    runs_root: Path = typer.Option(Path("cache/runs"), "--runs-root", help="where `pcmpipe run` wrote its runs"),
+    out: Path = typer.Option(Path("report"), "--out", help="directory for report.md, report.html and figures/"),
+) -> None:
+    """Every table in the terminal, as report.md and a self-contained report.html, beside the paper's values."""
+    with _guard():
+        from rich.console import Console
+
+        from pcmpipe.report.build import write_report
+
+        paths = write_report(runs_root, out, console=Console())
+        typer.echo(f"wrote {paths['markdown']} and {paths['html']}")
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("demo"), "--out", help="directory for the synthetic data, cache, runs and report"),
+    fast: bool = typer.Option(False, "--fast", help="fewer images and epochs (about a minute; for smoke tests)"),
+) -> None:
+    """Offline end-to-end demo: synthetic data, random-weight backbones, PCMC and PCMR, zero-shot, enrichment, report."""
+    with _guard():
+        from rich.console import Console
+
+        from pcmpipe.pipelines.demo import run_demo
+
+        run_demo(out, fast=fast, console=Console())
