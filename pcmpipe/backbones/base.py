@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
 KINDS = ("image", "text", "audio")
 
@@ -26,11 +25,17 @@ class Backbone:
 
     name: str
     modality_kind: str
-    model: nn.Module
+    # open_clip and transformers models: their own methods (encode_image, config, ...) are not nn.Module's
+    model: Any
     preprocess: Any
     feature_shape: tuple[int, ...]
     meta: dict
     device: torch.device
+
+    def __init__(self, name: str, arch: str, weights: Any, device: torch.device) -> None:
+        """Every backbone is built the same way, by `create_backbone`: registry name, architecture key,
+        parsed weights spec (`backbones.weights.WeightsSpec`) and device."""
+        raise NotImplementedError
 
     def encode(self, batch: Any) -> torch.Tensor:
         """Features of a preprocessed batch -> float tensor [B, *feature_shape] (no normalisation)."""

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import open_clip
 import torch
@@ -35,7 +37,7 @@ TINY_CONFIG: dict = {
 }
 
 # architecture key -> (open_clip model name whose pretrained tags apply, or None; config factory)
-ARCHS: dict[str, tuple[str | None, object]] = {
+ARCHS: dict[str, tuple[str | None, Callable[[], dict]]] = {
     "vit-b32": ("ViT-B-32", lambda: {**open_clip.get_model_config("ViT-B-32"), "quick_gelu": True}),
     "tiny": (None, lambda: copy.deepcopy(TINY_CONFIG)),
 }
@@ -128,7 +130,7 @@ class ClipImageBackbone(Backbone):
         self.feature_shape = (int(cfg["embed_dim"]),)
         self.meta = {
             "backbone": name, "architecture": _arch_label(arch, cfg), "weights": weights.label,
-            "weights_sha256": state_sha256(model.visual.state_dict()), "preprocess": _preprocess_meta(pre),
+            "weights_sha256": state_sha256(self.model.visual.state_dict()), "preprocess": _preprocess_meta(pre),
         }
 
     def encode(self, batch: torch.Tensor) -> torch.Tensor:
@@ -165,7 +167,7 @@ def token_lengths(tokens: torch.Tensor) -> torch.Tensor:
     return tokens.argmax(dim=-1) + 1
 
 
-def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+def encode_text_trimmed(model: Any, tokens: torch.Tensor) -> torch.Tensor:
     """open_clip `CLIP.encode_text` on tokens cut to the batch's longest sequence: [B, L] -> [B, D].
 
     Exact, not an approximation: the text tower's attention is causal and the feature is read at the

@@ -17,6 +17,7 @@ The per-layer mean is taken over valid frames only.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -137,8 +138,9 @@ class HubertBackbone(Backbone):
                                      return_attention_mask=True, return_tensors="pt")
         return {"input_values": out["input_values"], "attention_mask": out["attention_mask"]}
 
-    def num_frames(self, num_samples: torch.Tensor | int) -> torch.Tensor | int:
-        """Transformer frames of waveforms of `num_samples` samples (20 ms hop for HuBERT)."""
+    def num_frames(self, num_samples: Any) -> Any:
+        """Transformer frames of waveforms of `num_samples` samples (20 ms hop for HuBERT): int -> int,
+        LongTensor [B] -> LongTensor [B]."""
         return self.model._get_feat_extract_output_lengths(num_samples)
 
     def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
