@@ -136,7 +136,7 @@ def test_yaml_config_with_flag_overrides(cache, tmp_path):
     assert (cfg["epochs"], cfg["loss"], cfg["modalities"], cfg["batch_size"]) == (1, "pcmc", ["I", "T"], 32)
     path.write_text("dataset: synth\nmodalities: [I, T]\nlearning_rate: 1\n")
     res = CliRunner().invoke(app, ["train", "--config", str(path)], env={"COLUMNS": "400"})
-    assert res.exit_code == 2 and "unknown training setting(s) learning_rate" in res.stderr
+    assert res.exit_code == 2 and "unknown training setting learning_rate; did you mean lr?" in res.stderr
 
 
 def test_missing_cache_names_extract_command(tmp_path):
@@ -145,4 +145,4 @@ def test_missing_cache_names_extract_command(tmp_path):
                                    str(tmp_path / "c")], env={"COLUMNS": "400"})
     assert res.exit_code == 2
     assert f"no cached features at {tmp_path / 'c' / 'cub' / 'A' / 'train'}" in res.stderr.replace("\n", "")
-    assert "pcmpipe extract --dataset cub --modalities A --splits train" in res.stderr.replace("\n", "")
+    assert "pcmpipe extract --dataset cub --modalities A --split train" in res.stderr.replace("\n", "")
