@@ -161,6 +161,7 @@ def _open(cache_root: str | Path, dataset: str, modality: str, split: str):
 
     path = Path(cache_dir(Path(cache_root), dataset, modality, split))
     if not (path / "manifest.json").is_file():
+        _check_known(cache_root, dataset, modality)
         raise UserError(f"no cached features at {path}; create them with {_make_command(dataset, modality, split, cache_root)}")
     reader = open_cache(path)
     return reader, feature_name(reader, modality, path), path
@@ -199,13 +200,35 @@ def load_modality(cache_root: str | Path, dataset: str, modality: str, split: st
     return ModalityData(modality, reader.key, columns, torch.from_numpy(block), reader.fingerprint, str(path))
 
 
-def _make_command(dataset: str, modality: str, split: str, cache_root: str | Path) -> str:
-    from pcmpipe.config import KNOWN_MODALITIES
+def _subdirs(directory: Path) -> list[str]:
+    if not directory.is_dir():
+        return []
+    return sorted(p.name for p in directory.iterdir() if p.is_dir() and p.name != "runs" and not p.name.startswith("."))
 
-    if modality in KNOWN_MODALITIES and dataset in ("flickr8k", "cub"):
-        return f"`pcmpipe extract --dataset {dataset} --modalities {modality} --splits {split} --cache-root {cache_root}`"
+
+def _check_known(cache_root: str | Path, dataset: str, modality: str) -> None:
+    """A name that is neither the paper's nor cached is a typo: say so, with the valid choices."""
+    from pcmpipe.config import KNOWN_MODALITIES
+    from pcmpipe.datasets import DATASETS
+
+    root = Path(cache_root)
+    datasets = sorted(set(DATASETS) | set(_subdirs(root)))
+    if dataset not in datasets:
+        raise UserError(f"unknown dataset {dataset!r}; valid choices: {', '.join(datasets)} "
+                        f"(datasets are known by name or by a cache under {root}/)")
+    modalities = sorted(set(KNOWN_MODALITIES) | set(_subdirs(root / dataset)))
+    if modality not in modalities:
+        raise UserError(f"unknown modality {modality!r}; valid choices: {', '.join(modalities)}")
+
+
+def _make_command(dataset: str, modality: str, split: str, cache_root: str | Path) -> str:
+    """The command that makes a missing cache: `extract` only where the dataset has the modality's raw data."""
+    from pcmpipe.datasets import DATASETS
+
+    if modality in getattr(DATASETS.get(dataset), "modalities", ()):
+        return f"`pcmpipe extract --dataset {dataset} --modalities {modality} --split {split} --cache-root {cache_root}`"
     return (f"`pcmpipe import-features {modality} --dataset {dataset} --split {split} --cache-root {cache_root} "
-            f"--npy FEATS.npy --ids IDS.tsv`")
+            f"--npy FEATS.npy --ids IDS.tsv` ({dataset} has no raw {modality} data to extract; import it)")
 
 
 def find_base(mods: dict[str, ModalityData]) -> list[str]:

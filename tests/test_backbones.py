@@ -201,7 +201,7 @@ def test_hubert_weights_errors(tmp_path):
         create_backbone("hubert-tiny")
     downloaded = os.path.expanduser("~/.cache/huggingface/hub/models--facebook--hubert-base-ls960")
     if not (os.environ.get("HF_HOME") or os.path.isdir(downloaded)):
-        with pytest.raises(UserError, match="cannot load HuBERT weights"):
+        with pytest.raises(UserError, match="cannot fetch the HuBERT facebook/hubert-base-ls960 weights"):
             create_backbone("hubert-base")  # offline and not downloaded: one clear line, no traceback
 
 

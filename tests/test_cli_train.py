@@ -113,6 +113,8 @@ def test_resume_after_sigkill_matches_uninterrupted(cache, tmp_path):
         (["--loss", "clip"], "unknown loss 'clip'; valid choices: pcmc, pcmr"),
         (["--modalities", "I,Q"], "unknown modality 'Q'; valid choices:"),
         (["--dataset", "nope"], "unknown dataset 'nope'; valid choices:"),
+        (["--epochs", "many"], "setting epochs='many' has the wrong type"),
+        (["--set", "learning_rate=1"], "unknown training setting learning_rate; did you mean lr?"),
         (["--modalities", "I,A"], "no cached features at"),
     ],
 )
@@ -136,7 +138,20 @@ def test_yaml_config_with_flag_overrides(cache, tmp_path):
     assert (cfg["epochs"], cfg["loss"], cfg["modalities"], cfg["batch_size"]) == (1, "pcmc", ["I", "T"], 32)
     path.write_text("dataset: synth\nmodalities: [I, T]\nlearning_rate: 1\n")
     res = CliRunner().invoke(app, ["train", "--config", str(path)], env={"COLUMNS": "400"})
-    assert res.exit_code == 2 and "unknown training setting(s) learning_rate" in res.stderr
+    assert res.exit_code == 2 and "unknown training setting learning_rate; did you mean lr?" in res.stderr
+
+
+def test_yaml_cache_root_places_the_run_and_set_wins(cache, tmp_path):
+    # no --runs-root anywhere: the run goes beside the YAML's cache, as finetune already did
+    path = tmp_path / "run.yaml"
+    path.write_text(f"dataset: synth\nmodalities: I,T\nepochs: 9\nbatch_size: 32\ncache_root: {cache}\n"
+                    f"name: beside\nstream_val_mb: '8'\n")
+    res = CliRunner().invoke(app, ["train", "--config", str(path), "--epochs", "3", "--set", "epochs=1",
+                                   "--set", "lr=2e-3"])
+    assert res.exit_code == 0, res.output
+    run = cache / "runs" / "beside"
+    cfg = json.loads((run / "config.json").read_text())["config"]
+    assert (cfg["epochs"], cfg["lr"], cfg["stream_val_mb"]) == (1, 2e-3, 8.0)
 
 
 def test_missing_cache_names_extract_command(tmp_path):
@@ -145,4 +160,14 @@ def test_missing_cache_names_extract_command(tmp_path):
                                    str(tmp_path / "c")], env={"COLUMNS": "400"})
     assert res.exit_code == 2
     assert f"no cached features at {tmp_path / 'c' / 'cub' / 'A' / 'train'}" in res.stderr.replace("\n", "")
-    assert "pcmpipe extract --dataset cub --modalities A --splits train" in res.stderr.replace("\n", "")
+    assert "pcmpipe extract --dataset cub --modalities A --split train" in res.stderr.replace("\n", "")
+
+
+def test_missing_cache_of_a_modality_the_dataset_cannot_extract_says_import(tmp_path):
+    # flickr8k has no attributes (A): extract cannot make them, import-features can
+    write_synthetic_cache(tmp_path / "c", dataset="flickr8k", images={"train": 20, "val": 5, "test": 5})
+    res = CliRunner().invoke(app, ["train", "--dataset", "flickr8k", "--modalities", "I,A", "--cache-root",
+                                   str(tmp_path / "c")], env={"COLUMNS": "400"})
+    assert res.exit_code == 2
+    err = res.stderr.replace("\n", "")
+    assert "pcmpipe import-features A --dataset flickr8k --split train" in err and "pcmpipe extract" not in err

@@ -100,9 +100,9 @@ def test_grad_checkpointing_gives_the_same_gradients():
 
 
 def test_config_validation(cub, tmp_path):
-    with pytest.raises(UserError, match="--data-root"):
+    with pytest.raises(UserError, match="pass --root"):
         _cfg(cub, tmp_path, data_root=None)
-    with pytest.raises(UserError, match="subset of image, text"):
+    with pytest.raises(UserError, match="unknown unfreeze .audio.; valid choices: image, text"):
         _cfg(cub, tmp_path, unfreeze="audio")
     with pytest.raises(UserError, match="needs modality T"):
         _cfg(cub, tmp_path, unfreeze="text")

@@ -76,7 +76,7 @@ def test_missing_cache_names_path_and_command(cache):
         load_modality(cache, "synth", "A", "train")
     msg = str(info.value)
     assert str(cache / "synth" / "A" / "train") in msg and "pcmpipe import-features A" in msg
-    with pytest.raises(UserError, match="pcmpipe extract --dataset cub --modalities A --splits val"):
+    with pytest.raises(UserError, match="pcmpipe extract --dataset cub --modalities A --split val"):
         load_modality(cache, "cub", "A", "val")
 
 

@@ -22,7 +22,7 @@ from open_clip.transform import PreprocessCfg, image_transform_v2
 from open_clip.transformer import text_global_pool
 
 from pcmpipe.backbones.base import Backbone
-from pcmpipe.backbones.weights import WeightsSpec, seeded, state_sha256
+from pcmpipe.backbones.weights import WeightsSpec, fetch_published, seeded, state_sha256
 from pcmpipe.errors import UserError
 
 DEFAULT_TAG = "openai"
@@ -70,8 +70,10 @@ def load_clip(arch: str, weights: WeightsSpec) -> tuple[torch.nn.Module, Preproc
                             interpolation=tag_cfg.get("interpolation", "bicubic"),
                             resize_mode=tag_cfg.get("resize_mode", "shortest"))
         try:
-            checkpoint = open_clip.download_pretrained(tag_cfg)
-        except Exception as e:  # offline, proxy, disk full: one line the user can act on
+            checkpoint = fetch_published(f"CLIP {model_name} {tag!r}", lambda: open_clip.download_pretrained(tag_cfg))
+        except UserError:
+            raise
+        except Exception as e:  # proxy, disk full, a broken download: one line the user can act on
             raise UserError(f"cannot download CLIP {model_name} weights {tag!r} ({type(e).__name__}: "
                             f"{str(e).splitlines()[0] if str(e) else ''}); pass a local checkpoint PATH") from None
     elif weights.kind == "path":

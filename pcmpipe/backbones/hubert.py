@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pcmpipe.backbones.base import Backbone
-from pcmpipe.backbones.weights import WeightsSpec, seeded, state_sha256
+from pcmpipe.backbones.weights import WeightsSpec, fetch_published, seeded, state_sha256
 from pcmpipe.errors import UserError
 
 DEFAULT_HUB_ID = "facebook/hubert-base-ls960"
@@ -85,15 +85,26 @@ def load_hubert(arch: str, weights: WeightsSpec):
     if weights.kind == "path" and not (Path(source).is_dir() and (Path(source) / "config.json").is_file()):
         raise UserError(f"HuBERT weights {source} must be a save_pretrained directory (with config.json)")
     try:
-        model = HubertModel.from_pretrained(source)
-    except Exception as e:  # offline without a local copy, bad directory, wrong model type
+        if weights.kind == "path":
+            model = HubertModel.from_pretrained(source)
+        else:
+            model = fetch_published(f"HuBERT {source}", lambda: HubertModel.from_pretrained(source))
+    except UserError:
+        raise
+    except Exception as e:  # bad directory, wrong model type, a broken download
         msg = str(e).splitlines()[0] if str(e) else ""
         raise UserError(f"cannot load HuBERT weights {source} ({type(e).__name__}: {msg[:200]}); "
                         "pass a local save_pretrained directory or random") from None
     has_prep = weights.kind != "path" or (Path(source) / "preprocessor_config.json").is_file()
     try:
-        prep = (Wav2Vec2FeatureExtractor.from_pretrained(source) if has_prep
-                else Wav2Vec2FeatureExtractor(do_normalize=False, return_attention_mask=True))
+        if weights.kind == "path":
+            prep = (Wav2Vec2FeatureExtractor.from_pretrained(source) if has_prep
+                    else Wav2Vec2FeatureExtractor(do_normalize=False, return_attention_mask=True))
+        else:  # beside the model on the hub: cached with it, or fetched the same way
+            prep = fetch_published(f"HuBERT {source} feature extractor",
+                                   lambda: Wav2Vec2FeatureExtractor.from_pretrained(source))
+    except UserError:
+        raise
     except Exception as e:
         raise UserError(f"cannot load the HuBERT feature extractor config of {source} ({type(e).__name__})") from None
     return model.eval(), prep

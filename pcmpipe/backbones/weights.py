@@ -17,9 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping, TypeVar
+from urllib.parse import urlparse
 
 import torch
 
@@ -83,6 +87,67 @@ def state_sha256(state: Mapping[str, torch.Tensor]) -> str:
         # a uint8 view hashes every dtype (bf16 included) without a lossy conversion
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+T = TypeVar("T")
+PROBE_TIMEOUT_S = 2.5
+
+
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be used right now (HF_HUB_OFFLINE, no connection), or None if it can.
+
+    One TCP connect with a short timeout, in a daemon thread so that a resolver that hangs cannot hold us:
+    without it, an offline machine spends about a minute in the hub client's retries before failing.
+    """
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+    url = urlparse(proxy or constants.ENDPOINT)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    reached: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
+            reached.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(PROBE_TIMEOUT_S + 0.5)
+    return None if reached else f"{host}:{port} is not reachable"
+
+
+@contextlib.contextmanager
+def hub_cache_only() -> Iterator[None]:
+    """Make every hub lookup (open_clip's and transformers') answer from the local cache, at once."""
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
+def fetch_published(what: str, fetch: Callable[[], T]) -> T:
+    """Run `fetch` (a download of published weights through the hub); offline, only the local cache is tried,
+    and a miss is one UserError line, in seconds, saying how to supply the weights instead."""
+    reason = hub_unreachable()
+    if reason is None:
+        return fetch()
+    with hub_cache_only():
+        try:
+            return fetch()
+        except Exception:
+            pass
+    raise UserError(f"cannot fetch the {what} weights: {reason} and they are not in the local Hugging Face cache; "
+                    "pass a local checkpoint PATH or random:SEED, or go online (with HF_HUB_OFFLINE unset) once "
+                    "to cache them")
 
 
 @contextlib.contextmanager

@@ -12,9 +12,11 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from pcmpipe.cli.options import FlagGroup
 from pcmpipe.errors import UserError
 
 app = typer.Typer(
+    cls=FlagGroup,
     name="pcmpipe",
     help="Cross-modal coordination across many modalities: extract features, train PCMC/PCMR heads, report.",
     no_args_is_help=True,

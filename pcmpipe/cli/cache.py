@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from pcmpipe.cli.app import _csv, _guard, app
+from pcmpipe.cli.options import FORMAT_METAVAR
 
 
 # ---- import-features / cache-info (cache) ----
@@ -23,7 +24,7 @@ def import_features_cmd(
     vector_column: Optional[str] = typer.Option(None, "--vector-column", help="vector column of --parquet"),
     key: str = typer.Option("image_id", "--key", help="what an id is: image_id, caption_id, class_id or your own"),
     links: Optional[str] = typer.Option(None, "--links", help="comma-separated link columns to keep, e.g. class_id"),
-    fmt: str = typer.Option("parquet", "--format", help="parquet or hdf5"),
+    fmt: str = typer.Option("parquet", "--format", help="parquet or hdf5", metavar=FORMAT_METAVAR),
     cache_root: Path = typer.Option(Path("cache"), "--cache-root", help="cache root (default cache/)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing cache of this name with other contents"),
 ) -> None:

@@ -18,7 +18,8 @@ def synth_cmd(
     images: Optional[int] = typer.Option(None, "--images", help="flickr8k: images in all (default 60, split 4:1:1); cub: images per class (default 3)"),
     seed: int = typer.Option(0, "--seed", help="same seed and flags -> same files"),
     text_subdir: bool = typer.Option(False, "--text-subdir", help="flickr8k: text files under Flickr8k_text/; cub: captions under cub_text/text_c10"),
-    speech: str = typer.Option("tones", "--speech", help="flickr8k spoken captions: tones (deterministic), espeak, or auto (espeak-ng if installed)"),
+    speech: str = typer.Option("tones", "--speech", help="flickr8k spoken captions: tones (deterministic), espeak, or auto (espeak-ng if installed)",
+                              metavar="<tones|espeak|auto>"),
 ) -> None:
     """Write a small synthetic dataset in the exact on-disk layout of the real one."""
     with _guard():

@@ -13,12 +13,13 @@ from pcmpipe.cli.app import _guard, app
 # ---- run / report / demo (experiments) ----
 @app.command("run")
 def run_cmd(
-    pipeline: Path = typer.Argument(..., help="a pipeline file, e.g. pipelines/table1_flickr8k.yaml"),
+    pipeline: str = typer.Argument(..., help="a shipped pipeline's name (e.g. table1_flickr8k) or a pipeline file"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the plan (cached / missing steps) and stop"),
     root: Optional[list[str]] = typer.Option(None, "--root", help="dataset root: PATH, or DATASET=PATH (repeatable)"),
     cache_root: Optional[str] = typer.Option(None, "--cache-root", help="feature cache (default cache/); runs go under it in runs/"),
     runs_root: Optional[str] = typer.Option(None, "--runs-root", help="where runs are written (default <cache-root>/runs)"),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="override: epochs=2 (every run) or data.cub.root=/x (the file); repeatable"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="override: epochs=2 (every run) or data.cub.root=/x (the file); repeatable",
+                                             metavar="<key=value>"),
 ) -> None:
     """Run the experiments of one paper table or figure: only what is missing (features, runs, evaluations)."""
     with _guard():

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from pcmpipe.cli.app import _csv, _guard, app, err_console
+from pcmpipe.cli.options import FORMAT_METAVAR, hidden_alias
 
 
 # ---- extract (stage one: backbones -> feature cache) ----
@@ -16,9 +17,11 @@ def extract_cmd(
     dataset: str = typer.Option(..., "--dataset", help="flickr8k or cub"),
     root: Optional[Path] = typer.Option(None, "--root", help="dataset root (default data/<dataset>)"),
     modalities: Optional[str] = typer.Option(None, "--modalities", help="comma list, default all: I,T,S (flickr8k); I,T,A,C,P (cub)"),
-    splits: str = typer.Option("train,val,test", "--splits", help="comma list of train, val, test"),
-    device: str = typer.Option("auto", "--device", help="auto (cuda if available), cpu, cuda, cuda:N"),
-    fmt: str = typer.Option("parquet", "--format", help="shard format: parquet or hdf5"),
+    split: str = typer.Option("train,val,test", "--split", help="comma list of train, val, test"),
+    splits: Optional[str] = hidden_alias("--splits"),
+    device: str = typer.Option("auto", "--device", help="auto (cuda if available), cpu, cuda, cuda:N",
+                               metavar="<auto|cpu|cuda|cuda:N>"),
+    fmt: str = typer.Option("parquet", "--format", help="shard format: parquet or hdf5", metavar=FORMAT_METAVAR),
     batch_size: int = typer.Option(64, "--batch-size", help="items per forward pass (speech: also at most 80 s of audio)"),
     workers: Optional[int] = typer.Option(None, "--workers", help="decoding processes for images and audio (default: CPUs/4 on CPU, min(8, CPUs) on GPU; 0 = main process)"),
     image_backbone: str = typer.Option("clip-vit-b32-image", "--image-backbone", help="backbone for I"),
@@ -44,7 +47,7 @@ def extract_cmd(
         console = Console(stderr=True)
         summary = extract(
             dataset, root if root is not None else Path("data") / dataset, modalities=_csv(modalities),
-            splits=_csv(splits), backbones={"image": image_backbone, "text": text_backbone, "audio": audio_backbone},
+            splits=_csv(splits or split), backbones={"image": image_backbone, "text": text_backbone, "audio": audio_backbone},
             weights={"image": weights_image, "text": weights_text, "audio": weights_audio}, device=device, fmt=fmt,
             batch_size=batch_size, workers=workers, cache_root=cache_root, strict=strict, limit=limit,
             overwrite=overwrite, rows_per_shard=rows_per_shard, max_padding=max_padding, console=console)

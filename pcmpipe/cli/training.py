@@ -8,51 +8,51 @@ from typing import Optional
 
 import typer
 
-from pcmpipe.cli.app import _csv, _guard, app
+from pcmpipe.cli.app import _guard, app
+from pcmpipe.cli.options import CONFIG_HELP, hidden_alias, metavar, set_option, setting
+from pcmpipe.config import MATCH_LEVELS, FinetuneConfig
+from pcmpipe.config.schema import Device, MatchLevel
 from pcmpipe.errors import UserError
 
 
 # ---- train / evaluate (stage two) ----
 @app.command("train")
 def train_cmd(
-    loss: Optional[str] = typer.Option(None, "--loss", help="pcmc (contrastive) or pcmr (regression); default pcmc"),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="flickr8k, cub, or any dataset cached under --cache-root"),
-    modalities: Optional[str] = typer.Option(None, "--modalities", help="comma-separated, e.g. I,T,S"),
-    split_train: Optional[str] = typer.Option(None, "--split-train", help="cached split to train on (default train)"),
-    split_val: Optional[str] = typer.Option(None, "--split-val", help="split for early stopping (default val)"),
-    split_test: Optional[str] = typer.Option(None, "--split-test", help="split for the final metrics (default test)"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="at most this many epochs (default 50)"),
-    patience: Optional[int] = typer.Option(None, "--patience", help="stop after this many epochs without gain (default 5)"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="default: flickr8k 80, cub 128, else 128"),
-    lr: Optional[float] = typer.Option(None, "--lr", help="AdamW learning rate (default 1e-4)"),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="decoupled weight decay (default 0.2)"),
-    rho: Optional[float] = typer.Option(None, "--rho", help="PCMR power factor rho (default 1.0)"),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="PCMR target threshold t (default 0.99)"),
-    logit_scale: Optional[str] = typer.Option(None, "--logit-scale", help="PCMC temperature: learnable or fixed"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="seed of head init and shuffling (default 0)"),
-    match: Optional[str] = typer.Option(None, "--match", help="instance or class: level of the early-stopping metric"),
-    cache_root: Optional[str] = typer.Option(None, "--cache-root", help="feature cache root (default cache)"),
-    runs_root: Optional[str] = typer.Option(None, "--runs-root", help="where runs are written (default cache/runs)"),
-    name: Optional[str] = typer.Option(None, "--name", help="run name (default derived from the config)"),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of settings; flags override it"),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for training (default: torch's choice)"),
+    loss: Optional[str] = setting("loss"),
+    dataset: Optional[str] = setting("dataset"),
+    modalities: Optional[str] = setting("modalities"),
+    split_train: Optional[str] = setting("split_train"),
+    split_val: Optional[str] = setting("split_val"),
+    split_test: Optional[str] = setting("split_test"),
+    epochs: Optional[str] = setting("epochs"),
+    patience: Optional[str] = setting("patience"),
+    batch_size: Optional[str] = setting("batch_size"),
+    lr: Optional[str] = setting("lr"),
+    weight_decay: Optional[str] = setting("weight_decay"),
+    rho: Optional[str] = setting("rho"),
+    threshold: Optional[str] = setting("threshold"),
+    logit_scale: Optional[str] = setting("logit_scale"),
+    seed: Optional[str] = setting("seed"),
+    match: Optional[str] = setting("match"),
+    cache_root: Optional[str] = setting("cache_root"),
+    runs_root: Optional[str] = setting("runs_root"),
+    name: Optional[str] = setting("name"),
+    config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
+    device: Optional[str] = setting("device"),
+    threads: Optional[str] = setting("threads"),
+    set_: Optional[list[str]] = set_option(),
 ) -> None:
     """Train PCMC/PCMR projection heads on cached features; resumes an interrupted run of the same config."""
     with _guard():
-        from pcmpipe.config import TrainConfig, read_yaml
+        from pcmpipe.config import TrainConfig, merge_settings
         from pcmpipe.training.stage2 import train
 
-        flags = dict(loss=loss, dataset=dataset, modalities=_csv(modalities), split_train=split_train,
+        flags = dict(loss=loss, dataset=dataset, modalities=modalities, split_train=split_train,
                      split_val=split_val, split_test=split_test, epochs=epochs, patience=patience,
                      batch_size=batch_size, lr=lr, weight_decay=weight_decay, rho=rho, threshold=threshold,
                      logit_scale=logit_scale, seed=seed, match=match, cache_root=cache_root, runs_root=runs_root,
                      name=name, device=device, threads=threads)
-        settings = read_yaml(config) if config is not None else {}
-        settings.update({k: v for k, v in flags.items() if v is not None})
-        if cache_root is not None and "runs_root" not in settings:
-            settings["runs_root"] = str(Path(cache_root) / "runs")  # runs live beside the cache they came from
-        cfg = TrainConfig.from_dict(settings)
+        cfg = TrainConfig.from_dict(merge_settings(config, flags, set_))
         run_dir = train(cfg)
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank returns here; one line is enough
             typer.echo(f"run written to {run_dir}")
@@ -61,22 +61,25 @@ def train_cmd(
 @app.command("evaluate")
 def evaluate_cmd(
     run_dir: Path = typer.Argument(..., help="a finished run directory, e.g. cache/runs/<name>"),
-    match: Optional[str] = typer.Option(None, "--match", help="instance or class (default: every level available)"),
+    match: Optional[str] = typer.Option(None, "--match", help="instance or class (default: every level available)",
+                                        metavar=metavar(MatchLevel)),
     split: Optional[str] = typer.Option(None, "--split", help="cached split to score (default: the run's test split)"),
     out: Optional[Path] = typer.Option(None, "--out", help="also write the metrics as JSON here"),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
+    device: str = typer.Option("auto", "--device", help="auto (cuda if available), cpu or cuda",
+                               metavar=metavar(Device)),
 ) -> None:
     """Score a trained run's heads on every retrieval direction and print the table."""
     with _guard():
         from rich.console import Console
         from rich.table import Table
 
+        from pcmpipe.backbones import resolve_device
         from pcmpipe.training.evaluate import evaluate_run
         from pcmpipe.training.rundir import write_json
 
-        if match is not None and match not in ("instance", "class"):
-            raise UserError(f"unknown match {match!r}; valid choices: instance, class")
-        result = evaluate_run(run_dir, match=match, split=split, device=device)
+        if match is not None and match not in MATCH_LEVELS:
+            raise UserError(f"unknown match {match!r}; valid choices: {', '.join(MATCH_LEVELS)}")
+        result = evaluate_run(run_dir, match=match, split=split, device=str(resolve_device(device)))
         console = Console()
         for level in ("instance", "class"):
             if level not in result:
@@ -99,49 +102,49 @@ def evaluate_cmd(
 # ---- finetune (end-to-end: unfrozen CLIP towers at lr 1e-6 with augmentation) ----
 @app.command("finetune")
 def finetune_cmd(
-    data_root: Optional[str] = typer.Option(None, "--data-root", help="the raw dataset, e.g. data/cub (required)"),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="dataset name (default cub)"),
-    modalities: Optional[str] = typer.Option(None, "--modalities", help="comma-separated (default I,T,A,C)"),
-    unfreeze: Optional[str] = typer.Option(None, "--unfreeze", help="towers to train: image,text (default), image, text or none"),
-    loss: Optional[str] = typer.Option(None, "--loss", help="pcmc (default) or pcmr"),
-    lr: Optional[float] = typer.Option(None, "--lr", help="heads' learning rate (default 1e-4)"),
-    backbone_lr: Optional[float] = typer.Option(None, "--backbone-lr", help="unfrozen towers' learning rate (default 1e-6)"),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay (default 0.2)"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="at most this many epochs (default 50)"),
-    patience: Optional[int] = typer.Option(None, "--patience", help="early stop after this many epochs without gain (default 5)"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="default: cub 128, flickr8k 80"),
-    image_backbone: Optional[str] = typer.Option(None, "--image-backbone", help="default clip-vit-b32-image"),
-    text_backbone: Optional[str] = typer.Option(None, "--text-backbone", help="default clip-vit-b32-text"),
-    weights_image: Optional[str] = typer.Option(None, "--weights-image", help="default (openai) | open_clip tag | random[:SEED] | PATH"),
-    weights_text: Optional[str] = typer.Option(None, "--weights-text", help="default (openai) | open_clip tag | random[:SEED] | PATH"),
-    augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="timm images + EDA captions (default on)"),
-    eda_alpha: Optional[float] = typer.Option(None, "--eda-alpha", help="EDA alpha (default 0.1)"),
-    grad_checkpointing: Optional[bool] = typer.Option(None, "--grad-checkpointing/--no-grad-checkpointing", help="activation checkpointing in the towers (default on)"),
-    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="autocast bf16/fp16 on CUDA (default on)"),
-    workers: Optional[int] = typer.Option(None, "--workers", help="image decoding/augmentation processes (default 0)"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="seed of heads, shuffling and augmentation (default 0)"),
-    match: Optional[str] = typer.Option(None, "--match", help="instance or class: level of the early-stopping metric"),
-    cache_root: Optional[str] = typer.Option(None, "--cache-root", help="feature cache of the frozen modalities (default cache)"),
-    runs_root: Optional[str] = typer.Option(None, "--runs-root", help="where runs are written (default <cache-root>/runs)"),
-    name: Optional[str] = typer.Option(None, "--name", help="run name (default derived from the config)"),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of settings; flags override it"),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda"),
+    root: Optional[str] = setting("data_root", "--root", model=FinetuneConfig),
+    data_root: Optional[str] = hidden_alias("--data-root"),
+    dataset: Optional[str] = setting("dataset", model=FinetuneConfig),
+    modalities: Optional[str] = setting("modalities", model=FinetuneConfig),
+    unfreeze: Optional[str] = setting("unfreeze", model=FinetuneConfig),
+    loss: Optional[str] = setting("loss", model=FinetuneConfig),
+    lr: Optional[str] = setting("lr", model=FinetuneConfig, help="heads' learning rate"),
+    backbone_lr: Optional[str] = setting("backbone_lr", model=FinetuneConfig),
+    weight_decay: Optional[str] = setting("weight_decay", model=FinetuneConfig),
+    epochs: Optional[str] = setting("epochs", model=FinetuneConfig),
+    patience: Optional[str] = setting("patience", model=FinetuneConfig),
+    batch_size: Optional[str] = setting("batch_size", model=FinetuneConfig),
+    image_backbone: Optional[str] = setting("image_backbone", model=FinetuneConfig),
+    text_backbone: Optional[str] = setting("text_backbone", model=FinetuneConfig),
+    weights_image: Optional[str] = setting("weights_image", model=FinetuneConfig),
+    weights_text: Optional[str] = setting("weights_text", model=FinetuneConfig),
+    augment: Optional[bool] = setting("augment", model=FinetuneConfig),
+    eda_alpha: Optional[str] = setting("eda_alpha", model=FinetuneConfig),
+    grad_checkpointing: Optional[bool] = setting("grad_checkpointing", model=FinetuneConfig),
+    amp: Optional[bool] = setting("amp", model=FinetuneConfig),
+    workers: Optional[str] = setting("num_workers", "--workers", model=FinetuneConfig,
+                                     help="image decoding/augmentation processes"),
+    seed: Optional[str] = setting("seed", model=FinetuneConfig, help="seed of heads, shuffling and augmentation"),
+    match: Optional[str] = setting("match", model=FinetuneConfig),
+    cache_root: Optional[str] = setting("cache_root", model=FinetuneConfig,
+                                        help="feature cache of the frozen modalities"),
+    runs_root: Optional[str] = setting("runs_root", model=FinetuneConfig),
+    name: Optional[str] = setting("name", model=FinetuneConfig),
+    config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
+    device: Optional[str] = setting("device", model=FinetuneConfig),
+    set_: Optional[list[str]] = set_option(),
 ) -> None:
     """Fine-tune CLIP towers and heads end to end from raw data; resumes an interrupted run of the same config."""
     with _guard():
-        from pcmpipe.config import read_yaml
-        from pcmpipe.training.finetune import FinetuneConfig, finetune
+        from pcmpipe.config import merge_settings
+        from pcmpipe.training.finetune import finetune
 
-        flags = dict(data_root=data_root, dataset=dataset, modalities=_csv(modalities), unfreeze=unfreeze, loss=loss,
-                     lr=lr, backbone_lr=backbone_lr, weight_decay=weight_decay, epochs=epochs, patience=patience,
-                     batch_size=batch_size, image_backbone=image_backbone, text_backbone=text_backbone,
-                     weights_image=weights_image, weights_text=weights_text, augment=augment, eda_alpha=eda_alpha,
-                     grad_checkpointing=grad_checkpointing, amp=amp, num_workers=workers, seed=seed, match=match,
-                     cache_root=cache_root, runs_root=runs_root, name=name, device=device)
-        settings = {"dataset": "cub", "modalities": ["I", "T", "A", "C"]}
-        settings.update(read_yaml(config) if config is not None else {})
-        settings.update({k: v for k, v in flags.items() if v is not None})
-        if "cache_root" in settings and "runs_root" not in settings:
-            settings["runs_root"] = str(Path(settings["cache_root"]) / "runs")  # runs live beside their cache
-        run_dir = finetune(FinetuneConfig.from_dict(settings))
+        flags = dict(data_root=root or data_root, dataset=dataset, modalities=modalities, unfreeze=unfreeze,
+                     loss=loss, lr=lr, backbone_lr=backbone_lr, weight_decay=weight_decay, epochs=epochs,
+                     patience=patience, batch_size=batch_size, image_backbone=image_backbone,
+                     text_backbone=text_backbone, weights_image=weights_image, weights_text=weights_text,
+                     augment=augment, eda_alpha=eda_alpha, grad_checkpointing=grad_checkpointing, amp=amp,
+                     num_workers=workers, seed=seed, match=match, cache_root=cache_root, runs_root=runs_root,
+                     name=name, device=device)
+        run_dir = finetune(FinetuneConfig.from_dict(merge_settings(config, flags, set_)))
         typer.echo(f"run written to {run_dir}")

@@ -133,6 +133,7 @@ def run_demo(out: str | Path = "demo", fast: bool = False, console=None) -> dict
     data_root, cache_root = out / "data", out / "cache"
     ensure_synthetic(data_root, fast, console)
     pipeline = pipeline_from_dict(demo_pipeline(data_root, cache_root, fast), path=None)
+    pipeline.command = f"pcmpipe demo --out {out}" + (" --fast" if fast else "")  # what the plan advertises
     run_pipeline(pipeline, console=console)
     paths = write_report(cache_root / "runs", out / "report", console=console)
     wall = time.time() - start

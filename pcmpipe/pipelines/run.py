@@ -89,7 +89,7 @@ def _train_command(spec: RunSpec) -> str:
     if c.loss == "pcmr" and c.rho != 1.0:
         out += f" --rho {c.rho}"
     if spec.finetune:
-        out += f" --unfreeze {','.join(spec.finetune)} --data-root {getattr(c, 'data_root', '?')}"
+        out += f" --unfreeze {','.join(spec.finetune)} --root {getattr(c, 'data_root', '?')}"
     return out
 
 
@@ -113,7 +113,7 @@ def make_plan(p: Pipeline, console=None) -> list[Step]:
         spec = p.runs[ev.run]
         done = eval_is_done(ev, spec)
         steps.append(Step(ev.kind, f"{ev.run}", "cached" if done else "missing",
-                          f"(part of `pcmpipe run {p.path or p.name}`) -> {ev.run}/{ev.result_file}",
+                          f"(part of `{p.command or f'pcmpipe run {p.path or p.name}'}`) -> {ev.run}/{ev.result_file}",
                           action=(lambda ev=ev, spec=spec: run_evaluation(ev, spec, cache_root))))
     return steps
 

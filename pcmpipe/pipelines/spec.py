@@ -1,4 +1,8 @@
-"""Experiment pipelines: one YAML file per paper table or figure (pipelines/*.yaml) -> typed configs -> runs.
+"""Experiment pipelines: one YAML file per paper table or figure (specs/*.yaml) -> typed configs -> runs.
+
+The paper's pipeline files ship inside the package (pcmpipe/pipelines/specs/, also reachable as the top-level
+`pipelines/` link of a checkout), so `pcmpipe run table1_flickr8k` finds one by name and any other file is
+given by path.
 
 A pipeline file names the data it needs (per dataset: root, modalities, backbones, weights), the training runs
 (TrainConfig settings over shared `defaults`, plus an optional `finetune:` list of backbones to unfreeze), the
@@ -21,7 +25,7 @@ from typing import Any, Optional
 
 import yaml
 
-from pcmpipe.config import TrainConfig, config_fingerprint
+from pcmpipe.config import FinetuneConfig, TrainConfig, config_fingerprint, merge_settings, parse_set
 from pcmpipe.errors import UserError
 from pcmpipe.report.layouts import check_table
 
@@ -30,6 +34,7 @@ EVAL_KINDS = ("zeroshot", "enrichment")
 EVAL_FILES = {"zeroshot": "zeroshot.json", "enrichment": "enrichment.json"}
 FINETUNE_PARTS = ("image", "text")  # which CLIP towers a `finetune:` list may unfreeze
 _PIPELINE_KEYS = {"name", "title", "data", "defaults", "runs", "evaluations", "tables"}
+SPECS = Path(__file__).parent / "specs"  # the shipped pipeline files, loadable by name
 
 
 @dataclass
@@ -80,6 +85,7 @@ class Pipeline:
     runs: dict[str, RunSpec]
     evaluations: list[EvalSpec]
     tables: list[dict[str, Any]]
+    command: str = ""  # how a user runs this pipeline again, for the plan (e.g. `pcmpipe run table1_flickr8k`)
 
     @property
     def runs_root(self) -> Path:
@@ -116,15 +122,34 @@ def load_pipeline(path: str | Path, *, overrides: Optional[list[str]] = None, ro
     roots: dataset roots (`--root`): `PATH` for a one-dataset pipeline, or `DATASET=PATH` (repeatable).
     cache_root / runs_root: where features and runs live (default: TrainConfig's, cache/ and cache/runs).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"pipeline file {path} not found (the paper's pipelines are in pipelines/*.yaml)")
+    path = find_pipeline(path)
     try:
         doc = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise UserError(f"pipeline file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-    return pipeline_from_dict(doc, path=path, overrides=overrides, roots=roots, cache_root=cache_root,
-                              runs_root=runs_root)
+    p = pipeline_from_dict(doc, path=path, overrides=overrides, roots=roots, cache_root=cache_root,
+                           runs_root=runs_root)
+    p.command = f"pcmpipe run {path.stem if path.parent.resolve() == SPECS.resolve() else path}"
+    return p
+
+
+def shipped_pipelines() -> list[str]:
+    """Names of the pipeline files that ship with pcmpipe (one per paper table or figure)."""
+    return sorted(f.stem for f in SPECS.glob("*.yaml"))
+
+
+def find_pipeline(name_or_path: str | Path) -> Path:
+    """A pipeline file given by path, or a shipped one by name (`table1_flickr8k`, with or without .yaml)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = SPECS / f"{path.name.removesuffix('.yaml')}.yaml"
+    if path.parent == Path(".") and shipped.is_file():
+        return shipped
+    if str(name_or_path) == "demo":
+        raise UserError("the demo is built in, with its own synthetic data: run `pcmpipe demo` (--out DIR, --fast)")
+    raise UserError(f"pipeline {name_or_path} not found: give a pipeline file or one of the shipped names: "
+                    f"{', '.join(shipped_pipelines())}")
 
 
 def pipeline_from_dict(doc: Any, *, path: Optional[Path] = None, overrides: Optional[list[str]] = None,
@@ -144,12 +169,9 @@ def pipeline_from_dict(doc: Any, *, path: Optional[Path] = None, overrides: Opti
     data = {ds: _data_spec(ds, spec, where) for ds, spec in (doc.get("data") or {}).items()}
 
     defaults = dict(doc.get("defaults") or {})
-    if cache_root:
-        run_settings["cache_root"] = cache_root
-    if runs_root:
-        run_settings["runs_root"] = runs_root
-    elif cache_root and "runs_root" not in run_settings:
-        run_settings["runs_root"] = str(Path(cache_root) / "runs")
+    # the settings every run gets: --cache-root / --runs-root, then plain `--set key=value` items
+    run_settings = merge_settings(flags={"cache_root": cache_root or None, "runs_root": runs_root or None},
+                                  sets=run_settings)
     runs_doc = doc.get("runs") or {}
     if not isinstance(runs_doc, dict) or not runs_doc:
         raise UserError(f"{where}: `runs` must map run names to their settings")
@@ -207,15 +229,8 @@ def _run_spec(name: str, defaults: dict, spec: Any, settings: dict, where: str, 
 
 
 def _finetune_config(settings: dict, unfreeze: list[str], data: DataSpec) -> TrainConfig:
-    """The fine-tuning engineer's FinetuneConfig (a TrainConfig) for a run with `finetune:`; its fingerprint is
-    the one `pcmpipe.training.finetune.finetune` records, so a finished fine-tuned run is found again. Without the
-    module, the plain TrainConfig stands in and running it reports that fine-tuning is unavailable."""
-    try:
-        from pcmpipe.training.finetune import FinetuneConfig
-    except ModuleNotFoundError as e:
-        if e.name != "pcmpipe.training.finetune":
-            raise
-        return TrainConfig.from_dict(settings)
+    """The FinetuneConfig for a run with `finetune:`; its fingerprint is the one
+    `pcmpipe.training.finetune.finetune` records, so a finished fine-tuned run is found again."""
     extra = {"data_root": data.root, "unfreeze": list(unfreeze)}
     for kind in ("image", "text"):
         if kind in data.backbones:
@@ -225,24 +240,13 @@ def _finetune_config(settings: dict, unfreeze: list[str], data: DataSpec) -> Tra
     return FinetuneConfig.from_dict({**settings, **extra})
 
 
-def _parse_value(text: str) -> Any:
-    """`--set` values are YAML scalars/lists: '2' -> 2, '1e-4' -> 0.0001, '[I,T]' -> ['I', 'T']."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def _apply_overrides(doc: dict, overrides: list[str], where: str) -> dict[str, Any]:
-    """Dotted keys edit `doc` in place; plain keys are returned as TrainConfig settings for every run."""
-    settings: dict[str, Any] = {}
+def _apply_overrides(doc: dict, overrides: list[str], where: str) -> list[str]:
+    """Dotted keys edit `doc` in place; plain `key=value` items are returned, TrainConfig settings for every run."""
+    settings: list[str] = []
     for item in overrides:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise UserError(f"--set expects key=value (e.g. epochs=2 or data.cub.root=/data/cub), got {item!r}")
+        key, value = parse_set(item)
         if "." not in key:
-            settings[key] = _parse_value(value)
+            settings.append(item)
             continue
         node = doc
         parts = key.split(".")
@@ -250,7 +254,7 @@ def _apply_overrides(doc: dict, overrides: list[str], where: str) -> dict[str, A
             if not isinstance(node.get(p), dict):
                 raise UserError(f"--set {key}: {where} has no mapping at {p!r}")
             node = node[p]
-        node[parts[-1]] = _parse_value(value)
+        node[parts[-1]] = value
     return settings
 
 

@@ -1,5 +1,6 @@
 """The fine-tuning recipe: unfrozen CLIP towers at lr 1e-6 with augmented raw inputs (paper Sec. 4)."""
 
-from pcmpipe.training.finetune.recipe import FinetuneConfig, finetune
+from pcmpipe.config import FinetuneConfig
+from pcmpipe.training.finetune.recipe import finetune
 
 __all__ = ["FinetuneConfig", "finetune"]

@@ -19,82 +19,18 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
 
 import torch
 from rich.console import Console
 from safetensors.torch import load_file
 
 from pcmpipe.training import rundir as runs
-from pcmpipe.config import TrainConfig, config_fingerprint
+from pcmpipe.config import FinetuneConfig, config_fingerprint
 from pcmpipe.errors import UserError
-from pcmpipe.training.finetune.model import UNFREEZABLE, Coordinator, optimizer_groups, save_backbone
+from pcmpipe.training.finetune.model import Coordinator, optimizer_groups, save_backbone
 from pcmpipe.training.stage2 import cosine_lambda, resolve_device, software_versions
 from pcmpipe.training.evaluate import evaluate_all, mean_r1
-
-DEFAULT_BACKBONES = {"image": "clip-vit-b32-image", "text": "clip-vit-b32-text"}
-
-
-@dataclass
-class FinetuneConfig(TrainConfig):
-    """TrainConfig (same defaults: lr 1e-4 for the heads, wd 0.2, cosine, patience 5, CUB batch 128) plus:"""
-
-    data_root: Optional[str] = None  # the raw dataset (e.g. data/cub); required
-    unfreeze: list = field(default_factory=lambda: ["image", "text"])  # any subset of image, text
-    backbone_lr: float = 1e-6
-    image_backbone: str = DEFAULT_BACKBONES["image"]
-    text_backbone: str = DEFAULT_BACKBONES["text"]
-    weights_image: str = "default"  # default | open_clip tag | random[:SEED] | PATH (see pcmpipe.backbones.weights)
-    weights_text: str = "default"
-    augment: bool = True  # timm image transform + EDA on the unfrozen modalities' training inputs
-    eda_alpha: float = 0.1
-    grad_checkpointing: bool = True
-    amp: bool = True  # autocast on CUDA (no effect on CPU)
-    encode_batch: int = 256  # rows per forward pass when embedding val/test or computing frozen features
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "FinetuneConfig":
-        data = dict(data)
-        if isinstance(data.get("unfreeze"), str):  # "image,text" from a flag; "" or "none" -> all frozen
-            text = data["unfreeze"].strip()
-            data["unfreeze"] = [] if text in ("", "none") else [v.strip() for v in text.split(",") if v.strip()]
-        return super().from_dict(data)  # type: ignore[return-value]
-
-    def replace(self, **changes: Any) -> "FinetuneConfig":
-        return FinetuneConfig.from_dict({**self.to_dict(), **changes})
-
-    def validate(self) -> None:
-        super().validate()
-        if not self.data_root:
-            raise UserError("fine-tuning reads the raw dataset: pass --data-root (e.g. data/cub)")
-        bad = [u for u in self.unfreeze if u not in UNFREEZABLE]
-        if bad or len(set(self.unfreeze)) != len(self.unfreeze):
-            raise UserError(f"--unfreeze takes a subset of {', '.join(UNFREEZABLE)} (or none), got {','.join(self.unfreeze)}")
-        for u in self.unfreeze:
-            if UNFREEZABLE[u] not in self.modalities:
-                raise UserError(f"--unfreeze {u} needs modality {UNFREEZABLE[u]} in --modalities (got {','.join(self.modalities)})")
-        if not (math.isfinite(self.backbone_lr) and self.backbone_lr > 0):
-            raise UserError(f"--backbone-lr must be a positive number, got {self.backbone_lr}")
-        if not 0 <= self.eda_alpha <= 1:
-            raise UserError(f"--eda-alpha must lie in [0, 1], got {self.eda_alpha}")
-        if self.encode_batch < 1:
-            raise UserError("encode_batch must be >= 1")
-
-    def resolved(self) -> "FinetuneConfig":
-        out = TrainConfig.resolved(self)  # a FinetuneConfig still (dataclasses.replace keeps the class)
-        if self.name is None:  # fine-tuned runs are named apart from stage-two runs of the same modalities
-            tag = "+".join(sorted(self.unfreeze)) or "frozen"
-            out.name = f"ft-{out.dataset}-{'+'.join(out.modalities)}-{out.loss}-{tag}-s{out.seed}-{config_fingerprint(out)[:8]}"
-        return out  # type: ignore[return-value]
-
-    def live(self) -> dict[str, str]:
-        """Unfrozen modality -> its tower kind, e.g. {'I': 'image', 'T': 'text'}."""
-        return {UNFREEZABLE[u]: u for u in self.unfreeze}
-
-    def backbone_spec(self, kind: str) -> tuple[str, str]:
-        return (self.image_backbone, self.weights_image) if kind == "image" else (self.text_backbone, self.weights_text)
 
 
 def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:

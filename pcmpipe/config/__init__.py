@@ -1,0 +1,27 @@
+"""One schema of settings (pydantic): every setting once, with its type, bounds, choices and help text.
+
+- schema.py: `TrainConfig` (stage two) and its fingerprint; the choices (`Loss`, `Device`, ...) as Literals
+- finetune.py: `FinetuneConfig` (stage two plus the unfrozen towers)
+- merge.py: defaults < YAML < flags < `--set key=value`, in one function for every command
+- base.py: what schemas share, and the one place a pydantic ValidationError becomes a UserError line
+"""
+
+from pcmpipe.config.finetune import FinetuneConfig
+from pcmpipe.config.merge import load_config, merge_settings, parse_set, parse_value, read_yaml
+from pcmpipe.config.schema import (
+    DATASET_BATCH_SIZE,
+    DEFAULT_BATCH_SIZE,
+    DEVICES,
+    KNOWN_MODALITIES,
+    LOGIT_SCALE_MODES,
+    LOSSES,
+    MATCH_LEVELS,
+    MODALITY_RE,
+    NAME_RE,
+    TrainConfig,
+    config_fingerprint,
+)
+
+__all__ = ["DATASET_BATCH_SIZE", "DEFAULT_BATCH_SIZE", "DEVICES", "KNOWN_MODALITIES", "LOGIT_SCALE_MODES", "LOSSES",
+           "MATCH_LEVELS", "MODALITY_RE", "NAME_RE", "FinetuneConfig", "TrainConfig", "config_fingerprint",
+           "load_config", "merge_settings", "parse_set", "parse_value", "read_yaml"]

@@ -1,0 +1,109 @@
+"""What every settings schema shares: construction from plain data, copies, and one-line errors.
+
+pydantic does the typing, coercion and bounds; this module turns its `ValidationError` into one `UserError`
+line (the only place that conversion happens) and catches unknown keys first, so that a typo is answered with
+the close setting ("unknown setting learning_rate; did you mean lr?") instead of pydantic's generic message.
+"""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from pcmpipe.errors import UserError
+
+# pydantic's bound errors -> the comparison they check, for a short "must be >= 1" message
+_BOUNDS = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", ">="), "less_than": ("lt", "<"),
+           "less_than_equal": ("le", "<=")}
+
+
+class Settings(BaseModel):
+    """A schema of settings: every field has its type, bounds, choices and help (its description)."""
+
+    # coerce_numbers_to_str: a YAML `name: 2024` or `split_val: 1` is the string a flag would give.
+    # allow_inf_nan=False: a NaN learning rate is a user mistake, not a number.
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True, allow_inf_nan=False,
+                              validate_default=False)
+
+    kind: typing.ClassVar[str] = "setting"  # how error messages name a key ("training setting", ...)
+    required: typing.ClassVar[tuple[str, ...]] = ()
+    required_hint: typing.ClassVar[str] = ""
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Any:
+        """Build from plain data (YAML, flags, a pipeline section); any mistake is one UserError line."""
+        if not isinstance(data, dict):
+            raise UserError(f"a {cls.kind} mapping is expected, got {type(data).__name__}")
+        unknown = sorted(set(data) - set(cls.model_fields))
+        if unknown:
+            raise UserError(unknown_key_message(unknown[0], list(cls.model_fields), cls.kind))
+        missing = [n for n in cls.required if data.get(n) in (None, "", [])]
+        if missing:
+            raise UserError(f"missing {cls.kind}(s): {', '.join(missing)}{cls.required_hint}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            raise UserError(user_message(cls, e)) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump()
+
+    def replace(self, **changes: Any) -> Any:
+        """A copy with some settings changed, validated again."""
+        return type(self).from_dict({**self.to_dict(), **changes})
+
+
+def unknown_key_message(key: str, valid: list[str], kind: str) -> str:
+    """One line for an unknown key, with the close setting when there is one (learning_rate -> lr)."""
+    # a shared prefix (lr_head -> lr, epoch -> epochs) or the initials of the words (learning_rate -> lr)
+    # say more than difflib's ratio, which prefers long names with common letters (lr_head -> threads)
+    prefix = sorted((v for v in valid if key.startswith(v) or v.startswith(key)), key=len, reverse=True)
+    close = prefix or [v for v in valid if v == _initials(key)] or difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}?" if close else f"valid settings: {', '.join(sorted(valid))}"
+    return f"unknown {kind} {key}; {hint}"
+
+
+def _initials(key: str) -> str:
+    return "".join(part[:1] for part in key.split("_"))
+
+
+def user_message(cls: type[BaseModel], error: ValidationError) -> str:
+    """The first problem of a ValidationError as one line naming the setting, the value and what is expected."""
+    err = error.errors(include_url=False)[0]
+    loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
+    name = loc[0] if loc else ""
+    value = err.get("input")
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if not name:  # a check across settings (model validator): its message says everything
+        return msg
+    if err["type"] == "literal_error":
+        return f"unknown {name} {value!r}; valid choices: {', '.join(map(str, choices(cls, name)))}"
+    if err["type"] in _BOUNDS:
+        key, op = _BOUNDS[err["type"]]
+        return f"--{name.replace('_', '-')} must be {op} {err['ctx'][key]}, got {value!r}"
+    if err["type"] == "finite_number":
+        return f"--{name.replace('_', '-')} must be a finite number, got {value!r}"
+    if err["type"] == "string_pattern_mismatch":
+        return f"invalid {name} {value!r}; use letters, digits, '_', '.', '-'"
+    if err["type"] == "value_error":
+        return msg
+    expected = msg[0].lower() + msg[1:] if msg else "another value"
+    return f"setting {name}={value!r} has the wrong type ({expected})"
+
+
+def choices(cls: type[BaseModel], name: str) -> tuple[Any, ...]:
+    """The Literal choices of a field (through Optional / list), or () when it has none."""
+    return literal_values(cls.model_fields[name].annotation)
+
+
+def literal_values(annotation: Any) -> tuple[Any, ...]:
+    if typing.get_origin(annotation) is typing.Literal:
+        return typing.get_args(annotation)
+    for arg in typing.get_args(annotation):
+        found = literal_values(arg)
+        if found:
+            return found
+    return ()

@@ -1,0 +1,68 @@
+"""Where settings come from, merged in one place: defaults < YAML file < CLI flags < `--set key=value`.
+
+Every command that takes settings (train, finetune, run) goes through here, so a value means the same
+whether it is typed in a file, as a flag or as `--set`; the schema (pcmpipe.config.schema) then validates it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from pcmpipe.config.schema import TrainConfig
+from pcmpipe.errors import UserError
+
+
+def read_yaml(yaml_path: str | Path) -> dict[str, Any]:
+    """The mapping of settings in a YAML file (not validated yet); one-line UserError if unreadable."""
+    path = Path(yaml_path)
+    if not path.is_file():
+        raise UserError(f"config file {path} not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping of settings")
+    return data
+
+
+def parse_value(text: str) -> Any:
+    """A `--set` value is a YAML scalar or list, as in a config file: '2' -> 2, '1e-4' -> 0.0001, '[I,T]' -> list."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def parse_set(item: str) -> tuple[str, Any]:
+    """'epochs=2' -> ('epochs', 2); a missing '=' is one UserError line."""
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise UserError(f"--set expects key=value (e.g. epochs=2), got {item!r}")
+    return key, parse_value(value)
+
+
+def merge_settings(config: Optional[str | Path] = None, flags: Optional[dict[str, Any]] = None,
+                   sets: Optional[list[str]] = None, defaults: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """defaults < the YAML file `config` < flags that were given (not None) < `--set key=value` items.
+
+    Runs live beside the cache they came from: without an explicit runs_root, a cache_root from any source
+    places them under <cache_root>/runs.
+    """
+    settings = dict(defaults or {})
+    if config is not None:
+        settings.update(read_yaml(config))
+    settings.update({k: v for k, v in (flags or {}).items() if v is not None})
+    settings.update(dict(parse_set(item) for item in sets or []))
+    if settings.get("cache_root") is not None and settings.get("runs_root") is None:
+        settings["runs_root"] = str(Path(str(settings["cache_root"])) / "runs")
+    return settings
+
+
+def load_config(yaml_path: str | Path, **overrides: Any) -> TrainConfig:
+    """Read a YAML mapping of TrainConfig settings; `overrides` (non-None values) win over the file."""
+    return TrainConfig.from_dict(merge_settings(yaml_path, overrides))

@@ -1,0 +1,149 @@
+"""The stage-two training schema (`TrainConfig`): every setting once, with type, bounds, choices and help.
+
+A config comes from CLI flags, a YAML file or a pipeline section; all of them go through
+`TrainConfig.from_dict` (pcmpipe.config.base), usually after `pcmpipe.config.merge.merge_settings`.
+Validation checks names and values only: whether a dataset or modality is cached is checked where the run
+opens its caches (pcmpipe.samples), so a config can be checked away from its cache.
+Defaults follow the paper's recipe (Sec. 4, "Model design and training strategy").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any, ClassVar, Literal, Optional
+
+from pydantic import Field, field_validator, model_validator
+
+from pcmpipe.config.base import Settings
+
+Loss = Literal["pcmc", "pcmr"]
+MatchLevel = Literal["instance", "class"]
+LogitScaleMode = Literal["learnable", "fixed"]
+Device = Literal["auto", "cpu", "cuda"]
+# Plain registries of the choices a user can make; error messages list them.
+LOSSES: tuple[str, ...] = Loss.__args__
+MATCH_LEVELS: tuple[str, ...] = MatchLevel.__args__
+LOGIT_SCALE_MODES: tuple[str, ...] = LogitScaleMode.__args__
+DEVICES: tuple[str, ...] = Device.__args__
+# Datasets the project knows; any other dataset is read from its cache (features brought with
+# `pcmpipe import-features`).
+DATASET_BATCH_SIZE = {"flickr8k": 80, "cub": 128}
+DEFAULT_BATCH_SIZE = 128
+# The paper's modality names; users may add their own through import-features.
+KNOWN_MODALITIES = ("I", "T", "S", "A", "C", "P")
+NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+NAME_RE = re.compile(NAME_PATTERN)
+MODALITY_RE = re.compile(r"^[A-Za-z0-9_-]+$")  # no ".": modality names key nn.ModuleDict entries
+
+# Fields that do not change the numbers a run produces; left out of the fingerprint so that renaming a
+# run or moving where runs are written does not make a finished run look different.
+_NOT_FINGERPRINTED = ("name", "runs_root", "num_workers", "progress", "threads", "stream_val_mb")
+
+
+def csv_list(value: Any) -> Any:
+    """'I,T,S' (a flag or a YAML string) -> ['I', 'T', 'S']; lists pass through."""
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+class TrainConfig(Settings):
+    """Everything that defines a stage-two run. `None` fields are resolved by `resolved()`."""
+
+    kind: ClassVar[str] = "training setting"
+    required: ClassVar[tuple[str, ...]] = ("dataset", "modalities")
+    required_hint: ClassVar[str] = " (e.g. --dataset flickr8k --modalities I,T,S)"
+
+    dataset: str = Field(pattern=NAME_PATTERN,
+                         description="flickr8k, cub, or any dataset cached under --cache-root")
+    modalities: list[str] = Field(description="comma-separated, e.g. I,T,S")
+    loss: Loss = Field("pcmc", description="pcmc (contrastive) or pcmr (regression)")
+    rho: float = Field(1.0, ge=0, description="PCMR power factor rho")  # Eq. 6
+    threshold: float = Field(0.99, ge=-1, le=1, description="PCMR target threshold t")  # a cosine, Eq. 7
+    lr: float = Field(1e-4, gt=0, description="AdamW learning rate")
+    weight_decay: float = Field(0.2, ge=0, description="decoupled weight decay")
+    epochs: int = Field(50, ge=1, description="at most this many epochs")
+    patience: int = Field(5, ge=1, description="stop after this many epochs without gain")  # in mean val r@1
+    batch_size: Optional[int] = Field(None, ge=2, description="default: flickr8k 80, cub 128, else 128")
+    logit_scale: LogitScaleMode = Field("learnable", description="PCMC temperature: learnable or fixed")  # Eq. 5
+    logit_scale_init: float = Field(1 / 0.07, gt=0, description="initial PCMC logit scale")
+    logit_scale_max: float = Field(100.0, gt=0, description="upper clamp of the logit scale (CLIP's)")
+    seed: int = Field(0, description="seed of head init and shuffling")
+    match: MatchLevel = Field("instance", description="instance or class: level of the early-stopping metric")
+    split_train: str = Field("train", description="cached split to train on")
+    split_val: str = Field("val", description="split for early stopping")
+    split_test: str = Field("test", description="split for the final metrics")
+    cache_root: str = Field("cache", description="feature cache root")
+    runs_root: str = Field("cache/runs", description="where runs are written (default <cache-root>/runs)")
+    name: Optional[str] = Field(None, pattern=NAME_PATTERN, description="run name (default derived from the config)")
+    device: Device = Field("auto", description="auto, cpu or cuda")
+    dim: int = Field(256, ge=1, description="D, the common embedding size")
+    num_workers: int = Field(0, ge=0, description="reserved: batches are gathered in-process by index_select")
+    eval_batch: int = Field(4096, ge=1, description="rows per forward pass when embedding a whole split")
+    # On CPU, a validation modality whose features exceed this many MiB is decoded from its cache at every
+    # validation instead of held in memory (None: always held). Same numbers either way.
+    stream_val_mb: Optional[float] = Field(8.0, ge=0, description="CPU: stream validation features above this many MiB")
+    compile: bool = Field(False, description="torch.compile the heads (off: they are tiny, compile time dominates)")
+    progress: bool = Field(True, description="rich progress bar on a terminal")
+    threads: Optional[int] = Field(None, ge=1, description="CPU threads for training (default: torch's choice)")
+
+    # ---- checks ----
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bools_for_numbers(cls, data: Any) -> Any:
+        """pydantic reads `epochs: true` as 1; a bool where a number belongs is a mistake."""
+        if isinstance(data, dict):
+            for k, v in data.items():
+                f = cls.model_fields.get(k)
+                if isinstance(v, bool) and f is not None and f.annotation in (int, float, Optional[int], Optional[float]):
+                    raise ValueError(f"setting {k}={v!r} has the wrong type (expected a number)")
+        return data
+
+    @field_validator("modalities", mode="before")
+    @classmethod
+    def _split_modalities(cls, value: Any) -> Any:
+        return csv_list(value)
+
+    @field_validator("modalities")
+    @classmethod
+    def _check_modalities(cls, mods: list[str]) -> list[str]:
+        if len(mods) < 2:
+            raise ValueError(f"need at least two modalities to coordinate, got {','.join(mods) or 'none'}")
+        if len(set(mods)) != len(mods):
+            raise ValueError(f"modality listed twice in {','.join(mods)}")
+        for m in mods:
+            if not MODALITY_RE.match(m):
+                raise ValueError(f"invalid modality name {m!r}; use letters, digits, '_', '-'")
+        return mods
+
+    @model_validator(mode="after")
+    def _check_scale(self) -> "TrainConfig":
+        if not self.logit_scale_init <= self.logit_scale_max:
+            raise ValueError("the logit scale init must be in (0, logit_scale_max]")
+        return self
+
+    # ---- derived values ----
+    def resolved(self) -> Any:
+        """Fill the `None` defaults (batch size, run name) so the run records what it actually used."""
+        out = self.model_copy(update={"modalities": list(self.modalities)})
+        if out.batch_size is None:
+            out.batch_size = DATASET_BATCH_SIZE.get(out.dataset, DEFAULT_BATCH_SIZE)
+        if out.name is None:
+            out.name = f"{out.dataset}-{'+'.join(out.modalities)}-{out.loss}-s{out.seed}-{config_fingerprint(out)[:8]}"
+        return out
+
+
+def config_fingerprint(cfg: TrainConfig) -> str:
+    """sha256 of the canonical JSON of every setting that changes the numbers (not name/runs_root/workers).
+
+    The batch size is resolved first so `None` and the dataset default fingerprint alike.
+    """
+    data = cfg.to_dict()
+    if data["batch_size"] is None:
+        data["batch_size"] = DATASET_BATCH_SIZE.get(cfg.dataset, DEFAULT_BATCH_SIZE)
+    for k in _NOT_FINGERPRINTED:
+        data.pop(k, None)
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
