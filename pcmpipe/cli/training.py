@@ -40,6 +40,7 @@ def train_cmd(
 ) -> None:
     """Train PCMC/PCMR projection heads on cached features; resumes an interrupted run of the same config."""
     with _guard():
+        from pcmpipe.cli.training_progress import TrainingRenderer
         from pcmpipe.config import TrainConfig, read_yaml
         from pcmpipe.training.stage2 import train
 
@@ -53,7 +54,11 @@ def train_cmd(
         if cache_root is not None and "runs_root" not in settings:
             settings["runs_root"] = str(Path(cache_root) / "runs")  # runs live beside the cache they came from
         cfg = TrainConfig.from_dict(settings)
-        run_dir = train(cfg)
+        renderer = TrainingRenderer()
+        try:
+            run_dir = train(cfg, on_event=renderer)
+        finally:
+            renderer.close()
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank returns here; one line is enough
             typer.echo(f"run written to {run_dir}")
 
@@ -129,6 +134,7 @@ def finetune_cmd(
 ) -> None:
     """Fine-tune CLIP towers and heads end to end from raw data; resumes an interrupted run of the same config."""
     with _guard():
+        from pcmpipe.cli.training_progress import TrainingRenderer
         from pcmpipe.config import read_yaml
         from pcmpipe.training.finetune import FinetuneConfig, finetune
 
@@ -143,5 +149,9 @@ def finetune_cmd(
         settings.update({k: v for k, v in flags.items() if v is not None})
         if "cache_root" in settings and "runs_root" not in settings:
             settings["runs_root"] = str(Path(settings["cache_root"]) / "runs")  # runs live beside their cache
-        run_dir = finetune(FinetuneConfig.from_dict(settings))
+        renderer = TrainingRenderer()
+        try:
+            run_dir = finetune(FinetuneConfig.from_dict(settings), on_event=renderer)
+        finally:
+            renderer.close()
         typer.echo(f"run written to {run_dir}")
