@@ -389,3 +389,23 @@ def test_train_reports_through_the_callback_and_prints_nothing(cache, tmp_path, 
     assert events[-1].run_dir == run
     train(_cfg(cache, tmp_path, epochs=2, patience=5, name="quiet"))  # already complete, and still silent
     assert capfd.readouterr() == ("", "")
+
+
+def test_the_cli_renders_the_epoch_line_from_the_events(tmp_path):
+    from rich.console import Console
+
+    from pcmpipe.cli.training_progress import TrainingRenderer
+    from pcmpipe.training.events import EpochDone, Note, RunFinished
+
+    out = io.StringIO()
+    render = TrainingRenderer(Console(file=out, width=200))
+    render(Note("resuming x after epoch 2"))
+    render(EpochDone(3, 50, 1.23456, 4.5, 5.25, 2, 9.5e-5, 1.04, early_stop=True))
+    render(EpochDone(1, 5, 2.0, 1.0, 1.0, 1, {"heads": 1e-4, "heads_no_decay": 1e-4, "backbone": 1e-6}, 3.0, False))
+    render(RunFinished(tmp_path / "run", 2, 6.0, 0.5))
+    assert out.getvalue().splitlines() == [
+        "resuming x after epoch 2",
+        "epoch 3/50 loss 1.2346 val mean r@1 4.50 (best 5.25 @ 2) lr 9.50e-05 1.0s - early stop",
+        "epoch 1/5 loss 2.0000 val mean r@1 1.00 (best 1.00 @ 1) lr heads 1.00e-04 lr backbone 1.00e-06 3.0s",
+        f"done: {tmp_path / 'run'} (best epoch 2, test mean r@1 6.00 vs untrained 0.50)",
+    ]
