@@ -15,7 +15,9 @@ Conventions (see docs/conventions.md for the reasoning):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import combinations
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -182,7 +184,31 @@ def pcmr_loss(
     return total
 
 
-# Plain registry: name -> loss over embeddings (pcmr takes `target=`, pcmc takes `logit_scale=`).
-LOSSES = {"pcmc": pcmc_loss, "pcmr": pcmr_loss}
+@dataclass(frozen=True)
+class LossParams:
+    """The settings a training loss reads: the PCMC temperature (as its log, the trainer's parameter) and
+    PCMR's target threshold and power factor."""
 
-__all__ = ["pcmc_loss", "pcmr_target", "pcmr_loss", "LOSSES", "MAX_LOGIT_SCALE"]
+    log_scale: Tensor
+    threshold: float = 0.99
+    rho: float = 1.0
+
+
+def _pcmc_step(emb: dict[str, Tensor], present: dict[str, Tensor] | None,
+               features: Callable[[], dict[str, Tensor]], params: LossParams) -> Tensor:
+    return pcmc_loss(emb, present, logit_scale=params.log_scale.exp())
+
+
+def _pcmr_step(emb: dict[str, Tensor], present: dict[str, Tensor] | None,
+               features: Callable[[], dict[str, Tensor]], params: LossParams) -> Tensor:
+    target = pcmr_target(features(), threshold=params.threshold, present=present)
+    return pcmr_loss(emb, target=target, present=present, rho=params.rho)
+
+
+# The registry both trainers dispatch through, one call signature:
+#   LOSSES[name](emb, present, features, params) -> 0-d loss
+# emb/present as above; `features()` returns the batch's backbone features (the PCMR target's inputs), called
+# only by the losses that need them, so PCMC never pays for gathering them across ranks.
+LOSSES: dict[str, Callable[..., Tensor]] = {"pcmc": _pcmc_step, "pcmr": _pcmr_step}
+
+__all__ = ["pcmc_loss", "pcmr_target", "pcmr_loss", "LOSSES", "LossParams", "MAX_LOGIT_SCALE"]

@@ -92,7 +92,7 @@ def test_resume_after_sigkill_matches_uninterrupted(cache, tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not any(p.name.startswith("synth") for p in runs_root.iterdir())  # no finished run yet
-    assert (tmp / "checkpoint.pt").exists()
+    assert (tmp / "checkpoint.safetensors").exists()
 
     res = pcmpipe(*args, "--runs-root", str(runs_root))
     assert res.returncode == 0, res.stderr

@@ -13,7 +13,6 @@ from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing in this file may download
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -45,7 +44,7 @@ def _cfg(cub: Path, tmp: Path, **kw) -> FinetuneConfig:
     return FinetuneConfig.from_dict(settings)
 
 
-def _tiny_model(unfrozen: set[str]):
+def _tiny_model(unfrozen: list[str]):
     torch.manual_seed(0)
     bbs = {"I": create_backbone("clip-tiny-image", "random:0"), "T": create_backbone("clip-tiny-text", "random:0")}
     model = Coordinator(bbs, unfrozen, {"I": (32,), "T": (32,)}, dim=16, logit_scale_init=1 / 0.07,
@@ -56,7 +55,7 @@ def _tiny_model(unfrozen: set[str]):
 def test_optimizer_groups_apply_the_two_learning_rates():
     from pcmpipe.losses import pcmc_loss
 
-    bbs, model = _tiny_model({"I", "T"})
+    bbs, model = _tiny_model(["I", "T"])
     opt = torch.optim.AdamW(optimizer_groups(model, head_lr=1e-4, backbone_lr=1e-6, weight_decay=0.2))
     groups = {g["name"]: g for g in opt.param_groups}
     assert {n: g["lr"] for n, g in groups.items()} == {"heads": 1e-4, "heads_no_decay": 1e-4, "backbone": 1e-6,
@@ -88,7 +87,7 @@ def test_optimizer_groups_apply_the_two_learning_rates():
 
 
 def test_grad_checkpointing_gives_the_same_gradients():
-    bbs, model = _tiny_model({"I"})
+    bbs, model = _tiny_model(["I"])
     x = torch.randn(3, 3, 64, 64)
     grads = []
     for on in (False, True):
@@ -119,7 +118,7 @@ def test_image_finetune_moves_the_image_tower_only_and_recaches(cub, tmp_path):
 
     cfg = _cfg(cub, tmp_path)
     run = finetune(cfg)
-    assert (run / "test_metrics.json").is_file() and not (run / "checkpoint.pt").exists()
+    assert (run / "test_metrics.json").is_file() and not (run / "checkpoint.safetensors").exists()
     assert not (run / "text_backbone.safetensors").exists()
     rec = json.loads((run / "config.json").read_text())
     assert rec["caches"]["train"]["I"]["live"] and rec["caches"]["train"]["C"]["path"].endswith("cub/C/train")
@@ -177,9 +176,9 @@ def test_text_finetune_keeps_the_frozen_image_cache(cub, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in Path(cached.directory).glob("part-*")} == shards
 
 
-def _command(cub: Path, tmp: Path, name: str, epochs: int) -> list[str]:
-    return [sys.executable, "-m", "pcmpipe", "finetune", "--data-root", str(cub), "--modalities", "I,C",
-            "--unfreeze", "image", "--batch-size", "50", "--epochs", str(epochs), "--patience", "9",
+def _command(cub: Path, tmp: Path, name: str, epochs: int, modalities: str = "I,C", unfreeze: str = "image") -> list[str]:
+    return [sys.executable, "-m", "pcmpipe", "finetune", "--data-root", str(cub), "--modalities", modalities,
+            "--unfreeze", unfreeze, "--batch-size", "50", "--epochs", str(epochs), "--patience", "9",
             "--cache-root", str(tmp / "cache"), "--name", name, "--image-backbone", "clip-tiny-image",
             "--weights-image", "random:0", "--text-backbone", "clip-tiny-text", "--weights-text", "random:0"]
 
@@ -196,20 +195,7 @@ def test_resume_after_sigkill_equals_uninterrupted(cub, tmp_path):
     done = subprocess.run(_command(cub, tmp_path, "straight", 3), env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
 
-    proc = subprocess.Popen(_command(cub, tmp_path, "killed", 3), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    ckpt = runs / ".tmp-killed" / "checkpoint.pt"
-    deadline = time.monotonic() + 300
-    try:
-        while not ckpt.is_file():  # the first epoch's checkpoint: kill during epoch 2
-            assert proc.poll() is None, "the run ended before its first checkpoint"
-            assert time.monotonic() < deadline, "no checkpoint within 300 s"
-            time.sleep(0.05)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    _kill_after_first_checkpoint(_command(cub, tmp_path, "killed", 3), env, runs / ".tmp-killed")
     assert not (runs / "killed").exists()
 
     resumed = subprocess.run(_command(cub, tmp_path, "killed", 3), env=env, capture_output=True, text=True)
@@ -221,6 +207,54 @@ def test_resume_after_sigkill_equals_uninterrupted(cub, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     ta, tb = (json.loads((r / "test_metrics.json").read_text()) for r in (straight, killed))
     assert ta["instance"] == tb["instance"]
+
+
+def _kill_after_first_checkpoint(cmd: list[str], env: dict, tmp_run: Path) -> None:
+    """Start `cmd`, SIGKILL its process group once the epoch-1 checkpoint exists (during epoch 2)."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    ckpt = tmp_run / "checkpoint.safetensors"
+    deadline = time.monotonic() + 300
+    try:
+        while not ckpt.is_file():
+            assert proc.poll() is None, "the run ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+
+def test_set_order_of_towers_depends_on_the_hash_seed():
+    """The premise of the next test: under these two seeds a set of {I, T} iterates in different orders."""
+    orders = {subprocess.run([sys.executable, "-c", "print(list({'I', 'T'}))"], capture_output=True, text=True,
+                             env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("0", "3")}
+    assert len(orders) == 2
+    with pytest.raises(TypeError, match="not a set"):
+        _tiny_model({"I", "T"})
+
+
+@pytest.mark.slow
+def test_resume_under_another_hash_seed_equals_uninterrupted(cub, tmp_path):
+    """Both towers unfrozen: checkpoint written under PYTHONHASHSEED=0, resumed under PYTHONHASHSEED=3. Tower,
+    optimizer-group and checkpoint-key order follow the config, never str hashing, so the runs agree."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    runs = tmp_path / "cache" / "runs"
+    both = dict(modalities="I,T,C", unfreeze="image,text")
+    done = subprocess.run(_command(cub, tmp_path, "straight", 3, **both), env={**env, "PYTHONHASHSEED": "0"},
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    _kill_after_first_checkpoint(_command(cub, tmp_path, "seeded", 3, **both), {**env, "PYTHONHASHSEED": "0"},
+                                 runs / ".tmp-seeded")
+    resumed = subprocess.run(_command(cub, tmp_path, "seeded", 3, **both), env={**env, "PYTHONHASHSEED": "3"},
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming seeded after epoch" in resumed.stdout
+    assert len(_losses(runs / "seeded")) == 3 and _losses(runs / "seeded") == _losses(runs / "straight")
+    for kind in ("image", "text"):
+        a, b = (load_file(str(runs / r / f"{kind}_backbone.safetensors")) for r in ("straight", "seeded"))
+        assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_cli_errors_are_one_line(cub, tmp_path):

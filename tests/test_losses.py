@@ -299,3 +299,26 @@ def test_all_true_masks_equal_no_masks_values_and_gradients():
             assert torch.allclose(value, results[0][0], rtol=1e-12, atol=1e-12)
             for m in names:
                 assert torch.allclose(grads[m], results[0][1][m], rtol=1e-10, atol=1e-12)
+
+
+# ---- the registry both trainers dispatch through ----
+def test_registry_is_the_dispatch_with_one_signature():
+    from pcmpipe.losses import LOSSES, LossParams
+
+    g = torch.Generator().manual_seed(0)
+    emb = {m: torch.randn(8, 6, generator=g) for m in ("I", "T", "S")}
+    feats = {m: torch.randn(8, 5, generator=g) for m in ("I", "T", "S")}
+    present = {"S": torch.tensor([1, 1, 0, 1, 0, 1, 1, 1], dtype=torch.bool)}
+    log_scale = torch.tensor(math.log(1 / 0.07))
+    params = LossParams(log_scale, threshold=0.5, rho=1.0)
+
+    def no_features():
+        raise AssertionError("PCMC does not read the backbone features")
+
+    assert set(LOSSES) == {"pcmc", "pcmr"}
+    got = LOSSES["pcmc"](emb, present, no_features, params)
+    assert torch.equal(got, pcmc_loss(emb, present, logit_scale=log_scale.exp()))
+    calls = []
+    got = LOSSES["pcmr"](emb, present, lambda: calls.append(1) or feats, params)
+    target = pcmr_target(feats, threshold=0.5, present=present)
+    assert calls == [1] and torch.equal(got, pcmr_loss(emb, target=target, present=present, rho=1.0))

@@ -3,8 +3,10 @@ divergence handling and the run directory."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +16,8 @@ from pcmpipe.training import rundir as runs
 from pcmpipe.config import TrainConfig
 from pcmpipe.errors import UserError
 from pcmpipe.samples import find_base, load_modality, load_split
-from pcmpipe.training.stage2 import cosine_lambda, param_groups, train
+from pcmpipe.training.optim import cosine_lambda, param_groups
+from pcmpipe.training.stage2 import train
 from pcmpipe.training.evaluate import evaluate_run, mean_r1
 from synthetic_cache import write_modality, write_synthetic_cache
 
@@ -294,3 +297,115 @@ def test_streamed_validation_gives_the_resident_run(cache, tmp_path):
         history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         got.append(([(h["loss"], h["val"]) for h in history], runs.read_json(run / runs.COMPLETE_MARKER)))
     assert got[0] == got[1]
+
+
+class _Payload:
+    """Unpickling this creates `marker`: what a hostile checkpoint.pt could do instead."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_leftover_pickle_checkpoint_is_never_unpickled(cache, tmp_path):
+    """An interrupted run of an older pcmpipe left `.tmp-<name>/checkpoint.pt`; it is ignored, not loaded."""
+    from pcmpipe.training.events import Note
+
+    proof = tmp_path / "unpickled-proof"  # the payload works: loading it the old way runs its code
+    buf = io.BytesIO()
+    torch.save({"payload": _Payload(proof)}, buf)
+    buf.seek(0)
+    torch.load(buf, weights_only=False)
+    assert proof.exists()
+
+    marker = tmp_path / "payload-ran"
+    cfg = _cfg(cache, tmp_path, epochs=1, name="legacy")
+    tmp = runs.temp_dir(tmp_path / "runs", "legacy")
+    tmp.mkdir(parents=True)
+    torch.save({"payload": _Payload(marker)}, tmp / runs.LEGACY_CHECKPOINT)
+    events = []
+    run = train(cfg, on_event=events.append)
+    assert not marker.exists()
+    assert runs.is_complete(run) and not (run / runs.LEGACY_CHECKPOINT).exists()
+    notes = [e.text for e in events if isinstance(e, Note)]
+    assert len(notes) == 1 and "never loaded" in notes[0] and "\n" not in notes[0]
+
+
+def test_checkpoint_is_safetensors_with_json_and_restores_exactly(cache, tmp_path, monkeypatch):
+    """The resume state holds no pickle: a safetensors file whose metadata carries the JSON part; restoring
+    it into fresh objects gives back the same optimizer, schedule, RNG and training state."""
+    from safetensors import safe_open
+
+    from pcmpipe.training.state import CHECKPOINT, load_checkpoint
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    cfg = _cfg(cache, tmp_path, epochs=3, name="ckpt")
+    with monkeypatch.context() as m:
+        m.setattr(runs, "write_metrics", stop)  # right after the first epoch's checkpoint
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg)
+    tmp = runs.temp_dir(tmp_path / "runs", "ckpt")
+    with open(tmp / CHECKPOINT, "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))  # the safetensors layout, read by hand
+    meta = json.loads(header["__metadata__"]["pcmpipe"])
+    assert meta["state"]["epoch"] == 1 and meta["state"]["step"] > 0 and len(meta["state"]["history"]) == 1
+    with safe_open(str(tmp / CHECKPOINT), framework="pt") as f:
+        keys = set(f.keys())
+    assert {"log_scale", "rng.generator", "rng.torch"} <= keys
+    assert any(k.startswith("model.heads.I.") for k in keys) and any(k.startswith("optimizer.0.exp_avg") for k in keys)
+    ckpt = load_checkpoint(tmp)
+    assert ckpt.epoch == 1 and ckpt.fingerprint == runs.run_config(tmp)["fingerprint"]
+    # the resumed run ends where an uninterrupted one does
+    whole = train(_cfg(cache, tmp_path, epochs=3, name="ckpt-whole"))
+    resumed = train(cfg)
+    strip = lambda h: [{k: v for k, v in r.items() if "time" not in k} for r in h]  # noqa: E731
+    assert strip(runs.read_metrics(resumed)) == strip(runs.read_metrics(whole))
+
+
+def test_a_damaged_checkpoint_is_one_line_error(cache, tmp_path):
+    from pcmpipe.training.state import CHECKPOINT
+
+    tmp = runs.temp_dir(tmp_path / "runs", "broken")
+    tmp.mkdir(parents=True)
+    (tmp / CHECKPOINT).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}      ")
+    with pytest.raises(UserError, match="unreadable"):
+        train(_cfg(cache, tmp_path, epochs=1, name="broken"))
+
+
+def test_train_reports_through_the_callback_and_prints_nothing(cache, tmp_path, capfd):
+    from pcmpipe.training.events import EpochDone, RunFinished, TrainingStarted
+
+    events = []
+    run = train(_cfg(cache, tmp_path, epochs=2, patience=5, name="quiet"), on_event=events.append)
+    assert capfd.readouterr() == ("", "")
+    kinds = [type(e) for e in events]
+    assert kinds[0] is TrainingStarted and kinds[-1] is RunFinished and kinds.count(EpochDone) == 2
+    done = [e for e in events if isinstance(e, EpochDone)]
+    assert [e.epoch for e in done] == [1, 2] and all(e.loss == r["loss"] for e, r in zip(done, runs.read_metrics(run)))
+    assert events[-1].run_dir == run
+    train(_cfg(cache, tmp_path, epochs=2, patience=5, name="quiet"))  # already complete, and still silent
+    assert capfd.readouterr() == ("", "")
+
+
+def test_the_cli_renders_the_epoch_line_from_the_events(tmp_path):
+    from rich.console import Console
+
+    from pcmpipe.cli.training_progress import TrainingRenderer
+    from pcmpipe.training.events import EpochDone, Note, RunFinished
+
+    out = io.StringIO()
+    render = TrainingRenderer(Console(file=out, width=200))
+    render(Note("resuming x after epoch 2"))
+    render(EpochDone(3, 50, 1.23456, 4.5, 5.25, 2, 9.5e-5, 1.04, early_stop=True))
+    render(EpochDone(1, 5, 2.0, 1.0, 1.0, 1, {"heads": 1e-4, "heads_no_decay": 1e-4, "backbone": 1e-6}, 3.0, False))
+    render(RunFinished(tmp_path / "run", 2, 6.0, 0.5))
+    assert out.getvalue().splitlines() == [
+        "resuming x after epoch 2",
+        "epoch 3/50 loss 1.2346 val mean r@1 4.50 (best 5.25 @ 2) lr 9.50e-05 1.0s - early stop",
+        "epoch 1/5 loss 2.0000 val mean r@1 1.00 (best 1.00 @ 1) lr heads 1.00e-04 lr backbone 1.00e-06 3.0s",
+        f"done: {tmp_path / 'run'} (best epoch 2, test mean r@1 6.00 vs untrained 0.50)",
+    ]

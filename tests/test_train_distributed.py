@@ -55,6 +55,7 @@ def _interrupt_after_first_epoch(cache: Path, runs_root: Path, loss: str, monkey
     from pcmpipe.training import rundir as runs
     from pcmpipe.config import TrainConfig
     from pcmpipe.training.stage2 import train
+    from pcmpipe.training.state import load_checkpoint
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -66,7 +67,7 @@ def _interrupt_after_first_epoch(cache: Path, runs_root: Path, loss: str, monkey
         with pytest.raises(KeyboardInterrupt):
             train(cfg)
     tmp = runs.temp_dir(runs_root, loss)
-    assert runs.load_checkpoint(tmp)["state"]["epoch"] == 1
+    assert load_checkpoint(tmp).epoch == 1
     return tmp
 
 
@@ -74,7 +75,7 @@ def _interrupt_after_first_epoch(cache: Path, runs_root: Path, loss: str, monkey
 @pytest.mark.parametrize("loss", ["pcmc", "pcmr"])
 def test_two_ranks_follow_one_process(cache: Path, tmp_path: Path, loss: str,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    one = _train(cache, tmp_path / "one", loss, 1)
+    _train(cache, tmp_path / "one", loss, 1)
     two = _train(cache, tmp_path / "two", loss, 2)
     assert two.stdout.count("epoch 1/3 loss") == 1  # only rank 0 reports
     run1, run2 = tmp_path / "one" / loss, tmp_path / "two" / loss

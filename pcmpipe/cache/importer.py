@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from pcmpipe.cache.writer import FORMATS, MODALITY_RE, NAME_RE, ShardWriter, cache_dir
-from pcmpipe.cache.shard import fsync_dir, sha256_file
+from pcmpipe.atomic import replace as durable_replace
+from pcmpipe.cache.shard import sha256_file
 from pcmpipe.cache.manifest import MANIFEST, load_manifest
 from pcmpipe.errors import UserError
 
@@ -244,11 +245,10 @@ def import_features(name: str, *, dataset: str, split: str, npy: str | Path | No
         if target.exists() and any(target.iterdir()):  # --overwrite: swap directories, drop the old one
             old_dir = Path(tempfile.mkdtemp(prefix=f".{split}.old-", dir=target.parent))
             os.replace(target, old_dir / "cache")
-            os.replace(tmp, target)
+            durable_replace(tmp, target)
             shutil.rmtree(old_dir)
         else:
-            os.replace(tmp, target)  # an empty leftover directory is replaced too
-        fsync_dir(target.parent)
+            durable_replace(tmp, target)  # an empty leftover directory is replaced too
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

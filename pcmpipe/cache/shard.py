@@ -6,8 +6,8 @@ readers (pyarrow.dataset, Hugging Face `datasets`, DuckDB, Spark) read the files
 sits in the field metadata and in the schema metadata. HDF5 stores one contiguous, uncompressed dataset
 per feature, which h5py can memory-map.
 
-Every file is written to a dot-prefixed temp file in the same directory, fsynced, then renamed over its
-final name, so a reader or a resumed writer only ever sees whole files (pyarrow.dataset skips dot files).
+Every file is written through pcmpipe.atomic (dot-prefixed temp file in the same directory, fsync, rename,
+fsync of the directory), so a reader or a resumed writer only ever sees whole files (pyarrow.dataset skips dot files).
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+
+from pcmpipe.atomic import atomic_path, write_text
 
 FORMATS = {"parquet": ".parquet", "hdf5": ".h5"}
 # The schema-metadata key under which a shard records what it belongs to.
@@ -62,33 +63,7 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def fsync_path(path: Path) -> None:
-    """fsync a file or a directory by path (a directory: makes a rename in it durable)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a rename durable: the directory entry itself must reach the disk."""
-    fsync_path(directory)
-
-
-def temp_path(path: Path) -> Path:
-    """`.<name>.tmp` beside `path`: same filesystem (rename is atomic) and hidden from dataset readers."""
-    return path.with_name(f".{path.name}.tmp")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = temp_path(path)
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+atomic_write_text = write_text  # the manifest's writer: the one durable write (pcmpipe.atomic)
 
 
 # ---------------------------------------------------------------- writing
@@ -96,19 +71,12 @@ def atomic_write_text(path: Path, text: str) -> None:
 def write_shard(path: Path, fmt: str, schema: ShardSchema, columns: dict[str, np.ndarray],
                 features: dict[str, np.ndarray]) -> str:
     """Write one shard atomically and return its sha256. Arrays are already validated and cast."""
-    tmp = temp_path(path)
-    try:
+    with atomic_path(path) as tmp:
         if fmt == "parquet":
             _write_parquet(tmp, schema, columns, features)
         else:
             _write_hdf5(tmp, schema, columns, features)
-        fsync_path(tmp)
         digest = sha256_file(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    fsync_dir(path.parent)
     return digest
 
 

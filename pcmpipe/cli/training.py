@@ -44,6 +44,7 @@ def train_cmd(
 ) -> None:
     """Train PCMC/PCMR projection heads on cached features; resumes an interrupted run of the same config."""
     with _guard():
+        from pcmpipe.cli.training_progress import TrainingRenderer
         from pcmpipe.config import TrainConfig, merge_settings
         from pcmpipe.training.stage2 import train
 
@@ -53,7 +54,11 @@ def train_cmd(
                      logit_scale=logit_scale, seed=seed, match=match, cache_root=cache_root, runs_root=runs_root,
                      name=name, device=device, threads=threads)
         cfg = TrainConfig.from_dict(merge_settings(config, flags, set_))
-        run_dir = train(cfg)
+        renderer = TrainingRenderer()
+        try:
+            run_dir = train(cfg, on_event=renderer)
+        finally:
+            renderer.close()
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank returns here; one line is enough
             typer.echo(f"run written to {run_dir}")
 
@@ -136,6 +141,7 @@ def finetune_cmd(
 ) -> None:
     """Fine-tune CLIP towers and heads end to end from raw data; resumes an interrupted run of the same config."""
     with _guard():
+        from pcmpipe.cli.training_progress import TrainingRenderer
         from pcmpipe.config import merge_settings
         from pcmpipe.training.finetune import finetune
 
@@ -146,5 +152,9 @@ def finetune_cmd(
                      augment=augment, eda_alpha=eda_alpha, grad_checkpointing=grad_checkpointing, amp=amp,
                      num_workers=workers, seed=seed, match=match, cache_root=cache_root, runs_root=runs_root,
                      name=name, device=device)
-        run_dir = finetune(FinetuneConfig.from_dict(merge_settings(config, flags, set_)))
+        renderer = TrainingRenderer()
+        try:
+            run_dir = finetune(FinetuneConfig.from_dict(merge_settings(config, flags, set_)), on_event=renderer)
+        finally:
+            renderer.close()
         typer.echo(f"run written to {run_dir}")

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from pcmpipe.atomic import fsync_path, write_json
+from pcmpipe.atomic import replace as durable_replace
 from pcmpipe.datasets.archive import safe_extract
 from pcmpipe.errors import UserError
 
@@ -148,7 +150,8 @@ def fetch(url: str, dest: Path, md5: str | None = None, retries: int = 5, timeou
             raise UserError(
                 f"checksum mismatch for {dest.name}: md5 {got}, expected {md5}; moved to {bad}, run the command again"
             )
-    os.replace(part, dest)
+    fsync_path(part)  # appended across resumes: make the whole file durable before it takes the final name
+    durable_replace(part, dest)
     return dest
 
 
@@ -157,9 +160,7 @@ def _record(downloads: Path, name: str, entry: dict) -> None:
     path = downloads / "DOWNLOADS.json"
     data = json.loads(path.read_text()) if path.exists() else {}
     data[name] = entry
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_json(path, data, sort_keys=True)
 
 
 def download(name: str, root: Path | str, base_url: str | None = None, sources: list[Source] | None = None,

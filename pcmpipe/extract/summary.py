@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pcmpipe.atomic import write_lines
 from rich import box
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
@@ -70,13 +70,7 @@ class ExtractSummary:
 def write_errors(directory: Path, errors: list[dict]) -> Path:
     """Replace `directory/errors.jsonl` (one JSON object per skipped input) atomically; returns its path."""
     path = directory / ERRORS_FILE
-    tmp = directory / f".{ERRORS_FILE}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for e in errors:
-            f.write(json.dumps(e, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_lines(path, errors, sort_keys=True)
     return path
 
 

@@ -146,6 +146,16 @@ def _extract(spec: DataSpec, cache_root: Path, modalities: list[str], console) -
 
 
 def _train(spec: RunSpec, console) -> None:
+    from pcmpipe.cli.training_progress import TrainingRenderer  # the runner reports on its console as the CLI does
+
+    renderer = TrainingRenderer(console)
+    try:
+        _run_training(spec, renderer)
+    finally:
+        renderer.close()
+
+
+def _run_training(spec: RunSpec, on_event) -> None:
     if spec.finetune:
         try:
             ft = importlib.import_module("pcmpipe.training.finetune")
@@ -155,11 +165,11 @@ def _train(spec: RunSpec, console) -> None:
             raise FinetuneUnavailable(spec.name) from None
         if not isinstance(spec.train, ft.FinetuneConfig):  # loaded while the module was missing
             raise FinetuneUnavailable(spec.name)
-        ft.finetune(spec.train, console=console)
+        ft.finetune(spec.train, on_event=on_event)
         return
     from pcmpipe.training.stage2 import train
 
-    train(spec.train, console=console)
+    train(spec.train, on_event=on_event)
 
 
 class FinetuneUnavailable(UserError):

@@ -2,8 +2,11 @@
 
 A run is written into `<runs_root>/.tmp-<name>/` and renamed to `<runs_root>/<name>/` only when
 `test_metrics.json` (the completion marker) is written, so a directory without the `.tmp-` prefix is always a
-finished run. The temp directory holds `checkpoint.pt` between epochs; `pcmpipe train` with the same config
-resumes from it.
+finished run. The temp directory holds `checkpoint.safetensors` between epochs (pcmpipe.training.state);
+`pcmpipe train` with the same config resumes from it.
+
+Both recipes go through one protocol: `claim` decides fresh | resume | done, `start_fresh` / `start_resume`
+prepare the temp directory, `finalise` renames it once the completion marker is written.
 
 Files: config.json, metrics.jsonl, untrained_metrics.json, heads.safetensors, test_metrics.json,
 embeddings/<m>.safetensors (tensor "embedding" [N, dim], raw head outputs of the test rows) and
@@ -13,19 +16,22 @@ embeddings/<m>.json ({"key": ..., "columns": {"id": [...], <link>: [...]}}, rows
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import dataclass
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from pcmpipe import atomic
 from pcmpipe.errors import UserError
+from pcmpipe.training.state import CHECKPOINT, Checkpoint, load_checkpoint
 
-CHECKPOINT = "checkpoint.pt"
 COMPLETE_MARKER = "test_metrics.json"
+# Written by pcmpipe before 0.x as a torch pickle; unpickling runs arbitrary code, so it is never loaded.
+LEGACY_CHECKPOINT = "checkpoint.pt"
 
 
 def final_dir(runs_root: str | Path, name: str) -> Path:
@@ -41,15 +47,7 @@ def is_complete(run_dir: str | Path) -> bool:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    """Atomic JSON write: temp file in the same directory, fsync, rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic.write_json(path, obj)
 
 
 def read_json(path: str | Path) -> Any:
@@ -59,13 +57,7 @@ def read_json(path: str | Path) -> Any:
 def write_metrics(run_dir: Path, history: list[dict]) -> None:
     """Rewrite metrics.jsonl from the epoch records (one JSON object per line); atomic, so after a resume the
     file always agrees with the checkpoint it came from."""
-    tmp = run_dir / ".metrics.jsonl.tmp"
-    with open(tmp, "w") as f:
-        for rec in history:
-            f.write(json.dumps(rec) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, run_dir / "metrics.jsonl")
+    atomic.write_lines(run_dir / "metrics.jsonl", history)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
@@ -83,9 +75,8 @@ def save_heads(path: Path, state: dict[str, torch.Tensor], shapes: dict[str, tup
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     tensors["logit_scale"] = torch.tensor(float(logit_scale), dtype=torch.float32)
     meta = {"shapes": json.dumps({m: list(s) for m, s in shapes.items()}), "dim": str(dim)}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    with atomic.atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 def load_heads(run_dir: str | Path, device: str | torch.device = "cpu"):
@@ -120,9 +111,8 @@ class RunEmbeddings:
 def save_embeddings(run_dir: Path, modality: str, emb: torch.Tensor, key: str, columns: dict[str, np.ndarray]) -> None:
     out = run_dir / "embeddings"
     out.mkdir(exist_ok=True)
-    tmp = out / f".{modality}.safetensors.tmp"
-    save_file({"embedding": emb.detach().to("cpu", torch.float32).contiguous()}, str(tmp))
-    os.replace(tmp, out / f"{modality}.safetensors")
+    with atomic.atomic_path(out / f"{modality}.safetensors") as tmp:
+        save_file({"embedding": emb.detach().to("cpu", torch.float32).contiguous()}, str(tmp))
     write_json(out / f"{modality}.json", {"key": key, "columns": {k: [str(x) for x in v] for k, v in columns.items()}})
 
 
@@ -140,24 +130,91 @@ def load_embeddings(run_dir: str | Path) -> dict[str, RunEmbeddings]:
     return out
 
 
-# ---- checkpoints ----
-def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
-    """Atomic torch.save of the resume state (heads, optimizer, scheduler, RNG, epoch, best, history)."""
-    tmp = run_dir / f".{CHECKPOINT}.tmp"
-    torch.save(state, tmp)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, run_dir / CHECKPOINT)
+# ---- the run-directory protocol ----
+@dataclass
+class Claim:
+    """What `claim` found: status "fresh" (start over), "resume" (from `checkpoint`) or "done" (at `final`)."""
+
+    status: str
+    final: Path
+    tmp: Path
+    checkpoint: Checkpoint | None = None
+    notes: list[str] = field(default_factory=list)  # one-line warnings for the caller to show
 
 
-def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / CHECKPOINT
-    if not path.is_file():
-        return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # a checkpoint is written atomically, so this is damage from outside
-        raise UserError(f"checkpoint {path} is unreadable ({type(e).__name__}); delete {run_dir} to start over") from None
+def _no_barrier() -> None:
+    pass
+
+
+def claim(runs_root: str | Path, name: str, fingerprint: str, main: bool = True,
+          barrier: Callable[[], None] = _no_barrier) -> Claim:
+    """Decide what a run of config `fingerprint` named `name` has to do. Under torchrun every rank calls this;
+    only rank 0 (`main`) renames, and `barrier` keeps the others from looking while it does."""
+    final, tmp = final_dir(runs_root, name), temp_dir(runs_root, name)
+    if final.exists():
+        if is_complete(final) and run_config(final).get("fingerprint") == fingerprint:
+            return Claim("done", final, tmp, notes=[f"run {final} is already complete (same config); nothing to do"])
+        raise UserError(f"run directory {final} exists with another config; pass another --name or delete it")
+    if is_complete(tmp):  # killed between the completion marker and the rename
+        barrier()  # every rank has looked before rank 0 renames
+        if main:
+            finalise(tmp, final)
+        barrier()
+        return Claim("done", final, tmp)
+    ckpt = load_checkpoint(tmp) if tmp.is_dir() else None
+    if ckpt is not None:
+        if ckpt.fingerprint != fingerprint:
+            raise UserError(f"{tmp} holds an interrupted run of another config; delete it or pass another --name")
+        return Claim("resume", final, tmp, ckpt)
+    notes = []
+    if (tmp / LEGACY_CHECKPOINT).is_file():
+        notes.append(f"ignoring {tmp / LEGACY_CHECKPOINT}: an old pickle checkpoint is never loaded (unpickling "
+                     "can run code); starting the run over")
+    return Claim("fresh", final, tmp, notes=notes)
+
+
+def start_fresh(tmp: Path, record: dict[str, Any]) -> None:
+    """An empty temp directory with the run's config.json (a start that died before its first checkpoint, or
+    a legacy one, has nothing worth keeping)."""
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    write_json(tmp / "config.json", record)
+
+
+def start_resume(tmp: Path, history: list[dict]) -> None:
+    """Drop writes the kill cut short (they are redone from the checkpoint) and realign metrics.jsonl with it."""
+    for stray in tmp.rglob(".*.tmp"):
+        stray.unlink()
+    write_metrics(tmp, history)
+
+
+def finalise(tmp: Path, final: Path) -> None:
+    """The completion marker is written: drop the checkpoint and rename the temp directory to its final name.
+    The checkpoint goes only after the marker: a kill before this point resumes, one after it just renames."""
+    for name in (CHECKPOINT, LEGACY_CHECKPOINT):
+        (tmp / name).unlink(missing_ok=True)
+    atomic.replace(tmp, final)
+
+
+def software_versions() -> dict:
+    import platform
+
+    import numpy
+
+    import pcmpipe
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+            "pcmpipe": pcmpipe.__version__}
+
+
+def record_config(cfg, fingerprint: str, caches: dict, shapes: dict, base: list, samples: dict, device,
+                  **extra: Any) -> dict[str, Any]:
+    """config.json of a run: resolved settings, fingerprint, the caches it read, shapes, sizes, versions.
+    `extra` adds a recipe's own entries (fine-tuning: stage, backbones)."""
+    return {"config": cfg.to_dict(), "seed": cfg.seed, "fingerprint": fingerprint, "caches": caches, **extra,
+            "shapes": {m: list(s) for m, s in shapes.items()}, "base": base, "samples": samples,
+            "device": str(device), "versions": software_versions()}
 
 
 def run_config(run_dir: str | Path) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Data of the fine-tuning stage: which modality comes from where, and batches of raw inputs.
 
 Per split, every modality becomes a `pcmpipe.samples.ModalityData` so the usual join (`samples.join`) and
-evaluation (`train_eval`) apply unchanged:
+evaluation (pcmpipe.training.evaluate) apply unchanged:
 
 - an unfrozen modality (I or T) is *live*: its rows are the dataset's records, its features are computed
   each step from raw pixels / captions by the tower being trained (placeholder features [N, 0] here);
@@ -18,11 +18,10 @@ both seeded per (run seed, epoch, sample) so a resumed run sees the same pixels 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
-from rich.console import Console
 
 from pcmpipe.augment import EDA, SeededImageTransform, image_train_transform, sample_seed
 from pcmpipe.backbones import Backbone
@@ -30,6 +29,7 @@ from pcmpipe.datasets import Record
 from pcmpipe.errors import UserError
 from pcmpipe.extract.sources import Encoded, image_batches, text_batches
 from pcmpipe.samples import ModalityData, load_modality
+from pcmpipe.training.events import Note, OnEvent
 
 
 def _columns(records: list[Record], key: str) -> dict[str, np.ndarray]:
@@ -162,8 +162,8 @@ def _check_backbone(directory: str, name: str, weights: str) -> None:
 class Sources:
     """Builds each split's modalities (live / cached / computed once) and keeps the live records."""
 
-    def __init__(self, cfg, ds, live_backbones: dict, device: torch.device, console: Console) -> None:
-        self.cfg, self.ds, self.live, self.device, self.console = cfg, ds, live_backbones, device, console
+    def __init__(self, cfg, ds, live_backbones: dict, device: torch.device, emit: OnEvent) -> None:
+        self.cfg, self.ds, self.live, self.device, self.emit = cfg, ds, live_backbones, device, emit
         self.provenance: dict[str, dict] = {}
 
     def _extract(self, m: str, split: str) -> None:
@@ -173,13 +173,12 @@ class Sources:
         cfg = self.cfg
         kind = FROZEN_KIND.get(m)
         what = f"the frozen {cfg.backbone_spec(kind)[0]}" if kind else "the dataset's vectors"
-        self.console.print(f"no cache for {m} {split} under {cfg.cache_root}: extracting it once with {what}",
-                           highlight=False)
+        self.emit(Note(f"no cache for {m} {split} under {cfg.cache_root}: extracting it once with {what}"))
         backbones = {k: cfg.backbone_spec(k)[0] for k in ("image", "text")}
         weights = {k: cfg.backbone_spec(k)[1] for k in ("image", "text")}
         extract(cfg.dataset, cfg.data_root, modalities=[m], splits=[split], backbones=backbones, weights=weights,
                 device=str(self.device), batch_size=min(cfg.encode_batch, 256), workers=cfg.num_workers,
-                cache_root=cfg.cache_root, console=self.console, progress=False)
+                cache_root=cfg.cache_root, progress=False)
 
     def split(self, split: str):
         """-> (SplitData over all modalities, live modality -> records aligned with its placeholder rows)."""

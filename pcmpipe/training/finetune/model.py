@@ -6,7 +6,7 @@ straight to its head. Only the tower a modality uses is trainable (the image tow
 holds a text tower: it stays frozen and unused), so optimizer state covers exactly what is trained.
 
 Optimizer groups (paper Sec. 4): heads at 1e-4, backbones at 1e-6, AdamW weight decay 0.2 on weight
-matrices only (pcmpipe.training.stage2.param_groups' rule) -> four groups named heads/heads_no_decay/backbone/
+matrices only (pcmpipe.training.optim.param_groups' rule) -> four groups named heads/heads_no_decay/backbone/
 backbone_no_decay. Fine-tuned towers are saved as the full open_clip state dict in safetensors, which
 `create_backbone(name, weights=PATH)` (and so `pcmpipe extract --weights-image PATH`) loads as it is.
 """
@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from pcmpipe.atomic import atomic_path
 from pcmpipe.backbones import Backbone
 from pcmpipe.backbones.clip import encode_text_trimmed
 from pcmpipe.backbones.weights import state_sha256
 from pcmpipe.heads import build_heads
-from pcmpipe.training.stage2 import param_groups
+from pcmpipe.training.optim import param_groups
 
 # modality kind -> the names a user gives to --unfreeze, and the modality each drives in CUB/Flickr8k
 UNFREEZABLE = {"image": "I", "text": "T"}
@@ -42,9 +42,11 @@ def in_tower(kind: str, name: str) -> bool:
 class Coordinator(nn.Module):
     """Unfrozen towers (by modality), one ProjectionHead per modality, and the PCMC log logit scale."""
 
-    def __init__(self, backbones: dict[str, Backbone], unfrozen: set[str], shapes: dict[str, tuple[int, ...]],
+    def __init__(self, backbones: dict[str, Backbone], unfrozen: list[str], shapes: dict[str, tuple[int, ...]],
                  dim: int, logit_scale_init: float, learnable_scale: bool) -> None:
         super().__init__()
+        if isinstance(unfrozen, (set, frozenset)):  # set order follows str hashing: resumes would misalign
+            raise TypeError("unfrozen must be an ordered sequence of modality names, not a set")
         self.kinds = {m: backbones[m].modality_kind for m in unfrozen}
         self.towers = nn.ModuleDict({m: backbones[m].model for m in unfrozen})
         for m, tower in self.towers.items():
@@ -113,7 +115,6 @@ def save_backbone(path: Path, state: dict[str, torch.Tensor], backbone: Backbone
     meta = {"backbone": backbone.name, "kind": kind, "base_weights": str(backbone.meta.get("weights")),
             "architecture": json.dumps(backbone.meta.get("architecture")), "finetune_run": run_name,
             "tower_sha256": sha}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     return sha
