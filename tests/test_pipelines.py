@@ -15,7 +15,7 @@ from pcmpipe.errors import UserError
 from pcmpipe.pipelines.spec import load_pipeline, pipeline_from_dict
 from pcmpipe.pipelines.run import make_plan, run_pipeline
 from pcmpipe.report.build import build_report
-from pcmpipe.report.markdown import display_rows
+from pcmpipe.report.display import display_rows
 from synthetic_cache import write_synthetic_cache
 
 PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"

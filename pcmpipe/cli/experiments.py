@@ -40,9 +40,12 @@ def report_cmd(
     with _guard():
         from rich.console import Console
 
-        from pcmpipe.report.build import write_report
+        from pcmpipe.report.build import build_report, write_report
+        from pcmpipe.report.render.terminal import print_report
 
-        paths = write_report(runs_root, out, console=Console())
+        report = build_report(runs_root)
+        paths = write_report(report, out)
+        print_report(report, Console())
         typer.echo(f"wrote {paths['markdown']} and {paths['html']}")
 
 

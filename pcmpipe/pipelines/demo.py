@@ -123,7 +123,8 @@ def run_demo(out: str | Path = "demo", fast: bool = False, console=None) -> dict
 
     from pcmpipe.pipelines.spec import pipeline_from_dict
     from pcmpipe.pipelines.run import run_pipeline
-    from pcmpipe.report.build import write_report
+    from pcmpipe.report.build import build_report, write_report
+    from pcmpipe.report.render.terminal import print_report
 
     console = console or Console()
     out = Path(out)
@@ -134,7 +135,9 @@ def run_demo(out: str | Path = "demo", fast: bool = False, console=None) -> dict
     ensure_synthetic(data_root, fast, console)
     pipeline = pipeline_from_dict(demo_pipeline(data_root, cache_root, fast), path=None)
     run_pipeline(pipeline, console=console)
-    paths = write_report(cache_root / "runs", out / "report", console=console)
+    report = build_report(cache_root / "runs")
+    paths = write_report(report, out / "report")
+    print_report(report, console)
     wall = time.time() - start
     cpu = sum(os.times()[:4]) - cpu_start  # user + system, this process and its children
     console.print(f"[bold green]demo done[/] in {wall:.0f} s wall ({cpu:.0f} s CPU): {paths['markdown']} and "
