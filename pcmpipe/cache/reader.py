@@ -142,7 +142,7 @@ def open_cache(directory: str | Path, *, verify: bool = True) -> CacheReader:
     if not path.exists():
         if directory.is_dir() and any(directory.glob("manifest.r*.json")):
             raise UserError(f"cache {directory} has per-rank manifests only; merge them first "
-                            "(pcmpipe.cache.writer.merge_manifests)")
+                            "(pcmpipe.cache.manifest.merge_manifests)")
         raise UserError(f"no cache at {directory} (manifest.json missing); run the extraction first")
     manifest = load_manifest(path)
     if not manifest["complete"]:

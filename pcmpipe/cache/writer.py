@@ -12,7 +12,7 @@ import numpy as np
 
 from pcmpipe.cache.shard import FORMATS, ShardError, ShardSchema, check_shard, read_ids, sha256_file, write_shard
 from pcmpipe.cache.manifest import (MANIFEST, differing_fields, feature_spec, fingerprint, fingerprint_inputs,
-                                    load_manifest, merge_manifests, new_manifest, rank_manifest_name,
+                                    load_manifest, new_manifest, rank_manifest_name,
                                     write_manifest)
 from pcmpipe.errors import UserError
 

@@ -8,7 +8,6 @@ file written with the same options), so a second call does nothing and a killed 
 
 from __future__ import annotations
 
-import importlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,39 +132,22 @@ def print_plan(p: Pipeline, steps: list[Step], console) -> None:
 # ---------------------------------------------------------------- actions
 
 def _extract(spec: DataSpec, cache_root: Path, modalities: list[str], console) -> None:
-    try:
-        extract_mod = importlib.import_module("pcmpipe.extract.runner")
-    except ModuleNotFoundError as e:
-        if e.name != "pcmpipe.extract.runner":
-            raise
-        raise UserError("feature extraction (pcmpipe.extract.runner) is not available in this install; "
-                        "extract the features with another pcmpipe or import them with `pcmpipe import-features`") from None
+    from pcmpipe.extract import extract
+
     opts = dict(spec.options.get("extract") or {})  # e.g. batch_size, fmt, device, workers
-    extract_mod.extract(spec.dataset, spec.root, modalities=modalities, backbones=dict(spec.backbones),
-                        weights=dict(spec.weights), cache_root=cache_root, console=console, **opts)
+    extract(spec.dataset, spec.root, modalities=modalities, backbones=dict(spec.backbones),
+            weights=dict(spec.weights), cache_root=cache_root, console=console, **opts)
 
 
 def _train(spec: RunSpec, console) -> None:
     if spec.finetune:
-        try:
-            ft = importlib.import_module("pcmpipe.training.finetune")
-        except ModuleNotFoundError as e:
-            if e.name != "pcmpipe.training.finetune":
-                raise
-            raise FinetuneUnavailable(spec.name) from None
-        if not isinstance(spec.train, ft.FinetuneConfig):  # loaded while the module was missing
-            raise FinetuneUnavailable(spec.name)
-        ft.finetune(spec.train, console=console)
+        from pcmpipe.training.finetune import finetune
+
+        finetune(spec.train, console=console)
         return
     from pcmpipe.training.stage2 import train
 
     train(spec.train, console=console)
-
-
-class FinetuneUnavailable(UserError):
-    def __init__(self, run: str):
-        super().__init__(f"run {run} fine-tunes backbones, but pcmpipe.training.finetune is not available in this install")
-        self.run = run
 
 
 def run_evaluation(ev: EvalSpec, spec: RunSpec, cache_root: Path) -> Path:
@@ -211,11 +193,7 @@ def write_record(p: Pipeline) -> Path:
 
 
 def run_pipeline(p: Pipeline, *, dry_run: bool = False, console=None) -> list[Step]:
-    """Print the plan; unless dry_run, do the missing steps in order and record the pipeline for the report.
-
-    Fine-tuned runs whose module is not installed are skipped (with their evaluations); the other steps still
-    run, and one UserError at the end names what was skipped.
-    """
+    """Print the plan; unless dry_run, do the missing steps in order and record the pipeline for the report."""
     from rich.console import Console
 
     console = console or Console()
@@ -224,23 +202,12 @@ def run_pipeline(p: Pipeline, *, dry_run: bool = False, console=None) -> list[St
     if dry_run:
         return steps
     write_record(p)
-    skipped: list[str] = []
     for s in steps:
         if s.status == "cached" or s.action is None:
             continue
-        if s.kind in ("zeroshot", "enrichment") and s.target in skipped:
-            continue
         console.print(f"[bold]{s.kind}[/] {s.target}", highlight=False)
         t0 = time.perf_counter()
-        try:
-            s.action()
-        except FinetuneUnavailable as e:
-            skipped.append(e.run)
-            console.print(f"[yellow]skipped:[/] {e}", highlight=False)
-            continue
+        s.action()
         s.status = "done"
         console.print(f"[green]done[/] {s.kind} {s.target} in {time.perf_counter() - t0:.1f} s", highlight=False)
-    if skipped:
-        raise UserError(f"{len(skipped)} fine-tuning run(s) skipped because pcmpipe.training.finetune is not available "
-                        f"({', '.join(skipped)}); every other step of {p.name} is done")
     return steps

@@ -208,14 +208,9 @@ def _run_spec(name: str, defaults: dict, spec: Any, settings: dict, where: str, 
 
 def _finetune_config(settings: dict, unfreeze: list[str], data: DataSpec) -> TrainConfig:
     """The fine-tuning engineer's FinetuneConfig (a TrainConfig) for a run with `finetune:`; its fingerprint is
-    the one `pcmpipe.training.finetune.finetune` records, so a finished fine-tuned run is found again. Without the
-    module, the plain TrainConfig stands in and running it reports that fine-tuning is unavailable."""
-    try:
-        from pcmpipe.training.finetune import FinetuneConfig
-    except ModuleNotFoundError as e:
-        if e.name != "pcmpipe.training.finetune":
-            raise
-        return TrainConfig.from_dict(settings)
+    the one `pcmpipe.training.finetune.finetune` records, so a finished fine-tuned run is found again."""
+    from pcmpipe.training.finetune import FinetuneConfig
+
     extra = {"data_root": data.root, "unfreeze": list(unfreeze)}
     for kind in ("image", "text"):
         if kind in data.backbones:

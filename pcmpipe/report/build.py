@@ -18,7 +18,7 @@ from pcmpipe.report.paper import paper_source
 from pcmpipe.report.render.html import report_html
 from pcmpipe.report.render.markdown import report_markdown
 from pcmpipe.report.results import RunResult, cache_manifest, load_pipeline_records, load_runs
-from pcmpipe.report.tables import Table, build_table, m_modalities_values, mean_metric
+from pcmpipe.report.tables import build_table, m_modalities_values, mean_metric
 
 REAL_TEST_SIZES = {"flickr8k": ("I", 1000), "cub": ("C", 50)}  # the paper's test split, for the scale line
 
