@@ -30,7 +30,7 @@ DEVICES = ("auto", "cpu", "cuda")
 DATASET_BATCH_SIZE = {"flickr8k": 80, "cub": 128}
 DEFAULT_BATCH_SIZE = 128
 # The paper's modality names; users may add their own through import-features.
-KNOWN_MODALITIES = ("I", "T", "S", "A", "C", "P")
+from pcmpipe.modalities import NAMES as KNOWN_MODALITIES  # noqa: E402
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 MODALITY_RE = re.compile(r"^[A-Za-z0-9_-]+$")  # no ".": modality names key nn.ModuleDict entries
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from pcmpipe.errors import UserError
+from pcmpipe.modalities import MODALITIES
 
 @dataclass
 class FeatureStream:
@@ -200,9 +201,7 @@ def load_modality(cache_root: str | Path, dataset: str, modality: str, split: st
 
 
 def _make_command(dataset: str, modality: str, split: str, cache_root: str | Path) -> str:
-    from pcmpipe.config import KNOWN_MODALITIES
-
-    if modality in KNOWN_MODALITIES and dataset in ("flickr8k", "cub"):
+    if modality in MODALITIES and dataset in ("flickr8k", "cub"):
         return f"`pcmpipe extract --dataset {dataset} --modalities {modality} --splits {split} --cache-root {cache_root}`"
     return (f"`pcmpipe import-features {modality} --dataset {dataset} --split {split} --cache-root {cache_root} "
             f"--npy FEATS.npy --ids IDS.tsv`")

@@ -32,14 +32,13 @@ from pcmpipe.cache.writer import FORMATS, ShardWriter, cache_dir, cache_fingerpr
 from pcmpipe.cache.manifest import MANIFEST, differing_fields, feature_spec, load_manifest
 from pcmpipe.datasets import SPLITS, open_dataset
 from pcmpipe.errors import UserError
+from pcmpipe.modalities import KINDS
 from pcmpipe.extract.batching import PaddingMeter
 from pcmpipe.extract.summary import ExtractSummary, PartSummary, make_progress, read_errors, write_errors
 from pcmpipe.extract.sources import (SPEECH_MAX_PADDING, Encoded, Skipped, audio_batches, image_batches,
                                      precision_of, text_batches, vector_batches, vector_shape)
 
 FEATURE = "features"
-# modality -> backbone kind; modalities not listed carry precomputed vectors
-MODALITY_KIND: dict[str, str] = {"I": "image", "T": "text", "P": "text", "S": "audio"}
 
 
 def default_workers(device: object = "cpu") -> int:
@@ -90,7 +89,8 @@ def extract(dataset: str, root: str | Path, *, modalities: Sequence[str] | None 
     dist = D.init_from_env()  # one process: nothing to join
     dev = D.device_for(dist) if dist.world_size > 1 and device == "auto" else resolve_device(device)
     workers = default_workers(dev) if workers is None else workers
-    choice = {m: _choose(m, backbones or {}, weights or {}) for m in modalities if m in MODALITY_KIND}
+    # modalities without a kind carry precomputed vectors: no backbone
+    choice = {m: _choose(m, backbones or {}, weights or {}) for m in modalities if m in KINDS}
     summary = ExtractSummary(dataset, str(cache_root), str(dev))
     models: dict[tuple[str, str], Backbone] = {}
     with make_progress(console, progress and dist.is_main) as bar:
@@ -110,7 +110,7 @@ def extract(dataset: str, root: str | Path, *, modalities: Sequence[str] | None 
 
 
 def _choose(modality: str, backbones: Mapping[str, str], weights: Mapping[str, str]) -> tuple[str, str]:
-    kind = MODALITY_KIND[modality]
+    kind = KINDS[modality]
     name = backbones.get(modality) or backbones.get(kind) or DEFAULT_BACKBONES[kind]
     if backbone_kind(name) != kind:
         raise UserError(f"backbone {name} encodes {backbone_kind(name)}, but modality {modality} needs a {kind} "

@@ -141,7 +141,7 @@ def live_loader(dataset: LiveInputs, batches: list[list[int]], workers: int, pin
 
 
 # modality -> the kind of frozen backbone that extracts it when no cache exists (others: the records' vectors)
-FROZEN_KIND = {"I": "image", "T": "text", "P": "text"}
+from pcmpipe.modalities import TOWER_KINDS as FROZEN_KIND  # noqa: E402
 
 
 def _check_backbone(directory: str, name: str, weights: str) -> None:
