@@ -191,20 +191,7 @@ def load_config(yaml_path: str | Path, **overrides: Any) -> TrainConfig:
     return TrainConfig.from_dict(data)
 
 
-def cached_datasets(cache_root: str | Path) -> list[str]:
-    """Dataset directories under the cache root (runs/ excluded)."""
-    root = Path(cache_root)
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != "runs" and not p.name.startswith("."))
-
-
-def cached_modalities(cache_root: str | Path, dataset: str) -> list[str]:
-    """Modality directories cached for one dataset."""
-    root = Path(cache_root) / dataset
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+from pcmpipe.cache.layout import cached_datasets, cached_modalities  # noqa: E402  (the cache tree's listing)
 
 
 def _choice(name: str, value: Any, valid: tuple[str, ...]) -> None:

@@ -159,9 +159,10 @@ def feature_name(reader, modality: str, path: Path) -> str:
 def _open(cache_root: str | Path, dataset: str, modality: str, split: str):
     """(reader, feature name, path) of one cache; a missing cache names the command that makes it."""
     from pcmpipe.cache import cache_dir, open_cache
+    from pcmpipe.cache.layout import manifest_path
 
-    path = Path(cache_dir(Path(cache_root), dataset, modality, split))
-    if not (path / "manifest.json").is_file():
+    path = cache_dir(cache_root, dataset, modality, split)
+    if not manifest_path(cache_root, dataset, modality, split).is_file():
         raise UserError(f"no cached features at {path}; create them with {_make_command(dataset, modality, split, cache_root)}")
     reader = open_cache(path)
     return reader, feature_name(reader, modality, path), path

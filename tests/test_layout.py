@@ -98,3 +98,15 @@ def test_no_import_cycles_in_pcmpipe():
     graph = {name: imported(name, path, modules) for name, path in modules.items()}
     assert "pcmpipe.report.model" in graph["pcmpipe.report.build"]  # the parser does see imports
     assert find_cycles(graph) == []
+
+
+def test_only_the_cache_package_names_the_manifest_file():
+    """The cache tree is joined in pcmpipe/cache/ only (cache.layout); elsewhere code asks it for paths."""
+    offenders = []
+    for name, path in _modules().items():
+        if name == "pcmpipe.cache" or name.startswith("pcmpipe.cache."):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and node.value == "manifest.json":
+                offenders.append(f"{name}:{node.lineno}")
+    assert offenders == []

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pcmpipe.cache.layout import runs_root
 from pcmpipe.errors import UserError
 
 TINY_BACKBONES = {"image": "clip-tiny-image", "text": "clip-tiny-text", "audio": "hubert-tiny"}
@@ -56,7 +57,7 @@ def demo_pipeline(data_root: Path, cache_root: Path, fast: bool = False) -> dict
         # so t = 0.99 would mark most of a batch as "the same view" and the target would no longer be the
         # identity-like matrix Eq. 7 intends. 0.9999 marks only true shared views (cosine 1.0).
         "defaults": {"patience": 6, "lr": 1e-3, "weight_decay": 0.2, "seed": 0, "threshold": 0.9999,
-                     "progress": False, "cache_root": str(cache_root), "runs_root": str(cache_root / "runs")},
+                     "progress": False, "cache_root": str(cache_root), "runs_root": str(runs_root(cache_root))},
         "runs": {
             "demo-flickr8k-pcmc-ITS": {**flickr, "loss": "pcmc"},
             "demo-flickr8k-pcmr-ITS": {**flickr, "loss": "pcmr"},
@@ -135,11 +136,11 @@ def run_demo(out: str | Path = "demo", fast: bool = False, console=None) -> dict
     ensure_synthetic(data_root, fast, console)
     pipeline = pipeline_from_dict(demo_pipeline(data_root, cache_root, fast), path=None)
     run_pipeline(pipeline, console=console)
-    report = build_report(cache_root / "runs")
+    report = build_report(runs_root(cache_root))
     paths = write_report(report, out / "report")
     print_report(report, console)
     wall = time.time() - start
     cpu = sum(os.times()[:4]) - cpu_start  # user + system, this process and its children
     console.print(f"[bold green]demo done[/] in {wall:.0f} s wall ({cpu:.0f} s CPU): {paths['markdown']} and "
                   f"{paths['html']}", highlight=False)
-    return {"report": paths, "wall_s": wall, "cpu_s": cpu, "runs_root": cache_root / "runs"}
+    return {"report": paths, "wall_s": wall, "cpu_s": cpu, "runs_root": runs_root(cache_root)}

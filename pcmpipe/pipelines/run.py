@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from pcmpipe.datasets.base import SPLITS
 from pcmpipe.errors import UserError
 from pcmpipe.pipelines.spec import PIPELINE_RECORDS, DataSpec, EvalSpec, Pipeline, RunSpec
 from pcmpipe.training.rundir import final_dir, is_complete, read_json, run_config, write_json
 
-SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -33,13 +33,16 @@ class Step:
 # ---------------------------------------------------------------- status checks
 
 def cached_complete(cache_root: Path, dataset: str, modality: str, splits=SPLITS) -> bool:
-    """True when every split of (dataset, modality) has a complete manifest."""
+    """True when every split of (dataset, modality) has a complete manifest (an unreadable one: not complete,
+    and the extraction step then says what is wrong with it)."""
+    from pcmpipe.cache.reader import read_manifest
+
     for split in splits:
-        path = Path(cache_root) / dataset / modality / split / "manifest.json"
         try:
-            if not read_json(path).get("complete"):
-                return False
-        except (OSError, ValueError):
+            manifest = read_manifest(cache_root, dataset, modality, split)
+        except UserError:
+            return False
+        if not (manifest or {}).get("complete"):
             return False
     return True
 

@@ -74,7 +74,9 @@ def encode_records(modality: str, key: str, records: list[Record], backbone: Bac
 
 def cached_or_none(cache_root: str | Path, dataset: str, modality: str, split: str) -> ModalityData | None:
     """The cached features of (dataset, modality, split), or None when that cache does not exist."""
-    if not (Path(cache_root) / dataset / modality / split / "manifest.json").is_file():
+    from pcmpipe.cache.layout import manifest_path
+
+    if not manifest_path(cache_root, dataset, modality, split).is_file():
         return None
     return load_modality(cache_root, dataset, modality, split)
 
@@ -146,11 +148,11 @@ from pcmpipe.modalities import TOWER_KINDS as FROZEN_KIND  # noqa: E402
 
 def _check_backbone(directory: str, name: str, weights: str) -> None:
     """A cached frozen modality must come from the backbone the run is configured with (else mixed towers)."""
-    import json
-
     from pcmpipe.backbones import parse_weights
+    from pcmpipe.cache.layout import MANIFEST
+    from pcmpipe.cache.manifest import load_manifest
 
-    meta = json.loads((Path(directory) / "manifest.json").read_text()).get("meta", {})
+    meta = load_manifest(Path(directory) / MANIFEST).get("meta", {})
     want = (name, parse_weights(weights).label)
     have = (meta.get("backbone"), meta.get("weights"))
     if have[0] is not None and (have[0] != want[0] or (want[1] != "checkpoint" and have[1] != want[1])):
