@@ -85,7 +85,7 @@ def benchmark(images: int = 24, batch_size: int = 32, workers: int = 2, work_dir
             bares.append(bare_forward(m, backbone, records, batch_size))
             summary = extract("flickr8k", root, modalities=[m], splits=["train"], backbones={m: name},
                               weights={m: "random"}, cache_root=work / f"cache-{m}-{r}", batch_size=batch_size,
-                              workers=workers, overwrite=True, limit=items, progress=False)
+                              workers=workers, overwrite=True, limit=items)
             parts.append(summary.parts[0])
         bare = max(bares, key=lambda b: b["items_per_s"])
         part = max(parts, key=lambda p: p.rate or 0)

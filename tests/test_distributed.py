@@ -209,7 +209,7 @@ def _extract(data: Path, cache: Path) -> None:
     extract("flickr8k", data, modalities=EXTRACT_MODALITIES, splits=["train"], device="cpu", workers=0,
             backbones={"image": "clip-tiny-image", "text": "clip-tiny-text", "audio": "hubert-tiny"},
             weights={"image": "random:0", "text": "random:0", "audio": "random:0"},
-            batch_size=3, rows_per_shard=4, cache_root=cache, progress=False)
+            batch_size=3, rows_per_shard=4, cache_root=cache)
 
 
 def _worker_extract(outdir: Path, data: Path, kill_after: int) -> None:

@@ -181,7 +181,7 @@ class Sources:
         weights = {k: cfg.backbone_spec(k)[1] for k in ("image", "text")}
         extract(cfg.dataset, cfg.data_root, modalities=[m], splits=[split], backbones=backbones, weights=weights,
                 device=str(self.device), batch_size=min(cfg.encode_batch, 256), workers=cfg.num_workers,
-                cache_root=cfg.cache_root, console=self.console, progress=False)
+                cache_root=cfg.cache_root)
 
     def split(self, split: str):
         """-> (SplitData over all modalities, live modality -> records aligned with its placeholder rows)."""
