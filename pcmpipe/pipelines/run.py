@@ -22,7 +22,6 @@ from pcmpipe.pipelines.spec import PIPELINE_RECORDS, DataSpec, EvalSpec, Pipelin
 from pcmpipe.training.rundir import final_dir, is_complete, read_json, run_config, write_json
 
 
-
 @dataclass
 class Step:
     kind: str  # extract | train | finetune | zeroshot | enrichment
