@@ -14,7 +14,6 @@ full similarity matrix) on a size where dense fits (--check-n).
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import torch

@@ -1,117 +1,110 @@
-"""Throughput of extraction against the bare model forward, per paper-size backbone (random weights).
+"""Extraction end to end vs the bare model forward, per modality (I, T, S) of a synthetic Flickr8k, same run.
 
-    python benchmarks/extract_pipeline.py --images 24 --batch-size 32 --workers 2
+* ours: `pcmpipe.extract.extract` of one modality's train split from files (list records, decode,
+  preprocess, encode, write Parquet shards and manifests) into a fresh cache directory each time;
+* bare: `pcmpipe.extract.sources.encode` (the same forward under inference mode) on inputs decoded and
+  preprocessed in memory beforehand, in the batches extraction forms (captions length-sorted, speech by the
+  padding-bounded rule).
+Both use one backbone object per modality (seeded random weights: the architecture, not the values, sets the
+speed), handed to `extract` through `pcmpipe.extract.runner.create_backbone`, so model construction is outside
+both timings. ratio = bare time / ours: how much of the model's speed the pipeline keeps (1.0: all of it).
+One table row per modality. docs/extraction.md "Throughput" discusses the figures.
 
-For each backbone it times (a) the bare forward on inputs already decoded and preprocessed in memory and
-(b) `extract` end to end on the same inputs from files (decode, preprocess, encode, write shards), both on
-one synthetic Flickr8k test split, and prints items/s and the ratio (b)/(a): how much of the model's
-speed the pipeline keeps. For text it also times open_clip's `encode_text` on the full 77-token context,
-which the trimmed batches replace.
+    python benchmarks/extract_pipeline.py --images 60 --modalities IT --repeats 3
+    python benchmarks/extract_pipeline.py --modalities S --items 30 --repeats 2
+    python benchmarks/extract_pipeline.py --smoke --no-write      # tiny backbones, seconds
 """
 
 from __future__ import annotations
 
-import json
-import os
+import shutil
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from pcmpipe.backbones import create_backbone
-from pcmpipe.datasets import load_audio, open_dataset
-from pcmpipe.datasets.synthetic import synth
-from pcmpipe.extract import extract
-from pcmpipe.extract.batching import fixed_batches, length_batches
-from pcmpipe.extract.sources import encode, speech_batches
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _timing  # noqa: E402
 
 PAPER = {"I": "clip-vit-b32-image", "T": "clip-vit-b32-text", "S": "hubert-base"}
+TINY = {"I": "clip-tiny-image", "T": "clip-tiny-text", "S": "hubert-tiny"}
+KIND = {"I": "image", "T": "text", "S": "audio"}
 
 
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+def preprocessed_batches(modality: str, backbone, records, batch_size: int) -> list:
+    """The inputs of every batch extraction would form, decoded and preprocessed now (outside the timing)."""
+    from pcmpipe.datasets import load_audio
+    from pcmpipe.extract.batching import fixed_batches, length_batches
+    from pcmpipe.extract.sources import speech_batches
 
-
-def bare_forward(modality: str, backbone, records, batch_size: int) -> dict:
-    """Items/s of backbone.encode on preprocessed in-memory batches (the same batching extraction uses)."""
     if modality == "I":
         from PIL import Image
 
-        x = torch.stack([backbone.preprocess(Image.open(r.path)) for r in records])
-        batches = [x[b] for b in fixed_batches(len(records), batch_size)]
-    elif modality == "T":
+        x = torch.stack([backbone.preprocess(Image.open(r.path).convert("RGB")) for r in records])
+        return [x[b] for b in fixed_batches(len(records), batch_size)]
+    if modality == "T":
         from pcmpipe.backbones.clip import token_lengths
 
         tokens = backbone.preprocess([r.text for r in records])
-        batches = [tokens[b] for b in length_batches(token_lengths(tokens).tolist(), batch_size)]
-    else:
-        waves = [load_audio(r.path) for r in records]
-        batches = [backbone.preprocess([waves[i] for i in b])
-                   for b in speech_batches([w.size for w in waves], batch_size)]
-    encode(backbone, batches[0])  # warm-up (allocator, kernels)
-    seconds = _timed(lambda: [encode(backbone, b) for b in batches])
-    out = {"items": len(records), "seconds": seconds, "items_per_s": len(records) / seconds}
-    if modality == "T":  # what trimming saves: the full 77-token context for every caption
-        def full():
-            with torch.inference_mode():
-                for b in batches:
-                    backbone.model.encode_text(b)
-        out["untrimmed_items_per_s"] = len(records) / _timed(full)
-    return out
-
-
-def benchmark(images: int = 24, batch_size: int = 32, workers: int = 2, work_dir: Path | None = None,
-              modalities: str = "ITS", items: int | None = None, repeats: int = 1, report=print) -> dict:
-    """Both measurements for each of `modalities` on the train split of a synthetic Flickr8k of `images`
-    images (4/6 of them in train, 5 captions each), at most `items` items each; `report` gets each result.
-    With `repeats` > 1 the two measurements alternate and the fastest of each counts: on a shared machine
-    the best run is the one least disturbed by other processes."""
-    work = Path(work_dir or tempfile.mkdtemp(prefix="pcmpipe-bench-"))
-    root = work / "flickr8k"
-    if not root.exists():
-        synth("flickr8k", root, images=images, seed=0)
-    ds = open_dataset("flickr8k", root)
-    results = {"threads": torch.get_num_threads(), "cpus": os.cpu_count(), "batch_size": batch_size,
-               "workers": workers, "load_average": os.getloadavg()[0]}
-    for m in modalities:
-        name = PAPER[m]
-        backbone = create_backbone(name, "random")
-        records = ds.records(m, "train")[:items]
-        bares, parts = [], []
-        for r in range(repeats):
-            bares.append(bare_forward(m, backbone, records, batch_size))
-            summary = extract("flickr8k", root, modalities=[m], splits=["train"], backbones={m: name},
-                              weights={m: "random"}, cache_root=work / f"cache-{m}-{r}", batch_size=batch_size,
-                              workers=workers, overwrite=True, limit=items, progress=False)
-            parts.append(summary.parts[0])
-        bare = max(bares, key=lambda b: b["items_per_s"])
-        part = max(parts, key=lambda p: p.rate or 0)
-        results[m] = {"backbone": name, "bare": bare, "extract_items_per_s": part.rate,
-                      "extract_seconds": part.seconds, "ratio": (part.rate or 0) / bare["items_per_s"],
-                      "padding": part.padding, "all_bare": [b["items_per_s"] for b in bares],
-                      "all_extract": [p.rate for p in parts]}
-        report(json.dumps({m: results[m]}))
-        del backbone
-    return results
+        return [tokens[b] for b in length_batches(token_lengths(tokens).tolist(), batch_size)]
+    waves = [load_audio(r.path) for r in records]
+    return [backbone.preprocess([waves[i] for i in b]) for b in speech_batches([w.size for w in waves], batch_size)]
 
 
 def main() -> None:
-    import argparse
+    def extra(p):
+        p.add_argument("--images", type=int, default=24, help="synthetic Flickr8k images (2/3 in train, timed)")
+        p.add_argument("--batch", type=int, default=32)
+        p.add_argument("--workers", type=int, default=None, help="decode processes (default: extract's)")
+        p.add_argument("--modalities", default="ITS")
+        p.add_argument("--items", type=int, default=None, help="at most this many items per modality")
+        p.add_argument("--repeats", type=int, default=1)
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--images", type=int, default=24)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--work-dir", type=Path, default=None)
-    p.add_argument("--modalities", default="ITS")
-    p.add_argument("--items", type=int, default=None, help="at most this many items per modality")
-    p.add_argument("--repeats", type=int, default=1)
-    a = p.parse_args()
-    out = benchmark(a.images, a.batch_size, a.workers, a.work_dir, a.modalities, a.items, a.repeats)
-    print(json.dumps(out, indent=1))
+    args = _timing.parse_args(__doc__.splitlines()[0], extra)
+    import pcmpipe.extract.runner as extract_mod
+    from pcmpipe.backbones import create_backbone
+    from pcmpipe.datasets import open_dataset
+    from pcmpipe.datasets.synthetic import synth
+    from pcmpipe.extract.sources import encode
+
+    names = TINY if args.smoke else PAPER
+    if args.smoke:
+        args.images, args.batch, args.items = 6, 4, 8  # 4 train images, 20 captions: 8 items each
+    workers = extract_mod.default_workers(args.device) if args.workers is None else args.workers
+    with tempfile.TemporaryDirectory(prefix="pcmpipe-bench-extract-") as tmp:
+        data = Path(tmp) / "flickr8k"
+        synth("flickr8k", data, images=args.images, seed=0)
+        ds = open_dataset("flickr8k", data)
+        for m in args.modalities:
+            name = names[m]
+            bb = create_backbone(name, weights="random:0", device=args.device)
+            extract_mod.create_backbone = lambda *a, bb=bb, **k: bb  # the one prebuilt backbone (docstring)
+            records = ds.records(m, "train")[: args.items]
+            batches = preprocessed_batches(m, bb, records, args.batch)
+            runs = []
+
+            def ours():
+                cache = Path(tmp) / f"cache-{m}-{len(runs)}"
+                runs.append(cache)
+                extract_mod.extract("flickr8k", data, modalities=[m], splits=["train"], device=args.device,
+                                    batch_size=args.batch, workers=workers, cache_root=cache, limit=args.items,
+                                    backbones={KIND[m]: name}, weights={KIND[m]: "random:0"})
+                shutil.rmtree(cache)
+
+            def bare():
+                for b in batches:
+                    encode(bb, b)
+
+            encode(bb, batches[0])  # warm-up (allocator, kernels)
+            res = _timing.compare(ours, bare, repeats=args.repeats, warmup=0, device=args.device)
+            n, ratio = len(records), res["baseline_s"] / res["ours_s"]
+            print(f"{m}: {n} items, extract {res['ours_all']} s, bare forward {res['baseline_all']} s")
+            what = (f"{KIND[m]} extraction end to end vs bare forward, Flickr8k layout ({name}, {n} items, "
+                    f"batch {args.batch}, {workers} workers, {args.device})")
+            _timing.report(args, what, ">= 0.8 x bare forward",
+                           f"ours {n / res['ours_s']:.1f} items/s, bare forward {n / res['baseline_s']:.1f} items/s",
+                           f"{ratio:.2f} x bare forward", ratio >= 0.8)
 
 
 if __name__ == "__main__":

@@ -1,86 +1,108 @@
-"""Measure one fine-tuning step of the paper-size backbones on this machine (docs/finetuning.md "Cost").
+"""One fine-tuning step with activation checkpointing (pcmpipe's default) vs without, same run.
 
-    python benchmarks/finetune_cost.py --batch 8 --steps 3            # prints one JSON line per setting
+Both towers of CLIP (ViT-B/32 image, text; seeded random weights: timing does not depend on the values) are
+unfrozen, with PCMC heads on I and T and AdamW over the two learning-rate groups; a step is forward +
+backward + optimiser step. Each setting runs in its own subprocess, so its peak RSS (ru_maxrss) is its own;
+the settings alternate (off, on, off, on, ...) `--repeats` times so load from other jobs hits both, and the
+medians count. A step at the paper's batch 128 is extrapolated linearly from the measured batch.
+* ours: `Coordinator.set_grad_checkpointing(True)`, which stores one activation per residual block;
+* baseline: the same step without checkpointing (every activation kept).
+The target is the trade checkpointing promises: less peak memory for at most 1.5 x the step time.
+docs/finetuning.md "Memory and speed" discusses the figures.
 
-Each setting runs in its own subprocess so its peak RSS (ru_maxrss) is its own: ViT-B/32 image tower and
-CLIP text tower with seeded random weights (timing does not depend on the values), PCMC heads on I and T,
-AdamW with the two learning rates, forward + backward + step, with and without gradient checkpointing.
-The time of a step at the paper's batch 128 is extrapolated linearly from the measured batch. Wall time
-depends on what else runs on the machine; CPU time (process_time, all threads) much less so.
+    python benchmarks/finetune_cost.py --batch 8 --clock cpu --threads 1
+    python benchmarks/finetune_cost.py --smoke --no-write      # tiny towers, batch 2, seconds
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
+import statistics
 import subprocess
 import sys
-import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _timing  # noqa: E402
 
 CAPTION = "this bird has a white belly with grey wings and a short pointed orange beak and black eyes."
 
 
-def one(batch: int, steps: int, checkpointing: bool, threads: int) -> dict:
-    """Time `steps` fine-tuning steps (after one warm-up) in this process -> measurements."""
-    import torch
+def one_setting(names: tuple[str, str], batch: int, steps: int, checkpointing: bool, device: str) -> dict:
+    """Time `steps` fine-tuning steps (after one warm-up step) in this process -> seconds per step, peak RSS."""
+    from PIL import Image
 
     from pcmpipe.backbones import create_backbone
+    from pcmpipe.losses import pcmc_loss
     from pcmpipe.training.finetune.model import Coordinator, optimizer_groups
 
-    torch.set_num_threads(threads)
     torch.manual_seed(0)
-    image = create_backbone("clip-vit-b32-image", weights="random:0")
-    text = create_backbone("clip-vit-b32-text", weights="random:0")
-    model = Coordinator({"I": image, "T": text}, unfrozen={"I", "T"}, shapes={"I": (512,), "T": (512,)}, dim=256,
-                        logit_scale_init=1 / 0.07, learnable_scale=True)
+    image = create_backbone(names[0], weights="random:0", device=device)
+    text = create_backbone(names[1], weights="random:0", device=device)
+    model = Coordinator({"I": image, "T": text}, unfrozen={"I", "T"},
+                        shapes={"I": image.feature_shape, "T": text.feature_shape}, dim=256,
+                        logit_scale_init=1 / 0.07, learnable_scale=True).to(device)
     model.set_grad_checkpointing(checkpointing)
     opt = torch.optim.AdamW(optimizer_groups(model, head_lr=1e-4, backbone_lr=1e-6, weight_decay=0.2))
-    from pcmpipe.losses import pcmc_loss
+    one_image = image.preprocess(Image.new("RGB", (500, 375), (120, 90, 60)))  # [3, S, S] at the tower's size
+    inputs = {"I": (one_image[None] + 0.1 * torch.randn(batch, *one_image.shape)).to(device),
+              "T": text.preprocess([CAPTION] * batch).to(device)}
 
-    pixels = torch.randn(batch, 3, 224, 224)
-    tokens = text.preprocess([CAPTION] * batch)
-    times, cpu = [], []
-    for s in range(steps + 1):
-        t0, c0 = time.perf_counter(), time.process_time()
-        emb = model({"I": pixels, "T": tokens})
-        loss = pcmc_loss(emb, None, logit_scale=model.log_scale.exp())
+    def step() -> None:
+        loss = pcmc_loss(model(inputs), None, logit_scale=model.log_scale.exp())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if s:  # the first step allocates optimizer state and warms kernels
-            times.append(time.perf_counter() - t0)
-            cpu.append(time.process_time() - c0)
-    step = sum(times) / len(times)
-    # CPU seconds do not grow when other processes share the cores (wall time does): the robust cost figure
-    cpu_step = sum(cpu) / len(cpu)
-    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"batch": batch, "checkpointing": checkpointing, "threads": threads, "step_s": round(step, 3),
-            "per_sample_s": round(step / batch, 4), "step_s_at_128": round(step / batch * 128, 1),
-            "cpu_s": round(cpu_step, 3), "cpu_s_at_128": round(cpu_step / batch * 128, 1),
-            "peak_rss_gib": round(rss_kib / 2**20, 2), "torch": torch.__version__,
-            # a busy machine slows every step: the 1-minute load average says how busy it was
-            "loadavg_1m": round(os.getloadavg()[0], 1), "cores": os.cpu_count()}
+
+    step()  # the first step allocates the optimizer state and warms the kernels
+    seconds = [_timing.timed(step, device)[0] for _ in range(steps)]
+    return {"step_s": statistics.median(seconds), "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--steps", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--child", choices=["on", "off"], help=argparse.SUPPRESS)
-    a = p.parse_args(argv)
-    if a.child:
-        print(json.dumps(one(a.batch, a.steps, a.child == "on", a.threads)), flush=True)
+def _child(args, setting: str) -> dict:
+    cmd = [sys.executable, __file__, "--child", setting, "--batch", str(args.batch), "--steps", str(args.steps),
+           "--device", args.device, "--clock", args.clock, "--no-write"]
+    cmd += ["--smoke"] * args.smoke + ["--threads", str(args.threads)] * bool(args.threads)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "measurement failed")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    def extra(p):
+        p.add_argument("--batch", type=int, default=8)
+        p.add_argument("--steps", type=int, default=2, help="measured steps per setting, after one warm-up step")
+        p.add_argument("--repeats", type=int, default=1, help="subprocesses per setting, alternating")
+        p.add_argument("--child", choices=["on", "off"], help=argparse.SUPPRESS)  # one setting, in a subprocess
+
+    args = _timing.parse_args(__doc__.splitlines()[0], extra)
+    names = ("clip-tiny-image", "clip-tiny-text") if args.smoke else ("clip-vit-b32-image", "clip-vit-b32-text")
+    if args.smoke:
+        args.batch, args.steps = 2, 1
+    if args.child:
+        print(json.dumps(one_setting(names, args.batch, args.steps, args.child == "on", args.device)), flush=True)
         return
-    for mode in ("off", "on"):
-        out = subprocess.run([sys.executable, __file__, "--batch", str(a.batch), "--steps",
-                              str(a.steps), "--threads", str(a.threads), "--child", mode],
-                             capture_output=True, text=True, check=False)
-        if out.returncode != 0:
-            raise SystemExit(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "measurement failed")
-        print(out.stdout.strip().splitlines()[-1], flush=True)
+    runs: dict[str, list[dict]] = {"off": [], "on": []}
+    for _ in range(args.repeats):
+        for setting in ("off", "on"):
+            runs[setting].append(_child(args, setting))
+    med = {s: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for s, rs in runs.items()}
+    ours, base = med["on"], med["off"]
+    time_ratio, mem_ratio = ours["step_s"] / base["step_s"], ours["peak_rss_gib"] / base["peak_rss_gib"]
+    at_128 = lambda s: s / args.batch * 128  # noqa: E731
+    print(json.dumps(runs))
+    what = (f"fine-tuning step, activation checkpointing vs none ({names[0]} + {names[1]} unfrozen, PCMC, "
+            f"batch {args.batch}, {args.device})")
+    _timing.report(args, what, "peak memory < without; <= 1.5 x its step time",
+                   f"ours {ours['step_s']:.2f} {_timing.clock_name()}/step ({at_128(ours['step_s']):.0f} at batch 128), "
+                   f"peak RSS {ours['peak_rss_gib']:.2f} GiB; without {base['step_s']:.2f} "
+                   f"({at_128(base['step_s']):.0f} at batch 128), {base['peak_rss_gib']:.2f} GiB",
+                   f"{time_ratio:.2f} x time, {mem_ratio:.2f} x memory", mem_ratio < 1.0 and time_ratio <= 1.5)
 
 
 if __name__ == "__main__":

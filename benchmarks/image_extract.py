@@ -76,7 +76,7 @@ def main() -> None:
             runs.append(cache)
             extract_mod.extract("flickr8k", data, modalities=["I"], splits=["train"], device=args.device,
                                 batch_size=args.batch,
-                                workers=workers, cache_root=cache, progress=False,
+                                workers=workers, cache_root=cache,
                                 backbones={"image": name}, weights={"image": "random:0"})
             shutil.rmtree(cache)
 

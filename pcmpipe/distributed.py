@@ -6,7 +6,7 @@ Everything here is a no-op on one process, so the same training and extraction c
 Two ideas carry the multi-process runs:
 
 * **Extraction** splits the *samples*: every rank takes `partition(ids, rank, world)` (ids sorted, then every
-  world-th one), writes its own shards under `rank_shard_prefix(rank)`, and rank 0 merges the manifests after a
+  world-th one), writes its own shards (`part-rNNN-*`, so ranks never write the same file), and rank 0 merges the manifests after a
   barrier. The union of the parts is exactly the single-process set of ids, so the merged cache is the same.
 * **Training** splits the *batch*: each rank embeds its local B rows, `gather_features` all-gathers the
   embeddings so PCMC and PCMR see the global W*B batch (the contrastive negatives and the PCMR target matrix
@@ -143,11 +143,6 @@ def partition(ids: Sequence[str], rank: int, world_size: int) -> list[str]:
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} outside world of {world_size}")
     return sorted(ids)[rank::world_size]
-
-
-def rank_shard_prefix(rank: int) -> str:
-    """Shard file prefix of one rank, e.g. `part-r001`: ranks never write the same file."""
-    return f"part-r{rank:03d}"
 
 
 def rank_records(records: Sequence[T], id_of: Callable[[T], str] = lambda r: r.id) -> list[T]:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from pcmpipe.errors import UserError
+from pcmpipe.modalities import MODALITIES
 
 @dataclass
 class FeatureStream:
@@ -158,9 +159,10 @@ def feature_name(reader, modality: str, path: Path) -> str:
 def _open(cache_root: str | Path, dataset: str, modality: str, split: str):
     """(reader, feature name, path) of one cache; a missing cache names the command that makes it."""
     from pcmpipe.cache import cache_dir, open_cache
+    from pcmpipe.cache.layout import manifest_path
 
-    path = Path(cache_dir(Path(cache_root), dataset, modality, split))
-    if not (path / "manifest.json").is_file():
+    path = cache_dir(cache_root, dataset, modality, split)
+    if not manifest_path(cache_root, dataset, modality, split).is_file():
         _check_known(cache_root, dataset, modality)
         raise UserError(f"no cached features at {path}; create them with {_make_command(dataset, modality, split, cache_root)}")
     reader = open_cache(path)
@@ -200,23 +202,17 @@ def load_modality(cache_root: str | Path, dataset: str, modality: str, split: st
     return ModalityData(modality, reader.key, columns, torch.from_numpy(block), reader.fingerprint, str(path))
 
 
-def _subdirs(directory: Path) -> list[str]:
-    if not directory.is_dir():
-        return []
-    return sorted(p.name for p in directory.iterdir() if p.is_dir() and p.name != "runs" and not p.name.startswith("."))
-
-
 def _check_known(cache_root: str | Path, dataset: str, modality: str) -> None:
     """A name that is neither the paper's nor cached is a typo: say so, with the valid choices."""
-    from pcmpipe.config import KNOWN_MODALITIES
+    from pcmpipe.cache.layout import cached_datasets, cached_modalities
     from pcmpipe.datasets import DATASETS
 
     root = Path(cache_root)
-    datasets = sorted(set(DATASETS) | set(_subdirs(root)))
+    datasets = sorted(set(DATASETS) | set(cached_datasets(root)))
     if dataset not in datasets:
         raise UserError(f"unknown dataset {dataset!r}; valid choices: {', '.join(datasets)} "
                         f"(datasets are known by name or by a cache under {root}/)")
-    modalities = sorted(set(KNOWN_MODALITIES) | set(_subdirs(root / dataset)))
+    modalities = sorted(set(MODALITIES) | set(cached_modalities(root, dataset)))
     if modality not in modalities:
         raise UserError(f"unknown modality {modality!r}; valid choices: {', '.join(modalities)}")
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pcmpipe.backbones import BACKBONES, create_backbone, parse_weights, resolve_device, state_sha256
-from pcmpipe.backbones.clip import encode_text_trimmed, load_clip
+from pcmpipe.backbones.clip import load_clip
 from pcmpipe.errors import UserError
 
 CAPTIONS = ["a dog runs on the grass", "two small birds", "", "a " * 120, "A photo of a Black footed Albatross."]

@@ -16,7 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
 SCRIPTS = ["eval_memory.py", "eval_directions.py", "text_extract.py", "speech_extract.py", "image_extract.py",
-           "train_epoch.py"]
+           "train_epoch.py", "extract_pipeline.py", "finetune_cost.py"]
 
 
 def _run(script: str, doc: Path, *extra: str) -> subprocess.CompletedProcess:

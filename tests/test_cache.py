@@ -441,3 +441,21 @@ def test_read_into_preallocated_exact(tmp_path, fmt):
     np.testing.assert_array_equal(out["half"], half.astype(np.float32))
     with pytest.raises(ValueError, match="shape"):
         reader.read_into({"vec": np.empty((n - 1, 5), np.float32)})
+
+
+def test_layout_lists_datasets_and_modalities_and_reads_manifests(tmp_path):
+    from pcmpipe.cache import cached_datasets, cached_modalities, read_manifest, runs_root
+    from pcmpipe.cache.layout import manifest_path, parts_of
+
+    write_cache(cache_dir(tmp_path, "cub", "T", "train"), n=5)
+    (runs_root(tmp_path) / "some-run").mkdir(parents=True)
+    (tmp_path / "cub" / ".import-tmp").mkdir()  # an unfinished import: never listed
+    assert runs_root(tmp_path) == tmp_path / "runs"
+    assert cached_datasets(tmp_path) == ["cub"] and cached_modalities(tmp_path, "cub") == ["T"]
+    assert cached_datasets(tmp_path / "nowhere") == [] and cached_modalities(tmp_path, "flickr8k") == []
+    assert read_manifest(tmp_path, "cub", "T", "train")["num_rows"] == 5
+    assert read_manifest(tmp_path, "cub", "T", "val") is None
+    assert parts_of(cache_dir(tmp_path, "cub", "T", "train")) == ("cub", "T", "train")
+    manifest_path(tmp_path, "cub", "T", "train").write_text("{not json")
+    with pytest.raises(UserError, match="cannot read cache manifest"):
+        read_manifest(tmp_path, "cub", "T", "train")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -33,7 +32,7 @@ def test_demo_refuses_to_mix_sizes(tmp_path):
     for ds in ("flickr8k", "cub"):
         (data / f"{ds}.synth.json").write_text(json.dumps({"request": {"dataset": ds, "images": -1, "seed": 0}}))
     with pytest.raises(UserError, match="another size"):
-        ensure_synthetic(data, fast=True, console=None)
+        ensure_synthetic(data, fast=True)
 
 
 @pytest.mark.slow

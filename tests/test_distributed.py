@@ -209,7 +209,7 @@ def _extract(data: Path, cache: Path) -> None:
     extract("flickr8k", data, modalities=EXTRACT_MODALITIES, splits=["train"], device="cpu", workers=0,
             backbones={"image": "clip-tiny-image", "text": "clip-tiny-text", "audio": "hubert-tiny"},
             weights={"image": "random:0", "text": "random:0", "audio": "random:0"},
-            batch_size=3, rows_per_shard=4, cache_root=cache, progress=False)
+            batch_size=3, rows_per_shard=4, cache_root=cache)
 
 
 def _worker_extract(outdir: Path, data: Path, kill_after: int) -> None:
@@ -395,7 +395,6 @@ def test_partition_is_disjoint_complete_and_order_free() -> None:
     assert sum(len(p) for p in parts) == len(ids)
     assert parts == [D.partition(ids, r, 3) for r in range(3)]
     assert max(map(len, parts)) - min(map(len, parts)) <= 1
-    assert D.rank_shard_prefix(7) == "part-r007"
     with pytest.raises(ValueError):
         D.partition(ids, 3, 3)
 

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from pcmpipe.errors import UserError
 from pcmpipe.evaluation.enrichment import enrichment_table, fuse, parse_block, recall_at_1
+from pcmpipe.evaluation.metrics import recall_at_k
 from pcmpipe.training.rundir import RunEmbeddings
 
 
@@ -58,6 +59,16 @@ def test_recall_at_1_matches_a_loop_reference_at_both_levels():
              image_id=np.repeat(img, 2), class_id=np.repeat(cls, 2))
     assert recall_at_1(i, t, "instance", block=7) == pytest.approx(_brute_r1(i, t, "image_id"))
     assert recall_at_1(t, i, "class", block=7) == pytest.approx(_brute_r1(t, i, "class_id"))
+
+
+def test_recall_at_1_is_metrics_recall_at_k_and_skips_queries_without_a_positive():
+    rng = np.random.default_rng(2)
+    q = _emb(rng.standard_normal((9, 4)), "class_id", class_id=[str(k % 4) for k in range(9)])  # class 3: no row
+    g = _emb(rng.standard_normal((6, 4)), "class_id", class_id=[str(k % 3) for k in range(6)])
+    sim = F.normalize(q.embedding, dim=-1) @ F.normalize(g.embedding, dim=-1).T
+    positives = torch.as_tensor(q.columns["class_id"][:, None] == g.columns["class_id"][None, :])
+    assert recall_at_1(q, g, "class", block=4) == pytest.approx(100.0 * recall_at_k(sim, positives, 1))
+    assert np.isnan(recall_at_1(_emb([[1.0, 0.0]], "class_id", class_id=["9"]), g, "class"))
 
 
 def test_enrichment_with_class_embeddings_helps_when_class_carries_the_signal():

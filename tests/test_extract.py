@@ -60,7 +60,7 @@ def _by_id(cols, feats) -> dict[str, np.ndarray]:
 @pytest.mark.slow
 def test_flickr8k_every_modality_matches_direct_encoding(flickr, tmp_path):
     summary = extract("flickr8k", flickr, backbones=TINY, weights=RANDOM, cache_root=tmp_path, workers=2,
-                      batch_size=4, progress=False)
+                      batch_size=4)
     assert [(p.modality, p.split) for p in summary.parts] == [(m, s) for m in "ITS" for s in ("train", "val", "test")]
     assert all(p.status == "new" and p.skipped == 0 for p in summary.parts)
     ds = open_dataset("flickr8k", flickr)
@@ -99,7 +99,7 @@ def test_flickr8k_every_modality_matches_direct_encoding(flickr, tmp_path):
 
 def test_cub_vectors_prompts_and_links(cub, tmp_path):
     summary = extract("cub", cub, splits=["train", "test"], backbones=TINY, weights=RANDOM, cache_root=tmp_path,
-                      workers=0, limit=12, fmt="hdf5", progress=False)
+                      workers=0, limit=12, fmt="hdf5")
     assert {p.modality for p in summary.parts} == {"I", "T", "A", "C", "P"}
     ds = open_dataset("cub", cub)
     for m, links in [("I", ["class_id"]), ("T", ["class_id", "image_id"]), ("A", ["class_id"]), ("C", []), ("P", [])]:
@@ -119,8 +119,7 @@ def test_cub_vectors_prompts_and_links(cub, tmp_path):
     with torch.inference_mode():
         want = txt.model.encode_text(txt.preprocess([prompts[i] for i in cols["id"]]))
     np.testing.assert_allclose(feats, want.numpy(), atol=1e-5, rtol=0)
-    again = extract("cub", cub, splits=["test"], modalities=["A", "C"], cache_root=tmp_path, limit=12, fmt="hdf5",
-                    progress=False)
+    again = extract("cub", cub, splits=["test"], modalities=["A", "C"], cache_root=tmp_path, limit=12, fmt="hdf5")
     assert [p.status for p in again.parts] == ["cached", "cached"]
 
 
@@ -139,7 +138,7 @@ def _break_inputs(src: Path, dst: Path) -> dict[str, str]:
 
 def test_bad_images_are_skipped_listed_or_fatal_with_strict(cub, tmp_path):
     broken = _break_inputs(cub, tmp_path / "cub")
-    kw = dict(modalities=["I"], splits=["test"], backbones=TINY, weights=RANDOM, workers=2, progress=False)
+    kw = dict(modalities=["I"], splits=["test"], backbones=TINY, weights=RANDOM, workers=2)
     summary = extract("cub", tmp_path / "cub", cache_root=tmp_path / "c", **kw)
     part = summary.parts[0]
     total = len(open_dataset("cub", tmp_path / "cub").records("I", "test"))
@@ -164,7 +163,7 @@ def test_bad_audio_and_empty_captions_are_skipped(flickr, tmp_path):
     import soundfile as sf
     sf.write(str(recs[1].path), np.zeros(200, dtype=np.float32), 16000)  # 12.5 ms: no HuBERT frame
     summary = extract("flickr8k", root, modalities=["S"], splits=["val"], backbones=TINY, weights=RANDOM,
-                      cache_root=tmp_path / "c", workers=0, progress=False)
+                      cache_root=tmp_path / "c", workers=0)
     reasons = {e["id"]: e["reason"] for e in summary.errors}
     assert reasons[recs[0].id].startswith("unreadable audio") and "too short" in reasons[recs[1].id]
     assert summary.parts[0].rows == len(recs) - 2
@@ -178,7 +177,7 @@ def test_bad_audio_and_empty_captions_are_skipped(flickr, tmp_path):
 
 
 def test_other_weights_are_never_mixed_in(flickr, tmp_path):
-    kw = dict(modalities=["I"], splits=["val"], backbones=TINY, cache_root=tmp_path, workers=0, progress=False)
+    kw = dict(modalities=["I"], splits=["val"], backbones=TINY, cache_root=tmp_path, workers=0)
     extract("flickr8k", flickr, weights={"image": "random:0"}, **kw)
     _, cols, first = _read(tmp_path, "flickr8k", "I", "val")
     with pytest.raises(UserError, match=r"weights_sha256.*another --cache-root or --overwrite"):
@@ -194,19 +193,26 @@ def test_other_weights_are_never_mixed_in(flickr, tmp_path):
 
 
 def test_complete_cache_is_skipped_untouched(flickr, tmp_path):
-    kw = dict(modalities=["T"], backbones=TINY, weights=RANDOM, cache_root=tmp_path, rows_per_shard=8,
-              progress=False)
-    extract("flickr8k", flickr, **kw)
+    kw = dict(modalities=["T"], backbones=TINY, weights=RANDOM, cache_root=tmp_path, rows_per_shard=8)
+    calls: list[tuple[str, int, int]] = []
+    summary = extract("flickr8k", flickr, progress=lambda *c: calls.append(c), **kw)
+    for part in summary.parts:  # the callback counts up to every row of each part; the summary is plain data
+        task = f"flickr8k T {part.split}"
+        done = [d for t, d, _ in calls if t == task]
+        assert done == sorted(done) and done[-1] == part.rows == {n for t, _, n in calls if t == task}.pop()
+    assert summary.to_dict()["parts"][0]["new_rows"] == summary.parts[0].new_rows
     shards = sorted(cache_dir(tmp_path, "flickr8k", "T", "train").glob("part-*"))
     assert len(shards) == 3  # 20 captions at 8 rows per shard
     before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in shards}
-    again = extract("flickr8k", flickr, **kw)
+    calls.clear()
+    again = extract("flickr8k", flickr, progress=lambda *c: calls.append(c), **kw)
+    assert calls == [(f"flickr8k T {p.split}", p.rows, p.rows) for p in again.parts]  # cached: done at once
     assert {p.status for p in again.parts} == {"cached"} and sum(p.new_rows for p in again.parts) == 0
     assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in shards} == before
 
 
 def test_argument_errors(flickr, tmp_path):
-    base = dict(cache_root=tmp_path, progress=False)
+    base = dict(cache_root=tmp_path)
     for kwargs, match in [(dict(modalities=["A"]), "no modality 'A'"), (dict(splits=["dev"]), "unknown split"),
                           (dict(fmt="csv"), "unknown format"), (dict(limit=0), "--limit"),
                           (dict(backbones={"T": "clip-tiny-image"}, modalities=["T"]), "needs a text backbone"),

@@ -139,8 +139,7 @@ def test_image_finetune_moves_the_image_tower_only_and_recaches(cub, tmp_path):
     assert bb.meta["weights_sha256"] == tower_sha256(tuned, "image")
     recache = tmp_path / "recache"
     extract("cub", cub, modalities=["I"], splits=["test"], backbones={"image": "clip-tiny-image"},
-            weights={"image": str(run / "image_backbone.safetensors")}, device="cpu", cache_root=recache, workers=0,
-            progress=False)
+            weights={"image": str(run / "image_backbone.safetensors")}, device="cpu", cache_root=recache, workers=0)
     ft = load_modality(recache, "cub", "I", "test")
     emb = load_file(str(run / "embeddings" / "I.safetensors"))["embedding"]
     ids = json.loads((run / "embeddings" / "I.json").read_text())["columns"]["id"]

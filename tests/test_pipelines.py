@@ -13,9 +13,9 @@ from pcmpipe.cli import app
 from pcmpipe.config import TrainConfig
 from pcmpipe.errors import UserError
 from pcmpipe.pipelines.spec import load_pipeline, pipeline_from_dict
-from pcmpipe.pipelines.run import make_plan, run_pipeline
+from pcmpipe.pipelines.run import PlanReady, StepFinished, StepStarted, make_plan, run_pipeline
 from pcmpipe.report.build import build_report
-from pcmpipe.report.markdown import display_rows
+from pcmpipe.report.display import display_rows
 from synthetic_cache import write_synthetic_cache
 
 PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
@@ -116,10 +116,16 @@ def test_run_trains_what_is_missing_then_reuses_everything(tmp_path):
     plan = make_plan(p)
     assert [(s.kind, s.status) for s in plan] == [("extract", "cached"), ("train", "missing"), ("train", "missing"),
                                                    ("enrichment", "missing")]
-    run_pipeline(p, dry_run=True)  # the plan only
+    events: list = []
+    run_pipeline(p, dry_run=True, on_event=events.append)  # the plan only, reported as data
+    assert [type(e) for e in events] == [PlanReady] and [s.kind for s in events[0].steps] == [s.kind for s in plan]
     assert not (cache / "runs" / "s-pcmc").exists()
 
-    run_pipeline(p)
+    events.clear()
+    steps = run_pipeline(p, on_event=events.append)
+    ran = [s for s in steps if s.status == "done"]
+    assert [type(e) for e in events] == [PlanReady] + [StepStarted, StepFinished] * len(ran) and len(ran) == 3
+    assert [e.step for e in events if isinstance(e, StepFinished)] == ran
     runs = cache / "runs"
     assert (runs / "s-pcmc" / "test_metrics.json").is_file() and (runs / "_pipelines" / "synthcheck.json").is_file()
     enr = json.loads((runs / "s-pcmr" / "enrichment.json").read_text())

@@ -7,6 +7,7 @@ real trained runs end to end.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -14,14 +15,16 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from pcmpipe.cli import app
 from pcmpipe.pipelines.spec import load_pipeline
 from pcmpipe.pipelines.run import write_record
 from pcmpipe.report.build import build_report, write_report
-from pcmpipe.report.html import report_html
-from pcmpipe.report.markdown import display_rows
+from pcmpipe.report.render.html import report_html
+from pcmpipe.report.render.terminal import print_report
+from pcmpipe.report.display import display_rows
 from pcmpipe.report.paper import paper_tables, paper_value
 from pcmpipe.report.results import load_runs
 from pcmpipe.report.tables import build_table
@@ -113,10 +116,12 @@ def test_synthetic_data_is_flagged_everywhere(tmp_path):
                                    {n: {d: {"r@1": 10.0, "r@5": 20.0} for d in dirs}
                                     for n in ("flickr8k-pcmc-ITS", "flickr8k-pcmr-ITS")},
                                    overrides=["data.flickr8k.synthetic=true"])
-    paths = write_report(Path(p.runs_root), tmp_path / "out")
+    paths = write_report(report, tmp_path / "out")
     md = paths["markdown"].read_text()
     html = paths["html"].read_text()
-    assert "SYNTHETIC data" in md and "SYNTHETIC data" in html
+    terminal = io.StringIO()
+    print_report(report, Console(file=terminal, width=200))
+    assert "SYNTHETIC data" in md and "SYNTHETIC data" in html and "SYNTHETIC data" in terminal.getvalue()
     assert "not a reproduction" in md
     # the learning section: trained 10.0 vs untrained 1.0 vs chance 0.5, from the files
     learn = next(s for s in report.sections if s.title.startswith("All runs"))

@@ -81,7 +81,7 @@ def test_sigkill_at_any_point_then_resume_equals_uninterrupted(tmp_path):
     synth("flickr8k", root, images=6, seed=3)
     reference = tmp_path / "reference"
     extract("flickr8k", root, backbones=TINY, weights=RANDOM, cache_root=reference, workers=1, batch_size=2,
-            rows_per_shard=ROWS_PER_SHARD, progress=False)
+            rows_per_shard=ROWS_PER_SHARD)
 
     resumed = tmp_path / "resumed"
     cmd = _command(root, resumed)
@@ -140,7 +140,7 @@ def test_resume_in_process_skips_done_ids(tmp_path, monkeypatch):
         return real(backbone, batch)
 
     kw = dict(modalities=["T"], splits=["train"], backbones=TINY, weights=RANDOM, cache_root=tmp_path / "c",
-              rows_per_shard=4, batch_size=2, progress=False)
+              rows_per_shard=4, batch_size=2)
     monkeypatch.setattr(sources, "encode", failing)
     with pytest.raises(KeyboardInterrupt):
         extract("flickr8k", root, **kw)
@@ -163,7 +163,7 @@ def test_torchrun_two_ranks_write_the_single_process_cache(tmp_path):
     synth("flickr8k", root, images=6, seed=5)
     single, multi = tmp_path / "single", tmp_path / "multi"
     extract("flickr8k", root, backbones=TINY, weights=RANDOM, cache_root=single, workers=0, batch_size=2,
-            rows_per_shard=ROWS_PER_SHARD, progress=False)
+            rows_per_shard=ROWS_PER_SHARD)
     cmd = _command(root, multi)
     cmd[1:3] = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "pcmpipe"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "COLUMNS": "120"}

@@ -1,6 +1,5 @@
 """Positives from id columns, all directions against explicit loops, blocked vs dense, enrichment."""
 
-import math
 
 import numpy as np
 import pytest
@@ -10,8 +9,6 @@ import torch.nn.functional as F
 from pcmpipe.errors import UserError
 from pcmpipe.evaluation import retrieval
 from pcmpipe.evaluation.retrieval import (
-    align_rows,
-    combine,
     evaluate_directions,
     infer_key,
     positives_between,
@@ -168,30 +165,3 @@ def test_direction_without_positives_is_a_user_error():
     emb = _planted()
     with pytest.raises(UserError, match="no I row"):
         evaluate_directions({"I": emb["I"], "T": emb["T"]}, {"I": other, "T": cols["T"]}, KEYS)
-
-
-def test_combine_is_mean_of_normalised_then_normalised():
-    g = torch.Generator().manual_seed(2)
-    a, b = torch.randn(5, 8, generator=g, dtype=torch.float64), 10 * torch.randn(5, 8, generator=g, dtype=torch.float64)
-    out = combine([a, b])
-    for n in range(5):
-        u = a[n] / math.sqrt(float(a[n] @ a[n]))
-        v = b[n] / math.sqrt(float(b[n] @ b[n]))
-        m = (u + v) / 2
-        torch.testing.assert_close(out[n], m / math.sqrt(float(m @ m)))
-    torch.testing.assert_close(combine([a]), F.normalize(a, dim=-1))
-    with pytest.raises(ValueError):
-        combine([a, b[:3]])
-
-
-def test_align_rows_pairs_each_image_with_its_class():
-    cols = _cols()
-    idx = align_rows(cols["I"], "image_id", cols["C"], "class_id")
-    assert idx.tolist() == [0, 0, 1, 1, 2, 2]
-    emb = _planted()
-    enriched = combine([emb["I"], emb["C"][torch.as_tensor(idx)]])
-    assert enriched.shape == (6, 16)
-    with pytest.raises(UserError, match="no row to align"):
-        align_rows(cols["I"], "image_id", {k: v[:2] for k, v in cols["C"].items()}, "class_id")
-    with pytest.raises(UserError, match="carry no"):
-        align_rows(cols["S"], "caption_id", cols["C"], "class_id")

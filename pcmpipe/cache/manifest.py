@@ -16,7 +16,7 @@ from pcmpipe.cache.shard import ShardError, ShardSchema, atomic_write_text, read
 from pcmpipe.errors import UserError
 
 FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
+from pcmpipe.cache.layout import MANIFEST  # noqa: E402  (the file name belongs to the tree)
 _RANK_MANIFEST = re.compile(r"^manifest\.r(\d{3,})\.json$")
 
 

@@ -14,7 +14,8 @@ import numpy as np
 
 from pcmpipe.cache.shard import (ShardError, iter_feature_into, iter_shard, read_columns, read_feature_into, sha256_file,
                               shard_rows)
-from pcmpipe.cache.manifest import MANIFEST, load_manifest, schema_of
+from pcmpipe.cache.layout import MANIFEST, manifest_path, parts_of
+from pcmpipe.cache.manifest import load_manifest, schema_of
 from pcmpipe.errors import UserError
 
 class CacheReader:
@@ -142,7 +143,7 @@ def open_cache(directory: str | Path, *, verify: bool = True) -> CacheReader:
     if not path.exists():
         if directory.is_dir() and any(directory.glob("manifest.r*.json")):
             raise UserError(f"cache {directory} has per-rank manifests only; merge them first "
-                            "(pcmpipe.cache.writer.merge_manifests)")
+                            "(pcmpipe.cache.manifest.merge_manifests)")
         raise UserError(f"no cache at {directory} (manifest.json missing); run the extraction first")
     manifest = load_manifest(path)
     if not manifest["complete"]:
@@ -166,6 +167,15 @@ def open_cache(directory: str | Path, *, verify: bool = True) -> CacheReader:
     return CacheReader(directory, manifest)
 
 
+def read_manifest(cache_root: str | Path, dataset: str, modality: str, split: str) -> dict | None:
+    """The parsed manifest of one (dataset, modality, split), complete or not; None when there is none yet.
+
+    UserError when the file is there but unreadable (the message says to delete the directory and re-extract).
+    """
+    path = manifest_path(cache_root, dataset, modality, split)
+    return load_manifest(path) if path.is_file() else None
+
+
 def list_caches(root: str | Path) -> list[dict]:
     """Every cache under `root` (or `root` itself): one summary dict each, for `pcmpipe cache-info`."""
     root = Path(root)
@@ -175,7 +185,7 @@ def list_caches(root: str | Path) -> list[dict]:
     for path in sorted(root.rglob(MANIFEST)):
         if any(part.startswith(".") for part in path.relative_to(root).parts):
             continue  # temp directories of an unfinished import
-        where = (["", "", ""] + list(path.parent.resolve().parts))[-3:]  # .../dataset/modality/split
+        where = parts_of(path.parent)
         try:
             m = load_manifest(path)
         except UserError as e:

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pcmpipe.cache.layout import cache_dir  # noqa: F401  (re-exported: pcmpipe.cache.writer.cache_dir)
 from pcmpipe.cache.shard import FORMATS, ShardError, ShardSchema, check_shard, read_ids, sha256_file, write_shard
 from pcmpipe.cache.manifest import (MANIFEST, differing_fields, feature_spec, fingerprint, fingerprint_inputs,
-                                    load_manifest, merge_manifests, new_manifest, rank_manifest_name,
+                                    load_manifest, new_manifest, rank_manifest_name,
                                     write_manifest)
 from pcmpipe.errors import UserError
 
@@ -20,11 +21,6 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 # Modality names also key the heads' nn.ModuleDict and safetensors entries, where "." separates submodules.
 MODALITY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _NUMERIC_KINDS = "fiub"  # float, signed, unsigned, bool
-
-
-def cache_dir(root: str | Path, dataset: str, modality: str, split: str) -> Path:
-    """root/dataset/modality/split."""
-    return Path(root) / dataset / modality / split
 
 
 def _check_name(what: str, name: str) -> None:

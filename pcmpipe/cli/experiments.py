@@ -25,11 +25,16 @@ def run_cmd(
     with _guard():
         from rich.console import Console
 
+        from pcmpipe.cli.render import PipelineRenderer
         from pcmpipe.pipelines.run import run_pipeline
         from pcmpipe.pipelines.spec import load_pipeline
 
         p = load_pipeline(pipeline, overrides=set_ or [], roots=root or [], cache_root=cache_root, runs_root=runs_root)
-        run_pipeline(p, dry_run=dry_run, console=Console())
+        renderer = PipelineRenderer(Console())
+        try:
+            run_pipeline(p, dry_run=dry_run, on_event=renderer)
+        finally:
+            renderer.close()
 
 
 @app.command("report")
@@ -41,9 +46,12 @@ def report_cmd(
     with _guard():
         from rich.console import Console
 
-        from pcmpipe.report.build import write_report
+        from pcmpipe.report.build import build_report, write_report
+        from pcmpipe.report.render.terminal import print_report
 
-        paths = write_report(runs_root, out, console=Console())
+        report = build_report(runs_root)
+        paths = write_report(report, out)
+        print_report(report, Console())
         typer.echo(f"wrote {paths['markdown']} and {paths['html']}")
 
 
@@ -56,6 +64,16 @@ def demo_cmd(
     with _guard():
         from rich.console import Console
 
+        from pcmpipe.cli.render import PipelineRenderer
         from pcmpipe.pipelines.demo import run_demo
+        from pcmpipe.report.render.terminal import print_report
 
-        run_demo(out, fast=fast, console=Console())
+        console = Console()
+        renderer = PipelineRenderer(console)
+        try:
+            res = run_demo(out, fast=fast, on_event=renderer)
+        finally:
+            renderer.close()
+        print_report(res["report"], console)
+        console.print(f"[bold green]demo done[/] in {res['wall_s']:.0f} s wall ({res['cpu_s']:.0f} s CPU): "
+                      f"{res['paths']['markdown']} and {res['paths']['html']}", highlight=False)

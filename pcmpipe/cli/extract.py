@@ -42,20 +42,21 @@ def extract_cmd(
         from rich.console import Console
 
         from pcmpipe import distributed
+        from pcmpipe.cli.render import ExtractBar, extract_table
         from pcmpipe.extract import extract
 
-        console = Console(stderr=True)
-        summary = extract(
-            dataset, root if root is not None else Path("data") / dataset, modalities=_csv(modalities),
-            splits=_csv(splits or split), backbones={"image": image_backbone, "text": text_backbone, "audio": audio_backbone},
-            weights={"image": weights_image, "text": weights_text, "audio": weights_audio}, device=device, fmt=fmt,
-            batch_size=batch_size, workers=workers, cache_root=cache_root, strict=strict, limit=limit,
-            overwrite=overwrite, rows_per_shard=rows_per_shard, max_padding=max_padding, console=console)
+        with ExtractBar(Console(stderr=True)) as bar:
+            summary = extract(
+                dataset, root if root is not None else Path("data") / dataset, modalities=_csv(modalities),
+                splits=_csv(splits or split), backbones={"image": image_backbone, "text": text_backbone, "audio": audio_backbone},
+                weights={"image": weights_image, "text": weights_text, "audio": weights_audio}, device=device,
+                fmt=fmt, batch_size=batch_size, workers=workers, cache_root=cache_root, strict=strict, limit=limit,
+                overwrite=overwrite, rows_per_shard=rows_per_shard, max_padding=max_padding, progress=bar)
         main = distributed.is_main()
         distributed.cleanup()  # under torchrun: leave the process group extract joined
         if not main:
             return
-        Console().print(summary.table())
+        Console().print(extract_table(summary))
         if summary.errors:
             err_console.print(f"[yellow]skipped {len(summary.errors)} inputs; reasons in errors.jsonl beside each "
                               "manifest[/]", highlight=False)

@@ -31,8 +31,6 @@ DEVICES: tuple[str, ...] = Device.__args__
 # `pcmpipe import-features`).
 DATASET_BATCH_SIZE = {"flickr8k": 80, "cub": 128}
 DEFAULT_BATCH_SIZE = 128
-# The paper's modality names; users may add their own through import-features.
-KNOWN_MODALITIES = ("I", "T", "S", "A", "C", "P")
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 NAME_RE = re.compile(NAME_PATTERN)
 MODALITY_RE = re.compile(r"^[A-Za-z0-9_-]+$")  # no ".": modality names key nn.ModuleDict entries

@@ -12,18 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from pcmpipe.errors import UserError
+from pcmpipe.modalities import KEYS
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 # The id column each modality lives at: a record's `id` equals `links[MODALITY_KEYS[modality]]`.
-MODALITY_KEYS: dict[str, str] = {
-    "I": "image_id",
-    "T": "caption_id",
-    "S": "caption_id",
-    "A": "image_id",
-    "C": "class_id",
-    "P": "class_id",
-}
+MODALITY_KEYS: dict[str, str] = KEYS
 
 
 @dataclass(frozen=True)

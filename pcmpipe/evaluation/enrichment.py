@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from pcmpipe.errors import UserError
+from pcmpipe.evaluation.metrics import recall_at_k
 from pcmpipe.training.rundir import RunEmbeddings
 
 PLACEHOLDER = "{}"
@@ -68,11 +69,11 @@ def fuse(embs: dict[str, RunEmbeddings], modalities: list[str]) -> RunEmbeddings
 
 
 def recall_at_1(query: RunEmbeddings, gallery: RunEmbeddings, level: str, block: int = 2048) -> float:
-    """r@1 in percent: share of queries whose most similar gallery row is a positive.
+    """r@1 in percent: `metrics.recall_at_k(k=1)` over the queries that have a positive.
 
     Positives follow the project's match rules (`retrieval.match_labels`: instance or class level), so the
     plain cells of an enrichment table equal the run's own test metrics. Computed in query blocks of `block`
-    rows so memory stays [block, N_gallery].
+    rows so memory stays [block, N_gallery]; NaN when no query has a positive.
     """
     from pcmpipe.evaluation.retrieval import match_labels
 
@@ -85,11 +86,14 @@ def recall_at_1(query: RunEmbeddings, gallery: RunEmbeddings, level: str, block:
     g_code = torch.as_tensor([codes[v] for v in g_ids.tolist()])
     g = F.normalize(gallery.embedding.float(), dim=-1)
     q = F.normalize(query.embedding.float(), dim=-1)
-    hits = 0
+    hits = counted = 0
     for start in range(0, q.shape[0], block):
-        top = (q[start:start + block] @ g.T).argmax(dim=1)  # [b]; ties -> the first gallery row
-        hits += int((g_code[top] == q_code[start:start + block]).sum())
-    return 100.0 * hits / max(q.shape[0], 1)
+        positives = q_code[start:start + block, None] == g_code[None, :]  # [b, N]
+        n = int(positives.any(1).sum())
+        if n:  # recall_at_k is the fraction of the block's n queries with a positive: back to a whole count
+            hits += round(recall_at_k(q[start:start + block] @ g.T, positives, 1) * n)
+            counted += n
+    return 100.0 * hits / counted if counted else float("nan")
 
 
 def parse_block(block: str) -> tuple[str, str]:

@@ -165,41 +165,7 @@ def evaluate_directions(
     return out
 
 
-# ---------------------------------------------------------------- enrichment (Sec. 4.4)
-
-
-def align_rows(base_cols: Columns, base_key: str, other_cols: Columns, other_key: str) -> np.ndarray:
-    """For every base row, the index of the `other` row whose key equals the base row's `other_key` value.
-
-    Example: images I (base) and class embeddings C: each image row carries class_id, so
-    `align_rows(cols_I, "image_id", cols_C, "class_id")` picks the row of the image's class. Int64 [N_base].
-    """
-    wanted = _values(base_cols, base_key, other_key)
-    if wanted is None:
-        raise UserError(f"cannot align rows: the base rows carry no {other_key} column")
-    position = {v: i for i, v in enumerate(_values(other_cols, other_key, other_key).tolist())}
-    missing = sorted({v for v in wanted.tolist() if v not in position})
-    if missing:
-        raise UserError(f"{len(missing)} {other_key} values have no row to align with (first: {missing[0]})")
-    return np.array([position[v] for v in wanted.tolist()], dtype=np.int64)
-
-
-def combine(embs: list[Tensor]) -> Tensor:
-    """Enriched vectors: the mean of the L2-normalised embeddings, L2-normalised again. [N, D] each -> [N, D].
-
-    Row n of every input must describe the same entity: index the coarser modality with `align_rows` first
-    (e.g. `combine([emb_I, emb_C[align_rows(cols_I, "image_id", cols_C, "class_id")]])` for I+C).
-    """
-    if not embs:
-        raise ValueError("combine needs at least one embedding")
-    shapes = {tuple(e.shape) for e in embs}
-    if len(shapes) != 1:
-        raise ValueError(f"combine needs row-aligned embeddings of one shape, got {sorted(shapes)}")
-    mean = torch.stack([F.normalize(e, dim=-1) for e in embs]).mean(0)
-    return F.normalize(mean, dim=-1)
-
-
 __all__ = [
-    "LEVELS", "align_rows", "combine", "evaluate_directions", "infer_key", "match_column", "match_labels",
+    "LEVELS", "evaluate_directions", "infer_key", "match_column", "match_labels",
     "positives_between", "unique_rows",
 ]

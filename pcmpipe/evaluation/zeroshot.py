@@ -129,8 +129,3 @@ def zero_shot_table(embs: dict[str, RunEmbeddings], inputs: list[str], outputs: 
         mods = combo.split("+")
         table[combo] = {name: zero_shot_t1(embs, mods, ids, vecs) for name, (ids, vecs) in outputs.items()}
     return table
-
-
-def chance_t1(num_classes: int) -> float:
-    """T1 of a uniform random guess among `num_classes` (the mean per-class accuracy is 1/K in expectation)."""
-    return 100.0 / num_classes

@@ -32,14 +32,13 @@ from pcmpipe.cache.writer import FORMATS, ShardWriter, cache_dir, cache_fingerpr
 from pcmpipe.cache.manifest import MANIFEST, differing_fields, feature_spec, load_manifest
 from pcmpipe.datasets import SPLITS, open_dataset
 from pcmpipe.errors import UserError
+from pcmpipe.modalities import KINDS
 from pcmpipe.extract.batching import PaddingMeter
-from pcmpipe.extract.summary import ExtractSummary, PartSummary, make_progress, read_errors, write_errors
+from pcmpipe.extract.summary import ExtractProgress, ExtractSummary, PartSummary, read_errors, write_errors
 from pcmpipe.extract.sources import (SPEECH_MAX_PADDING, Encoded, Skipped, audio_batches, image_batches,
                                      precision_of, text_batches, vector_batches, vector_shape)
 
 FEATURE = "features"
-# modality -> backbone kind; modalities not listed carry precomputed vectors
-MODALITY_KIND: dict[str, str] = {"I": "image", "T": "text", "P": "text", "S": "audio"}
 
 
 def default_workers(device: object = "cpu") -> int:
@@ -60,7 +59,7 @@ def extract(dataset: str, root: str | Path, *, modalities: Sequence[str] | None 
             batch_size: int = 64, workers: int | None = None, cache_root: str | Path = "cache",
             strict: bool = False, limit: int | None = None, overwrite: bool = False,
             rows_per_shard: int = 4096, dataset_options: Mapping | None = None,
-            max_padding: float | None = SPEECH_MAX_PADDING, console=None, progress: bool = True) -> ExtractSummary:
+            max_padding: float | None = SPEECH_MAX_PADDING, progress: ExtractProgress | None = None) -> ExtractSummary:
     """Extract every requested (modality, split) of `dataset` into `cache_root`; returns the summary.
 
     backbones / weights: keyed by modality ('I', 'T', 'P', 'S') or kind ('image', 'text', 'audio'), the
@@ -68,6 +67,8 @@ def extract(dataset: str, root: str | Path, *, modalities: Sequence[str] | None 
     first `limit` records (by id) of each (modality, split), recorded in the fingerprint. max_padding: at
     most this fraction of each speech batch is padding (in [0, 1); None: no bound); features do not depend on
     it (HuBERT's padding is masked), only the speed does, so it is not part of the fingerprint.
+    progress(task, done, total) is called as items finish ('flickr8k I train', rows done, rows of this
+    process); under torchrun only rank 0 reports.
     """
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -90,27 +91,32 @@ def extract(dataset: str, root: str | Path, *, modalities: Sequence[str] | None 
     dist = D.init_from_env()  # one process: nothing to join
     dev = D.device_for(dist) if dist.world_size > 1 and device == "auto" else resolve_device(device)
     workers = default_workers(dev) if workers is None else workers
-    choice = {m: _choose(m, backbones or {}, weights or {}) for m in modalities if m in MODALITY_KIND}
+    # modalities without a kind carry precomputed vectors: no backbone
+    choice = {m: _choose(m, backbones or {}, weights or {}) for m in modalities if m in KINDS}
     summary = ExtractSummary(dataset, str(cache_root), str(dev))
     models: dict[tuple[str, str], Backbone] = {}
-    with make_progress(console, progress and dist.is_main) as bar:
-        for m in modalities:
-            for split in splits:
-                backbone = None
-                if m in choice:
-                    if choice[m] not in models:  # T and P share one text tower
-                        models[choice[m]] = create_backbone(*choice[m], device=dev)
-                    backbone = models[choice[m]]
-                part = _extract_part(ds, m, split, backbone, bar=bar, summary=summary, fmt=fmt,
-                                     batch_size=batch_size, workers=workers, cache_root=Path(cache_root),
-                                     strict=strict, limit=limit, overwrite=overwrite, rows_per_shard=rows_per_shard,
-                                     dataset_options=dict(dataset_options or {}), max_padding=max_padding)
-                summary.parts.append(part)
+    report = progress if progress is not None and dist.is_main else _silent
+    for m in modalities:
+        for split in splits:
+            backbone = None
+            if m in choice:
+                if choice[m] not in models:  # T and P share one text tower
+                    models[choice[m]] = create_backbone(*choice[m], device=dev)
+                backbone = models[choice[m]]
+            part = _extract_part(ds, m, split, backbone, report=report, summary=summary, fmt=fmt,
+                                 batch_size=batch_size, workers=workers, cache_root=Path(cache_root),
+                                 strict=strict, limit=limit, overwrite=overwrite, rows_per_shard=rows_per_shard,
+                                 dataset_options=dict(dataset_options or {}), max_padding=max_padding)
+            summary.parts.append(part)
     return summary
 
 
+def _silent(task: str, done: int, total: int) -> None:
+    """The progress callback of a caller that asked for none (and of ranks other than 0)."""
+
+
 def _choose(modality: str, backbones: Mapping[str, str], weights: Mapping[str, str]) -> tuple[str, str]:
-    kind = MODALITY_KIND[modality]
+    kind = KINDS[modality]
     name = backbones.get(modality) or backbones.get(kind) or DEFAULT_BACKBONES[kind]
     if backbone_kind(name) != kind:
         raise UserError(f"backbone {name} encodes {backbone_kind(name)}, but modality {modality} needs a {kind} "
@@ -136,7 +142,8 @@ def _guard_existing(directory: Path, fingerprint: str, overwrite: bool, args: tu
                     "or --overwrite to rebuild it")
 
 
-def _extract_part(ds, m: str, split: str, backbone: Backbone | None, *, bar, summary: ExtractSummary, fmt: str,
+def _extract_part(ds, m: str, split: str, backbone: Backbone | None, *, report: ExtractProgress,
+                  summary: ExtractSummary, fmt: str,
                   batch_size: int, workers: int, cache_root: Path, strict: bool, limit: int | None,
                   overwrite: bool, rows_per_shard: int, dataset_options: dict,
                   max_padding: float | None) -> PartSummary:
@@ -171,7 +178,7 @@ def _extract_part(ds, m: str, split: str, backbone: Backbone | None, *, bar, sum
         raise UserError(problem)
     mine = D.rank_records(records)
     part = PartSummary(m, split, name, "new", directory=str(directory))
-    task = bar.add_task(f"{ds.name} {m} {split}", total=len(mine))
+    task, total = f"{ds.name} {m} {split}", len(mine)
     errors: list[dict] = []
     meter = PaddingMeter()
     with ShardWriter(directory, features=features, key=key, links=links, meta=meta, fmt=fmt,
@@ -179,13 +186,14 @@ def _extract_part(ds, m: str, split: str, backbone: Backbone | None, *, bar, sum
         if writer.complete:  # every rank sees the same merged manifest, so all of them return here
             part.status, part.rows = "cached", writer.num_rows
             part.skipped = len(read_errors(directory))
-            bar.update(task, completed=len(mine))
+            report(task, total, total)
             part.seconds = time.perf_counter() - started
             return part
         pending = [r for r in mine if r.id not in writer.done_ids]
         if len(pending) < len(mine):
             part.status = "resumed"
-        bar.update(task, completed=len(mine) - len(pending))
+        done = total - len(pending)
+        report(task, done, total)
         try:
             for item in _batches(backbone, pending, shape, batch_size, workers, meter, max_padding):
                 if isinstance(item, Skipped):
@@ -193,7 +201,8 @@ def _extract_part(ds, m: str, split: str, backbone: Backbone | None, *, bar, sum
                     if item.record.path is not None:
                         err["path"] = str(item.record.path)
                     errors.append(err)
-                    bar.advance(task, 1)
+                    done += 1
+                    report(task, done, total)
                     if strict:
                         raise UserError(f"{ds.name} {m} {split} id {item.record.id}: {item.reason} "
                                         "(--strict stops at the first bad input; drop it to skip and list them)")
@@ -201,7 +210,8 @@ def _extract_part(ds, m: str, split: str, backbone: Backbone | None, *, bar, sum
                 writer.add([r.id for r in item.records], {c: [r.links[c] for r in item.records] for c in links},
                            {FEATURE: item.features})
                 part.new_rows += len(item.records)
-                bar.advance(task, len(item.records))
+                done += len(item.records)
+                report(task, done, total)
         finally:
             if not D.is_distributed():
                 write_errors(directory, errors)

@@ -1,19 +1,20 @@
-"""What an extraction run tells its user: live progress, the errors file, the final summary table."""
+"""What an extraction run tells its caller: progress through a callback, the errors file, the summary as data.
+
+The CLI draws the progress bar and the summary table (pcmpipe.cli.render); the library only reports.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from pcmpipe.atomic import write_lines
-from rich import box
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
-from rich.table import Table
-from rich.text import Text
 
 ERRORS_FILE = "errors.jsonl"
+# progress(task, done, total): items of one (dataset, modality, split) done so far, out of total
+ExtractProgress = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -49,23 +50,6 @@ class ExtractSummary:
         return {"dataset": self.dataset, "cache_root": self.cache_root, "device": self.device,
                 "parts": [{**asdict(p), "rate": p.rate} for p in self.parts], "errors": self.errors}
 
-    def table(self) -> Table:
-        """One row per (modality, split): rows in the cache, rows new this run, inputs skipped, speed."""
-        t = Table(title=f"extract {self.dataset} -> {self.cache_root} ({self.device})", box=box.SIMPLE_HEAD,
-                  title_justify="left", pad_edge=False)
-        audio = any(p.padding is not None for p in self.parts)
-        names = ("mod", "split", "backbone", "status", "rows", "new", "skip", "items/s", "time") + ("pad",) * audio
-        for name in names:
-            t.add_column(name, justify="left" if name in ("mod", "split", "backbone", "status") else "right")
-        for p in self.parts:
-            cells = [p.modality, p.split, p.backbone, p.status, str(p.rows), str(p.new_rows),
-                     Text(str(p.skipped), style="yellow" if p.skipped else ""),
-                     f"{p.rate:.1f}" if p.rate else "-", f"{p.seconds:.1f}s"]
-            if audio:
-                cells.append(f"{100 * p.padding:.0f}%" if p.padding is not None else "-")
-            t.add_row(*cells)
-        return t
-
 
 def write_errors(directory: Path, errors: list[dict]) -> Path:
     """Replace `directory/errors.jsonl` (one JSON object per skipped input) atomically; returns its path."""
@@ -80,16 +64,3 @@ def read_errors(directory: Path) -> list[dict]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-class RateColumn(ProgressColumn):
-    """Items per second of a task."""
-
-    def render(self, task) -> Text:
-        return Text(f"{task.speed:.1f}/s" if task.speed else "-/s", style="progress.data.speed")
-
-
-def make_progress(console=None, enabled: bool = True) -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
-                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console,
-                    disable=not enabled, transient=False)

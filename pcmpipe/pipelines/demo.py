@@ -19,9 +19,11 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
+from pcmpipe.cache.layout import runs_root
 from pcmpipe.errors import UserError
+from pcmpipe.pipelines.run import Note, OnEvent
 
 TINY_BACKBONES = {"image": "clip-tiny-image", "text": "clip-tiny-text", "audio": "hubert-tiny"}
 RANDOM_WEIGHTS = {"image": "random:0", "text": "random:0", "audio": "random:0"}
@@ -56,7 +58,7 @@ def demo_pipeline(data_root: Path, cache_root: Path, fast: bool = False) -> dict
         # so t = 0.99 would mark most of a batch as "the same view" and the target would no longer be the
         # identity-like matrix Eq. 7 intends. 0.9999 marks only true shared views (cosine 1.0).
         "defaults": {"patience": 6, "lr": 1e-3, "weight_decay": 0.2, "seed": 0, "threshold": 0.9999,
-                     "progress": False, "cache_root": str(cache_root), "runs_root": str(cache_root / "runs")},
+                     "progress": False, "cache_root": str(cache_root), "runs_root": str(runs_root(cache_root))},
         "runs": {
             "demo-flickr8k-pcmc-ITS": {**flickr, "loss": "pcmc"},
             "demo-flickr8k-pcmr-ITS": {**flickr, "loss": "pcmr"},
@@ -98,7 +100,7 @@ def demo_pipeline(data_root: Path, cache_root: Path, fast: bool = False) -> dict
     }
 
 
-def ensure_synthetic(data_root: Path, fast: bool, console) -> None:
+def ensure_synthetic(data_root: Path, fast: bool, on_event: Optional[OnEvent] = None) -> None:
     """Write the synthetic datasets once; a marker file says a dataset was written completely."""
     from pcmpipe.datasets.synthetic import synth
 
@@ -112,32 +114,33 @@ def ensure_synthetic(data_root: Path, fast: bool, console) -> None:
             raise UserError(f"{data_root} holds a demo of another size; use another --out or delete {data_root.parent}")
         if target.exists():  # an interrupted synth of this demo: start that dataset again
             shutil.rmtree(target)
-        console.print(f"[bold]synth[/] {ds} -> {target}", highlight=False)
+        if on_event is not None:
+            on_event(Note(f"synth {ds} -> {target}"))
         summary = synth(ds, target, images=size[ds], seed=0)
         marker.write_text(json.dumps({"request": want, "summary": summary}, indent=2))
 
 
-def run_demo(out: str | Path = "demo", fast: bool = False, console=None) -> dict[str, Any]:
-    """Run the demo under `out` (data/, cache/, cache/runs/, report/); returns paths and the wall time."""
-    from rich.console import Console
+def run_demo(out: str | Path = "demo", fast: bool = False, on_event: Optional[OnEvent] = None) -> dict[str, Any]:
+    """Run the demo under `out` (data/, cache/, cache/runs/, report/).
 
+    Returns {"report": the built Report, "paths": report.md and report.html, "wall_s", "cpu_s", "runs_root"};
+    progress goes to `on_event` (the pipeline runner's events).
+    """
     from pcmpipe.pipelines.spec import pipeline_from_dict
     from pcmpipe.pipelines.run import run_pipeline
-    from pcmpipe.report.build import write_report
+    from pcmpipe.report.build import build_report, write_report
 
-    console = console or Console()
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory")
     start, cpu_start = time.time(), sum(os.times()[:4])
     data_root, cache_root = out / "data", out / "cache"
-    ensure_synthetic(data_root, fast, console)
+    ensure_synthetic(data_root, fast, on_event)
     pipeline = pipeline_from_dict(demo_pipeline(data_root, cache_root, fast), path=None)
     pipeline.command = f"pcmpipe demo --out {out}" + (" --fast" if fast else "")  # what the plan advertises
-    run_pipeline(pipeline, console=console)
-    paths = write_report(cache_root / "runs", out / "report", console=console)
+    run_pipeline(pipeline, on_event=on_event)
+    report = build_report(runs_root(cache_root))
+    paths = write_report(report, out / "report")
     wall = time.time() - start
     cpu = sum(os.times()[:4]) - cpu_start  # user + system, this process and its children
-    console.print(f"[bold green]demo done[/] in {wall:.0f} s wall ({cpu:.0f} s CPU): {paths['markdown']} and "
-                  f"{paths['html']}", highlight=False)
-    return {"report": paths, "wall_s": wall, "cpu_s": cpu, "runs_root": cache_root / "runs"}
+    return {"report": report, "paths": paths, "wall_s": wall, "cpu_s": cpu, "runs_root": runs_root(cache_root)}

@@ -4,21 +4,22 @@ Steps: `extract` (per dataset: the cached modalities the runs need), `train` / `
 evaluations (`zeroshot`, `enrichment`) on finished runs. A step is `cached` when its output already exists and
 matches (complete cache manifests; a complete run directory with the same config fingerprint; an evaluation
 file written with the same options), so a second call does nothing and a killed call resumes.
+
+The runner prints nothing: it reports through `on_event` (PlanReady, StepStarted, StepProgress while features
+are extracted, StepFinished; Note for one-line messages), and the CLI renders those (pcmpipe.cli.render).
 """
 
 from __future__ import annotations
 
-import importlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
+from pcmpipe.datasets.base import SPLITS
 from pcmpipe.errors import UserError
 from pcmpipe.pipelines.spec import PIPELINE_RECORDS, DataSpec, EvalSpec, Pipeline, RunSpec
 from pcmpipe.training.rundir import final_dir, is_complete, read_json, run_config, write_json
-
-SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -31,16 +32,59 @@ class Step:
     detail: str = ""
 
 
+@dataclass(frozen=True)
+class PlanReady:
+    name: str
+    title: str
+    steps: list[Step]
+
+
+@dataclass(frozen=True)
+class StepStarted:
+    step: Step
+
+
+@dataclass(frozen=True)
+class StepProgress:
+    """Items of one part of a running step done so far (extraction: one dataset, modality and split)."""
+
+    task: str
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class StepFinished:
+    step: Step
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Note:
+    text: str
+
+
+Event = Union[PlanReady, StepStarted, StepProgress, StepFinished, Note]
+OnEvent = Callable[[Event], None]
+
+
+def _ignore(event: Event) -> None:
+    """The `on_event` of a caller that wants no reports."""
+
+
 # ---------------------------------------------------------------- status checks
 
 def cached_complete(cache_root: Path, dataset: str, modality: str, splits=SPLITS) -> bool:
-    """True when every split of (dataset, modality) has a complete manifest."""
+    """True when every split of (dataset, modality) has a complete manifest (an unreadable one: not complete,
+    and the extraction step then says what is wrong with it)."""
+    from pcmpipe.cache.reader import read_manifest
+
     for split in splits:
-        path = Path(cache_root) / dataset / modality / split / "manifest.json"
         try:
-            if not read_json(path).get("complete"):
-                return False
-        except (OSError, ValueError):
+            manifest = read_manifest(cache_root, dataset, modality, split)
+        except UserError:
+            return False
+        if not (manifest or {}).get("complete"):
             return False
     return True
 
@@ -93,22 +137,22 @@ def _train_command(spec: RunSpec) -> str:
     return out
 
 
-def make_plan(p: Pipeline, console=None) -> list[Step]:
+def make_plan(p: Pipeline, on_event: Optional[OnEvent] = None) -> list[Step]:
     """Every step of the pipeline with its status; actions run the missing ones."""
     steps: list[Step] = []
-    cache_root = p.cache_root
+    cache_root, emit = p.cache_root, on_event or _ignore
     for ds, spec in p.data.items():
         if not any(r.train.dataset == ds for r in p.runs.values()):
             continue
         mods = needed_modalities(p, ds)
         missing = [m for m in mods if not cached_complete(cache_root, ds, m)]
         steps.append(Step("extract", ds, "missing" if missing else "cached", _extract_command(spec, cache_root, mods),
-                          action=(lambda spec=spec, missing=missing: _extract(spec, cache_root, missing, console)),
+                          action=(lambda spec=spec, missing=missing: _extract(spec, cache_root, missing, emit)),
                           detail=f"missing: {','.join(missing)}" if missing else f"cached: {','.join(mods)}"))
     for name, spec in p.runs.items():
         done = run_is_done(spec)
         steps.append(Step("finetune" if spec.finetune else "train", name, "cached" if done else "missing",
-                          _train_command(spec), action=(lambda spec=spec: _train(spec, console))))
+                          _train_command(spec), action=(lambda spec=spec: _train(spec, emit))))
     for ev in p.evaluations:
         spec = p.runs[ev.run]
         done = eval_is_done(ev, spec)
@@ -118,64 +162,27 @@ def make_plan(p: Pipeline, console=None) -> list[Step]:
     return steps
 
 
-def print_plan(p: Pipeline, steps: list[Step], console) -> None:
-    from rich.table import Table
-
-    t = Table(title=f"{p.name}: {p.title}", title_justify="left")
-    for col in ("step", "target", "status", "command"):
-        t.add_column(col, overflow="fold")
-    colour = {"cached": "green", "missing": "yellow", "blocked": "red"}
-    for s in steps:
-        t.add_row(s.kind, s.target, f"[{colour.get(s.status, 'white')}]{s.status}[/]", s.command)
-    console.print(t)
-
-
 # ---------------------------------------------------------------- actions
 
-def _extract(spec: DataSpec, cache_root: Path, modalities: list[str], console) -> None:
-    try:
-        extract_mod = importlib.import_module("pcmpipe.extract.runner")
-    except ModuleNotFoundError as e:
-        if e.name != "pcmpipe.extract.runner":
-            raise
-        raise UserError("feature extraction (pcmpipe.extract.runner) is not available in this install; "
-                        "extract the features with another pcmpipe or import them with `pcmpipe import-features`") from None
+def _extract(spec: DataSpec, cache_root: Path, modalities: list[str], emit: OnEvent) -> None:
+    from pcmpipe.extract import extract
+
     opts = dict(spec.options.get("extract") or {})  # e.g. batch_size, fmt, device, workers
-    extract_mod.extract(spec.dataset, spec.root, modalities=modalities, backbones=dict(spec.backbones),
-                        weights=dict(spec.weights), cache_root=cache_root, console=console, **opts)
+    extract(spec.dataset, spec.root, modalities=modalities, backbones=dict(spec.backbones),
+            weights=dict(spec.weights), cache_root=cache_root,
+            progress=lambda task, done, total: emit(StepProgress(task, done, total)), **opts)
 
 
-def _train(spec: RunSpec, console) -> None:
-    from pcmpipe.cli.training_progress import TrainingRenderer  # the runner reports on its console as the CLI does
-
-    renderer = TrainingRenderer(console)
-    try:
-        _run_training(spec, renderer)
-    finally:
-        renderer.close()
-
-
-def _run_training(spec: RunSpec, on_event) -> None:
+def _train(spec: RunSpec, emit: OnEvent) -> None:
+    """Train (or fine-tune) one run; its training events go to the pipeline's `on_event` as they are."""
     if spec.finetune:
-        try:
-            ft = importlib.import_module("pcmpipe.training.finetune")
-        except ModuleNotFoundError as e:
-            if e.name != "pcmpipe.training.finetune":
-                raise
-            raise FinetuneUnavailable(spec.name) from None
-        if not isinstance(spec.train, ft.FinetuneConfig):  # loaded while the module was missing
-            raise FinetuneUnavailable(spec.name)
-        ft.finetune(spec.train, on_event=on_event)
+        from pcmpipe.training.finetune import finetune
+
+        finetune(spec.train, on_event=emit)
         return
     from pcmpipe.training.stage2 import train
 
-    train(spec.train, on_event=on_event)
-
-
-class FinetuneUnavailable(UserError):
-    def __init__(self, run: str):
-        super().__init__(f"run {run} fine-tunes backbones, but pcmpipe.training.finetune is not available in this install")
-        self.run = run
+    train(spec.train, on_event=emit)
 
 
 def run_evaluation(ev: EvalSpec, spec: RunSpec, cache_root: Path) -> Path:
@@ -220,37 +227,23 @@ def write_record(p: Pipeline) -> Path:
     return path
 
 
-def run_pipeline(p: Pipeline, *, dry_run: bool = False, console=None) -> list[Step]:
-    """Print the plan; unless dry_run, do the missing steps in order and record the pipeline for the report.
+def run_pipeline(p: Pipeline, *, dry_run: bool = False, on_event: Optional[OnEvent] = None) -> list[Step]:
+    """Report the plan; unless dry_run, do the missing steps in order and record the pipeline for the report.
 
-    Fine-tuned runs whose module is not installed are skipped (with their evaluations); the other steps still
-    run, and one UserError at the end names what was skipped.
+    Returns the steps, their status "done" where this call ran them.
     """
-    from rich.console import Console
-
-    console = console or Console()
-    steps = make_plan(p, console)
-    print_plan(p, steps, console)
+    emit = on_event or _ignore
+    steps = make_plan(p, emit)
+    emit(PlanReady(p.name, p.title, list(steps)))
     if dry_run:
         return steps
     write_record(p)
-    skipped: list[str] = []
     for s in steps:
         if s.status == "cached" or s.action is None:
             continue
-        if s.kind in ("zeroshot", "enrichment") and s.target in skipped:
-            continue
-        console.print(f"[bold]{s.kind}[/] {s.target}", highlight=False)
+        emit(StepStarted(s))
         t0 = time.perf_counter()
-        try:
-            s.action()
-        except FinetuneUnavailable as e:
-            skipped.append(e.run)
-            console.print(f"[yellow]skipped:[/] {e}", highlight=False)
-            continue
+        s.action()
         s.status = "done"
-        console.print(f"[green]done[/] {s.kind} {s.target} in {time.perf_counter() - t0:.1f} s", highlight=False)
-    if skipped:
-        raise UserError(f"{len(skipped)} fine-tuning run(s) skipped because pcmpipe.training.finetune is not available "
-                        f"({', '.join(skipped)}); every other step of {p.name} is done")
+        emit(StepFinished(s, time.perf_counter() - t0))
     return steps

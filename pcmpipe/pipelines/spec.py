@@ -18,7 +18,6 @@ records, so the report knows which run fills which table cell.
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional

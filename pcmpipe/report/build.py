@@ -1,4 +1,4 @@
-"""`pcmpipe report`: every recorded pipeline's tables (terminal, report.md, report.html), plus plots.
+"""`pcmpipe report`: every recorded pipeline's tables and plots as a Report, and its report.md / report.html.
 
 Sections follow the pipeline records `pcmpipe run` left under `<runs_root>/_pipelines/`; a last section lists
 every run found with trained vs untrained vs chance and the training curves. Each section opens with where its
@@ -8,33 +8,19 @@ cache manifests record them, and the match level, so a synthetic run is never mi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from pcmpipe.errors import UserError
 from pcmpipe.report import plots
+from pcmpipe.report.model import Report, Section
 from pcmpipe.report.paper import paper_source
+from pcmpipe.report.render.html import report_html
+from pcmpipe.report.render.markdown import report_markdown
 from pcmpipe.report.results import RunResult, cache_manifest, load_pipeline_records, load_runs
-from pcmpipe.report.tables import Table, build_table, m_modalities_values, mean_metric
+from pcmpipe.report.tables import build_table, m_modalities_values, mean_metric
 
 REAL_TEST_SIZES = {"flickr8k": ("I", 1000), "cub": ("C", 50)}  # the paper's test split, for the scale line
-
-
-@dataclass
-class Section:
-    title: str
-    provenance: list[str]
-    tables: list[Table] = field(default_factory=list)
-    figures: list[plots.Figure] = field(default_factory=list)
-    missing_runs: set[str] = field(default_factory=set)
-
-
-@dataclass
-class Report:
-    title: str
-    preamble: list[str]
-    sections: list[Section]
 
 
 def _weights_line(manifest: Optional[dict]) -> str:
@@ -144,12 +130,8 @@ def build_report(runs_root: Path) -> Report:
     return Report(title="pcmpipe report", preamble=preamble, sections=sections)
 
 
-def write_report(runs_root: Path, out: Path, console=None) -> dict[str, Path]:
-    """Build the report, print it (rich), write out/report.md, out/report.html, out/figures/*.png."""
-    from pcmpipe.report.html import report_html
-    from pcmpipe.report.markdown import report_markdown
-
-    report = build_report(runs_root)
+def write_report(report: Report, out: Path) -> dict[str, Path]:
+    """Write out/report.md, out/report.html and out/figures/*.png for a built report; returns their paths."""
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     n = 0
@@ -161,33 +143,4 @@ def write_report(runs_root: Path, out: Path, console=None) -> dict[str, Path]:
     md, html_path = out / "report.md", out / "report.html"
     md.write_text(report_markdown(report), encoding="utf-8")
     html_path.write_text(report_html(report), encoding="utf-8")
-    if console is not None:
-        print_report(report, console)
     return {"markdown": md, "html": html_path}
-
-
-def print_report(report: Report, console) -> None:
-    """Every table in the terminal (rich)."""
-    from rich.table import Table as RichTable
-
-    from pcmpipe.report.markdown import display_rows, header_labels, t_provenance
-
-    styles = {"ours": "bold", "paper": "dim", "delta": "dim italic", "paper-only": "dim", "derived": "italic",
-              "chance": "dim"}
-    console.print(f"[bold]{report.title}[/]")
-    for p in report.preamble:
-        console.print(p, highlight=False)
-    for sec in report.sections:
-        console.rule(sec.title)
-        for p in sec.provenance:
-            console.print(f"[yellow]{p}[/]" if "SYNTHETIC" in p or "RANDOM" in p else p, highlight=False)
-        for t in sec.tables:
-            rt = RichTable(title=t.title, title_justify="left", show_lines=False)
-            rt.add_column("")
-            for h in header_labels(t):
-                rt.add_column(h, justify="right")
-            for style, label, cells in display_rows(t):
-                rt.add_row(label, *cells, style=styles.get(style, ""))
-            console.print(rt)
-            for line in t_provenance(sec, t) + t.notes:
-                console.print(f"  {line}", highlight=False)

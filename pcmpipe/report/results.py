@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from pcmpipe.errors import UserError
 from pcmpipe.training.rundir import COMPLETE_MARKER, read_metrics
 
 PIPELINE_RECORDS = "_pipelines"
@@ -108,6 +109,11 @@ def load_pipeline_records(runs_root: Path) -> list[dict]:
 
 
 def cache_manifest(cache_root: Path, dataset: str, modality: str, split: str = "test") -> Optional[dict]:
-    """The manifest.json of one cached (dataset, modality, split), or None."""
-    rec = _read(cache_root / dataset / modality / split / "manifest.json")
-    return rec if isinstance(rec, dict) else None
+    """The manifest.json of one cached (dataset, modality, split), or None (also when unreadable: the report
+    then says "no cache manifest found" instead of stopping)."""
+    from pcmpipe.cache.reader import read_manifest
+
+    try:
+        return read_manifest(cache_root, dataset, modality, split)
+    except UserError:
+        return None

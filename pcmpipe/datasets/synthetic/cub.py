@@ -127,7 +127,8 @@ def synth_cub(out: Path, images_per_class: int = 3, seed: int = 0, text_subdir: 
             iid += 1
             stem = f"{folder.split('.', 1)[1]}_{j + 1:04d}_{int(rng.integers(1000, 99999))}"
             bg = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
-            img = draw_bird(IMAGE_SIZE, parts, scale * rng.uniform(0.9, 1.05), *rng.uniform(-1, 1, 2), bg)
+            dx, dy = rng.uniform(-1, 1, 2)
+            img = draw_bird(IMAGE_SIZE, parts, scale * rng.uniform(0.9, 1.05), dx, dy, bg)
             img.save(cub / "images" / folder / f"{stem}.jpg", quality=90)
             images.append(f"{iid} {folder}/{stem}.jpg")
             labels.append(f"{iid} {cid}")
@@ -135,10 +136,10 @@ def synth_cub(out: Path, images_per_class: int = 3, seed: int = 0, text_subdir: 
             vec = _image_attributes(lat, rng)
             class_vecs[cid - 1] += vec / images_per_class
             certs, times = rng.integers(1, 5, NUM_ATTRIBUTES), rng.uniform(1, 30, NUM_ATTRIBUTES)
-            for a in range(NUM_ATTRIBUTES):
-                cert, t = certs[a], times[a]
-                extra = " 0" if (iid * NUM_ATTRIBUTES + a) % 997 == 0 else ""  # the real file's malformed lines
-                attr_lines.append(f"{iid} {a + 1} {vec[a]} {cert}{extra} {t:.3f}")
+            for k in range(NUM_ATTRIBUTES):
+                cert, t = certs[k], times[k]
+                extra = " 0" if (iid * NUM_ATTRIBUTES + k) % 997 == 0 else ""  # the real file's malformed lines
+                attr_lines.append(f"{iid} {k + 1} {vec[k]} {cert}{extra} {t:.3f}")
             nl = "\r\n" if cid % 7 == 0 else "\n"  # some caption files with CRLF
             (text_root / folder / f"{stem}.txt").write_bytes(nl.join(_captions(lat, rng)).encode() + nl.encode())
 

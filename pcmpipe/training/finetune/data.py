@@ -74,7 +74,9 @@ def encode_records(modality: str, key: str, records: list[Record], backbone: Bac
 
 def cached_or_none(cache_root: str | Path, dataset: str, modality: str, split: str) -> ModalityData | None:
     """The cached features of (dataset, modality, split), or None when that cache does not exist."""
-    if not (Path(cache_root) / dataset / modality / split / "manifest.json").is_file():
+    from pcmpipe.cache.layout import manifest_path
+
+    if not manifest_path(cache_root, dataset, modality, split).is_file():
         return None
     return load_modality(cache_root, dataset, modality, split)
 
@@ -141,16 +143,16 @@ def live_loader(dataset: LiveInputs, batches: list[list[int]], workers: int, pin
 
 
 # modality -> the kind of frozen backbone that extracts it when no cache exists (others: the records' vectors)
-FROZEN_KIND = {"I": "image", "T": "text", "P": "text"}
+from pcmpipe.modalities import TOWER_KINDS as FROZEN_KIND  # noqa: E402
 
 
 def _check_backbone(directory: str, name: str, weights: str) -> None:
     """A cached frozen modality must come from the backbone the run is configured with (else mixed towers)."""
-    import json
-
     from pcmpipe.backbones import parse_weights
+    from pcmpipe.cache.layout import MANIFEST
+    from pcmpipe.cache.manifest import load_manifest
 
-    meta = json.loads((Path(directory) / "manifest.json").read_text()).get("meta", {})
+    meta = load_manifest(Path(directory) / MANIFEST).get("meta", {})
     want = (name, parse_weights(weights).label)
     have = (meta.get("backbone"), meta.get("weights"))
     if have[0] is not None and (have[0] != want[0] or (want[1] != "checkpoint" and have[1] != want[1])):
@@ -178,7 +180,7 @@ class Sources:
         weights = {k: cfg.backbone_spec(k)[1] for k in ("image", "text")}
         extract(cfg.dataset, cfg.data_root, modalities=[m], splits=[split], backbones=backbones, weights=weights,
                 device=str(self.device), batch_size=min(cfg.encode_batch, 256), workers=cfg.num_workers,
-                cache_root=cfg.cache_root, progress=False)
+                cache_root=cfg.cache_root)
 
     def split(self, split: str):
         """-> (SplitData over all modalities, live modality -> records aligned with its placeholder rows)."""

@@ -29,7 +29,7 @@ from pcmpipe.heads import build_heads
 from pcmpipe.training.optim import param_groups
 
 # modality kind -> the names a user gives to --unfreeze, and the modality each drives in CUB/Flickr8k
-UNFREEZABLE = {"image": "I", "text": "T"}
+from pcmpipe.modalities import UNFREEZABLE  # noqa: E402  (re-exported: recipe.py imports it from here)
 
 
 def in_tower(kind: str, name: str) -> bool:

@@ -1,4 +1,4 @@
-"""Plain-text rendering shared by the terminal, Markdown and HTML outputs.
+"""Cell text and row order shared by every renderer (terminal, Markdown, HTML); no renderer-specific markup.
 
 `display_rows` turns a Table into the rows people read: each run row with our numbers, followed (when the
 paper has values for it) by a "paper" row and a "Δ" row (ours minus paper, in points). Missing values are "—".
@@ -6,12 +6,10 @@ paper has values for it) by a "paper" row and a "Δ" row (ours minus paper, in p
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
-from pcmpipe.report.tables import Row, Table
-
-if TYPE_CHECKING:  # pragma: no cover
-    from pcmpipe.report.build import Report
+from pcmpipe.report.model import Section
+from pcmpipe.report.tables import Table
 
 MISSING = "—"
 
@@ -50,45 +48,7 @@ def header_labels(table: Table) -> list[str]:
     return labels
 
 
-def _escape(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
-def table_markdown(table: Table, provenance: list[str]) -> str:
-    lines = [f"### {table.title}", ""]
-    lines += [f"> {p}" for p in provenance]
-    if provenance:
-        lines.append("")
-    if table.rows:
-        heads = ["", *header_labels(table)]
-        lines.append("| " + " | ".join(_escape(h) for h in heads) + " |")
-        lines.append("|" + "---|" * len(heads))
-        for style, label, cells in display_rows(table):
-            text = _escape(label.strip())
-            lab = f"**{text}**" if style == "ours" else text if style == "paper-only" else f"*{text}*"
-            lines.append("| " + " | ".join([lab, *cells]) + " |")
-        lines.append("")
-    for n in table.notes:
-        lines.append(f"- {n}")
-    if table.notes:
-        lines.append("")
-    return "\n".join(lines)
-
-
-def report_markdown(report: "Report") -> str:
-    lines = [f"# {report.title}", "", *[f"{line}  " for line in report.preamble], ""]
-    for sec in report.sections:
-        lines += [f"## {sec.title}", ""]
-        lines += [f"> {p}" for p in sec.provenance]
-        lines.append("")
-        for t in sec.tables:
-            lines.append(table_markdown(t, t_provenance(sec, t)))
-        for f in sec.figures:
-            lines += [f"![{f.title}]({f.filename})", "", f"*{f.title}*: {f.caption}", ""]
-    return "\n".join(lines) + "\n"
-
-
-def t_provenance(section, table: Table) -> list[str]:
+def t_provenance(section: Section, table: Table) -> list[str]:
     """Per-table provenance: the runs that filled it (section-level provenance covers data and weights)."""
     runs = list(dict.fromkeys(table.runs))
     missing = [r for r in runs if r in section.missing_runs]

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import base64
 import html
-from typing import TYPE_CHECKING
 
-from pcmpipe.report.markdown import display_rows, header_labels, t_provenance
-
-if TYPE_CHECKING:  # pragma: no cover
-    from pcmpipe.report.build import Report
+from pcmpipe.report.display import display_rows, header_labels, t_provenance
+from pcmpipe.report.model import Report
+from pcmpipe.report.tables import Table
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
@@ -57,7 +55,7 @@ def _quote(lines: list[str]) -> str:
     return "\n".join(out)
 
 
-def table_html(table, provenance: list[str]) -> str:
+def table_html(table: Table, provenance: list[str]) -> str:
     parts = [f"<h3>{_e(table.title)}</h3>", _quote(provenance)]
     if table.rows:
         parts.append("<table>")
@@ -75,7 +73,7 @@ def table_html(table, provenance: list[str]) -> str:
     return "\n".join(parts)
 
 
-def report_html(report: "Report") -> str:
+def report_html(report: Report) -> str:
     body = [f"<h1>{_e(report.title)}</h1>", _quote(report.preamble),
             '<button id="toggle-paper" type="button">hide paper values</button>']
     for sec in report.sections:

@@ -1,0 +1,1 @@
+"""Renderers of a Report: terminal (rich), Markdown, HTML. The only report code that prints."""
