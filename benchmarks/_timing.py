@@ -30,8 +30,10 @@ REPO = Path(__file__).resolve().parents[1]
 PERF_DOC = REPO / "docs" / "performance.md"
 TABLE_BEGIN = "<!-- benchmark table: rows are rewritten by benchmarks/*.py -->"
 TABLE_END = "<!-- end of benchmark table -->"
-HEADER = ("| what | target | measured | ratio | meets target | machine, date | command |\n"
-          "| --- | --- | --- | --- | --- | --- | --- |")
+HEADER = (
+    "| what | target | measured | ratio | meets target | machine, date | command |\n"
+    "| --- | --- | --- | --- | --- | --- | --- |"
+)
 
 
 def parse_args(description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
@@ -42,8 +44,12 @@ def parse_args(description: str, extra: Callable[[argparse.ArgumentParser], None
     p.add_argument("--doc", type=Path, default=PERF_DOC, help="markdown file whose table row is rewritten")
     p.add_argument("--no-write", action="store_true", help="print the result only")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
-    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
-                   help="wall: elapsed seconds; cpu: this process's CPU seconds (robust on a loaded machine)")
+    p.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="wall: elapsed seconds; cpu: this process's CPU seconds (robust on a loaded machine)",
+    )
     if extra is not None:
         extra(p)
     args = p.parse_args()
@@ -94,8 +100,14 @@ def timed(fn: Callable[[], object], device: str | torch.device = "cpu") -> tuple
     return now() - t0, out
 
 
-def compare(ours: Callable[[], object], baseline: Callable[[], object], *, repeats: int = 3, warmup: int = 1,
-            device: str | torch.device = "cpu") -> dict:
+def compare(
+    ours: Callable[[], object],
+    baseline: Callable[[], object],
+    *,
+    repeats: int = 3,
+    warmup: int = 1,
+    device: str | torch.device = "cpu",
+) -> dict:
     """Alternate ours/baseline `repeats` times after `warmup` rounds -> medians, all times and ratio.
 
     ratio = median(baseline) / median(ours): > 1 means our path is faster.
@@ -108,12 +120,18 @@ def compare(ours: Callable[[], object], baseline: Callable[[], object], *, repea
         t_ours.append(timed(ours, device)[0])
         t_base.append(timed(baseline, device)[0])
     m_ours, m_base = statistics.median(t_ours), statistics.median(t_base)
-    return {"ours_s": m_ours, "baseline_s": m_base, "speedup": m_base / m_ours, "ours_all": t_ours,
-            "baseline_all": t_base}
+    return {
+        "ours_s": m_ours,
+        "baseline_s": m_base,
+        "speedup": m_base / m_ours,
+        "ours_all": t_ours,
+        "baseline_all": t_base,
+    }
 
 
-def matmul_rate(device: str | torch.device = "cpu", n: int = 1024, dtype: torch.dtype = torch.float32,
-                seconds: float = 1.0) -> float:
+def matmul_rate(
+    device: str | torch.device = "cpu", n: int = 1024, dtype: torch.dtype = torch.float32, seconds: float = 1.0
+) -> float:
     """Sustained FLOP/s of an n x n x n matmul (best of repeated bursts over about `seconds`).
 
     This is the machine's practical peak for the dtype on this device with torch's current thread count:
@@ -124,7 +142,7 @@ def matmul_rate(device: str | torch.device = "cpu", n: int = 1024, dtype: torch.
     out = torch.empty(n, n, device=device, dtype=dtype)
     torch.mm(a, b, out=out)
     reps = 1 if torch.device(device).type == "cpu" else 20
-    return 2.0 * n ** 3 / best_of(lambda: torch.mm(a, b, out=out), reps, seconds, device)
+    return 2.0 * n**3 / best_of(lambda: torch.mm(a, b, out=out), reps, seconds, device)
 
 
 def best_of(fn: Callable[[], object], reps: int, seconds: float, device: str | torch.device = "cpu") -> float:
@@ -157,8 +175,10 @@ def machine(device: str | torch.device = "cpu") -> str:
             cpu = names[0]
     except OSError:
         pass
-    return (f"CPU {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, {clock_name()} "
-            f"(torch {torch.__version__})")
+    return (
+        f"CPU {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, {clock_name()} "
+        f"(torch {torch.__version__})"
+    )
 
 
 def command_line() -> str:
@@ -182,8 +202,9 @@ def command_line() -> str:
     return " ".join(["python", str(script), *args])
 
 
-def write_row(doc: Path, what: str, target: str, measured: str, ratio: str, ok: bool | None,
-              device: str | torch.device = "cpu") -> str:
+def write_row(
+    doc: Path, what: str, target: str, measured: str, ratio: str, ok: bool | None, device: str | torch.device = "cpu"
+) -> str:
     """Insert or replace the table row whose first cell is `what` in `doc`; returns the row.
 
     The table sits between TABLE_BEGIN and TABLE_END; a missing file or table is created. Other rows and the

@@ -32,9 +32,11 @@ def flickr_test(images: int, per_image: int, dim: int, seed: int = 0):
     t_emb = i_emb.repeat_interleave(per_image, 0) + 3.5 * torch.randn(len(cap_ids), dim, generator=g)
     s_emb = t_emb + 3.5 * torch.randn(len(cap_ids), dim, generator=g)
     emb = {"I": i_emb, "T": t_emb, "S": s_emb}
-    cols = {"I": {"id": img_ids, "image_id": img_ids},
-            "T": {"id": cap_ids, "caption_id": cap_ids, "image_id": cap_img},
-            "S": {"id": cap_ids, "caption_id": cap_ids, "image_id": cap_img}}
+    cols = {
+        "I": {"id": img_ids, "image_id": img_ids},
+        "T": {"id": cap_ids, "caption_id": cap_ids, "image_id": cap_img},
+        "S": {"id": cap_ids, "caption_id": cap_ids, "image_id": cap_img},
+    }
     keys = {"I": "image_id", "T": "caption_id", "S": "caption_id"}
     return emb, cols, keys
 
@@ -62,12 +64,19 @@ def main() -> None:
     rate = max(rate, _timing.matmul_rate(args.device))
     t = float(np.median(times[1:]))
     floor = flops / rate
-    print(f"{t:.3f} s (runs {[round(x, 3) for x in times]}); floor {floor:.3f} s = {flops / 1e9:.1f} GFLOP at "
-          f"{rate / 1e9:.1f} GFLOP/s; mean r@1 {result['mean']['r@1']:.1f}")
+    print(
+        f"{t:.3f} s (runs {[round(x, 3) for x in times]}); floor {floor:.3f} s = {flops / 1e9:.1f} GFLOP at "
+        f"{rate / 1e9:.1f} GFLOP/s; mean r@1 {result['mean']['r@1']:.1f}"
+    )
     what = f"evaluation, all 6 directions ({n_i:,} I, {n_c:,} T, {n_c:,} S; {args.dim}-d; r@1, r@5, R-P)"
-    _timing.report(args, what, "< 1 s compute; ratio to matmul floor reported",
-                   f"{t:.3f} s; floor {floor:.3f} s ({flops / 1e9:.1f} GFLOP / {rate / 1e9:.0f} GFLOP/s)",
-                   f"{t / floor:.1f} x matmul floor", t < 1.0)
+    _timing.report(
+        args,
+        what,
+        "< 1 s compute; ratio to matmul floor reported",
+        f"{t:.3f} s; floor {floor:.3f} s ({flops / 1e9:.1f} GFLOP / {rate / 1e9:.0f} GFLOP/s)",
+        f"{t / floor:.1f} x matmul floor",
+        t < 1.0,
+    )
 
 
 if __name__ == "__main__":

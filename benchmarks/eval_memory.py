@@ -23,7 +23,7 @@ import _timing  # noqa: E402
 
 from pcmpipe.evaluation.metrics import peak_memory, r_precision, recall_at_k, retrieval_metrics_blocked  # noqa: E402
 
-GIB = 1024 ** 3
+GIB = 1024**3
 
 
 def problem(n: int, dim: int, classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -41,8 +41,12 @@ def check_equal_to_dense(n: int, dim: int, classes: int, block: int) -> dict:
     q, x, ql, gl = problem(n, dim, classes, seed=1)
     blocked = retrieval_metrics_blocked(q, x, ql.numpy(), gl.numpy(), ks=(1, 5, 10), block=block)
     sim, pos = q @ x.T, ql[:, None] == gl[None, :]
-    dense = {"r@1": recall_at_k(sim, pos, 1), "r@5": recall_at_k(sim, pos, 5), "r@10": recall_at_k(sim, pos, 10),
-             "R-P": r_precision(sim, pos)}
+    dense = {
+        "r@1": recall_at_k(sim, pos, 1),
+        "r@5": recall_at_k(sim, pos, 5),
+        "r@10": recall_at_k(sim, pos, 10),
+        "R-P": r_precision(sim, pos),
+    }
     if blocked != dense:
         raise SystemExit(f"blocked {blocked} != dense {dense}")
     return dense
@@ -69,14 +73,19 @@ def main() -> None:
     seconds = _timing.now() - t0
     dense_bytes = args.n * args.n * 4  # the float32 similarity matrix alone, before sorting it
     inputs = (q.numel() + x.numel()) * 4
-    print(f"{args.n} x {args.n}: {metrics} in {seconds:.1f} s; peak {peak / GIB:.3f} GiB above start "
-          f"(inputs {inputs / GIB:.3f} GiB already resident); dense sim matrix alone {dense_bytes / GIB:.1f} GiB")
-    _timing.report(args, f"bounded-memory retrieval eval, {args.n:,} x {args.n:,}, {args.dim}-d, r@1/5/10 + R-P",
-                   "memory bounded; equal to dense",
-                   f"peak {peak / GIB:.2f} GiB above start in {seconds:.0f} s (block {args.block}); "
-                   f"equal to dense on {args.check_n:,}^2",
-                   f"{dense_bytes / max(peak, 1):.0f}x less than the dense fp32 matrix ({dense_bytes / GIB:.1f} GiB)",
-                   True)
+    print(
+        f"{args.n} x {args.n}: {metrics} in {seconds:.1f} s; peak {peak / GIB:.3f} GiB above start "
+        f"(inputs {inputs / GIB:.3f} GiB already resident); dense sim matrix alone {dense_bytes / GIB:.1f} GiB"
+    )
+    _timing.report(
+        args,
+        f"bounded-memory retrieval eval, {args.n:,} x {args.n:,}, {args.dim}-d, r@1/5/10 + R-P",
+        "memory bounded; equal to dense",
+        f"peak {peak / GIB:.2f} GiB above start in {seconds:.0f} s (block {args.block}); "
+        f"equal to dense on {args.check_n:,}^2",
+        f"{dense_bytes / max(peak, 1):.0f}x less than the dense fp32 matrix ({dense_bytes / GIB:.1f} GiB)",
+        True,
+    )
 
 
 if __name__ == "__main__":

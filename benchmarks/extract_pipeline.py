@@ -87,9 +87,19 @@ def main() -> None:
             def ours():
                 cache = Path(tmp) / f"cache-{m}-{len(runs)}"
                 runs.append(cache)
-                extract_mod.extract("flickr8k", data, modalities=[m], splits=["train"], device=args.device,
-                                    batch_size=args.batch, workers=workers, cache_root=cache, limit=args.items,
-                                    backbones={KIND[m]: name}, weights={KIND[m]: "random:0"})
+                extract_mod.extract(
+                    "flickr8k",
+                    data,
+                    modalities=[m],
+                    splits=["train"],
+                    device=args.device,
+                    batch_size=args.batch,
+                    workers=workers,
+                    cache_root=cache,
+                    limit=args.items,
+                    backbones={KIND[m]: name},
+                    weights={KIND[m]: "random:0"},
+                )
                 shutil.rmtree(cache)
 
             def bare():
@@ -100,11 +110,18 @@ def main() -> None:
             res = _timing.compare(ours, bare, repeats=args.repeats, warmup=0, device=args.device)
             n, ratio = len(records), res["baseline_s"] / res["ours_s"]
             print(f"{m}: {n} items, extract {res['ours_all']} s, bare forward {res['baseline_all']} s")
-            what = (f"{KIND[m]} extraction end to end vs bare forward, Flickr8k layout ({name}, {n} items, "
-                    f"batch {args.batch}, {workers} workers, {args.device})")
-            _timing.report(args, what, ">= 0.8 x bare forward",
-                           f"ours {n / res['ours_s']:.1f} items/s, bare forward {n / res['baseline_s']:.1f} items/s",
-                           f"{ratio:.2f} x bare forward", ratio >= 0.8)
+            what = (
+                f"{KIND[m]} extraction end to end vs bare forward, Flickr8k layout ({name}, {n} items, "
+                f"batch {args.batch}, {workers} workers, {args.device})"
+            )
+            _timing.report(
+                args,
+                what,
+                ">= 0.8 x bare forward",
+                f"ours {n / res['ours_s']:.1f} items/s, bare forward {n / res['baseline_s']:.1f} items/s",
+                f"{ratio:.2f} x bare forward",
+                ratio >= 0.8,
+            )
 
 
 if __name__ == "__main__":

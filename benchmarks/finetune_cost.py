@@ -43,14 +43,21 @@ def one_setting(names: tuple[str, str], batch: int, steps: int, checkpointing: b
     torch.manual_seed(0)
     image = create_backbone(names[0], weights="random:0", device=device)
     text = create_backbone(names[1], weights="random:0", device=device)
-    model = Coordinator({"I": image, "T": text}, unfrozen={"I", "T"},
-                        shapes={"I": image.feature_shape, "T": text.feature_shape}, dim=256,
-                        logit_scale_init=1 / 0.07, learnable_scale=True).to(device)
+    model = Coordinator(
+        {"I": image, "T": text},
+        unfrozen={"I", "T"},
+        shapes={"I": image.feature_shape, "T": text.feature_shape},
+        dim=256,
+        logit_scale_init=1 / 0.07,
+        learnable_scale=True,
+    ).to(device)
     model.set_grad_checkpointing(checkpointing)
     opt = torch.optim.AdamW(optimizer_groups(model, head_lr=1e-4, backbone_lr=1e-6, weight_decay=0.2))
     one_image = image.preprocess(Image.new("RGB", (500, 375), (120, 90, 60)))  # [3, S, S] at the tower's size
-    inputs = {"I": (one_image[None] + 0.1 * torch.randn(batch, *one_image.shape)).to(device),
-              "T": text.preprocess([CAPTION] * batch).to(device)}
+    inputs = {
+        "I": (one_image[None] + 0.1 * torch.randn(batch, *one_image.shape)).to(device),
+        "T": text.preprocess([CAPTION] * batch).to(device),
+    }
 
     def step() -> None:
         loss = pcmc_loss(model(inputs), None, logit_scale=model.log_scale.exp())
@@ -60,12 +67,28 @@ def one_setting(names: tuple[str, str], batch: int, steps: int, checkpointing: b
 
     step()  # the first step allocates the optimizer state and warms the kernels
     seconds = [_timing.timed(step, device)[0] for _ in range(steps)]
-    return {"step_s": statistics.median(seconds), "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    return {
+        "step_s": statistics.median(seconds),
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
 
 
 def _child(args, setting: str) -> dict:
-    cmd = [sys.executable, __file__, "--child", setting, "--batch", str(args.batch), "--steps", str(args.steps),
-           "--device", args.device, "--clock", args.clock, "--no-write"]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        setting,
+        "--batch",
+        str(args.batch),
+        "--steps",
+        str(args.steps),
+        "--device",
+        args.device,
+        "--clock",
+        args.clock,
+        "--no-write",
+    ]
     cmd += ["--smoke"] * args.smoke + ["--threads", str(args.threads)] * bool(args.threads)
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode != 0:
@@ -96,13 +119,20 @@ def main() -> None:
     time_ratio, mem_ratio = ours["step_s"] / base["step_s"], ours["peak_rss_gib"] / base["peak_rss_gib"]
     at_128 = lambda s: s / args.batch * 128  # noqa: E731
     print(json.dumps(runs))
-    what = (f"fine-tuning step, activation checkpointing vs none ({names[0]} + {names[1]} unfrozen, PCMC, "
-            f"batch {args.batch}, {args.device})")
-    _timing.report(args, what, "peak memory < without; <= 1.5 x its step time",
-                   f"ours {ours['step_s']:.2f} {_timing.clock_name()}/step ({at_128(ours['step_s']):.0f} at batch 128), "
-                   f"peak RSS {ours['peak_rss_gib']:.2f} GiB; without {base['step_s']:.2f} "
-                   f"({at_128(base['step_s']):.0f} at batch 128), {base['peak_rss_gib']:.2f} GiB",
-                   f"{time_ratio:.2f} x time, {mem_ratio:.2f} x memory", mem_ratio < 1.0 and time_ratio <= 1.5)
+    what = (
+        f"fine-tuning step, activation checkpointing vs none ({names[0]} + {names[1]} unfrozen, PCMC, "
+        f"batch {args.batch}, {args.device})"
+    )
+    _timing.report(
+        args,
+        what,
+        "peak memory < without; <= 1.5 x its step time",
+        f"ours {ours['step_s']:.2f} {_timing.clock_name()}/step ({at_128(ours['step_s']):.0f} at batch 128), "
+        f"peak RSS {ours['peak_rss_gib']:.2f} GiB; without {base['step_s']:.2f} "
+        f"({at_128(base['step_s']):.0f} at batch 128), {base['peak_rss_gib']:.2f} GiB",
+        f"{time_ratio:.2f} x time, {mem_ratio:.2f} x memory",
+        mem_ratio < 1.0 and time_ratio <= 1.5,
+    )
 
 
 if __name__ == "__main__":

@@ -74,10 +74,18 @@ def main() -> None:
         def ours():
             cache = Path(tmp) / f"cache{len(runs)}"
             runs.append(cache)
-            extract_mod.extract("flickr8k", data, modalities=["I"], splits=["train"], device=args.device,
-                                batch_size=args.batch,
-                                workers=workers, cache_root=cache,
-                                backbones={"image": name}, weights={"image": "random:0"})
+            extract_mod.extract(
+                "flickr8k",
+                data,
+                modalities=["I"],
+                splits=["train"],
+                device=args.device,
+                batch_size=args.batch,
+                workers=workers,
+                cache_root=cache,
+                backbones={"image": name},
+                weights={"image": "random:0"},
+            )
             shutil.rmtree(cache)
 
         def bare():
@@ -91,9 +99,14 @@ def main() -> None:
     ratio = res["baseline_s"] / res["ours_s"]
     print(f"{n} images: extract {res['ours_all']} s, bare forward {res['baseline_all']} s")
     what = f"image extraction end to end vs bare forward ({name}, {n} images 500x375 JPEG, batch {args.batch}, {workers} workers, {args.device})"
-    _timing.report(args, what, ">= 0.9 x bare forward",
-                   f"ours {n / res['ours_s']:.1f} images/s, bare forward {n / res['baseline_s']:.1f} images/s",
-                   f"{ratio:.2f} x bare forward", ratio >= 0.9)
+    _timing.report(
+        args,
+        what,
+        ">= 0.9 x bare forward",
+        f"ours {n / res['ours_s']:.1f} images/s, bare forward {n / res['baseline_s']:.1f} images/s",
+        f"{ratio:.2f} x bare forward",
+        ratio >= 0.9,
+    )
 
 
 if __name__ == "__main__":

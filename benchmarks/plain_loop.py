@@ -51,8 +51,9 @@ class Flickr(Dataset):
 
 def pcmr(emb: list[torch.Tensor], raw: list[torch.Tensor], t: float = 0.99, rho: float = 1.0) -> torch.Tensor:
     with torch.no_grad():
-        target = torch.stack([F.normalize(r.flatten(1), dim=1) @ F.normalize(r.flatten(1), dim=1).T
-                              for r in raw]).amax(0)
+        target = torch.stack([F.normalize(r.flatten(1), dim=1) @ F.normalize(r.flatten(1), dim=1).T for r in raw]).amax(
+            0
+        )
         target = (target > t).float()
         target.fill_diagonal_(1.0)
     z = [F.normalize(e, dim=1) for e in emb]

@@ -74,8 +74,11 @@ def main() -> None:
     waves = utterances(args.utterances, high_s=3.0 if args.smoke else 10.0)
     lengths = [len(w) for w in waves]
     budget = MAX_AUDIO_SAMPLES // 8 if args.smoke else MAX_AUDIO_SAMPLES
-    ours = (length_batches(lengths, args.batch, budget, SPEECH_MAX_PADDING) if args.smoke
-            else speech_batches(lengths, args.batch))  # extract's default rule
+    ours = (
+        length_batches(lengths, args.batch, budget, SPEECH_MAX_PADDING)
+        if args.smoke
+        else speech_batches(lengths, args.batch)
+    )  # extract's default rule
     plans = {"sorted": ours, "unsorted": unsorted_batches(lengths, args.batch, budget)}
     feats = {k: torch.empty(len(waves), *bb.feature_shape) for k in plans}
     meters = {k: PaddingMeter() for k in plans}
@@ -87,6 +90,7 @@ def main() -> None:
             for b in plans[kind]:
                 meters[kind].add([lengths[i] for i in b])
                 feats[kind][b] = bb.encode(bb.preprocess([waves[i] for i in b])).float().cpu()
+
         return run
 
     with torch.inference_mode():  # warm-up: one short batch
@@ -97,18 +101,27 @@ def main() -> None:
         raise SystemExit(f"sorted and unsorted batching give features {diff:.2e} apart")
     pad_ours, pad_base = meters["sorted"].fraction, meters["unsorted"].fraction
     audio_s = sum(lengths) / RATE
-    print(f"{audio_s:.0f} s of audio; padding sorted {pad_ours:.2%} unsorted {pad_base:.2%}; "
-          f"sorted {res['ours_all']} s, unsorted {res['baseline_all']} s; max |diff| {diff:.1e}; "
-          f"batches sorted {len(plans['sorted'])} unsorted {len(plans['unsorted'])}")
-    what = (f"speech extraction, length-sorted (<= {SPEECH_MAX_PADDING:.0%} padding per batch) vs unsorted batches "
-            f"({args.backbone}, {len(waves)} utterances of {'1-3' if args.smoke else '1-10'} s, <= {args.batch} per "
-            f"batch and <= {budget // RATE} s padded, {args.device})")
+    print(
+        f"{audio_s:.0f} s of audio; padding sorted {pad_ours:.2%} unsorted {pad_base:.2%}; "
+        f"sorted {res['ours_all']} s, unsorted {res['baseline_all']} s; max |diff| {diff:.1e}; "
+        f"batches sorted {len(plans['sorted'])} unsorted {len(plans['unsorted'])}"
+    )
+    what = (
+        f"speech extraction, length-sorted (<= {SPEECH_MAX_PADDING:.0%} padding per batch) vs unsorted batches "
+        f"({args.backbone}, {len(waves)} utterances of {'1-3' if args.smoke else '1-10'} s, <= {args.batch} per "
+        f"batch and <= {budget // RATE} s padded, {args.device})"
+    )
     ok = pad_ours <= 0.05 and res["speedup"] >= 1.5
-    _timing.report(args, what, "padding <= 5 %; >= 1.5 x unsorted",
-                   f"padding {pad_ours:.1%} (unsorted {pad_base:.1%}); {len(plans['sorted'])} batches "
-                   f"(unsorted {len(plans['unsorted'])}); {audio_s / res['ours_s']:.1f} audio s/s "
-                   f"(unsorted {audio_s / res['baseline_s']:.1f}); max abs diff {diff:.1e}",
-                   f"{res['speedup']:.2f} x unsorted", ok)
+    _timing.report(
+        args,
+        what,
+        "padding <= 5 %; >= 1.5 x unsorted",
+        f"padding {pad_ours:.1%} (unsorted {pad_base:.1%}); {len(plans['sorted'])} batches "
+        f"(unsorted {len(plans['unsorted'])}); {audio_s / res['ours_s']:.1f} audio s/s "
+        f"(unsorted {audio_s / res['baseline_s']:.1f}); max abs diff {diff:.1e}",
+        f"{res['speedup']:.2f} x unsorted",
+        ok,
+    )
 
 
 if __name__ == "__main__":

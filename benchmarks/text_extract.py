@@ -25,9 +25,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _timing  # noqa: E402
 
-WORDS = ("a man woman dog two people child boy girl black white brown red blue young little is are in on the of "
-         "with and at front water grass street snow ball running playing sitting standing jumping walking "
-         "through his her shirt wearing near into looking large small group crowd beach rock bike field").split()
+WORDS = (
+    "a man woman dog two people child boy girl black white brown red blue young little is are in on the of "
+    "with and at front water grass street snow ball running playing sitting standing jumping walking "
+    "through his her shirt wearing near into looking large small group crowd beach rock bike field"
+).split()
 
 
 def captions(n: int, seed: int = 0) -> list[str]:
@@ -78,12 +80,20 @@ def main() -> None:
     if diff > 1e-4:
         raise SystemExit(f"trimmed and stock text features differ by {diff:.2e} > 1e-4")
     n = len(tokens)
-    print(f"mean tokens {float(lengths.float().mean()):.1f} (max {int(lengths.max())}) of 77; "
-          f"ours {res['ours_all']} s, stock {res['baseline_all']} s; max |diff| {diff:.1e}")
+    print(
+        f"mean tokens {float(lengths.float().mean()):.1f} (max {int(lengths.max())}) of 77; "
+        f"ours {res['ours_all']} s, stock {res['baseline_all']} s; max |diff| {diff:.1e}"
+    )
     what = f"text extraction, trimmed + length-sorted vs stock encode_text ({name}, {n} captions, batch {args.batch}, {args.device})"
-    _timing.report(args, what, ">= 3 x stock, outputs equal to 1e-4",
-                   f"ours {n / res['ours_s']:.1f} captions/s, stock {n / res['baseline_s']:.1f} captions/s; "
-                   f"max abs diff {diff:.1e}", f"{res['speedup']:.2f} x stock", res["speedup"] >= 3.0)
+    _timing.report(
+        args,
+        what,
+        ">= 3 x stock, outputs equal to 1e-4",
+        f"ours {n / res['ours_s']:.1f} captions/s, stock {n / res['baseline_s']:.1f} captions/s; "
+        f"max abs diff {diff:.1e}",
+        f"{res['speedup']:.2f} x stock",
+        res["speedup"] >= 3.0,
+    )
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ sys.path.insert(0, str(HERE))
 import _timing  # noqa: E402
 import plain_loop  # noqa: E402
 
-GIB = 1024 ** 3
+GIB = 1024**3
 DATASET = "benchflickr"
 
 
@@ -50,9 +50,14 @@ def write_cache(root: Path, images: int, captions_per_image: int, eval_images: i
         for m, shape in shapes.items():
             rows = img_ids if m == "I" else cap_ids
             key, links = ("image_id", []) if m == "I" else ("caption_id", ["image_id"])
-            with ShardWriter(cache_dir(root, DATASET, m, split), features={"feat": (shape, "float32")}, key=key,
-                             links=links, meta={"backbone": "random", "dataset": DATASET, "split": split},
-                             rows_per_shard=4096) as w:  # ShardWriter and extract default
+            with ShardWriter(
+                cache_dir(root, DATASET, m, split),
+                features={"feat": (shape, "float32")},
+                key=key,
+                links=links,
+                meta={"backbone": "random", "dataset": DATASET, "split": split},
+                rows_per_shard=4096,
+            ) as w:  # ShardWriter and extract default
                 for s in range(0, len(rows), 4096):
                     ids = rows[s : s + 4096]
                     x = rng.standard_normal((len(ids), *shape), dtype=np.float32)
@@ -65,8 +70,10 @@ def run_ours(cache: Path, runs: Path, epochs: int, threads: int | None, clock: s
     With clock "cpu" the trainer's own epoch timer (`time.perf_counter` in pcmpipe.training.stage2) reads the child's
     CPU seconds instead, so its recorded `train_time_s` uses the same clock as the baseline.
     """
-    cpu_clock = ("import time, types, pcmpipe.training.stage2\n"
-                 "pcmpipe.training.stage2.time = types.SimpleNamespace(perf_counter=time.process_time)\n")
+    cpu_clock = (
+        "import time, types, pcmpipe.training.stage2\n"
+        "pcmpipe.training.stage2.time = types.SimpleNamespace(perf_counter=time.process_time)\n"
+    )
     code = (
         "import sys, torch\n"
         f"{'torch.set_num_threads(%d)' % threads if threads else ''}\n"
@@ -93,8 +100,10 @@ def gemm_seconds(device: str, batch: int, seconds: float = 2.0) -> float:
     preallocated operands with the benchmark clock, best of repeated passes: what any exact implementation built
     on these matmul kernels spends at the least. Small products (k = 80 or n = 80) run well below the large
     matmul rate the FLOP floor assumes; this separates that from everything else a step does."""
-    ops = [(torch.randn(m, k, device=device), torch.randn(k, n, device=device), torch.empty(m, n, device=device))
-           for m, k, n in plain_loop.step_gemms(batch)]
+    ops = [
+        (torch.randn(m, k, device=device), torch.randn(k, n, device=device), torch.empty(m, n, device=device))
+        for m, k, n in plain_loop.step_gemms(batch)
+    ]
 
     def one_pass() -> None:
         for a, b, out in ops:
@@ -132,24 +141,46 @@ def main() -> None:
     flops = steps * plain_loop.step_flops()
     floor = flops / rate
     t_ours, t_base = statistics.median(ours), statistics.median(base)
-    print(f"ours {ours} s/epoch, plain loop {base} s/epoch, floor {floor:.2f} s ({flops / 1e9:.1f} GFLOP at "
-          f"{rate / 1e9:.1f} GFLOP/s, {threads} threads); peak RSS {peak / GIB:.2f} GiB")
+    print(
+        f"ours {ours} s/epoch, plain loop {base} s/epoch, floor {floor:.2f} s ({flops / 1e9:.1f} GFLOP at "
+        f"{rate / 1e9:.1f} GFLOP/s, {threads} threads); peak RSS {peak / GIB:.2f} GiB"
+    )
     scale = f"{rows:,} rows, batch {plain_loop.BATCH}"
     mem_scale = f"{rows:,} train rows, {5 * args.eval_images:,} val rows, batch {plain_loop.BATCH}"
-    _timing.report(args, f"stage-two epoch vs plain PyTorch loop (PCMR, I+T+S, {scale})",
-                   "<= 0.5 x plain loop", f"ours {t_ours:.2f} s, plain loop {t_base:.2f} s",
-                   f"{t_ours / t_base:.2f} x plain loop", t_ours <= 0.5 * t_base)
-    _timing.report(args, f"stage-two epoch vs FLOP floor (PCMR, I+T+S, {scale})", "<= 1.6 x FLOP floor",
-                   f"ours {t_ours:.2f} s, floor {floor:.2f} s ({flops / 1e9:.0f} GFLOP / {rate / 1e9:.0f} GFLOP/s)",
-                   f"{t_ours / floor:.2f} x floor", t_ours <= 1.6 * floor)
+    _timing.report(
+        args,
+        f"stage-two epoch vs plain PyTorch loop (PCMR, I+T+S, {scale})",
+        "<= 0.5 x plain loop",
+        f"ours {t_ours:.2f} s, plain loop {t_base:.2f} s",
+        f"{t_ours / t_base:.2f} x plain loop",
+        t_ours <= 0.5 * t_base,
+    )
+    _timing.report(
+        args,
+        f"stage-two epoch vs FLOP floor (PCMR, I+T+S, {scale})",
+        "<= 1.6 x FLOP floor",
+        f"ours {t_ours:.2f} s, floor {floor:.2f} s ({flops / 1e9:.0f} GFLOP / {rate / 1e9:.0f} GFLOP/s)",
+        f"{t_ours / floor:.2f} x floor",
+        t_ours <= 1.6 * floor,
+    )
     gemm = steps * gemm_step
-    _timing.report(args, f"stage-two matrix products alone, back to back (the {len(plain_loop.step_gemms())} of a "
-                   f"step x {steps} steps; a bound, not a target)", "none (explains the two rows above)",
-                   f"{gemm:.2f} s per epoch, {gemm / floor:.2f} x floor",
-                   f"{gemm / t_base:.2f} x plain loop", None)
-    _timing.report(args, f"stage-two training peak memory ({mem_scale})", "<= 2 GiB",
-                   f"{peak / GIB:.2f} GiB peak RSS of the training process", f"{peak / (2 * GIB):.2f} x budget",
-                   peak <= 2 * GIB)
+    _timing.report(
+        args,
+        f"stage-two matrix products alone, back to back (the {len(plain_loop.step_gemms())} of a "
+        f"step x {steps} steps; a bound, not a target)",
+        "none (explains the two rows above)",
+        f"{gemm:.2f} s per epoch, {gemm / floor:.2f} x floor",
+        f"{gemm / t_base:.2f} x plain loop",
+        None,
+    )
+    _timing.report(
+        args,
+        f"stage-two training peak memory ({mem_scale})",
+        "<= 2 GiB",
+        f"{peak / GIB:.2f} GiB peak RSS of the training process",
+        f"{peak / (2 * GIB):.2f} x budget",
+        peak <= 2 * GIB,
+    )
 
 
 if __name__ == "__main__":

@@ -15,9 +15,9 @@ Conventions (see docs/conventions.md for the reasoning):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -45,8 +45,10 @@ def _masks(emb: dict[str, Tensor], present: dict[str, Tensor] | None) -> dict[st
 
 def _filled(emb: dict[str, Tensor], masks: dict[str, Tensor | None]) -> dict[str, Tensor]:
     """The masks with every None made an all-True mask, for the masked arithmetic."""
-    return {n: m if m is not None else torch.ones(emb[n].shape[0], dtype=torch.bool, device=emb[n].device)
-            for n, m in masks.items()}
+    return {
+        n: m if m is not None else torch.ones(emb[n].shape[0], dtype=torch.bool, device=emb[n].device)
+        for n, m in masks.items()
+    }
 
 
 def _check_batch(emb: dict[str, Tensor]) -> int:
@@ -194,13 +196,21 @@ class LossParams:
     rho: float = 1.0
 
 
-def _pcmc_step(emb: dict[str, Tensor], present: dict[str, Tensor] | None,
-               features: Callable[[], dict[str, Tensor]], params: LossParams) -> Tensor:
+def _pcmc_step(
+    emb: dict[str, Tensor],
+    present: dict[str, Tensor] | None,
+    features: Callable[[], dict[str, Tensor]],
+    params: LossParams,
+) -> Tensor:
     return pcmc_loss(emb, present, logit_scale=params.log_scale.exp())
 
 
-def _pcmr_step(emb: dict[str, Tensor], present: dict[str, Tensor] | None,
-               features: Callable[[], dict[str, Tensor]], params: LossParams) -> Tensor:
+def _pcmr_step(
+    emb: dict[str, Tensor],
+    present: dict[str, Tensor] | None,
+    features: Callable[[], dict[str, Tensor]],
+    params: LossParams,
+) -> Tensor:
     target = pcmr_target(features(), threshold=params.threshold, present=present)
     return pcmr_loss(emb, target=target, present=present, rho=params.rho)
 

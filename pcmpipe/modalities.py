@@ -14,7 +14,6 @@ Every other module reads these facts from here instead of keeping its own map:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 
 @dataclass(frozen=True)
@@ -22,19 +21,22 @@ class Modality:
     name: str
     description: str
     key: str
-    kind: Optional[str]
+    kind: str | None
     payload: str
     unfreezable: bool
 
 
-MODALITIES: dict[str, Modality] = {m.name: m for m in (
-    Modality("I", "image", "image_id", "image", "path", True),
-    Modality("T", "caption", "caption_id", "text", "text", True),
-    Modality("S", "spoken caption", "caption_id", "audio", "path", False),
-    Modality("A", "attribute vector", "image_id", None, "vector", False),
-    Modality("C", "class embedding", "class_id", None, "vector", False),
-    Modality("P", "class prompt", "class_id", "text", "text", False),
-)}
+MODALITIES: dict[str, Modality] = {
+    m.name: m
+    for m in (
+        Modality("I", "image", "image_id", "image", "path", True),
+        Modality("T", "caption", "caption_id", "text", "text", True),
+        Modality("S", "spoken caption", "caption_id", "audio", "path", False),
+        Modality("A", "attribute vector", "image_id", None, "vector", False),
+        Modality("C", "class embedding", "class_id", None, "vector", False),
+        Modality("P", "class prompt", "class_id", "text", "text", False),
+    )
+}
 
 NAMES: tuple[str, ...] = tuple(MODALITIES)
 # modality -> id column

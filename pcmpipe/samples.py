@@ -8,15 +8,16 @@ that belongs to sample s and `present[m][s]` says whether there is one. A batch 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 
 from pcmpipe.errors import UserError
 from pcmpipe.modalities import MODALITIES
+
 
 @dataclass
 class FeatureStream:
@@ -63,8 +64,10 @@ class ModalityData:
         reader = open_cache(self.directory, verify=False)  # row counts only: the hashes were checked at load
         now = reader.fingerprint
         if now != self.fingerprint:
-            raise UserError(f"cache {self.directory} changed while in use (fingerprint {now[:12]} vs "
-                            f"{self.fingerprint[:12]}); restore it, or delete the run directory and train again")
+            raise UserError(
+                f"cache {self.directory} changed while in use (fingerprint {now[:12]} vs "
+                f"{self.fingerprint[:12]}); restore it, or delete the run directory and train again"
+            )
         # Decoded 64 rows at a time whatever `rows` is (2.5 MB of HuBERT features): pyarrow's decoding buffers
         # grow with the batch (measured peak above the start on Flickr8k-sized val HuBERT features: 9 MB at 64
         # rows, 70 MB at 256, 0.3 GiB at 4,096) for no gain in speed, and memory is what streaming is for.
@@ -91,7 +94,7 @@ class SplitData:
     def __len__(self) -> int:
         return int(next(iter(self.idx.values())).shape[0])
 
-    def to(self, device: torch.device | str) -> "SplitData":
+    def to(self, device: torch.device | str) -> SplitData:
         """Move features and index tensors once, so batches are gathered on the device."""
         for m in self.modalities.values():
             if m.features is not None:
@@ -106,8 +109,9 @@ class SplitData:
         """Preallocated batch tensors m -> [batch_size, *shape_m] for `batch(..., out=)`."""
         return {m: d.features.new_empty((batch_size, *d.shape)) for m, d in self.modalities.items()}
 
-    def batch(self, rows: torch.Tensor, out: dict[str, torch.Tensor] | None = None
-              ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def batch(
+        self, rows: torch.Tensor, out: dict[str, torch.Tensor] | None = None
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Gather samples `rows` [B] -> (inputs m -> [B, *shape_m], present m -> bool [B]).
 
         Absent modalities get row 0 of their matrix as a placeholder; the losses ignore it through `present`.
@@ -164,7 +168,9 @@ def _open(cache_root: str | Path, dataset: str, modality: str, split: str):
     path = cache_dir(cache_root, dataset, modality, split)
     if not manifest_path(cache_root, dataset, modality, split).is_file():
         _check_known(cache_root, dataset, modality)
-        raise UserError(f"no cached features at {path}; create them with {_make_command(dataset, modality, split, cache_root)}")
+        raise UserError(
+            f"no cached features at {path}; create them with {_make_command(dataset, modality, split, cache_root)}"
+        )
     reader = open_cache(path)
     return reader, feature_name(reader, modality, path), path
 
@@ -182,8 +188,9 @@ def peek_split(cache_root: str | Path, dataset: str, modalities: list[str], spli
     return SplitInfo(split, info)
 
 
-def load_modality(cache_root: str | Path, dataset: str, modality: str, split: str,
-                  stream_above: int | None = None) -> ModalityData:
+def load_modality(
+    cache_root: str | Path, dataset: str, modality: str, split: str, stream_above: int | None = None
+) -> ModalityData:
     """Read one (dataset, modality, split) cache into memory; a missing cache names the command that makes it.
 
     With `stream_above`, features larger than that many bytes (as float32) stay in the cache: only the id
@@ -193,8 +200,15 @@ def load_modality(cache_root: str | Path, dataset: str, modality: str, split: st
     reader, name, path = _open(cache_root, dataset, modality, split)
     shape = tuple(reader.shapes[name])
     if stream_above is not None and 4 * reader.num_rows * int(np.prod(shape)) > stream_above:
-        return ModalityData(modality, reader.key, reader.read_into({}), None, reader.fingerprint, str(path),
-                            FeatureStream(name, shape, int(reader.num_rows)))
+        return ModalityData(
+            modality,
+            reader.key,
+            reader.read_into({}),
+            None,
+            reader.fingerprint,
+            str(path),
+            FeatureStream(name, shape, int(reader.num_rows)),
+        )
     # One contiguous float32 block; the shards are decoded 256 rows at a time straight into it
     # (CacheReader.read_into), so peak memory is the block plus a few MB. The tensor shares the block's memory.
     block = np.empty((reader.num_rows, *shape), dtype=np.float32)
@@ -210,8 +224,10 @@ def _check_known(cache_root: str | Path, dataset: str, modality: str) -> None:
     root = Path(cache_root)
     datasets = sorted(set(DATASETS) | set(cached_datasets(root)))
     if dataset not in datasets:
-        raise UserError(f"unknown dataset {dataset!r}; valid choices: {', '.join(datasets)} "
-                        f"(datasets are known by name or by a cache under {root}/)")
+        raise UserError(
+            f"unknown dataset {dataset!r}; valid choices: {', '.join(datasets)} "
+            f"(datasets are known by name or by a cache under {root}/)"
+        )
     modalities = sorted(set(MODALITIES) | set(cached_modalities(root, dataset)))
     if modality not in modalities:
         raise UserError(f"unknown modality {modality!r}; valid choices: {', '.join(modalities)}")
@@ -222,9 +238,13 @@ def _make_command(dataset: str, modality: str, split: str, cache_root: str | Pat
     from pcmpipe.datasets import DATASETS
 
     if modality in getattr(DATASETS.get(dataset), "modalities", ()):
-        return f"`pcmpipe extract --dataset {dataset} --modalities {modality} --split {split} --cache-root {cache_root}`"
-    return (f"`pcmpipe import-features {modality} --dataset {dataset} --split {split} --cache-root {cache_root} "
-            f"--npy FEATS.npy --ids IDS.tsv` ({dataset} has no raw {modality} data to extract; import it)")
+        return (
+            f"`pcmpipe extract --dataset {dataset} --modalities {modality} --split {split} --cache-root {cache_root}`"
+        )
+    return (
+        f"`pcmpipe import-features {modality} --dataset {dataset} --split {split} --cache-root {cache_root} "
+        f"--npy FEATS.npy --ids IDS.tsv` ({dataset} has no raw {modality} data to extract; import it)"
+    )
 
 
 def find_base(mods: dict[str, ModalityData]) -> list[str]:
@@ -282,8 +302,9 @@ def _lookup(haystack: np.ndarray, needles: np.ndarray) -> tuple[np.ndarray, np.n
     return np.where(found, rows, 0).astype(np.int64), found.astype(bool)
 
 
-def load_split(cache_root: str | Path, dataset: str, modalities: list[str], split: str,
-               stream_above: int | None = None) -> SplitData:
+def load_split(
+    cache_root: str | Path, dataset: str, modalities: list[str], split: str, stream_above: int | None = None
+) -> SplitData:
     """Load every modality of one split and join them (see module docstring); `stream_above`: see load_modality."""
     mods = {m: load_modality(cache_root, dataset, m, split, stream_above) for m in modalities}
     return join(split, mods)

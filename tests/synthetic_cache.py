@@ -34,23 +34,45 @@ def _view(rng: np.random.Generator, latent: int, out: int):
     return lambda x: np.tanh(2.0 * x @ a) @ b
 
 
-def write_modality(root: Path, dataset: str, modality: str, split: str, *, key: str, links: dict[str, list[str]],
-                   ids: list[str], features: np.ndarray, fmt: str = "parquet", meta: dict | None = None,
-                   rows_per_shard: int = 256) -> Path:
+def write_modality(
+    root: Path,
+    dataset: str,
+    modality: str,
+    split: str,
+    *,
+    key: str,
+    links: dict[str, list[str]],
+    ids: list[str],
+    features: np.ndarray,
+    fmt: str = "parquet",
+    meta: dict | None = None,
+    rows_per_shard: int = 256,
+) -> Path:
     """Write one (dataset, modality, split) cache with the real writer; returns its directory."""
     directory = cache_dir(root, dataset, modality, split)
     spec = {"feat": (tuple(features.shape[1:]), "float32")}
     meta = {"backbone": "synthetic", "dataset": dataset, "split": split, "modality": modality, **(meta or {})}
-    with ShardWriter(directory, features=spec, key=key, links=list(links), meta=meta, fmt=fmt,
-                     rows_per_shard=rows_per_shard) as w:
+    with ShardWriter(
+        directory, features=spec, key=key, links=list(links), meta=meta, fmt=fmt, rows_per_shard=rows_per_shard
+    ) as w:
         w.add(ids, links, {"feat": features.astype(np.float32)})
     return directory
 
 
-def write_synthetic_cache(root: str | Path, dataset: str = "synth", *, seed: int = 0,
-                          images: dict[str, int] | None = None, captions_per_image: int = 3, classes: int = 8,
-                          latent: int = 8, noise: float = 0.15, drop_speech: float = 0.0,
-                          with_class_modality: bool = False, fmt: str = "parquet") -> dict:
+def write_synthetic_cache(
+    root: str | Path,
+    dataset: str = "synth",
+    *,
+    seed: int = 0,
+    images: dict[str, int] | None = None,
+    captions_per_image: int = 3,
+    classes: int = 8,
+    latent: int = 8,
+    noise: float = 0.15,
+    drop_speech: float = 0.0,
+    with_class_modality: bool = False,
+    fmt: str = "parquet",
+) -> dict:
     """Write I, T, S (and C) caches for train/val/test under root/dataset; return a summary dict.
 
     drop_speech: fraction of spoken captions left out of S (missing-modality training).
@@ -58,11 +80,15 @@ def write_synthetic_cache(root: str | Path, dataset: str = "synth", *, seed: int
     root = Path(root)
     images = images or SPLITS
     rng = np.random.default_rng(seed)
-    views = {"I": _view(rng, latent, 32), "T": _view(rng, latent, 24), "C": _view(rng, latent, 20),
-             "S1": _view(rng, latent, 16), "S2": _view(rng, latent, 16)}
+    views = {
+        "I": _view(rng, latent, 32),
+        "T": _view(rng, latent, 24),
+        "C": _view(rng, latent, 20),
+        "S1": _view(rng, latent, 16),
+        "S2": _view(rng, latent, 16),
+    }
     centres = rng.standard_normal((classes, latent))
-    summary = {"dataset": dataset, "modalities": ["I", "T", "S"] + (["C"] if with_class_modality else []),
-               "rows": {}}
+    summary = {"dataset": dataset, "modalities": ["I", "T", "S"] + (["C"] if with_class_modality else []), "rows": {}}
     for split, n_img in images.items():
         # Disjoint ids per split; classes shared across splits (class-level eval still meaningful per split).
         cls = rng.integers(0, classes, size=n_img)
@@ -70,8 +96,9 @@ def write_synthetic_cache(root: str | Path, dataset: str = "synth", *, seed: int
         img_ids = [f"{split}{i:05d}" for i in range(n_img)]
         cls_ids = [str(c) for c in cls]
         x_i = views["I"](z_img) + noise * rng.standard_normal((n_img, 32))
-        write_modality(root, dataset, "I", split, key="image_id", links={"class_id": cls_ids}, ids=img_ids,
-                       features=x_i, fmt=fmt)
+        write_modality(
+            root, dataset, "I", split, key="image_id", links={"class_id": cls_ids}, ids=img_ids, features=x_i, fmt=fmt
+        )
 
         n_cap = n_img * captions_per_image
         owner = np.repeat(np.arange(n_img), captions_per_image)
@@ -79,24 +106,45 @@ def write_synthetic_cache(root: str | Path, dataset: str = "synth", *, seed: int
         cap_ids = [f"{img_ids[o]}#{k}" for o, k in zip(owner, np.tile(np.arange(captions_per_image), n_img))]
         cap_links = {"image_id": [img_ids[o] for o in owner], "class_id": [cls_ids[o] for o in owner]}
         x_t = views["T"](z_cap) + noise * rng.standard_normal((n_cap, 24))
-        write_modality(root, dataset, "T", split, key="caption_id", links=cap_links, ids=cap_ids,
-                       features=x_t, fmt=fmt)
+        write_modality(root, dataset, "T", split, key="caption_id", links=cap_links, ids=cap_ids, features=x_t, fmt=fmt)
 
-        x_s = np.stack([rng.standard_normal((n_cap, 16)),  # an uninformative layer
-                        views["S1"](z_cap) + noise * rng.standard_normal((n_cap, 16)),
-                        views["S2"](z_cap) + noise * rng.standard_normal((n_cap, 16))], axis=1)
+        x_s = np.stack(
+            [
+                rng.standard_normal((n_cap, 16)),  # an uninformative layer
+                views["S1"](z_cap) + noise * rng.standard_normal((n_cap, 16)),
+                views["S2"](z_cap) + noise * rng.standard_normal((n_cap, 16)),
+            ],
+            axis=1,
+        )
         keep = np.ones(n_cap, dtype=bool)
         if drop_speech > 0:
             keep[rng.permutation(n_cap)[: int(round(drop_speech * n_cap))]] = False
-        write_modality(root, dataset, "S", split, key="caption_id",
-                       links={k: [v for v, ok in zip(vals, keep) if ok] for k, vals in cap_links.items()},
-                       ids=[c for c, ok in zip(cap_ids, keep) if ok], features=x_s[keep], fmt=fmt)
+        write_modality(
+            root,
+            dataset,
+            "S",
+            split,
+            key="caption_id",
+            links={k: [v for v, ok in zip(vals, keep) if ok] for k, vals in cap_links.items()},
+            ids=[c for c, ok in zip(cap_ids, keep) if ok],
+            features=x_s[keep],
+            fmt=fmt,
+        )
         summary["rows"][split] = {"I": n_img, "T": n_cap, "S": int(keep.sum())}
 
         if with_class_modality:
             present = sorted(set(cls.tolist()))
             x_c = views["C"](centres[present]) + noise * rng.standard_normal((len(present), 20))
-            write_modality(root, dataset, "C", split, key="class_id", links={},
-                           ids=[str(c) for c in present], features=x_c, fmt=fmt)
+            write_modality(
+                root,
+                dataset,
+                "C",
+                split,
+                key="class_id",
+                links={},
+                ids=[str(c) for c in present],
+                features=x_c,
+                fmt=fmt,
+            )
             summary["rows"][split]["C"] = len(present)
     return summary

@@ -42,11 +42,17 @@ def test_a_killed_writer_leaves_the_old_file(tmp_path):
     """SIGKILL while the new content is being written: the reader still sees the old file, whole."""
     path = tmp_path / "big.bin"
     path.write_bytes(b"old")
-    script = ("import sys, time\nfrom pcmpipe import atomic\n"
-              "with atomic.atomic_path(sys.argv[1]) as tmp, open(tmp, 'wb') as f:\n"
-              "    f.write(b'x' * 1000); f.flush(); print('writing', flush=True); time.sleep(60)\n")
-    proc = subprocess.Popen([sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+    script = (
+        "import sys, time\nfrom pcmpipe import atomic\n"
+        "with atomic.atomic_path(sys.argv[1]) as tmp, open(tmp, 'wb') as f:\n"
+        "    f.write(b'x' * 1000); f.flush(); print('writing', flush=True); time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
     try:
         assert proc.stdout.readline().strip() == "writing"
         assert atomic.temp_path(path).is_file()

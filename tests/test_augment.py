@@ -12,8 +12,14 @@ from PIL import Image
 
 from pcmpipe.augment import EDA, SeededImageTransform, image_train_transform, sample_seed
 from pcmpipe.augment import synonyms as syn
-from pcmpipe.augment.text_eda import (STOP_WORDS, clean, random_deletion, random_insertion, random_swap,
-                                      synonym_replacement)
+from pcmpipe.augment.text_eda import (
+    STOP_WORDS,
+    clean,
+    random_deletion,
+    random_insertion,
+    random_swap,
+    synonym_replacement,
+)
 
 CAPTION = "This bird has a small, pointed red beak; its wings are black with white spots."
 WORDS = clean(CAPTION).split(" ")
@@ -21,11 +27,29 @@ WORDS = clean(CAPTION).split(" ")
 
 # ---- synonyms (WordNet 3.0 table shipped as package data) ----
 
+
 def test_synonyms_known_words():
     # values printed by nltk 3.10 (nltk.corpus.wordnet on WordNet 3.0) through EDA's get_synonyms
-    assert syn.synonyms("bird") == ["birdie", "birdwatch", "boo", "bronx cheer", "chick", "dame", "doll", "fowl",
-                                    "hiss", "hoot", "raspberry", "razz", "razzing", "shuttle", "shuttlecock",
-                                    "skirt", "snort", "wench"]
+    assert syn.synonyms("bird") == [
+        "birdie",
+        "birdwatch",
+        "boo",
+        "bronx cheer",
+        "chick",
+        "dame",
+        "doll",
+        "fowl",
+        "hiss",
+        "hoot",
+        "raspberry",
+        "razz",
+        "razzing",
+        "shuttle",
+        "shuttlecock",
+        "skirt",
+        "snort",
+        "wench",
+    ]
     assert syn.synonyms("wrens") == ["jenny wren", "sir christopher wren", "wren"]
     assert "large" in syn.synonyms("big") and "big" not in syn.synonyms("big")
     assert syn.synonyms("qzxv") == []
@@ -54,7 +78,9 @@ def test_table_rebuilds_from_wordnet_and_license_ships(tmp_path):
     (wordnet / "data.noun").write_text(
         "  1 license header line\n"
         "00001 05 n 02 bird 0 Fowl 0 000 | a warm-blooded egg-laying vertebrate\n"
-        "00002 05 n 01 wren 0 000 | a small bird\n", "latin-1")
+        "00002 05 n 01 wren 0 000 | a small bird\n",
+        "latin-1",
+    )
     (wordnet / "data.adj").write_text("00003 00 s 02 big(a) 0 large 0 000 | above average\n", "latin-1")
     for name in ("verb", "adv"):
         (wordnet / f"data.{name}").write_text("", "latin-1")
@@ -67,6 +93,7 @@ def test_table_rebuilds_from_wordnet_and_license_ships(tmp_path):
 
 
 # ---- EDA operations ----
+
 
 def test_clean_matches_eda():
     assert clean("A Bird's  wing-tip,\tred!") == "a birds wing tip red "
@@ -118,7 +145,8 @@ def test_eda_is_deterministic_per_seed_and_varies_across_seeds():
     ops = [random.Random(s).choice(eda.ops) for s in range(40)]
     assert set(ops) == {"sr", "ri", "rs", "rd"}
     assert EDA(ops=("rs",))(CAPTION, 7).split() != WORDS and sorted(EDA(ops=("rs",))(CAPTION, 7).split()) == sorted(
-        w for w in WORDS if w)
+        w for w in WORDS if w
+    )
 
 
 def test_eda_leaves_uncleanable_text_and_validates():
@@ -136,6 +164,7 @@ def test_eda_n_scales_with_alpha():
 
 
 # ---- images ----
+
 
 def _image(seed=0, h=300, w=260):
     return Image.fromarray((np.random.RandomState(seed).rand(h, w, 3) * 255).astype("uint8"))

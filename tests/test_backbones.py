@@ -25,6 +25,7 @@ def _waves(lengths, seed=0):
 
 # ---------------------------------------------------------------- weights specs
 
+
 def test_parse_weights(tmp_path):
     assert parse_weights("default").kind == "default" and parse_weights(None).kind == "default"
     assert parse_weights("openai").kind == "tag"
@@ -65,13 +66,19 @@ def test_random_weights_are_seeded():
 
 def test_registry_kinds_and_shapes():
     assert {n: c.modality_kind for n, (c, _) in BACKBONES.items()} == {
-        "clip-vit-b32-image": "image", "clip-vit-b32-text": "text", "hubert-base": "audio",
-        "clip-tiny-image": "image", "clip-tiny-text": "text", "hubert-tiny": "audio"}
+        "clip-vit-b32-image": "image",
+        "clip-vit-b32-text": "text",
+        "hubert-base": "audio",
+        "clip-tiny-image": "image",
+        "clip-tiny-text": "text",
+        "hubert-tiny": "audio",
+    }
     assert create_backbone("hubert-tiny", "random").feature_shape == (5, 64)
     assert create_backbone("clip-tiny-text", "random").feature_shape == (32,)
 
 
 # ---------------------------------------------------------------- CLIP
+
 
 def test_text_trimming_matches_open_clip_encode_text():
     bb = create_backbone("clip-tiny-text", "random:3")
@@ -80,7 +87,7 @@ def test_text_trimming_matches_open_clip_encode_text():
     with torch.inference_mode():
         trimmed = bb.encode(tokens)
         padded = bb.model.encode_text(tokens)  # open_clip on the full 77-token context
-        alone = torch.cat([bb.encode(tokens[i:i + 1]) for i in range(len(CAPTIONS))])
+        alone = torch.cat([bb.encode(tokens[i : i + 1]) for i in range(len(CAPTIONS))])
     torch.testing.assert_close(trimmed, padded, atol=1e-5, rtol=0)
     torch.testing.assert_close(alone, padded, atol=1e-5, rtol=0)
 
@@ -118,8 +125,9 @@ def test_clip_torchscript_archive_loads(tmp_path):
     source, _, _ = load_clip("tiny", parse_weights("random:4"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        traced = torch.jit.trace(source, (torch.zeros(1, 3, 64, 64), torch.zeros(1, 77, dtype=torch.long)),
-                                 check_trace=False)
+        traced = torch.jit.trace(
+            source, (torch.zeros(1, 3, 64, 64), torch.zeros(1, 77, dtype=torch.long)), check_trace=False
+        )
         traced.save(str(tmp_path / "jit.pt"))
         bb = create_backbone("clip-tiny-text", str(tmp_path / "jit.pt"))
     toks = bb.preprocess(CAPTIONS)
@@ -141,6 +149,7 @@ def test_clip_bad_weights_are_user_errors(tmp_path):
 
 
 # ---------------------------------------------------------------- HuBERT
+
 
 def _hf_layer_means(model, wave: np.ndarray, prep) -> torch.Tensor:
     """Reference: plain transformers forward of ONE unpadded utterance, mean over time of every hidden state."""
@@ -206,6 +215,7 @@ def test_hubert_weights_errors(tmp_path):
 
 
 # ---------------------------------------------------------------- paper sizes
+
 
 @pytest.mark.slow
 def test_paper_size_backbones_random():

@@ -15,14 +15,28 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
-SCRIPTS = ["eval_memory.py", "eval_directions.py", "text_extract.py", "speech_extract.py", "image_extract.py",
-           "train_epoch.py", "extract_pipeline.py", "finetune_cost.py"]
+SCRIPTS = [
+    "eval_memory.py",
+    "eval_directions.py",
+    "text_extract.py",
+    "speech_extract.py",
+    "image_extract.py",
+    "train_epoch.py",
+    "extract_pipeline.py",
+    "finetune_cost.py",
+]
 
 
 def _run(script: str, doc: Path, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, str(BENCH / script), "--smoke", "--threads", "1", "--doc", str(doc),
-                           *extra], env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, str(BENCH / script), "--smoke", "--threads", "1", "--doc", str(doc), *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
 
 
 def test_every_benchmark_script_is_covered() -> None:
@@ -62,4 +76,6 @@ def test_write_row_replaces_only_its_row(tmp_path: Path) -> None:
     assert text.startswith("# Perf\n\nbefore\n") and text.count(_timing.TABLE_BEGIN) == 1
     rows = [ln for ln in text.splitlines() if ln.startswith("| ") and "---" not in ln][1:]
     assert len(rows) == 2
-    assert rows[0].startswith("| a \\| b | t | m3 | r3 | n/a |") and rows[1].startswith("| other | t | m2 | r2 | **no** |")
+    assert rows[0].startswith("| a \\| b | t | m3 | r3 | n/a |") and rows[1].startswith(
+        "| other | t | m2 | r2 | **no** |"
+    )

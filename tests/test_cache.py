@@ -26,18 +26,31 @@ def make_rows(n: int, seed: int = 0, start: int = 0):
     ids = [f"img{i // 5}#{i % 5}" for i in range(start, start + n)]
     links = {"image_id": [i.split("#")[0] for i in ids], "class_id": [str((start + k) % 7) for k in range(n)]}
     # unnormalised, large-ish values: the cache must keep them exactly as given
-    feats = {"hubert": (rng.standard_normal((n, 13, 768)) * 30).astype(np.float32),
-             "vec": rng.standard_normal((n, 6)).astype(np.float16)}
+    feats = {
+        "hubert": (rng.standard_normal((n, 13, 768)) * 30).astype(np.float32),
+        "vec": rng.standard_normal((n, 6)).astype(np.float16),
+    }
     return ids, links, feats
 
 
 def write_cache(directory, n=230, fmt="parquet", rows_per_shard=64, batch=37, meta=META, **kw):
     ids, links, feats = make_rows(n)
-    with ShardWriter(directory, features=FEATURES, key="caption_id", links=["image_id", "class_id"], meta=meta,
-                     fmt=fmt, rows_per_shard=rows_per_shard, **kw) as w:
+    with ShardWriter(
+        directory,
+        features=FEATURES,
+        key="caption_id",
+        links=["image_id", "class_id"],
+        meta=meta,
+        fmt=fmt,
+        rows_per_shard=rows_per_shard,
+        **kw,
+    ) as w:
         for s in range(0, n, batch):
-            w.add(ids[s:s + batch], {k: v[s:s + batch] for k, v in links.items()},
-                  {k: v[s:s + batch] for k, v in feats.items()})
+            w.add(
+                ids[s : s + batch],
+                {k: v[s : s + batch] for k, v in links.items()},
+                {k: v[s : s + batch] for k, v in feats.items()},
+            )
     return ids, links, feats
 
 
@@ -77,14 +90,17 @@ def test_manifest_fields_and_fingerprint(tmp_path):
     write_cache(tmp_path / "c", n=10, expected_rows=10)
     m = json.loads((tmp_path / "c" / "manifest.json").read_text())
     assert m["format_version"] == 1 and m["complete"] is True and m["num_rows"] == 10
-    assert m["features"] == {"hubert": {"shape": [13, 768], "dtype": "float32"},
-                             "vec": {"shape": [6], "dtype": "float16"}}
+    assert m["features"] == {
+        "hubert": {"shape": [13, 768], "dtype": "float32"},
+        "vec": {"shape": [6], "dtype": "float16"},
+    }
     assert m["key"] == "caption_id" and m["links"] == ["image_id", "class_id"] and m["meta"] == META
     assert m["shards"][0]["sha256"] == sha256_file(tmp_path / "c" / m["shards"][0]["file"])
     import hashlib
 
-    canon = json.dumps({k: m[k] for k in ("meta", "features", "key", "links", "format")},
-                       sort_keys=True, separators=(",", ":"))
+    canon = json.dumps(
+        {k: m[k] for k in ("meta", "features", "key", "links", "format")}, sort_keys=True, separators=(",", ":")
+    )
     assert m["fingerprint"] == hashlib.sha256(canon.encode()).hexdigest()
 
 
@@ -113,8 +129,9 @@ def test_generic_parquet_readers(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     import datasets
 
-    ds = datasets.load_dataset("parquet", data_files=str(d / "*.parquet"), split="train",
-                               cache_dir=str(tmp_path / "hf"))
+    ds = datasets.load_dataset(
+        "parquet", data_files=str(d / "*.parquet"), split="train", cache_dir=str(tmp_path / "hf")
+    )
     assert ds.num_rows == 150 and ds.column_names == ["id", "caption_id", "image_id", "class_id", "hubert", "vec"]
     ds = ds.with_format("numpy")
     np.testing.assert_array_equal(ds[k]["vec"], feats["vec"][k])
@@ -142,8 +159,15 @@ def test_empty_cache(tmp_path, fmt):
 
 def test_incomplete_cache_refused(tmp_path):
     ids, links, feats = make_rows(100)
-    w = ShardWriter(tmp_path / "c", features=FEATURES, key="caption_id", links=["image_id", "class_id"],
-                    meta=META, rows_per_shard=40, expected_rows=100)
+    w = ShardWriter(
+        tmp_path / "c",
+        features=FEATURES,
+        key="caption_id",
+        links=["image_id", "class_id"],
+        meta=META,
+        rows_per_shard=40,
+        expected_rows=100,
+    )
     w.add(ids, links, feats)  # two shards finished, 20 rows buffered, never closed
     with pytest.raises(UserError, match=r"is incomplete \(80 of 100 rows\); rerun the extraction to resume"):
         open_cache(tmp_path / "c")
@@ -177,8 +201,9 @@ def test_fingerprint_mismatch_refused(tmp_path):
     msg = str(err.value)
     assert old[:12] in msg and "meta.weights_sha256" in msg and "\n" not in msg
     with pytest.raises(UserError, match="differs in format"):
-        ShardWriter(tmp_path / "c", features=FEATURES, key="caption_id", links=["image_id", "class_id"],
-                    meta=META, fmt="hdf5")
+        ShardWriter(
+            tmp_path / "c", features=FEATURES, key="caption_id", links=["image_id", "class_id"], meta=META, fmt="hdf5"
+        )
 
 
 def test_complete_cache_is_a_skip(tmp_path):
@@ -196,8 +221,9 @@ def test_complete_cache_is_a_skip(tmp_path):
 def test_buffered_rows_are_copies(tmp_path):
     """A caller reusing one batch buffer must not change rows already handed to the writer."""
     buf = np.zeros((4, 6), dtype=np.float16)
-    with ShardWriter(tmp_path / "c", features={"vec": ((6,), "float16")}, key="image_id", links=[], meta={},
-                     rows_per_shard=8) as w:
+    with ShardWriter(
+        tmp_path / "c", features={"vec": ((6,), "float16")}, key="image_id", links=[], meta={}, rows_per_shard=8
+    ) as w:
         for b in range(3):
             buf[:] = b
             w.add([f"{b}-{k}" for k in range(4)], {}, {"vec": buf})
@@ -206,8 +232,14 @@ def test_buffered_rows_are_copies(tmp_path):
 
 
 def test_bad_rows_rejected(tmp_path):
-    w = ShardWriter(tmp_path / "c", features=FEATURES, key="caption_id", links=["image_id", "class_id"],
-                    meta=META, rows_per_shard=10)
+    w = ShardWriter(
+        tmp_path / "c",
+        features=FEATURES,
+        key="caption_id",
+        links=["image_id", "class_id"],
+        meta=META,
+        rows_per_shard=10,
+    )
     ids, links, feats = make_rows(12)
     w.add(ids, links, feats)  # one shard finished, 2 buffered
     for dup_ids in (["a", "a"], [ids[0], "b"], [ids[11], "b"]):  # in batch, in a finished shard, buffered
@@ -240,8 +272,9 @@ def test_resume_adopts_orphan_and_cleans_temp(tmp_path):
     (d / "manifest.json").write_text(json.dumps(manifest))
     (d / ".part-00004.parquet.tmp").write_bytes(b"half a shard")
     (d / "part-00005.parquet").write_bytes(b"garbage renamed into place")
-    w = ShardWriter(d, features=FEATURES, key="caption_id", links=["image_id", "class_id"], meta=META,
-                    rows_per_shard=50)
+    w = ShardWriter(
+        d, features=FEATURES, key="caption_id", links=["image_id", "class_id"], meta=META, rows_per_shard=50
+    )
     assert not w.complete and w.done_ids == set(ids)  # shard 3 adopted
     assert not (d / ".part-00004.parquet.tmp").exists() and not (d / "part-00005.parquet").exists()
     w.close()
@@ -315,10 +348,20 @@ def test_merge_rank_manifests(tmp_path):
     ids, links, feats = make_rows(90)
     for rank, rows in ((1, range(45, 90)), (0, range(0, 45))):
         rows = list(rows)
-        with ShardWriter(d, features=FEATURES, key="caption_id", links=["image_id", "class_id"], meta=META,
-                         rank=rank, rows_per_shard=20) as w:
-            w.add([ids[k] for k in rows], {c: [v[k] for k in rows] for c, v in links.items()},
-                  {f: v[rows] for f, v in feats.items()})
+        with ShardWriter(
+            d,
+            features=FEATURES,
+            key="caption_id",
+            links=["image_id", "class_id"],
+            meta=META,
+            rank=rank,
+            rows_per_shard=20,
+        ) as w:
+            w.add(
+                [ids[k] for k in rows],
+                {c: [v[k] for k in rows] for c, v in links.items()},
+                {f: v[rows] for f, v in feats.items()},
+            )
     assert (d / "manifest.r000.json").exists() and (d / "part-r001-00002.parquet").exists()
     with pytest.raises(UserError, match="per-rank manifests only"):
         open_cache(d)
@@ -329,16 +372,18 @@ def test_merge_rank_manifests(tmp_path):
     np.testing.assert_array_equal(out["hubert"], feats["hubert"])
     assert merge_manifests(d) == merged  # idempotent
     assert pads.dataset(d, format="parquet", exclude_invalid_files=True).count_rows() == 90
-    assert ShardWriter(d, features=FEATURES, key="caption_id", links=["image_id", "class_id"], meta=META,
-                       rank=0).complete
+    assert ShardWriter(
+        d, features=FEATURES, key="caption_id", links=["image_id", "class_id"], meta=META, rank=0
+    ).complete
 
 
 def test_merge_refuses_overlap_and_unfinished(tmp_path):
     d = tmp_path / "c"
     ids, links, feats = make_rows(30)
     for rank in (0, 1):  # both ranks write the same ids
-        with ShardWriter(d, features=FEATURES, key="caption_id", links=["image_id", "class_id"], meta=META,
-                         rank=rank) as w:
+        with ShardWriter(
+            d, features=FEATURES, key="caption_id", links=["image_id", "class_id"], meta=META, rank=rank
+        ) as w:
             w.add(ids, links, feats)
     with pytest.raises(UserError, match="appears in two ranks"):
         merge_manifests(d)
@@ -353,8 +398,14 @@ def test_merge_refuses_overlap_and_unfinished(tmp_path):
 def test_cache_dir_and_list_caches(tmp_path):
     assert cache_dir(tmp_path, "cub", "A", "val") == tmp_path / "cub" / "A" / "val"
     write_cache(cache_dir(tmp_path, "cub", "T", "train"), n=5)
-    w = ShardWriter(cache_dir(tmp_path, "cub", "I", "test"), features={"f": ((4,), "float32")}, key="image_id",
-                    links=["class_id"], meta={}, fmt="hdf5")
+    w = ShardWriter(
+        cache_dir(tmp_path, "cub", "I", "test"),
+        features={"f": ((4,), "float32")},
+        key="image_id",
+        links=["class_id"],
+        meta={},
+        fmt="hdf5",
+    )
     w.add(["1"], {"class_id": ["3"]}, {"f": np.ones((1, 4))})
     found = {(r["dataset"], r["modality"], r["split"]): r for r in list_caches(tmp_path)}
     assert found[("cub", "T", "train")]["complete"] and found[("cub", "T", "train")]["rows"] == 5
@@ -381,8 +432,15 @@ def test_docs_snippets_run(tmp_path, monkeypatch):
     dirs = {}
     for fmt in ("parquet", "hdf5"):
         dirs[fmt] = tmp_path / fmt
-        with ShardWriter(dirs[fmt], features={"feat": ((13, 768), "float32")}, key="caption_id",
-                         links=["image_id"], meta=META, fmt=fmt, rows_per_shard=40) as w:
+        with ShardWriter(
+            dirs[fmt],
+            features={"feat": ((13, 768), "float32")},
+            key="caption_id",
+            links=["image_id"],
+            meta=META,
+            fmt=fmt,
+            rows_per_shard=40,
+        ) as w:
             w.add(ids, {"image_id": [i.split("#")[0] for i in ids]}, {"feat": feat})
     for block in blocks:
         fmt = "hdf5" if "h5py" in block else "parquet"
@@ -430,8 +488,15 @@ def test_read_into_preallocated_exact(tmp_path, fmt):
     ids = [f"c{i}" for i in range(n)]
     vec = (rng.standard_normal((n, 5)) * 1e3).astype(np.float32)
     half = rng.standard_normal((n, 3)).astype(np.float16)
-    with ShardWriter(tmp_path / "c", features={"vec": ((5,), "float32"), "half": ((3,), "float16")}, key="id", links=[],
-                     meta=META, fmt=fmt, rows_per_shard=2500) as w:
+    with ShardWriter(
+        tmp_path / "c",
+        features={"vec": ((5,), "float32"), "half": ((3,), "float16")},
+        key="id",
+        links=[],
+        meta=META,
+        fmt=fmt,
+        rows_per_shard=2500,
+    ) as w:
         w.add(ids, {}, {"vec": vec, "half": half})
     reader = open_cache(tmp_path / "c")
     out = {"vec": np.full((n, 5), np.nan, np.float32), "half": np.full((n, 3), np.nan, np.float32)}

@@ -10,10 +10,10 @@ import sys
 import time
 
 import pytest
+from synthetic_cache import write_synthetic_cache
 from typer.testing import CliRunner
 
 from pcmpipe.cli import app
-from synthetic_cache import write_synthetic_cache
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
 FAST = ["--dataset", "synth", "--modalities", "I,T,S", "--batch-size", "32", "--lr", "2e-3", "--threads", "1"]
@@ -37,8 +37,9 @@ def cache(tmp_path_factory):
 
 
 def pcmpipe(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pcmpipe", *args], capture_output=True, text=True, env=ENV,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "pcmpipe", *args], capture_output=True, text=True, env=ENV, timeout=timeout
+    )
 
 
 def _mean_r1(node: dict) -> float:
@@ -49,8 +50,20 @@ def _mean_r1(node: dict) -> float:
 @pytest.mark.slow
 def test_train_cli_learns_far_above_chance_and_untrained(cache, tmp_path):
     runs_root = tmp_path / "runs"
-    res = pcmpipe("train", "--loss", "pcmr", *FAST, "--epochs", "8", "--cache-root", str(cache),
-                  "--runs-root", str(runs_root), "--name", "cli")
+    res = pcmpipe(
+        "train",
+        "--loss",
+        "pcmr",
+        *FAST,
+        "--epochs",
+        "8",
+        "--cache-root",
+        str(cache),
+        "--runs-root",
+        str(runs_root),
+        "--name",
+        "cli",
+    )
     assert res.returncode == 0, res.stderr
     assert "epoch 1/8 loss" in res.stdout  # not a TTY: one plain line per epoch
     run = runs_root / "cli"
@@ -58,8 +71,10 @@ def test_train_cli_learns_far_above_chance_and_untrained(cache, tmp_path):
     untrained = json.loads((run / "untrained_metrics.json").read_text())
     r1, u1 = _mean_r1(test["instance"]), _mean_r1(untrained["instance"])
     chance = test["chance"]["instance"]["mean"]["r@1"]
-    print(f"\nCLI pcmr: test mean r@1 {r1:.1f} (untrained {u1:.1f}, chance {chance:.1f}); "
-          + ", ".join(f"{k} {v['r@1']:.1f}" for k, v in test["instance"].items() if "->" in k))
+    print(
+        f"\nCLI pcmr: test mean r@1 {r1:.1f} (untrained {u1:.1f}, chance {chance:.1f}); "
+        + ", ".join(f"{k} {v['r@1']:.1f}" for k, v in test["instance"].items() if "->" in k)
+    )
     assert r1 > 5 * chance and r1 > u1 + 15
     assert all(test["instance"][d]["r@1"] > 3 * test["chance"]["instance"][d]["r@1"] for d in ("I->T", "T->I", "I->S"))
 
@@ -77,8 +92,12 @@ def test_resume_after_sigkill_matches_uninterrupted(cache, tmp_path):
     assert whole.returncode == 0, whole.stderr
 
     runs_root = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "pcmpipe", *args, "--runs-root", str(runs_root)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pcmpipe", *args, "--runs-root", str(runs_root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=ENV,
+    )
     deadline = time.time() + 240
     tmp = None
     while time.time() < deadline and proc.poll() is None:
@@ -99,8 +118,10 @@ def test_resume_after_sigkill_matches_uninterrupted(cache, tmp_path):
     (a,) = (tmp_path / "whole").iterdir()
     b = runs_root / a.name
     assert json.loads((a / "test_metrics.json").read_text()) == json.loads((b / "test_metrics.json").read_text())
-    strip = lambda p: [{k: v for k, v in json.loads(l).items() if "time" not in k}  # noqa: E731
-                       for l in (p / "metrics.jsonl").read_text().splitlines()]
+    strip = lambda p: [
+        {k: v for k, v in json.loads(l).items() if "time" not in k}  # noqa: E731
+        for l in (p / "metrics.jsonl").read_text().splitlines()
+    ]
     assert strip(a) == strip(b) and len(strip(b)) == 8
     assert not tmp.exists()
 
@@ -119,8 +140,11 @@ def test_resume_after_sigkill_matches_uninterrupted(cache, tmp_path):
 )
 def test_user_errors_exit_2_with_one_line(cache, tmp_path, extra, fragment):
     # In-process through the real CLI app (the subprocess path is covered above; this saves a torch import each).
-    res = CliRunner().invoke(app, ["train", *FAST, "--epochs", "2", "--cache-root", str(cache), "--runs-root",
-                                   str(tmp_path / "r"), *extra], env={"COLUMNS": "400"})
+    res = CliRunner().invoke(
+        app,
+        ["train", *FAST, "--epochs", "2", "--cache-root", str(cache), "--runs-root", str(tmp_path / "r"), *extra],
+        env={"COLUMNS": "400"},
+    )
     assert res.exit_code == 2, res.output
     lines = [l for l in res.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in res.stderr
@@ -129,8 +153,10 @@ def test_user_errors_exit_2_with_one_line(cache, tmp_path, extra, fragment):
 
 def test_yaml_config_with_flag_overrides(cache, tmp_path):
     path = tmp_path / "run.yaml"
-    path.write_text(f"dataset: synth\nmodalities: [I, T]\nloss: pcmr\nepochs: 9\nbatch_size: 32\n"
-                    f"cache_root: {cache}\nruns_root: {tmp_path / 'runs'}\nname: fromyaml\n")
+    path.write_text(
+        f"dataset: synth\nmodalities: [I, T]\nloss: pcmr\nepochs: 9\nbatch_size: 32\n"
+        f"cache_root: {cache}\nruns_root: {tmp_path / 'runs'}\nname: fromyaml\n"
+    )
     res = CliRunner().invoke(app, ["train", "--config", str(path), "--epochs", "1", "--loss", "pcmc"])
     assert res.exit_code == 0, res.output
     cfg = json.loads((tmp_path / "runs" / "fromyaml" / "config.json").read_text())["config"]
@@ -143,10 +169,13 @@ def test_yaml_config_with_flag_overrides(cache, tmp_path):
 def test_yaml_cache_root_places_the_run_and_set_wins(cache, tmp_path):
     # no --runs-root anywhere: the run goes beside the YAML's cache, as finetune already did
     path = tmp_path / "run.yaml"
-    path.write_text(f"dataset: synth\nmodalities: I,T\nepochs: 9\nbatch_size: 32\ncache_root: {cache}\n"
-                    f"name: beside\nstream_val_mb: '8'\n")
-    res = CliRunner().invoke(app, ["train", "--config", str(path), "--epochs", "3", "--set", "epochs=1",
-                                   "--set", "lr=2e-3"])
+    path.write_text(
+        f"dataset: synth\nmodalities: I,T\nepochs: 9\nbatch_size: 32\ncache_root: {cache}\n"
+        f"name: beside\nstream_val_mb: '8'\n"
+    )
+    res = CliRunner().invoke(
+        app, ["train", "--config", str(path), "--epochs", "3", "--set", "epochs=1", "--set", "lr=2e-3"]
+    )
     assert res.exit_code == 0, res.output
     run = cache / "runs" / "beside"
     cfg = json.loads((run / "config.json").read_text())["config"]
@@ -155,8 +184,11 @@ def test_yaml_cache_root_places_the_run_and_set_wins(cache, tmp_path):
 
 def test_missing_cache_names_extract_command(tmp_path):
     write_synthetic_cache(tmp_path / "c", dataset="cub", images={"train": 20, "val": 5, "test": 5})
-    res = CliRunner().invoke(app, ["train", "--dataset", "cub", "--modalities", "I,T,A", "--cache-root",
-                                   str(tmp_path / "c")], env={"COLUMNS": "400"})
+    res = CliRunner().invoke(
+        app,
+        ["train", "--dataset", "cub", "--modalities", "I,T,A", "--cache-root", str(tmp_path / "c")],
+        env={"COLUMNS": "400"},
+    )
     assert res.exit_code == 2
     assert f"no cached features at {tmp_path / 'c' / 'cub' / 'A' / 'train'}" in res.stderr.replace("\n", "")
     assert "pcmpipe extract --dataset cub --modalities A --split train" in res.stderr.replace("\n", "")
@@ -165,8 +197,11 @@ def test_missing_cache_names_extract_command(tmp_path):
 def test_missing_cache_of_a_modality_the_dataset_cannot_extract_says_import(tmp_path):
     # flickr8k has no attributes (A): extract cannot make them, import-features can
     write_synthetic_cache(tmp_path / "c", dataset="flickr8k", images={"train": 20, "val": 5, "test": 5})
-    res = CliRunner().invoke(app, ["train", "--dataset", "flickr8k", "--modalities", "I,A", "--cache-root",
-                                   str(tmp_path / "c")], env={"COLUMNS": "400"})
+    res = CliRunner().invoke(
+        app,
+        ["train", "--dataset", "flickr8k", "--modalities", "I,A", "--cache-root", str(tmp_path / "c")],
+        env={"COLUMNS": "400"},
+    )
     assert res.exit_code == 2
     err = res.stderr.replace("\n", "")
     assert "pcmpipe import-features A --dataset flickr8k --split train" in err and "pcmpipe extract" not in err

@@ -36,14 +36,17 @@ def test_one_spelling_per_concept_in_the_help():
         assert "--splits" not in text and "--data-root" not in text, command
 
 
-@pytest.mark.parametrize("command, shown", [
-    ("train", ["<pcmc|pcmr>", "<instance|class>", "<learnable|fixed>", "<auto|cpu|cuda>"]),
-    ("finetune", ["<pcmc|pcmr>", "<instance|class>", "<auto|cpu|cuda>", "--augment", "--no-augment"]),
-    ("evaluate", ["<instance|class>", "<auto|cpu|cuda>", "[default: auto]"]),
-    ("extract", ["<parquet|hdf5>", "<auto|cpu|cuda|cuda:N>"]),
-    ("import-features", ["<parquet|hdf5>"]),
-    ("synth", ["<tones|espeak|auto>"]),
-])
+@pytest.mark.parametrize(
+    "command, shown",
+    [
+        ("train", ["<pcmc|pcmr>", "<instance|class>", "<learnable|fixed>", "<auto|cpu|cuda>"]),
+        ("finetune", ["<pcmc|pcmr>", "<instance|class>", "<auto|cpu|cuda>", "--augment", "--no-augment"]),
+        ("evaluate", ["<instance|class>", "<auto|cpu|cuda>", "[default: auto]"]),
+        ("extract", ["<parquet|hdf5>", "<auto|cpu|cuda|cuda:N>"]),
+        ("import-features", ["<parquet|hdf5>"]),
+        ("synth", ["<tones|espeak|auto>"]),
+    ],
+)
 def test_choices_are_shown_as_choices(command, shown):
     text = _help(command)
     for item in shown:
@@ -55,12 +58,26 @@ def test_old_spellings_still_work(tmp_path):
 
     synth("flickr8k", tmp_path / "f", images=6)
     for flag in ("--split", "--splits"):  # a bad value proves the option was read, before any backbone loads
-        res = CliRunner().invoke(app, ["extract", "--dataset", "flickr8k", "--root", str(tmp_path / "f"), flag,
-                                       "val,bogus", "--cache-root", str(tmp_path / "c")], env={"COLUMNS": "400"})
+        res = CliRunner().invoke(
+            app,
+            [
+                "extract",
+                "--dataset",
+                "flickr8k",
+                "--root",
+                str(tmp_path / "f"),
+                flag,
+                "val,bogus",
+                "--cache-root",
+                str(tmp_path / "c"),
+            ],
+            env={"COLUMNS": "400"},
+        )
         assert res.exit_code == 2 and "unknown split 'bogus'" in res.stderr, (flag, res.output)
     for flag in ("--root", "--data-root"):
-        res = CliRunner().invoke(app, ["finetune", flag, str(tmp_path / "nope"), "--cache-root", str(tmp_path / "c")],
-                                 env={"COLUMNS": "400"})
+        res = CliRunner().invoke(
+            app, ["finetune", flag, str(tmp_path / "nope"), "--cache-root", str(tmp_path / "c")], env={"COLUMNS": "400"}
+        )
         assert res.exit_code == 2 and str(tmp_path / "nope") in res.stderr, (flag, res.output)
     res = CliRunner().invoke(app, ["finetune", "--cache-root", str(tmp_path / "c")], env={"COLUMNS": "400"})
     assert res.exit_code == 2 and "pass --root" in res.stderr
@@ -72,8 +89,11 @@ def test_shipped_pipelines_run_by_name_and_by_path(tmp_path, monkeypatch):
     by_name, by_path = load_pipeline("table1_flickr8k"), load_pipeline(ROOT / "pipelines" / "table1_flickr8k.yaml")
     assert by_name.name == by_path.name and set(by_name.runs) == set(by_path.runs)
     assert by_name.command == by_path.command == "pcmpipe run table1_flickr8k"
-    res = CliRunner().invoke(app, ["run", "table5_enrichment", "--dry-run", "--cache-root", str(tmp_path / "c"),
-                                   "--set", "epochs=2"], env={"COLUMNS": "300"})
+    res = CliRunner().invoke(
+        app,
+        ["run", "table5_enrichment", "--dry-run", "--cache-root", str(tmp_path / "c"), "--set", "epochs=2"],
+        env={"COLUMNS": "300"},
+    )
     assert res.exit_code == 0, res.output
     assert "pcmpipe run table5_enrichment" in res.output and not (tmp_path / "c").exists()
     # a file of the user's own, outside the package, is named by its path

@@ -41,11 +41,20 @@ def test_user_dataset_gets_generic_batch(tmp_path):
         ({"dataset": "cub", "modalities": "I,T", "epochs": 0}, "--epochs must be >= 1, got 0"),
         ({"dataset": "cub", "modalities": "I,T", "threshold": 2}, "--threshold must be <= 1"),
         ({"dataset": "cub", "modalities": "I,T", "lr": -1}, "--lr must be > 0"),
-        ({"dataset": "cub", "modalities": "I,T", "device": "tpu"}, "unknown device 'tpu'; valid choices: auto, cpu, cuda"),
-        ({"dataset": "cub", "modalities": "I,T", "stream_val_mb": "eight"}, "setting stream_val_mb='eight' has the wrong type"),
+        (
+            {"dataset": "cub", "modalities": "I,T", "device": "tpu"},
+            "unknown device 'tpu'; valid choices: auto, cpu, cuda",
+        ),
+        (
+            {"dataset": "cub", "modalities": "I,T", "stream_val_mb": "eight"},
+            "setting stream_val_mb='eight' has the wrong type",
+        ),
         ({"dataset": "cub", "modalities": "I,T", "threads": "2.5"}, "setting threads='2.5' has the wrong type"),
         ({"dataset": "cub", "modalities": "I,T", "epochs": True}, "epochs=True has the wrong type"),
-        ({"dataset": "cub", "modalities": "I,T", "learning_rate": 1}, "unknown training setting learning_rate; did you mean lr?"),
+        (
+            {"dataset": "cub", "modalities": "I,T", "learning_rate": 1},
+            "unknown training setting learning_rate; did you mean lr?",
+        ),
         ({"dataset": "cub", "modalities": "I,T", "epoch": 1}, "unknown training setting epoch; did you mean epochs?"),
         ({"modalities": "I,T"}, "missing training setting(s): dataset"),
     ],
@@ -83,8 +92,10 @@ def test_fingerprint_tracks_numbers_not_names():
 def test_yaml_strings_coerce_to_the_field_type(tmp_path):
     # a quoted number in YAML used to end in a traceback; int | None and float | None fields coerce too
     path = tmp_path / "run.yaml"
-    path.write_text('dataset: cub\nmodalities: I,T\nstream_val_mb: "8"\nbatch_size: "64"\nthreads: "2"\n'
-                    'lr: "3e-4"\ncompile: "yes"\nname: 2024\n')
+    path.write_text(
+        'dataset: cub\nmodalities: I,T\nstream_val_mb: "8"\nbatch_size: "64"\nthreads: "2"\n'
+        'lr: "3e-4"\ncompile: "yes"\nname: 2024\n'
+    )
     cfg = load_config(path)
     assert (cfg.stream_val_mb, cfg.batch_size, cfg.threads, cfg.lr, cfg.compile) == (8.0, 64, 2, 3e-4, True)
     assert cfg.name == "2024" and isinstance(cfg.stream_val_mb, float)
@@ -116,12 +127,19 @@ def test_validation_does_not_touch_the_disk(tmp_path, monkeypatch):
 
 def test_finetune_schema_defaults_and_checks():
     cfg = FinetuneConfig.from_dict({"data_root": "data/cub", "unfreeze": "image"})
-    assert (cfg.dataset, cfg.modalities, cfg.unfreeze, cfg.backbone_lr) == ("cub", ["I", "T", "A", "C"], ["image"], 1e-6)
+    assert (cfg.dataset, cfg.modalities, cfg.unfreeze, cfg.backbone_lr) == (
+        "cub",
+        ["I", "T", "A", "C"],
+        ["image"],
+        1e-6,
+    )
     assert FinetuneConfig.from_dict({"data_root": "d", "unfreeze": "none"}).unfreeze == []
-    for data, fragment in (({"unfreeze": "image,foo"}, "unknown unfreeze 'foo'; valid choices: image, text"),
-                           ({"modalities": "A,T", "unfreeze": "image"}, "--unfreeze image needs modality I"),
-                           ({"eda_alpha": 2}, "--eda-alpha must be <= 1"),
-                           ({"data_root": None}, "pass --root")):
+    for data, fragment in (
+        ({"unfreeze": "image,foo"}, "unknown unfreeze 'foo'; valid choices: image, text"),
+        ({"modalities": "A,T", "unfreeze": "image"}, "--unfreeze image needs modality I"),
+        ({"eda_alpha": 2}, "--eda-alpha must be <= 1"),
+        ({"data_root": None}, "pass --root"),
+    ):
         with pytest.raises(UserError, match=fragment):
             FinetuneConfig.from_dict({"data_root": "d", **data})
 
@@ -129,8 +147,9 @@ def test_finetune_schema_defaults_and_checks():
 def test_merge_order_yaml_then_flags_then_set(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("dataset: cub\nmodalities: [I, T]\nepochs: 9\nlr: 3e-4\nseed: 4\n")
-    merged = merge_settings(path, {"epochs": "5", "seed": None, "lr": "1e-3"}, ["lr=2e-3", "patience=3"],
-                            defaults={"epochs": 1, "rho": 0.5})
+    merged = merge_settings(
+        path, {"epochs": "5", "seed": None, "lr": "1e-3"}, ["lr=2e-3", "patience=3"], defaults={"epochs": 1, "rho": 0.5}
+    )
     cfg = TrainConfig.from_dict(merged)
     assert (cfg.epochs, cfg.lr, cfg.seed, cfg.patience, cfg.rho) == (5, 2e-3, 4, 3, 0.5)
     with pytest.raises(UserError, match="--set expects key=value"):

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from pcmpipe.cli import app
-from pcmpipe.pipelines.demo import demo_pipeline, ensure_synthetic
 from pcmpipe.errors import UserError
+from pcmpipe.pipelines.demo import demo_pipeline, ensure_synthetic
 from pcmpipe.pipelines.spec import pipeline_from_dict
 from pcmpipe.report.results import load_runs
 from pcmpipe.report.tables import mean_metric
@@ -19,7 +19,12 @@ from pcmpipe.report.tables import mean_metric
 
 def test_demo_pipeline_is_a_valid_synthetic_pipeline(tmp_path):
     p = pipeline_from_dict(demo_pipeline(tmp_path / "data", tmp_path / "cache", fast=True))
-    assert set(p.runs) == {"demo-flickr8k-pcmc-ITS", "demo-flickr8k-pcmr-ITS", "demo-cub-pcmc-ITAC", "demo-cub-pcmr-ITAC"}
+    assert set(p.runs) == {
+        "demo-flickr8k-pcmc-ITS",
+        "demo-flickr8k-pcmr-ITS",
+        "demo-cub-pcmc-ITAC",
+        "demo-cub-pcmr-ITAC",
+    }
     assert all(d.options["synthetic"] is True for d in p.data.values())
     assert all(w.startswith("random") for d in p.data.values() for w in d.weights.values())
     assert all(r.train.runs_root == str(tmp_path / "cache" / "runs") for r in p.runs.values())

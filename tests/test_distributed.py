@@ -92,8 +92,11 @@ def _worker_clip(outdir: Path) -> None:
 
 
 PCM_SHAPES = {"I": (48,), "T": (40,), "S": (3, 16)}
-PCM_CONFIGS = {"float64": (torch.float64, [40, 40]), "float32": (torch.float32, [40, 40]),
-               "float64-uneven": (torch.float64, [47, 33])}
+PCM_CONFIGS = {
+    "float64": (torch.float64, [40, 40]),
+    "float32": (torch.float32, [40, 40]),
+    "float64-uneven": (torch.float64, [47, 33]),
+}
 
 
 def _make_pcm_batch(dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -150,8 +153,9 @@ def _worker_pcm(outdir: Path) -> None:
         inputs, _ = D.gather_features(x, None, with_grad=False)  # PCMR's target needs the global raw features
         pcmc, pcmr = _pcm_losses(model, emb, inputs, all_present)
         (pcmc + pcmr).backward()
-        torch.save({"pcmc": pcmc.detach(), "pcmr": pcmr.detach(), "grads": _grads(model)},
-                   outdir / f"{name}-r{info.rank}.pt")
+        torch.save(
+            {"pcmc": pcmc.detach(), "pcmr": pcmr.detach(), "grads": _grads(model)}, outdir / f"{name}-r{info.rank}.pt"
+        )
     D.cleanup()
 
 
@@ -206,10 +210,19 @@ EXTRACT_MODALITIES = ["T", "S", "I"]
 def _extract(data: Path, cache: Path) -> None:
     from pcmpipe.extract import extract
 
-    extract("flickr8k", data, modalities=EXTRACT_MODALITIES, splits=["train"], device="cpu", workers=0,
-            backbones={"image": "clip-tiny-image", "text": "clip-tiny-text", "audio": "hubert-tiny"},
-            weights={"image": "random:0", "text": "random:0", "audio": "random:0"},
-            batch_size=3, rows_per_shard=4, cache_root=cache)
+    extract(
+        "flickr8k",
+        data,
+        modalities=EXTRACT_MODALITIES,
+        splits=["train"],
+        device="cpu",
+        workers=0,
+        backbones={"image": "clip-tiny-image", "text": "clip-tiny-text", "audio": "hubert-tiny"},
+        weights={"image": "random:0", "text": "random:0", "audio": "random:0"},
+        batch_size=3,
+        rows_per_shard=4,
+        cache_root=cache,
+    )
 
 
 def _worker_extract(outdir: Path, data: Path, kill_after: int) -> None:
@@ -236,8 +249,17 @@ def _worker_extract(outdir: Path, data: Path, kill_after: int) -> None:
 
 def _run_torchrun(scenario: str, outdir: Path, nproc: int = 2, *extra: str, check: bool = True):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           str(HERE), scenario, str(outdir), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        str(HERE),
+        scenario,
+        str(outdir),
+        *extra,
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     if check:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

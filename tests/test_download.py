@@ -156,6 +156,7 @@ def test_http_error_is_user_error(tmp_path):
 
 # ---- safe unpacking --------------------------------------------------------------------------------
 
+
 def make_tar(path: Path, members: list[tarfile.TarInfo], data: dict[str, bytes] | None = None) -> Path:
     data = data or {}
     with tarfile.open(path, "w:gz") as tf:
@@ -177,15 +178,18 @@ def listing(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
 
-@pytest.mark.parametrize("members,data,reason", [
-    ([tinfo("ok.txt"), tinfo("../evil")], {"ok.txt": b"ok", "../evil": b"x"}, "outside"),
-    ([tinfo("/tmp/evil")], {"/tmp/evil": b"x"}, "absolute"),
-    ([tinfo("ok.txt"), tinfo("link", tarfile.SYMTYPE, "../../etc/passwd")], {"ok.txt": b"ok"}, "points outside"),
-    ([tinfo("link", tarfile.SYMTYPE, "/etc/passwd")], {}, "absolute"),
-    ([tinfo("hard", tarfile.LNKTYPE, "../outside.txt")], {}, "hardlink"),
-    ([tinfo("dev", tarfile.CHRTYPE)], {}, "device"),
-    ([tinfo("fifo", tarfile.FIFOTYPE)], {}, "device"),
-])
+@pytest.mark.parametrize(
+    "members,data,reason",
+    [
+        ([tinfo("ok.txt"), tinfo("../evil")], {"ok.txt": b"ok", "../evil": b"x"}, "outside"),
+        ([tinfo("/tmp/evil")], {"/tmp/evil": b"x"}, "absolute"),
+        ([tinfo("ok.txt"), tinfo("link", tarfile.SYMTYPE, "../../etc/passwd")], {"ok.txt": b"ok"}, "points outside"),
+        ([tinfo("link", tarfile.SYMTYPE, "/etc/passwd")], {}, "absolute"),
+        ([tinfo("hard", tarfile.LNKTYPE, "../outside.txt")], {}, "hardlink"),
+        ([tinfo("dev", tarfile.CHRTYPE)], {}, "device"),
+        ([tinfo("fifo", tarfile.FIFOTYPE)], {}, "device"),
+    ],
+)
 def test_tar_refuses_escapes_and_writes_nothing(tmp_path, members, data, reason):
     archive = make_tar(tmp_path / "bad.tar.gz", members, data)
     target = tmp_path / "sandbox" / "target"
@@ -195,10 +199,16 @@ def test_tar_refuses_escapes_and_writes_nothing(tmp_path, members, data, reason)
 
 
 def test_tar_with_inside_links_unpacks(tmp_path):
-    archive = make_tar(tmp_path / "ok.tgz", [tinfo("d", tarfile.DIRTYPE), tinfo("d/a.txt"),
-                                              tinfo("d/l", tarfile.SYMTYPE, "a.txt"),
-                                              tinfo("__MACOSX/d/._a.txt")],
-                       {"d/a.txt": b"hello", "__MACOSX/d/._a.txt": b"junk"})
+    archive = make_tar(
+        tmp_path / "ok.tgz",
+        [
+            tinfo("d", tarfile.DIRTYPE),
+            tinfo("d/a.txt"),
+            tinfo("d/l", tarfile.SYMTYPE, "a.txt"),
+            tinfo("__MACOSX/d/._a.txt"),
+        ],
+        {"d/a.txt": b"hello", "__MACOSX/d/._a.txt": b"junk"},
+    )
     names = safe_extract(archive, tmp_path / "out")
     assert (tmp_path / "out" / "d" / "l").read_bytes() == b"hello"
     assert not (tmp_path / "out" / "__MACOSX").exists() and "__MACOSX/d/._a.txt" not in names
@@ -210,26 +220,32 @@ def make_zip(path: Path, entries: dict[str, bytes], symlinks: dict[str, str] | N
             zf.writestr(name, body)
         for name, target in (symlinks or {}).items():
             info = zipfile.ZipInfo(name)
-            info.external_attr = (0o120777 << 16)
+            info.external_attr = 0o120777 << 16
             zf.writestr(info, target)
     return path
 
 
-@pytest.mark.parametrize("entries,links,reason", [
-    ({"ok.txt": b"ok", "../evil": b"x"}, {}, "outside"),
-    ({"/abs/evil": b"x"}, {}, "absolute"),
-    ({"C:\\evil": b"x"}, {}, "absolute"),
-    ({"ok.txt": b"ok"}, {"up": "../../x"}, "points outside"),
-    ({}, {"here": ".", "there": "here/.."}, "outside"),
-])
+@pytest.mark.parametrize(
+    "entries,links,reason",
+    [
+        ({"ok.txt": b"ok", "../evil": b"x"}, {}, "outside"),
+        ({"/abs/evil": b"x"}, {}, "absolute"),
+        ({"C:\\evil": b"x"}, {}, "absolute"),
+        ({"ok.txt": b"ok"}, {"up": "../../x"}, "points outside"),
+        ({}, {"here": ".", "there": "here/.."}, "outside"),
+    ],
+)
 def test_zip_refuses_escapes(tmp_path, entries, links, reason):
     archive = make_zip(tmp_path / "bad.zip", entries, links)
     target = tmp_path / "sandbox" / "target"
     with pytest.raises(UserError, match=reason):
         safe_extract(archive, target)
     assert not any(p.name in ("evil", "x") for p in tmp_path.rglob("*"))
-    assert all(str(p).startswith(str(tmp_path / "sandbox" / "target")) for p in (tmp_path / "sandbox").rglob("*")
-               if p != tmp_path / "sandbox" / "target")
+    assert all(
+        str(p).startswith(str(tmp_path / "sandbox" / "target"))
+        for p in (tmp_path / "sandbox").rglob("*")
+        if p != tmp_path / "sandbox" / "target"
+    )
 
 
 def test_corrupt_archive_is_user_error(tmp_path):
@@ -239,6 +255,7 @@ def test_corrupt_archive_is_user_error(tmp_path):
 
 
 # ---- whole datasets through the server ---------------------------------------------------------------
+
 
 def pack_tar(src_root: Path, top: list[str]) -> bytes:
     buf = io.BytesIO()
@@ -267,8 +284,9 @@ def test_download_flickr8k_layout_end_to_end(tmp_path):
         "Flickr8k_text.zip": pack_zip(src, sorted(src.glob("*.txt"))),  # real zip: text files at the top
         "flickr_audio.tar.gz": pack_tar(src, ["flickr_audio"]),
     }
-    sources = [Source(f"https://example.invalid/x/{n}", None if n.endswith("tar.gz") else md5(b))
-               for n, b in archives.items()]
+    sources = [
+        Source(f"https://example.invalid/x/{n}", None if n.endswith("tar.gz") else md5(b)) for n, b in archives.items()
+    ]
     root = tmp_path / "root"
     with Server(archives) as srv:
         srv.cut["flickr_audio.tar.gz"] = (len(archives["flickr_audio.tar.gz"]) // 2, 1)
@@ -294,8 +312,9 @@ def test_download_cub_layout_end_to_end_and_cli_mismatch(tmp_path):
     tgz = pack_tar(src, ["CUB_200_2011", "attributes.txt"])
     root = tmp_path / "root"
     with Server({"CUB_200_2011.tgz": tgz}) as srv:
-        summary = download("cub", root, base_url=srv.url,
-                           sources=[Source("https://x.invalid/CUB_200_2011.tgz", md5(tgz))])
+        summary = download(
+            "cub", root, base_url=srv.url, sources=[Source("https://x.invalid/CUB_200_2011.tgz", md5(tgz))]
+        )
         assert "cvpr2016_cub" in summary["manual"]
         assert (root / "attributes.txt").is_file()
         ds = open_dataset("cub", root)
@@ -304,8 +323,13 @@ def test_download_cub_layout_end_to_end_and_cli_mismatch(tmp_path):
             ds.records("T", "train")  # captions are the manual step
         # the real command against the same server: the synthetic archive fails the official md5
         env = {**os.environ, "PCMPIPE_DOWNLOAD_BASE": srv.url}
-        proc = subprocess.run([sys.executable, "-m", "pcmpipe", "download", "cub", "--root", str(tmp_path / "r2")],
-                              capture_output=True, text=True, env=env, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pcmpipe", "download", "cub", "--root", str(tmp_path / "r2")],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
     assert proc.returncode == 2, proc.stderr
     assert "checksum mismatch for CUB_200_2011.tgz" in proc.stderr and SOURCES["cub"][0].md5 in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -24,16 +24,21 @@ def test_fuse_image_with_its_class_embedding():
     c = _emb([[1.0, 0.0], [0.0, 5.0]], "class_id", class_id=["0", "1"])
     out = fuse({"I": i, "C": c}, ["I", "C"])
     assert out.key == "image_id" and out.columns["image_id"].tolist() == ["a", "b"]
-    expected = torch.stack([(torch.tensor([0.6, 0.8]) + torch.tensor([0.0, 1.0])) / 2,
-                            (torch.tensor([0.0, 1.0]) + torch.tensor([1.0, 0.0])) / 2])
+    expected = torch.stack(
+        [
+            (torch.tensor([0.6, 0.8]) + torch.tensor([0.0, 1.0])) / 2,
+            (torch.tensor([0.0, 1.0]) + torch.tensor([1.0, 0.0])) / 2,
+        ]
+    )
     assert torch.allclose(out.embedding, expected, atol=1e-6)
 
 
 def test_fuse_picks_the_finest_modality_as_base_and_drops_unpaired_rows():
     # Flickr8k-like: S per caption (carries image_id), I per image; caption "c#0" has no image row.
     i = _emb([[1.0, 0.0]], "image_id", image_id=["a"])
-    s = _emb([[0.0, 1.0], [0.0, 2.0], [1.0, 1.0]], "caption_id", caption_id=["a#0", "a#1", "c#0"],
-             image_id=["a", "a", "c"])
+    s = _emb(
+        [[0.0, 1.0], [0.0, 2.0], [1.0, 1.0]], "caption_id", caption_id=["a#0", "a#1", "c#0"], image_id=["a", "a", "c"]
+    )
     out = fuse({"I": i, "S": s}, ["I", "S"])
     assert out.key == "caption_id" and out.columns["caption_id"].tolist() == ["a#0", "a#1"]
     assert torch.allclose(out.embedding, torch.tensor([[0.5, 0.5], [0.5, 0.5]]))
@@ -55,8 +60,13 @@ def test_recall_at_1_matches_a_loop_reference_at_both_levels():
     img = [f"i{k}" for k in range(30)]
     cls = [str(k % 5) for k in range(30)]
     i = _emb(rng.standard_normal((30, 8)), "image_id", image_id=img, class_id=cls)
-    t = _emb(rng.standard_normal((60, 8)), "caption_id", caption_id=[f"{x}#{k}" for x in img for k in range(2)],
-             image_id=np.repeat(img, 2), class_id=np.repeat(cls, 2))
+    t = _emb(
+        rng.standard_normal((60, 8)),
+        "caption_id",
+        caption_id=[f"{x}#{k}" for x in img for k in range(2)],
+        image_id=np.repeat(img, 2),
+        class_id=np.repeat(cls, 2),
+    )
     assert recall_at_1(i, t, "instance", block=7) == pytest.approx(_brute_r1(i, t, "image_id"))
     assert recall_at_1(t, i, "class", block=7) == pytest.approx(_brute_r1(t, i, "class_id"))
 
@@ -81,9 +91,11 @@ def test_enrichment_with_class_embeddings_helps_when_class_carries_the_signal():
     img = [f"im{j}" for j in range(n)]
     i_vec = 0.6 * centres[cls] + torch.as_tensor(rng.standard_normal((n, 32)), dtype=torch.float32) / 4
     t_vec = 0.15 * centres[cls] + torch.as_tensor(rng.standard_normal((n, 32)), dtype=torch.float32) / 4
-    embs = {"I": _emb(i_vec.numpy(), "image_id", image_id=img, class_id=cls),
-            "T": _emb(t_vec.numpy(), "caption_id", caption_id=[f"{x}#0" for x in img], image_id=img, class_id=cls),
-            "C": _emb(centres.numpy(), "class_id", class_id=np.arange(k))}
+    embs = {
+        "I": _emb(i_vec.numpy(), "image_id", image_id=img, class_id=cls),
+        "T": _emb(t_vec.numpy(), "caption_id", caption_id=[f"{x}#0" for x in img], image_id=img, class_id=cls),
+        "C": _emb(centres.numpy(), "class_id", class_id=np.arange(k)),
+    }
     table = enrichment_table(embs, {"{}->I": ["T", "T+C"], "T->{}": ["I", "I+C"]}, "class")
     assert table["{}->I"]["T+C"] > table["{}->I"]["T"] + 30
     assert table["T->{}"]["I+C"] >= table["T->{}"]["I"]

@@ -24,13 +24,31 @@ from pcmpipe.datasets.synthetic import synth
 from pcmpipe.errors import UserError
 from pcmpipe.extract import extract
 from pcmpipe.extract.batching import PaddingMeter, length_batches
-from pcmpipe.extract.sources import (MAX_AUDIO_SAMPLES, SPEECH_MAX_PADDING, Encoded, Skipped, speech_batches,
-                                     text_batches)
+from pcmpipe.extract.sources import (
+    MAX_AUDIO_SAMPLES,
+    SPEECH_MAX_PADDING,
+    Encoded,
+    Skipped,
+    speech_batches,
+    text_batches,
+)
 
 TINY = {"image": "clip-tiny-image", "text": "clip-tiny-text", "audio": "hubert-tiny"}
 RANDOM = {"image": "random:0", "text": "random:0", "audio": "random:0"}
-TINY_FLAGS = ["--image-backbone", "clip-tiny-image", "--text-backbone", "clip-tiny-text", "--audio-backbone",
-              "hubert-tiny", "--weights-image", "random", "--weights-text", "random", "--weights-audio", "random"]
+TINY_FLAGS = [
+    "--image-backbone",
+    "clip-tiny-image",
+    "--text-backbone",
+    "clip-tiny-text",
+    "--audio-backbone",
+    "hubert-tiny",
+    "--weights-image",
+    "random",
+    "--weights-text",
+    "random",
+    "--weights-audio",
+    "random",
+]
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +77,7 @@ def _by_id(cols, feats) -> dict[str, np.ndarray]:
 
 @pytest.mark.slow
 def test_flickr8k_every_modality_matches_direct_encoding(flickr, tmp_path):
-    summary = extract("flickr8k", flickr, backbones=TINY, weights=RANDOM, cache_root=tmp_path, workers=2,
-                      batch_size=4)
+    summary = extract("flickr8k", flickr, backbones=TINY, weights=RANDOM, cache_root=tmp_path, workers=2, batch_size=4)
     assert [(p.modality, p.split) for p in summary.parts] == [(m, s) for m in "ITS" for s in ("train", "val", "test")]
     assert all(p.status == "new" and p.skipped == 0 for p in summary.parts)
     ds = open_dataset("flickr8k", flickr)
@@ -72,6 +89,7 @@ def test_flickr8k_every_modality_matches_direct_encoding(flickr, tmp_path):
         assert cols["id"].tolist() == [r.id for r in recs]  # images keep record order
         assert reader.links == [] and feats.shape == (len(recs), 32) and feats.dtype == np.float32
         from PIL import Image
+
         with torch.inference_mode():
             want = torch.cat([img.model.encode_image(img.preprocess(Image.open(r.path))[None]) for r in recs])
         np.testing.assert_allclose(feats, want.numpy(), atol=1e-5, rtol=0)
@@ -90,16 +108,27 @@ def test_flickr8k_every_modality_matches_direct_encoding(flickr, tmp_path):
         with torch.inference_mode():
             want = torch.cat([aud.encode(aud.preprocess([load_audio(recs[i].path)])) for i in cols["id"]])
         np.testing.assert_allclose(feats, want.numpy(), atol=1e-4, rtol=0)
-        assert json.loads((cache_dir(tmp_path, "flickr8k", "I", split) / "manifest.json").read_text())["meta"][
-            "weights"] == "random:0"
+        assert (
+            json.loads((cache_dir(tmp_path, "flickr8k", "I", split) / "manifest.json").read_text())["meta"]["weights"]
+            == "random:0"
+        )
         assert (cache_dir(tmp_path, "flickr8k", "S", split) / "errors.jsonl").read_text() == ""
     speech = [p for p in summary.parts if p.modality == "S"]
     assert all(p.padding is not None and 0 <= p.padding < 0.5 for p in speech)
 
 
 def test_cub_vectors_prompts_and_links(cub, tmp_path):
-    summary = extract("cub", cub, splits=["train", "test"], backbones=TINY, weights=RANDOM, cache_root=tmp_path,
-                      workers=0, limit=12, fmt="hdf5")
+    summary = extract(
+        "cub",
+        cub,
+        splits=["train", "test"],
+        backbones=TINY,
+        weights=RANDOM,
+        cache_root=tmp_path,
+        workers=0,
+        limit=12,
+        fmt="hdf5",
+    )
     assert {p.modality for p in summary.parts} == {"I", "T", "A", "C", "P"}
     ds = open_dataset("cub", cub)
     for m, links in [("I", ["class_id"]), ("T", ["class_id", "image_id"]), ("A", ["class_id"]), ("C", []), ("P", [])]:
@@ -159,19 +188,34 @@ def test_bad_audio_and_empty_captions_are_skipped(flickr, tmp_path):
     root = tmp_path / "f"
     shutil.copytree(flickr, root)
     recs = open_dataset("flickr8k", root).records("S", "val")
-    recs[0].path.write_bytes(recs[0].path.read_bytes()[:30])      # a header cut short
+    recs[0].path.write_bytes(recs[0].path.read_bytes()[:30])  # a header cut short
     import soundfile as sf
+
     sf.write(str(recs[1].path), np.zeros(200, dtype=np.float32), 16000)  # 12.5 ms: no HuBERT frame
-    summary = extract("flickr8k", root, modalities=["S"], splits=["val"], backbones=TINY, weights=RANDOM,
-                      cache_root=tmp_path / "c", workers=0)
+    summary = extract(
+        "flickr8k",
+        root,
+        modalities=["S"],
+        splits=["val"],
+        backbones=TINY,
+        weights=RANDOM,
+        cache_root=tmp_path / "c",
+        workers=0,
+    )
     reasons = {e["id"]: e["reason"] for e in summary.errors}
     assert reasons[recs[0].id].startswith("unreadable audio") and "too short" in reasons[recs[1].id]
     assert summary.parts[0].rows == len(recs) - 2
     # empty captions cannot come through the readers (they drop blank lines); the source skips them itself
     from pcmpipe.datasets import Record
+
     txt = create_backbone("clip-tiny-text", "random")
-    out = list(text_batches(txt, [Record("a#0", {"caption_id": "a#0"}, text="  "),
-                                  Record("b#0", {"caption_id": "b#0"}, text="a bird")], 8))
+    out = list(
+        text_batches(
+            txt,
+            [Record("a#0", {"caption_id": "a#0"}, text="  "), Record("b#0", {"caption_id": "b#0"}, text="a bird")],
+            8,
+        )
+    )
     assert isinstance(out[0], Skipped) and out[0].reason == "empty caption"
     assert isinstance(out[1], Encoded) and [r.id for r in out[1].records] == ["b#0"]
 
@@ -213,11 +257,16 @@ def test_complete_cache_is_skipped_untouched(flickr, tmp_path):
 
 def test_argument_errors(flickr, tmp_path):
     base = dict(cache_root=tmp_path)
-    for kwargs, match in [(dict(modalities=["A"]), "no modality 'A'"), (dict(splits=["dev"]), "unknown split"),
-                          (dict(fmt="csv"), "unknown format"), (dict(limit=0), "--limit"),
-                          (dict(backbones={"T": "clip-tiny-image"}, modalities=["T"]), "needs a text backbone"),
-                          (dict(backbones={"image": "vgg"}), "unknown backbone"),
-                          (dict(max_padding=1.0), "--max-padding"), (dict(max_padding=-0.01), "--max-padding")]:
+    for kwargs, match in [
+        (dict(modalities=["A"]), "no modality 'A'"),
+        (dict(splits=["dev"]), "unknown split"),
+        (dict(fmt="csv"), "unknown format"),
+        (dict(limit=0), "--limit"),
+        (dict(backbones={"T": "clip-tiny-image"}, modalities=["T"]), "needs a text backbone"),
+        (dict(backbones={"image": "vgg"}), "unknown backbone"),
+        (dict(max_padding=1.0), "--max-padding"),
+        (dict(max_padding=-0.01), "--max-padding"),
+    ]:
         with pytest.raises(UserError, match=match):
             extract("flickr8k", flickr, **{**base, **kwargs})
     with pytest.raises(UserError):
@@ -235,7 +284,7 @@ def test_length_batches_and_padding_meter():
     for b in batches:
         meter.add([lengths[i] for i in b])
     for i in range(0, 200, 16):
-        unsorted.add(lengths[i:i + 16])
+        unsorted.add(lengths[i : i + 16])
     assert meter.fraction < unsorted.fraction / 3  # sorting removes most of the padding
 
 
@@ -256,8 +305,11 @@ def _check_batches(batches, lengths, batch_size, max_padded, bound) -> None:
         assert bound is None or _padding(b, lengths) <= bound + 1e-12
     for b, nxt in zip(batches, batches[1:]):  # greedy: the next batch's first item did not fit
         grown = b + nxt[:1]
-        assert (len(b) >= batch_size or (max_padded is not None and len(grown) * lengths[nxt[0]] > max_padded)
-                or (bound is not None and _padding(grown, lengths) > bound))
+        assert (
+            len(b) >= batch_size
+            or (max_padded is not None and len(grown) * lengths[nxt[0]] > max_padded)
+            or (bound is not None and _padding(grown, lengths) > bound)
+        )
 
 
 @pytest.mark.parametrize("bound", [None, 0.0, 0.02, 0.05, 0.3])
@@ -305,8 +357,11 @@ def test_cli_max_padding_default_and_error(tmp_path):
 
     assert inspect.signature(extract_cmd).parameters["max_padding"].default.default == SPEECH_MAX_PADDING
     assert inspect.signature(extract).parameters["max_padding"].default == SPEECH_MAX_PADDING
-    res = CliRunner().invoke(app, ["extract", "--dataset", "flickr8k", "--root", str(tmp_path), "--max-padding", "1.5"],
-                             env={"COLUMNS": "400"})
+    res = CliRunner().invoke(
+        app,
+        ["extract", "--dataset", "flickr8k", "--root", str(tmp_path), "--max-padding", "1.5"],
+        env={"COLUMNS": "400"},
+    )
     assert res.exit_code == 2, res.output
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "--max-padding must be a fraction in [0, 1)" in lines[0], res.stderr
@@ -314,19 +369,53 @@ def test_cli_max_padding_default_and_error(tmp_path):
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "120"}
-    return subprocess.run([sys.executable, "-m", "pcmpipe", "extract", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "pcmpipe", "extract", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.slow
 def test_cli(flickr, tmp_path):
-    ok = _cli("--dataset", "flickr8k", "--root", str(flickr), "--modalities", "I,T", "--splits", "val",
-              "--cache-root", str(tmp_path / "c"), "--workers", "0", *TINY_FLAGS, cwd=tmp_path)
+    ok = _cli(
+        "--dataset",
+        "flickr8k",
+        "--root",
+        str(flickr),
+        "--modalities",
+        "I,T",
+        "--splits",
+        "val",
+        "--cache-root",
+        str(tmp_path / "c"),
+        "--workers",
+        "0",
+        *TINY_FLAGS,
+        cwd=tmp_path,
+    )
     assert ok.returncode == 0, ok.stderr
     assert "clip-tiny-image" in ok.stdout and "items/s" in ok.stdout
     assert open_cache(cache_dir(tmp_path / "c", "flickr8k", "T", "val")).num_rows == 5
-    bad = _cli("--dataset", "flickr8k", "--root", str(flickr), "--modalities", "I", "--splits", "val",
-               "--cache-root", str(tmp_path / "c"), *TINY_FLAGS[:6], "--weights-image", "random:5", cwd=tmp_path)
+    bad = _cli(
+        "--dataset",
+        "flickr8k",
+        "--root",
+        str(flickr),
+        "--modalities",
+        "I",
+        "--splits",
+        "val",
+        "--cache-root",
+        str(tmp_path / "c"),
+        *TINY_FLAGS[:6],
+        "--weights-image",
+        "random:5",
+        cwd=tmp_path,
+    )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
     assert bad.stderr.strip().count("\n") == 0 and "--overwrite" in bad.stderr
     missing = _cli("--dataset", "flickr8k", "--root", str(tmp_path / "none"), cwd=tmp_path)

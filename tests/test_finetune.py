@@ -24,8 +24,9 @@ from pcmpipe.training.finetune.model import Coordinator, optimizer_groups, tower
 
 torch.set_num_threads(1)  # tiny models: one thread is fastest, and the machine is shared
 
-TINY = dict(image_backbone="clip-tiny-image", text_backbone="clip-tiny-text", weights_image="random:0",
-            weights_text="random:0")
+TINY = dict(
+    image_backbone="clip-tiny-image", text_backbone="clip-tiny-text", weights_image="random:0", weights_text="random:0"
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +39,18 @@ def cub(tmp_path_factory) -> Path:
 
 
 def _cfg(cub: Path, tmp: Path, **kw) -> FinetuneConfig:
-    settings = dict(dataset="cub", modalities="I,C", data_root=str(cub), cache_root=str(tmp / "cache"),
-                    runs_root=str(tmp / "runs"), unfreeze="image", batch_size=50, epochs=1, progress=False, **TINY)
+    settings = dict(
+        dataset="cub",
+        modalities="I,C",
+        data_root=str(cub),
+        cache_root=str(tmp / "cache"),
+        runs_root=str(tmp / "runs"),
+        unfreeze="image",
+        batch_size=50,
+        epochs=1,
+        progress=False,
+        **TINY,
+    )
     settings.update(kw)
     return FinetuneConfig.from_dict(settings)
 
@@ -47,8 +58,9 @@ def _cfg(cub: Path, tmp: Path, **kw) -> FinetuneConfig:
 def _tiny_model(unfrozen: list[str]):
     torch.manual_seed(0)
     bbs = {"I": create_backbone("clip-tiny-image", "random:0"), "T": create_backbone("clip-tiny-text", "random:0")}
-    model = Coordinator(bbs, unfrozen, {"I": (32,), "T": (32,)}, dim=16, logit_scale_init=1 / 0.07,
-                        learnable_scale=True)
+    model = Coordinator(
+        bbs, unfrozen, {"I": (32,), "T": (32,)}, dim=16, logit_scale_init=1 / 0.07, learnable_scale=True
+    )
     return bbs, model
 
 
@@ -58,8 +70,12 @@ def test_optimizer_groups_apply_the_two_learning_rates():
     bbs, model = _tiny_model(["I", "T"])
     opt = torch.optim.AdamW(optimizer_groups(model, head_lr=1e-4, backbone_lr=1e-6, weight_decay=0.2))
     groups = {g["name"]: g for g in opt.param_groups}
-    assert {n: g["lr"] for n, g in groups.items()} == {"heads": 1e-4, "heads_no_decay": 1e-4, "backbone": 1e-6,
-                                                       "backbone_no_decay": 1e-6}
+    assert {n: g["lr"] for n, g in groups.items()} == {
+        "heads": 1e-4,
+        "heads_no_decay": 1e-4,
+        "backbone": 1e-6,
+        "backbone_no_decay": 1e-6,
+    }
     assert groups["heads"]["weight_decay"] == 0.2 and groups["backbone_no_decay"]["weight_decay"] == 0.0
     # the image tower's own text half and both logit scales of the CLIP instances are not trained
     trained = {id(p) for g in opt.param_groups for p in g["params"]}
@@ -113,8 +129,8 @@ def test_config_validation(cub, tmp_path):
 def test_image_finetune_moves_the_image_tower_only_and_recaches(cub, tmp_path):
     """I live and trained, C from the cache; the saved tower re-extracts through the normal extract path."""
     from pcmpipe.extract import extract
-    from pcmpipe.training.rundir import load_heads
     from pcmpipe.samples import load_modality
+    from pcmpipe.training.rundir import load_heads
 
     cfg = _cfg(cub, tmp_path)
     run = finetune(cfg)
@@ -123,8 +139,12 @@ def test_image_finetune_moves_the_image_tower_only_and_recaches(cub, tmp_path):
     rec = json.loads((run / "config.json").read_text())
     assert rec["caches"]["train"]["I"]["live"] and rec["caches"]["train"]["C"]["path"].endswith("cub/C/train")
     history = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
-    assert history[0]["lr_start"] == {"heads": 1e-4, "heads_no_decay": 1e-4, "backbone": 1e-6,
-                                      "backbone_no_decay": 1e-6}
+    assert history[0]["lr_start"] == {
+        "heads": 1e-4,
+        "heads_no_decay": 1e-4,
+        "backbone": 1e-6,
+        "backbone_no_decay": 1e-6,
+    }
 
     init = create_backbone("clip-tiny-image", "random:0").model.state_dict()
     tuned = load_file(str(run / "image_backbone.safetensors"))
@@ -138,8 +158,17 @@ def test_image_finetune_moves_the_image_tower_only_and_recaches(cub, tmp_path):
     bb = create_backbone("clip-tiny-image", str(run / "image_backbone.safetensors"))
     assert bb.meta["weights_sha256"] == tower_sha256(tuned, "image")
     recache = tmp_path / "recache"
-    extract("cub", cub, modalities=["I"], splits=["test"], backbones={"image": "clip-tiny-image"},
-            weights={"image": str(run / "image_backbone.safetensors")}, device="cpu", cache_root=recache, workers=0)
+    extract(
+        "cub",
+        cub,
+        modalities=["I"],
+        splits=["test"],
+        backbones={"image": "clip-tiny-image"},
+        weights={"image": str(run / "image_backbone.safetensors")},
+        device="cpu",
+        cache_root=recache,
+        workers=0,
+    )
     ft = load_modality(recache, "cub", "I", "test")
     emb = load_file(str(run / "embeddings" / "I.safetensors"))["embedding"]
     ids = json.loads((run / "embeddings" / "I.json").read_text())["columns"]["id"]
@@ -175,11 +204,39 @@ def test_text_finetune_keeps_the_frozen_image_cache(cub, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in Path(cached.directory).glob("part-*")} == shards
 
 
-def _command(cub: Path, tmp: Path, name: str, epochs: int, modalities: str = "I,C", unfreeze: str = "image") -> list[str]:
-    return [sys.executable, "-m", "pcmpipe", "finetune", "--data-root", str(cub), "--modalities", modalities,
-            "--unfreeze", unfreeze, "--batch-size", "50", "--epochs", str(epochs), "--patience", "9",
-            "--cache-root", str(tmp / "cache"), "--name", name, "--image-backbone", "clip-tiny-image",
-            "--weights-image", "random:0", "--text-backbone", "clip-tiny-text", "--weights-text", "random:0"]
+def _command(
+    cub: Path, tmp: Path, name: str, epochs: int, modalities: str = "I,C", unfreeze: str = "image"
+) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "pcmpipe",
+        "finetune",
+        "--data-root",
+        str(cub),
+        "--modalities",
+        modalities,
+        "--unfreeze",
+        unfreeze,
+        "--batch-size",
+        "50",
+        "--epochs",
+        str(epochs),
+        "--patience",
+        "9",
+        "--cache-root",
+        str(tmp / "cache"),
+        "--name",
+        name,
+        "--image-backbone",
+        "clip-tiny-image",
+        "--weights-image",
+        "random:0",
+        "--text-backbone",
+        "clip-tiny-text",
+        "--weights-text",
+        "random:0",
+    ]
 
 
 def _losses(run: Path) -> list[float]:
@@ -202,7 +259,10 @@ def test_resume_after_sigkill_equals_uninterrupted(cub, tmp_path):
     assert "resuming killed after epoch" in resumed.stdout + resumed.stderr
     straight, killed = runs / "straight", runs / "killed"
     assert len(_losses(killed)) == 3 and _losses(killed) == _losses(straight)
-    a, b = load_file(str(straight / "image_backbone.safetensors")), load_file(str(killed / "image_backbone.safetensors"))
+    a, b = (
+        load_file(str(straight / "image_backbone.safetensors")),
+        load_file(str(killed / "image_backbone.safetensors")),
+    )
     assert all(torch.equal(a[k], b[k]) for k in a)
     ta, tb = (json.loads((r / "test_metrics.json").read_text()) for r in (straight, killed))
     assert ta["instance"] == tb["instance"]
@@ -227,8 +287,15 @@ def _kill_after_first_checkpoint(cmd: list[str], env: dict, tmp_run: Path) -> No
 
 def test_set_order_of_towers_depends_on_the_hash_seed():
     """The premise of the next test: under these two seeds a set of {I, T} iterates in different orders."""
-    orders = {subprocess.run([sys.executable, "-c", "print(list({'I', 'T'}))"], capture_output=True, text=True,
-                             env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("0", "3")}
+    orders = {
+        subprocess.run(
+            [sys.executable, "-c", "print(list({'I', 'T'}))"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout
+        for seed in ("0", "3")
+    }
     assert len(orders) == 2
     with pytest.raises(TypeError, match="not a set"):
         _tiny_model({"I", "T"})
@@ -241,13 +308,19 @@ def test_resume_under_another_hash_seed_equals_uninterrupted(cub, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     runs = tmp_path / "cache" / "runs"
     both = dict(modalities="I,T,C", unfreeze="image,text")
-    done = subprocess.run(_command(cub, tmp_path, "straight", 3, **both), env={**env, "PYTHONHASHSEED": "0"},
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        _command(cub, tmp_path, "straight", 3, **both),
+        env={**env, "PYTHONHASHSEED": "0"},
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
-    _kill_after_first_checkpoint(_command(cub, tmp_path, "seeded", 3, **both), {**env, "PYTHONHASHSEED": "0"},
-                                 runs / ".tmp-seeded")
-    resumed = subprocess.run(_command(cub, tmp_path, "seeded", 3, **both), env={**env, "PYTHONHASHSEED": "3"},
-                             capture_output=True, text=True)
+    _kill_after_first_checkpoint(
+        _command(cub, tmp_path, "seeded", 3, **both), {**env, "PYTHONHASHSEED": "0"}, runs / ".tmp-seeded"
+    )
+    resumed = subprocess.run(
+        _command(cub, tmp_path, "seeded", 3, **both), env={**env, "PYTHONHASHSEED": "3"}, capture_output=True, text=True
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming seeded after epoch" in resumed.stdout
     assert len(_losses(runs / "seeded")) == 3 and _losses(runs / "seeded") == _losses(runs / "straight")
@@ -261,9 +334,11 @@ def test_cli_errors_are_one_line(cub, tmp_path):
 
     from pcmpipe.cli import app
 
-    for args, words in ((["--data-root", str(tmp_path / "nope")], "missing"),
-                        (["--data-root", str(cub), "--unfreeze", "text", "--modalities", "I,C"], "needs modality T"),
-                        (["--data-root", str(cub), "--backbone-lr", "0"], "--backbone-lr")):
+    for args, words in (
+        (["--data-root", str(tmp_path / "nope")], "missing"),
+        (["--data-root", str(cub), "--unfreeze", "text", "--modalities", "I,C"], "needs modality T"),
+        (["--data-root", str(cub), "--backbone-lr", "0"], "--backbone-lr"),
+    ):
         out = CliRunner().invoke(app, ["finetune", *args, "--cache-root", str(tmp_path / "c")])
         assert out.exit_code == 2 and words in out.output and "Traceback" not in out.output, out.output
 
@@ -271,4 +346,7 @@ def test_cli_errors_are_one_line(cub, tmp_path):
 def test_all_frozen_trains_heads_only(cub, tmp_path):
     run = finetune(_cfg(cub, tmp_path, unfreeze="none", modalities="A,C"))
     assert (run / "test_metrics.json").is_file() and not list(run.glob("*_backbone.safetensors"))
-    assert json.loads((run / "metrics.jsonl").read_text().splitlines()[0])["lr_start"] == {"heads": 1e-4, "heads_no_decay": 1e-4}
+    assert json.loads((run / "metrics.jsonl").read_text().splitlines()[0])["lr_start"] == {
+        "heads": 1e-4,
+        "heads_no_decay": 1e-4,
+    }

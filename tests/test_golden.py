@@ -23,8 +23,20 @@ from typer.testing import CliRunner
 from pcmpipe.cli import app
 
 GOLDEN = Path(__file__).parent / "golden"
-COMMANDS = ["", "synth", "download", "extract", "import-features", "cache-info", "train", "evaluate", "finetune",
-            "run", "report", "demo"]
+COMMANDS = [
+    "",
+    "synth",
+    "download",
+    "extract",
+    "import-features",
+    "cache-info",
+    "train",
+    "evaluate",
+    "finetune",
+    "run",
+    "report",
+    "demo",
+]
 HELP_ENV = {"COLUMNS": "120", "TERM": "dumb", "NO_COLOR": "1"}
 
 
@@ -80,9 +92,20 @@ def test_finetune_config_fingerprint():
 def test_cache_fingerprint():
     from pcmpipe.cache import cache_fingerprint
 
-    fp = cache_fingerprint(features={"features": ((13, 768), "float32")}, key="caption_id", links=["image_id"],
-                           meta={"backbone": "hubert-base", "weights_sha256": "ab" * 32, "dataset": "flickr8k",
-                                 "modality": "S", "split": "train", "precision": "fp32"}, fmt="parquet")
+    fp = cache_fingerprint(
+        features={"features": ((13, 768), "float32")},
+        key="caption_id",
+        links=["image_id"],
+        meta={
+            "backbone": "hubert-base",
+            "weights_sha256": "ab" * 32,
+            "dataset": "flickr8k",
+            "modality": "S",
+            "split": "train",
+            "precision": "fp32",
+        },
+        fmt="parquet",
+    )
     assert fp == CACHE_FINGERPRINT
 
 
@@ -94,8 +117,7 @@ PUBLIC = {
     "pcmpipe.evaluation.retrieval": ["positives_between"],
     "pcmpipe.evaluation.zeroshot": ["zero_shot_t1", "zero_shot_table"],
     "pcmpipe.evaluation.enrichment": ["enrichment_table", "fuse"],
-    "pcmpipe.cache": ["open_cache", "ShardWriter", "cache_dir", "cache_fingerprint", "list_caches",
-                      "merge_manifests"],
+    "pcmpipe.cache": ["open_cache", "ShardWriter", "cache_dir", "cache_fingerprint", "list_caches", "merge_manifests"],
     "pcmpipe.datasets": ["open_dataset", "DATASETS", "Record", "load_audio", "SPLITS"],
     "pcmpipe.datasets.download": ["download"],
     "pcmpipe.datasets.archive": ["safe_extract"],
@@ -129,7 +151,10 @@ def test_old_cache_still_reads(old_layout):
         reader = open_cache(Path("cache/synth") / m / "test")
         columns, features = reader.read()
         assert reader.num_rows == rows and len(columns["id"]) == rows
-        assert reader.fingerprint == json.loads((Path("cache/synth") / m / "test" / "manifest.json").read_text())["fingerprint"]
+        assert (
+            reader.fingerprint
+            == json.loads((Path("cache/synth") / m / "test" / "manifest.json").read_text())["fingerprint"]
+        )
 
 
 def test_old_run_still_loads_and_evaluates_to_its_numbers(old_layout):

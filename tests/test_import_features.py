@@ -41,8 +41,20 @@ def inputs(tmp_path):
 
 def test_npy_with_plain_ids(inputs):
     d, x, ids = inputs
-    res = cli("import-features", "MYEMB", "--dataset", "flickr8k", "--split", "train", "--npy", d / "x.npy",
-              "--ids", d / "ids.txt", "--cache-root", d / "cache")
+    res = cli(
+        "import-features",
+        "MYEMB",
+        "--dataset",
+        "flickr8k",
+        "--split",
+        "train",
+        "--npy",
+        d / "x.npy",
+        "--ids",
+        d / "ids.txt",
+        "--cache-root",
+        d / "cache",
+    )
     assert res.exit_code == 0, res.output
     assert "wrote 12 rows" in res.output
     reader = open_cache(d / "cache" / "flickr8k" / "MYEMB" / "train")
@@ -53,17 +65,46 @@ def test_npy_with_plain_ids(inputs):
     # same input again: a skip; the shard stays byte for byte
     shard = next((d / "cache" / "flickr8k" / "MYEMB" / "train").glob("*.parquet"))
     before = shard.read_bytes()
-    res = cli("import-features", "MYEMB", "--dataset", "flickr8k", "--split", "train", "--npy", d / "x.npy",
-              "--ids", d / "ids.txt", "--cache-root", d / "cache")
+    res = cli(
+        "import-features",
+        "MYEMB",
+        "--dataset",
+        "flickr8k",
+        "--split",
+        "train",
+        "--npy",
+        d / "x.npy",
+        "--ids",
+        d / "ids.txt",
+        "--cache-root",
+        d / "cache",
+    )
     assert res.exit_code == 0 and "already imported" in res.output and shard.read_bytes() == before
 
 
 def test_tsv_links_hdf5_and_float16(inputs):
     d, x, ids = inputs
     np.save(d / "h.npy", x.astype(np.float16))
-    res = cli("import-features", "ATTR", "--dataset", "cub", "--split", "val", "--npy", d / "h.npy",
-              "--ids", d / "ids.tsv", "--id-column", "image_id", "--links", "class_id", "--format", "hdf5",
-              "--cache-root", d / "cache")
+    res = cli(
+        "import-features",
+        "ATTR",
+        "--dataset",
+        "cub",
+        "--split",
+        "val",
+        "--npy",
+        d / "h.npy",
+        "--ids",
+        d / "ids.tsv",
+        "--id-column",
+        "image_id",
+        "--links",
+        "class_id",
+        "--format",
+        "hdf5",
+        "--cache-root",
+        d / "cache",
+    )
     assert res.exit_code == 0, res.output
     reader = open_cache(d / "cache" / "cub" / "ATTR" / "val")
     cols, feats = reader.read()
@@ -77,8 +118,20 @@ def test_int_vectors_become_float32_and_multi_dim_shape(inputs):
     d, _, ids = inputs
     a = np.arange(12 * 3 * 4).reshape(12, 3, 4)
     np.save(d / "a.npy", a)
-    res = cli("import-features", "A2", "--dataset", "cub", "--split", "train", "--npy", d / "a.npy",
-              "--ids", d / "ids.txt", "--cache-root", d / "cache")
+    res = cli(
+        "import-features",
+        "A2",
+        "--dataset",
+        "cub",
+        "--split",
+        "train",
+        "--npy",
+        d / "a.npy",
+        "--ids",
+        d / "ids.txt",
+        "--cache-root",
+        d / "cache",
+    )
     assert res.exit_code == 0, res.output
     _, feats = open_cache(d / "cache" / "cub" / "A2" / "train").read()
     assert feats["features"].dtype == np.float32 and feats["features"].shape == (12, 3, 4)
@@ -88,13 +141,31 @@ def test_int_vectors_become_float32_and_multi_dim_shape(inputs):
 @pytest.mark.parametrize("fixed", [True, False])
 def test_parquet_input(inputs, fixed):
     d, x, ids = inputs
-    vec = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 10) if fixed else \
-        pa.array([row.tolist() for row in x], pa.list_(pa.float64()))
-    table = pa.table({"cls": pa.array([int(i) % 4 for i in ids]), "image": pa.array([int(i) for i in ids]),
-                      "emb": vec})
+    vec = (
+        pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 10)
+        if fixed
+        else pa.array([row.tolist() for row in x], pa.list_(pa.float64()))
+    )
+    table = pa.table({"cls": pa.array([int(i) % 4 for i in ids]), "image": pa.array([int(i) for i in ids]), "emb": vec})
     pq.write_table(table, d / "t.parquet")
-    res = cli("import-features", "C", "--dataset", "cub", "--split", "test", "--parquet", d / "t.parquet",
-              "--id-column", "image", "--vector-column", "emb", "--links", "cls", "--cache-root", d / "cache")
+    res = cli(
+        "import-features",
+        "C",
+        "--dataset",
+        "cub",
+        "--split",
+        "test",
+        "--parquet",
+        d / "t.parquet",
+        "--id-column",
+        "image",
+        "--vector-column",
+        "emb",
+        "--links",
+        "cls",
+        "--cache-root",
+        d / "cache",
+    )
     assert res.exit_code == 0, res.output
     cols, feats = open_cache(d / "cache" / "cub" / "C" / "test").read()
     assert cols["id"].tolist() == ids and cols["cls"].tolist() == [str(int(i) % 4) for i in ids]
@@ -104,8 +175,18 @@ def test_parquet_input(inputs, fixed):
 
 def test_overwrite_replaces_whole_cache(inputs):
     d, x, ids = inputs
-    base = ["import-features", "E", "--dataset", "ds", "--split", "train", "--ids", d / "ids.txt",
-            "--cache-root", d / "cache"]
+    base = [
+        "import-features",
+        "E",
+        "--dataset",
+        "ds",
+        "--split",
+        "train",
+        "--ids",
+        d / "ids.txt",
+        "--cache-root",
+        d / "cache",
+    ]
     assert cli(*base, "--npy", d / "x.npy").exit_code == 0
     np.save(d / "y.npy", x * 2)
     res = cli(*base, "--npy", d / "y.npy")
@@ -144,8 +225,10 @@ def _bad_inputs(d: Path) -> dict[str, tuple[list, str]]:
         "not npy": (["--npy", d / "notnpy.npy", "--ids", d / "ids.txt"], "not a readable .npy"),
         "ragged parquet": (["--parquet", d / "ragged.parquet", "--vector-column", "v"], "row 2 has 1 values"),
         "missing column": (["--parquet", d / "ragged.parquet", "--vector-column", "w"], "has no column 'w'"),
-        "missing link": (["--links", "species", "--npy", d / "x.npy", "--ids", d / "ids.tsv"],
-                         "no link column 'species'"),
+        "missing link": (
+            ["--links", "species", "--npy", d / "x.npy", "--ids", d / "ids.tsv"],
+            "no link column 'species'",
+        ),
         "links need a header": (["--links", "class_id", *npy], "has no column 'id' (header: 100)"),
         "no input": ([], "give exactly one input"),
         "two inputs": ([*npy, "--parquet", d / "ragged.parquet"], "give exactly one input"),
@@ -165,28 +248,86 @@ def test_bad_inputs_exit_2_one_line_nothing_written(inputs):
         assert "Traceback" not in res.output
         assert not (d / "cache" / "ds" / "BAD" / "train").exists(), case
         assert not (d / "cache").exists() or leftovers(d / "cache") == [], case
-    res = cli("import-features", "a b", "--dataset", "ds", "--split", "train", "--npy", d / "x.npy",
-              "--ids", d / "ids.txt", "--cache-root", d / "cache")
+    res = cli(
+        "import-features",
+        "a b",
+        "--dataset",
+        "ds",
+        "--split",
+        "train",
+        "--npy",
+        d / "x.npy",
+        "--ids",
+        d / "ids.txt",
+        "--cache-root",
+        d / "cache",
+    )
     assert res.exit_code == 2 and "modality name 'a b' is not a valid name" in res.stderr
     # "." would split the heads' state-dict keys, so it is refused for modality names (not for datasets)
-    res = cli("import-features", "my.emb", "--dataset", "ds", "--split", "train", "--npy", d / "x.npy",
-              "--ids", d / "ids.txt", "--cache-root", d / "cache")
+    res = cli(
+        "import-features",
+        "my.emb",
+        "--dataset",
+        "ds",
+        "--split",
+        "train",
+        "--npy",
+        d / "x.npy",
+        "--ids",
+        d / "ids.txt",
+        "--cache-root",
+        d / "cache",
+    )
     assert res.exit_code == 2 and "modality name 'my.emb' is not a valid name" in res.stderr
 
 
 def test_real_process_error_is_one_line(inputs):
     d, _, _ = inputs
-    proc = subprocess.run([sys.executable, "-m", "pcmpipe", "import-features", "X", "--dataset", "ds", "--split",
-                           "train", "--npy", str(d / "x.npy"), "--ids", str(d / "absent.txt"),
-                           "--cache-root", str(d / "cache")], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pcmpipe",
+            "import-features",
+            "X",
+            "--dataset",
+            "ds",
+            "--split",
+            "train",
+            "--npy",
+            str(d / "x.npy"),
+            "--ids",
+            str(d / "absent.txt"),
+            "--cache-root",
+            str(d / "cache"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "--ids file" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_cache_info_table(inputs):
     d, _, _ = inputs
-    assert cli("import-features", "MYEMB", "--dataset", "flickr8k", "--split", "test", "--npy", d / "x.npy",
-               "--ids", d / "ids.txt", "--cache-root", d / "cache").exit_code == 0
+    assert (
+        cli(
+            "import-features",
+            "MYEMB",
+            "--dataset",
+            "flickr8k",
+            "--split",
+            "test",
+            "--npy",
+            d / "x.npy",
+            "--ids",
+            d / "ids.txt",
+            "--cache-root",
+            d / "cache",
+        ).exit_code
+        == 0
+    )
     res = cli("cache-info", d / "cache")
     assert res.exit_code == 0, res.output
     row = next(line for line in res.stdout.splitlines() if "MYEMB" in line)
@@ -208,7 +349,19 @@ def test_temp_dir_of_killed_import_is_removed(inputs):
     for t in (stale, live):
         t.mkdir()
         (t / "part-00000.parquet").write_bytes(b"half")
-    res = cli("import-features", "K", "--dataset", "ds", "--split", "train", "--npy", d / "x.npy",
-              "--ids", d / "ids.txt", "--cache-root", d / "cache")
+    res = cli(
+        "import-features",
+        "K",
+        "--dataset",
+        "ds",
+        "--split",
+        "train",
+        "--npy",
+        d / "x.npy",
+        "--ids",
+        d / "ids.txt",
+        "--cache-root",
+        d / "cache",
+    )
     assert res.exit_code == 0, res.output
     assert not stale.exists() and live.exists()

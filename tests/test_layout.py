@@ -131,14 +131,26 @@ def _prints(path: Path) -> list[str]:
             f = node.func
             if isinstance(f, ast.Name) and f.id == "print":
                 found.append(f"{node.lineno}: print()")
-            elif isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id == "typer" \
-                    and f.attr in ("echo", "secho"):
+            elif (
+                isinstance(f, ast.Attribute)
+                and isinstance(f.value, ast.Name)
+                and f.value.id == "typer"
+                and f.attr in ("echo", "secho")
+            ):
                 found.append(f"{node.lineno}: typer.{f.attr}()")
-            elif isinstance(f, ast.Attribute) and f.attr == "write" and isinstance(f.value, ast.Attribute) \
-                    and f.value.attr in ("stdout", "stderr"):
+            elif (
+                isinstance(f, ast.Attribute)
+                and f.attr == "write"
+                and isinstance(f.value, ast.Attribute)
+                and f.value.attr in ("stdout", "stderr")
+            ):
                 found.append(f"{node.lineno}: sys.{f.value.attr}.write()")
-            elif isinstance(f, ast.Attribute) and f.attr in ("print", "rule", "log") \
-                    and isinstance(f.value, ast.Name) and "console" in f.value.id:
+            elif (
+                isinstance(f, ast.Attribute)
+                and f.attr in ("print", "rule", "log")
+                and isinstance(f.value, ast.Name)
+                and "console" in f.value.id
+            ):
                 found.append(f"{node.lineno}: {f.value.id}.{f.attr}()")
     return found
 
@@ -150,6 +162,5 @@ def test_print_finder_sees_printing(tmp_path):
 
 
 def test_only_cli_and_report_render_print():
-    offenders = {name: _prints(path) for name, path in _modules().items()
-                 if not _within(name, PRINTERS + NOT_YET)}
+    offenders = {name: _prints(path) for name, path in _modules().items() if not _within(name, PRINTERS + NOT_YET)}
     assert {k: v for k, v in offenders.items() if v} == {}

@@ -10,7 +10,6 @@ from open_clip.loss import ClipLoss
 
 from pcmpipe.losses import pcmc_loss, pcmr_loss, pcmr_target
 
-
 # ---------------------------------------------------------------- independent reference computations (loops)
 
 
@@ -280,8 +279,11 @@ def test_all_true_masks_equal_no_masks_values_and_gradients():
     gradients, for every loss and for the target, also when only some modalities carry a mask."""
     names = ["I", "S", "T"]
     B = 7
-    inputs = {"I": torch.randn(B, 4, dtype=torch.float64), "S": torch.randn(B, 3, 5, dtype=torch.float64),
-              "T": torch.randn(B, 4, dtype=torch.float64)}
+    inputs = {
+        "I": torch.randn(B, 4, dtype=torch.float64),
+        "S": torch.randn(B, 3, 5, dtype=torch.float64),
+        "T": torch.randn(B, 4, dtype=torch.float64),
+    }
     inputs["T"][3] = inputs["T"][5] * 2  # a shared view, so the target is not the identity
     ones = {m: torch.ones(B, dtype=torch.bool) for m in names}
     for present in ({"S": ones["S"]}, ones):

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+from synthetic_cache import write_synthetic_cache
 from typer.testing import CliRunner
 
 from pcmpipe.cli import app
 from pcmpipe.config import TrainConfig
 from pcmpipe.errors import UserError
-from pcmpipe.pipelines.spec import load_pipeline, pipeline_from_dict
 from pcmpipe.pipelines.run import PlanReady, StepFinished, StepStarted, make_plan, run_pipeline
+from pcmpipe.pipelines.spec import load_pipeline, pipeline_from_dict
 from pcmpipe.report.build import build_report
 from pcmpipe.report.display import display_rows
-from synthetic_cache import write_synthetic_cache
 
 PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 FILES = sorted(PIPELINES.glob("*.yaml"))
@@ -24,8 +24,16 @@ FILES = sorted(PIPELINES.glob("*.yaml"))
 
 def test_there_is_a_pipeline_per_paper_table_and_figure():
     names = {f.stem for f in FILES}
-    assert {"table1_flickr8k", "table2_6_7_cub", "table3_cub_added_modality", "figure1_m_modalities",
-            "table4_zero_shot", "table5_enrichment", "ablation_rho", "figure3_tsne"} <= names
+    assert {
+        "table1_flickr8k",
+        "table2_6_7_cub",
+        "table3_cub_added_modality",
+        "figure1_m_modalities",
+        "table4_zero_shot",
+        "table5_enrichment",
+        "ablation_rho",
+        "figure3_tsne",
+    } <= names
 
 
 @pytest.mark.parametrize("path", FILES, ids=[f.stem for f in FILES])
@@ -52,7 +60,15 @@ def test_a_run_shared_by_several_pipelines_is_the_same_run():
 def test_paper_settings_in_the_files():
     t1 = load_pipeline(PIPELINES / "table1_flickr8k.yaml")
     r = t1.runs["flickr8k-pcmr-ITS"].train
-    assert (r.loss, r.batch_size, r.lr, r.weight_decay, r.epochs, r.patience, r.rho) == ("pcmr", 80, 1e-4, 0.2, 50, 5, 1.0)
+    assert (r.loss, r.batch_size, r.lr, r.weight_decay, r.epochs, r.patience, r.rho) == (
+        "pcmr",
+        80,
+        1e-4,
+        0.2,
+        50,
+        5,
+        1.0,
+    )
     cub = load_pipeline(PIPELINES / "table2_6_7_cub.yaml")
     assert {r.train.batch_size for r in cub.runs.values()} == {128}
     assert cub.runs["cub-pcmc-ITAC-frozenimage"].finetune == ["text"]
@@ -60,10 +76,13 @@ def test_paper_settings_in_the_files():
 
 
 def test_overrides_and_roots():
-    p = load_pipeline(PIPELINES / "table1_flickr8k.yaml", overrides=["epochs=2", "data.flickr8k.root=/d/f8k"],
-                      cache_root="/tmp/c")
-    assert all(r.train.epochs == 2 and r.train.cache_root == "/tmp/c" and r.train.runs_root == "/tmp/c/runs"
-               for r in p.runs.values())
+    p = load_pipeline(
+        PIPELINES / "table1_flickr8k.yaml", overrides=["epochs=2", "data.flickr8k.root=/d/f8k"], cache_root="/tmp/c"
+    )
+    assert all(
+        r.train.epochs == 2 and r.train.cache_root == "/tmp/c" and r.train.runs_root == "/tmp/c/runs"
+        for r in p.runs.values()
+    )
     assert p.data["flickr8k"].root == "/d/f8k"
     assert load_pipeline(PIPELINES / "table1_flickr8k.yaml", roots=["/x"]).data["flickr8k"].root == "/x"
     f1 = load_pipeline(PIPELINES / "figure1_m_modalities.yaml", roots=["cub=/c", "flickr8k=/f"])
@@ -96,16 +115,34 @@ def test_mistakes_in_a_pipeline_are_one_line_user_errors(tmp_path):
 
 def _synthetic_pipeline(cache: Path) -> dict:
     return {
-        "name": "synthcheck", "title": "synthetic check",
-        "data": {"synth": {"root": str(cache / "raw-not-needed"), "modalities": ["I", "T", "S", "C"], "synthetic": True}},
+        "name": "synthcheck",
+        "title": "synthetic check",
+        "data": {
+            "synth": {"root": str(cache / "raw-not-needed"), "modalities": ["I", "T", "S", "C"], "synthetic": True}
+        },
         "defaults": {"dataset": "synth", "epochs": 2, "patience": 2, "batch_size": 32, "lr": 1e-3, "progress": False},
-        "runs": {"s-pcmc": {"loss": "pcmc", "modalities": ["I", "T", "S"]},
-                 "s-pcmr": {"loss": "pcmr", "modalities": ["I", "T", "S", "C"], "match": "class"}},
-        "evaluations": [{"kind": "enrichment", "run": "s-pcmr", "blocks": {"{}->I": ["T", "T+C"], "T->{}": ["I", "I+C"]}}],
-        "tables": [{"kind": "directions", "title": "t", "metrics": ["r@1"], "columns": ["I->T", "T->I"],
-                    "rows": [{"label": "PCMC", "run": "s-pcmc"}, {"label": "PCMR", "run": "s-pcmr"}]},
-                   {"kind": "enrichment", "title": "e", "run": "s-pcmr",
-                    "blocks": {"{}->I": ["T", "T+C"], "T->{}": ["I", "I+C"]}}],
+        "runs": {
+            "s-pcmc": {"loss": "pcmc", "modalities": ["I", "T", "S"]},
+            "s-pcmr": {"loss": "pcmr", "modalities": ["I", "T", "S", "C"], "match": "class"},
+        },
+        "evaluations": [
+            {"kind": "enrichment", "run": "s-pcmr", "blocks": {"{}->I": ["T", "T+C"], "T->{}": ["I", "I+C"]}}
+        ],
+        "tables": [
+            {
+                "kind": "directions",
+                "title": "t",
+                "metrics": ["r@1"],
+                "columns": ["I->T", "T->I"],
+                "rows": [{"label": "PCMC", "run": "s-pcmc"}, {"label": "PCMR", "run": "s-pcmr"}],
+            },
+            {
+                "kind": "enrichment",
+                "title": "e",
+                "run": "s-pcmr",
+                "blocks": {"{}->I": ["T", "T+C"], "T->{}": ["I", "I+C"]},
+            },
+        ],
     }
 
 
@@ -114,8 +151,12 @@ def test_run_trains_what_is_missing_then_reuses_everything(tmp_path):
     write_synthetic_cache(cache, "synth", with_class_modality=True, images={"train": 64, "val": 16, "test": 16})
     p = pipeline_from_dict(_synthetic_pipeline(cache), cache_root=str(cache))
     plan = make_plan(p)
-    assert [(s.kind, s.status) for s in plan] == [("extract", "cached"), ("train", "missing"), ("train", "missing"),
-                                                   ("enrichment", "missing")]
+    assert [(s.kind, s.status) for s in plan] == [
+        ("extract", "cached"),
+        ("train", "missing"),
+        ("train", "missing"),
+        ("enrichment", "missing"),
+    ]
     events: list = []
     run_pipeline(p, dry_run=True, on_event=events.append)  # the plan only, reported as data
     assert [type(e) for e in events] == [PlanReady] and [s.kind for s in events[0].steps] == [s.kind for s in plan]
@@ -154,8 +195,9 @@ def test_run_trains_what_is_missing_then_reuses_everything(tmp_path):
 
 
 def test_cli_dry_run_prints_the_plan(tmp_path):
-    res = CliRunner().invoke(app, ["run", str(PIPELINES / "table1_flickr8k.yaml"), "--dry-run",
-                                   "--cache-root", str(tmp_path / "c")])
+    res = CliRunner().invoke(
+        app, ["run", str(PIPELINES / "table1_flickr8k.yaml"), "--dry-run", "--cache-root", str(tmp_path / "c")]
+    )
     assert res.exit_code == 0, res.output
     assert "missing" in res.output and "flickr8k-pcmr-ITS" in res.output and "pcmpipe train" in res.output
     assert not (tmp_path / "c").exists()  # a dry run writes nothing

@@ -19,13 +19,13 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from pcmpipe.cli import app
-from pcmpipe.pipelines.spec import load_pipeline
 from pcmpipe.pipelines.run import write_record
+from pcmpipe.pipelines.spec import load_pipeline
 from pcmpipe.report.build import build_report, write_report
-from pcmpipe.report.render.html import report_html
-from pcmpipe.report.render.terminal import print_report
 from pcmpipe.report.display import display_rows
 from pcmpipe.report.paper import paper_tables, paper_value
+from pcmpipe.report.render.html import report_html
+from pcmpipe.report.render.terminal import print_report
 from pcmpipe.report.results import load_runs
 from pcmpipe.report.tables import build_table
 
@@ -33,8 +33,15 @@ PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 
 
-def write_run(runs_root: Path, name: str, config: dict, metrics: dict, level: str = "instance",
-              untrained: dict | None = None, chance: dict | None = None) -> Path:
+def write_run(
+    runs_root: Path,
+    name: str,
+    config: dict,
+    metrics: dict,
+    level: str = "instance",
+    untrained: dict | None = None,
+    chance: dict | None = None,
+) -> Path:
     """A run directory in the trainer's layout; `metrics` = {'I->T': {'r@1': 50.0, ...}} at `level`."""
     d = runs_root / name
     d.mkdir(parents=True)
@@ -46,8 +53,9 @@ def write_run(runs_root: Path, name: str, config: dict, metrics: dict, level: st
     (d / "test_metrics.json").write_text(json.dumps(test))
     if untrained is not None:
         (d / "untrained_metrics.json").write_text(json.dumps({"epoch": 0, level: untrained}))
-    (d / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "loss": 3.0 / e, "val_mean_r@1": 10.0 * e}) + "\n"
-                                             for e in (1, 2, 3)))
+    (d / "metrics.jsonl").write_text(
+        "".join(json.dumps({"epoch": e, "loss": 3.0 / e, "val_mean_r@1": 10.0 * e}) + "\n" for e in (1, 2, 3))
+    )
     return d
 
 
@@ -87,16 +95,24 @@ def _record_and_report(tmp_path: Path, pipeline: str, runs: dict[str, dict], **l
     p = load_pipeline(PIPELINES / pipeline, cache_root=str(tmp_path / "cache"), **load)
     for name, metrics in runs.items():
         cfg = p.runs[name].train.to_dict()
-        write_run(Path(p.runs_root), name, cfg, metrics, level=cfg["match"],
-                  untrained={d: {"r@1": 1.0} for d in metrics}, chance={d: {"r@1": 0.5} for d in metrics})
+        write_run(
+            Path(p.runs_root),
+            name,
+            cfg,
+            metrics,
+            level=cfg["match"],
+            untrained={d: {"r@1": 1.0} for d in metrics},
+            chance={d: {"r@1": 0.5} for d in metrics},
+        )
     write_record(p)
     return p, build_report(Path(p.runs_root))
 
 
 def test_table1_ours_paper_delta_and_missing_run(tmp_path):
     dirs = ["I->T", "T->I", "I->S", "S->I", "T->S", "S->T"]
-    _, report = _record_and_report(tmp_path, "table1_flickr8k.yaml",
-                                   {"flickr8k-pcmr-ITS": {d: {"r@1": 60.0, "r@5": 80.0} for d in dirs}})
+    _, report = _record_and_report(
+        tmp_path, "table1_flickr8k.yaml", {"flickr8k-pcmr-ITS": {d: {"r@1": 60.0, "r@5": 80.0} for d in dirs}}
+    )
     sec = report.sections[0]
     assert sec.missing_runs == {"flickr8k-pcmc-ITS"}
     rows = {label: (style, cells) for style, label, cells in display_rows(sec.tables[0])}
@@ -112,10 +128,12 @@ def test_table1_ours_paper_delta_and_missing_run(tmp_path):
 
 def test_synthetic_data_is_flagged_everywhere(tmp_path):
     dirs = ["I->T", "T->I", "I->S", "S->I", "T->S", "S->T"]
-    p, report = _record_and_report(tmp_path, "table1_flickr8k.yaml",
-                                   {n: {d: {"r@1": 10.0, "r@5": 20.0} for d in dirs}
-                                    for n in ("flickr8k-pcmc-ITS", "flickr8k-pcmr-ITS")},
-                                   overrides=["data.flickr8k.synthetic=true"])
+    p, report = _record_and_report(
+        tmp_path,
+        "table1_flickr8k.yaml",
+        {n: {d: {"r@1": 10.0, "r@5": 20.0} for d in dirs} for n in ("flickr8k-pcmc-ITS", "flickr8k-pcmr-ITS")},
+        overrides=["data.flickr8k.synthetic=true"],
+    )
     paths = write_report(report, tmp_path / "out")
     md = paths["markdown"].read_text()
     html = paths["html"].read_text()
@@ -133,8 +151,13 @@ def test_synthetic_data_is_flagged_everywhere(tmp_path):
 
 def test_zeroshot_and_enrichment_tables_read_their_result_files(tmp_path):
     p = load_pipeline(PIPELINES / "table4_zero_shot.yaml", cache_root=str(tmp_path / "cache"))
-    d = write_run(Path(p.runs_root), "cub-pcmc-ITAC-finetuned", p.runs["cub-pcmc-ITAC-finetuned"].train.to_dict(),
-                  {"I->T": {"r@1": 1.0}}, level="class")
+    d = write_run(
+        Path(p.runs_root),
+        "cub-pcmc-ITAC-finetuned",
+        p.runs["cub-pcmc-ITAC-finetuned"].train.to_dict(),
+        {"I->T": {"r@1": 1.0}},
+        level="class",
+    )
     (d / "zeroshot.json").write_text(json.dumps({"num_classes": 50, "T1": {"I": {"C": 61.25, "P": 30.0}}}))
     table = build_table(p.tables[0], load_runs(Path(p.runs_root)))
     rows = {label: cells for _, label, cells in display_rows(table)}
@@ -152,9 +175,21 @@ def test_report_cli_errors_are_one_line(tmp_path):
 
 def chromium_console(html_file: Path, tmp_path: Path) -> tuple[list[str], str]:
     """Render a file in headless Chromium -> (console lines, the DOM after scripts ran)."""
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'chrome'}",
-           "--enable-logging=stderr", "--v=0", "--dump-dom", html_file.resolve().as_uri()]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'chrome'}",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--dump-dom",
+        html_file.resolve().as_uri(),
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     return [line for line in res.stderr.splitlines() if ":CONSOLE" in line], res.stdout
@@ -163,8 +198,9 @@ def chromium_console(html_file: Path, tmp_path: Path) -> tuple[list[str], str]:
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (apt-get install chromium)")
 def test_html_renders_in_headless_chromium_without_console_errors(tmp_path):
     dirs = ["I->T", "T->I", "I->S", "S->I", "T->S", "S->T"]
-    p, report = _record_and_report(tmp_path, "table1_flickr8k.yaml",
-                                   {"flickr8k-pcmr-ITS": {d: {"r@1": 60.0, "r@5": 80.0} for d in dirs}})
+    p, report = _record_and_report(
+        tmp_path, "table1_flickr8k.yaml", {"flickr8k-pcmr-ITS": {d: {"r@1": 60.0, "r@5": 80.0} for d in dirs}}
+    )
     page = tmp_path / "report.html"
     page.write_text(report_html(report))
     console, dom = chromium_console(page, tmp_path)

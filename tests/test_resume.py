@@ -28,12 +28,38 @@ ROWS_PER_SHARD = 3
 
 
 def _command(root: Path, cache_root: Path) -> list[str]:
-    return [sys.executable, "-m", "pcmpipe", "extract", "--dataset", "flickr8k", "--root", str(root),
-            "--cache-root", str(cache_root), "--modalities", "I,T,S", "--workers", "1", "--batch-size", "2",
-            "--rows-per-shard", str(ROWS_PER_SHARD),
-            "--image-backbone", "clip-tiny-image", "--text-backbone", "clip-tiny-text",
-            "--audio-backbone", "hubert-tiny",
-            "--weights-image", "random:0", "--weights-text", "random:0", "--weights-audio", "random:0"]
+    return [
+        sys.executable,
+        "-m",
+        "pcmpipe",
+        "extract",
+        "--dataset",
+        "flickr8k",
+        "--root",
+        str(root),
+        "--cache-root",
+        str(cache_root),
+        "--modalities",
+        "I,T,S",
+        "--workers",
+        "1",
+        "--batch-size",
+        "2",
+        "--rows-per-shard",
+        str(ROWS_PER_SHARD),
+        "--image-backbone",
+        "clip-tiny-image",
+        "--text-backbone",
+        "clip-tiny-text",
+        "--audio-backbone",
+        "hubert-tiny",
+        "--weights-image",
+        "random:0",
+        "--weights-text",
+        "random:0",
+        "--weights-audio",
+        "random:0",
+    ]
 
 
 def _finished_shards(cache_root: Path) -> dict[Path, tuple[int, str]]:
@@ -80,8 +106,16 @@ def test_sigkill_at_any_point_then_resume_equals_uninterrupted(tmp_path):
     root = tmp_path / "flickr8k"
     synth("flickr8k", root, images=6, seed=3)
     reference = tmp_path / "reference"
-    extract("flickr8k", root, backbones=TINY, weights=RANDOM, cache_root=reference, workers=1, batch_size=2,
-            rows_per_shard=ROWS_PER_SHARD)
+    extract(
+        "flickr8k",
+        root,
+        backbones=TINY,
+        weights=RANDOM,
+        cache_root=reference,
+        workers=1,
+        batch_size=2,
+        rows_per_shard=ROWS_PER_SHARD,
+    )
 
     resumed = tmp_path / "resumed"
     cmd = _command(root, resumed)
@@ -95,8 +129,9 @@ def test_sigkill_at_any_point_then_resume_equals_uninterrupted(tmp_path):
     assert not all(open_cache_ok(resumed, m, s) for m, s in PARTS)
 
     kept = _finished_shards(resumed)
-    done = subprocess.run(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "120"}, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        cmd, env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "120"}, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr
     assert "resumed" in done.stdout
     final = _finished_shards(resumed)
@@ -139,8 +174,15 @@ def test_resume_in_process_skips_done_ids(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # what Ctrl-C does between two batches
         return real(backbone, batch)
 
-    kw = dict(modalities=["T"], splits=["train"], backbones=TINY, weights=RANDOM, cache_root=tmp_path / "c",
-              rows_per_shard=4, batch_size=2)
+    kw = dict(
+        modalities=["T"],
+        splits=["train"],
+        backbones=TINY,
+        weights=RANDOM,
+        cache_root=tmp_path / "c",
+        rows_per_shard=4,
+        batch_size=2,
+    )
     monkeypatch.setattr(sources, "encode", failing)
     with pytest.raises(KeyboardInterrupt):
         extract("flickr8k", root, **kw)
@@ -162,8 +204,16 @@ def test_torchrun_two_ranks_write_the_single_process_cache(tmp_path):
     root = tmp_path / "flickr8k"
     synth("flickr8k", root, images=6, seed=5)
     single, multi = tmp_path / "single", tmp_path / "multi"
-    extract("flickr8k", root, backbones=TINY, weights=RANDOM, cache_root=single, workers=0, batch_size=2,
-            rows_per_shard=ROWS_PER_SHARD)
+    extract(
+        "flickr8k",
+        root,
+        backbones=TINY,
+        weights=RANDOM,
+        cache_root=single,
+        workers=0,
+        batch_size=2,
+        rows_per_shard=ROWS_PER_SHARD,
+    )
     cmd = _command(root, multi)
     cmd[1:3] = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "pcmpipe"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "COLUMNS": "120"}

@@ -1,6 +1,5 @@
 """Positives from id columns, all directions against explicit loops, blocked vs dense, enrichment."""
 
-
 import numpy as np
 import pytest
 import torch
@@ -26,8 +25,12 @@ def _cols():
     cap_img = [c.split("#")[0] for c in CAPTIONS]
     return {
         "I": {"id": s(IMAGES), "image_id": s(IMAGES), "class_id": s([IMAGE_CLASS[i] for i in IMAGES])},
-        "T": {"id": s(CAPTIONS), "caption_id": s(CAPTIONS), "image_id": s(cap_img),
-              "class_id": s([IMAGE_CLASS[i] for i in cap_img])},
+        "T": {
+            "id": s(CAPTIONS),
+            "caption_id": s(CAPTIONS),
+            "image_id": s(cap_img),
+            "class_id": s([IMAGE_CLASS[i] for i in cap_img]),
+        },
         "S": {"id": s(CAPTIONS), "caption_id": s(CAPTIONS), "image_id": s(cap_img)},
         "C": {"id": s(["1", "2", "3"]), "class_id": s(["1", "2", "3"])},
     }

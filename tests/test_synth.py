@@ -18,8 +18,11 @@ from pcmpipe.errors import UserError
 
 
 def tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_flickr8k_deterministic_per_seed(tmp_path):
@@ -115,8 +118,20 @@ def test_cli_synth(tmp_path):
     import sys
 
     out = tmp_path / "f"
-    cmd = [sys.executable, "-m", "pcmpipe", "synth", "flickr8k", "--out", str(out), "--images", "6",
-           "--text-subdir", "--seed", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pcmpipe",
+        "synth",
+        "flickr8k",
+        "--out",
+        str(out),
+        "--images",
+        "6",
+        "--text-subdir",
+        "--seed",
+        "2",
+    ]
     ok = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
     assert (out / "Flickr8k_text" / "Flickr_8k.devImages.txt").read_text().count(".jpg") == 1

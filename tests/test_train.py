@@ -11,15 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from synthetic_cache import write_modality, write_synthetic_cache
 
-from pcmpipe.training import rundir as runs
 from pcmpipe.config import TrainConfig
 from pcmpipe.errors import UserError
 from pcmpipe.samples import find_base, load_modality, load_split
+from pcmpipe.training import rundir as runs
+from pcmpipe.training.evaluate import evaluate_run, mean_r1
 from pcmpipe.training.optim import cosine_lambda, param_groups
 from pcmpipe.training.stage2 import train
-from pcmpipe.training.evaluate import evaluate_run, mean_r1
-from synthetic_cache import write_modality, write_synthetic_cache
 
 
 @pytest.fixture(autouse=True)
@@ -39,8 +39,18 @@ def cache(tmp_path_factory):
 
 
 def _cfg(cache, tmp_path, **kw):
-    base = dict(dataset="synth", modalities="I,T,S", cache_root=str(cache), runs_root=str(tmp_path / "runs"),
-                epochs=6, patience=6, batch_size=32, lr=2e-3, dim=64, progress=False)
+    base = dict(
+        dataset="synth",
+        modalities="I,T,S",
+        cache_root=str(cache),
+        runs_root=str(tmp_path / "runs"),
+        epochs=6,
+        patience=6,
+        batch_size=32,
+        lr=2e-3,
+        dim=64,
+        progress=False,
+    )
     return TrainConfig.from_dict({**base, **kw})
 
 
@@ -68,8 +78,7 @@ def test_base_choice_and_unjoinable(cache, tmp_path):
     mods = {m: load_modality(cache, "synth", m, "val") for m in "ITC"}
     assert find_base(mods) == ["T"]
     assert find_base({"I": mods["I"], "C": mods["C"]}) == ["I"]
-    write_modality(tmp_path, "synth", "X", "val", key="user_id", links={}, ids=["u1", "u2"],
-                   features=np.zeros((2, 4)))
+    write_modality(tmp_path, "synth", "X", "val", key="user_id", links={}, ids=["u1", "u2"], features=np.zeros((2, 4)))
     with pytest.raises(UserError, match="cannot join modalities I,X"):
         find_base({"I": mods["I"], "X": load_modality(tmp_path, "synth", "X", "val")})
 
@@ -111,8 +120,10 @@ def test_learns_planted_structure_with_missing_speech(cache, tmp_path, loss):
     untrained = runs.read_json(run / "untrained_metrics.json")
     trained_r1, untrained_r1 = mean_r1(test["instance"]), mean_r1(untrained["instance"])
     chance_r1 = test["chance"]["instance"]["mean"]["r@1"]
-    print(f"\n{loss}: test mean r@1 {trained_r1:.1f}, untrained {untrained_r1:.1f}, chance {chance_r1:.1f}; "
-          + ", ".join(f"{k} {v['r@1']:.1f}" for k, v in test["instance"].items() if "->" in k))
+    print(
+        f"\n{loss}: test mean r@1 {trained_r1:.1f}, untrained {untrained_r1:.1f}, chance {chance_r1:.1f}; "
+        + ", ".join(f"{k} {v['r@1']:.1f}" for k, v in test["instance"].items() if "->" in k)
+    )
     assert trained_r1 > 5 * chance_r1 and trained_r1 > untrained_r1 + 20
     assert test["instance"]["I->T"]["r@1"] > 40
     assert "class" in test and "class" in untrained  # every row carries class_id
@@ -169,8 +180,16 @@ def test_mismatched_val_features_refused(cache, tmp_path):
     import shutil
 
     shutil.rmtree(root / "synth" / "I" / "val")
-    write_modality(root, "synth", "I", "val", key="image_id", links={"class_id": ["0"] * 10},
-                   ids=[f"val{i:05d}" for i in range(10)], features=np.zeros((10, 31)))
+    write_modality(
+        root,
+        "synth",
+        "I",
+        "val",
+        key="image_id",
+        links={"class_id": ["0"] * 10},
+        ids=[f"val{i:05d}" for i in range(10)],
+        features=np.zeros((10, 31)),
+    )
     with pytest.raises(UserError, match=r"mismatched caches for I: train has features \[32\] but val has \[31\]"):
         train(_cfg(root, tmp_path))
 
@@ -178,7 +197,7 @@ def test_mismatched_val_features_refused(cache, tmp_path):
 def test_chance_matches_closed_form_and_random_rankings(cache):
     from scipy.special import comb
 
-    from pcmpipe.evaluation.metrics import recall_at_k, r_precision
+    from pcmpipe.evaluation.metrics import r_precision, recall_at_k
     from pcmpipe.evaluation.retrieval import positives_between
     from pcmpipe.training.evaluate import chance
 
@@ -188,7 +207,9 @@ def test_chance_matches_closed_form_and_random_rankings(cache):
         pos = positives_between(mods[x].columns, mods[y].columns, "instance", mods[x].key, mods[y].key)
         n = pos.sum(1)
         n, total = n[n > 0].astype(float), pos.shape[1]
-        assert math.isclose(ch[f"{x}->{y}"]["r@5"], 100 * np.mean(1 - comb(total - n, 5) / comb(total, 5)), rel_tol=1e-9)
+        assert math.isclose(
+            ch[f"{x}->{y}"]["r@5"], 100 * np.mean(1 - comb(total - n, 5) / comb(total, 5)), rel_tol=1e-9
+        )
         assert math.isclose(ch[f"{x}->{y}"]["R-P"], 100 * np.mean(n / total), rel_tol=1e-9)
     assert math.isclose(ch["I->T"]["r@1"], 100 * 3 / 120)  # 3 captions of each image among 120
     # the expectation is what random rankings score on average (Monte Carlo, 300 draws)
@@ -217,13 +238,37 @@ def test_captions_missing_from_one_base_modality_still_form_samples(tmp_path):
 
     ids = [f"img{i}#0" for i in range(6)]
     links = {"image_id": [f"img{i}" for i in range(6)]}
-    write_modality(tmp_path, "d", "I", "train", key="image_id", links={}, ids=links["image_id"],
-                   features=np.arange(6, dtype=np.float32)[:, None] * np.ones((1, 2)))
+    write_modality(
+        tmp_path,
+        "d",
+        "I",
+        "train",
+        key="image_id",
+        links={},
+        ids=links["image_id"],
+        features=np.arange(6, dtype=np.float32)[:, None] * np.ones((1, 2)),
+    )
     # written captions lack img4 and img5, spoken ones lack img0: both are keyed by caption_id
-    write_modality(tmp_path, "d", "T", "train", key="caption_id", links={"image_id": links["image_id"][:4]},
-                   ids=ids[:4], features=np.zeros((4, 3)))
-    write_modality(tmp_path, "d", "S", "train", key="caption_id", links={"image_id": links["image_id"][1:]},
-                   ids=ids[1:], features=np.ones((5, 2, 3)))
+    write_modality(
+        tmp_path,
+        "d",
+        "T",
+        "train",
+        key="caption_id",
+        links={"image_id": links["image_id"][:4]},
+        ids=ids[:4],
+        features=np.zeros((4, 3)),
+    )
+    write_modality(
+        tmp_path,
+        "d",
+        "S",
+        "train",
+        key="caption_id",
+        links={"image_id": links["image_id"][1:]},
+        ids=ids[1:],
+        features=np.ones((5, 2, 3)),
+    )
     d = join("train", {m: load_modality(tmp_path, "d", m, "train") for m in "ITS"})
     assert d.base == ["T", "S"] and len(d) == 6
     assert d.present["T"].tolist() == [True, True, True, True, False, False]
@@ -237,8 +282,14 @@ def test_float16_cache_becomes_float32_block(tmp_path):
     from pcmpipe.cache import ShardWriter, cache_dir
 
     x = np.random.default_rng(0).standard_normal((10, 2, 3)).astype(np.float16)
-    with ShardWriter(cache_dir(tmp_path, "d", "S", "train"), features={"feat": ((2, 3), "float16")},
-                     key="caption_id", links=[], meta={}, rows_per_shard=4) as w:
+    with ShardWriter(
+        cache_dir(tmp_path, "d", "S", "train"),
+        features={"feat": ((2, 3), "float16")},
+        key="caption_id",
+        links=[],
+        meta={},
+        rows_per_shard=4,
+    ) as w:
         w.add([f"c{i}" for i in range(10)], {}, {"feat": x})
     d = load_modality(tmp_path, "d", "S", "train")
     assert d.features.dtype == torch.float32 and d.features.is_contiguous()

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from synthetic_cache import write_synthetic_cache
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
@@ -30,18 +29,29 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _settings(loss: str) -> dict:
-    return {"dataset": "synth", "modalities": ["I", "T", "S"], "loss": loss, "batch_size": 80, "epochs": 3,
-            "patience": 3, "lr": 2e-3, "dim": 64, "threads": 1, "progress": False, "device": "cpu"}
+    return {
+        "dataset": "synth",
+        "modalities": ["I", "T", "S"],
+        "loss": loss,
+        "batch_size": 80,
+        "epochs": 3,
+        "patience": 3,
+        "lr": 2e-3,
+        "dim": 64,
+        "threads": 1,
+        "progress": False,
+        "device": "cpu",
+    }
 
 
 def _train(cache: Path, runs_root: Path, loss: str, nproc: int) -> subprocess.CompletedProcess:
     cfg = runs_root.parent / f"{loss}.yaml"
     cfg.write_text(yaml.safe_dump(_settings(loss)))
-    args = ["train", "--config", str(cfg), "--cache-root", str(cache), "--runs-root", str(runs_root),
-            "--name", loss]
+    args = ["train", "--config", str(cfg), "--cache-root", str(cache), "--runs-root", str(runs_root), "--name", loss]
     launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc > 1 else []
-    proc = subprocess.run([sys.executable, *launcher, "-m", "pcmpipe", *args], capture_output=True, text=True,
-                          env=ENV, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, *launcher, "-m", "pcmpipe", *args], capture_output=True, text=True, env=ENV, timeout=120
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
@@ -52,16 +62,17 @@ def _epochs(run: Path) -> list[dict]:
 
 def _interrupt_after_first_epoch(cache: Path, runs_root: Path, loss: str, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Train one process in this interpreter and stop it right after the epoch-1 checkpoint (deterministic)."""
-    from pcmpipe.training import rundir as runs
     from pcmpipe.config import TrainConfig
+    from pcmpipe.training import rundir as runs
     from pcmpipe.training.stage2 import train
     from pcmpipe.training.state import load_checkpoint
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    cfg = TrainConfig.from_dict({**_settings(loss), "cache_root": str(cache), "runs_root": str(runs_root),
-                                 "name": loss})
+    cfg = TrainConfig.from_dict(
+        {**_settings(loss), "cache_root": str(cache), "runs_root": str(runs_root), "name": loss}
+    )
     with monkeypatch.context() as m:
         m.setattr(runs, "write_metrics", interrupted)  # called right after each epoch's checkpoint
         with pytest.raises(KeyboardInterrupt):
@@ -73,8 +84,7 @@ def _interrupt_after_first_epoch(cache: Path, runs_root: Path, loss: str, monkey
 
 @pytest.mark.slow  # 2-4 launches (1-3 torchrun): about 25-50 s on 2 shared cores
 @pytest.mark.parametrize("loss", ["pcmc", "pcmr"])
-def test_two_ranks_follow_one_process(cache: Path, tmp_path: Path, loss: str,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_ranks_follow_one_process(cache: Path, tmp_path: Path, loss: str, monkeypatch: pytest.MonkeyPatch) -> None:
     _train(cache, tmp_path / "one", loss, 1)
     two = _train(cache, tmp_path / "two", loss, 2)
     assert two.stdout.count("epoch 1/3 loss") == 1  # only rank 0 reports
@@ -95,8 +105,7 @@ def test_two_ranks_follow_one_process(cache: Path, tmp_path: Path, loss: str,
     assert cfg1["fingerprint"] == cfg2["fingerprint"]  # the same experiment, not only the same numbers
     t1, t2 = (json.loads((r / "test_metrics.json").read_text()) for r in (run1, run2))
     assert t2 == t1
-    print(f"{loss}: losses 1 proc {[e['loss'] for e in e1]} / 2 ranks {[e['loss'] for e in e2]}; "
-          f"test metrics equal")
+    print(f"{loss}: losses 1 proc {[e['loss'] for e in e1]} / 2 ranks {[e['loss'] for e in e2]}; test metrics equal")
     if loss == "pcmr":  # resuming does not depend on the loss; one check keeps the suite short
         return
     # A run interrupted after epoch 1 on one process resumes on 2 ranks and still ends where one process does.

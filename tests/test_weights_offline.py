@@ -24,25 +24,44 @@ def _pcmpipe(tmp_path, *args: str, offline: bool) -> tuple[subprocess.CompletedP
     if offline:
         env["HF_HUB_OFFLINE"] = "1"
     start = time.monotonic()
-    res = subprocess.run([sys.executable, "-m", "pcmpipe", *args], capture_output=True, text=True, env=env,
-                         timeout=120)
+    res = subprocess.run([sys.executable, "-m", "pcmpipe", *args], capture_output=True, text=True, env=env, timeout=120)
     return res, time.monotonic() - start
 
 
 @pytest.fixture(scope="module")
 def flickr(tmp_path_factory):
     root = tmp_path_factory.mktemp("offline") / "flickr8k"
-    subprocess.run([sys.executable, "-m", "pcmpipe", "synth", "flickr8k", "--out", str(root), "--images", "6"],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "pcmpipe", "synth", "flickr8k", "--out", str(root), "--images", "6"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     return root
 
 
 @pytest.mark.parametrize("offline", [False, True], ids=["no-network", "HF_HUB_OFFLINE"])
 @pytest.mark.parametrize("modality, flag", [("I", "--weights-image"), ("S", "--weights-audio")])
 def test_default_weights_offline_fail_fast_with_one_line(flickr, tmp_path, modality, flag, offline):
-    res, seconds = _pcmpipe(tmp_path, "extract", "--dataset", "flickr8k", "--root", str(flickr), "--modalities",
-                            modality, "--split", "val", "--cache-root", str(tmp_path / "c"), flag, "default",
-                            "--workers", "0", offline=offline)
+    res, seconds = _pcmpipe(
+        tmp_path,
+        "extract",
+        "--dataset",
+        "flickr8k",
+        "--root",
+        str(flickr),
+        "--modalities",
+        modality,
+        "--split",
+        "val",
+        "--cache-root",
+        str(tmp_path / "c"),
+        flag,
+        "default",
+        "--workers",
+        "0",
+        offline=offline,
+    )
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert res.returncode == 2, res.stderr
     assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr

@@ -20,8 +20,13 @@ def _emb(vectors, key, **columns) -> RunEmbeddings:
 
 def test_per_image_averages_normalised_caption_embeddings():
     # image "b" has two captions of very different norms: each is normalised before the mean
-    t = _emb([[10.0, 0.0], [0.0, 1.0], [3.0, 4.0]], "caption_id", caption_id=["b#0", "b#1", "a#0"],
-             image_id=["b", "b", "a"], class_id=["1", "1", "0"])
+    t = _emb(
+        [[10.0, 0.0], [0.0, 1.0], [3.0, 4.0]],
+        "caption_id",
+        caption_id=["b#0", "b#1", "a#0"],
+        image_id=["b", "b", "a"],
+        class_id=["1", "1", "0"],
+    )
     ids, cls, vecs = per_image(t)
     assert ids.tolist() == ["a", "b"] and cls.tolist() == ["0", "1"]
     expected_b = F.normalize(torch.tensor([0.5, 0.5]), dim=0)
@@ -55,7 +60,9 @@ def test_combined_inputs_average_normalised_vectors():
     assert zero_shot_t1(embs, ["I"], classes, centres) == 0.0
     assert zero_shot_t1(embs, ["I", "A"], classes, centres) == 100.0
     cls, x = combine_inputs(embs, ["I", "A"])
-    manual = F.normalize(F.normalize(torch.tensor([6.0, 8.0]), dim=0) + F.normalize(torch.tensor([1.0, -0.2]), dim=0), dim=0)
+    manual = F.normalize(
+        F.normalize(torch.tensor([6.0, 8.0]), dim=0) + F.normalize(torch.tensor([1.0, -0.2]), dim=0), dim=0
+    )
     assert torch.allclose(x[0], manual, atol=1e-6) and cls.tolist() == ["0"]
 
 
@@ -68,10 +75,16 @@ def test_table_combinations_and_alignment_on_shared_images():
     i = _emb(noisy(0.1), "image_id", image_id=img, class_id=cls)
     # A exists for only the first 12 images: combinations use the images every input has
     a = _emb(noisy(0.1)[:12], "image_id", image_id=img[:12], class_id=cls[:12])
-    t = _emb(np.repeat(noisy(0.1), 2, axis=0), "caption_id", caption_id=[f"{x}#{k}" for x in img for k in range(2)],
-             image_id=np.repeat(img, 2), class_id=np.repeat(cls, 2))
-    table = zero_shot_table({"I": i, "A": a, "T": t}, ["I", "A", "T", "I+A", "I+A+T"],
-                            {"C": (np.array(["0", "1", "2", "3"]), centres)})
+    t = _emb(
+        np.repeat(noisy(0.1), 2, axis=0),
+        "caption_id",
+        caption_id=[f"{x}#{k}" for x in img for k in range(2)],
+        image_id=np.repeat(img, 2),
+        class_id=np.repeat(cls, 2),
+    )
+    table = zero_shot_table(
+        {"I": i, "A": a, "T": t}, ["I", "A", "T", "I+A", "I+A+T"], {"C": (np.array(["0", "1", "2", "3"]), centres)}
+    )
     assert set(table) == {"I", "A", "T", "I+A", "I+A+T"}
     assert all(v["C"] == 100.0 for v in table.values())  # planted structure: every input finds its class
     assert len(combine_inputs({"I": i, "A": a}, ["I", "A"])[0]) == 12

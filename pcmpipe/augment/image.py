@@ -11,7 +11,7 @@ count gives the same pixels.
 from __future__ import annotations
 
 import random
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from PIL import Image

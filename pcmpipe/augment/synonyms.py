@@ -25,8 +25,17 @@ POS = ("n", "v", "a", "r")
 
 # WordNet's detachment rules (morphy(7WN)), in the order NLTK applies them.
 SUBSTITUTIONS: dict[str, list[tuple[str, str]]] = {
-    "n": [("s", ""), ("ses", "s"), ("ves", "f"), ("xes", "x"), ("zes", "z"), ("ches", "ch"), ("shes", "sh"),
-          ("men", "man"), ("ies", "y")],
+    "n": [
+        ("s", ""),
+        ("ses", "s"),
+        ("ves", "f"),
+        ("xes", "x"),
+        ("zes", "z"),
+        ("ches", "ch"),
+        ("shes", "sh"),
+        ("men", "man"),
+        ("ies", "y"),
+    ],
     "v": [("s", ""), ("ies", "y"), ("es", "e"), ("es", ""), ("ed", "e"), ("ed", ""), ("ing", "e"), ("ing", "")],
     "a": [("er", ""), ("est", ""), ("er", "e"), ("est", "e")],
     "r": [],
@@ -102,9 +111,11 @@ def synonyms(word: str) -> list[str]:
 def build_tables(wordnet_dir: Path, out_dir: Path) -> tuple[int, int]:
     """Write the two package-data files from a WordNet 3.0 `dict/` folder; returns (synsets, exceptions)."""
     wordnet_dir, out_dir = Path(wordnet_dir), Path(out_dir)
-    header = ("# Derived from Princeton WordNet 3.0 by pcmpipe.augment.synonyms.build_tables.\n"
-              "# WordNet 3.0 Copyright 2006 by Princeton University. All rights reserved. "
-              "License: WORDNET_LICENSE.txt beside this file.\n")
+    header = (
+        "# Derived from Princeton WordNet 3.0 by pcmpipe.augment.synonyms.build_tables.\n"
+        "# WordNet 3.0 Copyright 2006 by Princeton University. All rights reserved. "
+        "License: WORDNET_LICENSE.txt beside this file.\n"
+    )
     fold = {"n": "n", "v": "v", "a": "a", "s": "a", "r": "r"}
     lines: list[str] = []
     singles: dict[str, set[str]] = {p: set() for p in POS}

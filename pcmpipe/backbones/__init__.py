@@ -64,5 +64,15 @@ def _check_name(name: str) -> None:
         raise UserError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
 
 
-__all__ = ["BACKBONES", "DEFAULT_BACKBONES", "KINDS", "Backbone", "WeightsSpec", "backbone_kind", "create_backbone",
-           "parse_weights", "resolve_device", "state_sha256"]
+__all__ = [
+    "BACKBONES",
+    "DEFAULT_BACKBONES",
+    "KINDS",
+    "Backbone",
+    "WeightsSpec",
+    "backbone_kind",
+    "create_backbone",
+    "parse_weights",
+    "resolve_device",
+    "state_sha256",
+]

@@ -66,16 +66,22 @@ def load_clip(arch: str, weights: WeightsSpec) -> tuple[torch.nn.Module, Preproc
             tags = ", ".join(open_clip.list_pretrained_tags_by_model(model_name))
             raise UserError(f"unknown CLIP weights {tag!r}; use one of {tags}, random[:SEED] or a checkpoint PATH")
         cfg["quick_gelu"] = bool(tag_cfg.get("quick_gelu", False))
-        pre = PreprocessCfg(size=pre.size, mean=tuple(tag_cfg["mean"]), std=tuple(tag_cfg["std"]),
-                            interpolation=tag_cfg.get("interpolation", "bicubic"),
-                            resize_mode=tag_cfg.get("resize_mode", "shortest"))
+        pre = PreprocessCfg(
+            size=pre.size,
+            mean=tuple(tag_cfg["mean"]),
+            std=tuple(tag_cfg["std"]),
+            interpolation=tag_cfg.get("interpolation", "bicubic"),
+            resize_mode=tag_cfg.get("resize_mode", "shortest"),
+        )
         try:
             checkpoint = fetch_published(f"CLIP {model_name} {tag!r}", lambda: open_clip.download_pretrained(tag_cfg))
         except UserError:
             raise
         except Exception as e:  # proxy, disk full, a broken download: one line the user can act on
-            raise UserError(f"cannot download CLIP {model_name} weights {tag!r} ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0] if str(e) else ''}); pass a local checkpoint PATH") from None
+            raise UserError(
+                f"cannot download CLIP {model_name} weights {tag!r} ({type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}); pass a local checkpoint PATH"
+            ) from None
     elif weights.kind == "path":
         checkpoint = weights.value
     elif weights.kind != "random":
@@ -101,8 +107,10 @@ def _load_checkpoint(model: torch.nn.Module, path: str) -> None:
             state = torch.jit.load(path, map_location="cpu").state_dict()
     except Exception:
         msg = str(first).splitlines()[0] if str(first) else ""
-        raise UserError(f"cannot load CLIP weights from {path} ({type(first).__name__}: {msg[:200]}); "
-                        "pass an open_clip/OpenAI checkpoint of this architecture") from None
+        raise UserError(
+            f"cannot load CLIP weights from {path} ({type(first).__name__}: {msg[:200]}); "
+            "pass an open_clip/OpenAI checkpoint of this architecture"
+        ) from None
     # a TorchScript archive also carries non-weight entries (input_resolution, context_length, vocab_size,
     # traced buffers such as attn_mask); only the model's own keys are loaded, and all of them must be there
     expected = model.state_dict()
@@ -115,8 +123,14 @@ def _load_checkpoint(model: torch.nn.Module, path: str) -> None:
 
 
 def _preprocess_meta(pre: PreprocessCfg) -> dict:
-    return {"size": pre.size, "resize_mode": pre.resize_mode, "interpolation": pre.interpolation, "crop": "center",
-            "mean": [round(float(v), 8) for v in pre.mean], "std": [round(float(v), 8) for v in pre.std]}
+    return {
+        "size": pre.size,
+        "resize_mode": pre.resize_mode,
+        "interpolation": pre.interpolation,
+        "crop": "center",
+        "mean": [round(float(v), 8) for v in pre.mean],
+        "std": [round(float(v), 8) for v in pre.std],
+    }
 
 
 class ClipImageBackbone(Backbone):
@@ -131,8 +145,11 @@ class ClipImageBackbone(Backbone):
         self.preprocess = image_transform_v2(pre, is_train=False)
         self.feature_shape = (int(cfg["embed_dim"]),)
         self.meta = {
-            "backbone": name, "architecture": _arch_label(arch, cfg), "weights": weights.label,
-            "weights_sha256": state_sha256(self.model.visual.state_dict()), "preprocess": _preprocess_meta(pre),
+            "backbone": name,
+            "architecture": _arch_label(arch, cfg),
+            "weights": weights.label,
+            "weights_sha256": state_sha256(self.model.visual.state_dict()),
+            "preprocess": _preprocess_meta(pre),
         }
 
     def encode(self, batch: torch.Tensor) -> torch.Tensor:
@@ -153,10 +170,14 @@ class ClipTextBackbone(Backbone):
         self.feature_shape = (int(cfg["embed_dim"]),)
         text_state = {k: v for k, v in model.state_dict().items() if _is_text_key(k)}
         self.meta = {
-            "backbone": name, "architecture": _arch_label(arch, cfg), "weights": weights.label,
+            "backbone": name,
+            "architecture": _arch_label(arch, cfg),
+            "weights": weights.label,
             "weights_sha256": state_sha256(text_state),
-            "preprocess": {"tokenizer": "open_clip SimpleTokenizer (CLIP BPE, lower-cased, ftfy)",
-                           "context_length": cfg["text_cfg"]["context_length"]},
+            "preprocess": {
+                "tokenizer": "open_clip SimpleTokenizer (CLIP BPE, lower-cased, ftfy)",
+                "context_length": cfg["text_cfg"]["context_length"],
+            },
         }
 
     def encode(self, batch: torch.Tensor) -> torch.Tensor:
@@ -193,6 +214,10 @@ def encode_text_trimmed(model: Any, tokens: torch.Tensor) -> torch.Tensor:
 
 def _arch_label(arch: str, cfg: dict) -> dict:
     v, t = cfg["vision_cfg"], cfg["text_cfg"]
-    return {"name": ARCHS[arch][0] or f"clip-{arch}", "embed_dim": cfg["embed_dim"], "quick_gelu": cfg["quick_gelu"],
-            "vision": {k: v[k] for k in ("image_size", "layers", "width", "patch_size")},
-            "text": {k: t[k] for k in ("context_length", "width", "layers")}}
+    return {
+        "name": ARCHS[arch][0] or f"clip-{arch}",
+        "embed_dim": cfg["embed_dim"],
+        "quick_gelu": cfg["quick_gelu"],
+        "vision": {k: v[k] for k in ("image_size", "layers", "width", "patch_size")},
+        "text": {k: t[k] for k in ("context_length", "width", "layers")},
+    }

@@ -34,8 +34,15 @@ SAMPLE_RATE = 16_000
 # Architectures for `random` weights (a checkpoint brings its own config, checked against these sizes).
 ARCHS: dict[str, dict] = {
     "base": {},  # HubertConfig() defaults are HuBERT-Base: 12 layers x 768, 7 conv layers, group norm
-    "tiny": {"hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 128,
-             "conv_dim": (32,) * 7, "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 4},
+    "tiny": {
+        "hidden_size": 64,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "intermediate_size": 128,
+        "conv_dim": (32,) * 7,
+        "num_conv_pos_embeddings": 16,
+        "num_conv_pos_embedding_groups": 4,
+    },
 }
 
 
@@ -77,8 +84,10 @@ def load_hubert(arch: str, weights: WeightsSpec):
         # fairseq's HuBERT-Base was pre-trained on raw (unnormalised) waveforms
         return model.eval(), Wav2Vec2FeatureExtractor(do_normalize=False, return_attention_mask=True)
     if weights.kind == "tag":
-        raise UserError(f"unknown HuBERT weights {weights.value!r}; use default, hf:ORG/NAME, random[:SEED] "
-                        "or a save_pretrained directory")
+        raise UserError(
+            f"unknown HuBERT weights {weights.value!r}; use default, hf:ORG/NAME, random[:SEED] "
+            "or a save_pretrained directory"
+        )
     if weights.kind == "default" and arch != "base":
         raise UserError("hubert-tiny has no published weights; use random[:SEED] or a save_pretrained directory")
     source = DEFAULT_HUB_ID if weights.kind == "default" else weights.value
@@ -93,16 +102,22 @@ def load_hubert(arch: str, weights: WeightsSpec):
         raise
     except Exception as e:  # bad directory, wrong model type, a broken download
         msg = str(e).splitlines()[0] if str(e) else ""
-        raise UserError(f"cannot load HuBERT weights {source} ({type(e).__name__}: {msg[:200]}); "
-                        "pass a local save_pretrained directory or random") from None
+        raise UserError(
+            f"cannot load HuBERT weights {source} ({type(e).__name__}: {msg[:200]}); "
+            "pass a local save_pretrained directory or random"
+        ) from None
     has_prep = weights.kind != "path" or (Path(source) / "preprocessor_config.json").is_file()
     try:
         if weights.kind == "path":
-            prep = (Wav2Vec2FeatureExtractor.from_pretrained(source) if has_prep
-                    else Wav2Vec2FeatureExtractor(do_normalize=False, return_attention_mask=True))
+            prep = (
+                Wav2Vec2FeatureExtractor.from_pretrained(source)
+                if has_prep
+                else Wav2Vec2FeatureExtractor(do_normalize=False, return_attention_mask=True)
+            )
         else:  # beside the model on the hub: cached with it, or fetched the same way
-            prep = fetch_published(f"HuBERT {source} feature extractor",
-                                   lambda: Wav2Vec2FeatureExtractor.from_pretrained(source))
+            prep = fetch_published(
+                f"HuBERT {source} feature extractor", lambda: Wav2Vec2FeatureExtractor.from_pretrained(source)
+            )
     except UserError:
         raise
     except Exception as e:
@@ -121,9 +136,13 @@ class HubertBackbone(Backbone):
         cfg = model.config
         expected = {"hidden_size": 768, "num_hidden_layers": 12, **ARCHS[arch]}
         if weights.kind == "path" and (cfg.hidden_size, cfg.num_hidden_layers) != (
-                expected["hidden_size"], expected["num_hidden_layers"]):
-            raise UserError(f"weights {weights.value} are a HuBERT of {cfg.num_hidden_layers} layers x "
-                            f"{cfg.hidden_size}, not {name}; choose the matching --audio-backbone")
+            expected["hidden_size"],
+            expected["num_hidden_layers"],
+        ):
+            raise UserError(
+                f"weights {weights.value} are a HuBERT of {cfg.num_hidden_layers} layers x "
+                f"{cfg.hidden_size}, not {name}; choose the matching --audio-backbone"
+            )
         if prep.sampling_rate != SAMPLE_RATE:
             raise UserError(f"HuBERT weights expect {prep.sampling_rate} Hz audio; pcmpipe decodes speech at 16 kHz")
         self.name, self.device, self.feature_extractor = name, device, prep
@@ -136,17 +155,27 @@ class HubertBackbone(Backbone):
         self.feature_shape = (cfg.num_hidden_layers + 1, cfg.hidden_size)
         self.meta = {
             "backbone": name,
-            "architecture": {"name": "HuBERT", "layers": cfg.num_hidden_layers, "hidden_size": cfg.hidden_size,
-                             "feat_extract_norm": cfg.feat_extract_norm},
-            "weights": weights.label, "weights_sha256": self.weights_sha256,
-            "preprocess": {"sampling_rate": prep.sampling_rate, "do_normalize": bool(prep.do_normalize),
-                           "padding_value": float(prep.padding_value), "pooling": "time-mean of every hidden state"},
+            "architecture": {
+                "name": "HuBERT",
+                "layers": cfg.num_hidden_layers,
+                "hidden_size": cfg.hidden_size,
+                "feat_extract_norm": cfg.feat_extract_norm,
+            },
+            "weights": weights.label,
+            "weights_sha256": self.weights_sha256,
+            "preprocess": {
+                "sampling_rate": prep.sampling_rate,
+                "do_normalize": bool(prep.do_normalize),
+                "padding_value": float(prep.padding_value),
+                "pooling": "time-mean of every hidden state",
+            },
         }
 
     def preprocess(self, waves: list[np.ndarray]) -> dict[str, torch.Tensor]:
         """Float32 waveforms [N_i] -> input_values [B, N_max] float32, attention_mask [B, N_max] int (1 = sample)."""
-        out = self.feature_extractor(waves, sampling_rate=SAMPLE_RATE, padding="longest",
-                                     return_attention_mask=True, return_tensors="pt")
+        out = self.feature_extractor(
+            waves, sampling_rate=SAMPLE_RATE, padding="longest", return_attention_mask=True, return_tensors="pt"
+        )
         return {"input_values": out["input_values"], "attention_mask": out["attention_mask"]}
 
     def num_frames(self, num_samples: Any) -> Any:
@@ -162,16 +191,17 @@ class HubertBackbone(Backbone):
         padded = bool((lengths < values.shape[-1]).any())
         if self._masked_norm is not None and padded:
             cfg = self.model.config
-            self._masked_norm.valid = torch.div(lengths - cfg.conv_kernel[0], cfg.conv_stride[0],
-                                                rounding_mode="floor") + 1
+            self._masked_norm.valid = (
+                torch.div(lengths - cfg.conv_kernel[0], cfg.conv_stride[0], rounding_mode="floor") + 1
+            )
         try:
             out = self.model(values, attention_mask=sample_mask if padded else None, output_hidden_states=True)
         finally:
             if self._masked_norm is not None:
                 self._masked_norm.valid = None
         frames = self.num_frames(lengths)  # [B]
-        hidden = out.hidden_states         # L + 1 tensors [B, T, D]
-        keep = (torch.arange(hidden[0].shape[1], device=values.device)[None, :] < frames[:, None])
+        hidden = out.hidden_states  # L + 1 tensors [B, T, D]
+        keep = torch.arange(hidden[0].shape[1], device=values.device)[None, :] < frames[:, None]
         keep = keep.float()[:, :, None]
         denom = frames.float().clamp(min=1)[:, None]
         # summed in fp32 even under autocast: a mean over ~500 frames in bf16 would lose digits

@@ -20,9 +20,10 @@ import hashlib
 import os
 import socket
 import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, TypeVar
+from typing import TypeVar
 from urllib.parse import urlparse
 
 import torch
@@ -35,8 +36,8 @@ class WeightsSpec:
     """A parsed weights string. kind: 'default' | 'tag' | 'hub' | 'random' | 'path'."""
 
     kind: str
-    value: str = ""      # tag name, hub id or path (as given)
-    seed: int = 0        # only for kind == 'random'
+    value: str = ""  # tag name, hub id or path (as given)
+    seed: int = 0  # only for kind == 'random'
 
     @property
     def label(self) -> str:
@@ -145,9 +146,11 @@ def fetch_published(what: str, fetch: Callable[[], T]) -> T:
             return fetch()
         except Exception:
             pass
-    raise UserError(f"cannot fetch the {what} weights: {reason} and they are not in the local Hugging Face cache; "
-                    "pass a local checkpoint PATH or random:SEED, or go online (with HF_HUB_OFFLINE unset) once "
-                    "to cache them")
+    raise UserError(
+        f"cannot fetch the {what} weights: {reason} and they are not in the local Hugging Face cache; "
+        "pass a local checkpoint PATH or random:SEED, or go online (with HF_HUB_OFFLINE unset) once "
+        "to cache them"
+    )
 
 
 @contextlib.contextmanager

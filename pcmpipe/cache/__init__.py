@@ -13,5 +13,17 @@ from pcmpipe.cache.reader import CacheReader, list_caches, open_cache, read_mani
 from pcmpipe.cache.shard import FORMATS
 from pcmpipe.cache.writer import ShardWriter, cache_fingerprint
 
-__all__ = ["cache_dir", "cache_fingerprint", "ShardWriter", "open_cache", "CacheReader", "merge_manifests",
-           "list_caches", "FORMATS", "cached_datasets", "cached_modalities", "read_manifest", "runs_root"]
+__all__ = [
+    "cache_dir",
+    "cache_fingerprint",
+    "ShardWriter",
+    "open_cache",
+    "CacheReader",
+    "merge_manifests",
+    "list_caches",
+    "FORMATS",
+    "cached_datasets",
+    "cached_modalities",
+    "read_manifest",
+    "runs_root",
+]

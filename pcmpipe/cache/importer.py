@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pcmpipe.cache.writer import FORMATS, MODALITY_RE, NAME_RE, ShardWriter, cache_dir
 from pcmpipe.atomic import replace as durable_replace
-from pcmpipe.cache.shard import sha256_file
 from pcmpipe.cache.manifest import MANIFEST, load_manifest
+from pcmpipe.cache.shard import sha256_file
+from pcmpipe.cache.writer import FORMATS, MODALITY_RE, NAME_RE, ShardWriter, cache_dir
 from pcmpipe.errors import UserError
 
 FEATURE_NAME = "features"
@@ -60,7 +60,9 @@ def _load_npy(npy: Path) -> np.ndarray:
     try:
         arr = np.load(npy, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
-        raise UserError(f"{npy} is not a readable .npy array ({str(e).splitlines()[0][:80]}); save it with numpy.save") from e
+        raise UserError(
+            f"{npy} is not a readable .npy array ({str(e).splitlines()[0][:80]}); save it with numpy.save"
+        ) from e
     if not isinstance(arr, np.ndarray):
         raise UserError(f"{npy} holds several arrays; pass one array [N, D] saved with numpy.save")
     if arr.ndim < 2 or 0 in arr.shape[1:]:
@@ -79,8 +81,9 @@ def _read_ids(path: Path, id_column: str, key: str, links: list[str]) -> tuple[l
     if not links and path.suffix.lower() != ".tsv":
         for k, line in enumerate(lines, 1):
             if not line.strip() or "\t" in line:
-                raise UserError(f"{path} line {k}: expected one id per line (use a .tsv file with a header for "
-                                "link columns)")
+                raise UserError(
+                    f"{path} line {k}: expected one id per line (use a .tsv file with a header for link columns)"
+                )
         return [line.strip() for line in lines], {}
     rows = list(csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE))
     if not rows:
@@ -88,8 +91,9 @@ def _read_ids(path: Path, id_column: str, key: str, links: list[str]) -> tuple[l
     header = rows[0]
     id_col = id_column if id_column in header else key if key in header else None
     if id_col is None:
-        raise UserError(f"{path} has no column {id_column!r} (header: {', '.join(header)}); name the id column "
-                        "with --id-column")
+        raise UserError(
+            f"{path} has no column {id_column!r} (header: {', '.join(header)}); name the id column with --id-column"
+        )
     missing = [c for c in links if c not in header]
     if missing:
         raise UserError(f"{path} has no link column {missing[0]!r} (header: {', '.join(header)})")
@@ -109,8 +113,9 @@ def _from_npy(npy, ids, id_column, key, links) -> _Table:
     vectors = _load_npy(npy)
     id_list, link_cols = _read_ids(ids_path, id_column, key, links)
     if len(id_list) != vectors.shape[0]:
-        raise UserError(f"{ids_path} lists {len(id_list)} ids but {npy} has {vectors.shape[0]} rows; "
-                        "they must match one to one")
+        raise UserError(
+            f"{ids_path} lists {len(id_list)} ids but {npy} has {vectors.shape[0]} rows; they must match one to one"
+        )
     return _Table(id_list, link_cols, vectors, [npy, ids_path])
 
 
@@ -132,18 +137,25 @@ def _from_parquet(parquet, id_column, vector_column, links) -> _Table:
     table = pq.read_table(path, columns=list(dict.fromkeys(wanted)))
     for c in wanted:
         if table.column(c).null_count:
-            raise UserError(f"{path} column {c!r} has {table.column(c).null_count} empty values; fill or drop those rows")
+            raise UserError(
+                f"{path} column {c!r} has {table.column(c).null_count} empty values; fill or drop those rows"
+            )
     col = table.column(vector_column).combine_chunks()
     if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type) or pa.types.is_fixed_size_list(col.type)):
         raise UserError(f"{path} column {vector_column!r} has type {col.type}; expected a list of numbers per row")
     if len(col) == 0:
         raise UserError(f"{path} has no rows")
-    lengths = np.asarray(col.value_lengths()) if not pa.types.is_fixed_size_list(col.type) \
+    lengths = (
+        np.asarray(col.value_lengths())
+        if not pa.types.is_fixed_size_list(col.type)
         else np.full(len(col), col.type.list_size)
+    )
     if lengths.min() != lengths.max() or lengths.min() == 0:
         k = int(np.flatnonzero(lengths != lengths[0])[0]) if lengths.min() != lengths.max() else 0
-        raise UserError(f"{path} column {vector_column!r}: row {k} has {lengths[k]} values, row 0 has "
-                        f"{lengths[0]}; every vector needs the same non-zero length")
+        raise UserError(
+            f"{path} column {vector_column!r}: row {k} has {lengths[k]} values, row 0 has "
+            f"{lengths[0]}; every vector needs the same non-zero length"
+        )
     values = col.flatten()
     if not (pa.types.is_floating(values.type) or pa.types.is_integer(values.type) or pa.types.is_boolean(values.type)):
         raise UserError(f"{path} column {vector_column!r} holds {values.type}; expected numbers")
@@ -175,7 +187,7 @@ def _validate(t: _Table, where: str) -> None:
     if t.vectors.dtype.kind == "f":
         step = 4096  # chunked so a memory-mapped array is never loaded whole
         for s in range(0, len(t.vectors), step):
-            bad = ~np.isfinite(np.asarray(t.vectors[s:s + step]).reshape(min(step, len(t.vectors) - s), -1)).all(1)
+            bad = ~np.isfinite(np.asarray(t.vectors[s : s + step]).reshape(min(step, len(t.vectors) - s), -1)).all(1)
             if bad.any():
                 k = s + int(np.flatnonzero(bad)[0])
                 raise UserError(f"{where}: row {k} (id {t.ids[k]!r}) has NaN or infinite values; clean the input")
@@ -185,7 +197,7 @@ def _remove_dead_temp_dirs(parent: Path, split: str) -> None:
     """Delete temp directories of imports whose process is gone (killed); a running import keeps its own."""
     for d in parent.glob(f".{split}.import-*-*"):
         try:
-            pid = int(d.name[len(f".{split}.import-"):].split("-")[0])
+            pid = int(d.name[len(f".{split}.import-") :].split("-")[0])
             os.kill(pid, 0)  # signal 0: only asks whether the process exists
         except ProcessLookupError:
             shutil.rmtree(d, ignore_errors=True)
@@ -193,11 +205,23 @@ def _remove_dead_temp_dirs(parent: Path, split: str) -> None:
             continue
 
 
-def import_features(name: str, *, dataset: str, split: str, npy: str | Path | None = None,
-                    ids: str | Path | None = None, parquet: str | Path | None = None, id_column: str = "id",
-                    vector_column: str | None = None, key: str = "image_id", links: list[str] | None = None,
-                    fmt: str = "parquet", cache_root: str | Path = "cache", overwrite: bool = False,
-                    rows_per_shard: int = 4096) -> ImportResult:
+def import_features(
+    name: str,
+    *,
+    dataset: str,
+    split: str,
+    npy: str | Path | None = None,
+    ids: str | Path | None = None,
+    parquet: str | Path | None = None,
+    id_column: str = "id",
+    vector_column: str | None = None,
+    key: str = "image_id",
+    links: list[str] | None = None,
+    fmt: str = "parquet",
+    cache_root: str | Path = "cache",
+    overwrite: bool = False,
+    rows_per_shard: int = 4096,
+) -> ImportResult:
     """Write vectors from `npy`+`ids` or `parquet` as modality `name` at cache_root/dataset/name/split."""
     if not MODALITY_RE.match(name or ""):
         raise UserError(f"modality name {name!r} is not a valid name; use letters, digits, '_', '-'")
@@ -211,23 +235,39 @@ def import_features(name: str, *, dataset: str, split: str, npy: str | Path | No
         raise UserError("give exactly one input: --npy X.npy --ids IDS, or --parquet T.parquet --vector-column V")
     if parquet is not None and ids is not None:
         raise UserError("--ids goes with --npy; with --parquet the ids come from --id-column")
-    table = _from_npy(npy, ids, id_column, key, links) if npy is not None else \
-        _from_parquet(parquet, id_column, vector_column, links)
+    table = (
+        _from_npy(npy, ids, id_column, key, links)
+        if npy is not None
+        else _from_parquet(parquet, id_column, vector_column, links)
+    )
     where = str(table.source[0])
     _validate(table, where)
     dtype = table.vectors.dtype.name if table.vectors.dtype.name in _KEPT_FLOATS else "float32"
     shape = tuple(int(d) for d in table.vectors.shape[1:])
-    meta = {"source": "import-features", "dataset": dataset, "split": split, "modality": name,
-            "inputs": {p.name: sha256_file(p) for p in table.source},
-            "options": {"id_column": id_column, "vector_column": vector_column}}
+    meta = {
+        "source": "import-features",
+        "dataset": dataset,
+        "split": split,
+        "modality": name,
+        "inputs": {p.name: sha256_file(p) for p in table.source},
+        "options": {"id_column": id_column, "vector_column": vector_column},
+    }
 
     target = cache_dir(cache_root, dataset, name, split)
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_dead_temp_dirs(target.parent, split)
     tmp = Path(tempfile.mkdtemp(prefix=f".{split}.import-{os.getpid()}-", dir=target.parent))
     try:
-        writer = ShardWriter(tmp, features={FEATURE_NAME: (shape, dtype)}, key=key, links=links, meta=meta,
-                             fmt=fmt, rows_per_shard=rows_per_shard, expected_rows=len(table.ids))
+        writer = ShardWriter(
+            tmp,
+            features={FEATURE_NAME: (shape, dtype)},
+            key=key,
+            links=links,
+            meta=meta,
+            fmt=fmt,
+            rows_per_shard=rows_per_shard,
+            expected_rows=len(table.ids),
+        )
         if target.exists() and any(target.iterdir()):
             old = load_manifest(target / MANIFEST) if (target / MANIFEST).exists() else None
             if old is not None and old["fingerprint"] == writer.fingerprint and old["complete"]:
@@ -235,12 +275,17 @@ def import_features(name: str, *, dataset: str, split: str, npy: str | Path | No
                 return ImportResult(target, old["num_rows"], shape, dtype, writer.fingerprint, skipped=True)
             if not overwrite:
                 held = f"fingerprint {old['fingerprint'][:12]}" if old else "no manifest"
-                raise UserError(f"{target} already holds other features ({held}, this import "
-                                f"{writer.fingerprint[:12]}); pass --overwrite to replace it")
+                raise UserError(
+                    f"{target} already holds other features ({held}, this import "
+                    f"{writer.fingerprint[:12]}); pass --overwrite to replace it"
+                )
         for s in range(0, len(table.ids), rows_per_shard):
             part = slice(s, s + rows_per_shard)
-            writer.add(table.ids[part], {c: v[part] for c, v in table.links.items()},
-                       {FEATURE_NAME: np.asarray(table.vectors[part])})
+            writer.add(
+                table.ids[part],
+                {c: v[part] for c, v in table.links.items()},
+                {FEATURE_NAME: np.asarray(table.vectors[part])},
+            )
         writer.close()
         if target.exists() and any(target.iterdir()):  # --overwrite: swap directories, drop the old one
             old_dir = Path(tempfile.mkdtemp(prefix=f".{split}.old-", dir=target.parent))

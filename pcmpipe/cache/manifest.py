@@ -17,6 +17,7 @@ from pcmpipe.errors import UserError
 
 FORMAT_VERSION = 1
 from pcmpipe.cache.layout import MANIFEST  # noqa: E402  (the file name belongs to the tree)
+
 _RANK_MANIFEST = re.compile(r"^manifest\.r(\d{3,})\.json$")
 
 
@@ -42,8 +43,15 @@ def fingerprint(inputs: dict) -> str:
 
 
 def new_manifest(inputs: dict, expected_rows: int | None) -> dict:
-    return {"format_version": FORMAT_VERSION, **inputs, "fingerprint": fingerprint(inputs),
-            "expected_rows": expected_rows, "shards": [], "num_rows": 0, "complete": False}
+    return {
+        "format_version": FORMAT_VERSION,
+        **inputs,
+        "fingerprint": fingerprint(inputs),
+        "expected_rows": expected_rows,
+        "shards": [],
+        "num_rows": 0,
+        "complete": False,
+    }
 
 
 def differing_fields(a: dict, b: dict) -> list[str]:
@@ -63,14 +71,17 @@ def load_manifest(path: Path) -> dict:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise UserError(f"cannot read cache manifest {path} ({type(e).__name__}); delete {path.parent} "
-                        "and rerun the extraction") from e
+        raise UserError(
+            f"cannot read cache manifest {path} ({type(e).__name__}); delete {path.parent} and rerun the extraction"
+        ) from e
     if not isinstance(manifest, dict) or "fingerprint" not in manifest or "shards" not in manifest:
         raise UserError(f"{path} is not a pcmpipe cache manifest; delete {path.parent} and rerun the extraction")
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
-        raise UserError(f"cache {path.parent} has format version {version}, this pcmpipe reads version "
-                        f"{FORMAT_VERSION}; upgrade pcmpipe or rerun the extraction into a new directory")
+        raise UserError(
+            f"cache {path.parent} has format version {version}, this pcmpipe reads version "
+            f"{FORMAT_VERSION}; upgrade pcmpipe or rerun the extraction into a new directory"
+        )
     return manifest
 
 
@@ -99,19 +110,25 @@ def merge_manifests(directory: str | Path) -> dict:
     first = parts[0]
     for path, part in zip(ranks[1:], parts[1:]):
         if part["fingerprint"] != first["fingerprint"]:
-            raise UserError(f"{path.name} has fingerprint {part['fingerprint'][:12]} but {ranks[0].name} has "
-                            f"{first['fingerprint'][:12]} (differs in {', '.join(differing_fields(first, part))}); "
-                            "all ranks must extract with the same settings")
+            raise UserError(
+                f"{path.name} has fingerprint {part['fingerprint'][:12]} but {ranks[0].name} has "
+                f"{first['fingerprint'][:12]} (differs in {', '.join(differing_fields(first, part))}); "
+                "all ranks must extract with the same settings"
+            )
     for path, part in zip(ranks, parts):
         if not part["complete"]:
-            raise UserError(f"rank manifest {path.name} in {directory} is incomplete ({part['num_rows']} rows); "
-                            "rerun that rank to finish before merging")
+            raise UserError(
+                f"rank manifest {path.name} in {directory} is incomplete ({part['num_rows']} rows); "
+                "rerun that rank to finish before merging"
+            )
     final_path = directory / MANIFEST
     if final_path.exists():
         final = load_manifest(final_path)
         if final["fingerprint"] != first["fingerprint"]:
-            raise UserError(f"{final_path} has fingerprint {final['fingerprint'][:12]}, the ranks "
-                            f"{first['fingerprint'][:12]}; delete {directory} and rerun the extraction")
+            raise UserError(
+                f"{final_path} has fingerprint {final['fingerprint'][:12]}, the ranks "
+                f"{first['fingerprint'][:12]}; delete {directory} and rerun the extraction"
+            )
     shards, seen, owner = [], set(), {}
     for part in parts:
         for shard in sorted(part["shards"], key=lambda s: s["file"]):
@@ -121,12 +138,15 @@ def merge_manifests(directory: str | Path) -> dict:
             try:
                 ids = read_ids(directory / shard["file"], first["format"])
             except (OSError, ShardError, KeyError, ValueError) as e:
-                raise UserError(f"shard {shard['file']} of {directory} is missing or unreadable; "
-                                "rerun the rank that wrote it") from e
+                raise UserError(
+                    f"shard {shard['file']} of {directory} is missing or unreadable; rerun the rank that wrote it"
+                ) from e
             dup = seen.intersection(ids)
             if dup:
-                raise UserError(f"id {sorted(dup)[0]!r} appears in two ranks of {directory} (again in "
-                                f"{shard['file']}); give each rank a disjoint part of the dataset")
+                raise UserError(
+                    f"id {sorted(dup)[0]!r} appears in two ranks of {directory} (again in "
+                    f"{shard['file']}); give each rank a disjoint part of the dataset"
+                )
             seen.update(ids)
             shards.append(shard)
     merged = {k: v for k, v in first.items() if k not in ("shards", "num_rows", "complete")}

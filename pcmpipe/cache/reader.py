@@ -7,16 +7,24 @@ reads through here, so a partial shard is never read.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from pcmpipe.cache.shard import (ShardError, iter_feature_into, iter_shard, read_columns, read_feature_into, sha256_file,
-                              shard_rows)
 from pcmpipe.cache.layout import MANIFEST, manifest_path, parts_of
 from pcmpipe.cache.manifest import load_manifest, schema_of
+from pcmpipe.cache.shard import (
+    ShardError,
+    iter_feature_into,
+    iter_shard,
+    read_columns,
+    read_feature_into,
+    sha256_file,
+    shard_rows,
+)
 from pcmpipe.errors import UserError
+
 
 class CacheReader:
     """A complete cache opened by `open_cache`.
@@ -44,7 +52,9 @@ class CacheReader:
         names = self.feature_names if features is None else list(features)
         unknown = [f for f in names if f not in self.shapes]
         if unknown:
-            raise UserError(f"cache {self.directory} has no feature {unknown[0]!r}; it has {', '.join(self.feature_names)}")
+            raise UserError(
+                f"cache {self.directory} has no feature {unknown[0]!r}; it has {', '.join(self.feature_names)}"
+            )
         return names
 
     def read(self, features: list[str] | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -73,10 +83,12 @@ class CacheReader:
                 at += k
                 continue
             for f in names:
-                got = read_feature_into(file, self.fmt, f, out[f][at:at + k])
+                got = read_feature_into(file, self.fmt, f, out[f][at : at + k])
                 if got != k:
-                    raise UserError(f"shard {shard['file']} of cache {self.directory} is corrupt (feature {f} has "
-                                    f"{got} rows, id has {k}); delete the cache directory and rerun the extraction")
+                    raise UserError(
+                        f"shard {shard['file']} of cache {self.directory} is corrupt (feature {f} has "
+                        f"{got} rows, id has {k}); delete the cache directory and rerun the extraction"
+                    )
             for c in self.columns:
                 cols[c].append(part[c])
             at += k
@@ -85,8 +97,10 @@ class CacheReader:
 
     def _check_rows(self, seen: int, what: str = "rows") -> None:
         if seen != self.num_rows:
-            raise UserError(f"cache {self.directory} holds {seen} {what}, its manifest says {self.num_rows}; "
-                            "delete the cache directory and rerun the extraction")
+            raise UserError(
+                f"cache {self.directory} holds {seen} {what}, its manifest says {self.num_rows}; "
+                "delete the cache directory and rerun the extraction"
+            )
 
     def iter_feature(self, name: str, rows: int) -> Iterator[np.ndarray]:
         """Every row of feature `name` in shard order, as float32 arrays of at most `rows` rows.
@@ -103,8 +117,9 @@ class CacheReader:
                 yield buf[:k]
         self._check_rows(seen, f"rows of {name}")
 
-    def iter_batches(self, batch_rows: int, features: list[str] | None = None
-                     ) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+    def iter_batches(
+        self, batch_rows: int, features: list[str] | None = None
+    ) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
         """Yield (columns, features) of exactly `batch_rows` rows (the last may be shorter), bounded memory."""
         if batch_rows < 1:
             raise ValueError("batch_rows must be >= 1")
@@ -142,8 +157,10 @@ def open_cache(directory: str | Path, *, verify: bool = True) -> CacheReader:
     path = directory / MANIFEST
     if not path.exists():
         if directory.is_dir() and any(directory.glob("manifest.r*.json")):
-            raise UserError(f"cache {directory} has per-rank manifests only; merge them first "
-                            "(pcmpipe.cache.manifest.merge_manifests)")
+            raise UserError(
+                f"cache {directory} has per-rank manifests only; merge them first "
+                "(pcmpipe.cache.manifest.merge_manifests)"
+            )
         raise UserError(f"no cache at {directory} (manifest.json missing); run the extraction first")
     manifest = load_manifest(path)
     if not manifest["complete"]:
@@ -153,17 +170,23 @@ def open_cache(directory: str | Path, *, verify: bool = True) -> CacheReader:
     for shard in manifest["shards"]:
         file = directory / shard["file"]
         if not file.exists():
-            raise UserError(f"shard {shard['file']} of cache {directory} is missing; "
-                            "delete the cache directory and rerun the extraction")
+            raise UserError(
+                f"shard {shard['file']} of cache {directory} is missing; "
+                "delete the cache directory and rerun the extraction"
+            )
         try:
             rows = shard_rows(file, manifest["format"])
         except ShardError as e:
-            raise UserError(f"shard {shard['file']} of cache {directory} is corrupt ({e}); "
-                            "delete the cache directory and rerun the extraction") from e
+            raise UserError(
+                f"shard {shard['file']} of cache {directory} is corrupt ({e}); "
+                "delete the cache directory and rerun the extraction"
+            ) from e
         if rows != shard["rows"] or (verify and sha256_file(file) != shard["sha256"]):
             why = f"{rows} rows, manifest says {shard['rows']}" if rows != shard["rows"] else "sha256 mismatch"
-            raise UserError(f"shard {shard['file']} of cache {directory} is corrupt ({why}); "
-                            "delete the cache directory and rerun the extraction")
+            raise UserError(
+                f"shard {shard['file']} of cache {directory} is corrupt ({why}); "
+                "delete the cache directory and rerun the extraction"
+            )
     return CacheReader(directory, manifest)
 
 
@@ -189,11 +212,28 @@ def list_caches(root: str | Path) -> list[dict]:
         try:
             m = load_manifest(path)
         except UserError as e:
-            rows.append({"path": str(path.parent), "dataset": where[0], "modality": where[1], "split": where[2],
-                         "error": str(e)})
+            rows.append(
+                {
+                    "path": str(path.parent),
+                    "dataset": where[0],
+                    "modality": where[1],
+                    "split": where[2],
+                    "error": str(e),
+                }
+            )
             continue
-        rows.append({"path": str(path.parent), "dataset": where[0], "modality": where[1], "split": where[2],
-                     "rows": m["num_rows"], "format": m["format"], "complete": bool(m["complete"]),
-                     "features": {n: (tuple(f["shape"]), f["dtype"]) for n, f in m["features"].items()},
-                     "fingerprint": m["fingerprint"], "meta": m["meta"]})
+        rows.append(
+            {
+                "path": str(path.parent),
+                "dataset": where[0],
+                "modality": where[1],
+                "split": where[2],
+                "rows": m["num_rows"],
+                "format": m["format"],
+                "complete": bool(m["complete"]),
+                "features": {n: (tuple(f["shape"]), f["dtype"]) for n, f in m["features"].items()},
+                "fingerprint": m["fingerprint"],
+                "meta": m["meta"],
+            }
+        )
     return rows

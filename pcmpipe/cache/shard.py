@@ -15,9 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -51,8 +51,10 @@ class ShardSchema:
 
     def metadata_json(self) -> str:
         feats = {n: {"shape": list(s), "dtype": d} for n, (s, d) in self.features.items()}
-        return json.dumps({"fingerprint": self.fingerprint, "key": self.key, "links": list(self.links),
-                           "features": feats}, sort_keys=True)
+        return json.dumps(
+            {"fingerprint": self.fingerprint, "key": self.key, "links": list(self.links), "features": feats},
+            sort_keys=True,
+        )
 
 
 def sha256_file(path: Path) -> str:
@@ -68,8 +70,10 @@ atomic_write_text = write_text  # the manifest's writer: the one durable write (
 
 # ---------------------------------------------------------------- writing
 
-def write_shard(path: Path, fmt: str, schema: ShardSchema, columns: dict[str, np.ndarray],
-                features: dict[str, np.ndarray]) -> str:
+
+def write_shard(
+    path: Path, fmt: str, schema: ShardSchema, columns: dict[str, np.ndarray], features: dict[str, np.ndarray]
+) -> str:
     """Write one shard atomically and return its sha256. Arrays are already validated and cast."""
     with atomic_path(path) as tmp:
         if fmt == "parquet":
@@ -91,8 +95,9 @@ def arrow_schema(schema: ShardSchema):
     return pa.schema(fields, metadata={META_KEY.encode(): schema.metadata_json().encode()})
 
 
-def _write_parquet(tmp: Path, schema: ShardSchema, columns: dict[str, np.ndarray],
-                   features: dict[str, np.ndarray]) -> None:
+def _write_parquet(
+    tmp: Path, schema: ShardSchema, columns: dict[str, np.ndarray], features: dict[str, np.ndarray]
+) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -105,12 +110,19 @@ def _write_parquet(tmp: Path, schema: ShardSchema, columns: dict[str, np.ndarray
     # Dictionaries, statistics and compression only pay off for the id columns; on float vectors they cost
     # write time for nothing (embeddings do not compress), and uncompressed pages read fastest.
     compression = {c: ("snappy" if c in strings else "none") for c in table.column_names}
-    pq.write_table(table, tmp, row_group_size=_PARQUET_ROW_GROUP, use_dictionary=strings,
-                   write_statistics=strings, compression=compression)
+    pq.write_table(
+        table,
+        tmp,
+        row_group_size=_PARQUET_ROW_GROUP,
+        use_dictionary=strings,
+        write_statistics=strings,
+        compression=compression,
+    )
 
 
-def _write_hdf5(tmp: Path, schema: ShardSchema, columns: dict[str, np.ndarray],
-                features: dict[str, np.ndarray]) -> None:
+def _write_hdf5(
+    tmp: Path, schema: ShardSchema, columns: dict[str, np.ndarray], features: dict[str, np.ndarray]
+) -> None:
     import h5py
 
     with h5py.File(tmp, "w") as h:
@@ -123,6 +135,7 @@ def _write_hdf5(tmp: Path, schema: ShardSchema, columns: dict[str, np.ndarray],
 
 
 # ---------------------------------------------------------------- reading
+
 
 def shard_rows(path: Path, fmt: str) -> int:
     """Row count from the file's own metadata (cheap). Raises ShardError if unreadable."""
@@ -139,8 +152,9 @@ def shard_rows(path: Path, fmt: str) -> int:
         raise ShardError(f"unreadable ({type(e).__name__})") from e
 
 
-def iter_shard(path: Path, fmt: str, schema: ShardSchema, batch_rows: int,
-               features: list[str]) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+def iter_shard(
+    path: Path, fmt: str, schema: ShardSchema, batch_rows: int, features: list[str]
+) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
     """Yield (columns, features) slices of at most `batch_rows` rows, in file order.
 
     columns: name -> str array [n]; features: name -> array [n, *shape] in the stored dtype.
@@ -219,7 +233,7 @@ def iter_feature_into(path: Path, fmt: str, name: str, out: np.ndarray) -> Itera
         ds = h[name]
         for start in range(0, len(ds), rows):
             k = min(rows, len(ds) - start)
-            out[:k] = ds[start:start + k]
+            out[:k] = ds[start : start + k]
             yield k
 
 
@@ -271,12 +285,12 @@ def _copy_list_chunk(chunk, flat: np.ndarray, at: int) -> int:
     values = chunk.values  # the whole child array: it ignores the list array's own offset
     start = chunk.offset * width
     if pa.types.is_boolean(values.type):  # bit-packed: no byte view possible
-        flat[at:at + n] = values.slice(start, n * width).to_numpy(zero_copy_only=False).reshape(n, width)
+        flat[at : at + n] = values.slice(start, n * width).to_numpy(zero_copy_only=False).reshape(n, width)
         return at + n
     dtype = np.dtype(values.type.to_pandas_dtype())
     buf = values.buffers()[1]
     view = np.frombuffer(buf, dtype=dtype, count=n * width, offset=(values.offset + start) * dtype.itemsize)
-    flat[at:at + n] = view.reshape(n, width)
+    flat[at : at + n] = view.reshape(n, width)
     return at + n
 
 

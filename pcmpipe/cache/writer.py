@@ -11,10 +11,18 @@ from pathlib import Path
 import numpy as np
 
 from pcmpipe.cache.layout import cache_dir  # noqa: F401  (re-exported: pcmpipe.cache.writer.cache_dir)
+from pcmpipe.cache.manifest import (
+    MANIFEST,
+    differing_fields,
+    feature_spec,
+    fingerprint,
+    fingerprint_inputs,
+    load_manifest,
+    new_manifest,
+    rank_manifest_name,
+    write_manifest,
+)
 from pcmpipe.cache.shard import FORMATS, ShardError, ShardSchema, check_shard, read_ids, sha256_file, write_shard
-from pcmpipe.cache.manifest import (MANIFEST, differing_fields, feature_spec, fingerprint, fingerprint_inputs,
-                                    load_manifest, new_manifest, rank_manifest_name,
-                                    write_manifest)
 from pcmpipe.errors import UserError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -28,8 +36,9 @@ def _check_name(what: str, name: str) -> None:
         raise UserError(f"{what} {name!r} is not a valid name; use letters, digits, '_', '.', '-'")
 
 
-def _normalise(features: dict[str, tuple[tuple[int, ...], str]], key: str, links: list[str]
-               ) -> tuple[dict[str, tuple[tuple[int, ...], str]], list[str]]:
+def _normalise(
+    features: dict[str, tuple[tuple[int, ...], str]], key: str, links: list[str]
+) -> tuple[dict[str, tuple[tuple[int, ...], str]], list[str]]:
     """Validated (features with int shapes and numpy dtype names, links without repeats or the key)."""
     _check_name("key column", key)
     for name in links:
@@ -51,8 +60,9 @@ def _normalise(features: dict[str, tuple[tuple[int, ...], str]], key: str, links
     return spec, links
 
 
-def cache_fingerprint(*, features: dict[str, tuple[tuple[int, ...], str]], key: str, links: list[str],
-                      meta: dict, fmt: str = "parquet") -> str:
+def cache_fingerprint(
+    *, features: dict[str, tuple[tuple[int, ...], str]], key: str, links: list[str], meta: dict, fmt: str = "parquet"
+) -> str:
     """The fingerprint a `ShardWriter` with these arguments gives its cache (to compare before writing)."""
     spec, links = _normalise(features, key, links)
     return fingerprint(fingerprint_inputs(meta, feature_spec(spec), key, links, fmt))
@@ -72,9 +82,20 @@ class ShardWriter:
     work); `done_ids` holds the ids of every finished shard (skip those samples).
     """
 
-    def __init__(self, directory: str | Path, *, features: dict[str, tuple[tuple[int, ...], str]], key: str,
-                 links: list[str], meta: dict, fmt: str = "parquet", rows_per_shard: int = 4096,
-                 shard_prefix: str = "part", rank: int | None = None, expected_rows: int | None = None):
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        features: dict[str, tuple[tuple[int, ...], str]],
+        key: str,
+        links: list[str],
+        meta: dict,
+        fmt: str = "parquet",
+        rows_per_shard: int = 4096,
+        shard_prefix: str = "part",
+        rank: int | None = None,
+        expected_rows: int | None = None,
+    ):
         if fmt not in FORMATS:
             raise UserError(f"unknown cache format {fmt!r}; choose one of {', '.join(FORMATS)}")
         if rows_per_shard < 1:
@@ -107,8 +128,10 @@ class ShardWriter:
         found = load_manifest(path)
         if found["fingerprint"] != self.fingerprint:
             diff = ", ".join(differing_fields(found, self._manifest)) or "fields"
-            raise UserError(f"cache {self.directory} holds other features (fingerprint {found['fingerprint'][:12]}, "
-                            f"requested {self.fingerprint[:12]}; differs in {diff}); delete it or write elsewhere")
+            raise UserError(
+                f"cache {self.directory} holds other features (fingerprint {found['fingerprint'][:12]}, "
+                f"requested {self.fingerprint[:12]}; differs in {diff}); delete it or write elsewhere"
+            )
         return found
 
     def _open(self) -> None:
@@ -123,8 +146,10 @@ class ShardWriter:
                     try:
                         self.done_ids.update(read_ids(self.directory / shard["file"], self.fmt))
                     except Exception as e:  # missing or broken file: the cache cannot be trusted
-                        raise UserError(f"shard {shard['file']} of complete cache {self.directory} is missing or "
-                                        "unreadable; delete the cache directory and rerun the extraction") from e
+                        raise UserError(
+                            f"shard {shard['file']} of complete cache {self.directory} is missing or "
+                            "unreadable; delete the cache directory and rerun the extraction"
+                        ) from e
                 return
         own = self._manifest_path
         for leftover in self.directory.iterdir():  # temp files of a killed writer with our prefix
@@ -140,8 +165,10 @@ class ShardWriter:
             path = self.directory / shard["file"]
             if not path.exists() or sha256_file(path) != shard["sha256"]:
                 state = "missing" if not path.exists() else "corrupt (sha256 mismatch)"
-                raise UserError(f"finished shard {shard['file']} of cache {self.directory} is {state}; "
-                                "delete the cache directory and rerun the extraction")
+                raise UserError(
+                    f"finished shard {shard['file']} of cache {self.directory} is {state}; "
+                    "delete the cache directory and rerun the extraction"
+                )
             self._add_done(read_ids(path, self.fmt), shard["file"])
         # a shard renamed into place whose manifest update never happened: adopt it if whole, else drop it
         for path in sorted(self.directory.iterdir()):
@@ -157,15 +184,23 @@ class ShardWriter:
             self.done_ids.update(ids)
             self._manifest["shards"].append({"file": path.name, "rows": len(ids), "sha256": sha256_file(path)})
         self._manifest["shards"].sort(key=lambda s: s["file"])
-        self._next_index = 1 + max((int(self._shard_re.match(s["file"]).group(1)) for s in self._manifest["shards"]
-                                    if self._shard_re.match(s["file"])), default=-1)
+        self._next_index = 1 + max(
+            (
+                int(self._shard_re.match(s["file"]).group(1))
+                for s in self._manifest["shards"]
+                if self._shard_re.match(s["file"])
+            ),
+            default=-1,
+        )
         write_manifest(self._manifest_path, self._manifest)
 
     def _add_done(self, ids: list[str], where: str) -> None:
         dup = self.done_ids.intersection(ids)
         if dup:
-            raise UserError(f"id {sorted(dup)[0]!r} appears twice in cache {self.directory} (again in {where}); "
-                            "delete the cache directory and rerun the extraction")
+            raise UserError(
+                f"id {sorted(dup)[0]!r} appears twice in cache {self.directory} (again in {where}); "
+                "delete the cache directory and rerun the extraction"
+            )
         self.done_ids.update(ids)
 
     # ------------------------------------------------------------ writing
@@ -209,8 +244,10 @@ class ShardWriter:
                 arr = np.array(arr, dtype=dtype, copy=True)
             if arr.dtype.kind == "f" and not np.isfinite(arr).all():
                 bad = ids[int(np.flatnonzero(~np.isfinite(arr.reshape(n, -1)).all(axis=1))[0])]
-                raise UserError(f"feature {name} of id {bad!r} is NaN or infinite (after casting to {dtype}); "
-                                "check the input or the backbone's precision")
+                raise UserError(
+                    f"feature {name} of id {bad!r} is NaN or infinite (after casting to {dtype}); "
+                    "check the input or the backbone's precision"
+                )
             feats[name] = arr
         seen: set[str] = set()
         for i in ids:
@@ -225,12 +262,18 @@ class ShardWriter:
 
     def _flush(self, rows: int) -> None:
         """Write the first `rows` buffered rows as one finished shard, then record it in the manifest."""
-        cols = {c: np.concatenate([np.asarray(p[1][c], dtype=object) for p in self._pending])
-                for c in self._schema.columns}
+        cols = {
+            c: np.concatenate([np.asarray(p[1][c], dtype=object) for p in self._pending]) for c in self._schema.columns
+        }
         feats = {f: np.concatenate([p[2][f] for p in self._pending]) for f in self.features}
         name = f"{self.shard_prefix}-{self._next_index:05d}{FORMATS[self.fmt]}"
-        digest = write_shard(self.directory / name, self.fmt, self._schema,
-                             {c: v[:rows] for c, v in cols.items()}, {f: v[:rows] for f, v in feats.items()})
+        digest = write_shard(
+            self.directory / name,
+            self.fmt,
+            self._schema,
+            {c: v[:rows] for c, v in cols.items()},
+            {f: v[:rows] for f, v in feats.items()},
+        )
         written = cols["id"][:rows].tolist()
         self._manifest["shards"].append({"file": name, "rows": rows, "sha256": digest})
         write_manifest(self._manifest_path, self._manifest)
@@ -239,8 +282,11 @@ class ShardWriter:
         self._pending_ids.difference_update(written)
         self._pending_rows -= rows
         rest_ids = cols["id"][rows:].tolist()
-        self._pending = [(rest_ids, {c: v[rows:].tolist() for c, v in cols.items()},
-                          {f: v[rows:] for f, v in feats.items()})] if self._pending_rows else []
+        self._pending = (
+            [(rest_ids, {c: v[rows:].tolist() for c, v in cols.items()}, {f: v[rows:] for f, v in feats.items()})]
+            if self._pending_rows
+            else []
+        )
 
     def close(self) -> None:
         """Write the buffered rows as the last shard and mark the cache complete."""
@@ -253,7 +299,7 @@ class ShardWriter:
         self.complete = True
         self._closed = True
 
-    def __enter__(self) -> "ShardWriter":
+    def __enter__(self) -> ShardWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -10,8 +10,19 @@ from pcmpipe.cli.app import app
 from pcmpipe.cli.options import FlagCommand
 
 # The order `pcmpipe --help` lists the commands in.
-_ORDER = ["synth", "run", "report", "demo", "download", "import-features", "cache-info", "train", "evaluate",
-          "extract", "finetune"]
+_ORDER = [
+    "synth",
+    "run",
+    "report",
+    "demo",
+    "download",
+    "import-features",
+    "cache-info",
+    "train",
+    "evaluate",
+    "extract",
+    "finetune",
+]
 app.registered_commands.sort(key=lambda c: _ORDER.index(c.name) if c.name in _ORDER else len(_ORDER))
 for _command in app.registered_commands:
     _command.cls = FlagCommand  # boolean flags render as plain flags in every command's help

@@ -7,7 +7,6 @@ code 2. Heavy modules (torch, transformers) are imported inside the commands so 
 from __future__ import annotations
 
 import contextlib
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -39,7 +38,7 @@ def _guard():
         raise typer.Exit(130)
 
 
-def _csv(value: Optional[str]) -> Optional[list[str]]:
+def _csv(value: str | None) -> list[str] | None:
     """'I,T,S' -> ['I', 'T', 'S']; None stays None."""
     if value is None:
         return None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -17,24 +16,42 @@ def import_features_cmd(
     name: str = typer.Argument(..., help="modality name for the new features ([A-Za-z0-9_-]+), e.g. MYEMB"),
     dataset: str = typer.Option(..., "--dataset", help="dataset the ids belong to, e.g. flickr8k or cub"),
     split: str = typer.Option(..., "--split", help="train, val or test"),
-    npy: Optional[Path] = typer.Option(None, "--npy", help="array [N, D] (or [N, *shape]) saved with numpy.save"),
-    ids: Optional[Path] = typer.Option(None, "--ids", help="with --npy: one id per line, or a .tsv with a header (id + link columns)"),
-    parquet: Optional[Path] = typer.Option(None, "--parquet", help="table with an id column and a list-of-numbers vector column"),
+    npy: Path | None = typer.Option(None, "--npy", help="array [N, D] (or [N, *shape]) saved with numpy.save"),
+    ids: Path | None = typer.Option(
+        None, "--ids", help="with --npy: one id per line, or a .tsv with a header (id + link columns)"
+    ),
+    parquet: Path | None = typer.Option(
+        None, "--parquet", help="table with an id column and a list-of-numbers vector column"
+    ),
     id_column: str = typer.Option("id", "--id-column", help="id column of --parquet or of a TSV --ids file"),
-    vector_column: Optional[str] = typer.Option(None, "--vector-column", help="vector column of --parquet"),
+    vector_column: str | None = typer.Option(None, "--vector-column", help="vector column of --parquet"),
     key: str = typer.Option("image_id", "--key", help="what an id is: image_id, caption_id, class_id or your own"),
-    links: Optional[str] = typer.Option(None, "--links", help="comma-separated link columns to keep, e.g. class_id"),
+    links: str | None = typer.Option(None, "--links", help="comma-separated link columns to keep, e.g. class_id"),
     fmt: str = typer.Option("parquet", "--format", help="parquet or hdf5", metavar=FORMAT_METAVAR),
     cache_root: Path = typer.Option(Path("cache"), "--cache-root", help="cache root (default cache/)"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing cache of this name with other contents"),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="replace an existing cache of this name with other contents"
+    ),
 ) -> None:
     """Write your own per-sample or per-class vectors as a cached modality (validated; all or nothing)."""
     with _guard():
         from pcmpipe.cache.importer import import_features
 
-        r = import_features(name, dataset=dataset, split=split, npy=npy, ids=ids, parquet=parquet,
-                            id_column=id_column, vector_column=vector_column, key=key, links=_csv(links) or [],
-                            fmt=fmt, cache_root=cache_root, overwrite=overwrite)
+        r = import_features(
+            name,
+            dataset=dataset,
+            split=split,
+            npy=npy,
+            ids=ids,
+            parquet=parquet,
+            id_column=id_column,
+            vector_column=vector_column,
+            key=key,
+            links=_csv(links) or [],
+            fmt=fmt,
+            cache_root=cache_root,
+            overwrite=overwrite,
+        )
         what = "already imported, nothing to do" if r.skipped else f"wrote {r.rows} rows"
         typer.echo(f"{r.path}: {what} ({list(r.shape)} {r.dtype}, fingerprint {r.fingerprint[:12]})")
 
@@ -61,6 +78,14 @@ def cache_info_cmd(
                 continue
             shapes = ", ".join(f"{n} {list(s)} {d}" for n, (s, d) in c["features"].items())
             done = "[green]yes[/]" if c["complete"] else "[yellow]no[/]"
-            table.add_row(c["dataset"], c["modality"], c["split"], str(c["rows"]), shapes, c["format"], done,
-                          c["fingerprint"][:12])
+            table.add_row(
+                c["dataset"],
+                c["modality"],
+                c["split"],
+                str(c["rows"]),
+                shapes,
+                c["format"],
+                done,
+                c["fingerprint"][:12],
+            )
         Console(width=max(120, Console().width)).print(table)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -15,11 +14,19 @@ from pcmpipe.cli.app import _guard, app, err_console
 def synth_cmd(
     dataset: str = typer.Argument(..., help="flickr8k or cub"),
     out: Path = typer.Option(..., "--out", help="new (or empty) directory to write the dataset into"),
-    images: Optional[int] = typer.Option(None, "--images", help="flickr8k: images in all (default 60, split 4:1:1); cub: images per class (default 3)"),
+    images: int | None = typer.Option(
+        None, "--images", help="flickr8k: images in all (default 60, split 4:1:1); cub: images per class (default 3)"
+    ),
     seed: int = typer.Option(0, "--seed", help="same seed and flags -> same files"),
-    text_subdir: bool = typer.Option(False, "--text-subdir", help="flickr8k: text files under Flickr8k_text/; cub: captions under cub_text/text_c10"),
-    speech: str = typer.Option("tones", "--speech", help="flickr8k spoken captions: tones (deterministic), espeak, or auto (espeak-ng if installed)",
-                              metavar="<tones|espeak|auto>"),
+    text_subdir: bool = typer.Option(
+        False, "--text-subdir", help="flickr8k: text files under Flickr8k_text/; cub: captions under cub_text/text_c10"
+    ),
+    speech: str = typer.Option(
+        "tones",
+        "--speech",
+        help="flickr8k spoken captions: tones (deterministic), espeak, or auto (espeak-ng if installed)",
+        metavar="<tones|espeak|auto>",
+    ),
 ) -> None:
     """Write a small synthetic dataset in the exact on-disk layout of the real one."""
     with _guard():
@@ -28,12 +35,19 @@ def synth_cmd(
         summary = synth(dataset, out, images=images, seed=seed, text_subdir=text_subdir, speech=speech)
         typer.echo(f"wrote synthetic {dataset} to {out}: {summary}")
 
+
 # ---- download (datasets) ----
 @app.command("download")
 def download_cmd(
     dataset: str = typer.Argument(..., help="flickr8k (images, text, audio corpus) or cub"),
-    root: Path = typer.Option(..., "--root", help="dataset root: archives go to ROOT/downloads, contents unpack into ROOT"),
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="fetch every archive from this folder URL instead (mirror); also $PCMPIPE_DOWNLOAD_BASE"),
+    root: Path = typer.Option(
+        ..., "--root", help="dataset root: archives go to ROOT/downloads, contents unpack into ROOT"
+    ),
+    base_url: str | None = typer.Option(
+        None,
+        "--base-url",
+        help="fetch every archive from this folder URL instead (mirror); also $PCMPIPE_DOWNLOAD_BASE",
+    ),
     retries: int = typer.Option(5, "--retries", help="resume attempts per file when the connection drops"),
 ) -> None:
     """Download the official archives (resumable), verify their checksums, unpack them safely."""
@@ -47,11 +61,17 @@ def download_cmd(
 
         from pcmpipe.datasets.download import download
 
-        with Progress("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                      console=err_console, transient=True) as bar:
+        with Progress(
+            "{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=err_console,
+            transient=True,
+        ) as bar:
             tasks: dict[str, int] = {}
 
-            def progress(name: str, done: int, total: Optional[int]) -> None:
+            def progress(name: str, done: int, total: int | None) -> None:
                 if name not in tasks:
                     tasks[name] = bar.add_task(name, total=total)
                 bar.update(tasks[name], completed=done, total=total)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -15,11 +14,19 @@ from pcmpipe.cli.app import _guard, app
 def run_cmd(
     pipeline: str = typer.Argument(..., help="a shipped pipeline's name (e.g. table1_flickr8k) or a pipeline file"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the plan (cached / missing steps) and stop"),
-    root: Optional[list[str]] = typer.Option(None, "--root", help="dataset root: PATH, or DATASET=PATH (repeatable)"),
-    cache_root: Optional[str] = typer.Option(None, "--cache-root", help="feature cache (default cache/); runs go under it in runs/"),
-    runs_root: Optional[str] = typer.Option(None, "--runs-root", help="where runs are written (default <cache-root>/runs)"),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="override: epochs=2 (every run) or data.cub.root=/x (the file); repeatable",
-                                             metavar="<key=value>"),
+    root: list[str] | None = typer.Option(None, "--root", help="dataset root: PATH, or DATASET=PATH (repeatable)"),
+    cache_root: str | None = typer.Option(
+        None, "--cache-root", help="feature cache (default cache/); runs go under it in runs/"
+    ),
+    runs_root: str | None = typer.Option(
+        None, "--runs-root", help="where runs are written (default <cache-root>/runs)"
+    ),
+    set_: list[str] | None = typer.Option(
+        None,
+        "--set",
+        help="override: epochs=2 (every run) or data.cub.root=/x (the file); repeatable",
+        metavar="<key=value>",
+    ),
 ) -> None:
     """Run the experiments of one paper table or figure: only what is missing (features, runs, evaluations)."""
     with _guard():
@@ -75,5 +82,8 @@ def demo_cmd(
         finally:
             renderer.close()
         print_report(res["report"], console)
-        console.print(f"[bold green]demo done[/] in {res['wall_s']:.0f} s wall ({res['cpu_s']:.0f} s CPU): "
-                      f"{res['paths']['markdown']} and {res['paths']['html']}", highlight=False)
+        console.print(
+            f"[bold green]demo done[/] in {res['wall_s']:.0f} s wall ({res['cpu_s']:.0f} s CPU): "
+            f"{res['paths']['markdown']} and {res['paths']['html']}",
+            highlight=False,
+        )

@@ -20,7 +20,9 @@ from pcmpipe.config.base import literal_values
 
 SET_HELP = "override any setting: key=value, a YAML value (repeatable), e.g. --set stream_val_mb=8"
 CONFIG_HELP = "YAML file of settings; flags override it, --set overrides both"
-FORMAT_METAVAR = "<parquet|hdf5>"  # the cache's shard formats (pcmpipe.cache.shard.FORMATS, not imported for help speed)
+FORMAT_METAVAR = (
+    "<parquet|hdf5>"  # the cache's shard formats (pcmpipe.cache.shard.FORMATS, not imported for help speed)
+)
 _TYPE_NAMES = {int: "int", float: "float", str: "str"}
 
 

@@ -3,8 +3,6 @@ plan and its steps. The library hands over data and events; everything rich live
 
 from __future__ import annotations
 
-from typing import Optional
-
 from rich import box
 from rich.console import Console
 from rich.progress import (
@@ -36,12 +34,20 @@ class ExtractBar:
     """A rich bar per (dataset, modality, split), fed by extract's `progress(task, done, total)` callback."""
 
     def __init__(self, console: Console):
-        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 RateColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                                 console=console, transient=False)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            RateColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
         self.tasks: dict[str, TaskID] = {}
 
-    def __enter__(self) -> "ExtractBar":
+    def __enter__(self) -> ExtractBar:
         self.progress.start()
         return self
 
@@ -56,16 +62,28 @@ class ExtractBar:
 
 def extract_table(summary: ExtractSummary) -> Table:
     """One row per (modality, split): rows in the cache, rows new this run, inputs skipped, speed."""
-    t = Table(title=f"extract {summary.dataset} -> {summary.cache_root} ({summary.device})", box=box.SIMPLE_HEAD,
-              title_justify="left", pad_edge=False)
+    t = Table(
+        title=f"extract {summary.dataset} -> {summary.cache_root} ({summary.device})",
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+        pad_edge=False,
+    )
     audio = any(p.padding is not None for p in summary.parts)
     names = ("mod", "split", "backbone", "status", "rows", "new", "skip", "items/s", "time") + ("pad",) * audio
     for name in names:
         t.add_column(name, justify="left" if name in ("mod", "split", "backbone", "status") else "right")
     for p in summary.parts:
-        cells = [p.modality, p.split, p.backbone, p.status, str(p.rows), str(p.new_rows),
-                 Text(str(p.skipped), style="yellow" if p.skipped else ""),
-                 f"{p.rate:.1f}" if p.rate else "-", f"{p.seconds:.1f}s"]
+        cells = [
+            p.modality,
+            p.split,
+            p.backbone,
+            p.status,
+            str(p.rows),
+            str(p.new_rows),
+            Text(str(p.skipped), style="yellow" if p.skipped else ""),
+            f"{p.rate:.1f}" if p.rate else "-",
+            f"{p.seconds:.1f}s",
+        ]
         if audio:
             cells.append(f"{100 * p.padding:.0f}%" if p.padding is not None else "-")
         t.add_row(*cells)
@@ -88,7 +106,7 @@ class PipelineRenderer:
 
     def __init__(self, console: Console):
         self.console = console
-        self.bar: Optional[ExtractBar] = None
+        self.bar: ExtractBar | None = None
         self.training = TrainingRenderer(console)  # the events of the runs the pipeline trains
 
     def __call__(self, event) -> None:
@@ -102,8 +120,9 @@ class PipelineRenderer:
             self.bar(event.task, event.done, event.total)
         elif isinstance(event, StepFinished):
             self.close()
-            self.console.print(f"[green]done[/] {event.step.kind} {event.step.target} in {event.seconds:.1f} s",
-                               highlight=False)
+            self.console.print(
+                f"[green]done[/] {event.step.kind} {event.step.target} in {event.seconds:.1f} s", highlight=False
+            )
         elif isinstance(event, Note):
             self.console.print(event.text, highlight=False)
         else:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -18,29 +17,29 @@ from pcmpipe.errors import UserError
 # ---- train / evaluate (stage two) ----
 @app.command("train")
 def train_cmd(
-    loss: Optional[str] = setting("loss"),
-    dataset: Optional[str] = setting("dataset"),
-    modalities: Optional[str] = setting("modalities"),
-    split_train: Optional[str] = setting("split_train"),
-    split_val: Optional[str] = setting("split_val"),
-    split_test: Optional[str] = setting("split_test"),
-    epochs: Optional[str] = setting("epochs"),
-    patience: Optional[str] = setting("patience"),
-    batch_size: Optional[str] = setting("batch_size"),
-    lr: Optional[str] = setting("lr"),
-    weight_decay: Optional[str] = setting("weight_decay"),
-    rho: Optional[str] = setting("rho"),
-    threshold: Optional[str] = setting("threshold"),
-    logit_scale: Optional[str] = setting("logit_scale"),
-    seed: Optional[str] = setting("seed"),
-    match: Optional[str] = setting("match"),
-    cache_root: Optional[str] = setting("cache_root"),
-    runs_root: Optional[str] = setting("runs_root"),
-    name: Optional[str] = setting("name"),
-    config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
-    device: Optional[str] = setting("device"),
-    threads: Optional[str] = setting("threads"),
-    set_: Optional[list[str]] = set_option(),
+    loss: str | None = setting("loss"),
+    dataset: str | None = setting("dataset"),
+    modalities: str | None = setting("modalities"),
+    split_train: str | None = setting("split_train"),
+    split_val: str | None = setting("split_val"),
+    split_test: str | None = setting("split_test"),
+    epochs: str | None = setting("epochs"),
+    patience: str | None = setting("patience"),
+    batch_size: str | None = setting("batch_size"),
+    lr: str | None = setting("lr"),
+    weight_decay: str | None = setting("weight_decay"),
+    rho: str | None = setting("rho"),
+    threshold: str | None = setting("threshold"),
+    logit_scale: str | None = setting("logit_scale"),
+    seed: str | None = setting("seed"),
+    match: str | None = setting("match"),
+    cache_root: str | None = setting("cache_root"),
+    runs_root: str | None = setting("runs_root"),
+    name: str | None = setting("name"),
+    config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
+    device: str | None = setting("device"),
+    threads: str | None = setting("threads"),
+    set_: list[str] | None = set_option(),
 ) -> None:
     """Train PCMC/PCMR projection heads on cached features; resumes an interrupted run of the same config."""
     with _guard():
@@ -48,11 +47,29 @@ def train_cmd(
         from pcmpipe.config import TrainConfig, merge_settings
         from pcmpipe.training.stage2 import train
 
-        flags = dict(loss=loss, dataset=dataset, modalities=modalities, split_train=split_train,
-                     split_val=split_val, split_test=split_test, epochs=epochs, patience=patience,
-                     batch_size=batch_size, lr=lr, weight_decay=weight_decay, rho=rho, threshold=threshold,
-                     logit_scale=logit_scale, seed=seed, match=match, cache_root=cache_root, runs_root=runs_root,
-                     name=name, device=device, threads=threads)
+        flags = dict(
+            loss=loss,
+            dataset=dataset,
+            modalities=modalities,
+            split_train=split_train,
+            split_val=split_val,
+            split_test=split_test,
+            epochs=epochs,
+            patience=patience,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            rho=rho,
+            threshold=threshold,
+            logit_scale=logit_scale,
+            seed=seed,
+            match=match,
+            cache_root=cache_root,
+            runs_root=runs_root,
+            name=name,
+            device=device,
+            threads=threads,
+        )
         cfg = TrainConfig.from_dict(merge_settings(config, flags, set_))
         renderer = TrainingRenderer()
         try:
@@ -66,12 +83,14 @@ def train_cmd(
 @app.command("evaluate")
 def evaluate_cmd(
     run_dir: Path = typer.Argument(..., help="a finished run directory, e.g. cache/runs/<name>"),
-    match: Optional[str] = typer.Option(None, "--match", help="instance or class (default: every level available)",
-                                        metavar=metavar(MatchLevel)),
-    split: Optional[str] = typer.Option(None, "--split", help="cached split to score (default: the run's test split)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="also write the metrics as JSON here"),
-    device: str = typer.Option("auto", "--device", help="auto (cuda if available), cpu or cuda",
-                               metavar=metavar(Device)),
+    match: str | None = typer.Option(
+        None, "--match", help="instance or class (default: every level available)", metavar=metavar(MatchLevel)
+    ),
+    split: str | None = typer.Option(None, "--split", help="cached split to score (default: the run's test split)"),
+    out: Path | None = typer.Option(None, "--out", help="also write the metrics as JSON here"),
+    device: str = typer.Option(
+        "auto", "--device", help="auto (cuda if available), cpu or cuda", metavar=metavar(Device)
+    ),
 ) -> None:
     """Score a trained run's heads on every retrieval direction and print the table."""
     with _guard():
@@ -89,8 +108,11 @@ def evaluate_cmd(
         for level in ("instance", "class"):
             if level not in result:
                 continue
-            console.print(f"{run_dir.name}: {result['split']} split, {level}-level match (percent)", highlight=False,
-                          soft_wrap=True)
+            console.print(
+                f"{run_dir.name}: {result['split']} split, {level}-level match (percent)",
+                highlight=False,
+                soft_wrap=True,
+            )
             table = Table()
             rows = {k: v for k, v in result[level].items() if "->" in k and isinstance(v, dict)}
             metrics = sorted({m for v in rows.values() for m in v}, key=lambda m: (m[0] != "r", m))
@@ -104,40 +126,41 @@ def evaluate_cmd(
             write_json(out, result)
             typer.echo(f"wrote {out}")
 
+
 # ---- finetune (end-to-end: unfrozen CLIP towers at lr 1e-6 with augmentation) ----
 @app.command("finetune")
 def finetune_cmd(
-    root: Optional[str] = setting("data_root", "--root", model=FinetuneConfig),
-    data_root: Optional[str] = hidden_alias("--data-root"),
-    dataset: Optional[str] = setting("dataset", model=FinetuneConfig),
-    modalities: Optional[str] = setting("modalities", model=FinetuneConfig),
-    unfreeze: Optional[str] = setting("unfreeze", model=FinetuneConfig),
-    loss: Optional[str] = setting("loss", model=FinetuneConfig),
-    lr: Optional[str] = setting("lr", model=FinetuneConfig, help="heads' learning rate"),
-    backbone_lr: Optional[str] = setting("backbone_lr", model=FinetuneConfig),
-    weight_decay: Optional[str] = setting("weight_decay", model=FinetuneConfig),
-    epochs: Optional[str] = setting("epochs", model=FinetuneConfig),
-    patience: Optional[str] = setting("patience", model=FinetuneConfig),
-    batch_size: Optional[str] = setting("batch_size", model=FinetuneConfig),
-    image_backbone: Optional[str] = setting("image_backbone", model=FinetuneConfig),
-    text_backbone: Optional[str] = setting("text_backbone", model=FinetuneConfig),
-    weights_image: Optional[str] = setting("weights_image", model=FinetuneConfig),
-    weights_text: Optional[str] = setting("weights_text", model=FinetuneConfig),
-    augment: Optional[bool] = setting("augment", model=FinetuneConfig),
-    eda_alpha: Optional[str] = setting("eda_alpha", model=FinetuneConfig),
-    grad_checkpointing: Optional[bool] = setting("grad_checkpointing", model=FinetuneConfig),
-    amp: Optional[bool] = setting("amp", model=FinetuneConfig),
-    workers: Optional[str] = setting("num_workers", "--workers", model=FinetuneConfig,
-                                     help="image decoding/augmentation processes"),
-    seed: Optional[str] = setting("seed", model=FinetuneConfig, help="seed of heads, shuffling and augmentation"),
-    match: Optional[str] = setting("match", model=FinetuneConfig),
-    cache_root: Optional[str] = setting("cache_root", model=FinetuneConfig,
-                                        help="feature cache of the frozen modalities"),
-    runs_root: Optional[str] = setting("runs_root", model=FinetuneConfig),
-    name: Optional[str] = setting("name", model=FinetuneConfig),
-    config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
-    device: Optional[str] = setting("device", model=FinetuneConfig),
-    set_: Optional[list[str]] = set_option(),
+    root: str | None = setting("data_root", "--root", model=FinetuneConfig),
+    data_root: str | None = hidden_alias("--data-root"),
+    dataset: str | None = setting("dataset", model=FinetuneConfig),
+    modalities: str | None = setting("modalities", model=FinetuneConfig),
+    unfreeze: str | None = setting("unfreeze", model=FinetuneConfig),
+    loss: str | None = setting("loss", model=FinetuneConfig),
+    lr: str | None = setting("lr", model=FinetuneConfig, help="heads' learning rate"),
+    backbone_lr: str | None = setting("backbone_lr", model=FinetuneConfig),
+    weight_decay: str | None = setting("weight_decay", model=FinetuneConfig),
+    epochs: str | None = setting("epochs", model=FinetuneConfig),
+    patience: str | None = setting("patience", model=FinetuneConfig),
+    batch_size: str | None = setting("batch_size", model=FinetuneConfig),
+    image_backbone: str | None = setting("image_backbone", model=FinetuneConfig),
+    text_backbone: str | None = setting("text_backbone", model=FinetuneConfig),
+    weights_image: str | None = setting("weights_image", model=FinetuneConfig),
+    weights_text: str | None = setting("weights_text", model=FinetuneConfig),
+    augment: bool | None = setting("augment", model=FinetuneConfig),
+    eda_alpha: str | None = setting("eda_alpha", model=FinetuneConfig),
+    grad_checkpointing: bool | None = setting("grad_checkpointing", model=FinetuneConfig),
+    amp: bool | None = setting("amp", model=FinetuneConfig),
+    workers: str | None = setting(
+        "num_workers", "--workers", model=FinetuneConfig, help="image decoding/augmentation processes"
+    ),
+    seed: str | None = setting("seed", model=FinetuneConfig, help="seed of heads, shuffling and augmentation"),
+    match: str | None = setting("match", model=FinetuneConfig),
+    cache_root: str | None = setting("cache_root", model=FinetuneConfig, help="feature cache of the frozen modalities"),
+    runs_root: str | None = setting("runs_root", model=FinetuneConfig),
+    name: str | None = setting("name", model=FinetuneConfig),
+    config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
+    device: str | None = setting("device", model=FinetuneConfig),
+    set_: list[str] | None = set_option(),
 ) -> None:
     """Fine-tune CLIP towers and heads end to end from raw data; resumes an interrupted run of the same config."""
     with _guard():
@@ -145,13 +168,34 @@ def finetune_cmd(
         from pcmpipe.config import merge_settings
         from pcmpipe.training.finetune import finetune
 
-        flags = dict(data_root=root or data_root, dataset=dataset, modalities=modalities, unfreeze=unfreeze,
-                     loss=loss, lr=lr, backbone_lr=backbone_lr, weight_decay=weight_decay, epochs=epochs,
-                     patience=patience, batch_size=batch_size, image_backbone=image_backbone,
-                     text_backbone=text_backbone, weights_image=weights_image, weights_text=weights_text,
-                     augment=augment, eda_alpha=eda_alpha, grad_checkpointing=grad_checkpointing, amp=amp,
-                     num_workers=workers, seed=seed, match=match, cache_root=cache_root, runs_root=runs_root,
-                     name=name, device=device)
+        flags = dict(
+            data_root=root or data_root,
+            dataset=dataset,
+            modalities=modalities,
+            unfreeze=unfreeze,
+            loss=loss,
+            lr=lr,
+            backbone_lr=backbone_lr,
+            weight_decay=weight_decay,
+            epochs=epochs,
+            patience=patience,
+            batch_size=batch_size,
+            image_backbone=image_backbone,
+            text_backbone=text_backbone,
+            weights_image=weights_image,
+            weights_text=weights_text,
+            augment=augment,
+            eda_alpha=eda_alpha,
+            grad_checkpointing=grad_checkpointing,
+            amp=amp,
+            num_workers=workers,
+            seed=seed,
+            match=match,
+            cache_root=cache_root,
+            runs_root=runs_root,
+            name=name,
+            device=device,
+        )
         renderer = TrainingRenderer()
         try:
             run_dir = finetune(FinetuneConfig.from_dict(merge_settings(config, flags, set_)), on_event=renderer)

@@ -32,18 +32,23 @@ class TrainingRenderer:
             self._start(event)
         elif isinstance(event, StepDone):
             if self.bar is not None:
-                self.bar.update(self.task, completed=event.step, epoch=event.epoch,
-                                info=f"loss {event.loss:.4f}{self.val}")
+                self.bar.update(
+                    self.task, completed=event.step, epoch=event.epoch, info=f"loss {event.loss:.4f}{self.val}"
+                )
         elif isinstance(event, EpochDone):
             self.val = f"  val mean r@1 {event.val_mean_r1:.2f} (best {event.best:.2f})"
-            self._line(f"epoch {event.epoch}/{event.epochs} loss {event.loss:.4f} val mean r@1 {event.val_mean_r1:.2f} "
-                       f"(best {event.best:.2f} @ {event.best_epoch}) {_lr(event.lr)} {event.time_s:.1f}s"
-                       + (" - early stop" if event.early_stop else ""))
+            self._line(
+                f"epoch {event.epoch}/{event.epochs} loss {event.loss:.4f} val mean r@1 {event.val_mean_r1:.2f} "
+                f"(best {event.best:.2f} @ {event.best_epoch}) {_lr(event.lr)} {event.time_s:.1f}s"
+                + (" - early stop" if event.early_stop else "")
+            )
         elif isinstance(event, RunFinished):
             self.close()
             untrained = "" if event.untrained_mean_r1 is None else f" vs untrained {event.untrained_mean_r1:.2f}"
-            self._line(f"done: {event.run_dir} (best epoch {event.best_epoch}, test mean r@1 "
-                       f"{event.test_mean_r1:.2f}{untrained})")
+            self._line(
+                f"done: {event.run_dir} (best epoch {event.best_epoch}, test mean r@1 "
+                f"{event.test_mean_r1:.2f}{untrained})"
+            )
 
     def _start(self, event: TrainingStarted) -> None:
         self.close()
@@ -51,9 +56,15 @@ class TrainingRenderer:
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self.bar = Progress(TextColumn("[bold]epoch {task.fields[epoch]}/" + str(event.epochs)), BarColumn(),
-                            MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
-                            console=self.console, transient=True)
+        self.bar = Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}/" + str(event.epochs)),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+        )
         self.bar.start()
         self.task = self.bar.add_task("train", total=event.steps, epoch=event.first_epoch, info="")
 

@@ -21,6 +21,21 @@ from pcmpipe.config.schema import (
     config_fingerprint,
 )
 
-__all__ = ["DATASET_BATCH_SIZE", "DEFAULT_BATCH_SIZE", "DEVICES", "LOGIT_SCALE_MODES", "LOSSES",
-           "MATCH_LEVELS", "MODALITY_RE", "NAME_RE", "FinetuneConfig", "TrainConfig", "config_fingerprint",
-           "load_config", "merge_settings", "parse_set", "parse_value", "read_yaml"]
+__all__ = [
+    "DATASET_BATCH_SIZE",
+    "DEFAULT_BATCH_SIZE",
+    "DEVICES",
+    "LOGIT_SCALE_MODES",
+    "LOSSES",
+    "MATCH_LEVELS",
+    "MODALITY_RE",
+    "NAME_RE",
+    "FinetuneConfig",
+    "TrainConfig",
+    "config_fingerprint",
+    "load_config",
+    "merge_settings",
+    "parse_set",
+    "parse_value",
+    "read_yaml",
+]

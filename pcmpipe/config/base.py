@@ -16,8 +16,12 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pcmpipe.errors import UserError
 
 # pydantic's bound errors -> the comparison they check, for a short "must be >= 1" message
-_BOUNDS = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", ">="), "less_than": ("lt", "<"),
-           "less_than_equal": ("le", "<=")}
+_BOUNDS = {
+    "greater_than": ("gt", ">"),
+    "greater_than_equal": ("ge", ">="),
+    "less_than": ("lt", "<"),
+    "less_than_equal": ("le", "<="),
+}
 
 
 class Settings(BaseModel):
@@ -25,8 +29,7 @@ class Settings(BaseModel):
 
     # coerce_numbers_to_str: a YAML `name: 2024` or `split_val: 1` is the string a flag would give.
     # allow_inf_nan=False: a NaN learning rate is a user mistake, not a number.
-    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True, allow_inf_nan=False,
-                              validate_default=False)
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True, allow_inf_nan=False, validate_default=False)
 
     kind: typing.ClassVar[str] = "setting"  # how error messages name a key ("training setting", ...)
     required: typing.ClassVar[tuple[str, ...]] = ()
@@ -61,7 +64,9 @@ def unknown_key_message(key: str, valid: list[str], kind: str) -> str:
     # a shared prefix (lr_head -> lr, epoch -> epochs) or the initials of the words (learning_rate -> lr)
     # say more than difflib's ratio, which prefers long names with common letters (lr_head -> threads)
     prefix = sorted((v for v in valid if key.startswith(v) or v.startswith(key)), key=len, reverse=True)
-    close = prefix or [v for v in valid if v == _initials(key)] or difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    close = (
+        prefix or [v for v in valid if v == _initials(key)] or difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    )
     hint = f"did you mean {close[0]}?" if close else f"valid settings: {', '.join(sorted(valid))}"
     return f"unknown {kind} {key}; {hint}"
 

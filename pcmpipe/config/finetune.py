@@ -6,7 +6,7 @@ CLI and pipeline files validate it without importing torch.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -28,9 +28,11 @@ class FinetuneConfig(TrainConfig):
     # the paper fine-tunes on CUB with all four of its modalities
     dataset: str = Field("cub", pattern=NAME_PATTERN, description="dataset name")
     modalities: list[str] = Field(default_factory=lambda: ["I", "T", "A", "C"], description="comma-separated")
-    data_root: Optional[str] = Field(None, description="the raw dataset, e.g. data/cub (required)")
-    unfreeze: list[Tower] = Field(default_factory=lambda: ["image", "text"],
-                                  description="towers to train: image,text (default), image, text or none")
+    data_root: str | None = Field(None, description="the raw dataset, e.g. data/cub (required)")
+    unfreeze: list[Tower] = Field(
+        default_factory=lambda: ["image", "text"],
+        description="towers to train: image,text (default), image, text or none",
+    )
     backbone_lr: float = Field(1e-6, gt=0, description="unfrozen towers' learning rate")
     image_backbone: str = Field(DEFAULT_BACKBONES["image"], description="backbone of I")
     text_backbone: str = Field(DEFAULT_BACKBONES["text"], description="backbone of T")
@@ -52,18 +54,20 @@ class FinetuneConfig(TrainConfig):
         return value
 
     @model_validator(mode="after")
-    def _check_towers(self) -> "FinetuneConfig":
+    def _check_towers(self) -> FinetuneConfig:
         if not self.data_root:
             raise ValueError("fine-tuning reads the raw dataset: pass --root (e.g. data/cub)")
         if len(set(self.unfreeze)) != len(self.unfreeze):
             raise ValueError(f"--unfreeze lists a tower twice: {','.join(self.unfreeze)}")
         for u in self.unfreeze:
             if TOWER_MODALITY[u] not in self.modalities:
-                raise ValueError(f"--unfreeze {u} needs modality {TOWER_MODALITY[u]} in --modalities "
-                                 f"(got {','.join(self.modalities)})")
+                raise ValueError(
+                    f"--unfreeze {u} needs modality {TOWER_MODALITY[u]} in --modalities "
+                    f"(got {','.join(self.modalities)})"
+                )
         return self
 
-    def resolved(self) -> "FinetuneConfig":
+    def resolved(self) -> FinetuneConfig:
         out = super().resolved()
         if self.name is None:  # fine-tuned runs are named apart from stage-two runs of the same modalities
             tag = "+".join(sorted(self.unfreeze)) or "frozen"

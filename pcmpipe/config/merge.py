@@ -7,7 +7,7 @@ whether it is typed in a file, as a flag or as `--set`; the schema (pcmpipe.conf
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
@@ -46,8 +46,12 @@ def parse_set(item: str) -> tuple[str, Any]:
     return key, parse_value(value)
 
 
-def merge_settings(config: Optional[str | Path] = None, flags: Optional[dict[str, Any]] = None,
-                   sets: Optional[list[str]] = None, defaults: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+def merge_settings(
+    config: str | Path | None = None,
+    flags: dict[str, Any] | None = None,
+    sets: list[str] | None = None,
+    defaults: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """defaults < the YAML file `config` < flags that were given (not None) < `--set key=value` items.
 
     Runs live beside the cache they came from: without an explicit runs_root, a cache_root from any source

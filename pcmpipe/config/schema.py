@@ -54,8 +54,7 @@ class TrainConfig(Settings):
     required: ClassVar[tuple[str, ...]] = ("dataset", "modalities")
     required_hint: ClassVar[str] = " (e.g. --dataset flickr8k --modalities I,T,S)"
 
-    dataset: str = Field(pattern=NAME_PATTERN,
-                         description="flickr8k, cub, or any dataset cached under --cache-root")
+    dataset: str = Field(pattern=NAME_PATTERN, description="flickr8k, cub, or any dataset cached under --cache-root")
     modalities: list[str] = Field(description="comma-separated, e.g. I,T,S")
     loss: Loss = Field("pcmc", description="pcmc (contrastive) or pcmr (regression)")
     rho: float = Field(1.0, ge=0, description="PCMR power factor rho")  # Eq. 6
@@ -64,7 +63,7 @@ class TrainConfig(Settings):
     weight_decay: float = Field(0.2, ge=0, description="decoupled weight decay")
     epochs: int = Field(50, ge=1, description="at most this many epochs")
     patience: int = Field(5, ge=1, description="stop after this many epochs without gain")  # in mean val r@1
-    batch_size: Optional[int] = Field(None, ge=2, description="default: flickr8k 80, cub 128, else 128")
+    batch_size: int | None = Field(None, ge=2, description="default: flickr8k 80, cub 128, else 128")
     logit_scale: LogitScaleMode = Field("learnable", description="PCMC temperature: learnable or fixed")  # Eq. 5
     logit_scale_init: float = Field(1 / 0.07, gt=0, description="initial PCMC logit scale")
     logit_scale_max: float = Field(100.0, gt=0, description="upper clamp of the logit scale (CLIP's)")
@@ -75,17 +74,17 @@ class TrainConfig(Settings):
     split_test: str = Field("test", description="split for the final metrics")
     cache_root: str = Field("cache", description="feature cache root")
     runs_root: str = Field("cache/runs", description="where runs are written (default <cache-root>/runs)")
-    name: Optional[str] = Field(None, pattern=NAME_PATTERN, description="run name (default derived from the config)")
+    name: str | None = Field(None, pattern=NAME_PATTERN, description="run name (default derived from the config)")
     device: Device = Field("auto", description="auto, cpu or cuda")
     dim: int = Field(256, ge=1, description="D, the common embedding size")
     num_workers: int = Field(0, ge=0, description="reserved: batches are gathered in-process by index_select")
     eval_batch: int = Field(4096, ge=1, description="rows per forward pass when embedding a whole split")
     # On CPU, a validation modality whose features exceed this many MiB is decoded from its cache at every
     # validation instead of held in memory (None: always held). Same numbers either way.
-    stream_val_mb: Optional[float] = Field(8.0, ge=0, description="CPU: stream validation features above this many MiB")
+    stream_val_mb: float | None = Field(8.0, ge=0, description="CPU: stream validation features above this many MiB")
     compile: bool = Field(False, description="torch.compile the heads (off: they are tiny, compile time dominates)")
     progress: bool = Field(True, description="rich progress bar on a terminal")
-    threads: Optional[int] = Field(None, ge=1, description="CPU threads for training (default: torch's choice)")
+    threads: int | None = Field(None, ge=1, description="CPU threads for training (default: torch's choice)")
 
     # ---- checks ----
     @model_validator(mode="before")
@@ -95,7 +94,11 @@ class TrainConfig(Settings):
         if isinstance(data, dict):
             for k, v in data.items():
                 f = cls.model_fields.get(k)
-                if isinstance(v, bool) and f is not None and f.annotation in (int, float, Optional[int], Optional[float]):
+                if (
+                    isinstance(v, bool)
+                    and f is not None
+                    and f.annotation in (int, float, Optional[int], Optional[float])
+                ):
                     raise ValueError(f"setting {k}={v!r} has the wrong type (expected a number)")
         return data
 
@@ -117,7 +120,7 @@ class TrainConfig(Settings):
         return mods
 
     @model_validator(mode="after")
-    def _check_scale(self) -> "TrainConfig":
+    def _check_scale(self) -> TrainConfig:
         if not self.logit_scale_init <= self.logit_scale_max:
             raise ValueError("the logit scale init must be in (0, logit_scale_max]")
         return self

@@ -58,7 +58,9 @@ def safe_extract(archive: Path | str, target: Path | str) -> list[str]:
     try:
         tf = tarfile.open(archive)
     except tarfile.TarError:
-        raise UserError(f"{archive} is neither a zip nor a tar archive (corrupt download? delete it and retry)") from None
+        raise UserError(
+            f"{archive} is neither a zip nor a tar archive (corrupt download? delete it and retry)"
+        ) from None
     with tf:
         return _extract_tar(archive, tf, target_s)
 
@@ -100,13 +102,17 @@ def _extract_zip(archive: Path, target: str) -> list[str]:
                 dest = Path(target) / info.filename
                 # links created by earlier members must not redirect this one (e.g. "s" -> "." then "s/../x")
                 if not _inside(target, os.path.relpath(os.path.realpath(dest.parent), target)):
-                    raise UserError(f"refusing to unpack {archive.name}: member {info.filename!r} resolves outside {target}")
+                    raise UserError(
+                        f"refusing to unpack {archive.name}: member {info.filename!r} resolves outside {target}"
+                    )
                 if dest.is_symlink():  # left by an earlier unpack: never write through it
                     dest.unlink()
                 if info.filename in links:
                     real = os.path.realpath(os.path.join(dest.parent, links[info.filename]))
                     if not _inside(target, os.path.relpath(real, target)):
-                        raise UserError(f"refusing to unpack {archive.name}: symlink {info.filename!r} resolves outside {target}")
+                        raise UserError(
+                            f"refusing to unpack {archive.name}: symlink {info.filename!r} resolves outside {target}"
+                        )
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     os.symlink(links[info.filename], dest)
                 elif info.is_dir():
@@ -118,4 +124,3 @@ def _extract_zip(archive: Path, target: str) -> list[str]:
         except (zipfile.BadZipFile, zlib.error) as e:
             raise UserError(f"{archive} is corrupt ({e}); delete it and download again") from None
     return [i.filename for i in infos]
-

@@ -65,9 +65,7 @@ class Dataset:
 
     def _check_modality(self, modality: str) -> None:
         if modality not in self.modalities:
-            raise UserError(
-                f"{self.name} has no modality {modality!r}; it has {', '.join(self.modalities)}"
-            )
+            raise UserError(f"{self.name} has no modality {modality!r}; it has {', '.join(self.modalities)}")
 
 
 def read_lines(path: Path) -> list[str]:

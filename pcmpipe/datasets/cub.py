@@ -99,7 +99,9 @@ def _parse_attribute_lines(lines: list[str], index: dict[str, int], table: np.nd
         except (KeyError, ValueError, IndexError) as e:
             if where is None:
                 raise ValueError(str(e)) from None
-            raise UserError(f"{where}:{lineno}: cannot parse {line.strip()[:60]!r} (image id, attribute id, is_present)") from None
+            raise UserError(
+                f"{where}:{lineno}: cannot parse {line.strip()[:60]!r} (image id, attribute id, is_present)"
+            ) from None
         table[k, a] = float(present == 1)
 
 
@@ -219,8 +221,11 @@ class CUB(Dataset):
         ids = self._ids(split)
         if modality == "I":
             recs = [
-                Record(id=i, links={"image_id": i, "class_id": self.image_class[i]},
-                       path=self.cub / "images" / self.image_path[i])
+                Record(
+                    id=i,
+                    links={"image_id": i, "class_id": self.image_class[i]},
+                    path=self.cub / "images" / self.image_path[i],
+                )
                 for i in ids
             ]
             return require_some_files(recs, f"{split} images", GET_IT)

@@ -18,9 +18,9 @@ import os
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from pcmpipe.atomic import fsync_path, write_json
 from pcmpipe.atomic import replace as durable_replace
@@ -46,16 +46,21 @@ class Source:
 
 SOURCES: dict[str, list[Source]] = {
     "flickr8k": [
-        Source("https://github.com/jbrownlee/Datasets/releases/download/Flickr8k/Flickr8k_Dataset.zip",
-               "f18a1e2920de5bd84dae7cf08ec78978"),
-        Source("https://github.com/jbrownlee/Datasets/releases/download/Flickr8k/Flickr8k_text.zip",
-               "bf6c1abcb8e4a833b7f922104de18627"),
+        Source(
+            "https://github.com/jbrownlee/Datasets/releases/download/Flickr8k/Flickr8k_Dataset.zip",
+            "f18a1e2920de5bd84dae7cf08ec78978",
+        ),
+        Source(
+            "https://github.com/jbrownlee/Datasets/releases/download/Flickr8k/Flickr8k_text.zip",
+            "bf6c1abcb8e4a833b7f922104de18627",
+        ),
         # no published checksum: the sha256 it had is recorded in DOWNLOADS.json
         Source("https://groups.csail.mit.edu/sls/downloads/flickraudio/downloads/flickr_audio.tar.gz", None),
     ],
     "cub": [
-        Source("https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz",
-               "97eceeb196236b17998738112f37df78"),
+        Source(
+            "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz", "97eceeb196236b17998738112f37df78"
+        ),
     ],
 }
 
@@ -117,8 +122,14 @@ def _transfer(url: str, part: Path, timeout: float, progress: Progress | None) -
         raise http.client.IncompleteRead(b"", total - done)
 
 
-def fetch(url: str, dest: Path, md5: str | None = None, retries: int = 5, timeout: float = 60.0,
-          progress: Progress | None = None) -> Path:
+def fetch(
+    url: str,
+    dest: Path,
+    md5: str | None = None,
+    retries: int = 5,
+    timeout: float = 60.0,
+    progress: Progress | None = None,
+) -> Path:
     """Download `url` to `dest` through `dest.part`, resuming after breaks; verify `md5` when given.
 
     An existing `dest` is re-verified and kept. A checksum mismatch moves the file to `dest.bad`
@@ -163,8 +174,15 @@ def _record(downloads: Path, name: str, entry: dict) -> None:
     write_json(path, data, sort_keys=True)
 
 
-def download(name: str, root: Path | str, base_url: str | None = None, sources: list[Source] | None = None,
-             retries: int = 5, timeout: float = 60.0, progress: Progress | None = None) -> dict:
+def download(
+    name: str,
+    root: Path | str,
+    base_url: str | None = None,
+    sources: list[Source] | None = None,
+    retries: int = 5,
+    timeout: float = 60.0,
+    progress: Progress | None = None,
+) -> dict:
     """Fetch, verify and unpack every archive of dataset `name` into `root`; returns a summary.
 
     `base_url` (or $PCMPIPE_DOWNLOAD_BASE) replaces each URL's folder; `sources` replaces the list.
@@ -178,11 +196,15 @@ def download(name: str, root: Path | str, base_url: str | None = None, sources: 
     summary: dict = {"dataset": name, "root": str(root), "files": {}, "manual": MANUAL.get(name)}
     for src in sources if sources is not None else SOURCES[name]:
         url = f"{base.rstrip('/')}/{src.filename}" if base else src.url
-        path = fetch(url, downloads / src.filename, md5=src.md5, retries=retries, timeout=timeout,
-                     progress=progress)
+        path = fetch(url, downloads / src.filename, md5=src.md5, retries=retries, timeout=timeout, progress=progress)
         sha256 = file_digest(path, "sha256")
-        entry = {"url": url, "bytes": path.stat().st_size, "md5": file_digest(path, "md5"), "sha256": sha256,
-                 "verified": "md5" if src.md5 else "none (no published checksum; sha256 recorded)"}
+        entry = {
+            "url": url,
+            "bytes": path.stat().st_size,
+            "md5": file_digest(path, "md5"),
+            "sha256": sha256,
+            "verified": "md5" if src.md5 else "none (no published checksum; sha256 recorded)",
+        }
         _record(downloads, src.filename, entry)
         marker = downloads / f".unpacked-{src.filename}"
         if not marker.exists() or marker.read_text().strip() != sha256:

@@ -9,8 +9,6 @@ with X and fuses the database vectors. The metric is r@1 at the run's match leve
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -44,8 +42,10 @@ def fuse(embs: dict[str, RunEmbeddings], modalities: list[str]) -> RunEmbeddings
     members = [embs[m] for m in modalities]
     base_name = next((m for m in modalities if all(_carries(embs[m], o.key) for o in members)), None)
     if base_name is None:
-        raise UserError(f"cannot align {'+'.join(modalities)}: no modality's rows carry all of "
-                        f"{', '.join(sorted({o.key for o in members}))}")
+        raise UserError(
+            f"cannot align {'+'.join(modalities)}: no modality's rows carry all of "
+            f"{', '.join(sorted({o.key for o in members}))}"
+        )
     base = embs[base_name]
     keep = np.ones(len(_key_values(base)), dtype=bool)
     rows: dict[str, np.ndarray] = {}
@@ -88,10 +88,10 @@ def recall_at_1(query: RunEmbeddings, gallery: RunEmbeddings, level: str, block:
     q = F.normalize(query.embedding.float(), dim=-1)
     hits = counted = 0
     for start in range(0, q.shape[0], block):
-        positives = q_code[start:start + block, None] == g_code[None, :]  # [b, N]
+        positives = q_code[start : start + block, None] == g_code[None, :]  # [b, N]
         n = int(positives.any(1).sum())
         if n:  # recall_at_k is the fraction of the block's n queries with a positive: back to a whole count
-            hits += round(recall_at_k(q[start:start + block] @ g.T, positives, 1) * n)
+            hits += round(recall_at_k(q[start : start + block] @ g.T, positives, 1) * n)
             counted += n
     return 100.0 * hits / counted if counted else float("nan")
 
@@ -107,10 +107,11 @@ def parse_block(block: str) -> tuple[str, str]:
     raise UserError(f"enrichment block {block!r} must read '{{}}->X' (enriched query) or 'X->{{}}' (enriched database)")
 
 
-def enrichment_table(embs: dict[str, RunEmbeddings], blocks: dict[str, list[str]], level: str
-                     ) -> dict[str, dict[str, Optional[float]]]:
+def enrichment_table(
+    embs: dict[str, RunEmbeddings], blocks: dict[str, list[str]], level: str
+) -> dict[str, dict[str, float | None]]:
     """{block: {combination: r@1 percent}}, e.g. {'{}->T': {'I': 56.9, 'I+C': 67.5}} (Table 5 layout)."""
-    out: dict[str, dict[str, Optional[float]]] = {}
+    out: dict[str, dict[str, float | None]] = {}
     for block, combos in blocks.items():
         side, fixed = parse_block(block)
         if fixed not in embs:

@@ -20,7 +20,8 @@ from __future__ import annotations
 import gc
 import os
 import tracemalloc
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -274,7 +275,9 @@ def retrieval_metrics_blocked_pair(
 def _proc_status() -> dict[str, int] | None:
     try:
         with open("/proc/self/status") as f:
-            return {k: int(v.split()[0]) * 1024 for k, v in (line.split(":", 1) for line in f) if k in ("VmHWM", "VmRSS")}
+            return {
+                k: int(v.split()[0]) * 1024 for k, v in (line.split(":", 1) for line in f) if k in ("VmHWM", "VmRSS")
+            }
     except OSError:
         return None
 

@@ -15,8 +15,8 @@ similarity = cosine. Large problems go through the blocked path (same numbers, b
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import combinations, permutations
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -24,8 +24,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pcmpipe.errors import UserError
-from pcmpipe.evaluation.metrics import (r_precision, recall_at_k, retrieval_metrics_blocked,
-                                        retrieval_metrics_blocked_pair)
+from pcmpipe.evaluation.metrics import (
+    r_precision,
+    recall_at_k,
+    retrieval_metrics_blocked,
+    retrieval_metrics_blocked_pair,
+)
 
 LEVELS = ("instance", "class")
 # Q * N above this switches to the blocked path: besides bounding memory, its top-K selection is ~10x faster
@@ -63,8 +67,9 @@ def _values(cols: Columns, key: str, column: str) -> np.ndarray | None:
     return None
 
 
-def match_column(q_cols: Columns, g_cols: Columns, level: str, q_key: str | None = None,
-                 g_key: str | None = None) -> str:
+def match_column(
+    q_cols: Columns, g_cols: Columns, level: str, q_key: str | None = None, g_key: str | None = None
+) -> str:
     """The id column whose equality defines a positive between these two row sets at `level`."""
     if level not in LEVELS:
         raise UserError(f"unknown match level {level!r}: use one of {', '.join(LEVELS)}")
@@ -84,16 +89,18 @@ def match_column(q_cols: Columns, g_cols: Columns, level: str, q_key: str | None
     )
 
 
-def match_labels(q_cols: Columns, g_cols: Columns, level: str, q_key: str | None = None,
-                 g_key: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def match_labels(
+    q_cols: Columns, g_cols: Columns, level: str, q_key: str | None = None, g_key: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(query labels [Q], gallery labels [N]) as strings; positives are the pairs with equal labels."""
     q_key, g_key = q_key or infer_key(q_cols), g_key or infer_key(g_cols)
     column = match_column(q_cols, g_cols, level, q_key, g_key)
     return _values(q_cols, q_key, column), _values(g_cols, g_key, column)
 
 
-def positives_between(q_cols: Columns, g_cols: Columns, level: str, q_key: str | None = None,
-                      g_key: str | None = None) -> np.ndarray:
+def positives_between(
+    q_cols: Columns, g_cols: Columns, level: str, q_key: str | None = None, g_key: str | None = None
+) -> np.ndarray:
     """Bool [Q, N]: gallery row n is a positive for query row q at `level` (keys inferred when not given)."""
     q_lab, g_lab = match_labels(q_cols, g_cols, level, q_key, g_key)
     return q_lab[:, None] == g_lab[None, :]
@@ -111,8 +118,9 @@ def unique_rows(emb: Tensor, cols: Columns, key: str) -> tuple[Tensor, Columns]:
     return emb[torch.as_tensor(first)], {name: np.asarray(v)[first] for name, v in cols.items()}
 
 
-def _direction(q: Tensor, g: Tensor, q_lab: np.ndarray, g_lab: np.ndarray, ks: Sequence[int],
-               block: int) -> dict[str, float]:
+def _direction(
+    q: Tensor, g: Tensor, q_lab: np.ndarray, g_lab: np.ndarray, ks: Sequence[int], block: int
+) -> dict[str, float]:
     """Fractions {"r@k", "R-P"} for one direction; dense below DENSE_LIMIT, blocked above."""
     if q.shape[0] * g.shape[0] > DENSE_LIMIT:
         return retrieval_metrics_blocked(q, g, q_lab, g_lab, ks=ks, block=block)
@@ -154,7 +162,9 @@ def evaluate_directions(
     for x, y in permutations(names, 2):
         res = found[x, y]
         if any(np.isnan(v) for v in res.values()):
-            raise UserError(f"no {x} row has a {level}-level match among the {y} rows: are both from the same dataset and split?")
+            raise UserError(
+                f"no {x} row has a {level}-level match among the {y} rows: are both from the same dataset and split?"
+            )
         out[f"{x}->{y}"] = {k: 100.0 * v for k, v in res.items()}
     metric_names = [f"r@{k}" for k in ks] + ["R-P"]
     for x, y in combinations(names, 2):
@@ -166,6 +176,11 @@ def evaluate_directions(
 
 
 __all__ = [
-    "LEVELS", "evaluate_directions", "infer_key", "match_column", "match_labels",
-    "positives_between", "unique_rows",
+    "LEVELS",
+    "evaluate_directions",
+    "infer_key",
+    "match_column",
+    "match_labels",
+    "positives_between",
+    "unique_rows",
 ]

@@ -12,7 +12,6 @@ top-1 accuracy (`metrics.per_class_accuracy`), in percent.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -36,8 +35,10 @@ def per_image(emb: RunEmbeddings) -> tuple[np.ndarray, np.ndarray, torch.Tensor]
     whatever its number of captions.
     """
     if "image_id" not in emb.columns or "class_id" not in emb.columns:
-        raise UserError(f"zero-shot needs image_id and class_id columns; the {emb.key} embeddings carry "
-                        f"{', '.join(sorted(emb.columns))}")
+        raise UserError(
+            f"zero-shot needs image_id and class_id columns; the {emb.key} embeddings carry "
+            f"{', '.join(sorted(emb.columns))}"
+        )
     image_ids = emb.columns["image_id"]
     vecs = _normalise(emb.embedding)
     uniq, first, inverse = np.unique(image_ids, return_index=True, return_inverse=True)
@@ -57,7 +58,9 @@ def combine_inputs(embs: dict[str, RunEmbeddings], inputs: list[str]) -> tuple[n
     """
     missing = [m for m in inputs if m not in embs]
     if missing:
-        raise UserError(f"zero-shot input(s) {', '.join(missing)} not among the run's embeddings ({', '.join(sorted(embs))})")
+        raise UserError(
+            f"zero-shot input(s) {', '.join(missing)} not among the run's embeddings ({', '.join(sorted(embs))})"
+        )
     per = {m: per_image(embs[m]) for m in inputs}
     common = sorted(set.intersection(*(set(p[0].tolist()) for p in per.values())))
     if not common:
@@ -77,8 +80,9 @@ def classify(inputs: torch.Tensor, class_vectors: torch.Tensor) -> torch.Tensor:
     return (_normalise(inputs) @ _normalise(class_vectors).T).argmax(dim=1)
 
 
-def zero_shot_t1(embs: dict[str, RunEmbeddings], inputs: list[str], class_ids: np.ndarray,
-                 class_vectors: torch.Tensor) -> float:
+def zero_shot_t1(
+    embs: dict[str, RunEmbeddings], inputs: list[str], class_ids: np.ndarray, class_vectors: torch.Tensor
+) -> float:
     """T1 in percent: mean per-class top-1 accuracy of classifying the `inputs` combination.
 
     class_ids [K] and class_vectors [K, D] are the candidate classes (test split). Images of a class outside
@@ -94,8 +98,9 @@ def zero_shot_t1(embs: dict[str, RunEmbeddings], inputs: list[str], class_ids: n
     return 100.0 * float(per_class_accuracy(pred, target))
 
 
-def prompt_vectors(run_dir: str | Path, cache_root: str | Path, dataset: str,
-                   split: str = "test") -> tuple[np.ndarray, torch.Tensor]:
+def prompt_vectors(
+    run_dir: str | Path, cache_root: str | Path, dataset: str, split: str = "test"
+) -> tuple[np.ndarray, torch.Tensor]:
     """P: the cached prompt features of `split` through the run's T head -> (class_ids [K], vectors [K, D])."""
     from pcmpipe.cache import cache_dir, open_cache
     from pcmpipe.training.rundir import load_heads
@@ -121,10 +126,11 @@ def class_vectors(embs: dict[str, RunEmbeddings]) -> tuple[np.ndarray, torch.Ten
     return np.asarray(ids, dtype=str), c.embedding
 
 
-def zero_shot_table(embs: dict[str, RunEmbeddings], inputs: list[str], outputs: dict[str, tuple[np.ndarray, torch.Tensor]]
-                    ) -> dict[str, dict[str, Optional[float]]]:
+def zero_shot_table(
+    embs: dict[str, RunEmbeddings], inputs: list[str], outputs: dict[str, tuple[np.ndarray, torch.Tensor]]
+) -> dict[str, dict[str, float | None]]:
     """{input combination ('I+A'): {output name ('C'): T1 percent}} for every input and output."""
-    table: dict[str, dict[str, Optional[float]]] = {}
+    table: dict[str, dict[str, float | None]] = {}
     for combo in inputs:
         mods = combo.split("+")
         table[combo] = {name: zero_shot_t1(embs, mods, ids, vecs) for name, (ids, vecs) in outputs.items()}

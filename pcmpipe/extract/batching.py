@@ -7,7 +7,7 @@ inside the shards (rows carry their ids; readers never rely on row order).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -17,8 +17,9 @@ def fixed_batches(n: int, batch_size: int) -> list[list[int]]:
     return [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
 
 
-def length_batches(lengths: Sequence[int], batch_size: int, max_padded: int | None = None,
-                   max_padding_fraction: float | None = None) -> list[list[int]]:
+def length_batches(
+    lengths: Sequence[int], batch_size: int, max_padded: int | None = None, max_padding_fraction: float | None = None
+) -> list[list[int]]:
     """Group indices of similar length: sort by length (stable), then fill batches greedily.
 
     A batch holds at most `batch_size` items and, when `max_padded` is given, at most `max_padded` units
@@ -41,8 +42,9 @@ def length_batches(lengths: Sequence[int], batch_size: int, max_padded: int | No
         longest = int(lengths[i])  # ascending order: the newcomer is the longest of its batch
         n = len(current) + 1
         too_big = max_padded is not None and n * longest > max_padded
-        too_padded = (max_padding_fraction is not None
-                      and n * longest - (total + longest) > max_padding_fraction * n * longest)
+        too_padded = (
+            max_padding_fraction is not None and n * longest - (total + longest) > max_padding_fraction * n * longest
+        )
         if current and (len(current) >= batch_size or too_big or too_padded):
             batches.append(current)
             current, total = [], 0

@@ -23,20 +23,29 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 from pcmpipe import distributed as D
 from pcmpipe.backbones import DEFAULT_BACKBONES, Backbone, backbone_kind, create_backbone, resolve_device
-from pcmpipe.cache.writer import FORMATS, ShardWriter, cache_dir, cache_fingerprint
 from pcmpipe.cache.manifest import MANIFEST, differing_fields, feature_spec, load_manifest
+from pcmpipe.cache.writer import FORMATS, ShardWriter, cache_dir, cache_fingerprint
 from pcmpipe.datasets import SPLITS, open_dataset
 from pcmpipe.errors import UserError
-from pcmpipe.modalities import KINDS
 from pcmpipe.extract.batching import PaddingMeter
+from pcmpipe.extract.sources import (
+    SPEECH_MAX_PADDING,
+    Encoded,
+    Skipped,
+    audio_batches,
+    image_batches,
+    precision_of,
+    text_batches,
+    vector_batches,
+    vector_shape,
+)
 from pcmpipe.extract.summary import ExtractProgress, ExtractSummary, PartSummary, read_errors, write_errors
-from pcmpipe.extract.sources import (SPEECH_MAX_PADDING, Encoded, Skipped, audio_batches, image_batches,
-                                     precision_of, text_batches, vector_batches, vector_shape)
+from pcmpipe.modalities import KINDS
 
 FEATURE = "features"
 
@@ -53,13 +62,27 @@ def default_workers(device: object = "cpu") -> int:
     return max(1, min(4, cores // 4))
 
 
-def extract(dataset: str, root: str | Path, *, modalities: Sequence[str] | None = None,
-            splits: Sequence[str] | None = None, backbones: Mapping[str, str] | None = None,
-            weights: Mapping[str, str] | None = None, device: str = "auto", fmt: str = "parquet",
-            batch_size: int = 64, workers: int | None = None, cache_root: str | Path = "cache",
-            strict: bool = False, limit: int | None = None, overwrite: bool = False,
-            rows_per_shard: int = 4096, dataset_options: Mapping | None = None,
-            max_padding: float | None = SPEECH_MAX_PADDING, progress: ExtractProgress | None = None) -> ExtractSummary:
+def extract(
+    dataset: str,
+    root: str | Path,
+    *,
+    modalities: Sequence[str] | None = None,
+    splits: Sequence[str] | None = None,
+    backbones: Mapping[str, str] | None = None,
+    weights: Mapping[str, str] | None = None,
+    device: str = "auto",
+    fmt: str = "parquet",
+    batch_size: int = 64,
+    workers: int | None = None,
+    cache_root: str | Path = "cache",
+    strict: bool = False,
+    limit: int | None = None,
+    overwrite: bool = False,
+    rows_per_shard: int = 4096,
+    dataset_options: Mapping | None = None,
+    max_padding: float | None = SPEECH_MAX_PADDING,
+    progress: ExtractProgress | None = None,
+) -> ExtractSummary:
     """Extract every requested (modality, split) of `dataset` into `cache_root`; returns the summary.
 
     backbones / weights: keyed by modality ('I', 'T', 'P', 'S') or kind ('image', 'text', 'audio'), the
@@ -103,10 +126,24 @@ def extract(dataset: str, root: str | Path, *, modalities: Sequence[str] | None 
                 if choice[m] not in models:  # T and P share one text tower
                     models[choice[m]] = create_backbone(*choice[m], device=dev)
                 backbone = models[choice[m]]
-            part = _extract_part(ds, m, split, backbone, report=report, summary=summary, fmt=fmt,
-                                 batch_size=batch_size, workers=workers, cache_root=Path(cache_root),
-                                 strict=strict, limit=limit, overwrite=overwrite, rows_per_shard=rows_per_shard,
-                                 dataset_options=dict(dataset_options or {}), max_padding=max_padding)
+            part = _extract_part(
+                ds,
+                m,
+                split,
+                backbone,
+                report=report,
+                summary=summary,
+                fmt=fmt,
+                batch_size=batch_size,
+                workers=workers,
+                cache_root=Path(cache_root),
+                strict=strict,
+                limit=limit,
+                overwrite=overwrite,
+                rows_per_shard=rows_per_shard,
+                dataset_options=dict(dataset_options or {}),
+                max_padding=max_padding,
+            )
             summary.parts.append(part)
     return summary
 
@@ -119,8 +156,10 @@ def _choose(modality: str, backbones: Mapping[str, str], weights: Mapping[str, s
     kind = KINDS[modality]
     name = backbones.get(modality) or backbones.get(kind) or DEFAULT_BACKBONES[kind]
     if backbone_kind(name) != kind:
-        raise UserError(f"backbone {name} encodes {backbone_kind(name)}, but modality {modality} needs a {kind} "
-                        f"backbone (e.g. {DEFAULT_BACKBONES[kind]})")
+        raise UserError(
+            f"backbone {name} encodes {backbone_kind(name)}, but modality {modality} needs a {kind} "
+            f"backbone (e.g. {DEFAULT_BACKBONES[kind]})"
+        )
     return name, weights.get(modality) or weights.get(kind) or "default"
 
 
@@ -138,15 +177,31 @@ def _guard_existing(directory: Path, fingerprint: str, overwrite: bool, args: tu
     meta, features, key, links, fmt = args
     wanted = {"meta": meta, "features": feature_spec(features), "key": key, "links": links, "format": fmt}
     diff = ", ".join(differing_fields(found, wanted)) or "settings"
-    raise UserError(f"cache {directory} was built with other settings ({diff}); use another --cache-root "
-                    "or --overwrite to rebuild it")
+    raise UserError(
+        f"cache {directory} was built with other settings ({diff}); use another --cache-root "
+        "or --overwrite to rebuild it"
+    )
 
 
-def _extract_part(ds, m: str, split: str, backbone: Backbone | None, *, report: ExtractProgress,
-                  summary: ExtractSummary, fmt: str,
-                  batch_size: int, workers: int, cache_root: Path, strict: bool, limit: int | None,
-                  overwrite: bool, rows_per_shard: int, dataset_options: dict,
-                  max_padding: float | None) -> PartSummary:
+def _extract_part(
+    ds,
+    m: str,
+    split: str,
+    backbone: Backbone | None,
+    *,
+    report: ExtractProgress,
+    summary: ExtractSummary,
+    fmt: str,
+    batch_size: int,
+    workers: int,
+    cache_root: Path,
+    strict: bool,
+    limit: int | None,
+    overwrite: bool,
+    rows_per_shard: int,
+    dataset_options: dict,
+    max_padding: float | None,
+) -> PartSummary:
     started = time.perf_counter()
     records = ds.records(m, split)
     if limit is not None:
@@ -169,8 +224,12 @@ def _extract_part(ds, m: str, split: str, backbone: Backbone | None, *, report: 
     problem = None
     if D.is_main():  # one process decides (and, with overwrite, deletes); the others wait for its verdict
         try:
-            _guard_existing(directory, cache_fingerprint(features=features, key=key, links=links, meta=meta,
-                                                         fmt=fmt), overwrite, (meta, features, key, links, fmt))
+            _guard_existing(
+                directory,
+                cache_fingerprint(features=features, key=key, links=links, meta=meta, fmt=fmt),
+                overwrite,
+                (meta, features, key, links, fmt),
+            )
         except UserError as e:
             problem = str(e)
     problem = D.gather_objects(problem)[0]  # also the barrier after a deletion
@@ -181,8 +240,17 @@ def _extract_part(ds, m: str, split: str, backbone: Backbone | None, *, report: 
     task, total = f"{ds.name} {m} {split}", len(mine)
     errors: list[dict] = []
     meter = PaddingMeter()
-    with ShardWriter(directory, features=features, key=key, links=links, meta=meta, fmt=fmt,
-                     rows_per_shard=rows_per_shard, rank=D.writer_rank(), expected_rows=len(mine)) as writer:
+    with ShardWriter(
+        directory,
+        features=features,
+        key=key,
+        links=links,
+        meta=meta,
+        fmt=fmt,
+        rows_per_shard=rows_per_shard,
+        rank=D.writer_rank(),
+        expected_rows=len(mine),
+    ) as writer:
         if writer.complete:  # every rank sees the same merged manifest, so all of them return here
             part.status, part.rows = "cached", writer.num_rows
             part.skipped = len(read_errors(directory))
@@ -204,11 +272,16 @@ def _extract_part(ds, m: str, split: str, backbone: Backbone | None, *, report: 
                     done += 1
                     report(task, done, total)
                     if strict:
-                        raise UserError(f"{ds.name} {m} {split} id {item.record.id}: {item.reason} "
-                                        "(--strict stops at the first bad input; drop it to skip and list them)")
+                        raise UserError(
+                            f"{ds.name} {m} {split} id {item.record.id}: {item.reason} "
+                            "(--strict stops at the first bad input; drop it to skip and list them)"
+                        )
                     continue
-                writer.add([r.id for r in item.records], {c: [r.links[c] for r in item.records] for c in links},
-                           {FEATURE: item.features})
+                writer.add(
+                    [r.id for r in item.records],
+                    {c: [r.links[c] for r in item.records] for c in links},
+                    {FEATURE: item.features},
+                )
                 part.new_rows += len(item.records)
                 done += len(item.records)
                 report(task, done, total)
@@ -230,8 +303,15 @@ def _extract_part(ds, m: str, split: str, backbone: Backbone | None, *, report: 
     return part
 
 
-def _batches(backbone: Backbone | None, records: list, shape: tuple[int, ...], batch_size: int, workers: int,
-             meter: PaddingMeter, max_padding: float | None) -> Iterator[Encoded | Skipped]:
+def _batches(
+    backbone: Backbone | None,
+    records: list,
+    shape: tuple[int, ...],
+    batch_size: int,
+    workers: int,
+    meter: PaddingMeter,
+    max_padding: float | None,
+) -> Iterator[Encoded | Skipped]:
     if backbone is None:
         yield from vector_batches(records, shape)
     elif backbone.modality_kind == "image":

@@ -9,8 +9,8 @@ Decoding runs in DataLoader workers (images, audio); encoding runs in the main p
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -67,8 +67,14 @@ def _worker_init(_: int) -> None:
 
 def _loader(dataset, batches: list[list[int]], workers: int, device: torch.device):
     return torch.utils.data.DataLoader(
-        dataset, batch_sampler=batches, num_workers=workers, collate_fn=_collate, worker_init_fn=_worker_init,
-        pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None)
+        dataset,
+        batch_sampler=batches,
+        num_workers=workers,
+        collate_fn=_collate,
+        worker_init_fn=_worker_init,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if workers else None,
+    )
 
 
 def _collate(items):
@@ -133,8 +139,9 @@ class AudioFiles(torch.utils.data.Dataset):
 
 def image_batches(backbone: Backbone, records: list[Record], batch_size: int, workers: int) -> Iterator:
     """Images in record order, decoded by `workers` processes."""
-    loader = _loader(ImageFiles(records, backbone.preprocess), fixed_batches(len(records), batch_size),
-                     workers, backbone.device)
+    loader = _loader(
+        ImageFiles(records, backbone.preprocess), fixed_batches(len(records), batch_size), workers, backbone.device
+    )
     for ok, tensors, errors in loader:
         for i, err in errors:
             yield Skipped(records[i], err)
@@ -160,15 +167,22 @@ def text_batches(backbone: Backbone, records: list[Record], batch_size: int) -> 
         yield Encoded([good[i] for i in batch], encode(backbone, tokens[batch]))
 
 
-def speech_batches(samples: Sequence[int], batch_size: int,
-                   max_padding: float | None = SPEECH_MAX_PADDING) -> list[list[int]]:
+def speech_batches(
+    samples: Sequence[int], batch_size: int, max_padding: float | None = SPEECH_MAX_PADDING
+) -> list[list[int]]:
     """The speech batching rule: sorted by length, at most `batch_size` utterances, MAX_AUDIO_SAMPLES padded
     samples and a padding fraction of `max_padding` (None: no bound) per batch."""
     return length_batches(samples, batch_size, MAX_AUDIO_SAMPLES, max_padding)
 
 
-def audio_batches(backbone: Backbone, records: list[Record], batch_size: int, workers: int,
-                  meter: PaddingMeter | None = None, max_padding: float | None = SPEECH_MAX_PADDING) -> Iterator:
+def audio_batches(
+    backbone: Backbone,
+    records: list[Record],
+    batch_size: int,
+    workers: int,
+    meter: PaddingMeter | None = None,
+    max_padding: float | None = SPEECH_MAX_PADDING,
+) -> Iterator:
     """Speech sorted by duration (read from file headers) and batched by `speech_batches`."""
     import scipy.signal  # noqa: F401  (load_audio's resampler: imported once here, before workers fork)
     import soundfile as sf
@@ -181,8 +195,9 @@ def audio_batches(backbone: Backbone, records: list[Record], batch_size: int, wo
         except Exception:  # unreadable header: the worker reports why; sort it first
             durations.append(0)
     min_samples = _min_samples(backbone)
-    loader = _loader(AudioFiles(records, min_samples), speech_batches(durations, batch_size, max_padding),
-                     workers, backbone.device)
+    loader = _loader(
+        AudioFiles(records, min_samples), speech_batches(durations, batch_size, max_padding), workers, backbone.device
+    )
     for ok, waves, errors in loader:
         for i, err in errors:
             yield Skipped(records[i], err)

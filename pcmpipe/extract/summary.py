@@ -6,9 +6,9 @@ The CLI draws the progress bar and the summary table (pcmpipe.cli.render); the l
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from pcmpipe.atomic import write_lines
 
@@ -25,9 +25,9 @@ class PartSummary:
     split: str
     backbone: str
     status: str
-    rows: int = 0          # rows in the cache when the run ended
-    new_rows: int = 0      # rows this run encoded
-    skipped: int = 0       # inputs listed in errors.jsonl
+    rows: int = 0  # rows in the cache when the run ended
+    new_rows: int = 0  # rows this run encoded
+    skipped: int = 0  # inputs listed in errors.jsonl
     seconds: float = 0.0
     padding: float | None = None  # audio: fraction of padded samples in the batches
     directory: str = ""
@@ -47,8 +47,13 @@ class ExtractSummary:
     errors: list[dict] = field(default_factory=list)  # every skipped input of this run: modality, split, id, reason
 
     def to_dict(self) -> dict:
-        return {"dataset": self.dataset, "cache_root": self.cache_root, "device": self.device,
-                "parts": [{**asdict(p), "rate": p.rate} for p in self.parts], "errors": self.errors}
+        return {
+            "dataset": self.dataset,
+            "cache_root": self.cache_root,
+            "device": self.device,
+            "parts": [{**asdict(p), "rate": p.rate} for p in self.parts],
+            "errors": self.errors,
+        }
 
 
 def write_errors(directory: Path, errors: list[dict]) -> Path:

@@ -19,7 +19,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from pcmpipe.cache.layout import runs_root
 from pcmpipe.errors import UserError
@@ -28,12 +28,18 @@ from pcmpipe.pipelines.run import Note, OnEvent
 TINY_BACKBONES = {"image": "clip-tiny-image", "text": "clip-tiny-text", "audio": "hubert-tiny"}
 RANDOM_WEIGHTS = {"image": "random:0", "text": "random:0", "audio": "random:0"}
 # images: Flickr8k images in all (split 4:1:1) / CUB images per class (200 classes)
-SIZES = {"full": {"flickr8k": 600, "cub": 3, "epochs": {"flickr8k": 30, "cub": 12}},
-         "fast": {"flickr8k": 60, "cub": 2, "epochs": {"flickr8k": 6, "cub": 4}}}
+SIZES = {
+    "full": {"flickr8k": 600, "cub": 3, "epochs": {"flickr8k": 30, "cub": 12}},
+    "fast": {"flickr8k": 60, "cub": 2, "epochs": {"flickr8k": 6, "cub": 4}},
+}
 FLICKR_DIRS = ["I->T", "T->I", "I->S", "S->I", "T->S", "S->T"]
 CUB_DIRS = ["I->T", "T->I", "I->C", "C->I", "I->A", "A->I", "T->C", "C->T", "T->A", "A->T", "C->A", "A->C"]
-CUB_BLOCKS = {"{}->T": ["I", "I+A", "I+C", "I+A+C"], "{}->I": ["T", "T+A", "T+C", "T+A+C"],
-              "T->{}": ["I", "I+A", "I+C", "I+A+C"], "I->{}": ["T", "T+A", "T+C", "T+A+C"]}
+CUB_BLOCKS = {
+    "{}->T": ["I", "I+A", "I+C", "I+A+C"],
+    "{}->I": ["T", "T+A", "T+C", "T+A+C"],
+    "T->{}": ["I", "I+A", "I+C", "I+A+C"],
+    "I->{}": ["T", "T+A", "T+C", "T+A+C"],
+}
 FLICKR_BLOCKS = {"{}->T": ["I", "I+S"], "{}->I": ["T", "T+S"], "T->{}": ["I", "I+S"], "I->{}": ["T", "T+S"]}
 
 
@@ -42,12 +48,28 @@ def demo_pipeline(data_root: Path, cache_root: Path, fast: bool = False) -> dict
     size = SIZES["fast" if fast else "full"]
 
     def data(ds: str, mods: list[str]) -> dict:
-        return {"root": str(data_root / ds), "modalities": mods, "backbones": dict(TINY_BACKBONES),
-                "weights": dict(RANDOM_WEIGHTS), "synthetic": True, "extract": {"workers": 0, "batch_size": 64}}
+        return {
+            "root": str(data_root / ds),
+            "modalities": mods,
+            "backbones": dict(TINY_BACKBONES),
+            "weights": dict(RANDOM_WEIGHTS),
+            "synthetic": True,
+            "extract": {"workers": 0, "batch_size": 64},
+        }
 
-    flickr = {"dataset": "flickr8k", "modalities": ["I", "T", "S"], "batch_size": 80, "epochs": size["epochs"]["flickr8k"]}
-    cub = {"dataset": "cub", "modalities": ["I", "T", "A", "C"], "batch_size": 128, "match": "class",
-           "epochs": size["epochs"]["cub"]}
+    flickr = {
+        "dataset": "flickr8k",
+        "modalities": ["I", "T", "S"],
+        "batch_size": 80,
+        "epochs": size["epochs"]["flickr8k"],
+    }
+    cub = {
+        "dataset": "cub",
+        "modalities": ["I", "T", "A", "C"],
+        "batch_size": 128,
+        "match": "class",
+        "epochs": size["epochs"]["cub"],
+    }
     return {
         "name": "demo",
         "title": "Demo: synthetic Flickr8k and CUB, random-weight tiny backbones (not a reproduction)",
@@ -57,8 +79,16 @@ def demo_pipeline(data_root: Path, cache_root: Path, fast: bool = False) -> dict
         # inputs to nearly parallel features (on the demo's images about half of all pairs have cosine > 0.99),
         # so t = 0.99 would mark most of a batch as "the same view" and the target would no longer be the
         # identity-like matrix Eq. 7 intends. 0.9999 marks only true shared views (cosine 1.0).
-        "defaults": {"patience": 6, "lr": 1e-3, "weight_decay": 0.2, "seed": 0, "threshold": 0.9999,
-                     "progress": False, "cache_root": str(cache_root), "runs_root": str(runs_root(cache_root))},
+        "defaults": {
+            "patience": 6,
+            "lr": 1e-3,
+            "weight_decay": 0.2,
+            "seed": 0,
+            "threshold": 0.9999,
+            "progress": False,
+            "cache_root": str(cache_root),
+            "runs_root": str(runs_root(cache_root)),
+        },
         "runs": {
             "demo-flickr8k-pcmc-ITS": {**flickr, "loss": "pcmc"},
             "demo-flickr8k-pcmr-ITS": {**flickr, "loss": "pcmr"},
@@ -66,41 +96,94 @@ def demo_pipeline(data_root: Path, cache_root: Path, fast: bool = False) -> dict
             "demo-cub-pcmr-ITAC": {**cub, "loss": "pcmr"},
         },
         "evaluations": [
-            {"kind": "zeroshot", "run": "demo-cub-pcmc-ITAC", "inputs": ["I", "A", "T", "I+A", "I+A+T"],
-             "outputs": ["C", "P"]},
+            {
+                "kind": "zeroshot",
+                "run": "demo-cub-pcmc-ITAC",
+                "inputs": ["I", "A", "T", "I+A", "I+A+T"],
+                "outputs": ["C", "P"],
+            },
             {"kind": "enrichment", "run": "demo-cub-pcmc-ITAC", "blocks": CUB_BLOCKS},
             {"kind": "enrichment", "run": "demo-flickr8k-pcmr-ITS", "blocks": FLICKR_BLOCKS},
         ],
         "tables": [
-            {"kind": "learning", "title": "Trained vs untrained heads vs chance (test split)",
-             "runs": ["demo-flickr8k-pcmc-ITS", "demo-flickr8k-pcmr-ITS", "demo-cub-pcmc-ITAC", "demo-cub-pcmr-ITAC"]},
-            {"kind": "directions", "title": "Table 1 layout: synthetic Flickr8k retrieval (instance match)",
-             "paper": "table1_flickr8k", "metrics": ["r@1", "r@5"], "columns": FLICKR_DIRS,
-             "rows": [{"label": "PCMC", "run": "demo-flickr8k-pcmc-ITS", "paper_row": "PCMC"},
-                      {"label": "PCMR", "run": "demo-flickr8k-pcmr-ITS", "paper_row": "PCMR"}]},
-            {"kind": "pair_average", "title": "Table 2 layout: synthetic CUB, pair averages (class match)",
-             "paper": "table2_cub_pair_average", "metrics": ["R-P", "r@1"],
-             "columns": ["I+T", "I+C", "I+A", "T+C", "T+A", "C+A"],
-             "rows": [{"label": "PCMC frozen", "run": "demo-cub-pcmc-ITAC", "paper_row": "PCMC frozen"},
-                      {"label": "PCMR frozen", "run": "demo-cub-pcmr-ITAC", "paper_row": "PCMR frozen"}]},
-            {"kind": "directions", "title": "Table 7 layout: synthetic CUB r@1 per direction (class match)",
-             "paper": "table7_cub_r@1", "paper_path": "rows", "metrics": ["r@1"], "columns": CUB_DIRS,
-             "rows": [{"label": "PCMC frozen", "run": "demo-cub-pcmc-ITAC", "paper_row": "PCMC frozen"},
-                      {"label": "PCMR frozen", "run": "demo-cub-pcmr-ITAC", "paper_row": "PCMR frozen"}]},
-            {"kind": "zeroshot", "title": "Table 4 layout: zero-shot T1 on the 50 unseen synthetic CUB classes (PCMC)",
-             "paper": "table4_cub_zero_shot", "run": "demo-cub-pcmc-ITAC",
-             "inputs": ["I", "A", "T", "I+A", "I+A+T"], "outputs": ["C", "P"]},
-            {"kind": "enrichment", "title": "Table 5 layout: enrichment on synthetic CUB (PCMC, class match)",
-             "paper": "table5_enrichment_r@1/CUB", "run": "demo-cub-pcmc-ITAC", "blocks": CUB_BLOCKS},
-            {"kind": "enrichment", "title": "Table 5 layout: enrichment on synthetic Flickr8k (PCMR, instance match)",
-             "paper": "table5_enrichment_r@1/Flickr8k", "run": "demo-flickr8k-pcmr-ITS", "blocks": FLICKR_BLOCKS},
-            {"kind": "tsne", "title": "Figure 3 layout: t-SNE of T, I, C test embeddings (synthetic CUB, PCMC)",
-             "run": "demo-cub-pcmc-ITAC", "modalities": ["T", "I", "C"], "max_points": 600},
+            {
+                "kind": "learning",
+                "title": "Trained vs untrained heads vs chance (test split)",
+                "runs": [
+                    "demo-flickr8k-pcmc-ITS",
+                    "demo-flickr8k-pcmr-ITS",
+                    "demo-cub-pcmc-ITAC",
+                    "demo-cub-pcmr-ITAC",
+                ],
+            },
+            {
+                "kind": "directions",
+                "title": "Table 1 layout: synthetic Flickr8k retrieval (instance match)",
+                "paper": "table1_flickr8k",
+                "metrics": ["r@1", "r@5"],
+                "columns": FLICKR_DIRS,
+                "rows": [
+                    {"label": "PCMC", "run": "demo-flickr8k-pcmc-ITS", "paper_row": "PCMC"},
+                    {"label": "PCMR", "run": "demo-flickr8k-pcmr-ITS", "paper_row": "PCMR"},
+                ],
+            },
+            {
+                "kind": "pair_average",
+                "title": "Table 2 layout: synthetic CUB, pair averages (class match)",
+                "paper": "table2_cub_pair_average",
+                "metrics": ["R-P", "r@1"],
+                "columns": ["I+T", "I+C", "I+A", "T+C", "T+A", "C+A"],
+                "rows": [
+                    {"label": "PCMC frozen", "run": "demo-cub-pcmc-ITAC", "paper_row": "PCMC frozen"},
+                    {"label": "PCMR frozen", "run": "demo-cub-pcmr-ITAC", "paper_row": "PCMR frozen"},
+                ],
+            },
+            {
+                "kind": "directions",
+                "title": "Table 7 layout: synthetic CUB r@1 per direction (class match)",
+                "paper": "table7_cub_r@1",
+                "paper_path": "rows",
+                "metrics": ["r@1"],
+                "columns": CUB_DIRS,
+                "rows": [
+                    {"label": "PCMC frozen", "run": "demo-cub-pcmc-ITAC", "paper_row": "PCMC frozen"},
+                    {"label": "PCMR frozen", "run": "demo-cub-pcmr-ITAC", "paper_row": "PCMR frozen"},
+                ],
+            },
+            {
+                "kind": "zeroshot",
+                "title": "Table 4 layout: zero-shot T1 on the 50 unseen synthetic CUB classes (PCMC)",
+                "paper": "table4_cub_zero_shot",
+                "run": "demo-cub-pcmc-ITAC",
+                "inputs": ["I", "A", "T", "I+A", "I+A+T"],
+                "outputs": ["C", "P"],
+            },
+            {
+                "kind": "enrichment",
+                "title": "Table 5 layout: enrichment on synthetic CUB (PCMC, class match)",
+                "paper": "table5_enrichment_r@1/CUB",
+                "run": "demo-cub-pcmc-ITAC",
+                "blocks": CUB_BLOCKS,
+            },
+            {
+                "kind": "enrichment",
+                "title": "Table 5 layout: enrichment on synthetic Flickr8k (PCMR, instance match)",
+                "paper": "table5_enrichment_r@1/Flickr8k",
+                "run": "demo-flickr8k-pcmr-ITS",
+                "blocks": FLICKR_BLOCKS,
+            },
+            {
+                "kind": "tsne",
+                "title": "Figure 3 layout: t-SNE of T, I, C test embeddings (synthetic CUB, PCMC)",
+                "run": "demo-cub-pcmc-ITAC",
+                "modalities": ["T", "I", "C"],
+                "max_points": 600,
+            },
         ],
     }
 
 
-def ensure_synthetic(data_root: Path, fast: bool, on_event: Optional[OnEvent] = None) -> None:
+def ensure_synthetic(data_root: Path, fast: bool, on_event: OnEvent | None = None) -> None:
     """Write the synthetic datasets once; a marker file says a dataset was written completely."""
     from pcmpipe.datasets.synthetic import synth
 
@@ -120,14 +203,14 @@ def ensure_synthetic(data_root: Path, fast: bool, on_event: Optional[OnEvent] = 
         marker.write_text(json.dumps({"request": want, "summary": summary}, indent=2))
 
 
-def run_demo(out: str | Path = "demo", fast: bool = False, on_event: Optional[OnEvent] = None) -> dict[str, Any]:
+def run_demo(out: str | Path = "demo", fast: bool = False, on_event: OnEvent | None = None) -> dict[str, Any]:
     """Run the demo under `out` (data/, cache/, cache/runs/, report/).
 
     Returns {"report": the built Report, "paths": report.md and report.html, "wall_s", "cpu_s", "runs_root"};
     progress goes to `on_event` (the pipeline runner's events).
     """
-    from pcmpipe.pipelines.spec import pipeline_from_dict
     from pcmpipe.pipelines.run import run_pipeline
+    from pcmpipe.pipelines.spec import pipeline_from_dict
     from pcmpipe.report.build import build_report, write_report
 
     out = Path(out)

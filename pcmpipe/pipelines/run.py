@@ -12,9 +12,10 @@ are extracted, StepFinished; Note for one-line messages), and the CLI renders th
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Union
 
 from pcmpipe.datasets.base import SPLITS
 from pcmpipe.errors import UserError
@@ -28,7 +29,7 @@ class Step:
     target: str  # dataset, run name, or "run: evaluation"
     status: str  # cached | missing | blocked (a run this step needs is missing and cannot be made here)
     command: str  # the equivalent CLI command, for the plan table and for doing it by hand
-    action: Optional[Callable[[], None]] = field(default=None, repr=False)
+    action: Callable[[], None] | None = field(default=None, repr=False)
     detail: str = ""
 
 
@@ -74,6 +75,7 @@ def _ignore(event: Event) -> None:
 
 # ---------------------------------------------------------------- status checks
 
+
 def cached_complete(cache_root: Path, dataset: str, modality: str, splits=SPLITS) -> bool:
     """True when every split of (dataset, modality) has a complete manifest (an unreadable one: not complete,
     and the extraction step then says what is wrong with it)."""
@@ -107,6 +109,7 @@ def eval_is_done(ev: EvalSpec, spec: RunSpec) -> bool:
 
 # ---------------------------------------------------------------- the plan
 
+
 def needed_modalities(p: Pipeline, dataset: str) -> list[str]:
     """Modalities of `dataset` the pipeline's runs train on, plus P when a zero-shot evaluation asks for it."""
     mods = {m for r in p.runs.values() if r.train.dataset == dataset for m in r.train.modalities}
@@ -118,8 +121,10 @@ def needed_modalities(p: Pipeline, dataset: str) -> list[str]:
 
 
 def _extract_command(spec: DataSpec, cache_root: Path, mods: list[str]) -> str:
-    parts = [f"pcmpipe extract --dataset {spec.dataset} --root {spec.root} --cache-root {cache_root}",
-             f"--modalities {','.join(mods)}"]
+    parts = [
+        f"pcmpipe extract --dataset {spec.dataset} --root {spec.root} --cache-root {cache_root}",
+        f"--modalities {','.join(mods)}",
+    ]
     parts += [f"--{kind}-backbone {value}" for kind, value in spec.backbones.items()]
     parts += [f"--weights-{kind} {value}" for kind, value in spec.weights.items()]
     return " ".join(parts)
@@ -128,8 +133,10 @@ def _extract_command(spec: DataSpec, cache_root: Path, mods: list[str]) -> str:
 def _train_command(spec: RunSpec) -> str:
     c = spec.train
     cmd = "pcmpipe finetune" if spec.finetune else "pcmpipe train"
-    out = (f"{cmd} --dataset {c.dataset} --modalities {','.join(c.modalities)} --loss {c.loss} --name {spec.name}"
-           f" --match {c.match} --seed {c.seed} --cache-root {c.cache_root} --runs-root {c.runs_root}")
+    out = (
+        f"{cmd} --dataset {c.dataset} --modalities {','.join(c.modalities)} --loss {c.loss} --name {spec.name}"
+        f" --match {c.match} --seed {c.seed} --cache-root {c.cache_root} --runs-root {c.runs_root}"
+    )
     if c.loss == "pcmr" and c.rho != 1.0:
         out += f" --rho {c.rho}"
     if spec.finetune:
@@ -137,7 +144,7 @@ def _train_command(spec: RunSpec) -> str:
     return out
 
 
-def make_plan(p: Pipeline, on_event: Optional[OnEvent] = None) -> list[Step]:
+def make_plan(p: Pipeline, on_event: OnEvent | None = None) -> list[Step]:
     """Every step of the pipeline with its status; actions run the missing ones."""
     steps: list[Step] = []
     cache_root, emit = p.cache_root, on_event or _ignore
@@ -146,31 +153,59 @@ def make_plan(p: Pipeline, on_event: Optional[OnEvent] = None) -> list[Step]:
             continue
         mods = needed_modalities(p, ds)
         missing = [m for m in mods if not cached_complete(cache_root, ds, m)]
-        steps.append(Step("extract", ds, "missing" if missing else "cached", _extract_command(spec, cache_root, mods),
-                          action=(lambda spec=spec, missing=missing: _extract(spec, cache_root, missing, emit)),
-                          detail=f"missing: {','.join(missing)}" if missing else f"cached: {','.join(mods)}"))
+        steps.append(
+            Step(
+                "extract",
+                ds,
+                "missing" if missing else "cached",
+                _extract_command(spec, cache_root, mods),
+                action=(lambda spec=spec, missing=missing: _extract(spec, cache_root, missing, emit)),
+                detail=f"missing: {','.join(missing)}" if missing else f"cached: {','.join(mods)}",
+            )
+        )
     for name, spec in p.runs.items():
         done = run_is_done(spec)
-        steps.append(Step("finetune" if spec.finetune else "train", name, "cached" if done else "missing",
-                          _train_command(spec), action=(lambda spec=spec: _train(spec, emit))))
+        steps.append(
+            Step(
+                "finetune" if spec.finetune else "train",
+                name,
+                "cached" if done else "missing",
+                _train_command(spec),
+                action=(lambda spec=spec: _train(spec, emit)),
+            )
+        )
     for ev in p.evaluations:
         spec = p.runs[ev.run]
         done = eval_is_done(ev, spec)
-        steps.append(Step(ev.kind, f"{ev.run}", "cached" if done else "missing",
-                          f"(part of `{p.command or f'pcmpipe run {p.path or p.name}'}`) -> {ev.run}/{ev.result_file}",
-                          action=(lambda ev=ev, spec=spec: run_evaluation(ev, spec, cache_root))))
+        steps.append(
+            Step(
+                ev.kind,
+                f"{ev.run}",
+                "cached" if done else "missing",
+                f"(part of `{p.command or f'pcmpipe run {p.path or p.name}'}`) -> {ev.run}/{ev.result_file}",
+                action=(lambda ev=ev, spec=spec: run_evaluation(ev, spec, cache_root)),
+            )
+        )
     return steps
 
 
 # ---------------------------------------------------------------- actions
 
+
 def _extract(spec: DataSpec, cache_root: Path, modalities: list[str], emit: OnEvent) -> None:
     from pcmpipe.extract import extract
 
     opts = dict(spec.options.get("extract") or {})  # e.g. batch_size, fmt, device, workers
-    extract(spec.dataset, spec.root, modalities=modalities, backbones=dict(spec.backbones),
-            weights=dict(spec.weights), cache_root=cache_root,
-            progress=lambda task, done, total: emit(StepProgress(task, done, total)), **opts)
+    extract(
+        spec.dataset,
+        spec.root,
+        modalities=modalities,
+        backbones=dict(spec.backbones),
+        weights=dict(spec.weights),
+        cache_root=cache_root,
+        progress=lambda task, done, total: emit(StepProgress(task, done, total)),
+        **opts,
+    )
 
 
 def _train(spec: RunSpec, emit: OnEvent) -> None:
@@ -227,7 +262,7 @@ def write_record(p: Pipeline) -> Path:
     return path
 
 
-def run_pipeline(p: Pipeline, *, dry_run: bool = False, on_event: Optional[OnEvent] = None) -> list[Step]:
+def run_pipeline(p: Pipeline, *, dry_run: bool = False, on_event: OnEvent | None = None) -> list[Step]:
     """Report the plan; unless dry_run, do the missing steps in order and record the pipeline for the report.
 
     Returns the steps, their status "done" where this call ran them.

@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
@@ -79,7 +79,7 @@ class EvalSpec:
 class Pipeline:
     name: str
     title: str
-    path: Optional[Path]
+    path: Path | None
     data: dict[str, DataSpec]
     runs: dict[str, RunSpec]
     evaluations: list[EvalSpec]
@@ -103,8 +103,10 @@ class Pipeline:
             "title": self.title,
             "path": str(self.path) if self.path else None,
             "data": {k: vars(v) for k, v in self.data.items()},
-            "runs": {k: {"fingerprint": r.fingerprint, "finetune": r.finetune, "config": r.train.to_dict()}
-                     for k, r in self.runs.items()},
+            "runs": {
+                k: {"fingerprint": r.fingerprint, "finetune": r.finetune, "config": r.train.to_dict()}
+                for k, r in self.runs.items()
+            },
             "evaluations": [{"kind": e.kind, "run": e.run, **e.options} for e in self.evaluations],
             "tables": self.tables,
         }
@@ -112,8 +114,15 @@ class Pipeline:
 
 # ---------------------------------------------------------------- loading
 
-def load_pipeline(path: str | Path, *, overrides: Optional[list[str]] = None, roots: Optional[list[str]] = None,
-                  cache_root: Optional[str] = None, runs_root: Optional[str] = None) -> Pipeline:
+
+def load_pipeline(
+    path: str | Path,
+    *,
+    overrides: list[str] | None = None,
+    roots: list[str] | None = None,
+    cache_root: str | None = None,
+    runs_root: str | None = None,
+) -> Pipeline:
     """Read a pipeline YAML into typed configs.
 
     overrides: `key=value` strings (`--set`). A dotted key (`data.cub.root=/x`) edits the document; a plain key
@@ -126,8 +135,7 @@ def load_pipeline(path: str | Path, *, overrides: Optional[list[str]] = None, ro
         doc = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise UserError(f"pipeline file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-    p = pipeline_from_dict(doc, path=path, overrides=overrides, roots=roots, cache_root=cache_root,
-                           runs_root=runs_root)
+    p = pipeline_from_dict(doc, path=path, overrides=overrides, roots=roots, cache_root=cache_root, runs_root=runs_root)
     p.command = f"pcmpipe run {path.stem if path.parent.resolve() == SPECS.resolve() else path}"
     return p
 
@@ -147,13 +155,21 @@ def find_pipeline(name_or_path: str | Path) -> Path:
         return shipped
     if str(name_or_path) == "demo":
         raise UserError("the demo is built in, with its own synthetic data: run `pcmpipe demo` (--out DIR, --fast)")
-    raise UserError(f"pipeline {name_or_path} not found: give a pipeline file or one of the shipped names: "
-                    f"{', '.join(shipped_pipelines())}")
+    raise UserError(
+        f"pipeline {name_or_path} not found: give a pipeline file or one of the shipped names: "
+        f"{', '.join(shipped_pipelines())}"
+    )
 
 
-def pipeline_from_dict(doc: Any, *, path: Optional[Path] = None, overrides: Optional[list[str]] = None,
-                       roots: Optional[list[str]] = None, cache_root: Optional[str] = None,
-                       runs_root: Optional[str] = None) -> Pipeline:
+def pipeline_from_dict(
+    doc: Any,
+    *,
+    path: Path | None = None,
+    overrides: list[str] | None = None,
+    roots: list[str] | None = None,
+    cache_root: str | None = None,
+    runs_root: str | None = None,
+) -> Pipeline:
     """Validate a parsed pipeline document (see `load_pipeline`); every mistake is one UserError line."""
     where = str(path) if path else "pipeline"
     if not isinstance(doc, dict):
@@ -161,7 +177,9 @@ def pipeline_from_dict(doc: Any, *, path: Optional[Path] = None, overrides: Opti
     doc = copy.deepcopy(doc)
     unknown = sorted(set(doc) - _PIPELINE_KEYS)
     if unknown:
-        raise UserError(f"{where}: unknown pipeline key(s) {', '.join(unknown)}; valid: {', '.join(sorted(_PIPELINE_KEYS))}")
+        raise UserError(
+            f"{where}: unknown pipeline key(s) {', '.join(unknown)}; valid: {', '.join(sorted(_PIPELINE_KEYS))}"
+        )
     run_settings = _apply_overrides(doc, overrides or [], where)
     _apply_roots(doc, roots or [], where)
     name = str(doc.get("name") or (path.stem if path else "pipeline"))
@@ -169,8 +187,9 @@ def pipeline_from_dict(doc: Any, *, path: Optional[Path] = None, overrides: Opti
 
     defaults = dict(doc.get("defaults") or {})
     # the settings every run gets: --cache-root / --runs-root, then plain `--set key=value` items
-    run_settings = merge_settings(flags={"cache_root": cache_root or None, "runs_root": runs_root or None},
-                                  sets=run_settings)
+    run_settings = merge_settings(
+        flags={"cache_root": cache_root or None, "runs_root": runs_root or None}, sets=run_settings
+    )
     runs_doc = doc.get("runs") or {}
     if not isinstance(runs_doc, dict) or not runs_doc:
         raise UserError(f"{where}: `runs` must map run names to their settings")
@@ -190,18 +209,29 @@ def pipeline_from_dict(doc: Any, *, path: Optional[Path] = None, overrides: Opti
         raise UserError(f"{where}: `tables` must list at least one table layout")
     for i, t in enumerate(tables):
         check_table(t, set(runs), f"{where}: table {i + 1}")
-    return Pipeline(name=name, title=str(doc.get("title") or name), path=path, data=data, runs=runs,
-                    evaluations=evaluations, tables=tables)
+    return Pipeline(
+        name=name,
+        title=str(doc.get("title") or name),
+        path=path,
+        data=data,
+        runs=runs,
+        evaluations=evaluations,
+        tables=tables,
+    )
 
 
 def _data_spec(dataset: str, spec: Any, where: str) -> DataSpec:
     if not isinstance(spec, dict) or "root" not in spec or not spec.get("modalities"):
         raise UserError(f"{where}: data.{dataset} needs `root` and `modalities`")
     known = {"root", "modalities", "backbones", "weights"}
-    return DataSpec(dataset=dataset, root=str(spec["root"]), modalities=[str(m) for m in spec["modalities"]],
-                    backbones={str(k): str(v) for k, v in (spec.get("backbones") or {}).items()},
-                    weights={str(k): str(v) for k, v in (spec.get("weights") or {}).items()},
-                    options={k: v for k, v in spec.items() if k not in known})
+    return DataSpec(
+        dataset=dataset,
+        root=str(spec["root"]),
+        modalities=[str(m) for m in spec["modalities"]],
+        backbones={str(k): str(v) for k, v in (spec.get("backbones") or {}).items()},
+        weights={str(k): str(v) for k, v in (spec.get("weights") or {}).items()},
+        options={k: v for k, v in spec.items() if k not in known},
+    )
 
 
 def _run_spec(name: str, defaults: dict, spec: Any, settings: dict, where: str, data: dict[str, DataSpec]) -> RunSpec:
@@ -213,7 +243,9 @@ def _run_spec(name: str, defaults: dict, spec: Any, settings: dict, where: str, 
         finetune = [p.strip() for p in finetune.split(",") if p.strip()]
     bad = [p for p in finetune if p not in FINETUNE_PARTS]
     if bad:
-        raise UserError(f"{where}: run {name}: finetune may list {', '.join(FINETUNE_PARTS)}, got {', '.join(map(str, bad))}")
+        raise UserError(
+            f"{where}: run {name}: finetune may list {', '.join(FINETUNE_PARTS)}, got {', '.join(map(str, bad))}"
+        )
     if merged.get("dataset") not in data:
         raise UserError(f"{where}: run {name} trains on {merged.get('dataset')!r} but `data` has no such dataset")
     # A tower can only be fine-tuned when its modality is trained (I for image, T for text).

@@ -9,7 +9,6 @@ cache manifests record them, and the match level, so a synthetic run is never mi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 from pcmpipe.errors import UserError
 from pcmpipe.report import plots
@@ -23,19 +22,28 @@ from pcmpipe.report.tables import build_table, m_modalities_values, mean_metric
 REAL_TEST_SIZES = {"flickr8k": ("I", 1000), "cub": ("C", 50)}  # the paper's test split, for the scale line
 
 
-def _weights_line(manifest: Optional[dict]) -> str:
+def _weights_line(manifest: dict | None) -> str:
     if manifest is None:
         return "no cache manifest found"
     meta = manifest.get("meta") or {}
-    keys = [k for k in ("backbone", "weights", "pretrained", "weights_sha256", "source") if meta.get(k) not in (None, "")]
-    text = ", ".join(f"{k}={str(meta[k])[:16] if k.endswith('sha256') else meta[k]}" for k in keys) or "no backbone recorded"
+    keys = [
+        k for k in ("backbone", "weights", "pretrained", "weights_sha256", "source") if meta.get(k) not in (None, "")
+    ]
+    text = (
+        ", ".join(f"{k}={str(meta[k])[:16] if k.endswith('sha256') else meta[k]}" for k in keys)
+        or "no backbone recorded"
+    )
     weights = str(meta.get("weights", meta.get("pretrained", ""))).lower()
-    if (weights.startswith("random") or weights in ("none", "")) and meta.get("backbone") not in (None, "", "synthetic"):
+    if (weights.startswith("random") or weights in ("none", "")) and meta.get("backbone") not in (
+        None,
+        "",
+        "synthetic",
+    ):
         text += " [RANDOM weights]"
     return text
 
 
-def data_provenance(record: Optional[dict], runs: list[RunResult]) -> list[str]:
+def data_provenance(record: dict | None, runs: list[RunResult]) -> list[str]:
     """Lines saying where a section's numbers come from (data, weights, scale, match level)."""
     lines = []
     datasets = sorted({str(r.config.get("dataset")) for r in runs if r.config.get("dataset")})
@@ -43,13 +51,20 @@ def data_provenance(record: Optional[dict], runs: list[RunResult]) -> list[str]:
     for ds in datasets:
         spec = data.get(ds) or {}
         syn = (spec.get("options") or {}).get("synthetic")
-        kind = ("SYNTHETIC data (pcmpipe synth): not a reproduction of the paper" if syn is True
-                else "real data layout" if syn is False else "data origin not recorded")
+        kind = (
+            "SYNTHETIC data (pcmpipe synth): not a reproduction of the paper"
+            if syn is True
+            else "real data layout"
+            if syn is False
+            else "data origin not recorded"
+        )
         lines.append(f"{ds}: {kind}; root {spec.get('root', '?')}")
         ds_runs = [r for r in runs if r.config.get("dataset") == ds]
         cache_root = Path(str(ds_runs[0].config.get("cache_root", "cache")))
         mods = sorted({m for r in ds_runs for m in r.modalities})
-        lines.append(f"{ds} features: " + "; ".join(f"{m}: {_weights_line(cache_manifest(cache_root, ds, m))}" for m in mods))
+        lines.append(
+            f"{ds} features: " + "; ".join(f"{m}: {_weights_line(cache_manifest(cache_root, ds, m))}" for m in mods)
+        )
         if ds in REAL_TEST_SIZES:
             m, real = REAL_TEST_SIZES[ds]
             man = cache_manifest(cache_root, ds, m)
@@ -63,8 +78,11 @@ def data_provenance(record: Optional[dict], runs: list[RunResult]) -> list[str]:
 def _section(record: dict, runs: dict[str, RunResult], cache: dict) -> Section:
     used = [runs[n] for n in record.get("runs", {}) if n in runs]
     missing = {n for n in record.get("runs", {}) if n not in runs or not runs[n].complete}
-    sec = Section(title=str(record.get("title") or record.get("name")), provenance=data_provenance(record, used),
-                  missing_runs=missing)
+    sec = Section(
+        title=str(record.get("title") or record.get("name")),
+        provenance=data_provenance(record, used),
+        missing_runs=missing,
+    )
     for layout in record["tables"]:
         table = build_table(layout, runs)
         if layout["kind"] == "m_modalities":
@@ -77,8 +95,9 @@ def _section(record: dict, runs: dict[str, RunResult], cache: dict) -> Section:
             if run is not None and run.complete:
                 key = (run.name, tuple(layout["modalities"]))
                 if key not in cache:  # t-SNE is the slow part of a report; compute once per run
-                    cache[key] = plots.tsne_figure(run, list(layout["modalities"]), int(layout.get("max_points", 2000)),
-                                                   title=layout["title"])
+                    cache[key] = plots.tsne_figure(
+                        run, list(layout["modalities"]), int(layout.get("max_points", 2000)), title=layout["title"]
+                    )
                 fig = cache[key]
             if fig:
                 sec.figures.append(fig)
@@ -88,22 +107,28 @@ def _section(record: dict, runs: dict[str, RunResult], cache: dict) -> Section:
     return sec
 
 
-def learning_section(runs: dict[str, RunResult], records: list[dict]) -> Optional[Section]:
+def learning_section(runs: dict[str, RunResult], records: list[dict]) -> Section | None:
     """Every finished run: trained vs untrained heads vs chance, and the training curves."""
     done = [r for r in runs.values() if r.complete]
     if not done:
         return None
-    layout = {"kind": "learning", "title": "Trained vs untrained vs chance (every finished run, test split)",
-              "runs": [r.name for r in done]}
+    layout = {
+        "kind": "learning",
+        "title": "Trained vs untrained vs chance (every finished run, test split)",
+        "runs": [r.name for r in done],
+    }
     data: dict = {}
     for rec in records:  # what the pipelines say about each dataset (synthetic or not, root)
         data.update(rec.get("data") or {})
     sec = Section(title="All runs: did the heads learn?", provenance=data_provenance({"data": data}, done))
     table = build_table(layout, runs)
     sec.tables.append(table)
-    bars = plots.learning_bars([r.name for r in done], [mean_metric(r, "r@1") for r in done],
-                               [mean_metric(r, "r@1", "untrained") for r in done],
-                               [mean_metric(r, "r@1", "chance") for r in done])
+    bars = plots.learning_bars(
+        [r.name for r in done],
+        [mean_metric(r, "r@1") for r in done],
+        [mean_metric(r, "r@1", "untrained") for r in done],
+        [mean_metric(r, "r@1", "chance") for r in done],
+    )
     curves = plots.training_curves(done)
     sec.figures += [f for f in (bars, curves) if f is not None]
     return sec
@@ -113,7 +138,9 @@ def build_report(runs_root: Path) -> Report:
     """Read every pipeline record and run under runs_root into a Report (no files written)."""
     runs_root = Path(runs_root)
     if not runs_root.is_dir():
-        raise UserError(f"runs root {runs_root} not found; run `pcmpipe run pipelines/<name>.yaml` or `pcmpipe demo` first")
+        raise UserError(
+            f"runs root {runs_root} not found; run `pcmpipe run pipelines/<name>.yaml` or `pcmpipe demo` first"
+        )
     runs = load_runs(runs_root)
     records = load_pipeline_records(runs_root)
     if not runs and not records:
@@ -123,10 +150,12 @@ def build_report(runs_root: Path) -> Report:
     learn = learning_section(runs, records)
     if learn:
         sections.append(learn)
-    preamble = [f"runs root: {runs_root} ({sum(r.complete for r in runs.values())} finished runs, "
-                f"{len(records)} pipeline records)",
-                f"paper values: {paper_source()}",
-                "cells: ours / paper / Δ = ours − paper (percentage points); — = missing, never zero"]
+    preamble = [
+        f"runs root: {runs_root} ({sum(r.complete for r in runs.values())} finished runs, "
+        f"{len(records)} pipeline records)",
+        f"paper values: {paper_source()}",
+        "cells: ours / paper / Δ = ours − paper (percentage points); — = missing, never zero",
+    ]
     return Report(title="pcmpipe report", preamble=preamble, sections=sections)
 
 

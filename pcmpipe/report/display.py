@@ -6,15 +6,13 @@ paper has values for it) by a "paper" row and a "Δ" row (ours minus paper, in p
 
 from __future__ import annotations
 
-from typing import Optional
-
 from pcmpipe.report.model import Section
 from pcmpipe.report.tables import Table
 
 MISSING = "—"
 
 
-def fmt(value: Optional[float], signed: bool = False) -> str:
+def fmt(value: float | None, signed: bool = False) -> str:
     if value is None:
         return MISSING
     return f"{value:+.1f}" if signed else f"{value:.1f}"
@@ -43,7 +41,7 @@ def header_labels(table: Table) -> list[str]:
         return list(table.columns)
     labels, i = [], 0
     for g, span in table.groups:
-        labels += [f"{g} {c}" for c in table.columns[i:i + span]]
+        labels += [f"{g} {c}" for c in table.columns[i : i + span]]
         i += span
     return labels
 

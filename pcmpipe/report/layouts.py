@@ -14,8 +14,10 @@ TABLE_KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "directions": (("title", "metrics", "columns", "rows"), ("rows",)),
     "pair_average": (("title", "metrics", "columns", "rows"), ("rows",)),
     "ablation": (("title", "metrics", "columns", "baseline", "variant"), ("baseline", "variant")),
-    "added_modality": (("title", "metric", "columns", "added", "pair_runs", "triple_runs"),
-                       ("pair_runs", "triple_runs")),
+    "added_modality": (
+        ("title", "metric", "columns", "added", "pair_runs", "triple_runs"),
+        ("pair_runs", "triple_runs"),
+    ),
     "m_modalities": (("title", "metric", "pairs", "groups"), ("groups",)),
     "zeroshot": (("title", "run", "inputs", "outputs"), ("run",)),
     "enrichment": (("title", "run", "blocks"), ("run",)),

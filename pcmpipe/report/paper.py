@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Optional
+from typing import Any
 
 PAPER_FILE = "paper_tables.json"
 
@@ -21,7 +21,7 @@ def paper_tables() -> dict[str, Any]:
     return json.loads(text)
 
 
-def paper_value(path: str) -> Optional[float]:
+def paper_value(path: str) -> float | None:
     """The paper's value at a '/'-separated key path, or None where the paper prints none.
 
     Example: ``paper_value("table1_flickr8k/r@1/PCMR/I->T") == 66.8``. Key names may contain '->' and '+'

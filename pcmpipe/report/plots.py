@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
@@ -39,7 +38,7 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def m_modalities_bars(title: str, values: dict[str, dict[str, dict[int, Optional[float]]]], metric: str) -> Optional[Figure]:
+def m_modalities_bars(title: str, values: dict[str, dict[str, dict[int, float | None]]], metric: str) -> Figure | None:
     """Grouped bars: x = modality pair, one bar per (group, M). values: {group: {pair: {M: value}}}."""
     series = [(g, m) for g, per_pair in values.items() for m in sorted({m for d in per_pair.values() for m in d})]
     pairs = list(next(iter(values.values())).keys()) if values else []
@@ -60,7 +59,7 @@ def m_modalities_bars(title: str, values: dict[str, dict[str, dict[int, Optional
     return Figure(title=title, png=_png(fig), caption="missing runs leave a gap")
 
 
-def training_curves(runs: list[RunResult]) -> Optional[Figure]:
+def training_curves(runs: list[RunResult]) -> Figure | None:
     """Per run: training loss and validation mean r@1 per epoch, from metrics.jsonl."""
     runs = [r for r in runs if r.history]
     if not runs:
@@ -84,7 +83,7 @@ def training_curves(runs: list[RunResult]) -> Optional[Figure]:
     return Figure(title="Training curves", png=_png(fig), caption="from each run's metrics.jsonl")
 
 
-def _first(rec: dict, keys: tuple[str, ...]) -> Optional[float]:
+def _first(rec: dict, keys: tuple[str, ...]) -> float | None:
     for k in keys:
         v = rec.get(k)
         if isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -92,8 +91,9 @@ def _first(rec: dict, keys: tuple[str, ...]) -> Optional[float]:
     return None
 
 
-def learning_bars(labels: list[str], trained: list[Optional[float]], untrained: list[Optional[float]],
-                  chance: list[Optional[float]]) -> Optional[Figure]:
+def learning_bars(
+    labels: list[str], trained: list[float | None], untrained: list[float | None], chance: list[float | None]
+) -> Figure | None:
     """Trained vs untrained vs chance mean r@1 per run."""
     if not any(v is not None for v in trained + untrained + chance):
         return None
@@ -109,8 +109,9 @@ def learning_bars(labels: list[str], trained: list[Optional[float]], untrained: 
     return Figure(title="Trained vs untrained vs chance", png=_png(fig))
 
 
-def tsne_figure(run: RunResult, modalities: list[str], max_points: int = 2000, seed: int = 0,
-                title: str = "t-SNE") -> Optional[Figure]:
+def tsne_figure(
+    run: RunResult, modalities: list[str], max_points: int = 2000, seed: int = 0, title: str = "t-SNE"
+) -> Figure | None:
     """t-SNE (seeded) of the run's normalised test embeddings of `modalities`, colour = class, marker = modality."""
     from sklearn.manifold import TSNE
 
@@ -146,9 +147,16 @@ def tsne_figure(run: RunResult, modalities: list[str], max_points: int = 2000, s
     colour = {c: cmap(i % 20) for i, c in enumerate(names)}
     for m in dict.fromkeys(mods):
         sel = np.array([mm == m for mm in mods])
-        ax.scatter(pts[sel, 0], pts[sel, 1], c=[colour[c] for c, s in zip(classes, sel) if s],
-                   marker=MARKERS.get(m, "x"), s=40 if m == "C" else 8, label=m,
-                   edgecolors="black" if m == "C" else "none", linewidths=0.4)
+        ax.scatter(
+            pts[sel, 0],
+            pts[sel, 1],
+            c=[colour[c] for c, s in zip(classes, sel) if s],
+            marker=MARKERS.get(m, "x"),
+            s=40 if m == "C" else 8,
+            label=m,
+            edgecolors="black" if m == "C" else "none",
+            linewidths=0.4,
+        )
     ax.legend(fontsize=7)
     ax.set_xticks([]), ax.set_yticks([])
     ax.set_title(title, fontsize=9)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from pcmpipe.errors import UserError
 from pcmpipe.training.rundir import COMPLETE_MARKER, read_metrics
@@ -18,7 +18,7 @@ from pcmpipe.training.rundir import COMPLETE_MARKER, read_metrics
 PIPELINE_RECORDS = "_pipelines"
 
 
-def _read(path: Path) -> Optional[Any]:
+def _read(path: Path) -> Any | None:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -33,11 +33,11 @@ class RunResult:
     directory: Path
     config: dict[str, Any]  # resolved TrainConfig settings
     meta: dict[str, Any]  # the rest of config.json (fingerprint, versions, cache fingerprints, ...)
-    test: Optional[dict] = None  # test_metrics.json
-    untrained: Optional[dict] = None  # untrained_metrics.json
+    test: dict | None = None  # test_metrics.json
+    untrained: dict | None = None  # untrained_metrics.json
     history: list[dict] = field(default_factory=list)  # metrics.jsonl
-    zeroshot: Optional[dict] = None  # zeroshot.json (written by `pcmpipe run`)
-    enrichment: Optional[dict] = None  # enrichment.json (written by `pcmpipe run`)
+    zeroshot: dict | None = None  # zeroshot.json (written by `pcmpipe run`)
+    enrichment: dict | None = None  # enrichment.json (written by `pcmpipe run`)
 
     @property
     def complete(self) -> bool:
@@ -51,7 +51,7 @@ class RunResult:
     def modalities(self) -> list[str]:
         return list(self.config.get("modalities") or [])
 
-    def metric(self, direction: str, metric: str, level: Optional[str] = None, source: str = "test") -> Optional[float]:
+    def metric(self, direction: str, metric: str, level: str | None = None, source: str = "test") -> float | None:
         """A direction's metric in percent ('I->T', 'r@1') at `level` (default: the run's match level).
 
         source: 'test' (trained heads), 'untrained' (heads at initialisation) or 'chance' (random ranking).
@@ -68,7 +68,7 @@ class RunResult:
         return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def load_run(directory: Path) -> Optional[RunResult]:
+def load_run(directory: Path) -> RunResult | None:
     """A run directory -> RunResult, or None when it is not a run (no config.json)."""
     cfg = _read(directory / "config.json")
     if not isinstance(cfg, dict):
@@ -76,9 +76,14 @@ def load_run(directory: Path) -> Optional[RunResult]:
     config = cfg.get("config") if isinstance(cfg.get("config"), dict) else cfg
     meta = {k: v for k, v in cfg.items() if k != "config"}
     return RunResult(
-        name=directory.name, directory=directory, config=config, meta=meta,
-        test=_read(directory / COMPLETE_MARKER), untrained=_read(directory / "untrained_metrics.json"),
-        history=read_metrics(directory), zeroshot=_read(directory / "zeroshot.json"),
+        name=directory.name,
+        directory=directory,
+        config=config,
+        meta=meta,
+        test=_read(directory / COMPLETE_MARKER),
+        untrained=_read(directory / "untrained_metrics.json"),
+        history=read_metrics(directory),
+        zeroshot=_read(directory / "zeroshot.json"),
         enrichment=_read(directory / "enrichment.json"),
     )
 
@@ -108,7 +113,7 @@ def load_pipeline_records(runs_root: Path) -> list[dict]:
     return records
 
 
-def cache_manifest(cache_root: Path, dataset: str, modality: str, split: str = "test") -> Optional[dict]:
+def cache_manifest(cache_root: Path, dataset: str, modality: str, split: str = "test") -> dict | None:
     """The manifest.json of one cached (dataset, modality, split), or None (also when unreadable: the report
     then says "no cache manifest found" instead of stopping)."""
     from pcmpipe.cache.reader import read_manifest

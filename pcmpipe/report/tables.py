@@ -7,9 +7,10 @@ or metrics give `None` cells, printed "—"; nothing is ever filled with 0.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from statistics import mean
-from typing import Any, Callable, Optional
+from typing import Any
 
 from pcmpipe.report.paper import paper_value
 from pcmpipe.report.results import RunResult
@@ -17,11 +18,11 @@ from pcmpipe.report.results import RunResult
 
 @dataclass
 class Cell:
-    ours: Optional[float] = None
-    paper: Optional[float] = None
+    ours: float | None = None
+    paper: float | None = None
 
     @property
-    def delta(self) -> Optional[float]:
+    def delta(self) -> float | None:
         return None if self.ours is None or self.paper is None else self.ours - self.paper
 
 
@@ -30,7 +31,7 @@ class Row:
     label: str
     cells: list[Cell]
     kind: str = "run"  # run | paper (a baseline the paper prints; we have no run of it) | derived | chance
-    run: Optional[str] = None
+    run: str | None = None
 
 
 @dataclass
@@ -52,14 +53,14 @@ class Table:
         return any(c.ours is not None for r in self.rows for c in r.cells)
 
 
-def _avg(values: list[Optional[float]]) -> Optional[float]:
+def _avg(values: list[float | None]) -> float | None:
     """Mean of the values, or None if any is missing (a partial average would look like a real number)."""
     if not values or any(v is None for v in values):
         return None
     return float(mean(values))  # type: ignore[arg-type]
 
 
-def _paper(layout: dict, group: str, row: Optional[str], col: str) -> Optional[float]:
+def _paper(layout: dict, group: str, row: str | None, col: str) -> float | None:
     if not layout.get("paper") or row is None:
         return None
     return paper_value(f"{layout['paper']}/{layout.get('paper_path') or group}/{row}/{col}")
@@ -70,7 +71,7 @@ def _pair_dirs(pair: str) -> tuple[str, str]:
     return f"{a}->{b}", f"{b}->{a}"
 
 
-def _pair_value(run: Optional[RunResult], pair: str, metric: str) -> Optional[float]:
+def _pair_value(run: RunResult | None, pair: str, metric: str) -> float | None:
     if run is None:
         return None
     return _avg([run.metric(d, metric) for d in _pair_dirs(pair)])
@@ -90,11 +91,19 @@ def build_directions(layout: dict, runs: dict[str, RunResult]) -> Table:
     rows = _paper_only_rows(layout, metrics, columns)
     for spec in layout["rows"]:
         run = runs.get(spec["run"])
-        cells = [Cell(run.metric(c, m) if run else None, _paper(layout, m, spec.get("paper_row"), c))
-                 for m in metrics for c in columns]
+        cells = [
+            Cell(run.metric(c, m) if run else None, _paper(layout, m, spec.get("paper_row"), c))
+            for m in metrics
+            for c in columns
+        ]
         rows.append(Row(label=spec["label"], cells=cells, run=spec["run"]))
-    return Table(title=layout["title"], columns=columns * len(metrics), rows=rows,
-                 groups=[(m, len(columns)) for m in metrics], runs=[s["run"] for s in layout["rows"]])
+    return Table(
+        title=layout["title"],
+        columns=columns * len(metrics),
+        rows=rows,
+        groups=[(m, len(columns)) for m in metrics],
+        runs=[s["run"] for s in layout["rows"]],
+    )
 
 
 def build_pair_average(layout: dict, runs: dict[str, RunResult]) -> Table:
@@ -103,12 +112,18 @@ def build_pair_average(layout: dict, runs: dict[str, RunResult]) -> Table:
     rows = _paper_only_rows(layout, metrics, columns)
     for spec in layout["rows"]:
         run = runs.get(spec["run"])
-        cells = [Cell(_pair_value(run, c, m), _paper(layout, m, spec.get("paper_row"), c))
-                 for m in metrics for c in columns]
+        cells = [
+            Cell(_pair_value(run, c, m), _paper(layout, m, spec.get("paper_row"), c)) for m in metrics for c in columns
+        ]
         rows.append(Row(label=spec["label"], cells=cells, run=spec["run"]))
-    return Table(title=layout["title"], columns=columns * len(metrics), rows=rows,
-                 groups=[(m, len(columns)) for m in metrics], runs=[s["run"] for s in layout["rows"]],
-                 notes=["each cell: mean of the pair's two directions"])
+    return Table(
+        title=layout["title"],
+        columns=columns * len(metrics),
+        rows=rows,
+        groups=[(m, len(columns)) for m in metrics],
+        runs=[s["run"] for s in layout["rows"]],
+        notes=["each cell: mean of the pair's two directions"],
+    )
 
 
 def build_ablation(layout: dict, runs: dict[str, RunResult]) -> Table:
@@ -118,16 +133,23 @@ def build_ablation(layout: dict, runs: dict[str, RunResult]) -> Table:
     b = [base.metric(c, m) if base else None for m in metrics for c in columns]
     v = [var.metric(c, m) if var else None for m in metrics for c in columns]
     rel = [None if x is None or y is None or x == 0 else 100.0 * (y - x) / x for x, y in zip(b, v)]
-    rows = [Row(layout["baseline"]["label"], [Cell(x) for x in b], run=layout["baseline"]["run"]),
-            Row(layout["variant"]["label"], [Cell(x) for x in v], run=layout["variant"]["run"]),
-            Row("relative change", [Cell(x) for x in rel], kind="derived")]
+    rows = [
+        Row(layout["baseline"]["label"], [Cell(x) for x in b], run=layout["baseline"]["run"]),
+        Row(layout["variant"]["label"], [Cell(x) for x in v], run=layout["variant"]["run"]),
+        Row("relative change", [Cell(x) for x in rel], kind="derived"),
+    ]
     rel_avg = _avg(rel)
     notes = [f"average relative change: {'—' if rel_avg is None else f'{rel_avg:+.1f}%'}"]
     if layout.get("paper_note"):
         notes.append(f"paper: {_paper_text(layout['paper_note'])}")
-    return Table(title=layout["title"], columns=columns * len(metrics), rows=rows,
-                 groups=[(m, len(columns)) for m in metrics], notes=notes,
-                 runs=[layout["baseline"]["run"], layout["variant"]["run"]])
+    return Table(
+        title=layout["title"],
+        columns=columns * len(metrics),
+        rows=rows,
+        groups=[(m, len(columns)) for m in metrics],
+        notes=notes,
+        runs=[layout["baseline"]["run"], layout["variant"]["run"]],
+    )
 
 
 def build_added_modality(layout: dict, runs: dict[str, RunResult]) -> Table:
@@ -151,13 +173,18 @@ def build_added_modality(layout: dict, runs: dict[str, RunResult]) -> Table:
         cells.append(Cell(_avg(applicable), _paper(layout, "rows", f"+{added}", "avg")))
         rows.append(Row(label=f"+{added}", cells=cells))
     used = list(layout["pair_runs"].values()) + list(layout["triple_runs"])
-    return Table(title=layout["title"], columns=columns + ["avg"], rows=rows, runs=used,
-                 notes=[f"relative change of the pair's mean {metric} (both directions), tri-modal vs bi-modal model"])
+    return Table(
+        title=layout["title"],
+        columns=columns + ["avg"],
+        rows=rows,
+        runs=used,
+        notes=[f"relative change of the pair's mean {metric} (both directions), tri-modal vs bi-modal model"],
+    )
 
 
-def m_modalities_values(layout: dict, runs: dict[str, RunResult]) -> dict[str, dict[str, dict[int, Optional[float]]]]:
+def m_modalities_values(layout: dict, runs: dict[str, RunResult]) -> dict[str, dict[str, dict[int, float | None]]]:
     """{group: {pair: {M: mean pair metric over the group's runs with M modalities that contain the pair}}}."""
-    out: dict[str, dict[str, dict[int, Optional[float]]]] = {}
+    out: dict[str, dict[str, dict[int, float | None]]] = {}
     for group, names in layout["groups"].items():
         present = [runs[n] for n in names if n in runs]
         sizes = sorted({len(r.modalities) for r in present}) or [2]
@@ -166,8 +193,11 @@ def m_modalities_values(layout: dict, runs: dict[str, RunResult]) -> dict[str, d
             members = set(pair.split("+"))
             out[group][pair] = {}
             for m in sizes:
-                vals = [_pair_value(r, pair, layout["metric"]) for r in present
-                        if len(r.modalities) == m and members <= set(r.modalities)]
+                vals = [
+                    _pair_value(r, pair, layout["metric"])
+                    for r in present
+                    if len(r.modalities) == m and members <= set(r.modalities)
+                ]
                 out[group][pair][m] = _avg(vals) if vals else None
     return out
 
@@ -183,12 +213,20 @@ def build_m_modalities(layout: dict, runs: dict[str, RunResult]) -> Table:
         groups.append((g, len(ms)))
     rows = [Row(label=pair, cells=[Cell(values[g][pair].get(m)) for g, m in col_keys]) for pair in layout["pairs"]]
     columns = [f"M={m}" for _, m in col_keys]
-    notes = [f"mean {layout['metric']} of the pair's two directions; for M=3 on four modalities, the mean over the "
-             "tri-modal models that contain the pair"]
+    notes = [
+        f"mean {layout['metric']} of the pair's two directions; for M=3 on four modalities, the mean over the "
+        "tri-modal models that contain the pair"
+    ]
     if layout.get("paper_note"):
         notes.append(f"paper: {_paper_text(layout['paper_note'])}")
-    return Table(title=layout["title"], columns=columns, rows=rows, groups=groups, notes=notes,
-                 runs=[n for names in layout["groups"].values() for n in names])
+    return Table(
+        title=layout["title"],
+        columns=columns,
+        rows=rows,
+        groups=groups,
+        notes=notes,
+        runs=[n for names in layout["groups"].values() for n in names],
+    )
 
 
 def build_zeroshot(layout: dict, runs: dict[str, RunResult]) -> Table:
@@ -199,22 +237,30 @@ def build_zeroshot(layout: dict, runs: dict[str, RunResult]) -> Table:
     ppath = "PCMC fine-tuned, input -> output"
     rows = []
     for combo in layout["inputs"]:
-        cells = [Cell(_num((t1.get(combo) or {}).get(o)),
-                      paper_value(f"{layout['paper']}/{ppath}/{combo}/{o}") if layout.get("paper") else None)
-                 for o in outputs]
+        cells = [
+            Cell(
+                _num((t1.get(combo) or {}).get(o)),
+                paper_value(f"{layout['paper']}/{ppath}/{combo}/{o}") if layout.get("paper") else None,
+            )
+            for o in outputs
+        ]
         rows.append(Row(label=combo, cells=cells, run=layout["run"]))
     n_classes = (run.zeroshot or {}).get("num_classes") if run else None
     if isinstance(n_classes, int) and n_classes > 0:
-        rows.append(Row(label=f"chance (1/{n_classes} classes)", cells=[Cell(100.0 / n_classes) for _ in outputs],
-                        kind="chance"))
+        rows.append(
+            Row(
+                label=f"chance (1/{n_classes} classes)", cells=[Cell(100.0 / n_classes) for _ in outputs], kind="chance"
+            )
+        )
     notes = []
     if layout.get("paper"):
         from pcmpipe.report.paper import paper_tables
 
         # the paper's baselines are single T1 values with their training modalities
         bl = (paper_tables().get(layout["paper"]) or {}).get("baselines") or {}
-        notes.append("paper baselines (T1): " + ", ".join(
-            f"{k} [{v.get('trained_on')}] {v.get('T1')}" for k, v in bl.items()))
+        notes.append(
+            "paper baselines (T1): " + ", ".join(f"{k} [{v.get('trained_on')}] {v.get('T1')}" for k, v in bl.items())
+        )
         disc = (paper_tables().get(layout["paper"]) or {}).get("discrepancy")
         if disc:
             notes.append(f"paper note: {disc}")
@@ -230,11 +276,23 @@ def build_enrichment(layout: dict, runs: dict[str, RunResult]) -> Table:
         for combo in combos:
             label = block.replace("{}", combo)
             paper = paper_value(f"{layout['paper']}/{block}/{combo}") if layout.get("paper") else None
-            rows.append(Row(label=f"{label}   ({block})", cells=[Cell(_num((r1.get(block) or {}).get(combo)), paper)],
-                            run=layout["run"]))
-    return Table(title=layout["title"], columns=["r@1"], rows=rows, runs=[layout["run"]],
-                 notes=["{} -> X: the query is the mean of the listed modalities' normalised embeddings; "
-                        "X -> {}: the database vectors are"])
+            rows.append(
+                Row(
+                    label=f"{label}   ({block})",
+                    cells=[Cell(_num((r1.get(block) or {}).get(combo)), paper)],
+                    run=layout["run"],
+                )
+            )
+    return Table(
+        title=layout["title"],
+        columns=["r@1"],
+        rows=rows,
+        runs=[layout["run"]],
+        notes=[
+            "{} -> X: the query is the mean of the listed modalities' normalised embeddings; "
+            "X -> {}: the database vectors are"
+        ],
+    )
 
 
 def build_learning(layout: dict, runs: dict[str, RunResult]) -> Table:
@@ -242,23 +300,37 @@ def build_learning(layout: dict, runs: dict[str, RunResult]) -> Table:
     rows = []
     for name in layout["runs"]:
         run = runs.get(name)
-        cells = [Cell(mean_metric(run, "r@1", src)) for src in ("test", "untrained", "chance")] if run else \
-            [Cell(), Cell(), Cell()]
+        cells = (
+            [Cell(mean_metric(run, "r@1", src)) for src in ("test", "untrained", "chance")]
+            if run
+            else [Cell(), Cell(), Cell()]
+        )
         label = f"{name} ({run.match} match)" if run else name
         rows.append(Row(label=label, cells=cells, run=name))
-    return Table(title=layout["title"], columns=["trained", "untrained", "chance"], rows=rows, runs=list(layout["runs"]),
-                 groups=[("mean r@1 over all directions", 3)],
-                 notes=["untrained: the same heads at their seeded initialisation; chance: expected r@1 of a random ranking"])
+    return Table(
+        title=layout["title"],
+        columns=["trained", "untrained", "chance"],
+        rows=rows,
+        runs=list(layout["runs"]),
+        groups=[("mean r@1 over all directions", 3)],
+        notes=["untrained: the same heads at their seeded initialisation; chance: expected r@1 of a random ranking"],
+    )
 
 
 def build_tsne(layout: dict, runs: dict[str, RunResult]) -> Table:
     """Figure 3's table part: how many test embeddings per modality the plot shows (the plot is in plots.py)."""
     run = runs.get(layout["run"])
-    return Table(title=layout["title"], columns=["plotted"], rows=[], runs=[layout["run"]],
-                 notes=[] if run else ["run missing: no plot"], unit="")
+    return Table(
+        title=layout["title"],
+        columns=["plotted"],
+        rows=[],
+        runs=[layout["run"]],
+        notes=[] if run else ["run missing: no plot"],
+        unit="",
+    )
 
 
-def mean_metric(run: Optional[RunResult], metric: str, source: str = "test") -> Optional[float]:
+def mean_metric(run: RunResult | None, metric: str, source: str = "test") -> float | None:
     """Mean of `metric` over every direction between the run's modalities (None if any is missing)."""
     if run is None or len(run.modalities) < 2:
         return None
@@ -266,7 +338,7 @@ def mean_metric(run: Optional[RunResult], metric: str, source: str = "test") -> 
     return _avg([run.metric(f"{a}->{b}", metric, source=source) for a in mods for b in mods if a != b])
 
 
-def _num(v: Any) -> Optional[float]:
+def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 

@@ -48,7 +48,9 @@ def score(emb: dict[str, torch.Tensor], mods: dict[str, ModalityData], level: st
 
     if level not in levels_available(mods):
         missing = [m for m, d in mods.items() if not d.carries("class_id")]
-        raise UserError(f"--match class needs a class_id column, and {', '.join(missing)} has none; use --match instance")
+        raise UserError(
+            f"--match class needs a class_id column, and {', '.join(missing)} has none; use --match instance"
+        )
     cols, keys = _cols(mods)
     return evaluate_directions({m: e.cpu() for m, e in emb.items()}, cols, keys, level=level, ks=ks)
 
@@ -91,8 +93,9 @@ def chance(mods: dict[str, ModalityData], level: str, ks=(1, 5)) -> dict:
     return out
 
 
-def evaluate_all(heads: nn.ModuleDict, mods: dict[str, ModalityData], batch: int = 4096,
-                 with_chance: bool = True) -> tuple[dict, dict[str, torch.Tensor]]:
+def evaluate_all(
+    heads: nn.ModuleDict, mods: dict[str, ModalityData], batch: int = 4096, with_chance: bool = True
+) -> tuple[dict, dict[str, torch.Tensor]]:
     """Scores at every available level (and chance) -> ({"instance": {...}, "class": {...}, "chance": {...}}, emb)."""
     emb = embed_rows(heads, mods, batch)
     out: dict = {}
@@ -111,8 +114,8 @@ def evaluate_run(run_dir, match: str | None = None, split: str | None = None, de
     """
     from pathlib import Path
 
-    from pcmpipe.training.rundir import load_heads, run_config
     from pcmpipe.samples import load_modality
+    from pcmpipe.training.rundir import load_heads, run_config
 
     run_dir = Path(run_dir)
     rec = run_config(run_dir)
@@ -124,8 +127,10 @@ def evaluate_run(run_dir, match: str | None = None, split: str | None = None, de
     for m, d in mods.items():
         fp = recorded.get(m, {}).get("fingerprint")
         if fp is not None and fp != d.fingerprint:
-            raise UserError(f"cache {d.directory} changed since {run_dir.name} was trained (fingerprint "
-                            f"{d.fingerprint[:12]} vs {fp[:12]}); retrain or restore the cache")
+            raise UserError(
+                f"cache {d.directory} changed since {run_dir.name} was trained (fingerprint "
+                f"{d.fingerprint[:12]} vs {fp[:12]}); retrain or restore the cache"
+            )
     heads, _ = load_heads(run_dir, device)
     for d in mods.values():
         d.features = d.features.to(device)

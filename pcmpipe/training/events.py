@@ -6,9 +6,10 @@ other caller may log, collect or ignore them (`on_event=None`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Union
+from typing import Union
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,8 +69,9 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
 
 
 # ---- heads ----
-def save_heads(path: Path, state: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ...]], dim: int,
-               logit_scale: float) -> None:
+def save_heads(
+    path: Path, state: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ...]], dim: int, logit_scale: float
+) -> None:
     """heads.safetensors: head parameters as '<modality>.<param>', the logit scale, and the input shapes in the
     metadata so the file alone rebuilds the heads."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
@@ -146,8 +148,9 @@ def _no_barrier() -> None:
     pass
 
 
-def claim(runs_root: str | Path, name: str, fingerprint: str, main: bool = True,
-          barrier: Callable[[], None] = _no_barrier) -> Claim:
+def claim(
+    runs_root: str | Path, name: str, fingerprint: str, main: bool = True, barrier: Callable[[], None] = _no_barrier
+) -> Claim:
     """Decide what a run of config `fingerprint` named `name` has to do. Under torchrun every rank calls this;
     only rank 0 (`main`) renames, and `barrier` keeps the others from looking while it does."""
     final, tmp = final_dir(runs_root, name), temp_dir(runs_root, name)
@@ -168,8 +171,10 @@ def claim(runs_root: str | Path, name: str, fingerprint: str, main: bool = True,
         return Claim("resume", final, tmp, ckpt)
     notes = []
     if (tmp / LEGACY_CHECKPOINT).is_file():
-        notes.append(f"ignoring {tmp / LEGACY_CHECKPOINT}: an old pickle checkpoint is never loaded (unpickling "
-                     "can run code); starting the run over")
+        notes.append(
+            f"ignoring {tmp / LEGACY_CHECKPOINT}: an old pickle checkpoint is never loaded (unpickling "
+            "can run code); starting the run over"
+        )
     return Claim("fresh", final, tmp, notes=notes)
 
 
@@ -204,17 +209,31 @@ def software_versions() -> dict:
 
     import pcmpipe
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-            "pcmpipe": pcmpipe.__version__}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "pcmpipe": pcmpipe.__version__,
+    }
 
 
-def record_config(cfg, fingerprint: str, caches: dict, shapes: dict, base: list, samples: dict, device,
-                  **extra: Any) -> dict[str, Any]:
+def record_config(
+    cfg, fingerprint: str, caches: dict, shapes: dict, base: list, samples: dict, device, **extra: Any
+) -> dict[str, Any]:
     """config.json of a run: resolved settings, fingerprint, the caches it read, shapes, sizes, versions.
     `extra` adds a recipe's own entries (fine-tuning: stage, backbones)."""
-    return {"config": cfg.to_dict(), "seed": cfg.seed, "fingerprint": fingerprint, "caches": caches, **extra,
-            "shapes": {m: list(s) for m, s in shapes.items()}, "base": base, "samples": samples,
-            "device": str(device), "versions": software_versions()}
+    return {
+        "config": cfg.to_dict(),
+        "seed": cfg.seed,
+        "fingerprint": fingerprint,
+        "caches": caches,
+        **extra,
+        "shapes": {m: list(s) for m, s in shapes.items()},
+        "base": base,
+        "samples": samples,
+        "device": str(device),
+        "versions": software_versions(),
+    }
 
 
 def run_config(run_dir: str | Path) -> dict[str, Any]:

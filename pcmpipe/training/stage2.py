@@ -47,8 +47,13 @@ def _load_data(cfg: TrainConfig, device: torch.device) -> tuple[SplitData, Split
     # rather than held: Flickr8k's 5,000 val HuBERT rows are 0.19 GiB of a ~2 GiB run, for about 1 CPU s of
     # Parquet decoding per epoch. On a GPU they are held in device memory and cost no host memory anyway.
     stream = cfg.stream_val_mb is not None and device.type == "cpu"
-    val = load_split(cfg.cache_root, cfg.dataset, cfg.modalities, cfg.split_val,
-                     stream_above=int(cfg.stream_val_mb * 2**20) if stream else None)
+    val = load_split(
+        cfg.cache_root,
+        cfg.dataset,
+        cfg.modalities,
+        cfg.split_val,
+        stream_above=int(cfg.stream_val_mb * 2**20) if stream else None,
+    )
     check_compatible(train, val)
     return train, val, test
 
@@ -59,8 +64,10 @@ def _build(cfg: TrainConfig, shapes: dict[str, tuple[int, ...]], device: torch.d
 
     torch.manual_seed(cfg.seed)
     heads = build_heads(shapes, dim=cfg.dim).to(device)
-    log_scale = nn.Parameter(torch.tensor(math.log(cfg.logit_scale_init), device=device),
-                             requires_grad=cfg.logit_scale == "learnable" and cfg.loss == "pcmc")
+    log_scale = nn.Parameter(
+        torch.tensor(math.log(cfg.logit_scale_init), device=device),
+        requires_grad=cfg.logit_scale == "learnable" and cfg.loss == "pcmc",
+    )
     return heads, log_scale
 
 
@@ -104,13 +111,20 @@ def _train(cfg: TrainConfig, emit: OnEvent) -> Path:
         d.to(device)
     steps = len(train_d) // cfg.batch_size  # drop_last: every step sees a full batch
     if steps == 0:
-        raise UserError(f"the {cfg.split_train} split has {len(train_d)} samples, fewer than --batch-size "
-                        f"{cfg.batch_size}; lower --batch-size")
+        raise UserError(
+            f"the {cfg.split_train} split has {len(train_d)} samples, fewer than --batch-size "
+            f"{cfg.batch_size}; lower --batch-size"
+        )
     shapes = {m: d.shape for m, d in train_d.modalities.items()}
     heads, log_scale = _build(cfg, shapes, device)
     opt = adamw(param_groups(heads, [log_scale], cfg.weight_decay), cfg.lr, fused=True)
-    parts = Resumable({"heads": heads}, log_scale, opt, cosine_schedule(opt, cfg.epochs * steps),
-                      torch.Generator().manual_seed(cfg.seed))
+    parts = Resumable(
+        {"heads": heads},
+        log_scale,
+        opt,
+        cosine_schedule(opt, cfg.epochs * steps),
+        torch.Generator().manual_seed(cfg.seed),
+    )
     if cfg.compile:
         for m in heads:
             heads[m].compile()
@@ -123,10 +137,26 @@ def _train(cfg: TrainConfig, emit: OnEvent) -> Path:
             runs.start_resume(tmp, state.history)
         emit(Note(f"resuming {cfg.name} after epoch {state.epoch}"))
     elif main:
-        caches = {d.split: {m: {"path": md.directory, "fingerprint": md.fingerprint, "rows": md.rows}
-                            for m, md in d.modalities.items()} for d in (train_d, val_d, test_info)}
-        runs.start_fresh(tmp, runs.record_config(cfg, fp, caches, shapes, train_d.base,
-                                                 {d.split: len(d) for d in (train_d, val_d)}, device, argv=sys.argv))
+        caches = {
+            d.split: {
+                m: {"path": md.directory, "fingerprint": md.fingerprint, "rows": md.rows}
+                for m, md in d.modalities.items()
+            }
+            for d in (train_d, val_d, test_info)
+        }
+        runs.start_fresh(
+            tmp,
+            runs.record_config(
+                cfg,
+                fp,
+                caches,
+                shapes,
+                train_d.base,
+                {d.split: len(d) for d in (train_d, val_d)},
+                device,
+                argv=sys.argv,
+            ),
+        )
     distributed.barrier()  # the run directory exists before any rank goes on
 
     emit(TrainingStarted(cfg.name, cfg.epochs, steps, state.epoch + 1))
@@ -152,8 +182,10 @@ def _train(cfg: TrainConfig, emit: OnEvent) -> Path:
     runs.save_heads(tmp / "heads.safetensors", heads.state_dict(), shapes, cfg.dim, state.best_scale)
     for m, d in test_d.modalities.items():
         runs.save_embeddings(tmp, m, emb[m], d.key, d.columns)
-    runs.write_json(tmp / runs.COMPLETE_MARKER, {"epoch": state.best_epoch, "match": cfg.match,
-                                                 "val_mean_r@1": state.best, **metrics})
+    runs.write_json(
+        tmp / runs.COMPLETE_MARKER,
+        {"epoch": state.best_epoch, "match": cfg.match, "val_mean_r@1": state.best, **metrics},
+    )
     runs.finalise(tmp, final)
     emit(RunFinished(final, state.best_epoch, mean_r1(metrics[cfg.match]), mean_r1(untrained[cfg.match])))
     distributed.barrier()  # release the other ranks: the run directory is final
@@ -165,9 +197,11 @@ def _test_split(cfg: TrainConfig, info: SplitInfo, device: torch.device) -> Spli
     test = load_split(cfg.cache_root, cfg.dataset, cfg.modalities, cfg.split_test)
     for m, d in test.modalities.items():
         if d.fingerprint != info.modalities[m].fingerprint:
-            raise UserError(f"test cache {d.directory} changed during training (fingerprint {d.fingerprint[:12]} vs "
-                            f"{info.modalities[m].fingerprint[:12]} at the start); restore it, or delete the run "
-                            "directory and train again")
+            raise UserError(
+                f"test cache {d.directory} changed during training (fingerprint {d.fingerprint[:12]} vs "
+                f"{info.modalities[m].fingerprint[:12]} at the start); restore it, or delete the run "
+                "directory and train again"
+            )
     return test.to(device)
 
 
@@ -195,8 +229,9 @@ def _loop(cfg, train_d, val_d, parts: Resumable, steps, state: TrainState, tmp, 
             inputs, local_present = train_d.batch(distributed.local_rows(order[s]), out=buffers)
             local_present = {m: p for m, p in local_present.items() if m not in complete}
             emb, present = distributed.gather_features({m: heads[m](x) for m, x in inputs.items()}, local_present)
-            loss = loss_fn(emb, present, lambda: distributed.gather_features(inputs, None, with_grad=False)[0],
-                           loss_params)
+            loss = loss_fn(
+                emb, present, lambda: distributed.gather_features(inputs, None, with_grad=False)[0], loss_params
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             distributed.average_gradients(params)
@@ -208,8 +243,10 @@ def _loop(cfg, train_d, val_d, parts: Resumable, steps, state: TrainState, tmp, 
                 bad = ~torch.isfinite(losses[: s + 1])
                 if bool(bad.any()):
                     first = int(bad.nonzero()[0])
-                    raise UserError(f"loss became NaN at epoch {epoch} step {first + 1}; lower --lr (now {cfg.lr:g}) "
-                                    "or check the cached features for NaN/inf")
+                    raise UserError(
+                        f"loss became NaN at epoch {epoch} step {first + 1}; lower --lr (now {cfg.lr:g}) "
+                        "or check the cached features for NaN/inf"
+                    )
             if cfg.progress and (s + 1) % refresh == 0:
                 emit(StepDone(epoch, s + 1, steps, float(losses[s])))
         train_time = time.perf_counter() - t0
@@ -219,12 +256,31 @@ def _loop(cfg, train_d, val_d, parts: Resumable, steps, state: TrainState, tmp, 
         val = distributed.gather_objects(val)[0]  # every rank takes the same early-stopping decision
         val_r1 = mean_r1(val)
         improved = state.record(val_r1, heads, log_scale)
-        rec = {"epoch": epoch, "loss": float(losses.mean()), "lr": opt.param_groups[0]["lr"],
-               "logit_scale": float(log_scale.detach().exp()), "val_mean_r@1": val_r1, "best": improved,
-               "val": val, "train_time_s": train_time, "time_s": time.perf_counter() - t0}
+        rec = {
+            "epoch": epoch,
+            "loss": float(losses.mean()),
+            "lr": opt.param_groups[0]["lr"],
+            "logit_scale": float(log_scale.detach().exp()),
+            "val_mean_r@1": val_r1,
+            "best": improved,
+            "val": val,
+            "train_time_s": train_time,
+            "time_s": time.perf_counter() - t0,
+        }
         state.finish_epoch(rec, steps)
         if main:
             save_checkpoint(tmp, fp, state, parts)
             runs.write_metrics(tmp, state.history)
-        emit(EpochDone(epoch, cfg.epochs, rec["loss"], val_r1, state.best, state.best_epoch, rec["lr"], rec["time_s"],
-                       state.stopped_early(cfg.patience)))
+        emit(
+            EpochDone(
+                epoch,
+                cfg.epochs,
+                rec["loss"],
+                val_r1,
+                state.best,
+                state.best_epoch,
+                rec["lr"],
+                rec["time_s"],
+                state.stopped_early(cfg.patience),
+            )
+        )

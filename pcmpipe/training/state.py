@@ -115,8 +115,9 @@ def _optimizer_state(meta: dict, tensors: dict[str, torch.Tensor]) -> dict:
             _, idx, slot = key.split(".", 2)
             state.setdefault(int(idx), {})[slot] = t
     # JSON turned tuples (AdamW's betas) into lists; the optimizer unpacks them either way, but keep its types
-    groups = [{k: (tuple(v) if isinstance(v, list) and k != "params" else v) for k, v in g.items()}
-              for g in meta["groups"]]
+    groups = [
+        {k: (tuple(v) if isinstance(v, list) and k != "params" else v) for k, v in g.items()} for g in meta["groups"]
+    ]
     return {"state": state, "param_groups": groups}
 
 
@@ -134,9 +135,14 @@ def save_checkpoint(run_dir: Path, fingerprint: str, state: TrainState, parts: R
     tensors["rng.torch"] = torch.get_rng_state()
     record = {k: v for k, v in asdict(state).items() if k != "best_heads"}
     record["has_best_heads"] = state.best_heads is not None
-    meta = {"format": FORMAT, "fingerprint": fingerprint, "state": record, "optimizer": opt_meta,
-            "scheduler": parts.scheduler.state_dict(),
-            "scaler": parts.scaler.state_dict() if parts.scaler is not None else None}
+    meta = {
+        "format": FORMAT,
+        "fingerprint": fingerprint,
+        "state": record,
+        "optimizer": opt_meta,
+        "scheduler": parts.scheduler.state_dict(),
+        "scaler": parts.scaler.state_dict() if parts.scaler is not None else None,
+    }
     # safetensors refuses tensors that share memory or are not contiguous: give it plain CPU copies
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     with atomic_path(run_dir / CHECKPOINT) as tmp:
@@ -155,7 +161,9 @@ def load_checkpoint(run_dir: Path) -> Checkpoint | None:
         if meta.get("format") != FORMAT:
             raise ValueError(f"format {meta.get('format')!r}")
     except (OSError, SafetensorError, KeyError, ValueError) as e:  # written atomically: damage from outside
-        raise UserError(f"checkpoint {path} is unreadable ({type(e).__name__}); delete {run_dir} to start over") from None
+        raise UserError(
+            f"checkpoint {path} is unreadable ({type(e).__name__}); delete {run_dir} to start over"
+        ) from None
     return Checkpoint(meta["fingerprint"], tensors, meta)
 
 
@@ -163,7 +171,7 @@ def restore(ckpt: Checkpoint, parts: Resumable, where: Path) -> TrainState:
     """Load a checkpoint into the recipe's objects (in place) -> the TrainState to continue from."""
     for name, module in parts.modules.items():
         prefix = f"model.{name}."
-        sd = {k[len(prefix):]: v for k, v in ckpt.tensors.items() if k.startswith(prefix)}
+        sd = {k[len(prefix) :]: v for k, v in ckpt.tensors.items() if k.startswith(prefix)}
         missing, unexpected = module.load_state_dict(sd, strict=False)
         keep = parts.select.get(name, lambda _k: True)
         if unexpected or any(keep(k) for k in missing):
@@ -178,5 +186,5 @@ def restore(ckpt: Checkpoint, parts: Resumable, where: Path) -> TrainState:
     torch.set_rng_state(ckpt.tensors["rng.torch"])
     record = dict(ckpt.meta["state"])
     has_best = record.pop("has_best_heads")
-    best = {k[len("best_heads."):]: v for k, v in ckpt.tensors.items() if k.startswith("best_heads.")}
+    best = {k[len("best_heads.") :]: v for k, v in ckpt.tensors.items() if k.startswith("best_heads.")}
     return TrainState(**record, best_heads=best if has_best else None)

@@ -20,8 +20,9 @@ from synthetic_cache import write_synthetic_cache  # noqa: E402
 
 
 def main() -> None:
-    from pcmpipe.config import TrainConfig
     from pcmpipe.train import train
+
+    from pcmpipe.config import TrainConfig
 
     out = HERE / "v1"
     shutil.rmtree(out, ignore_errors=True)
@@ -29,9 +30,21 @@ def main() -> None:
     os.chdir(out)  # relative paths in config.json, so the fixture works from any checkout
     cache = Path("cache")
     write_synthetic_cache(cache, images={"train": 24, "val": 8, "test": 8}, captions_per_image=2, classes=4)
-    cfg = TrainConfig.from_dict(dict(dataset="synth", modalities=["I", "T", "S"], epochs=2, patience=2,
-                                     batch_size=8, dim=16, cache_root=str(cache), runs_root=str(cache / "runs"),
-                                     name="golden", device="cpu", progress=False))
+    cfg = TrainConfig.from_dict(
+        dict(
+            dataset="synth",
+            modalities=["I", "T", "S"],
+            epochs=2,
+            patience=2,
+            batch_size=8,
+            dim=16,
+            cache_root=str(cache),
+            runs_root=str(cache / "runs"),
+            name="golden",
+            device="cpu",
+            progress=False,
+        )
+    )
     train(cfg)
 
 

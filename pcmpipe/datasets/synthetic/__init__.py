@@ -17,8 +17,14 @@ from pcmpipe.errors import UserError
 DEFAULT_IMAGES = {"flickr8k": 60, "cub": 3}  # flickr8k: images in all; cub: images per class
 
 
-def synth(name: str, out: Path | str, images: int | None = None, seed: int = 0, text_subdir: bool = False,
-          speech: str = "tones") -> dict:
+def synth(
+    name: str,
+    out: Path | str,
+    images: int | None = None,
+    seed: int = 0,
+    text_subdir: bool = False,
+    speech: str = "tones",
+) -> dict:
     """Write synthetic `name` ('flickr8k' or 'cub') under `out`; returns a summary dict.
 
     `images`: Flickr8k total images (split 4:1:1), CUB images per class (200 classes).

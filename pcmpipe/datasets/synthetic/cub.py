@@ -22,28 +22,89 @@ COLOUR_NAMES = list(COLOURS)  # the 15 colour values of CUB's colour groups
 PATTERNS = ["solid", "spotted", "striped", "multi-colored"]
 # (group, values) in the order of the real attributes.txt: 28 groups, 312 attributes
 GROUPS: list[tuple[str, list[str]]] = [
-    ("bill_shape", ["curved_(up_or_down)", "dagger", "hooked", "needle", "hooked_seabird", "spatulate",
-                    "all-purpose", "cone", "specialized"]),
-    ("wing_color", COLOUR_NAMES), ("upperparts_color", COLOUR_NAMES), ("underparts_color", COLOUR_NAMES),
-    ("breast_pattern", PATTERNS), ("back_color", COLOUR_NAMES),
+    (
+        "bill_shape",
+        [
+            "curved_(up_or_down)",
+            "dagger",
+            "hooked",
+            "needle",
+            "hooked_seabird",
+            "spatulate",
+            "all-purpose",
+            "cone",
+            "specialized",
+        ],
+    ),
+    ("wing_color", COLOUR_NAMES),
+    ("upperparts_color", COLOUR_NAMES),
+    ("underparts_color", COLOUR_NAMES),
+    ("breast_pattern", PATTERNS),
+    ("back_color", COLOUR_NAMES),
     ("tail_shape", ["forked_tail", "rounded_tail", "notched_tail", "fan-shaped_tail", "pointed_tail", "squared_tail"]),
     ("upper_tail_color", COLOUR_NAMES),
-    ("head_pattern", ["spotted", "malar", "crested", "masked", "unique_pattern", "eyebrow", "eyering", "plain",
-                      "eyeline", "striped", "capped"]),
-    ("breast_color", COLOUR_NAMES), ("throat_color", COLOUR_NAMES),
+    (
+        "head_pattern",
+        [
+            "spotted",
+            "malar",
+            "crested",
+            "masked",
+            "unique_pattern",
+            "eyebrow",
+            "eyering",
+            "plain",
+            "eyeline",
+            "striped",
+            "capped",
+        ],
+    ),
+    ("breast_color", COLOUR_NAMES),
+    ("throat_color", COLOUR_NAMES),
     ("eye_color", [c for c in COLOUR_NAMES if c != "iridescent"]),
     ("bill_length", ["about_the_same_as_head", "longer_than_head", "shorter_than_head"]),
-    ("forehead_color", COLOUR_NAMES), ("under_tail_color", COLOUR_NAMES), ("nape_color", COLOUR_NAMES),
+    ("forehead_color", COLOUR_NAMES),
+    ("under_tail_color", COLOUR_NAMES),
+    ("nape_color", COLOUR_NAMES),
     ("belly_color", COLOUR_NAMES),
     ("wing_shape", ["rounded-wings", "pointed-wings", "broad-wings", "tapered-wings", "long-wings"]),
-    ("size", ["large_(16_-_32_in)", "small_(5_-_9_in)", "very_large_(32_-_72_in)", "medium_(9_-_16_in)",
-              "very_small_(3_-_5_in)"]),
-    ("shape", ["upright-perching_water-like", "chicken-like-marsh", "long-legged-like", "duck-like", "owl-like",
-               "gull-like", "hummingbird-like", "pigeon-like", "tree-clinging-like", "hawk-like", "sandpiper-like",
-               "upland-ground-like", "swallow-like", "perching-like"]),
-    ("back_pattern", PATTERNS), ("tail_pattern", PATTERNS), ("belly_pattern", PATTERNS),
-    ("primary_color", COLOUR_NAMES), ("leg_color", COLOUR_NAMES), ("bill_color", COLOUR_NAMES),
-    ("crown_color", COLOUR_NAMES), ("wing_pattern", PATTERNS),
+    (
+        "size",
+        [
+            "large_(16_-_32_in)",
+            "small_(5_-_9_in)",
+            "very_large_(32_-_72_in)",
+            "medium_(9_-_16_in)",
+            "very_small_(3_-_5_in)",
+        ],
+    ),
+    (
+        "shape",
+        [
+            "upright-perching_water-like",
+            "chicken-like-marsh",
+            "long-legged-like",
+            "duck-like",
+            "owl-like",
+            "gull-like",
+            "hummingbird-like",
+            "pigeon-like",
+            "tree-clinging-like",
+            "hawk-like",
+            "sandpiper-like",
+            "upland-ground-like",
+            "swallow-like",
+            "perching-like",
+        ],
+    ),
+    ("back_pattern", PATTERNS),
+    ("tail_pattern", PATTERNS),
+    ("belly_pattern", PATTERNS),
+    ("primary_color", COLOUR_NAMES),
+    ("leg_color", COLOUR_NAMES),
+    ("bill_color", COLOUR_NAMES),
+    ("crown_color", COLOUR_NAMES),
+    ("wing_pattern", PATTERNS),
 ]
 ATTRIBUTES = [f"has_{g}::{v}" for g, vals in GROUPS for v in vals]
 assert len(ATTRIBUTES) == NUM_ATTRIBUTES
@@ -152,8 +213,10 @@ def synth_cub(out: Path, images_per_class: int = 3, seed: int = 0, text_subdir: 
     write(cub / "image_class_labels.txt", labels)
     write(cub / "train_test_split.txt", split, crlf=True)
     write(cub / "attributes" / "image_attribute_labels.txt", attr_lines, crlf=True)
-    write(cub / "attributes" / "class_attribute_labels_continuous.txt",
-          [" ".join(f"{100 * v:.12f}" for v in row) for row in class_vecs])
+    write(
+        cub / "attributes" / "class_attribute_labels_continuous.txt",
+        [" ".join(f"{100 * v:.12f}" for v in row) for row in class_vecs],
+    )
     write(cub / "attributes" / "certainties.txt", ["1 not visible", "2 guessing", "3 probably", "4 definitely"])
     write(out / "attributes.txt", [f"{k} {name}" for k, name in enumerate(ATTRIBUTES, 1)])
     return {"dataset": "cub", "classes": len(folders), "images": iid, "text_c10": str(text_root)}

@@ -71,8 +71,9 @@ def _image_id(rng: np.random.Generator) -> str:
     return f"{int(rng.integers(10**9, 4 * 10**9))}_{rng.bytes(5).hex()}"
 
 
-def synth_flickr8k(out: Path, images: int = 60, seed: int = 0, text_subdir: bool = False,
-                   speech: str = "tones") -> dict:
+def synth_flickr8k(
+    out: Path, images: int = 60, seed: int = 0, text_subdir: bool = False, speech: str = "tones"
+) -> dict:
     """Write a synthetic Flickr8k under `out`; returns a summary (counts per split, speech mode)."""
     mode = resolve_speech(speech)
     rng = np.random.default_rng(seed)
@@ -83,7 +84,7 @@ def synth_flickr8k(out: Path, images: int = 60, seed: int = 0, text_subdir: bool
             ids.append(i)
     scenes = {i: _scene(rng) for i in ids}
     n_train, n_val, n_test = split_sizes(images)
-    split_ids = {"train": ids[:n_train], "val": ids[n_train:n_train + n_val], "test": ids[n_train + n_val:]}
+    split_ids = {"train": ids[:n_train], "val": ids[n_train : n_train + n_val], "test": ids[n_train + n_val :]}
 
     (out / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
     for i in ids:

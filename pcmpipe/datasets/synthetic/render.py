@@ -20,10 +20,21 @@ from PIL import Image, ImageDraw
 from pcmpipe.errors import UserError
 
 COLOURS: dict[str, tuple[int, int, int]] = {
-    "blue": (40, 80, 200), "brown": (120, 75, 40), "iridescent": (60, 180, 170), "purple": (120, 50, 160),
-    "rufous": (170, 70, 30), "grey": (128, 128, 128), "yellow": (235, 210, 40), "olive": (128, 128, 50),
-    "green": (50, 150, 60), "pink": (240, 150, 180), "orange": (240, 140, 30), "black": (20, 20, 20),
-    "white": (245, 245, 245), "red": (210, 30, 30), "buff": (220, 195, 150),
+    "blue": (40, 80, 200),
+    "brown": (120, 75, 40),
+    "iridescent": (60, 180, 170),
+    "purple": (120, 50, 160),
+    "rufous": (170, 70, 30),
+    "grey": (128, 128, 128),
+    "yellow": (235, 210, 40),
+    "olive": (128, 128, 50),
+    "green": (50, 150, 60),
+    "pink": (240, 150, 180),
+    "orange": (240, 140, 30),
+    "black": (20, 20, 20),
+    "white": (245, 245, 245),
+    "red": (210, 30, 30),
+    "buff": (220, 195, 150),
 }
 SPEECH_MODES = ("auto", "espeak", "tones")
 
@@ -50,8 +61,9 @@ def draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, 
         raise ValueError(f"unknown shape {shape}")
 
 
-def draw_bird(size: int, colours: dict[str, str], scale: float, dx: float, dy: float,
-              background: tuple[int, int, int]) -> Image.Image:
+def draw_bird(
+    size: int, colours: dict[str, str], scale: float, dx: float, dy: float, background: tuple[int, int, int]
+) -> Image.Image:
     """A side view of a bird: body (primary), belly (underparts), wing, head (crown), bill, legs.
 
     `scale` in [0.5, 1] sets the body size, (dx, dy) in [-1, 1] shift it; colour keys are the part names.
@@ -69,8 +81,10 @@ def draw_bird(size: int, colours: dict[str, str], scale: float, dx: float, dy: f
     hr = 0.13 * s
     hx, hy = cx + bw / 2, cy - bh / 2
     d.ellipse([hx - hr, hy - hr, hx + hr, hy + hr], fill=COLOURS[colours["crown"]])
-    d.polygon([(hx + hr * 0.8, hy - hr * 0.3), (hx + hr * 2.2, hy), (hx + hr * 0.8, hy + hr * 0.3)],
-              fill=COLOURS[colours["bill"]])
+    d.polygon(
+        [(hx + hr * 0.8, hy - hr * 0.3), (hx + hr * 2.2, hy), (hx + hr * 0.8, hy + hr * 0.3)],
+        fill=COLOURS[colours["bill"]],
+    )
     return img
 
 
@@ -112,8 +126,12 @@ def write_speech(path: Path, text: str, mode: str, speaker: int) -> None:
 
     if mode == "espeak":
         voice_speed = str(150 + 10 * (speaker % 5))
-        subprocess.run(["espeak-ng", "-s", voice_speed, "-w", str(path), text],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            ["espeak-ng", "-s", voice_speed, "-w", str(path), text],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         return
     rate = 16_000 if speaker % 2 == 0 else 22_050  # odd speakers need resampling to 16 kHz
     wav = tone_speech(text, rate, pitch=0.9 + 0.05 * (speaker % 5))

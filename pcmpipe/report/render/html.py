@@ -60,13 +60,18 @@ def table_html(table: Table, provenance: list[str]) -> str:
     if table.rows:
         parts.append("<table>")
         if table.groups:
-            parts.append("<tr><th></th>" + "".join(f'<th colspan="{s}">{_e(g)}</th>' for g, s in table.groups) + "</tr>")
+            parts.append(
+                "<tr><th></th>" + "".join(f'<th colspan="{s}">{_e(g)}</th>' for g, s in table.groups) + "</tr>"
+            )
             parts.append("<tr><th></th>" + "".join(f"<th>{_e(c)}</th>" for c in table.columns) + "</tr>")
         else:
             parts.append("<tr><th></th>" + "".join(f"<th>{_e(c)}</th>" for c in header_labels(table)) + "</tr>")
         for style, label, cells in display_rows(table):
-            parts.append(f'<tr class="{style}"><td class="label">{_e(label)}</td>'
-                         + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
+            parts.append(
+                f'<tr class="{style}"><td class="label">{_e(label)}</td>'
+                + "".join(f"<td>{_e(c)}</td>" for c in cells)
+                + "</tr>"
+            )
         parts.append("</table>")
     if table.notes:
         parts.append('<ul class="notes">' + "".join(f"<li>{_e(n)}</li>" for n in table.notes) + "</ul>")
@@ -74,18 +79,24 @@ def table_html(table: Table, provenance: list[str]) -> str:
 
 
 def report_html(report: Report) -> str:
-    body = [f"<h1>{_e(report.title)}</h1>", _quote(report.preamble),
-            '<button id="toggle-paper" type="button">hide paper values</button>']
+    body = [
+        f"<h1>{_e(report.title)}</h1>",
+        _quote(report.preamble),
+        '<button id="toggle-paper" type="button">hide paper values</button>',
+    ]
     for sec in report.sections:
         body += [f"<h2>{_e(sec.title)}</h2>", _quote(sec.provenance)]
         for t in sec.tables:
             body.append(table_html(t, t_provenance(sec, t)))
         for f in sec.figures:
             b64 = base64.b64encode(f.png).decode("ascii")
-            body.append(f'<figure><img alt="{_e(f.title)}" src="data:image/png;base64,{b64}">'
-                        f"<figcaption>{_e(f.title)}: {_e(f.caption)}</figcaption></figure>")
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{_e(report.title)}</title>"
-            '<link rel="icon" href="data:,">'  # no favicon request: the page makes no request at all
-            f"<style>{CSS}</style></head>\n<body>\n" + "\n".join(body)
-            + f"\n<script>{SCRIPT}</script>\n</body></html>\n")
+            body.append(
+                f'<figure><img alt="{_e(f.title)}" src="data:image/png;base64,{b64}">'
+                f"<figcaption>{_e(f.title)}: {_e(f.caption)}</figcaption></figure>"
+            )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{_e(report.title)}</title>"
+        '<link rel="icon" href="data:,">'  # no favicon request: the page makes no request at all
+        f"<style>{CSS}</style></head>\n<body>\n" + "\n".join(body) + f"\n<script>{SCRIPT}</script>\n</body></html>\n"
+    )

@@ -11,8 +11,14 @@ from pcmpipe.report.model import Report
 
 def print_report(report: Report, console: Console) -> None:
     """Every table in the terminal (rich)."""
-    styles = {"ours": "bold", "paper": "dim", "delta": "dim italic", "paper-only": "dim", "derived": "italic",
-              "chance": "dim"}
+    styles = {
+        "ours": "bold",
+        "paper": "dim",
+        "delta": "dim italic",
+        "paper-only": "dim",
+        "derived": "italic",
+        "chance": "dim",
+    }
     console.print(f"[bold]{report.title}[/]")
     for p in report.preamble:
         console.print(p, highlight=False)

@@ -17,8 +17,8 @@ both seeded per (run seed, epoch, sample) so a resumed run sees the same pixels 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -46,8 +46,9 @@ def placeholder(modality: str, key: str, records: list[Record], source: str) -> 
     return ModalityData(modality, key, _columns(records, key), torch.empty(len(records), 0), "", source)
 
 
-def encode_records(modality: str, key: str, records: list[Record], backbone: Backbone, batch: int,
-                   workers: int, source: str) -> ModalityData:
+def encode_records(
+    modality: str, key: str, records: list[Record], backbone: Backbone, batch: int, workers: int, source: str
+) -> ModalityData:
     """Features of `records` through `backbone` (its inference preprocessing) -> ModalityData [N_ok, D].
 
     Records that cannot be encoded (missing image, empty caption) are left out, as extraction does.
@@ -65,7 +66,9 @@ def encode_records(modality: str, key: str, records: list[Record], backbone: Bac
             kept.extend(part.records)
             feats.append(part.features)
     if not kept:
-        raise UserError(f"none of the {len(records)} {modality} records could be encoded (first: {records[0].id if records else '-'})")
+        raise UserError(
+            f"none of the {len(records)} {modality} records could be encoded (first: {records[0].id if records else '-'})"
+        )
     order = np.argsort(np.asarray([r.id for r in kept], dtype=str), kind="stable")  # text batches come length-sorted
     kept = [kept[i] for i in order]
     features = torch.from_numpy(np.ascontiguousarray(np.concatenate(feats)[order], dtype=np.float32))
@@ -84,8 +87,17 @@ def cached_or_none(cache_root: str | Path, dataset: str, modality: str, split: s
 class LiveInputs(torch.utils.data.Dataset):
     """Raw inputs of the live modalities for one split: item = sample index -> (sample, {m: tensor | str})."""
 
-    def __init__(self, records: dict[str, list[Record]], kinds: dict[str, str], idx: dict[str, torch.Tensor],
-                 image_transform: Callable, augment: bool, eda: EDA | None, seed: int, size: int) -> None:
+    def __init__(
+        self,
+        records: dict[str, list[Record]],
+        kinds: dict[str, str],
+        idx: dict[str, torch.Tensor],
+        image_transform: Callable,
+        augment: bool,
+        eda: EDA | None,
+        seed: int,
+        size: int,
+    ) -> None:
         self.records, self.kinds, self.size = records, kinds, size
         self.idx = {m: idx[m].cpu() for m in records}
         self.seeded = SeededImageTransform(image_transform) if augment else None
@@ -109,8 +121,10 @@ class LiveInputs(torch.utils.data.Dataset):
                         im.load()
                         out[m] = self.seeded(im, s) if self.seeded else self.plain(im.convert("RGB"))
                 except (OSError, ValueError, TypeError) as e:
-                    raise UserError(f"cannot read training image {rec.path} ({type(e).__name__}); fix or remove it "
-                                    "(extraction lists such files in its error report)") from None
+                    raise UserError(
+                        f"cannot read training image {rec.path} ({type(e).__name__}); fix or remove it "
+                        "(extraction lists such files in its error report)"
+                    ) from None
             else:
                 text = rec.text or ""
                 out[m] = self.eda(text, s) if self.eda else text
@@ -137,9 +151,15 @@ def _worker_init(_: int) -> None:
 
 def live_loader(dataset: LiveInputs, batches: list[list[int]], workers: int, pin: bool):
     """Batches in the given order (the epoch's seeded permutation), decoded by `workers` processes."""
-    return torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate,
-                                       worker_init_fn=_worker_init, pin_memory=pin,
-                                       prefetch_factor=2 if workers else None)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=batches,
+        num_workers=workers,
+        collate_fn=collate,
+        worker_init_fn=_worker_init,
+        pin_memory=pin,
+        prefetch_factor=2 if workers else None,
+    )
 
 
 # modality -> the kind of frozen backbone that extracts it when no cache exists (others: the records' vectors)
@@ -156,9 +176,11 @@ def _check_backbone(directory: str, name: str, weights: str) -> None:
     want = (name, parse_weights(weights).label)
     have = (meta.get("backbone"), meta.get("weights"))
     if have[0] is not None and (have[0] != want[0] or (want[1] != "checkpoint" and have[1] != want[1])):
-        raise UserError(f"cache {directory} was extracted with {have[0]} ({have[1]}), but this run's frozen backbone "
-                        f"is {want[0]} ({want[1]}); pass matching --image-backbone/--text-backbone/--weights-* "
-                        "or another --cache-root")
+        raise UserError(
+            f"cache {directory} was extracted with {have[0]} ({have[1]}), but this run's frozen backbone "
+            f"is {want[0]} ({want[1]}); pass matching --image-backbone/--text-backbone/--weights-* "
+            "or another --cache-root"
+        )
 
 
 class Sources:
@@ -178,9 +200,18 @@ class Sources:
         self.emit(Note(f"no cache for {m} {split} under {cfg.cache_root}: extracting it once with {what}"))
         backbones = {k: cfg.backbone_spec(k)[0] for k in ("image", "text")}
         weights = {k: cfg.backbone_spec(k)[1] for k in ("image", "text")}
-        extract(cfg.dataset, cfg.data_root, modalities=[m], splits=[split], backbones=backbones, weights=weights,
-                device=str(self.device), batch_size=min(cfg.encode_batch, 256), workers=cfg.num_workers,
-                cache_root=cfg.cache_root)
+        extract(
+            cfg.dataset,
+            cfg.data_root,
+            modalities=[m],
+            splits=[split],
+            backbones=backbones,
+            weights=weights,
+            device=str(self.device),
+            batch_size=min(cfg.encode_batch, 256),
+            workers=cfg.num_workers,
+            cache_root=cfg.cache_root,
+        )
 
     def split(self, split: str):
         """-> (SplitData over all modalities, live modality -> records aligned with its placeholder rows)."""
@@ -207,7 +238,6 @@ class Sources:
         return join(split, mods), records
 
 
-
 def eval_modalities(model, live: dict, data, records: dict, cfg, device) -> dict:
     """The split's modalities for evaluation: live ones re-encoded by the current towers (inference transform)."""
     mods = {}
@@ -220,4 +250,3 @@ def eval_modalities(model, live: dict, data, records: dict, cfg, device) -> dict
         mods[m] = d
     model.train(was)
     return mods
-

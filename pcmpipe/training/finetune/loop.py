@@ -29,8 +29,9 @@ def _group_lrs(opt) -> dict[str, float]:
     return {g.get("name", str(i)): g["lr"] for i, g in enumerate(opt.param_groups)}
 
 
-def run_epochs(cfg, fp, model: Coordinator, live, splits, parts: Resumable, amp, steps, state: TrainState, tmp,
-               emit: OnEvent) -> None:
+def run_epochs(
+    cfg, fp, model: Coordinator, live, splits, parts: Resumable, amp, steps, state: TrainState, tmp, emit: OnEvent
+) -> None:
     """Epochs from state.epoch + 1 until cfg.epochs or early stop; checkpoint after each epoch."""
     from pcmpipe.augment import EDA
 
@@ -40,8 +41,16 @@ def run_epochs(cfg, fp, model: Coordinator, live, splits, parts: Resumable, amp,
     device = model.log_scale.device
     transforms = {m: live_transform(bb, cfg.augment) for m, bb in live.items() if bb.modality_kind == "image"}
     image_tf = next(iter(transforms.values()), None)
-    inputs_ds = LiveInputs(train_recs, {m: bb.modality_kind for m, bb in live.items()}, train_d.idx, image_tf,
-                           cfg.augment, EDA(alpha=cfg.eda_alpha), cfg.seed, len(train_d))
+    inputs_ds = LiveInputs(
+        train_recs,
+        {m: bb.modality_kind for m, bb in live.items()},
+        train_d.idx,
+        image_tf,
+        cfg.augment,
+        EDA(alpha=cfg.eda_alpha),
+        cfg.seed,
+        len(train_d),
+    )
     tokenizers = {m: bb.preprocess for m, bb in live.items() if bb.modality_kind == "text"}
     n, bs = len(train_d), cfg.batch_size
     loss_fn, loss_params = LOSSES[cfg.loss], LossParams(model.log_scale, cfg.threshold, cfg.rho)
@@ -72,8 +81,10 @@ def run_epochs(cfg, fp, model: Coordinator, live, splits, parts: Resumable, amp,
             # PCMR's target compares same-view inputs (Eq. 7); a live modality's "input" is its backbone feature
             loss = loss_fn(emb, present, lambda: {m: x.float() for m, x in feats.items()}, loss_params)
             if not torch.isfinite(loss):
-                raise UserError(f"loss became NaN at epoch {epoch} step {s + 1}; lower --lr/--backbone-lr "
-                                f"(now {cfg.lr:g}/{cfg.backbone_lr:g}) or check the inputs")
+                raise UserError(
+                    f"loss became NaN at epoch {epoch} step {s + 1}; lower --lr/--backbone-lr "
+                    f"(now {cfg.lr:g}/{cfg.backbone_lr:g}) or check the inputs"
+                )
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -89,13 +100,38 @@ def run_epochs(cfg, fp, model: Coordinator, live, splits, parts: Resumable, amp,
         improved = state.record(val_r1, model.heads, model.log_scale)
         if improved:
             for m in model.towers:
-                save_backbone(tmp / f"{model.kinds[m]}_backbone.safetensors", model.backbone_state(m), live[m],
-                              model.kinds[m], cfg.name)
-        rec = {"epoch": epoch, "loss": float(losses.mean()), "lr_start": lr_start, "lr": _group_lrs(opt),
-               "logit_scale": float(model.log_scale.detach().exp()), "val_mean_r@1": val_r1, "best": improved,
-               "val": val, "train_time_s": train_time, "time_s": time.perf_counter() - t0}
+                save_backbone(
+                    tmp / f"{model.kinds[m]}_backbone.safetensors",
+                    model.backbone_state(m),
+                    live[m],
+                    model.kinds[m],
+                    cfg.name,
+                )
+        rec = {
+            "epoch": epoch,
+            "loss": float(losses.mean()),
+            "lr_start": lr_start,
+            "lr": _group_lrs(opt),
+            "logit_scale": float(model.log_scale.detach().exp()),
+            "val_mean_r@1": val_r1,
+            "best": improved,
+            "val": val,
+            "train_time_s": train_time,
+            "time_s": time.perf_counter() - t0,
+        }
         state.finish_epoch(rec, steps)
         save_checkpoint(tmp, fp, state, parts)
         runs.write_metrics(tmp, state.history)
-        emit(EpochDone(epoch, cfg.epochs, rec["loss"], val_r1, state.best, state.best_epoch, rec["lr"], rec["time_s"],
-                       state.stopped_early(cfg.patience)))
+        emit(
+            EpochDone(
+                epoch,
+                cfg.epochs,
+                rec["loss"],
+                val_r1,
+                state.best,
+                state.best_epoch,
+                rec["lr"],
+                rec["time_s"],
+                state.stopped_early(cfg.patience),
+            )
+        )

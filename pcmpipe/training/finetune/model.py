@@ -26,10 +26,10 @@ from pcmpipe.backbones import Backbone
 from pcmpipe.backbones.clip import encode_text_trimmed
 from pcmpipe.backbones.weights import state_sha256
 from pcmpipe.heads import build_heads
-from pcmpipe.training.optim import param_groups
 
 # modality kind -> the names a user gives to --unfreeze, and the modality each drives in CUB/Flickr8k
 from pcmpipe.modalities import UNFREEZABLE  # noqa: E402  (re-exported: recipe.py imports it from here)
+from pcmpipe.training.optim import param_groups
 
 
 def in_tower(kind: str, name: str) -> bool:
@@ -42,8 +42,15 @@ def in_tower(kind: str, name: str) -> bool:
 class Coordinator(nn.Module):
     """Unfrozen towers (by modality), one ProjectionHead per modality, and the PCMC log logit scale."""
 
-    def __init__(self, backbones: dict[str, Backbone], unfrozen: list[str], shapes: dict[str, tuple[int, ...]],
-                 dim: int, logit_scale_init: float, learnable_scale: bool) -> None:
+    def __init__(
+        self,
+        backbones: dict[str, Backbone],
+        unfrozen: list[str],
+        shapes: dict[str, tuple[int, ...]],
+        dim: int,
+        logit_scale_init: float,
+        learnable_scale: bool,
+    ) -> None:
         super().__init__()
         if isinstance(unfrozen, (set, frozenset)):  # set order follows str hashing: resumes would misalign
             raise TypeError("unfrozen must be an ordered sequence of modality names, not a set")
@@ -90,10 +97,22 @@ def optimizer_groups(model: Coordinator, head_lr: float, backbone_lr: float, wei
         groups.append({**g, "lr": head_lr, "name": name})
     bb = model.backbone_parameters()
     if bb:
-        groups.append({"params": [p for p in bb if p.ndim >= 2], "weight_decay": weight_decay, "lr": backbone_lr,
-                       "name": "backbone"})
-        groups.append({"params": [p for p in bb if p.ndim < 2], "weight_decay": 0.0, "lr": backbone_lr,
-                       "name": "backbone_no_decay"})
+        groups.append(
+            {
+                "params": [p for p in bb if p.ndim >= 2],
+                "weight_decay": weight_decay,
+                "lr": backbone_lr,
+                "name": "backbone",
+            }
+        )
+        groups.append(
+            {
+                "params": [p for p in bb if p.ndim < 2],
+                "weight_decay": 0.0,
+                "lr": backbone_lr,
+                "name": "backbone_no_decay",
+            }
+        )
     return groups
 
 
@@ -101,7 +120,7 @@ def tower_sha256(state: dict[str, torch.Tensor], kind: str) -> str:
     """The checksum pcmpipe.backbones records for a tower (so a cache re-extracted with it can be matched):
     image -> sha of `visual.state_dict()`, text -> sha of the CLIP state without visual.* and the logit scale."""
     if kind == "image":
-        return state_sha256({k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")})
+        return state_sha256({k[len("visual.") :]: v for k, v in state.items() if k.startswith("visual.")})
     return state_sha256({k: v for k, v in state.items() if in_tower("text", k)})
 
 
@@ -112,9 +131,14 @@ def save_backbone(path: Path, state: dict[str, torch.Tensor], backbone: Backbone
     """
     tensors = {k: v.contiguous() for k, v in state.items()}
     sha = tower_sha256(tensors, kind)
-    meta = {"backbone": backbone.name, "kind": kind, "base_weights": str(backbone.meta.get("weights")),
-            "architecture": json.dumps(backbone.meta.get("architecture")), "finetune_run": run_name,
-            "tower_sha256": sha}
+    meta = {
+        "backbone": backbone.name,
+        "kind": kind,
+        "base_weights": str(backbone.meta.get("weights")),
+        "architecture": json.dumps(backbone.meta.get("architecture")),
+        "finetune_run": run_name,
+        "tower_sha256": sha,
+    }
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     return sha

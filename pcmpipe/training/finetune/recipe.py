@@ -36,8 +36,16 @@ def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def _record_config(cfg: FinetuneConfig, fp: str, sources, model: Coordinator, shapes: dict, base: list,
-                   sizes: dict, device: torch.device) -> dict:
+def _record_config(
+    cfg: FinetuneConfig,
+    fp: str,
+    sources,
+    model: Coordinator,
+    shapes: dict,
+    base: list,
+    sizes: dict,
+    device: torch.device,
+) -> dict:
     """config.json: stage two's fields, with per-split provenance of every modality instead of plain caches.
 
     A live modality has no cache; its entry carries a fingerprint that names the fine-tuning, so
@@ -49,8 +57,10 @@ def _record_config(cfg: FinetuneConfig, fp: str, sources, model: Coordinator, sh
             if p.get("live"):
                 p["fingerprint"] = f"finetuned:{cfg.name}:{m}"
                 p["path"] = None
-    backbones = {m: {"name": sources.live[m].name, "kind": model.kinds[m],
-                     "base_weights": sources.live[m].meta.get("weights")} for m in model.towers}
+    backbones = {
+        m: {"name": sources.live[m].name, "kind": model.kinds[m], "base_weights": sources.live[m].meta.get("weights")}
+        for m in model.towers
+    }
     return runs.record_config(cfg, fp, caches, shapes, base, sizes, device, stage="finetune", backbones=backbones)
 
 
@@ -82,21 +92,34 @@ def finetune(cfg: FinetuneConfig, on_event: OnEvent | None = None) -> Path:
         d.to(device)
     steps = len(train_d) // cfg.batch_size
     if steps == 0:
-        raise UserError(f"the {cfg.split_train} split has {len(train_d)} samples, fewer than --batch-size "
-                        f"{cfg.batch_size}; lower --batch-size")
+        raise UserError(
+            f"the {cfg.split_train} split has {len(train_d)} samples, fewer than --batch-size "
+            f"{cfg.batch_size}; lower --batch-size"
+        )
     shapes = {m: (live[m].feature_shape if m in live else d.shape) for m, d in train_d.modalities.items()}
     torch.manual_seed(cfg.seed)  # head init, as in stage two
     # `live` follows the config's --unfreeze order: towers, optimizer groups and checkpoint keys never depend on
     # set or str-hash order (PYTHONHASHSEED), so a resumed run lines its optimizer state up with the same tensors
-    model = Coordinator(live, list(live), shapes, cfg.dim, cfg.logit_scale_init,
-                        learnable_scale=cfg.logit_scale == "learnable" and cfg.loss == "pcmc").to(device)
+    model = Coordinator(
+        live,
+        list(live),
+        shapes,
+        cfg.dim,
+        cfg.logit_scale_init,
+        learnable_scale=cfg.logit_scale == "learnable" and cfg.loss == "pcmc",
+    ).to(device)
     model.set_grad_checkpointing(cfg.grad_checkpointing and bool(live))
     opt = adamw(optimizer_groups(model, cfg.lr, cfg.backbone_lr, cfg.weight_decay), cfg.lr, fused=False)
     amp = autocast_dtype(device, cfg.amp)
-    parts = Resumable({"heads": model.heads, **{f"towers.{m}": t for m, t in model.towers.items()}}, model.log_scale,
-                      opt, cosine_schedule(opt, cfg.epochs * steps), torch.Generator().manual_seed(cfg.seed),
-                      scaler=torch.amp.GradScaler("cuda", enabled=amp == torch.float16),  # bf16 needs no scaling
-                      select={f"towers.{m}": (lambda k, kind=model.kinds[m]: in_tower(kind, k)) for m in model.towers})
+    parts = Resumable(
+        {"heads": model.heads, **{f"towers.{m}": t for m, t in model.towers.items()}},
+        model.log_scale,
+        opt,
+        cosine_schedule(opt, cfg.epochs * steps),
+        torch.Generator().manual_seed(cfg.seed),
+        scaler=torch.amp.GradScaler("cuda", enabled=amp == torch.float16),  # bf16 needs no scaling
+        select={f"towers.{m}": (lambda k, kind=model.kinds[m]: in_tower(kind, k)) for m in model.towers},
+    )
 
     state = TrainState(best_scale=float(model.log_scale.detach().exp()))
     if claim.checkpoint is not None:
@@ -107,8 +130,9 @@ def finetune(cfg: FinetuneConfig, on_event: OnEvent | None = None) -> Path:
         sizes = {s: len(d) for s, (d, _) in splits.items()}
         runs.start_fresh(tmp, _record_config(cfg, fp, sources, model, shapes, train_d.base, sizes, device))
         test_d, test_recs = splits[cfg.split_test]
-        untrained, _ = evaluate_all(model.heads, eval_modalities(model, live, test_d, test_recs, cfg, device),
-                                    cfg.eval_batch)
+        untrained, _ = evaluate_all(
+            model.heads, eval_modalities(model, live, test_d, test_recs, cfg, device), cfg.eval_batch
+        )
         runs.write_json(tmp / "untrained_metrics.json", {"epoch": 0, "heads": "untrained (seeded init)", **untrained})
 
     run_epochs(cfg, fp, model, live, splits, parts, amp, steps, state, tmp, emit)
@@ -133,8 +157,10 @@ def _finish(cfg, model, live, splits, state: TrainState, claim, shapes, emit: On
     for m, d in mods.items():
         runs.save_embeddings(tmp, m, emb[m], d.key, d.columns)
     _save_best_backbones(cfg, model, live, tmp)
-    runs.write_json(tmp / runs.COMPLETE_MARKER, {"epoch": state.best_epoch, "match": cfg.match,
-                                                 "val_mean_r@1": state.best, **metrics})
+    runs.write_json(
+        tmp / runs.COMPLETE_MARKER,
+        {"epoch": state.best_epoch, "match": cfg.match, "val_mean_r@1": state.best, **metrics},
+    )
     runs.finalise(tmp, claim.final)
     emit(RunFinished(claim.final, state.best_epoch, mean_r1(metrics[cfg.match])))
     return claim.final
