@@ -6,8 +6,9 @@ medians. Each script then rewrites its own row of the table in docs/performance.
 
 Clock: `--clock wall` (default) is what a user waits for. On a machine shared with other jobs, `--clock cpu`
 measures CPU seconds instead (`cpu_seconds`: every thread of this process and of its finished children,
-such as DataLoader workers; nothing of unrelated processes), which keeps ratios meaningful under load; with `--threads 1` CPU seconds equal wall seconds
-on an idle machine. The matmul rate of the FLOP floors is measured with the same clock.
+such as DataLoader workers; nothing of unrelated processes), which keeps ratios meaningful under load; with
+`--threads 1` CPU seconds equal wall seconds on an idle machine. The matmul rate of the FLOP floors is measured
+with the same clock.
 """
 
 from __future__ import annotations

@@ -84,7 +84,8 @@ def main() -> None:
             batches = preprocessed_batches(m, bb, records, args.batch)
             runs = []
 
-            def ours():
+            # both closures run within this iteration; the defaults pin this iteration's values explicitly
+            def ours(m=m, name=name, runs=runs):
                 cache = Path(tmp) / f"cache-{m}-{len(runs)}"
                 runs.append(cache)
                 extract_mod.extract(
@@ -102,7 +103,7 @@ def main() -> None:
                 )
                 shutil.rmtree(cache)
 
-            def bare():
+            def bare(batches=batches, bb=bb):
                 for b in batches:
                     encode(bb, b)
 

@@ -98,7 +98,10 @@ def main() -> None:
     n = len(paths)
     ratio = res["baseline_s"] / res["ours_s"]
     print(f"{n} images: extract {res['ours_all']} s, bare forward {res['baseline_all']} s")
-    what = f"image extraction end to end vs bare forward ({name}, {n} images 500x375 JPEG, batch {args.batch}, {workers} workers, {args.device})"
+    what = (
+        f"image extraction end to end vs bare forward ({name}, {n} images 500x375 JPEG, batch {args.batch}, "
+        f"{workers} workers, {args.device})"
+    )
     _timing.report(
         args,
         what,

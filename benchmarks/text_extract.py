@@ -84,7 +84,10 @@ def main() -> None:
         f"mean tokens {float(lengths.float().mean()):.1f} (max {int(lengths.max())}) of 77; "
         f"ours {res['ours_all']} s, stock {res['baseline_all']} s; max |diff| {diff:.1e}"
     )
-    what = f"text extraction, trimmed + length-sorted vs stock encode_text ({name}, {n} captions, batch {args.batch}, {args.device})"
+    what = (
+        f"text extraction, trimmed + length-sorted vs stock encode_text ({name}, {n} captions, "
+        f"batch {args.batch}, {args.device})"
+    )
     _timing.report(
         args,
         what,

@@ -76,7 +76,7 @@ def run_ours(cache: Path, runs: Path, epochs: int, threads: int | None, clock: s
     )
     code = (
         "import sys, torch\n"
-        f"{'torch.set_num_threads(%d)' % threads if threads else ''}\n"
+        f"{f'torch.set_num_threads({threads})' if threads else ''}\n"
         f"{cpu_clock if clock == 'cpu' else ''}"
         "from pcmpipe.config import TrainConfig\nfrom pcmpipe.training.stage2 import train\n"
         f"cfg = TrainConfig.from_dict(dict(dataset={DATASET!r}, modalities=['I', 'T', 'S'], loss='pcmr', "

@@ -423,7 +423,7 @@ def test_docs_snippets_run(tmp_path, monkeypatch):
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf")
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "cache-format.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "cache-format.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
     assert len(blocks) >= 6
     rng = np.random.default_rng(1)

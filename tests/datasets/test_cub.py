@@ -80,7 +80,7 @@ def test_crlf_files_are_parsed(cub_root, ds):
 
 def test_attribute_vectors_match_the_file(cub_root, ds):
     lines = (cub_root / "CUB_200_2011" / "attributes" / "image_attribute_labels.txt").read_text().splitlines()
-    malformed = [l for l in lines if len(l.split()) != 5]
+    malformed = [row for row in lines if len(row.split()) != 5]
     assert malformed, "synthetic file should carry the real file's malformed lines"
     expected = np.zeros((600, 312), dtype=np.float32)
     for line in lines:

@@ -29,7 +29,7 @@ from pcmpipe.report.render.terminal import print_report
 from pcmpipe.report.results import load_runs
 from pcmpipe.report.tables import build_table
 
-PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
+PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 
 

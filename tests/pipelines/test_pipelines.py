@@ -18,7 +18,7 @@ from pcmpipe.pipelines.spec import load_pipeline, pipeline_from_dict
 from pcmpipe.report.build import build_report
 from pcmpipe.report.display import display_rows
 
-PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
+PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
 FILES = sorted(PIPELINES.glob("*.yaml"))
 
 

@@ -138,7 +138,7 @@ def test_image_finetune_moves_the_image_tower_only_and_recaches(cub, tmp_path):
     assert not (run / "text_backbone.safetensors").exists()
     rec = json.loads((run / "config.json").read_text())
     assert rec["caches"]["train"]["I"]["live"] and rec["caches"]["train"]["C"]["path"].endswith("cub/C/train")
-    history = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    history = [json.loads(row) for row in (run / "metrics.jsonl").read_text().splitlines()]
     assert history[0]["lr_start"] == {
         "heads": 1e-4,
         "heads_no_decay": 1e-4,
@@ -240,7 +240,7 @@ def _command(
 
 
 def _losses(run: Path) -> list[float]:
-    return [json.loads(l)["loss"] for l in (run / "metrics.jsonl").read_text().splitlines()]
+    return [json.loads(row)["loss"] for row in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.slow

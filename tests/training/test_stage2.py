@@ -21,14 +21,8 @@ from pcmpipe.training.evaluate import evaluate_run, mean_r1
 from pcmpipe.training.optim import cosine_lambda, param_groups
 from pcmpipe.training.stage2 import train
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The heads are tiny: one thread is faster and keeps a shared machine responsive.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# every test here on one torch thread (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from pcmpipe.cli import app
 from pcmpipe.pipelines.spec import SPECS, load_pipeline, shipped_pipelines
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HELP_ENV = {"COLUMNS": "200", "TERM": "dumb", "NO_COLOR": "1"}
 COMMANDS = [c.name for c in app.registered_commands]
 

@@ -71,7 +71,10 @@ def test_table_combinations_and_alignment_on_shared_images():
     centres = F.normalize(torch.as_tensor(rng.standard_normal((4, 16)), dtype=torch.float32), dim=1)
     cls = np.repeat(np.arange(4), 5)
     img = [f"im{k}" for k in range(20)]
-    noisy = lambda s: (centres[cls] + s * torch.as_tensor(rng.standard_normal((20, 16)), dtype=torch.float32)).numpy()
+
+    def noisy(s):
+        return (centres[cls] + s * torch.as_tensor(rng.standard_normal((20, 16)), dtype=torch.float32)).numpy()
+
     i = _emb(noisy(0.1), "image_id", image_id=img, class_id=cls)
     # A exists for only the first 12 images: combinations use the images every input has
     a = _emb(noisy(0.1)[:12], "image_id", image_id=img[:12], class_id=cls[:12])

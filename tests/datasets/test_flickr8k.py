@@ -96,7 +96,7 @@ def test_image_folder_spelt_correctly_is_accepted(tmp_path, flickr_root):
 
 
 def test_caption_text_from_token_file(flickr_root, ds):
-    line = next(l for l in (flickr_root / "Flickr8k.token.txt").read_text().splitlines() if BOGUS_KEY not in l)
+    line = next(t for t in (flickr_root / "Flickr8k.token.txt").read_text().splitlines() if BOGUS_KEY not in t)
     key, caption = line.split("\t")
     cid = key.replace(".jpg#", "#")
     rec = {r.id: r for s in SPLITS for r in ds.records("T", s)}[cid]

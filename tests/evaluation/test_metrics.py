@@ -151,15 +151,6 @@ def test_blocked_with_string_labels_and_no_positives():
     assert all(math.isnan(v) for v in none.values())
 
 
-@pytest.fixture
-def one_thread():
-    """Small tiles are dominated by thread hand-off on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_blocked_path_uses_far_less_memory(one_thread):
     torch.manual_seed(5)
     Q, N, D = 2000, 2000, 8

@@ -19,14 +19,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "COLUMNS": "
 FAST = ["--dataset", "synth", "--modalities", "I,T,S", "--batch-size", "32", "--lr", "2e-3", "--threads", "1"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # for the in-process CliRunner calls; subprocesses get OMP_NUM_THREADS=1
-    yield
-    torch.set_num_threads(before)
+# every test here on one torch thread (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -118,10 +112,13 @@ def test_resume_after_sigkill_matches_uninterrupted(cache, tmp_path):
     (a,) = (tmp_path / "whole").iterdir()
     b = runs_root / a.name
     assert json.loads((a / "test_metrics.json").read_text()) == json.loads((b / "test_metrics.json").read_text())
-    strip = lambda p: [
-        {k: v for k, v in json.loads(l).items() if "time" not in k}  # noqa: E731
-        for l in (p / "metrics.jsonl").read_text().splitlines()
-    ]
+
+    def strip(run):
+        return [
+            {k: v for k, v in json.loads(line).items() if "time" not in k}
+            for line in (run / "metrics.jsonl").read_text().splitlines()
+        ]
+
     assert strip(a) == strip(b) and len(strip(b)) == 8
     assert not tmp.exists()
 
@@ -146,7 +143,7 @@ def test_user_errors_exit_2_with_one_line(cache, tmp_path, extra, fragment):
         env={"COLUMNS": "400"},
     )
     assert res.exit_code == 2, res.output
-    lines = [l for l in res.stderr.splitlines() if l.strip()]
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in res.stderr
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
 
