@@ -34,7 +34,8 @@ class ProjectionHead(nn.Module):
         in_shape = tuple(int(s) for s in in_shape)
         if len(in_shape) not in (1, 2) or any(s < 1 for s in in_shape):
             raise UserError(
-                f"feature shape {in_shape} is not supported by a projection head: use (D,) vectors or (L, D) per-layer features"
+                f"feature shape {in_shape} is not supported by a projection head: "
+                "use (D,) vectors or (L, D) per-layer features"
             )
         self.in_shape = in_shape
         self.dim = dim

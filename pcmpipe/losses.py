@@ -95,18 +95,18 @@ def pcmc_loss(
     total = None
     for a, b in combinations(sorted(z), 2):
         za, zb = z[a], z[b]
-        unmasked = masks[a] is None and masks[b] is None
-        rows = None if unmasked else pres[a] & pres[b]  # query and its positive both present
-        if unmasked:  # every row counts: the plain CLIP loss of the pair
+        if masks[a] is None and masks[b] is None:  # every row counts: the plain CLIP loss of the pair
             logits = logit_scale * za @ zb.T
             labels = torch.arange(B, device=logits.device)
             term = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
-        elif bool(rows.any()):
-            logits = logit_scale * za @ zb.T  # [B, B]: query a, candidate b
-            cand_ok = pres[a][:, None] & pres[b][None, :]  # [B, B]
-            term = (_masked_ce(logits, cand_ok, rows) + _masked_ce(logits.T, cand_ok.T, rows)) / 2
         else:
-            term = (za.sum() + zb.sum()) * 0.0
+            rows = pres[a] & pres[b]  # query and its positive both present
+            if bool(rows.any()):
+                logits = logit_scale * za @ zb.T  # [B, B]: query a, candidate b
+                cand_ok = pres[a][:, None] & pres[b][None, :]  # [B, B]
+                term = (_masked_ce(logits, cand_ok, rows) + _masked_ce(logits.T, cand_ok.T, rows)) / 2
+            else:
+                term = (za.sum() + zb.sum()) * 0.0
         total = term if total is None else total + term
     if total is None:  # a single modality has no pairs
         total = next(iter(z.values())).sum() * 0.0
@@ -129,7 +129,7 @@ def pcmr_target(
     """
     B = _check_batch(inputs)
     masks = _masks(inputs, present)
-    best = None
+    best: Tensor | None = None
     for name, x in inputs.items():
         x = x.detach().reshape(B, -1)
         x = x.to(torch.promote_types(x.dtype, torch.float32))
@@ -137,9 +137,11 @@ def pcmr_target(
         # normalising first (F.normalize's eps included), without a normalised copy of a [B, 9984] batch.
         inv = torch.linalg.vector_norm(x, dim=-1).clamp_min(1e-12).reciprocal()  # [B]
         cos = (x @ x.T) * inv[:, None] * inv[None, :]  # [B, B]
-        if masks[name] is not None:
-            cos = cos.masked_fill(~(masks[name][:, None] & masks[name][None, :]), float("-inf"))
+        mask = masks[name]
+        if mask is not None:
+            cos = cos.masked_fill(~(mask[:, None] & mask[None, :]), float("-inf"))
         best = cos if best is None else torch.maximum(best, cos.to(best.dtype))
+    assert best is not None, "_check_batch rejects an empty `inputs`"
     target = (best > threshold).to(torch.float32)
     target.fill_diagonal_(1.0)
     return target

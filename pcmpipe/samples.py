@@ -43,11 +43,21 @@ class ModalityData:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return tuple(self.features.shape[1:]) if self.features is not None else self.stream.shape
+        return tuple(self.features.shape[1:]) if self.features is not None else self.streamed().shape
 
     @property
     def rows(self) -> int:
-        return int(self.features.shape[0]) if self.features is not None else self.stream.rows
+        return int(self.features.shape[0]) if self.features is not None else self.streamed().rows
+
+    def streamed(self) -> FeatureStream:
+        """The stream of features that are not in memory; `load_modality` sets exactly one of the two."""
+        assert self.stream is not None, f"{self.name}: neither features in memory nor a stream"
+        return self.stream
+
+    def resident(self) -> torch.Tensor:
+        """The features in memory; batches are gathered only from those (training data is never streamed)."""
+        assert self.features is not None, f"{self.name}: features are streamed, not in memory"
+        return self.features
 
     def chunks(self, rows: int) -> Iterator[torch.Tensor]:
         """The features in row order, at most `rows` rows at a time (streamed: at most 64).
@@ -71,8 +81,9 @@ class ModalityData:
         # Decoded 64 rows at a time whatever `rows` is (2.5 MB of HuBERT features): pyarrow's decoding buffers
         # grow with the batch (measured peak above the start on Flickr8k-sized val HuBERT features: 9 MB at 64
         # rows, 70 MB at 256, 0.3 GiB at 4,096) for no gain in speed, and memory is what streaming is for.
-        for chunk in reader.iter_feature(self.stream.name, min(rows, 64)):
-            yield torch.from_numpy(chunk).to(self.stream.device)
+        stream = self.streamed()
+        for chunk in reader.iter_feature(stream.name, min(rows, 64)):
+            yield torch.from_numpy(chunk).to(stream.device)
 
     def carries(self, column: str) -> bool:
         return column == self.key or column in self.columns
@@ -100,14 +111,14 @@ class SplitData:
             if m.features is not None:
                 m.features = m.features.to(device)
             else:
-                m.stream.device = device
+                m.streamed().device = device
         self.idx = {k: v.to(device) for k, v in self.idx.items()}
         self.present = {k: v.to(device) for k, v in self.present.items()}
         return self
 
     def buffers(self, batch_size: int) -> dict[str, torch.Tensor]:
         """Preallocated batch tensors m -> [batch_size, *shape_m] for `batch(..., out=)`."""
-        return {m: d.features.new_empty((batch_size, *d.shape)) for m, d in self.modalities.items()}
+        return {m: d.resident().new_empty((batch_size, *d.shape)) for m, d in self.modalities.items()}
 
     def batch(
         self, rows: torch.Tensor, out: dict[str, torch.Tensor] | None = None
@@ -123,9 +134,9 @@ class SplitData:
         for m, d in self.modalities.items():
             rows_m = self.idx[m].index_select(0, rows)
             if out is not None and out[m].shape[0] == rows.shape[0]:
-                inputs[m] = torch.index_select(d.features, 0, rows_m, out=out[m])
+                inputs[m] = torch.index_select(d.resident(), 0, rows_m, out=out[m])
             else:
-                inputs[m] = d.features.index_select(0, rows_m)
+                inputs[m] = d.resident().index_select(0, rows_m)
         present = {m: self.present[m].index_select(0, rows) for m in self.modalities}
         return inputs, present
 

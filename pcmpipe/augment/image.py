@@ -1,8 +1,8 @@
 """Image augmentation: timm's standard training transform with CLIP's normalisation, seeded per sample.
 
 `timm.data.create_transform(224, is_training=True)` is RandomResizedCrop (scale 0.08-1, ratio 3/4-4/3,
-bilinear), horizontal flip p=0.5, ColorJitter 0.4 (brightness, contrast, saturation) and normalisation; we pass CLIP's mean
-and std because the CLIP image tower was trained with them. timm's transforms draw from Python's
+bilinear), horizontal flip p=0.5, ColorJitter 0.4 (brightness, contrast, saturation) and normalisation; we pass
+CLIP's mean and std because the CLIP image tower was trained with them. timm's transforms draw from Python's
 `random` and torch's global generator; `SeededImageTransform` runs them under a seed derived from
 (run seed, epoch, sample) and restores both generators afterwards, so a resumed run or another worker
 count gives the same pixels.

@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,17 @@ from pcmpipe.pipelines.run import Note, OnEvent
 TINY_BACKBONES = {"image": "clip-tiny-image", "text": "clip-tiny-text", "audio": "hubert-tiny"}
 RANDOM_WEIGHTS = {"image": "random:0", "text": "random:0", "audio": "random:0"}
 # images: Flickr8k images in all (split 4:1:1) / CUB images per class (200 classes)
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    images: dict[str, int]  # dataset -> the `images` argument of its synthetic generator
+    epochs: dict[str, int]  # dataset -> training epochs of its runs
+
+
 SIZES = {
-    "full": {"flickr8k": 600, "cub": 3, "epochs": {"flickr8k": 30, "cub": 12}},
-    "fast": {"flickr8k": 60, "cub": 2, "epochs": {"flickr8k": 6, "cub": 4}},
+    "full": DemoSize(images={"flickr8k": 600, "cub": 3}, epochs={"flickr8k": 30, "cub": 12}),
+    "fast": DemoSize(images={"flickr8k": 60, "cub": 2}, epochs={"flickr8k": 6, "cub": 4}),
 }
 FLICKR_DIRS = ["I->T", "T->I", "I->S", "S->I", "T->S", "S->T"]
 CUB_DIRS = ["I->T", "T->I", "I->C", "C->I", "I->A", "A->I", "T->C", "C->T", "T->A", "A->T", "C->A", "A->C"]
@@ -61,14 +70,14 @@ def demo_pipeline(data_root: Path, cache_root: Path, fast: bool = False) -> dict
         "dataset": "flickr8k",
         "modalities": ["I", "T", "S"],
         "batch_size": 80,
-        "epochs": size["epochs"]["flickr8k"],
+        "epochs": size.epochs["flickr8k"],
     }
     cub = {
         "dataset": "cub",
         "modalities": ["I", "T", "A", "C"],
         "batch_size": 128,
         "match": "class",
-        "epochs": size["epochs"]["cub"],
+        "epochs": size.epochs["cub"],
     }
     return {
         "name": "demo",
@@ -190,7 +199,7 @@ def ensure_synthetic(data_root: Path, fast: bool, on_event: OnEvent | None = Non
     size = SIZES["fast" if fast else "full"]
     for ds in ("flickr8k", "cub"):
         target, marker = data_root / ds, data_root / f"{ds}.synth.json"
-        want = {"dataset": ds, "images": size[ds], "seed": 0}
+        want = {"dataset": ds, "images": size.images[ds], "seed": 0}
         if marker.is_file():
             if json.loads(marker.read_text()).get("request") == want:
                 continue
@@ -199,7 +208,7 @@ def ensure_synthetic(data_root: Path, fast: bool, on_event: OnEvent | None = Non
             shutil.rmtree(target)
         if on_event is not None:
             on_event(Note(f"synth {ds} -> {target}"))
-        summary = synth(ds, target, images=size[ds], seed=0)
+        summary = synth(ds, target, images=size.images[ds], seed=0)
         marker.write_text(json.dumps({"request": want, "summary": summary}, indent=2))
 
 

@@ -6,7 +6,8 @@ matches (complete cache manifests; a complete run directory with the same config
 file written with the same options), so a second call does nothing and a killed call resumes.
 
 The runner prints nothing: it reports through `on_event` (PlanReady, StepStarted, StepProgress while features
-are extracted, StepFinished; Note for one-line messages), and the CLI renders those (pcmpipe.cli.render).
+are extracted, StepFinished; Note for one-line messages) and passes on the training events of the runs it
+trains (pcmpipe.training.events); the CLI renders both (pcmpipe.cli.render).
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Union
 
+from pcmpipe.config import FinetuneConfig
 from pcmpipe.datasets.base import SPLITS
 from pcmpipe.errors import UserError
 from pcmpipe.pipelines.spec import PIPELINE_RECORDS, DataSpec, EvalSpec, Pipeline, RunSpec
+from pcmpipe.training.events import Event as TrainingEvent
 from pcmpipe.training.rundir import final_dir, is_complete, read_json, run_config, write_json
 
 
@@ -29,7 +32,7 @@ class Step:
     target: str  # dataset, run name, or "run: evaluation"
     status: str  # cached | missing | blocked (a run this step needs is missing and cannot be made here)
     command: str  # the equivalent CLI command, for the plan table and for doing it by hand
-    action: Callable[[], None] | None = field(default=None, repr=False)
+    action: Callable[[], object] | None = field(default=None, repr=False)  # what it returns is not used
     detail: str = ""
 
 
@@ -65,7 +68,8 @@ class Note:
     text: str
 
 
-Event = Union[PlanReady, StepStarted, StepProgress, StepFinished, Note]
+# The training events of the runs the pipeline trains reach the same callback, unchanged (`_train`).
+Event = PlanReady | StepStarted | StepProgress | StepFinished | Note | TrainingEvent
 OnEvent = Callable[[Event], None]
 
 
@@ -148,7 +152,7 @@ def make_plan(p: Pipeline, on_event: OnEvent | None = None) -> list[Step]:
     """Every step of the pipeline with its status; actions run the missing ones."""
     steps: list[Step] = []
     cache_root, emit = p.cache_root, on_event or _ignore
-    for ds, spec in p.data.items():
+    for ds, data in p.data.items():
         if not any(r.train.dataset == ds for r in p.runs.values()):
             continue
         mods = needed_modalities(p, ds)
@@ -158,8 +162,8 @@ def make_plan(p: Pipeline, on_event: OnEvent | None = None) -> list[Step]:
                 "extract",
                 ds,
                 "missing" if missing else "cached",
-                _extract_command(spec, cache_root, mods),
-                action=(lambda spec=spec, missing=missing: _extract(spec, cache_root, missing, emit)),
+                _extract_command(data, cache_root, mods),
+                action=partial(_extract, data, cache_root, missing, emit),
                 detail=f"missing: {','.join(missing)}" if missing else f"cached: {','.join(mods)}",
             )
         )
@@ -171,7 +175,7 @@ def make_plan(p: Pipeline, on_event: OnEvent | None = None) -> list[Step]:
                 name,
                 "cached" if done else "missing",
                 _train_command(spec),
-                action=(lambda spec=spec: _train(spec, emit)),
+                action=partial(_train, spec, emit),
             )
         )
     for ev in p.evaluations:
@@ -183,7 +187,7 @@ def make_plan(p: Pipeline, on_event: OnEvent | None = None) -> list[Step]:
                 f"{ev.run}",
                 "cached" if done else "missing",
                 f"(part of `{p.command or f'pcmpipe run {p.path or p.name}'}`) -> {ev.run}/{ev.result_file}",
-                action=(lambda ev=ev, spec=spec: run_evaluation(ev, spec, cache_root)),
+                action=partial(run_evaluation, ev, spec, cache_root),
             )
         )
     return steps
@@ -213,6 +217,7 @@ def _train(spec: RunSpec, emit: OnEvent) -> None:
     if spec.finetune:
         from pcmpipe.training.finetune import finetune
 
+        assert isinstance(spec.train, FinetuneConfig), "spec.py builds a FinetuneConfig for a run with finetune:"
         finetune(spec.train, on_event=emit)
         return
     from pcmpipe.training.stage2 import train

@@ -180,7 +180,7 @@ def pipeline_from_dict(
         raise UserError(
             f"{where}: unknown pipeline key(s) {', '.join(unknown)}; valid: {', '.join(sorted(_PIPELINE_KEYS))}"
         )
-    run_settings = _apply_overrides(doc, overrides or [], where)
+    plain_sets = _apply_overrides(doc, overrides or [], where)
     _apply_roots(doc, roots or [], where)
     name = str(doc.get("name") or (path.stem if path else "pipeline"))
     data = {ds: _data_spec(ds, spec, where) for ds, spec in (doc.get("data") or {}).items()}
@@ -188,7 +188,7 @@ def pipeline_from_dict(
     defaults = dict(doc.get("defaults") or {})
     # the settings every run gets: --cache-root / --runs-root, then plain `--set key=value` items
     run_settings = merge_settings(
-        flags={"cache_root": cache_root or None, "runs_root": runs_root or None}, sets=run_settings
+        flags={"cache_root": cache_root or None, "runs_root": runs_root or None}, sets=plain_sets
     )
     runs_doc = doc.get("runs") or {}
     if not isinstance(runs_doc, dict) or not runs_doc:

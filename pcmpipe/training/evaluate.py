@@ -133,7 +133,7 @@ def evaluate_run(run_dir, match: str | None = None, split: str | None = None, de
             )
     heads, _ = load_heads(run_dir, device)
     for d in mods.values():
-        d.features = d.features.to(device)
+        d.features = d.resident().to(device)  # load_modality without stream_above reads them into memory
     emb = embed_rows(heads, mods, int(cfg.get("eval_batch", 4096)))
     out: dict = {"run": str(run_dir), "split": split}
     for level in levels or levels_available(mods):

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ class RunFinished:
     untrained_mean_r1: float | None = None
 
 
-Event = Union[Note, TrainingStarted, StepDone, EpochDone, RunFinished]
+Event = Note | TrainingStarted | StepDone | EpochDone | RunFinished
 OnEvent = Callable[[Event], None]
 
 

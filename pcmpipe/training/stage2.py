@@ -39,21 +39,18 @@ from pcmpipe.training.state import Resumable, TrainState, restore, save_checkpoi
 
 
 def _load_data(cfg: TrainConfig, device: torch.device) -> tuple[SplitData, SplitData, SplitInfo]:
-    """Train (and val, unless streamed) in memory; the test caches only checked (loaded after training, `_test_split`)."""
+    """Train (and val, unless streamed) in memory; the test caches only checked (loaded after training,
+    `_test_split`)."""
     train = load_split(cfg.cache_root, cfg.dataset, cfg.modalities, cfg.split_train)
     test = peek_split(cfg.cache_root, cfg.dataset, cfg.modalities, cfg.split_test)
     check_compatible(train, test)
     # On CPU, large validation features are decoded from the cache at each validation (ModalityData.chunks)
     # rather than held: Flickr8k's 5,000 val HuBERT rows are 0.19 GiB of a ~2 GiB run, for about 1 CPU s of
     # Parquet decoding per epoch. On a GPU they are held in device memory and cost no host memory anyway.
-    stream = cfg.stream_val_mb is not None and device.type == "cpu"
-    val = load_split(
-        cfg.cache_root,
-        cfg.dataset,
-        cfg.modalities,
-        cfg.split_val,
-        stream_above=int(cfg.stream_val_mb * 2**20) if stream else None,
-    )
+    stream_above = None
+    if cfg.stream_val_mb is not None and device.type == "cpu":
+        stream_above = int(cfg.stream_val_mb * 2**20)
+    val = load_split(cfg.cache_root, cfg.dataset, cfg.modalities, cfg.split_val, stream_above=stream_above)
     check_compatible(train, val)
     return train, val, test
 
@@ -94,6 +91,7 @@ def train(cfg: TrainConfig, on_event: OnEvent | None = None) -> Path:
 
 def _train(cfg: TrainConfig, emit: OnEvent) -> Path:
     cfg = cfg.resolved()
+    assert cfg.name is not None and cfg.batch_size is not None, "resolved() fills the run name and batch size"
     fp = config_fingerprint(cfg)
     main = distributed.is_main()
     claim = runs.claim(cfg.runs_root, cfg.name, fp, main=main, barrier=distributed.barrier)
@@ -180,8 +178,8 @@ def _train(cfg: TrainConfig, emit: OnEvent) -> Path:
         heads.load_state_dict(state.best_heads)
     metrics, emb = evaluate_all(heads, test_d.modalities, cfg.eval_batch)
     runs.save_heads(tmp / "heads.safetensors", heads.state_dict(), shapes, cfg.dim, state.best_scale)
-    for m, d in test_d.modalities.items():
-        runs.save_embeddings(tmp, m, emb[m], d.key, d.columns)
+    for m, md in test_d.modalities.items():
+        runs.save_embeddings(tmp, m, emb[m], md.key, md.columns)
     runs.write_json(
         tmp / runs.COMPLETE_MARKER,
         {"epoch": state.best_epoch, "match": cfg.match, "val_mean_r@1": state.best, **metrics},
@@ -208,6 +206,7 @@ def _test_split(cfg: TrainConfig, info: SplitInfo, device: torch.device) -> Spli
 def _loop(cfg, train_d, val_d, parts: Resumable, steps, state: TrainState, tmp, emit: OnEvent, fp) -> None:
     """Epochs from state.epoch + 1 until cfg.epochs or early stop; checkpoint after each epoch."""
     heads, log_scale, opt = parts.modules["heads"], parts.log_scale, parts.optimizer
+    assert isinstance(heads, nn.ModuleDict), "_train stores build_heads' ModuleDict under 'heads'"
     device = log_scale.device
     n, bs = len(train_d), cfg.batch_size
     main = distributed.is_main()
@@ -229,8 +228,12 @@ def _loop(cfg, train_d, val_d, parts: Resumable, steps, state: TrainState, tmp, 
             inputs, local_present = train_d.batch(distributed.local_rows(order[s]), out=buffers)
             local_present = {m: p for m, p in local_present.items() if m not in complete}
             emb, present = distributed.gather_features({m: heads[m](x) for m, x in inputs.items()}, local_present)
+            # The target's inputs are gathered only when the loss needs them (PCMR), within this step.
             loss = loss_fn(
-                emb, present, lambda: distributed.gather_features(inputs, None, with_grad=False)[0], loss_params
+                emb,
+                present,
+                lambda inputs=inputs: distributed.gather_features(inputs, None, with_grad=False)[0],
+                loss_params,
             )
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -250,10 +253,11 @@ def _loop(cfg, train_d, val_d, parts: Resumable, steps, state: TrainState, tmp, 
             if cfg.progress and (s + 1) % refresh == 0:
                 emit(StepDone(epoch, s + 1, steps, float(losses[s])))
         train_time = time.perf_counter() - t0
-        val = None
+        mine = None
         if main:  # the other ranks hold the same heads; they wait here for rank 0's scores
-            val = score(embed_rows(heads, val_d.modalities, cfg.eval_batch), val_d.modalities, cfg.match)
-        val = distributed.gather_objects(val)[0]  # every rank takes the same early-stopping decision
+            mine = score(embed_rows(heads, val_d.modalities, cfg.eval_batch), val_d.modalities, cfg.match)
+        val = distributed.gather_objects(mine)[0]  # every rank takes the same early-stopping decision
+        assert isinstance(val, dict), "rank 0's scores"
         val_r1 = mean_r1(val)
         improved = state.record(val_r1, heads, log_scale)
         rec = {

@@ -97,7 +97,8 @@ class Checkpoint:
 
 def _optimizer_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     sd = opt.state_dict()
-    tensors, slots = {}, {}
+    tensors: dict[str, torch.Tensor] = {}
+    slots: dict[str, dict[str, Any]] = {}
     for idx, slot in sd["state"].items():
         slots[str(idx)] = {}
         for k, v in slot.items():

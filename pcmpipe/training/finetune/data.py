@@ -66,9 +66,8 @@ def encode_records(
             kept.extend(part.records)
             feats.append(part.features)
     if not kept:
-        raise UserError(
-            f"none of the {len(records)} {modality} records could be encoded (first: {records[0].id if records else '-'})"
-        )
+        first = records[0].id if records else "-"
+        raise UserError(f"none of the {len(records)} {modality} records could be encoded (first: {first})")
     order = np.argsort(np.asarray([r.id for r in kept], dtype=str), kind="stable")  # text batches come length-sorted
     kept = [kept[i] for i in order]
     features = torch.from_numpy(np.ascontiguousarray(np.concatenate(feats)[order], dtype=np.float32))
@@ -92,7 +91,7 @@ class LiveInputs(torch.utils.data.Dataset):
         records: dict[str, list[Record]],
         kinds: dict[str, str],
         idx: dict[str, torch.Tensor],
-        image_transform: Callable,
+        image_transform: Callable | None,  # None when no image modality is live
         augment: bool,
         eda: EDA | None,
         seed: int,
@@ -100,7 +99,7 @@ class LiveInputs(torch.utils.data.Dataset):
     ) -> None:
         self.records, self.kinds, self.size = records, kinds, size
         self.idx = {m: idx[m].cpu() for m in records}
-        self.seeded = SeededImageTransform(image_transform) if augment else None
+        self.seeded = SeededImageTransform(image_transform) if augment and image_transform is not None else None
         self.plain = image_transform
         self.eda = eda if augment else None
         self.seed, self.epoch = seed, 0
@@ -116,6 +115,7 @@ class LiveInputs(torch.utils.data.Dataset):
             rec = recs[int(self.idx[m][sample])]
             s = sample_seed(self.seed, self.epoch, sample)
             if self.kinds[m] == "image":
+                assert rec.path is not None and self.plain is not None, "an image record has a path and a transform"
                 try:
                     with Image.open(rec.path) as im:
                         im.load()
@@ -232,7 +232,7 @@ class Sources:
             if d is None:  # computed once, through `pcmpipe extract`, into the cache (so a resume reads it)
                 self._extract(m, split)
                 d = load_modality(cfg.cache_root, cfg.dataset, m, split)
-            prov[m] = {"path": d.directory, "fingerprint": d.fingerprint, "rows": int(d.features.shape[0])}
+            prov[m] = {"path": d.directory, "fingerprint": d.fingerprint, "rows": d.rows}
             mods[m] = d
         self.provenance[split] = prov
         return join(split, mods), records

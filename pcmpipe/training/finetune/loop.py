@@ -11,6 +11,7 @@ resume needs (heads, trainable tower tensors, optimizer, scheduler, scaler, gene
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import torch
 
@@ -79,7 +80,7 @@ def run_epochs(
                 feats = {m: (model.features(m, x) if m in live else x) for m, x in inputs.items()}
             emb = {m: model.heads[m](f.float()) for m, f in feats.items()}
             # PCMR's target compares same-view inputs (Eq. 7); a live modality's "input" is its backbone feature
-            loss = loss_fn(emb, present, lambda: {m: x.float() for m, x in feats.items()}, loss_params)
+            loss = loss_fn(emb, present, lambda feats=feats: {m: x.float() for m, x in feats.items()}, loss_params)
             if not torch.isfinite(loss):
                 raise UserError(
                     f"loss became NaN at epoch {epoch} step {s + 1}; lower --lr/--backbone-lr "
@@ -107,7 +108,7 @@ def run_epochs(
                     model.kinds[m],
                     cfg.name,
                 )
-        rec = {
+        rec: dict[str, Any] = {
             "epoch": epoch,
             "loss": float(losses.mean()),
             "lr_start": lr_start,

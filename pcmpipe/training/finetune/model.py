@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -64,18 +65,22 @@ class Coordinator(nn.Module):
         self.heads = build_heads(shapes, dim=dim)
         self.log_scale = nn.Parameter(torch.tensor(math.log(logit_scale_init)), requires_grad=learnable_scale)
 
+    def tower(self, m: str) -> Any:
+        """The open_clip model of `m`, whose methods (encode_image, ...) nn.ModuleDict's typing cannot see."""
+        return self.towers[m]
+
     def backbone_parameters(self) -> list[nn.Parameter]:
         return [p for t in self.towers.values() for p in t.parameters() if p.requires_grad]
 
     def set_grad_checkpointing(self, enabled: bool) -> None:
         """open_clip's activation checkpointing per residual block (recompute in backward, ~1/3 more compute)."""
-        for tower in self.towers.values():
-            tower.set_grad_checkpointing(enabled)
+        for m in self.towers:
+            self.tower(m).set_grad_checkpointing(enabled)
 
     def features(self, m: str, x: torch.Tensor) -> torch.Tensor:
         """Backbone features of raw input: pixels [B, 3, S, S] or tokens [B, L] -> [B, D]."""
         if self.kinds[m] == "image":
-            return self.towers[m].encode_image(x)
+            return self.tower(m).encode_image(x)
         return encode_text_trimmed(self.towers[m], x)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

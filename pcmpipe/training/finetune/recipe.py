@@ -74,6 +74,8 @@ def finetune(cfg: FinetuneConfig, on_event: OnEvent | None = None) -> Path:
 
     emit = emitter(on_event)
     cfg = cfg.resolved()
+    # resolved() fills the name and batch size; the schema refuses a config without data_root
+    assert cfg.name is not None and cfg.batch_size is not None and cfg.data_root is not None
     fp = config_fingerprint(cfg)
     claim = runs.claim(cfg.runs_root, cfg.name, fp)
     for note in claim.notes:
