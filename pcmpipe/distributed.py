@@ -6,8 +6,9 @@ Everything here is a no-op on one process, so the same training and extraction c
 Two ideas carry the multi-process runs:
 
 * **Extraction** splits the *samples*: every rank takes `partition(ids, rank, world)` (ids sorted, then every
-  world-th one), writes its own shards (`part-rNNN-*`, so ranks never write the same file), and rank 0 merges the manifests after a
-  barrier. The union of the parts is exactly the single-process set of ids, so the merged cache is the same.
+  world-th one), writes its own shards (`part-rNNN-*`, so ranks never write the same file), and rank 0 merges
+  the manifests after a barrier. The union of the parts is exactly the single-process set of ids, so the merged
+  cache is the same.
 * **Training** splits the *batch*: each rank embeds its local B rows, `gather_features` all-gathers the
   embeddings so PCMC and PCMR see the global W*B batch (the contrastive negatives and the PCMR target matrix
   of a W*B batch), and DDP averages the gradients.
@@ -28,8 +29,9 @@ import datetime
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -145,7 +147,7 @@ def partition(ids: Sequence[str], rank: int, world_size: int) -> list[str]:
     return sorted(ids)[rank::world_size]
 
 
-def rank_records(records: Sequence[T], id_of: Callable[[T], str] = lambda r: r.id) -> list[T]:
+def rank_records(records: Sequence[T], id_of: Callable[[T], str] = attrgetter("id")) -> list[T]:
     """This process's part of `records` (see `partition`), in their given order; all of them on one process."""
     if not is_distributed():
         return list(records)
@@ -180,11 +182,11 @@ def finish_part(directory: str | Path) -> None:
         raise UserError(errors[0])
 
 
-def gather_objects(obj: object) -> list[object]:
+def gather_objects(obj: T) -> list[T]:
     """Every rank's picklable `obj`, in rank order (e.g. per-rank error lists); [obj] on one process."""
     if not is_distributed():
         return [obj]
-    out: list[object] = [None] * get_world_size()
+    out: list[Any] = [None] * get_world_size()  # all_gather_object fills every slot
     dist.all_gather_object(out, obj)
     return out
 
@@ -211,7 +213,11 @@ def _gather_padded(x: torch.Tensor, with_grad: bool) -> list[torch.Tensor]:
         y = torch.cat([y, pad], dim=0)
     y = y.contiguous()
     if with_grad:
-        parts = list(torch.distributed.nn.functional.all_gather(y))
+        # `import torch` does not load torch.distributed.nn; it was only there when DDP or open_clip had
+        # imported it first, so a process with neither failed here with an AttributeError.
+        import torch.distributed.nn.functional as dist_nn
+
+        parts = list(dist_nn.all_gather(y))
     else:
         parts = [torch.empty_like(y) for _ in range(world)]
         dist.all_gather(parts, y.detach())

@@ -390,6 +390,54 @@ def test_training_steps_on_two_ranks_follow_one_process(tmp_path: Path) -> None:
     assert not torch.allclose(ref["losses"][0], ref["losses"][-1])  # the steps did change the model
 
 
+def _worker_gather_plain(outdir: Path) -> None:
+    """gather_tensor(with_grad=True) in a process that never built a DDP module nor imported open_clip."""
+    from pcmpipe import distributed as D
+
+    info = D.init_from_env()
+    x = torch.full((2 + info.rank, 3), float(info.rank + 1), requires_grad=True)
+    y = D.gather_tensor(x, with_grad=True)
+    (y * torch.arange(1.0, y.shape[0] + 1).unsqueeze(1)).sum().backward()
+    torch.save({"gathered": y.detach(), "grad": x.grad}, outdir / f"plain-r{info.rank}.pt")
+    D.cleanup()
+
+
+@pytest.mark.slow  # two process start-ups: 5-20 s on 2 shared cores
+def test_gather_with_grad_without_ddp_or_open_clip(tmp_path: Path) -> None:
+    """Plain processes (no torchrun, whose agent happens to load torch.distributed.nn): the autograd gather
+    must import what it uses itself."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "MASTER_ADDR": "127.0.0.1"}
+    env.update(MASTER_PORT=str(port), WORLD_SIZE="2")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(HERE), "gather-plain", str(tmp_path)],
+            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for r in range(2)
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    want = torch.cat([torch.full((2, 3), 1.0), torch.full((3, 3), 2.0)])
+    for r in range(2):
+        got = torch.load(tmp_path / f"plain-r{r}.pt")
+        torch.testing.assert_close(got["gathered"], want)
+    # each rank's rows get the row weights of the global positions they sit at, summed over both ranks' losses
+    torch.testing.assert_close(
+        torch.load(tmp_path / "plain-r0.pt")["grad"], 2 * torch.tensor([[1.0], [2.0]]).expand(2, 3)
+    )
+    torch.testing.assert_close(
+        torch.load(tmp_path / "plain-r1.pt")["grad"], 2 * torch.tensor([[3.0], [4.0], [5.0]]).expand(3, 3)
+    )
+
+
 # ---- single-process helpers (no group): identities ----
 
 
@@ -443,6 +491,8 @@ if __name__ == "__main__":
         _worker_pcm(out)
     elif scenario == "loop":
         _worker_loop(out)
+    elif scenario == "gather-plain":
+        _worker_gather_plain(out)
     elif scenario == "extract":
         _worker_extract(out, Path(sys.argv[3]), int(sys.argv[4]))
     else:

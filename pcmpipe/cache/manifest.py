@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from pcmpipe.cache.shard import ShardError, ShardSchema, atomic_write_text, read_ids
 from pcmpipe.errors import UserError
@@ -129,7 +130,9 @@ def merge_manifests(directory: str | Path) -> dict:
                 f"{final_path} has fingerprint {final['fingerprint'][:12]}, the ranks "
                 f"{first['fingerprint'][:12]}; delete {directory} and rerun the extraction"
             )
-    shards, seen, owner = [], set(), {}
+    shards: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    owner: dict[str, bool] = {}
     for part in parts:
         for shard in sorted(part["shards"], key=lambda s: s["file"]):
             if shard["file"] in owner:

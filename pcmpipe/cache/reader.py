@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -199,12 +200,12 @@ def read_manifest(cache_root: str | Path, dataset: str, modality: str, split: st
     return load_manifest(path) if path.is_file() else None
 
 
-def list_caches(root: str | Path) -> list[dict]:
+def list_caches(root: str | Path) -> list[dict[str, Any]]:
     """Every cache under `root` (or `root` itself): one summary dict each, for `pcmpipe cache-info`."""
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"cache root {root} does not exist; pass the directory holding your caches")
-    rows = []
+    rows: list[dict[str, Any]] = []
     for path in sorted(root.rglob(MANIFEST)):
         if any(part.startswith(".") for part in path.relative_to(root).parts):
             continue  # temp directories of an unfinished import

@@ -18,10 +18,14 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from pcmpipe.atomic import atomic_path, write_text
+
+if TYPE_CHECKING:
+    import ctypes
 
 FORMATS = {"parquet": ".parquet", "hdf5": ".h5"}
 # The schema-metadata key under which a shard records what it belongs to.
@@ -259,7 +263,7 @@ def _parquet_feature_batches(path: Path, name: str, rows: int) -> Iterator:
         pa.set_memory_pool(pool)
 
 
-_LIBC = None  # ctypes handle of glibc, False where there is none
+_LIBC: ctypes.CDLL | Literal[False] | None = None  # ctypes handle of glibc, False where there is none
 
 
 def _trim_heap() -> None:

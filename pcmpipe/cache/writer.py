@@ -185,11 +185,7 @@ class ShardWriter:
             self._manifest["shards"].append({"file": path.name, "rows": len(ids), "sha256": sha256_file(path)})
         self._manifest["shards"].sort(key=lambda s: s["file"])
         self._next_index = 1 + max(
-            (
-                int(self._shard_re.match(s["file"]).group(1))
-                for s in self._manifest["shards"]
-                if self._shard_re.match(s["file"])
-            ),
+            (int(m.group(1)) for s in self._manifest["shards"] if (m := self._shard_re.match(s["file"]))),
             default=-1,
         )
         write_manifest(self._manifest_path, self._manifest)

@@ -32,10 +32,10 @@ def _guard():
         yield
     except UserError as e:
         err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None  # the one line above is the whole story; no chained traceback
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
 
 
 def _csv(value: str | None) -> list[str] | None:

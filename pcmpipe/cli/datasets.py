@@ -56,6 +56,7 @@ def download_cmd(
             BarColumn,
             DownloadColumn,
             Progress,
+            TaskID,
             TransferSpeedColumn,
         )
 
@@ -69,7 +70,7 @@ def download_cmd(
             console=err_console,
             transient=True,
         ) as bar:
-            tasks: dict[str, int] = {}
+            tasks: dict[str, TaskID] = {}
 
             def progress(name: str, done: int, total: int | None) -> None:
                 if name not in tasks:

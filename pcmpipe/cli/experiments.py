@@ -62,12 +62,14 @@ def report_cmd(
         typer.echo(f"wrote {paths['markdown']} and {paths['html']}")
 
 
+# The docstring's backslash-newline keeps the help one line: the command list prints it verbatim.
 @app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("demo"), "--out", help="directory for the synthetic data, cache, runs and report"),
     fast: bool = typer.Option(False, "--fast", help="fewer images and epochs (about a minute; for smoke tests)"),
 ) -> None:
-    """Offline end-to-end demo: synthetic data, random-weight backbones, PCMC and PCMR, zero-shot, enrichment, report."""
+    """Offline end-to-end demo: synthetic data, random-weight backbones, PCMC and PCMR, zero-shot, enrichment, \
+report."""
     with _guard():
         from rich.console import Console
 

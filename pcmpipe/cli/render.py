@@ -73,7 +73,7 @@ def extract_table(summary: ExtractSummary) -> Table:
     for name in names:
         t.add_column(name, justify="left" if name in ("mod", "split", "backbone", "status") else "right")
     for p in summary.parts:
-        cells = [
+        cells: list[str | Text] = [
             p.modality,
             p.split,
             p.backbone,

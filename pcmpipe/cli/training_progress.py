@@ -6,9 +6,14 @@ so a log file reads the same as the terminal.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console
 
 from pcmpipe.training.events import EpochDone, Event, Note, RunFinished, StepDone, TrainingStarted
+
+if TYPE_CHECKING:  # rich.progress is imported only when a bar is shown
+    from rich.progress import Progress, TaskID
 
 
 def _lr(lr: float | dict[str, float]) -> str:
@@ -23,7 +28,9 @@ class TrainingRenderer:
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console()
-        self.bar, self.task, self.val = None, None, ""
+        self.bar: Progress | None = None
+        self.task: TaskID | None = None
+        self.val = ""
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, Note):
@@ -31,7 +38,7 @@ class TrainingRenderer:
         elif isinstance(event, TrainingStarted):
             self._start(event)
         elif isinstance(event, StepDone):
-            if self.bar is not None:
+            if self.bar is not None and self.task is not None:  # _start sets both
                 self.bar.update(
                     self.task, completed=event.step, epoch=event.epoch, info=f"loss {event.loss:.4f}{self.val}"
                 )

@@ -19,6 +19,10 @@ DEFAULT_BACKBONES = {"image": "clip-vit-b32-image", "text": "clip-vit-b32-text"}
 _CLIP_WEIGHTS = "default (openai) | open_clip tag | random[:SEED] | PATH"
 
 
+def _both_towers() -> list[Tower]:
+    return ["image", "text"]
+
+
 class FinetuneConfig(TrainConfig):
     """TrainConfig (same defaults: lr 1e-4 for the heads, wd 0.2, cosine, patience 5, CUB batch 128) plus:"""
 
@@ -30,7 +34,7 @@ class FinetuneConfig(TrainConfig):
     modalities: list[str] = Field(default_factory=lambda: ["I", "T", "A", "C"], description="comma-separated")
     data_root: str | None = Field(None, description="the raw dataset, e.g. data/cub (required)")
     unfreeze: list[Tower] = Field(
-        default_factory=lambda: ["image", "text"],
+        default_factory=_both_towers,
         description="towers to train: image,text (default), image, text or none",
     )
     backbone_lr: float = Field(1e-6, gt=0, description="unfrozen towers' learning rate")
@@ -71,7 +75,8 @@ class FinetuneConfig(TrainConfig):
         out = super().resolved()
         if self.name is None:  # fine-tuned runs are named apart from stage-two runs of the same modalities
             tag = "+".join(sorted(self.unfreeze)) or "frozen"
-            out.name = f"ft-{out.dataset}-{'+'.join(out.modalities)}-{out.loss}-{tag}-s{out.seed}-{config_fingerprint(out)[:8]}"
+            mods = "+".join(out.modalities)
+            out.name = f"ft-{out.dataset}-{mods}-{out.loss}-{tag}-s{out.seed}-{config_fingerprint(out)[:8]}"
         return out
 
     def live(self) -> dict[str, str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
@@ -23,10 +23,10 @@ MatchLevel = Literal["instance", "class"]
 LogitScaleMode = Literal["learnable", "fixed"]
 Device = Literal["auto", "cpu", "cuda"]
 # Plain registries of the choices a user can make; error messages list them.
-LOSSES: tuple[str, ...] = Loss.__args__
-MATCH_LEVELS: tuple[str, ...] = MatchLevel.__args__
-LOGIT_SCALE_MODES: tuple[str, ...] = LogitScaleMode.__args__
-DEVICES: tuple[str, ...] = Device.__args__
+LOSSES: tuple[str, ...] = get_args(Loss)
+MATCH_LEVELS: tuple[str, ...] = get_args(MatchLevel)
+LOGIT_SCALE_MODES: tuple[str, ...] = get_args(LogitScaleMode)
+DEVICES: tuple[str, ...] = get_args(Device)
 # Datasets the project knows; any other dataset is read from its cache (features brought with
 # `pcmpipe import-features`).
 DATASET_BATCH_SIZE = {"flickr8k": 80, "cub": 128}
@@ -94,11 +94,7 @@ class TrainConfig(Settings):
         if isinstance(data, dict):
             for k, v in data.items():
                 f = cls.model_fields.get(k)
-                if (
-                    isinstance(v, bool)
-                    and f is not None
-                    and f.annotation in (int, float, Optional[int], Optional[float])
-                ):
+                if isinstance(v, bool) and f is not None and f.annotation in (int, float, int | None, float | None):
                     raise ValueError(f"setting {k}={v!r} has the wrong type (expected a number)")
         return data
 

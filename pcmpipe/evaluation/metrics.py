@@ -99,8 +99,8 @@ def _codes(query_labels: Any, gallery_labels: Any) -> tuple[Tensor, Tensor]:
     """Arbitrary labels (str, int) -> int64 codes shared by queries and gallery."""
     q, g = np.asarray(query_labels), np.asarray(gallery_labels)
     _, inverse = np.unique(np.concatenate([q.astype(object), g.astype(object)]).astype(str), return_inverse=True)
-    inverse = torch.as_tensor(inverse.reshape(-1), dtype=torch.long)
-    return inverse[: len(q)], inverse[len(q) :]
+    codes = torch.as_tensor(inverse.reshape(-1), dtype=torch.long)
+    return codes[: len(q)], codes[len(q) :]
 
 
 def _sort_stable(vals: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
@@ -165,6 +165,7 @@ def retrieval_metrics_blocked(
         for g0 in range(0, g.shape[0], block):
             vals, idx = _stable_topk(qb @ g[g0 : g0 + block].T, top)
             run = _merge_top(run, vals, idx + g0, top)
+        assert run is not None  # a query with a positive means a non-empty gallery, so the loop ran
         found, rp = _score_rows(run[1], codes, g_codes, r, ks)
         hit_sums = {k: hit_sums[k] + found[k] for k in ks}
         rp_sum, n_valid = rp_sum + rp, n_valid + int(valid.sum())
@@ -260,10 +261,11 @@ def retrieval_metrics_blocked_pair(
             rp_a, n_a = rp_a + rp, n_a + len(rows)
     hit_b, rp_b, n_b = {k: 0.0 for k in ks}, 0.0, 0
     for j, b0 in enumerate(range(0, b.shape[0], block)):
-        if run_b[j] is None:
+        run = run_b[j]
+        if run is None:
             continue
         q = valid_b[(valid_b >= b0) & (valid_b < b0 + block)]
-        found, rp = _score_rows(run_b[j][1], qb[q], ga, r_b[q], ks)
+        found, rp = _score_rows(run[1], qb[q], ga, r_b[q], ks)
         hit_b = {k: hit_b[k] + found[k] for k in ks}
         rp_b, n_b = rp_b + rp, n_b + len(q)
     return _result(hit_a, rp_a, n_a, ks), _result(hit_b, rp_b, n_b, ks)
@@ -303,9 +305,11 @@ def peak_memory(fn: Callable[..., Any], *args: Any, device: str = "cpu", **kwarg
     if can_reset:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # resets VmHWM to the current RSS
-        start = _proc_status()["VmRSS"]
+        before = _proc_status()
         result = fn(*args, **kwargs)
-        return result, max(0, _proc_status()["VmHWM"] - start)
+        after = _proc_status()
+        assert before is not None and after is not None  # /proc/self/status was readable just above
+        return result, max(0, after["VmHWM"] - before["VmRSS"])
     tracemalloc.start()
     try:
         result = fn(*args, **kwargs)

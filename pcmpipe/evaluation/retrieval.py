@@ -95,7 +95,9 @@ def match_labels(
     """(query labels [Q], gallery labels [N]) as strings; positives are the pairs with equal labels."""
     q_key, g_key = q_key or infer_key(q_cols), g_key or infer_key(g_cols)
     column = match_column(q_cols, g_cols, level, q_key, g_key)
-    return _values(q_cols, q_key, column), _values(g_cols, g_key, column)
+    q_lab, g_lab = _values(q_cols, q_key, column), _values(g_cols, g_key, column)
+    assert q_lab is not None and g_lab is not None  # match_column picks a column both sides carry
+    return q_lab, g_lab
 
 
 def positives_between(
@@ -109,6 +111,7 @@ def positives_between(
 def unique_rows(emb: Tensor, cols: Columns, key: str) -> tuple[Tensor, Columns]:
     """Keep the first row of every key value: a modality repeated by a training join counts once."""
     values = _values(cols, key, key)
+    assert values is not None  # a row set always carries its own key (in `id` at least)
     if len(values) != emb.shape[0]:
         raise ValueError(f"{emb.shape[0]} embedding rows but {len(values)} id rows")
     _, first = np.unique(values, return_index=True)

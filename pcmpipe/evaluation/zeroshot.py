@@ -67,11 +67,12 @@ def combine_inputs(embs: dict[str, RunEmbeddings], inputs: list[str]) -> tuple[n
         raise UserError(f"the input modalities {'+'.join(inputs)} share no test image")
     total = None
     classes = None
-    for m, (ids, cls, vecs) in per.items():
+    for ids, cls, vecs in per.values():
         pos = {v: i for i, v in enumerate(ids.tolist())}
         rows = torch.as_tensor([pos[i] for i in common], dtype=torch.long)
         total = vecs[rows] if total is None else total + vecs[rows]
         classes = cls[rows.numpy()] if classes is None else classes
+    assert total is not None  # `common` is non-empty, so `per` had at least one modality
     return np.asarray(classes), _normalise(total / len(inputs))
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from pcmpipe import distributed as D
 from pcmpipe.backbones import DEFAULT_BACKBONES, Backbone, backbone_kind, create_backbone, resolve_device
+from pcmpipe.backbones.hubert import HubertBackbone
 from pcmpipe.cache.manifest import MANIFEST, differing_fields, feature_spec, load_manifest
 from pcmpipe.cache.writer import FORMATS, ShardWriter, cache_dir, cache_fingerprint
 from pcmpipe.datasets import SPLITS, open_dataset
@@ -319,4 +320,5 @@ def _batches(
     elif backbone.modality_kind == "text":
         yield from text_batches(backbone, records, batch_size)
     else:
+        assert isinstance(backbone, HubertBackbone)  # the registry's only audio backbone
         yield from audio_batches(backbone, records, batch_size, workers, meter, max_padding)

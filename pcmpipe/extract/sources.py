@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from pcmpipe.backbones import Backbone
+from pcmpipe.backbones.hubert import HubertBackbone
 from pcmpipe.datasets import Record, load_audio
 from pcmpipe.errors import UserError
 from pcmpipe.extract.batching import PaddingMeter, fixed_batches, length_batches
@@ -176,7 +177,7 @@ def speech_batches(
 
 
 def audio_batches(
-    backbone: Backbone,
+    backbone: HubertBackbone,
     records: list[Record],
     batch_size: int,
     workers: int,
@@ -207,7 +208,7 @@ def audio_batches(
             yield Encoded([records[i] for i in ok], encode(backbone, backbone.preprocess(waves)))
 
 
-def _min_samples(backbone: Backbone) -> int:
+def _min_samples(backbone: HubertBackbone) -> int:
     """Fewest samples that give one transformer frame (400 for HuBERT: 25 ms receptive field)."""
     frames = backbone.num_frames(torch.arange(1, 16_001))
     return int(torch.nonzero(frames >= 1)[0, 0]) + 1

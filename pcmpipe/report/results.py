@@ -73,7 +73,8 @@ def load_run(directory: Path) -> RunResult | None:
     cfg = _read(directory / "config.json")
     if not isinstance(cfg, dict):
         return None
-    config = cfg.get("config") if isinstance(cfg.get("config"), dict) else cfg
+    inner = cfg.get("config")
+    config = inner if isinstance(inner, dict) else cfg
     meta = {k: v for k, v in cfg.items() if k != "config"}
     return RunResult(
         name=directory.name,

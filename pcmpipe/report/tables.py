@@ -55,9 +55,10 @@ class Table:
 
 def _avg(values: list[float | None]) -> float | None:
     """Mean of the values, or None if any is missing (a partial average would look like a real number)."""
-    if not values or any(v is None for v in values):
+    present = [v for v in values if v is not None]
+    if not values or len(present) != len(values):
         return None
-    return float(mean(values))  # type: ignore[arg-type]
+    return float(mean(present))
 
 
 def _paper(layout: dict, group: str, row: str | None, col: str) -> float | None:

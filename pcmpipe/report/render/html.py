@@ -15,9 +15,12 @@ from pcmpipe.report.model import Report
 from pcmpipe.report.tables import Table
 
 CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
-h1{font-size:1.6em}h2{font-size:1.3em;border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}h3{font-size:1.05em}
-table{border-collapse:collapse;font-size:.85em;margin:.5em 0 1em}th,td{border:1px solid #ddd;padding:.2em .5em;text-align:right}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;\
+max-width:1200px;color:#222;padding:0 1em}
+h1{font-size:1.6em}h2{font-size:1.3em;border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}\
+h3{font-size:1.05em}
+table{border-collapse:collapse;font-size:.85em;margin:.5em 0 1em}\
+th,td{border:1px solid #ddd;padding:.2em .5em;text-align:right}
 th{background:#f3f3f3}td.label{text-align:left;white-space:nowrap}
 tr.ours td{font-weight:600}tr.paper td{color:#555}tr.delta td{color:#777;font-style:italic}
 tr.paper-only td{color:#555;background:#fafafa}tr.chance td{color:#888}tr.derived td{font-style:italic}
