@@ -45,7 +45,7 @@ def one_setting(names: tuple[str, str], batch: int, steps: int, checkpointing: b
     text = create_backbone(names[1], weights="random:0", device=device)
     model = Coordinator(
         {"I": image, "T": text},
-        unfrozen={"I", "T"},
+        unfrozen=["I", "T"],
         shapes={"I": image.feature_shape, "T": text.feature_shape},
         dim=256,
         logit_scale_init=1 / 0.07,

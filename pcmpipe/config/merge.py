@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from pcmpipe.cache.layout import runs_root
 from pcmpipe.config.schema import TrainConfig
 from pcmpipe.errors import UserError
 
@@ -63,7 +64,7 @@ def merge_settings(
     settings.update({k: v for k, v in (flags or {}).items() if v is not None})
     settings.update(dict(parse_set(item) for item in sets or []))
     if settings.get("cache_root") is not None and settings.get("runs_root") is None:
-        settings["runs_root"] = str(Path(str(settings["cache_root"])) / "runs")
+        settings["runs_root"] = str(runs_root(str(settings["cache_root"])))
     return settings
 
 

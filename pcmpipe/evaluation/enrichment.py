@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from pcmpipe.errors import UserError
+from pcmpipe.evaluation.embeddings import RunEmbeddings
 from pcmpipe.evaluation.metrics import recall_at_k
-from pcmpipe.training.rundir import RunEmbeddings
 
 PLACEHOLDER = "{}"
 

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from pcmpipe.errors import UserError
+from pcmpipe.evaluation.embeddings import RunEmbeddings
 from pcmpipe.evaluation.metrics import per_class_accuracy
-from pcmpipe.training.rundir import RunEmbeddings
 
 PROMPT = "A photo of a {}."
 
@@ -100,20 +100,16 @@ def zero_shot_t1(
 
 
 def prompt_vectors(
-    run_dir: str | Path, cache_root: str | Path, dataset: str, split: str = "test"
+    text_head: torch.nn.Module, cache_root: str | Path, dataset: str, split: str = "test"
 ) -> tuple[np.ndarray, torch.Tensor]:
-    """P: the cached prompt features of `split` through the run's T head -> (class_ids [K], vectors [K, D])."""
+    """P: the cached prompt features of `split` through a run's T head -> (class_ids [K], vectors [K, D])."""
     from pcmpipe.cache import cache_dir, open_cache
-    from pcmpipe.training.rundir import load_heads
 
-    heads, _ = load_heads(run_dir)
-    if "T" not in heads:
-        raise UserError(f"run {run_dir} has no T head; P (prompts through the T head) needs a run trained with T")
     reader = open_cache(cache_dir(Path(cache_root), dataset, "P", split))
     columns, feats = reader.read()
     x = torch.as_tensor(np.asarray(next(iter(feats.values()))), dtype=torch.float32)
     with torch.no_grad():
-        out = heads["T"](x)
+        out = text_head(x)
     ids = columns["class_id"] if "class_id" in columns else columns["id"]
     return np.asarray(ids, dtype=str), out
 

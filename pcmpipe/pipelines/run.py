@@ -225,6 +225,16 @@ def _train(spec: RunSpec, emit: OnEvent) -> None:
     train(spec.train, on_event=emit)
 
 
+def _text_head(run_dir: Path):
+    """The run's T head, through which zero-shot's P output passes the cached prompt features."""
+    from pcmpipe.training.rundir import load_heads
+
+    heads, _ = load_heads(run_dir)
+    if "T" not in heads:
+        raise UserError(f"run {run_dir} has no T head; P (prompts through the T head) needs a run trained with T")
+    return heads["T"]
+
+
 def run_evaluation(ev: EvalSpec, spec: RunSpec, cache_root: Path) -> Path:
     """Compute a zero-shot or enrichment table on a finished run; write it next to the run's test metrics."""
     from pcmpipe.training.rundir import load_embeddings
@@ -241,7 +251,9 @@ def run_evaluation(ev: EvalSpec, spec: RunSpec, cache_root: Path) -> Path:
             if o == "C":
                 outputs["C"] = class_vectors(embs)
             elif o == "P":
-                outputs["P"] = prompt_vectors(run_dir, cache_root, spec.train.dataset, spec.train.split_test)
+                outputs["P"] = prompt_vectors(
+                    _text_head(run_dir), cache_root, spec.train.dataset, spec.train.split_test
+                )
             else:
                 raise UserError(f"zero-shot output {o!r} unknown; valid: C, P")
         t1 = zero_shot_table(embs, list(ev.options.get("inputs", ["I"])), outputs)

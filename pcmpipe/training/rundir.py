@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from pcmpipe import atomic
 from pcmpipe.errors import UserError
+from pcmpipe.evaluation.embeddings import RunEmbeddings
 from pcmpipe.training.state import CHECKPOINT, Checkpoint, load_checkpoint
 
 COMPLETE_MARKER = "test_metrics.json"
@@ -101,15 +102,6 @@ def load_heads(run_dir: str | Path, device: str | torch.device = "cpu"):
 
 
 # ---- embeddings ----
-@dataclass
-class RunEmbeddings:
-    """Test-split embeddings of one modality, as a run stored them."""
-
-    embedding: torch.Tensor  # [N, dim] raw head outputs (not normalised)
-    key: str
-    columns: dict[str, np.ndarray]  # "id" + link columns, each [N]
-
-
 def save_embeddings(run_dir: Path, modality: str, emb: torch.Tensor, key: str, columns: dict[str, np.ndarray]) -> None:
     out = run_dir / "embeddings"
     out.mkdir(exist_ok=True)
