@@ -133,17 +133,25 @@ def _preprocess_meta(pre: PreprocessCfg) -> dict:
     }
 
 
+def _load_onto(
+    backbone: Backbone, name: str, arch: str, weights: WeightsSpec, device: torch.device
+) -> tuple[PreprocessCfg, dict]:
+    """What both towers set up alike: the CLIP model on `device`, name and feature shape; -> (preprocess, config)."""
+    model, pre, cfg = load_clip(arch, weights)
+    backbone.name, backbone.device = name, device
+    backbone.model = model.to(device)
+    backbone.feature_shape = (int(cfg["embed_dim"]),)
+    return pre, cfg
+
+
 class ClipImageBackbone(Backbone):
     """CLIP image tower: preprocess = open_clip's inference transform (PIL -> [3, S, S]); encode -> [B, D]."""
 
     modality_kind = "image"
 
     def __init__(self, name: str, arch: str, weights: WeightsSpec, device: torch.device):
-        model, pre, cfg = load_clip(arch, weights)
-        self.name, self.device = name, device
-        self.model = model.to(device)
+        pre, cfg = _load_onto(self, name, arch, weights, device)
         self.preprocess = image_transform_v2(pre, is_train=False)
-        self.feature_shape = (int(cfg["embed_dim"]),)
         self.meta = {
             "backbone": name,
             "architecture": _arch_label(arch, cfg),
@@ -163,12 +171,9 @@ class ClipTextBackbone(Backbone):
     modality_kind = "text"
 
     def __init__(self, name: str, arch: str, weights: WeightsSpec, device: torch.device):
-        model, _, cfg = load_clip(arch, weights)
-        self.name, self.device = name, device
-        self.model = model.to(device)
+        _, cfg = _load_onto(self, name, arch, weights, device)
         self.preprocess = open_clip.get_tokenizer("ViT-B-32", context_length=cfg["text_cfg"]["context_length"])
-        self.feature_shape = (int(cfg["embed_dim"]),)
-        text_state = {k: v for k, v in model.state_dict().items() if _is_text_key(k)}
+        text_state = {k: v for k, v in self.model.state_dict().items() if _is_text_key(k)}
         self.meta = {
             "backbone": name,
             "architecture": _arch_label(arch, cfg),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -66,16 +67,24 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # workers decode; letting each spawn a thread pool oversubscribes the cores
 
 
-def _loader(dataset, batches: list[list[int]], workers: int, device: torch.device):
+def decoding_loader(
+    dataset, batches: list[list[int]], workers: int, collate, pin: bool, prefetch: int = 4
+) -> torch.utils.data.DataLoader:
+    """Batches in the given order, decoded by `workers` single-threaded processes (0: in this process).
+    Extraction and fine-tuning both read files through it."""
     return torch.utils.data.DataLoader(
         dataset,
         batch_sampler=batches,
         num_workers=workers,
-        collate_fn=_collate,
+        collate_fn=collate,
         worker_init_fn=_worker_init,
-        pin_memory=device.type == "cuda",
-        prefetch_factor=4 if workers else None,
+        pin_memory=pin,
+        prefetch_factor=prefetch if workers else None,
     )
+
+
+def _loader(dataset, batches: list[list[int]], workers: int, device: torch.device):
+    return decoding_loader(dataset, batches, workers, _collate, pin=device.type == "cuda")
 
 
 def _collate(items):
@@ -89,21 +98,36 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
 
 
-class ImageFiles(torch.utils.data.Dataset):
-    """Decode + transform one image per item -> (index, [3, S, S] or None, error or None)."""
+class _Files(torch.utils.data.Dataset):
+    """Records whose payload is a file; an item is (index, decoded input or None, error or None)."""
 
-    def __init__(self, records: Sequence[Record], transform):
-        self.records, self.transform = records, transform
+    def __init__(self, records: Sequence[Record]):
+        self.records = records
 
     def __len__(self) -> int:
         return len(self.records)
 
+    def _path(self, i: int) -> tuple[Path | None, str | None]:
+        """The item's file, or why there is none."""
+        path = self.records[i].path
+        if path is None or not path.is_file():
+            return None, f"missing file {path}"
+        return path, None
+
+
+class ImageFiles(_Files):
+    """Decode + transform one image per item -> (index, [3, S, S] or None, error or None)."""
+
+    def __init__(self, records: Sequence[Record], transform):
+        super().__init__(records)
+        self.transform = transform
+
     def __getitem__(self, i: int):
         from PIL import Image
 
-        path = self.records[i].path
-        if path is None or not path.is_file():
-            return i, None, f"missing file {path}"
+        path, missing = self._path(i)
+        if path is None:
+            return i, None, missing
         try:
             with Image.open(path) as im:
                 im.load()  # truncated or corrupt data fails here, not later in a worker-less place
@@ -112,19 +136,17 @@ class ImageFiles(torch.utils.data.Dataset):
             return i, None, f"unreadable image ({_one_line(e)})"
 
 
-class AudioFiles(torch.utils.data.Dataset):
+class AudioFiles(_Files):
     """Decode one waveform per item (16 kHz mono float32) -> (index, [N] or None, error or None)."""
 
     def __init__(self, records: Sequence[Record], min_samples: int):
-        self.records, self.min_samples = records, min_samples
-
-    def __len__(self) -> int:
-        return len(self.records)
+        super().__init__(records)
+        self.min_samples = min_samples
 
     def __getitem__(self, i: int):
-        path = self.records[i].path
-        if path is None or not path.is_file():
-            return i, None, f"missing file {path}"
+        path, missing = self._path(i)
+        if path is None:
+            return i, None, missing
         try:
             wave = load_audio(path)
         except UserError as e:

@@ -49,6 +49,11 @@ CUB_BLOCKS = {
     "T->{}": ["I", "I+A", "I+C", "I+A+C"],
     "I->{}": ["T", "T+A", "T+C", "T+A+C"],
 }
+# the two CUB runs as rows of a table (Tables 2 and 7 layouts)
+CUB_ROWS = [
+    {"label": "PCMC frozen", "run": "demo-cub-pcmc-ITAC", "paper_row": "PCMC frozen"},
+    {"label": "PCMR frozen", "run": "demo-cub-pcmr-ITAC", "paper_row": "PCMR frozen"},
+]
 FLICKR_BLOCKS = {"{}->T": ["I", "I+S"], "{}->I": ["T", "T+S"], "T->{}": ["I", "I+S"], "I->{}": ["T", "T+S"]}
 
 
@@ -142,10 +147,7 @@ def demo_pipeline(data_root: Path, cache_root: Path, fast: bool = False) -> dict
                 "paper": "table2_cub_pair_average",
                 "metrics": ["R-P", "r@1"],
                 "columns": ["I+T", "I+C", "I+A", "T+C", "T+A", "C+A"],
-                "rows": [
-                    {"label": "PCMC frozen", "run": "demo-cub-pcmc-ITAC", "paper_row": "PCMC frozen"},
-                    {"label": "PCMR frozen", "run": "demo-cub-pcmr-ITAC", "paper_row": "PCMR frozen"},
-                ],
+                "rows": CUB_ROWS,
             },
             {
                 "kind": "directions",
@@ -154,10 +156,7 @@ def demo_pipeline(data_root: Path, cache_root: Path, fast: bool = False) -> dict
                 "paper_path": "rows",
                 "metrics": ["r@1"],
                 "columns": CUB_DIRS,
-                "rows": [
-                    {"label": "PCMC frozen", "run": "demo-cub-pcmc-ITAC", "paper_row": "PCMC frozen"},
-                    {"label": "PCMR frozen", "run": "demo-cub-pcmr-ITAC", "paper_row": "PCMR frozen"},
-                ],
+                "rows": CUB_ROWS,
             },
             {
                 "kind": "zeroshot",

@@ -23,6 +23,7 @@ from pcmpipe.datasets.base import SPLITS
 from pcmpipe.errors import UserError
 from pcmpipe.pipelines.spec import PIPELINE_RECORDS, DataSpec, EvalSpec, Pipeline, RunSpec
 from pcmpipe.training.events import Event as TrainingEvent
+from pcmpipe.training.events import Note  # one-line messages: the same kind the trainers send
 from pcmpipe.training.rundir import final_dir, is_complete, read_json, run_config, write_json
 
 
@@ -61,11 +62,6 @@ class StepProgress:
 class StepFinished:
     step: Step
     seconds: float
-
-
-@dataclass(frozen=True)
-class Note:
-    text: str
 
 
 # The training events of the runs the pipeline trains reach the same callback, unchanged (`_train`).

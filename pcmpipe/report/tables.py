@@ -86,45 +86,39 @@ def _paper_only_rows(layout: dict, metrics: list[str], columns: list[str]) -> li
     return rows
 
 
-def build_directions(layout: dict, runs: dict[str, RunResult]) -> Table:
-    """Rows = runs, columns = metric x direction (Tables 1, 6, 7)."""
+def _run_rows(layout: dict, runs: dict[str, RunResult], value) -> tuple[list[str], list[str], list[Row]]:
+    """(metrics, columns, rows): the paper-only rows, then one row per run of the layout with
+    `value(run or None, column, metric)` in each metric x column cell beside the paper's value."""
     metrics, columns = list(layout["metrics"]), list(layout["columns"])
     rows = _paper_only_rows(layout, metrics, columns)
     for spec in layout["rows"]:
         run = runs.get(spec["run"])
-        cells = [
-            Cell(run.metric(c, m) if run else None, _paper(layout, m, spec.get("paper_row"), c))
-            for m in metrics
-            for c in columns
-        ]
+        cells = [Cell(value(run, c, m), _paper(layout, m, spec.get("paper_row"), c)) for m in metrics for c in columns]
         rows.append(Row(label=spec["label"], cells=cells, run=spec["run"]))
+    return metrics, columns, rows
+
+
+def _metric_groups(layout: dict, runs: dict[str, RunResult], value, notes: list[str] | None = None) -> Table:
+    """A table whose columns are grouped by metric (metric x column), one row per run."""
+    metrics, columns, rows = _run_rows(layout, runs, value)
     return Table(
         title=layout["title"],
         columns=columns * len(metrics),
         rows=rows,
         groups=[(m, len(columns)) for m in metrics],
         runs=[s["run"] for s in layout["rows"]],
+        notes=notes or [],
     )
+
+
+def build_directions(layout: dict, runs: dict[str, RunResult]) -> Table:
+    """Rows = runs, columns = metric x direction (Tables 1, 6, 7)."""
+    return _metric_groups(layout, runs, lambda run, c, m: run.metric(c, m) if run else None)
 
 
 def build_pair_average(layout: dict, runs: dict[str, RunResult]) -> Table:
     """Rows = runs, columns = metric x pair; a pair's value is the mean of its two directions (Table 2)."""
-    metrics, columns = list(layout["metrics"]), list(layout["columns"])
-    rows = _paper_only_rows(layout, metrics, columns)
-    for spec in layout["rows"]:
-        run = runs.get(spec["run"])
-        cells = [
-            Cell(_pair_value(run, c, m), _paper(layout, m, spec.get("paper_row"), c)) for m in metrics for c in columns
-        ]
-        rows.append(Row(label=spec["label"], cells=cells, run=spec["run"]))
-    return Table(
-        title=layout["title"],
-        columns=columns * len(metrics),
-        rows=rows,
-        groups=[(m, len(columns)) for m in metrics],
-        runs=[s["run"] for s in layout["rows"]],
-        notes=["each cell: mean of the pair's two directions"],
-    )
+    return _metric_groups(layout, runs, _pair_value, notes=["each cell: mean of the pair's two directions"])
 
 
 def build_ablation(layout: dict, runs: dict[str, RunResult]) -> Table:

@@ -29,7 +29,8 @@ from safetensors.torch import load_file, save_file
 from pcmpipe import atomic
 from pcmpipe.errors import UserError
 from pcmpipe.evaluation.embeddings import RunEmbeddings
-from pcmpipe.training.state import CHECKPOINT, Checkpoint, load_checkpoint
+from pcmpipe.training.events import EpochDone, OnEvent
+from pcmpipe.training.state import CHECKPOINT, Checkpoint, Resumable, TrainState, load_checkpoint, save_checkpoint
 
 COMPLETE_MARKER = "test_metrics.json"
 # Written by pcmpipe before 0.x as a torch pickle; unpickling runs arbitrary code, so it is never loaded.
@@ -234,3 +235,37 @@ def run_config(run_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"{run_dir} is not a run directory (no config.json)")
     return read_json(path)
+
+
+def end_epoch(
+    tmp: Path,
+    fingerprint: str,
+    state: TrainState,
+    parts: Resumable,
+    record: dict[str, Any],
+    steps: int,
+    *,
+    epochs: int,
+    patience: int,
+    emit: OnEvent,
+    write: bool = True,
+) -> None:
+    """The end of an epoch in both recipes: record it in the state, make it durable (checkpoint, then
+    metrics.jsonl; `write` is False on the ranks that do not write under torchrun), then report it."""
+    state.finish_epoch(record, steps)
+    if write:
+        save_checkpoint(tmp, fingerprint, state, parts)
+        write_metrics(tmp, state.history)
+    emit(
+        EpochDone(
+            state.epoch,
+            epochs,
+            record["loss"],
+            record["val_mean_r@1"],
+            state.best,
+            state.best_epoch,
+            record["lr"],
+            record["time_s"],
+            state.stopped_early(patience),
+        )
+    )

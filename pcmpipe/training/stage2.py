@@ -33,9 +33,9 @@ from pcmpipe.losses import LOSSES, LossParams
 from pcmpipe.samples import SplitData, SplitInfo, check_compatible, load_split, peek_split
 from pcmpipe.training import rundir as runs
 from pcmpipe.training.evaluate import embed_rows, evaluate_all, levels_available, mean_r1, score
-from pcmpipe.training.events import EpochDone, Note, OnEvent, RunFinished, StepDone, TrainingStarted, emitter
+from pcmpipe.training.events import Note, OnEvent, RunFinished, StepDone, TrainingStarted, emitter
 from pcmpipe.training.optim import adamw, clamp_logit_scale, cosine_schedule, param_groups, resolve_device
-from pcmpipe.training.state import Resumable, TrainState, restore, save_checkpoint
+from pcmpipe.training.state import Resumable, TrainState, restore
 
 
 def _load_data(cfg: TrainConfig, device: torch.device) -> tuple[SplitData, SplitData, SplitInfo]:
@@ -271,20 +271,6 @@ def _loop(cfg, train_d, val_d, parts: Resumable, steps, state: TrainState, tmp, 
             "train_time_s": train_time,
             "time_s": time.perf_counter() - t0,
         }
-        state.finish_epoch(rec, steps)
-        if main:
-            save_checkpoint(tmp, fp, state, parts)
-            runs.write_metrics(tmp, state.history)
-        emit(
-            EpochDone(
-                epoch,
-                cfg.epochs,
-                rec["loss"],
-                val_r1,
-                state.best,
-                state.best_epoch,
-                rec["lr"],
-                rec["time_s"],
-                state.stopped_early(cfg.patience),
-            )
+        runs.end_epoch(
+            tmp, fp, state, parts, rec, steps, epochs=cfg.epochs, patience=cfg.patience, emit=emit, write=main
         )

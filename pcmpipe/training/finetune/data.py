@@ -27,7 +27,11 @@ from pcmpipe.augment import EDA, SeededImageTransform, image_train_transform, sa
 from pcmpipe.backbones import Backbone
 from pcmpipe.datasets import Record
 from pcmpipe.errors import UserError
-from pcmpipe.extract.sources import Encoded, image_batches, text_batches
+from pcmpipe.extract.sources import Encoded, decoding_loader, image_batches, text_batches
+
+# TOWER_KINDS: modality -> the kind of frozen backbone that extracts it when no cache exists (others: the records'
+# vectors)
+from pcmpipe.modalities import TOWER_KINDS as FROZEN_KIND
 from pcmpipe.samples import ModalityData, load_modality
 from pcmpipe.training.events import Note, OnEvent
 
@@ -145,25 +149,9 @@ def live_transform(backbone: Backbone, augment: bool) -> Callable:
     return image_train_transform(size)
 
 
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)  # workers decode and augment; a thread pool per worker would oversubscribe the cores
-
-
 def live_loader(dataset: LiveInputs, batches: list[list[int]], workers: int, pin: bool):
-    """Batches in the given order (the epoch's seeded permutation), decoded by `workers` processes."""
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_sampler=batches,
-        num_workers=workers,
-        collate_fn=collate,
-        worker_init_fn=_worker_init,
-        pin_memory=pin,
-        prefetch_factor=2 if workers else None,
-    )
-
-
-# modality -> the kind of frozen backbone that extracts it when no cache exists (others: the records' vectors)
-from pcmpipe.modalities import TOWER_KINDS as FROZEN_KIND  # noqa: E402
+    """Batches in the given order (the epoch's seeded permutation), decoded and augmented by `workers` processes."""
+    return decoding_loader(dataset, batches, workers, collate, pin, prefetch=2)
 
 
 def _check_backbone(directory: str, name: str, weights: str) -> None:

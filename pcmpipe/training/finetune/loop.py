@@ -19,11 +19,11 @@ from pcmpipe.errors import UserError
 from pcmpipe.losses import LOSSES, LossParams
 from pcmpipe.training import rundir as runs
 from pcmpipe.training.evaluate import embed_rows, mean_r1, score
-from pcmpipe.training.events import EpochDone, OnEvent, TrainingStarted
+from pcmpipe.training.events import OnEvent, TrainingStarted
 from pcmpipe.training.finetune.data import LiveInputs, eval_modalities, live_loader, live_transform
 from pcmpipe.training.finetune.model import Coordinator, save_backbone
 from pcmpipe.training.optim import clamp_logit_scale
-from pcmpipe.training.state import Resumable, TrainState, save_checkpoint
+from pcmpipe.training.state import Resumable, TrainState
 
 
 def _group_lrs(opt) -> dict[str, float]:
@@ -120,19 +120,4 @@ def run_epochs(
             "train_time_s": train_time,
             "time_s": time.perf_counter() - t0,
         }
-        state.finish_epoch(rec, steps)
-        save_checkpoint(tmp, fp, state, parts)
-        runs.write_metrics(tmp, state.history)
-        emit(
-            EpochDone(
-                epoch,
-                cfg.epochs,
-                rec["loss"],
-                val_r1,
-                state.best,
-                state.best_epoch,
-                rec["lr"],
-                rec["time_s"],
-                state.stopped_early(cfg.patience),
-            )
-        )
+        runs.end_epoch(tmp, fp, state, parts, rec, steps, epochs=cfg.epochs, patience=cfg.patience, emit=emit)
