@@ -188,8 +188,9 @@ def synth_cub(out: Path, images_per_class: int = 3, seed: int = 0, text_subdir: 
             iid += 1
             stem = f"{folder.split('.', 1)[1]}_{j + 1:04d}_{int(rng.integers(1000, 99999))}"
             bg = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
+            size = scale * rng.uniform(0.9, 1.05)  # drawn before the offsets: the seeded images depend on the order
             dx, dy = rng.uniform(-1, 1, 2)
-            img = draw_bird(IMAGE_SIZE, parts, scale * rng.uniform(0.9, 1.05), dx, dy, bg)
+            img = draw_bird(IMAGE_SIZE, parts, size, dx, dy, bg)
             img.save(cub / "images" / folder / f"{stem}.jpg", quality=90)
             images.append(f"{iid} {folder}/{stem}.jpg")
             labels.append(f"{iid} {cid}")
