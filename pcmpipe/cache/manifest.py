@@ -13,7 +13,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pcmpipe.cache.shard import ShardError, ShardSchema, atomic_write_text, read_ids
+from pcmpipe.atomic import write_text
+from pcmpipe.cache.shard import ShardError, ShardSchema, read_ids
 from pcmpipe.errors import UserError
 
 FORMAT_VERSION = 1
@@ -88,7 +89,7 @@ def load_manifest(path: Path) -> dict:
 
 def write_manifest(path: Path, manifest: dict) -> None:
     manifest["num_rows"] = sum(s["rows"] for s in manifest["shards"])
-    atomic_write_text(path, json.dumps(manifest, indent=1, sort_keys=False) + "\n")
+    write_text(path, json.dumps(manifest, indent=1, sort_keys=False) + "\n")
 
 
 def schema_of(manifest: dict) -> ShardSchema:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from pcmpipe.atomic import atomic_path, write_text
+from pcmpipe.atomic import atomic_path
 
 if TYPE_CHECKING:
     import ctypes
@@ -67,9 +67,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-atomic_write_text = write_text  # the manifest's writer: the one durable write (pcmpipe.atomic)
 
 
 # ---------------------------------------------------------------- writing
