@@ -54,7 +54,14 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """A run file's JSON; a damaged one (truncated, not JSON, not UTF-8) is one UserError naming it."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(
+            f"{path} is damaged ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+            "delete the run directory to train it again"
+        ) from None
 
 
 def write_metrics(run_dir: Path, history: list[dict]) -> None:

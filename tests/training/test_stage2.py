@@ -454,3 +454,11 @@ def test_the_cli_renders_the_epoch_line_from_the_events(tmp_path):
         "epoch 1/5 loss 2.0000 val mean r@1 1.00 (best 1.00 @ 1) lr heads 1.00e-04 lr backbone 1.00e-06 3.0s",
         f"done: {tmp_path / 'run'} (best epoch 2, test mean r@1 6.00 vs untrained 0.50)",
     ]
+
+
+def test_a_damaged_run_file_is_one_line_naming_it(tmp_path):
+    for name, data in (("config.json", b'{"config": {"data'), ("latin1.json", b'{"x": "caf\xe9"}')):
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(UserError, match=str(path)):
+            runs.read_json(path)
