@@ -19,6 +19,7 @@ from pcmpipe.config.schema import (
     NAME_RE,
     TrainConfig,
     config_fingerprint,
+    setting_of,
 )
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "FinetuneConfig",
     "TrainConfig",
     "config_fingerprint",
+    "setting_of",
     "load_config",
     "merge_settings",
     "parse_set",

@@ -38,6 +38,10 @@ MODALITY_RE = re.compile(r"^[A-Za-z0-9_-]+$")  # no ".": modality names key nn.M
 # Fields that do not change the numbers a run produces; left out of the fingerprint so that renaming a
 # run or moving where runs are written does not make a finished run look different.
 _NOT_FINGERPRINTED = ("name", "runs_root", "num_workers", "progress", "threads", "stream_val_mb")
+# Settings added after runs were first written, with the value that reproduces what runs did before the
+# setting existed. The fingerprint leaves a setting out while it has that value, so every earlier run keeps
+# its fingerprint; a run record without the key had that value (see `setting_of`).
+LEGACY_VALUES: dict[str, Any] = {}
 
 
 def csv_list(value: Any) -> Any:
@@ -142,5 +146,17 @@ def config_fingerprint(cfg: TrainConfig) -> str:
         data["batch_size"] = DATASET_BATCH_SIZE.get(cfg.dataset, DEFAULT_BATCH_SIZE)
     for k in _NOT_FINGERPRINTED:
         data.pop(k, None)
+    for k, legacy in LEGACY_VALUES.items():
+        if k in data and data[k] == legacy:
+            del data[k]
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def setting_of(recorded: dict[str, Any], key: str) -> Any:
+    """A setting from a run's recorded config; a run written before the setting existed had its legacy value."""
+    if key in recorded:
+        return recorded[key]
+    if key in LEGACY_VALUES:
+        return LEGACY_VALUES[key]
+    raise KeyError(key)
