@@ -267,6 +267,7 @@ def import_features(
             fmt=fmt,
             rows_per_shard=rows_per_shard,
             expected_rows=len(table.ids),
+            lock=False,  # a private temp directory of this process
         )
         if target.exists() and any(target.iterdir()):
             old = load_manifest(target / MANIFEST) if (target / MANIFEST).exists() else None

@@ -84,7 +84,50 @@ def load_manifest(path: Path) -> dict:
             f"cache {path.parent} has format version {version}, this pcmpipe reads version "
             f"{FORMAT_VERSION}; upgrade pcmpipe or rerun the extraction into a new directory"
         )
+    problem = manifest_problem(manifest)
+    if problem:
+        raise UserError(f"cache manifest {path} is damaged ({problem}); delete {path.parent} and rerun the extraction")
     return manifest
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+# key -> check of its value; every reader indexes these without further checks (a hand-edited or damaged
+# manifest must fail here, in one line, not as a KeyError or TypeError deep in a reader)
+_REQUIRED: dict[str, Any] = {
+    "meta": lambda v: isinstance(v, dict),
+    "features": lambda v: isinstance(v, dict) and bool(v),
+    "key": lambda v: isinstance(v, str),
+    "links": lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v),
+    "format": lambda v: isinstance(v, str),
+    "fingerprint": lambda v: isinstance(v, str),
+    "shards": lambda v: isinstance(v, list),
+    "num_rows": _is_int,
+    "complete": lambda v: isinstance(v, bool),
+}
+
+
+def manifest_problem(manifest: dict) -> str:
+    """What makes a parsed manifest unusable ('' when nothing): a missing key or a value of the wrong type."""
+    for key, ok in _REQUIRED.items():
+        if key not in manifest:
+            return f"missing key {key!r}"
+        if not ok(manifest[key]):
+            return f"{key!r} has the wrong type or value ({type(manifest[key]).__name__})"
+    for name, spec in manifest["features"].items():
+        shape = spec.get("shape") if isinstance(spec, dict) else None
+        if not (isinstance(shape, list) and all(_is_int(d) for d in shape) and isinstance(spec.get("dtype"), str)):
+            return f"feature {name!r} needs a shape (list of ints) and a dtype"
+    for i, shard in enumerate(manifest["shards"]):
+        if not isinstance(shard, dict) or not isinstance(shard.get("file"), str) or not _is_int(shard.get("rows")):
+            return f"shard entry {i} needs a file name and a row count"
+        if not isinstance(shard.get("sha256"), str) or ("bytes" in shard and not _is_int(shard["bytes"])):
+            return f"shard entry {i} ({shard['file']}) needs a sha256 (and its size in bytes, where recorded)"
+        if Path(shard["file"]).name != shard["file"] or shard["file"].startswith("."):
+            return f"shard entry {i} names {shard['file']!r}, not a file of this directory"
+    return ""
 
 
 def write_manifest(path: Path, manifest: dict) -> None:

@@ -168,27 +168,60 @@ def open_cache(directory: str | Path, *, verify: bool = True) -> CacheReader:
         total = manifest.get("expected_rows")
         of = f"{manifest['num_rows']} of {total} rows" if total is not None else f"{manifest['num_rows']} rows so far"
         raise UserError(f"cache {directory} is incomplete ({of}); rerun the extraction to resume")
+    damaged = damaged_shards(directory, manifest, hashes=verify)
+    if damaged:
+        file, why = damaged[0]
+        raise UserError(
+            f"shard {file} of cache {directory} is {why}; delete the cache directory and rerun the extraction"
+        )
+    return CacheReader(directory, manifest)
+
+
+def damaged_shards(directory: Path, manifest: dict, *, hashes: bool = True) -> list[tuple[str, str]]:
+    """(file, what is wrong) for each listed shard that is missing, of the wrong size, unreadable, holds another
+    row count or (with `hashes`) another sha256 than the manifest records; [] for an intact cache.
+
+    Sizes are a stat per shard and catch truncation and deletion; a flipped byte needs the sha256 (reading every
+    byte, about 1 s per GB). Manifests written before sizes were recorded are checked by row count and hash.
+    """
+    out: list[tuple[str, str]] = []
     for shard in manifest["shards"]:
         file = directory / shard["file"]
-        if not file.exists():
-            raise UserError(
-                f"shard {shard['file']} of cache {directory} is missing; "
-                "delete the cache directory and rerun the extraction"
-            )
+        try:
+            size = file.stat().st_size
+        except FileNotFoundError:
+            out.append((shard["file"], "missing"))
+            continue
+        except OSError as e:
+            out.append((shard["file"], f"unreadable ({e.strerror})"))
+            continue
+        if "bytes" in shard and size != shard["bytes"]:
+            out.append((shard["file"], f"corrupt ({size} bytes, manifest says {shard['bytes']})"))
+            continue
         try:
             rows = shard_rows(file, manifest["format"])
         except ShardError as e:
-            raise UserError(
-                f"shard {shard['file']} of cache {directory} is corrupt ({e}); "
-                "delete the cache directory and rerun the extraction"
-            ) from e
-        if rows != shard["rows"] or (verify and sha256_file(file) != shard["sha256"]):
-            why = f"{rows} rows, manifest says {shard['rows']}" if rows != shard["rows"] else "sha256 mismatch"
-            raise UserError(
-                f"shard {shard['file']} of cache {directory} is corrupt ({why}); "
-                "delete the cache directory and rerun the extraction"
-            )
-    return CacheReader(directory, manifest)
+            out.append((shard["file"], f"corrupt ({e})"))
+            continue
+        if rows != shard["rows"]:
+            out.append((shard["file"], f"corrupt ({rows} rows, manifest says {shard['rows']})"))
+        elif hashes and sha256_file(file) != shard["sha256"]:
+            out.append((shard["file"], "corrupt (sha256 mismatch)"))
+    return out
+
+
+def backbone_identity(meta: dict) -> dict:
+    """What in a cache's meta names the encoder that made its features (backbone, weights and their checksum,
+    preprocessing): equal for every split of one modality built together, unlike the dataset listing."""
+    return {k: meta[k] for k in ("backbone", "architecture", "weights", "weights_sha256", "preprocess") if k in meta}
+
+
+def source_of(meta: dict) -> str:
+    """'clip-tiny-image random:0 (sha256 1a2b3c4d5e6f)': the backbone and weights of a cache, for display."""
+    if "backbone" not in meta:
+        return str(meta.get("source", ""))
+    sha = meta.get("weights_sha256")
+    return f"{meta['backbone']} {meta.get('weights', '?')}" + (f" (sha256 {str(sha)[:12]})" if sha else "")
 
 
 def read_manifest(cache_root: str | Path, dataset: str, modality: str, split: str) -> dict | None:
@@ -200,8 +233,12 @@ def read_manifest(cache_root: str | Path, dataset: str, modality: str, split: st
     return load_manifest(path) if path.is_file() else None
 
 
-def list_caches(root: str | Path) -> list[dict[str, Any]]:
-    """Every cache under `root` (or `root` itself): one summary dict each, for `pcmpipe cache-info`."""
+def list_caches(root: str | Path, *, verify: bool = False) -> list[dict[str, Any]]:
+    """Every cache under `root` (or `root` itself): one summary dict each, for `pcmpipe cache-info`.
+
+    Each summary's `damaged` lists (file, why) of broken shards: sizes and row counts always, sha256 with
+    `verify`. `source` is the backbone and weights behind the features ('' where the manifest names none).
+    """
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"cache root {root} does not exist; pass the directory holding your caches")
@@ -235,6 +272,8 @@ def list_caches(root: str | Path) -> list[dict[str, Any]]:
                 "features": {n: (tuple(f["shape"]), f["dtype"]) for n, f in m["features"].items()},
                 "fingerprint": m["fingerprint"],
                 "meta": m["meta"],
+                "source": source_of(m["meta"]),
+                "damaged": damaged_shards(path.parent, m, hashes=verify),
             }
         )
     return rows

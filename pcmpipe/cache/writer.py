@@ -5,12 +5,14 @@ It is safe to kill at any moment: reopening it resumes, keeping every finished s
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
 import numpy as np
 
 from pcmpipe.cache.layout import cache_dir  # noqa: F401  (re-exported: pcmpipe.cache.writer.cache_dir)
+from pcmpipe.cache.lock import exclusive
 from pcmpipe.cache.manifest import (
     MANIFEST,
     differing_fields,
@@ -60,6 +62,11 @@ def _normalise(
     return spec, links
 
 
+def _entry(path: Path, rows: int, digest: str) -> dict:
+    """A finished shard as the manifest lists it; its size lets every open catch truncation with one stat."""
+    return {"file": path.name, "rows": rows, "sha256": digest, "bytes": path.stat().st_size}
+
+
 def cache_fingerprint(
     *, features: dict[str, tuple[tuple[int, ...], str]], key: str, links: list[str], meta: dict, fmt: str = "parquet"
 ) -> str:
@@ -77,6 +84,11 @@ class ShardWriter:
     split); with features, key, links and fmt it makes the fingerprint. rank: for distributed extraction,
     rank r writes `part-rNNN-*` shards and `manifest.rNNN.json` (join them with `merge_manifests`).
     expected_rows: optional total, only used to say "N of M rows" about an incomplete cache.
+    listing: optional digest of the inputs the rows come from (extract: the dataset's records), recorded beside
+    the fingerprint so a reuse check can tell a changed dataset from an unchanged one.
+    lock: hold `cache.lock.exclusive` on the directory while open (True waits for another writer, a number
+    waits that many seconds, False takes no lock: the caller holds it). Ranks of one job never lock: their
+    shard names are disjoint and their launcher holds the lock.
 
     After construction: `complete` is True if the directory already holds this finished cache (skip the
     work); `done_ids` holds the ids of every finished shard (skip those samples).
@@ -95,6 +107,8 @@ class ShardWriter:
         shard_prefix: str = "part",
         rank: int | None = None,
         expected_rows: int | None = None,
+        listing: str | None = None,
+        lock: bool | float = True,
     ):
         if fmt not in FORMATS:
             raise UserError(f"unknown cache format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -106,6 +120,8 @@ class ShardWriter:
         self.features, self.links = spec, links
         inputs = fingerprint_inputs(meta, feature_spec(spec), key, self.links, fmt)
         self._manifest = new_manifest(inputs, expected_rows)
+        if listing is not None:
+            self._manifest["listing"] = listing
         self.fingerprint: str = self._manifest["fingerprint"]
         self._schema = ShardSchema(key, tuple(self.links), spec, self.fingerprint)
         if rank is not None and shard_prefix == "part":
@@ -120,8 +136,15 @@ class ShardWriter:
         self._pending: list[tuple[list[str], dict[str, list[str]], dict[str, np.ndarray]]] = []
         self._pending_ids: set[str] = set()
         self._pending_rows = 0
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._open()
+        self._lock = contextlib.ExitStack()
+        if lock is not False and rank is None:
+            self._lock.enter_context(exclusive(self.directory, f"cache {self.directory}", wait=lock))
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._open()
+        except BaseException:
+            self._lock.close()
+            raise
 
     # ------------------------------------------------------------ resume
     def _check_fingerprint(self, path: Path) -> dict:
@@ -158,6 +181,8 @@ class ShardWriter:
         if own.exists():
             found = self._check_fingerprint(own)
             self._manifest["shards"] = found["shards"]
+            if "listing" in found and "listing" not in self._manifest:
+                self._manifest["listing"] = found["listing"]
             if found.get("expected_rows") is not None and self._manifest["expected_rows"] is None:
                 self._manifest["expected_rows"] = found["expected_rows"]
         listed = {s["file"] for s in self._manifest["shards"]}
@@ -182,7 +207,7 @@ class ShardWriter:
                 path.unlink()
                 continue
             self.done_ids.update(ids)
-            self._manifest["shards"].append({"file": path.name, "rows": len(ids), "sha256": sha256_file(path)})
+            self._manifest["shards"].append(_entry(path, len(ids), sha256_file(path)))
         self._manifest["shards"].sort(key=lambda s: s["file"])
         self._next_index = 1 + max(
             (int(m.group(1)) for s in self._manifest["shards"] if (m := self._shard_re.match(s["file"]))),
@@ -271,7 +296,7 @@ class ShardWriter:
             {f: v[:rows] for f, v in feats.items()},
         )
         written = cols["id"][:rows].tolist()
-        self._manifest["shards"].append({"file": name, "rows": rows, "sha256": digest})
+        self._manifest["shards"].append(_entry(self.directory / name, rows, digest))
         write_manifest(self._manifest_path, self._manifest)
         self._next_index += 1
         self.done_ids.update(written)
@@ -287,6 +312,7 @@ class ShardWriter:
     def close(self) -> None:
         """Write the buffered rows as the last shard and mark the cache complete."""
         if self.complete or self._closed:
+            self._lock.close()  # a cache found complete on open: nothing written, the lock goes back
             return
         if self._pending_rows:
             self._flush(self._pending_rows)
@@ -294,6 +320,7 @@ class ShardWriter:
         write_manifest(self._manifest_path, self._manifest)
         self.complete = True
         self._closed = True
+        self._lock.close()
 
     def __enter__(self) -> ShardWriter:
         return self
@@ -310,3 +337,4 @@ class ShardWriter:
             except Exception:
                 pass
         self._closed = True
+        self._lock.close()

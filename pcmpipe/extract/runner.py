@@ -20,6 +20,7 @@ rank 0 merges them (`distributed.finish_part`) into the same cache one process w
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -29,26 +30,24 @@ from pathlib import Path
 from pcmpipe import distributed as D
 from pcmpipe.backbones import DEFAULT_BACKBONES, Backbone, backbone_kind, create_backbone, resolve_device
 from pcmpipe.backbones.hubert import HubertBackbone
-from pcmpipe.cache.manifest import MANIFEST, differing_fields, feature_spec, load_manifest
-from pcmpipe.cache.writer import FORMATS, ShardWriter, cache_dir, cache_fingerprint
+from pcmpipe.cache.lock import exclusive
+from pcmpipe.cache.manifest import MANIFEST, load_manifest
+from pcmpipe.cache.writer import FORMATS, ShardWriter
 from pcmpipe.datasets import SPLITS, open_dataset
 from pcmpipe.errors import UserError
 from pcmpipe.extract.batching import PaddingMeter
+from pcmpipe.extract.plan import FEATURE, SplitSpec, compare, split_spec
 from pcmpipe.extract.sources import (
     SPEECH_MAX_PADDING,
     Encoded,
     Skipped,
     audio_batches,
     image_batches,
-    precision_of,
     text_batches,
     vector_batches,
-    vector_shape,
 )
 from pcmpipe.extract.summary import ExtractProgress, ExtractSummary, PartSummary, read_errors, write_errors
 from pcmpipe.modalities import KINDS
-
-FEATURE = "features"
 
 
 def default_workers(device: object = "cpu") -> int:
@@ -83,6 +82,7 @@ def extract(
     dataset_options: Mapping | None = None,
     max_padding: float | None = SPEECH_MAX_PADDING,
     progress: ExtractProgress | None = None,
+    lock_wait: bool | float = True,
 ) -> ExtractSummary:
     """Extract every requested (modality, split) of `dataset` into `cache_root`; returns the summary.
 
@@ -92,7 +92,8 @@ def extract(
     most this fraction of each speech batch is padding (in [0, 1); None: no bound); features do not depend on
     it (HuBERT's padding is masked), only the speed does, so it is not part of the fingerprint.
     progress(task, done, total) is called as items finish ('flickr8k I train', rows done, rows of this
-    process); under torchrun only rank 0 reports.
+    process); under torchrun only rank 0 reports. lock_wait: another job writing the same split is waited for
+    (True), refused at once (False) or waited for that many seconds, then refused in one line.
     """
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -116,7 +117,7 @@ def extract(
     dev = D.device_for(dist) if dist.world_size > 1 and device == "auto" else resolve_device(device)
     workers = default_workers(dev) if workers is None else workers
     # modalities without a kind carry precomputed vectors: no backbone
-    choice = {m: _choose(m, backbones or {}, weights or {}) for m in modalities if m in KINDS}
+    choice = {m: choose_backbone(m, backbones or {}, weights or {}) for m in modalities if m in KINDS}
     summary = ExtractSummary(dataset, str(cache_root), str(dev))
     models: dict[tuple[str, str], Backbone] = {}
     report = progress if progress is not None and dist.is_main else _silent
@@ -144,6 +145,7 @@ def extract(
                 rows_per_shard=rows_per_shard,
                 dataset_options=dict(dataset_options or {}),
                 max_padding=max_padding,
+                lock_wait=lock_wait,
             )
             summary.parts.append(part)
     return summary
@@ -153,7 +155,7 @@ def _silent(task: str, done: int, total: int) -> None:
     """The progress callback of a caller that asked for none (and of ranks other than 0)."""
 
 
-def _choose(modality: str, backbones: Mapping[str, str], weights: Mapping[str, str]) -> tuple[str, str]:
+def choose_backbone(modality: str, backbones: Mapping[str, str], weights: Mapping[str, str]) -> tuple[str, str]:
     kind = KINDS[modality]
     name = backbones.get(modality) or backbones.get(kind) or DEFAULT_BACKBONES[kind]
     if backbone_kind(name) != kind:
@@ -162,26 +164,6 @@ def _choose(modality: str, backbones: Mapping[str, str], weights: Mapping[str, s
             f"backbone (e.g. {DEFAULT_BACKBONES[kind]})"
         )
     return name, weights.get(modality) or weights.get(kind) or "default"
-
-
-def _guard_existing(directory: Path, fingerprint: str, overwrite: bool, args: tuple) -> None:
-    """Refuse (or, with overwrite, delete) a cache directory built with other settings."""
-    manifest_path = directory / MANIFEST
-    if not manifest_path.exists():
-        return
-    found = load_manifest(manifest_path)
-    if found["fingerprint"] == fingerprint:
-        return
-    if overwrite:
-        shutil.rmtree(directory)
-        return
-    meta, features, key, links, fmt = args
-    wanted = {"meta": meta, "features": feature_spec(features), "key": key, "links": links, "format": fmt}
-    diff = ", ".join(differing_fields(found, wanted)) or "settings"
-    raise UserError(
-        f"cache {directory} was built with other settings ({diff}); use another --cache-root "
-        "or --overwrite to rebuild it"
-    )
 
 
 def _extract_part(
@@ -202,42 +184,61 @@ def _extract_part(
     rows_per_shard: int,
     dataset_options: dict,
     max_padding: float | None,
+    lock_wait: bool | float,
 ) -> PartSummary:
     started = time.perf_counter()
     records = ds.records(m, split)
     if limit is not None:
         records = records[:limit]
-    key = ds.key(m)
-    links = sorted({c for r in records[:1] for c in r.links if c != key})
-    directory = cache_dir(cache_root, ds.name, m, split)
-    if backbone is not None:
-        shape = backbone.feature_shape
-        meta = {**backbone.meta, "precision": precision_of(backbone.device)}
-        name = backbone.name
-    else:
-        shape = vector_shape(records) or (1,)
-        meta = {"source": f"{ds.name} precomputed vectors", "dataset_options": dataset_options}
-        name = "vectors"
-    meta.update({"dataset": ds.name, "modality": m, "split": split})
-    if limit is not None:
-        meta["limit"] = limit
-    features = {FEATURE: (shape, "float32")}
-    problem = None
-    if D.is_main():  # one process decides (and, with overwrite, deletes); the others wait for its verdict
-        try:
-            _guard_existing(
-                directory,
-                cache_fingerprint(features=features, key=key, links=links, meta=meta, fmt=fmt),
-                overwrite,
-                (meta, features, key, links, fmt),
-            )
-        except UserError as e:
-            problem = str(e)
+    spec = split_spec(
+        ds, m, split, records, backbone, cache_root=cache_root, fmt=fmt, limit=limit, options=dataset_options
+    )
+    name = backbone.name if backbone is not None else "vectors"
+    with contextlib.ExitStack() as held:
+        if D.is_main():  # one lock per split; the other ranks wait for rank 0's verdict below
+            held.enter_context(exclusive(spec.directory, f"cache {ds.name}/{m}/{split}", wait=lock_wait))
+        return _write_part(
+            ds, m, split, backbone, records, spec, name, started, report=report, summary=summary,
+            batch_size=batch_size, workers=workers, strict=strict, overwrite=overwrite,
+            rows_per_shard=rows_per_shard, max_padding=max_padding,
+        )  # fmt: skip
+
+
+def _write_part(
+    ds,
+    m: str,
+    split: str,
+    backbone: Backbone | None,
+    records: list,
+    spec: SplitSpec,
+    name: str,
+    started: float,
+    *,
+    report: ExtractProgress,
+    summary: ExtractSummary,
+    batch_size: int,
+    workers: int,
+    strict: bool,
+    overwrite: bool,
+    rows_per_shard: int,
+    max_padding: float | None,
+) -> PartSummary:
+    """Encode one split into its cache, under the split's lock (held by the caller on rank 0)."""
+    directory, key, links, features, fmt = spec.directory, spec.key, spec.links, spec.features, spec.fmt
+    meta = spec.meta
+    problem, rebuilt = None, ""
+    if D.is_main():  # one process decides (and deletes what is rebuilt); the others wait for its verdict
+        plan = compare(spec)
+        if plan.action == "refuse" and not overwrite:
+            problem = f"{plan.reason}; use another --cache-root or --overwrite to rebuild it"
+        elif plan.action in ("rebuild", "refuse"):  # refuse with overwrite: the user asked for a fresh cache
+            shutil.rmtree(directory)  # the lock file lies beside the directory: the lock stays held
+            rebuilt = plan.reason if plan.action == "rebuild" else ""
     problem = D.gather_objects(problem)[0]  # also the barrier after a deletion
     if problem:
         raise UserError(problem)
     mine = D.rank_records(records)
-    part = PartSummary(m, split, name, "new", directory=str(directory))
+    part = PartSummary(m, split, name, "rebuilt" if rebuilt else "new", directory=str(directory), reason=rebuilt)
     task, total = f"{ds.name} {m} {split}", len(mine)
     errors: list[dict] = []
     meter = PaddingMeter()
@@ -251,6 +252,8 @@ def _extract_part(
         rows_per_shard=rows_per_shard,
         rank=D.writer_rank(),
         expected_rows=len(mine),
+        listing=spec.listing,
+        lock=False,  # held above, around the reuse check too
     ) as writer:
         if writer.complete:  # every rank sees the same merged manifest, so all of them return here
             part.status, part.rows = "cached", writer.num_rows
@@ -264,7 +267,7 @@ def _extract_part(
         done = total - len(pending)
         report(task, done, total)
         try:
-            for item in _batches(backbone, pending, shape, batch_size, workers, meter, max_padding):
+            for item in _batches(backbone, pending, features[FEATURE][0], batch_size, workers, meter, max_padding):
                 if isinstance(item, Skipped):
                     err = {"modality": m, "split": split, "id": item.record.id, "reason": item.reason}
                     if item.record.path is not None:

@@ -19,7 +19,8 @@ ExtractProgress = Callable[[str, int, int], None]
 
 @dataclass
 class PartSummary:
-    """One (modality, split) of one run. status: 'new' | 'resumed' | 'cached' (complete already: skipped)."""
+    """One (modality, split) of one run. status: 'new' | 'resumed' | 'cached' (complete already: skipped) |
+    'rebuilt' (same settings, but the dataset changed or a shard was damaged: `reason` says which)."""
 
     modality: str
     split: str
@@ -31,6 +32,7 @@ class PartSummary:
     seconds: float = 0.0
     padding: float | None = None  # audio: fraction of padded samples in the batches
     directory: str = ""
+    reason: str = ""
 
     @property
     def rate(self) -> float | None:

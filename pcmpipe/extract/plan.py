@@ -1,0 +1,205 @@
+"""Whether one (modality, split) of an extraction is already cached: the question `extract` and the pipelines
+planner both ask, answered by comparing what extraction WOULD write with what the cache holds.
+
+    plan = plan_split("flickr8k", "data/flickr8k", "I", "train", cache_root="cache",
+                      backbone="clip-vit-b32-image", weights="default")
+    plan.status, plan.reason     # 'cached' | 'stale' | 'new', and why
+
+A split is `cached` only when its manifest is complete, its fingerprint (backbone, weights and their sha256,
+preprocessing, precision, dataset, modality, split, limit, format) equals the one extraction would write, its
+listing (a digest of the dataset's records: ids, links, captions, media file names and sizes) equals the
+dataset's today, and every shard is intact (size, row count and sha256). Anything else is `stale`, with an
+action: `resume` (an unfinished cache of these very inputs), `rebuild` (same settings, but the dataset changed or
+a shard is damaged: the features can be recomputed, so extraction does it) or `refuse` (built with other
+settings or unreadable: extraction stops and names `--overwrite`, since those features may not be reproducible
+here).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from pcmpipe.cache.layout import cache_dir
+from pcmpipe.cache.manifest import MANIFEST, differing_fields, feature_spec, load_manifest
+from pcmpipe.cache.reader import damaged_shards
+from pcmpipe.cache.shard import read_ids
+from pcmpipe.cache.writer import cache_fingerprint
+from pcmpipe.errors import UserError
+from pcmpipe.extract.summary import read_errors
+
+FEATURE = "features"
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """What extraction writes for one (modality, split): the ShardWriter's arguments and the listing digest."""
+
+    directory: Path
+    features: dict[str, tuple[tuple[int, ...], str]]
+    key: str
+    links: list[str]
+    meta: dict
+    fmt: str
+    listing: str
+    ids: frozenset[str]
+
+    @property
+    def fingerprint(self) -> str:
+        return cache_fingerprint(features=self.features, key=self.key, links=self.links, meta=self.meta, fmt=self.fmt)
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """status: 'cached' | 'stale' | 'new'; action (stale only): 'resume' | 'rebuild' | 'refuse'."""
+
+    status: str
+    reason: str
+    directory: Path
+    action: str = ""
+
+
+def listing_digest(records: list) -> str:
+    """sha256 over every record's id, links and payload identity (caption text, media file name and size, vector
+    bytes), in id order: it changes when items are added, removed or replaced, not when the data moves."""
+    h = hashlib.sha256()
+    for r in sorted(records, key=lambda r: r.id):
+        payload: object = r.text
+        if r.path is not None:
+            try:
+                size = Path(r.path).stat().st_size
+            except OSError:
+                size = -1  # missing now: skipped and listed; its return changes the listing
+            payload = [Path(r.path).name, size]
+        elif r.vector is not None:
+            payload = hashlib.sha256(r.vector.tobytes()).hexdigest()
+        h.update(json.dumps([r.id, sorted(r.links.items()), payload], ensure_ascii=True).encode() + b"\n")
+    return h.hexdigest()
+
+
+def split_spec(
+    ds, m: str, split: str, records: list, backbone, *, cache_root: Path, fmt: str, limit, options
+) -> SplitSpec:
+    """The cache extraction writes for `records` of (ds, m, split) with `backbone` (None: the dataset's vectors)."""
+    from pcmpipe.extract.sources import precision_of, vector_shape
+
+    key = ds.key(m)
+    links = sorted({c for r in records[:1] for c in r.links if c != key})
+    if backbone is not None:
+        shape = tuple(backbone.feature_shape)
+        meta = {**backbone.meta, "precision": precision_of(backbone.device)}
+    else:
+        shape = vector_shape(records) or (1,)
+        meta = {"source": f"{ds.name} precomputed vectors", "dataset_options": dict(options)}
+    meta.update({"dataset": ds.name, "modality": m, "split": split})
+    if limit is not None:
+        meta["limit"] = limit
+    return SplitSpec(
+        cache_dir(cache_root, ds.name, m, split),
+        {FEATURE: (shape, "float32")},
+        key,
+        links,
+        meta,
+        fmt,
+        listing_digest(records),
+        frozenset(r.id for r in records),
+    )
+
+
+def compare(spec: SplitSpec, *, hashes: bool = True) -> SplitPlan:
+    """How the cache at spec.directory stands against what extraction would write (see the module doc)."""
+    d = spec.directory
+    path = d / MANIFEST
+    if not path.exists():
+        return SplitPlan("new", "not extracted yet", d)
+    try:
+        found = load_manifest(path)
+    except UserError as e:
+        return SplitPlan("stale", str(e), d, "refuse")
+    if found["fingerprint"] != spec.fingerprint:
+        wanted = {
+            "meta": spec.meta,
+            "features": feature_spec(spec.features),
+            "key": spec.key,
+            "links": spec.links,
+            "format": spec.fmt,
+        }
+        diff = ", ".join(differing_fields(found, wanted)) or "settings"
+        return SplitPlan("stale", f"cache {d} was built with other settings ({diff})", d, "refuse")
+    changed = _listing_change(spec, found)
+    if changed:
+        return SplitPlan("stale", f"the dataset changed since {d} was extracted ({changed})", d, "rebuild")
+    damaged = damaged_shards(d, found, hashes=hashes)
+    if damaged:
+        return SplitPlan("stale", f"shard {damaged[0][0]} of {d} is {damaged[0][1]}", d, "rebuild")
+    if not found["complete"]:
+        return SplitPlan("stale", f"unfinished ({found['num_rows']} of {len(spec.ids)} items)", d, "resume")
+    return SplitPlan("cached", f"{found['num_rows']} rows, fingerprint {spec.fingerprint[:12]}", d)
+
+
+def _listing_change(spec: SplitSpec, found: dict) -> str:
+    """'' when the cache was made from the dataset's records as they are now, else what differs."""
+    if "listing" in found:
+        return "" if found["listing"] == spec.listing else f"{len(spec.ids)} items now, listing digest differs"
+    # written before listings were recorded: compare ids (cached rows plus the skipped inputs) instead
+    if not found["complete"]:
+        return ""  # a resume adds the missing ids; an unfinished old cache has nothing to compare yet
+    try:
+        have = {i for s in found["shards"] for i in read_ids(spec.directory / s["file"], found["format"])}
+        have |= {str(e.get("id")) for e in read_errors(spec.directory)}
+    except Exception:  # an unreadable shard or errors file: reported as damage by the caller's checks
+        return ""
+    if have == spec.ids:
+        return ""
+    return (
+        f"{len(spec.ids)} items now, the cache covers {len(have & spec.ids)} of them and {len(have - spec.ids)} others"
+    )
+
+
+def plan_split(
+    dataset: str,
+    root: str | Path,
+    modality: str,
+    split: str,
+    *,
+    cache_root: str | Path = "cache",
+    backbone: str | None = None,
+    weights: str | None = None,
+    fmt: str = "parquet",
+    limit: int | None = None,
+    dataset_options: Mapping | None = None,
+    device: str = "cpu",
+) -> SplitPlan:
+    """Would `extract` find (dataset, modality, split) cached? For planners: loads the backbone (its weights'
+    sha256 is part of the answer) and reads the dataset's listing, but encodes nothing and writes nothing.
+
+    backbone / weights: as `extract`'s for this modality (None: the paper's backbone, 'default' weights).
+    """
+    from pcmpipe.backbones import create_backbone
+    from pcmpipe.datasets import open_dataset
+    from pcmpipe.extract.runner import choose_backbone
+    from pcmpipe.modalities import KINDS
+
+    ds = open_dataset(dataset, root, **dict(dataset_options or {}))
+    records = ds.records(modality, split)
+    if limit is not None:
+        records = records[:limit]
+    bb = None
+    if modality in KINDS:
+        name, w = choose_backbone(modality, {modality: backbone} if backbone else {}, {modality: weights or ""})
+        bb = create_backbone(name, w, device=device)
+    spec = split_spec(
+        ds,
+        modality,
+        split,
+        records,
+        bb,
+        cache_root=Path(cache_root),
+        fmt=fmt,
+        limit=limit,
+        options=dataset_options or {},
+    )
+    return compare(spec)
