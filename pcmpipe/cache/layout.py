@@ -1,7 +1,7 @@
 """The cache tree, known here and nowhere else.
 
     <cache_root>/<dataset>/<modality>/<split>/part-NNNNN.{parquet,h5}  (rank r of a torchrun: part-rNNN-*)
-                                             /manifest.json
+                                             /manifest.json, errors.jsonl
     <cache_root>/runs/<run name>/...                                    (runs live beside the cache they read)
 
 Other code asks this module for a path or a listing instead of joining the parts itself, so the tree can change
@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 MANIFEST = "manifest.json"
+ERRORS = "errors.jsonl"  # the inputs extraction skipped, beside the manifest
 RUNS = "runs"
 
 
@@ -24,6 +25,11 @@ def cache_dir(root: str | Path, dataset: str, modality: str, split: str) -> Path
 def manifest_path(root: str | Path, dataset: str, modality: str, split: str) -> Path:
     """The manifest of one (dataset, modality, split); it exists once the cache has been started."""
     return cache_dir(root, dataset, modality, split) / MANIFEST
+
+
+def manifest_in(directory: str | Path) -> Path:
+    """The manifest of the cache in `directory`."""
+    return Path(directory) / MANIFEST
 
 
 def runs_root(cache_root: str | Path) -> Path:

@@ -127,6 +127,15 @@ def manifest_problem(manifest: dict) -> str:
             return f"shard entry {i} ({shard['file']}) needs a sha256 (and its size in bytes, where recorded)"
         if Path(shard["file"]).name != shard["file"] or shard["file"].startswith("."):
             return f"shard entry {i} names {shard['file']!r}, not a file of this directory"
+    sides = manifest.get("side_files", [])
+    if not isinstance(sides, list) or not all(
+        isinstance(f, dict)
+        and isinstance(f.get("file"), str)
+        and _is_int(f.get("bytes"))
+        and isinstance(f.get("sha256"), str)
+        for f in sides
+    ):
+        return "'side_files' needs a file name, size and sha256 per entry"
     return ""
 
 

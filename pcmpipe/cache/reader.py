@@ -207,6 +207,12 @@ def damaged_shards(directory: Path, manifest: dict, *, hashes: bool = True) -> l
             out.append((shard["file"], f"corrupt ({rows} rows, manifest says {shard['rows']})"))
         elif hashes and sha256_file(file) != shard["sha256"]:
             out.append((shard["file"], "corrupt (sha256 mismatch)"))
+    for side in manifest.get("side_files", []):  # small files: always hashed
+        file = directory / side["file"]
+        if not file.is_file():
+            out.append((side["file"], "missing"))
+        elif file.stat().st_size != side["bytes"] or sha256_file(file) != side["sha256"]:
+            out.append((side["file"], "corrupt (size or sha256 differs from the manifest)"))
     return out
 
 
@@ -220,8 +226,8 @@ def source_of(meta: dict) -> str:
     """'clip-tiny-image random:0 (sha256 1a2b3c4d5e6f)': the backbone and weights of a cache, for display."""
     if "backbone" not in meta:
         return str(meta.get("source", ""))
-    sha = meta.get("weights_sha256")
-    return f"{meta['backbone']} {meta.get('weights', '?')}" + (f" (sha256 {str(sha)[:12]})" if sha else "")
+    sha, weights = meta.get("weights_sha256"), meta.get("weights")
+    return f"{meta['backbone']}" + (f" {weights}" if weights else "") + (f" (sha256 {str(sha)[:12]})" if sha else "")
 
 
 def read_manifest(cache_root: str | Path, dataset: str, modality: str, split: str) -> dict | None:

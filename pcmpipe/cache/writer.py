@@ -309,6 +309,13 @@ class ShardWriter:
             else []
         )
 
+    def add_side_file(self, name: str) -> None:
+        """List a finished file beside the shards (extract's errors.jsonl) in the manifest with its size and
+        sha256, so a deleted or damaged one is caught like a damaged shard. Call before `close`."""
+        path = self.directory / name
+        entry = {"file": name, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+        self._manifest["side_files"] = [f for f in self._manifest.get("side_files", []) if f["file"] != name] + [entry]
+
     def close(self) -> None:
         """Write the buffered rows as the last shard and mark the cache complete."""
         if self.complete or self._closed:

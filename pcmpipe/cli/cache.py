@@ -59,33 +59,50 @@ def import_features_cmd(
 @app.command("cache-info")
 def cache_info_cmd(
     root: Path = typer.Argument(Path("cache"), help="cache root (or one cache directory)"),
+    verify: bool = typer.Option(
+        False, "--verify", help="also check every shard's sha256 (reads all bytes; sizes are always checked)"
+    ),
 ) -> None:
-    """List the feature caches under ROOT: dataset, modality, split, rows, shapes, completeness, fingerprint."""
+    """List the feature caches under ROOT: dataset, modality, split, rows, shapes, completeness, fingerprint.
+
+    Also the backbone and weights behind each cache, and damaged shards (missing, truncated or, with --verify,
+    any changed byte); exits 1 when a cache is damaged."""
     with _guard():
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
         from pcmpipe.cache import list_caches
 
-        caches = list_caches(root)
+        caches = list_caches(root, verify=verify)
         if not caches:
             typer.echo(f"no caches under {root}")
             return
-        table = Table("dataset", "modality", "split", "rows", "features", "format", "complete", "fingerprint")
+        table = Table("dataset", "modality", "split", "rows", "features", "source", "format", "state", "fingerprint")
+        bad = 0
         for c in caches:
             if "error" in c:
-                table.add_row(c["dataset"], c["modality"], c["split"], "-", f"[red]{c['error']}[/]", "-", "-", "-")
+                bad += 1
+                row = ["-", f"[red]{escape(c['error'])}[/]", "-", "-", "[red]damaged[/]", "-"]
+                table.add_row(c["dataset"], c["modality"], c["split"], *row)
                 continue
             shapes = ", ".join(f"{n} {list(s)} {d}" for n, (s, d) in c["features"].items())
-            done = "[green]yes[/]" if c["complete"] else "[yellow]no[/]"
+            if c["damaged"]:
+                bad += 1
+                state = "[red]damaged: " + escape("; ".join(f"{f} {why}" for f, why in c["damaged"])) + "[/]"
+            else:
+                state = "[green]complete[/]" if c["complete"] else "[yellow]incomplete[/]"
             table.add_row(
                 c["dataset"],
                 c["modality"],
                 c["split"],
                 str(c["rows"]),
                 shapes,
+                escape(c["source"]),
                 c["format"],
-                done,
+                state,
                 c["fingerprint"][:12],
             )
-        Console(width=max(120, Console().width)).print(table)
+        Console(width=max(160, Console().width)).print(table)
+        if bad:
+            raise typer.Exit(1)

@@ -56,6 +56,11 @@ def extract_cmd(
     max_padding: float = typer.Option(
         0.05, "--max-padding", help="speech: at most this fraction of each batch is padding, in [0, 1)"
     ),
+    lock_timeout: float | None = typer.Option(
+        None,
+        "--lock-timeout",
+        help="seconds to wait for another job writing the same cache split, then stop (default: wait)",
+    ),
 ) -> None:
     """Encode a dataset's modalities with frozen backbones into the feature cache; resumable, skips what is done."""
     with _guard():
@@ -84,12 +89,16 @@ def extract_cmd(
                 rows_per_shard=rows_per_shard,
                 max_padding=max_padding,
                 progress=bar,
+                lock_wait=True if lock_timeout is None else lock_timeout,
             )
         main = distributed.is_main()
         distributed.cleanup()  # under torchrun: leave the process group extract joined
         if not main:
             return
         Console().print(extract_table(summary))
+        for part in summary.parts:
+            if part.reason:
+                err_console.print(f"[yellow]{part.modality} {part.split} rebuilt: {part.reason}[/]", highlight=False)
         if summary.errors:
             err_console.print(
                 f"[yellow]skipped {len(summary.errors)} inputs; reasons in errors.jsonl beside each manifest[/]",

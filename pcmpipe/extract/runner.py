@@ -46,7 +46,14 @@ from pcmpipe.extract.sources import (
     text_batches,
     vector_batches,
 )
-from pcmpipe.extract.summary import ExtractProgress, ExtractSummary, PartSummary, read_errors, write_errors
+from pcmpipe.extract.summary import (
+    ERRORS_FILE,
+    ExtractProgress,
+    ExtractSummary,
+    PartSummary,
+    read_errors,
+    write_errors,
+)
 from pcmpipe.modalities import KINDS
 
 
@@ -289,8 +296,11 @@ def _write_part(
                 part.new_rows += len(item.records)
                 done += len(item.records)
                 report(task, done, total)
+            if not D.is_distributed():  # every input seen: the errors file is final, listed in the manifest
+                write_errors(directory, errors)
+                writer.add_side_file(ERRORS_FILE)
         finally:
-            if not D.is_distributed():
+            if not D.is_distributed():  # interrupted: list what was skipped so far (not final, not listed)
                 write_errors(directory, errors)
     if D.is_distributed():
         D.finish_part(directory)

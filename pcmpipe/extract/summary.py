@@ -11,8 +11,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pcmpipe.atomic import write_lines
+from pcmpipe.cache.layout import ERRORS as ERRORS_FILE
+from pcmpipe.errors import UserError
 
-ERRORS_FILE = "errors.jsonl"
 # progress(task, done, total): items of one (dataset, modality, split) done so far, out of total
 ExtractProgress = Callable[[str, int, int], None]
 
@@ -70,4 +71,14 @@ def read_errors(directory: Path) -> list[dict]:
     path = directory / ERRORS_FILE
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, ValueError) as e:
+        raise UserError(
+            f"errors file {path} is damaged ({type(e).__name__}); rerun the extraction with --overwrite"
+        ) from e
+    if not all(isinstance(r, dict) for r in rows):
+        raise UserError(
+            f"errors file {path} is damaged (a line is not an object); rerun the extraction with --overwrite"
+        )
+    return rows
