@@ -173,8 +173,11 @@ def load_embeddings(run_dir: str | Path) -> dict[str, RunEmbeddings]:
     folder = Path(run_dir) / "embeddings"
     if not folder.is_dir():
         raise UserError(f"{run_dir} has no embeddings/; is it a finished run? (see `pcmpipe train`)")
-    for st in sorted(folder.glob("*.safetensors")):
-        m = st.name[: -len(".safetensors")]
+    # a modality is its pair of files: one without the other is damage, not a run with fewer modalities
+    for m in sorted({p.stem for p in folder.glob("*.safetensors")} | {p.stem for p in folder.glob("*.json")}):
+        st = folder / f"{m}.safetensors"
+        if not st.is_file() or not (folder / f"{m}.json").is_file():
+            raise UserError(f"{st} or {m}.json beside it is missing; delete the run directory and train it again")
         meta = read_json(folder / f"{m}.json")
         try:
             cols = {k: np.asarray(v, dtype=str) for k, v in meta["columns"].items()}
