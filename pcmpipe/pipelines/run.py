@@ -24,7 +24,7 @@ from pcmpipe.errors import UserError
 from pcmpipe.pipelines.spec import PIPELINE_RECORDS, DataSpec, EvalSpec, Pipeline, RunSpec
 from pcmpipe.training.events import Event as TrainingEvent
 from pcmpipe.training.events import Note  # one-line messages: the same kind the trainers send
-from pcmpipe.training.rundir import final_dir, is_complete, read_json, run_config, write_json
+from pcmpipe.training.rundir import final_dir, is_complete, read_json, result_ok, run_config, write_json
 
 
 @dataclass
@@ -92,19 +92,23 @@ def cached_complete(cache_root: Path, dataset: str, modality: str, splits=SPLITS
 
 
 def run_is_done(spec: RunSpec) -> bool:
-    """A complete run directory under the run's name whose config fingerprint is this run's."""
+    """A run directory under the run's name whose config fingerprint is this run's and whose test metrics
+    read back: a damaged test_metrics.json is a missing result here as in the report, and the train step
+    then trains the run again (rundir.claim moves the damaged one aside)."""
     d = final_dir(spec.train.runs_root, spec.name)
     if not is_complete(d):
         return False
-    return run_config(d).get("fingerprint") == spec.fingerprint
+    return run_config(d).get("fingerprint") == spec.fingerprint and result_ok(d)
 
 
 def eval_is_done(ev: EvalSpec, spec: RunSpec) -> bool:
+    """The evaluation file exists, reads back, and was written with these options (a damaged one is redone)."""
     path = final_dir(spec.train.runs_root, spec.name) / ev.result_file
     try:
-        return read_json(path).get("options") == ev.options
-    except (OSError, ValueError):
+        rec = read_json(path)
+    except (OSError, UserError):
         return False
+    return isinstance(rec, dict) and rec.get("options") == ev.options
 
 
 # ---------------------------------------------------------------- the plan

@@ -16,7 +16,7 @@ from pcmpipe.report.model import Report, Section
 from pcmpipe.report.paper import paper_source
 from pcmpipe.report.render.html import report_html
 from pcmpipe.report.render.markdown import report_markdown
-from pcmpipe.report.results import RunResult, cache_manifest, load_pipeline_records, load_runs
+from pcmpipe.report.results import RunResult, cache_manifest, load_pipeline_records, load_runs, matching_runs
 from pcmpipe.report.tables import build_table, m_modalities_values, mean_metric
 
 REAL_TEST_SIZES = {"flickr8k": ("I", 1000), "cub": ("C", 50)}  # the paper's test split, for the scale line
@@ -76,6 +76,7 @@ def data_provenance(record: dict | None, runs: list[RunResult]) -> list[str]:
 
 
 def _section(record: dict, runs: dict[str, RunResult], cache: dict) -> Section:
+    runs, skipped = matching_runs(record, runs)  # same name, other config: not this pipeline's result
     used = [runs[n] for n in record.get("runs", {}) if n in runs]
     missing = {n for n in record.get("runs", {}) if n not in runs or not runs[n].complete}
     sec = Section(
@@ -83,6 +84,7 @@ def _section(record: dict, runs: dict[str, RunResult], cache: dict) -> Section:
         provenance=data_provenance(record, used),
         missing_runs=missing,
     )
+    sec.provenance += skipped
     for layout in record["tables"]:
         table = build_table(layout, runs)
         if layout["kind"] == "m_modalities":
@@ -141,8 +143,9 @@ def build_report(runs_root: Path) -> Report:
         raise UserError(
             f"runs root {runs_root} not found; run `pcmpipe run pipelines/<name>.yaml` or `pcmpipe demo` first"
         )
-    runs = load_runs(runs_root)
-    records = load_pipeline_records(runs_root)
+    problems: list[str] = []  # damaged files: one line each in the preamble, never a silent gap
+    runs = load_runs(runs_root, problems)
+    records = load_pipeline_records(runs_root, problems)
     if not runs and not records:
         raise UserError(f"no runs under {runs_root}; run `pcmpipe run pipelines/<name>.yaml` or `pcmpipe demo` first")
     tsne_cache: dict = {}
@@ -155,6 +158,7 @@ def build_report(runs_root: Path) -> Report:
         f"{len(records)} pipeline records)",
         f"paper values: {paper_source()}",
         "cells: ours / paper / Δ = ours − paper (percentage points); — = missing, never zero",
+        *problems,
     ]
     return Report(title="pcmpipe report", preamble=preamble, sections=sections)
 

@@ -18,10 +18,16 @@ from pcmpipe.training.rundir import COMPLETE_MARKER, read_metrics
 PIPELINE_RECORDS = "_pipelines"
 
 
-def _read(path: Path) -> Any | None:
+def _read(path: Path, problems: list[str] | None = None) -> Any | None:
+    """A JSON file, or None when absent or unreadable; an unreadable one that exists is noted in `problems`
+    (one line naming it), so the report says why a value is missing instead of dropping it silently."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        if problems is not None:
+            problems.append(f"{path} is damaged ({type(e).__name__}); its values are shown as missing")
         return None
 
 
@@ -38,6 +44,7 @@ class RunResult:
     history: list[dict] = field(default_factory=list)  # metrics.jsonl
     zeroshot: dict | None = None  # zeroshot.json (written by `pcmpipe run`)
     enrichment: dict | None = None  # enrichment.json (written by `pcmpipe run`)
+    problems: list[str] = field(default_factory=list)  # one line per damaged file of the run
 
     @property
     def complete(self) -> bool:
@@ -69,28 +76,51 @@ class RunResult:
 
 
 def load_run(directory: Path) -> RunResult | None:
-    """A run directory -> RunResult, or None when it is not a run (no config.json)."""
-    cfg = _read(directory / "config.json")
+    """A run directory -> RunResult, or None when it is not a run (no config.json, or a damaged one)."""
+    problems: list[str] = []
+    cfg = _read(directory / "config.json", problems)
     if not isinstance(cfg, dict):
         return None
     inner = cfg.get("config")
     config = inner if isinstance(inner, dict) else cfg
     meta = {k: v for k, v in cfg.items() if k != "config"}
+    objects = {
+        n: _object(directory / f, problems)
+        for n, f in (
+            ("test", COMPLETE_MARKER),
+            ("untrained", "untrained_metrics.json"),
+            ("zeroshot", "zeroshot.json"),
+            ("enrichment", "enrichment.json"),
+        )
+    }
+    try:
+        history = read_metrics(directory)
+    except UserError as e:
+        problems.append(f"{e}; no curve shown")
+        history = []
     return RunResult(
         name=directory.name,
         directory=directory,
         config=config,
         meta=meta,
-        test=_read(directory / COMPLETE_MARKER),
-        untrained=_read(directory / "untrained_metrics.json"),
-        history=read_metrics(directory),
-        zeroshot=_read(directory / "zeroshot.json"),
-        enrichment=_read(directory / "enrichment.json"),
+        history=history,
+        problems=problems,
+        **objects,
     )
 
 
-def load_runs(runs_root: Path) -> dict[str, RunResult]:
-    """Every finished-or-not run under runs_root (in-progress `.tmp-*` directories are left out)."""
+def _object(path: Path, problems: list[str]) -> dict | None:
+    """A JSON object file (a result), or None; valid JSON that is not an object counts as damaged too."""
+    value = _read(path, problems)
+    if value is not None and not isinstance(value, dict):
+        problems.append(f"{path} is damaged (not a JSON object); its values are shown as missing")
+        return None
+    return value
+
+
+def load_runs(runs_root: Path, problems: list[str] | None = None) -> dict[str, RunResult]:
+    """Every finished-or-not run under runs_root (in-progress `.tmp-*` directories are left out). Damaged files
+    are noted in `problems`: a run's own (RunResult.problems) and a config.json too damaged to place the run."""
     out: dict[str, RunResult] = {}
     if not runs_root.is_dir():
         return out
@@ -99,19 +129,50 @@ def load_runs(runs_root: Path) -> dict[str, RunResult]:
             r = load_run(d)
             if r is not None:
                 out[r.name] = r
+                if problems is not None:
+                    problems.extend(r.problems)
+            elif problems is not None and (d / "config.json").is_file():
+                problems.append(f"{d / 'config.json'} is damaged; run {d.name} is left out of the report")
     return out
 
 
-def load_pipeline_records(runs_root: Path) -> list[dict]:
-    """The records `pcmpipe run` left under runs_root/_pipelines/, ordered by pipeline name."""
+def load_pipeline_records(runs_root: Path, problems: list[str] | None = None) -> list[dict]:
+    """The records `pcmpipe run` left under runs_root/_pipelines/, ordered by pipeline name. A damaged one is
+    left out with a line in `problems` naming it (rerunning its pipeline rewrites it)."""
     folder = runs_root / PIPELINE_RECORDS
     records = []
     if folder.is_dir():
         for p in sorted(folder.glob("*.json")):
             rec = _read(p)
-            if isinstance(rec, dict) and "tables" in rec:
+            if isinstance(rec, dict) and isinstance(rec.get("tables"), list) and isinstance(rec.get("runs"), dict):
                 records.append(rec)
+            elif problems is not None:
+                problems.append(
+                    f"pipeline record {p} is damaged; its section is left out (rerun `pcmpipe run {p.stem}` to "
+                    "rewrite it)"
+                )
     return records
+
+
+def matching_runs(record: dict, runs: dict[str, RunResult]) -> tuple[dict[str, RunResult], list[str]]:
+    """The runs a pipeline record may use: a run under one of its names counts only when its recorded config
+    fingerprint is the one the pipeline planned (another run under the same name is someone else's result).
+    -> (runs without the mismatched ones, one line per run skipped)."""
+    kept = dict(runs)
+    skipped = []
+    for name, planned in (record.get("runs") or {}).items():
+        run = runs.get(name)
+        want = (planned or {}).get("fingerprint") if isinstance(planned, dict) else None
+        if run is None or want is None:
+            continue
+        got = run.meta.get("fingerprint")
+        if got != want:
+            del kept[name]
+            skipped.append(
+                f"run {name} skipped: its config fingerprint {str(got)[:12]} is not this pipeline's {str(want)[:12]} "
+                "(another run under the same name)"
+            )
+    return kept, skipped
 
 
 def cache_manifest(cache_root: Path, dataset: str, modality: str, split: str = "test") -> dict | None:

@@ -17,20 +17,30 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from pcmpipe import atomic
 from pcmpipe.errors import UserError
 from pcmpipe.evaluation.embeddings import RunEmbeddings
 from pcmpipe.training.events import EpochDone, OnEvent
-from pcmpipe.training.state import CHECKPOINT, Checkpoint, Resumable, TrainState, load_checkpoint, save_checkpoint
+from pcmpipe.training.state import (
+    CHECKPOINT,
+    Checkpoint,
+    Resumable,
+    TrainState,
+    load_checkpoint,
+    save_checkpoint,
+    tensors_sha256,
+)
 
 COMPLETE_MARKER = "test_metrics.json"
 # Written by pcmpipe before 0.x as a torch pickle; unpickling runs arbitrary code, so it is never loaded.
@@ -47,6 +57,15 @@ def temp_dir(runs_root: str | Path, name: str) -> Path:
 
 def is_complete(run_dir: str | Path) -> bool:
     return (Path(run_dir) / COMPLETE_MARKER).is_file()
+
+
+def result_ok(run_dir: str | Path) -> bool:
+    """The completion marker exists AND reads as a JSON object: a truncated or bit-flipped test_metrics.json is
+    not a result (the report shows it missing, and the planner and `train` redo the run)."""
+    try:
+        return isinstance(read_json(Path(run_dir) / COMPLETE_MARKER), dict)
+    except (OSError, UserError):
+        return False
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -71,10 +90,17 @@ def write_metrics(run_dir: Path, history: list[dict]) -> None:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The epoch records of metrics.jsonl ([] when absent); a damaged line is one UserError naming the file."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is damaged ({type(e).__name__}); the run's training curve cannot be read") from None
+    if not all(isinstance(r, dict) for r in rows):
+        raise UserError(f"{path} is damaged (a line is not a JSON object); the run's training curve cannot be read")
+    return rows
 
 
 # ---- heads ----
@@ -85,27 +111,49 @@ def save_heads(
     metadata so the file alone rebuilds the heads."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     tensors["logit_scale"] = torch.tensor(float(logit_scale), dtype=torch.float32)
-    meta = {"shapes": json.dumps({m: list(s) for m, s in shapes.items()}), "dim": str(dim)}
+    meta = {
+        "shapes": json.dumps({m: list(s) for m, s in shapes.items()}),
+        "dim": str(dim),
+        "sha256": tensors_sha256(tensors),
+    }
     with atomic.atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
 
 
-def load_heads(run_dir: str | Path, device: str | torch.device = "cpu"):
-    """Rebuild the trained heads of a run -> (nn.ModuleDict of ProjectionHead, logit_scale float). eval() mode."""
+def _load_verified(path: Path, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and metadata of a safetensors file pcmpipe wrote, checked against the sha256 its metadata
+    records (files written before the checksum carry none and are taken as they are). Raises ValueError on
+    a mismatch, SafetensorError / OSError on a damaged file."""
     from safetensors import safe_open
 
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    tensors = load_file(str(path), device=str(device))
+    if "sha256" in meta and meta["sha256"] != tensors_sha256(tensors):
+        raise ValueError("checksum mismatch")
+    return tensors, meta
+
+
+def load_heads(run_dir: str | Path, device: str | torch.device = "cpu"):
+    """Rebuild the trained heads of a run -> (nn.ModuleDict of ProjectionHead, logit_scale float). eval() mode."""
     from pcmpipe.heads import build_heads
 
     path = Path(run_dir) / "heads.safetensors"
     if not path.is_file():
         raise UserError(f"{run_dir} has no heads.safetensors; is it a finished run? (see `pcmpipe train`)")
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata()
-    shapes = {m: tuple(s) for m, s in json.loads(meta["shapes"]).items()}
-    heads = build_heads(shapes, dim=int(meta["dim"]))
-    tensors = load_file(str(path))
-    scale = float(tensors.pop("logit_scale"))
-    heads.load_state_dict(tensors)
+    # Written atomically, so damage comes from outside: a truncated file, flipped bytes, or a file written by
+    # another tool without the metadata that rebuilds the heads. Each is one line naming the file.
+    try:
+        tensors, meta = _load_verified(path)
+        shapes = {m: tuple(s) for m, s in json.loads(meta["shapes"]).items()}
+        heads = build_heads(shapes, dim=int(meta["dim"]))
+        scale = float(tensors.pop("logit_scale"))
+        heads.load_state_dict(tensors)
+    except (OSError, SafetensorError, KeyError, ValueError, TypeError, AttributeError, RuntimeError) as e:
+        raise UserError(
+            f"{path} is damaged or not pcmpipe's heads file ({type(e).__name__}); delete the run directory "
+            "and train it again"
+        ) from None
     return heads.to(device).eval(), scale
 
 
@@ -113,8 +161,9 @@ def load_heads(run_dir: str | Path, device: str | torch.device = "cpu"):
 def save_embeddings(run_dir: Path, modality: str, emb: torch.Tensor, key: str, columns: dict[str, np.ndarray]) -> None:
     out = run_dir / "embeddings"
     out.mkdir(exist_ok=True)
+    tensors = {"embedding": emb.detach().to("cpu", torch.float32).contiguous()}
     with atomic.atomic_path(out / f"{modality}.safetensors") as tmp:
-        save_file({"embedding": emb.detach().to("cpu", torch.float32).contiguous()}, str(tmp))
+        save_file(tensors, str(tmp), metadata={"sha256": tensors_sha256(tensors)})
     write_json(out / f"{modality}.json", {"key": key, "columns": {k: [str(x) for x in v] for k, v in columns.items()}})
 
 
@@ -124,11 +173,20 @@ def load_embeddings(run_dir: str | Path) -> dict[str, RunEmbeddings]:
     folder = Path(run_dir) / "embeddings"
     if not folder.is_dir():
         raise UserError(f"{run_dir} has no embeddings/; is it a finished run? (see `pcmpipe train`)")
-    for st in sorted(folder.glob("*.safetensors")):
-        m = st.name[: -len(".safetensors")]
+    # a modality is its pair of files: one without the other is damage, not a run with fewer modalities
+    for m in sorted({p.stem for p in folder.glob("*.safetensors")} | {p.stem for p in folder.glob("*.json")}):
+        st = folder / f"{m}.safetensors"
+        if not st.is_file() or not (folder / f"{m}.json").is_file():
+            raise UserError(f"{st} or {m}.json beside it is missing; delete the run directory and train it again")
         meta = read_json(folder / f"{m}.json")
-        cols = {k: np.asarray(v, dtype=str) for k, v in meta["columns"].items()}
-        out[m] = RunEmbeddings(load_file(str(st))["embedding"], meta["key"], cols)
+        try:
+            cols = {k: np.asarray(v, dtype=str) for k, v in meta["columns"].items()}
+            out[m] = RunEmbeddings(_load_verified(st)[0]["embedding"], meta["key"], cols)
+        except (OSError, SafetensorError, KeyError, ValueError, TypeError, AttributeError) as e:
+            raise UserError(
+                f"{st} (or {m}.json beside it) is damaged ({type(e).__name__}); delete the run directory and "
+                "train it again"
+            ) from None
     return out
 
 
@@ -152,30 +210,70 @@ def claim(
     runs_root: str | Path, name: str, fingerprint: str, main: bool = True, barrier: Callable[[], None] = _no_barrier
 ) -> Claim:
     """Decide what a run of config `fingerprint` named `name` has to do. Under torchrun every rank calls this;
-    only rank 0 (`main`) renames, and `barrier` keeps the others from looking while it does."""
+    only rank 0 (`main`) renames, and `barrier` keeps the others from looking while it does. The caller holds
+    the run's lock (`run_lock`) around the whole claim -> finalise span."""
     final, tmp = final_dir(runs_root, name), temp_dir(runs_root, name)
+    notes: list[str] = []
     if final.exists():
-        if is_complete(final) and run_config(final).get("fingerprint") == fingerprint:
+        if run_config(final).get("fingerprint") != fingerprint:
+            raise UserError(f"run directory {final} exists with another config; pass another --name or delete it")
+        if result_ok(final):
             return Claim("done", final, tmp, notes=[f"run {final} is already complete (same config); nothing to do"])
-        raise UserError(f"run directory {final} exists with another config; pass another --name or delete it")
-    if is_complete(tmp):  # killed between the completion marker and the rename
+        # Same config but the completion marker is damaged (or gone): the result is not usable, so the run is
+        # trained again. Its files move aside rather than being deleted (a user may want to look at them).
+        aside = Path(runs_root) / f".damaged-{name}"
+        barrier()
+        if main:
+            if aside.exists():
+                shutil.rmtree(aside)
+            atomic.replace(final, aside)
+        barrier()
+        notes.append(f"{final / COMPLETE_MARKER} is damaged or missing; moved the run to {aside} and training it again")
+    if result_ok(tmp):  # killed between the completion marker and the rename
         barrier()  # every rank has looked before rank 0 renames
         if main:
             finalise(tmp, final)
         barrier()
-        return Claim("done", final, tmp)
+        return Claim("done", final, tmp, notes=notes)
+    # A damaged checkpoint (written atomically, so damaged from outside) is refused in one line naming it,
+    # not silently replaced: the user decides whether to delete it (docs/reliability.md).
     ckpt = load_checkpoint(tmp) if tmp.is_dir() else None
     if ckpt is not None:
         if ckpt.fingerprint != fingerprint:
             raise UserError(f"{tmp} holds an interrupted run of another config; delete it or pass another --name")
-        return Claim("resume", final, tmp, ckpt)
-    notes = []
+        return Claim("resume", final, tmp, ckpt, notes=notes)
     if (tmp / LEGACY_CHECKPOINT).is_file():
         notes.append(
             f"ignoring {tmp / LEGACY_CHECKPOINT}: an old pickle checkpoint is never loaded (unpickling "
             "can run code); starting the run over"
         )
     return Claim("fresh", final, tmp, notes=notes)
+
+
+@contextmanager
+def run_lock(
+    runs_root: str | Path, name: str, main: bool = True, barrier: Callable[[], None] = _no_barrier
+) -> Iterator[None]:
+    """Hold run `name`'s exclusive lock for the whole claim -> finalise span, so a second `train --name X` can
+    neither resume from the first's live checkpoint nor rename its temp directory away. Rank 0 alone takes it
+    under torchrun; the barrier keeps the other ranks from claiming before it holds it. A second process
+    refuses in one line (pcmpipe.cache.lock: `<runs_root>/.<name>.lock`, an OS file lock, so one left by a
+    killed process is free again the moment the process is gone)."""
+    from pcmpipe.cache.lock import exclusive
+
+    if not main:
+        barrier()
+        yield
+        return
+    root = Path(runs_root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the runs root {root} ({e.strerror}); pass a writable --runs-root") from None
+    # refuse rather than wait: a second `train --name X` is far more often a mistake than a queue
+    with exclusive(final_dir(root, name), f"run {name} ({final_dir(root, name)})", wait=False):
+        barrier()
+        yield
 
 
 def start_fresh(tmp: Path, record: dict[str, Any]) -> None:

@@ -82,7 +82,9 @@ def train(cfg: TrainConfig, on_event: OnEvent | None = None) -> Path:
     # one rank reports; the others would send the same events again
     emit = emitter(on_event if dist_info.is_main else None)
     try:
-        return _train(cfg, emit)
+        named = cfg.resolved()  # the run's name, for its lock (held from the claim to the rename)
+        with runs.run_lock(named.runs_root, str(named.name), main=dist_info.is_main, barrier=distributed.barrier):
+            return _train(cfg, emit)
     finally:
         torch.set_num_threads(before)
         if joined:

@@ -41,12 +41,13 @@ def write_run(
     level: str = "instance",
     untrained: dict | None = None,
     chance: dict | None = None,
+    fingerprint: str = "f" * 64,
 ) -> Path:
     """A run directory in the trainer's layout; `metrics` = {'I->T': {'r@1': 50.0, ...}} at `level`."""
     d = runs_root / name
     d.mkdir(parents=True)
     cfg = {"name": name, "match": level, "cache_root": str(runs_root.parent), **config}
-    (d / "config.json").write_text(json.dumps({"config": cfg, "fingerprint": "f" * 64}))
+    (d / "config.json").write_text(json.dumps({"config": cfg, "fingerprint": fingerprint}))
     test = {"epoch": 3, "match": level, level: metrics}
     if chance is not None:
         test["chance"] = {level: chance}
@@ -103,6 +104,7 @@ def _record_and_report(tmp_path: Path, pipeline: str, runs: dict[str, dict], **l
             level=cfg["match"],
             untrained={d: {"r@1": 1.0} for d in metrics},
             chance={d: {"r@1": 0.5} for d in metrics},
+            fingerprint=p.runs[name].fingerprint,  # the report uses a run only under the config it planned
         )
     write_record(p)
     return p, build_report(Path(p.runs_root))

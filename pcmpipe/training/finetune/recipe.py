@@ -67,6 +67,12 @@ def _record_config(
 def finetune(cfg: FinetuneConfig, on_event: OnEvent | None = None) -> Path:
     """Fine-tune for `cfg`, write the run directory, return its path (module docstring). Progress goes to
     `on_event` (pcmpipe.training.events); None drops it."""
+    named = cfg.resolved()  # the run's name, for its lock (held from the claim to the rename)
+    with runs.run_lock(named.runs_root, str(named.name)):
+        return _finetune(cfg, on_event)
+
+
+def _finetune(cfg: FinetuneConfig, on_event: OnEvent | None) -> Path:
     from pcmpipe.backbones import create_backbone
     from pcmpipe.datasets import open_dataset
     from pcmpipe.training.finetune.data import Sources, eval_modalities
