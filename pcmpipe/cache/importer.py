@@ -24,6 +24,7 @@ from pcmpipe.cache.manifest import MANIFEST, load_manifest
 from pcmpipe.cache.shard import sha256_file
 from pcmpipe.cache.writer import FORMATS, MODALITY_RE, NAME_RE, ShardWriter, cache_dir
 from pcmpipe.errors import UserError
+from pcmpipe.textfile import read_text
 
 FEATURE_NAME = "features"
 _KEPT_FLOATS = ("float16", "float32", "float64")  # stored as given; ints and bools become float32
@@ -74,7 +75,7 @@ def _load_npy(npy: Path) -> np.ndarray:
 
 def _read_ids(path: Path, id_column: str, key: str, links: list[str]) -> tuple[list[str], dict[str, list[str]]]:
     """One id per line, or (links given or a .tsv file) a tab-separated table with a header row."""
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_text(path, "--ids file")
     lines = text.splitlines()
     while lines and not lines[-1].strip():
         lines.pop()

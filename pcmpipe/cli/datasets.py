@@ -7,6 +7,12 @@ from pathlib import Path
 import typer
 
 from pcmpipe.cli.app import _guard, app, err_console
+from pcmpipe.errors import UserError
+
+# Synthetic sets stand in for the real ones in tests and demos: ten times the real size is room enough, and a
+# slip such as --images 1000000000 would otherwise write images until the disk is full.
+MAX_SYNTH_IMAGES = {"flickr8k": 80_910, "cub": 600}
+MAX_SYNTH_WHY = {"flickr8k": "10x the 8,091 images of Flickr8k", "cub": "images per class; CUB has about 60"}
 
 
 # ---- synth (datasets) ----
@@ -32,6 +38,9 @@ def synth_cmd(
     with _guard():
         from pcmpipe.datasets.synthetic import synth
 
+        most = MAX_SYNTH_IMAGES.get(dataset)
+        if most is not None and images is not None and images > most:
+            raise UserError(f"--images for {dataset} must be <= {most} ({MAX_SYNTH_WHY[dataset]}), got {images}")
         summary = synth(dataset, out, images=images, seed=seed, text_subdir=text_subdir, speech=speech)
         typer.echo(f"wrote synthetic {dataset} to {out}: {summary}")
 

@@ -17,6 +17,7 @@ import json
 import os
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from pcmpipe.errors import UserError
 BASE_ENV = "PCMPIPE_DOWNLOAD_BASE"
 CHUNK = 1 << 20
 USER_AGENT = "pcmpipe-download/0.1"
+# more attempts than this never rescue a transfer (the back-off is capped at 5 s each): a typo, not a choice
+MAX_RETRIES = 1000
 
 
 @dataclass(frozen=True)
@@ -166,6 +169,14 @@ def fetch(
     return dest
 
 
+def check_base_url(base: str, what: str) -> None:
+    """A mirror folder URL must be http(s)://HOST/... or file:///...; anything else fails later inside urllib."""
+    parts = urllib.parse.urlsplit(base)
+    if parts.scheme in ("http", "https") and parts.netloc or parts.scheme == "file" and parts.path:
+        return
+    raise UserError(f"{what} {base!r} is not a URL; give a folder URL such as https://mirror.example.org/flickr8k")
+
+
 def _record(downloads: Path, name: str, entry: dict) -> None:
     """Add one file's provenance to DOWNLOADS.json (url, md5, sha256, bytes)."""
     path = downloads / "DOWNLOADS.json"
@@ -190,9 +201,13 @@ def download(
     """
     if name not in SOURCES:
         raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(SOURCES)}")
+    if not 0 <= retries <= MAX_RETRIES:
+        raise UserError(f"--retries must be between 0 and {MAX_RETRIES} resume attempts per file, got {retries}")
     root = Path(root).expanduser()
     downloads = root / "downloads"
     base = base_url or os.environ.get(BASE_ENV)
+    if base:
+        check_base_url(base, "--base-url" if base_url else f"${BASE_ENV}")
     summary: dict = {"dataset": name, "root": str(root), "files": {}, "manual": MANUAL.get(name)}
     for src in sources if sources is not None else SOURCES[name]:
         url = f"{base.rstrip('/')}/{src.filename}" if base else src.url
