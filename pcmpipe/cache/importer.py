@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pcmpipe import tempdirs
 from pcmpipe.atomic import replace as durable_replace
 from pcmpipe.cache.manifest import MANIFEST, load_manifest
 from pcmpipe.cache.shard import sha256_file
@@ -194,18 +195,6 @@ def _validate(t: _Table, where: str) -> None:
                 raise UserError(f"{where}: row {k} (id {t.ids[k]!r}) has NaN or infinite values; clean the input")
 
 
-def _remove_dead_temp_dirs(parent: Path, split: str) -> None:
-    """Delete temp directories of imports whose process is gone (killed); a running import keeps its own."""
-    for d in parent.glob(f".{split}.import-*-*"):
-        try:
-            pid = int(d.name[len(f".{split}.import-") :].split("-")[0])
-            os.kill(pid, 0)  # signal 0: only asks whether the process exists
-        except ProcessLookupError:
-            shutil.rmtree(d, ignore_errors=True)
-        except (ValueError, PermissionError):  # not our naming, or another user's live process
-            continue
-
-
 def import_features(
     name: str,
     *,
@@ -256,8 +245,8 @@ def import_features(
 
     target = cache_dir(cache_root, dataset, name, split)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_dead_temp_dirs(target.parent, split)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{split}.import-{os.getpid()}-", dir=target.parent))
+    tempdirs.remove_dead(target.parent, f"{split}.import")
+    tmp = tempdirs.make(target.parent, f"{split}.import")
     try:
         writer = ShardWriter(
             tmp,

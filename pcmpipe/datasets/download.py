@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pcmpipe.atomic import fsync_path, write_json
 from pcmpipe.atomic import replace as durable_replace
-from pcmpipe.datasets.archive import safe_extract
+from pcmpipe.datasets.archive import UnpackLimits, safe_extract
 from pcmpipe.errors import UserError
 
 BASE_ENV = "PCMPIPE_DOWNLOAD_BASE"
@@ -193,11 +193,13 @@ def download(
     retries: int = 5,
     timeout: float = 60.0,
     progress: Progress | None = None,
+    limits: UnpackLimits | None = None,
 ) -> dict:
     """Fetch, verify and unpack every archive of dataset `name` into `root`; returns a summary.
 
     `base_url` (or $PCMPIPE_DOWNLOAD_BASE) replaces each URL's folder; `sources` replaces the list.
     Archives stay in root/downloads/; an archive already unpacked (marker file) is not unpacked again.
+    `limits`: how far an archive may expand (archive.UnpackLimits; its defaults fit the real archives).
     """
     if name not in SOURCES:
         raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(SOURCES)}")
@@ -223,7 +225,7 @@ def download(
         _record(downloads, src.filename, entry)
         marker = downloads / f".unpacked-{src.filename}"
         if not marker.exists() or marker.read_text().strip() != sha256:
-            safe_extract(path, root)
+            safe_extract(path, root, limits)
             marker.write_text(sha256 + "\n")
         summary["files"][src.filename] = entry
     return summary
