@@ -19,16 +19,23 @@ def make(parent: Path, prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{prefix}-{os.getpid()}-", dir=parent))
 
 
-def remove_dead(parent: Path, prefix: str) -> list[Path]:
-    """Delete the `make(parent, prefix)` directories whose process no longer exists; returns them."""
-    removed = []
-    for d in parent.glob(f".{prefix}-*-*"):
+def dead(parent: Path, prefix: str) -> list[Path]:
+    """The `make(parent, prefix)` directories whose process no longer exists."""
+    found = []
+    for d in sorted(parent.glob(f".{prefix}-*-*")):
         try:
             pid = int(d.name[len(prefix) + 2 :].split("-")[0])
             os.kill(pid, 0)  # signal 0: only asks whether the process exists
         except ProcessLookupError:
-            shutil.rmtree(d, ignore_errors=True)
-            removed.append(d)
+            found.append(d)
         except (ValueError, PermissionError):  # not our naming, or another user's live process
             continue
-    return removed
+    return found
+
+
+def remove_dead(parent: Path, prefix: str) -> list[Path]:
+    """Delete the directories of `dead(parent, prefix)`; returns them."""
+    gone = dead(parent, prefix)
+    for d in gone:
+        shutil.rmtree(d, ignore_errors=True)
+    return gone
