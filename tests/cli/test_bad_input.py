@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +89,101 @@ def test_latin1_files_name_the_file_and_the_byte(tmp_path):
     args = ["import-features", "E", "--dataset", "ds", "--split", "train", "--npy", tmp_path / "x.npy"]
     line = one_line_error(*args, "--ids", tmp_path / "ids.txt", "--cache-root", tmp_path / "c", fragment="not UTF-8")
     assert "offset 8" in line and not (tmp_path / "c" / "ds" / "E").exists()
+
+
+# ---- the filesystem: a file where a folder belongs, a full disk, no permission, a name that is not UTF-8 ----
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "v1"
+NOT_A_DIR = "a part of this path is a file, not a directory; choose another path (ENOTDIR)"
+
+
+@pytest.fixture
+def place(tmp_path, monkeypatch):
+    """A copy of the v1 cache and run (config paths relative to it), a file `afile`, ids and vectors to import."""
+    import shutil
+
+    shutil.copytree(GOLDEN, tmp_path / "v1")
+    monkeypatch.chdir(tmp_path / "v1")
+    Path("afile").write_text("a file, not a folder")
+    np.save("x.npy", np.ones((3, 4), np.float32))
+    Path("ids.txt").write_text("a\nb\nc\n")
+    return tmp_path / "v1"
+
+
+IMPORT = ["import-features", "E", "--dataset", "ds", "--split", "train", "--npy", "x.npy", "--ids", "ids.txt"]
+
+
+@pytest.mark.parametrize(
+    "args, path",
+    [
+        ([*IMPORT, "--cache-root", "afile/c"], "afile/c/ds/E"),
+        (["evaluate", "cache/runs/golden", "--out", "afile/m.json"], "afile/m.json"),
+        (["report", "--runs-root", "cache/runs", "--out", "afile/r"], "afile/r"),
+        (
+            ["train", "--dataset", "synth", "--modalities", "I,T", "--cache-root", "cache", "--runs-root", "afile/r"]
+            + ["--epochs", "1", "--batch-size", "8", "--device", "cpu"],
+            "afile/r",
+        ),
+        (["download", "flickr8k", "--root", "afile/d", "--base-url", "http://127.0.0.1:9"], "afile/d"),
+        (["demo", "--out", "afile/demo"], "afile/demo"),
+    ],
+    ids=["import-features", "evaluate", "report", "train", "download", "demo"],
+)
+def test_a_file_where_a_folder_belongs_is_one_line(place, args, path):
+    line = one_line_error(*args, fragment=NOT_A_DIR)
+    assert line.startswith(f"error: {path}"), line
+
+
+def test_extract_into_a_file_is_one_line(place):
+    from pcmpipe.datasets.synthetic import synth
+
+    synth("flickr8k", "data", images=6)
+    tiny = ["--text-backbone", "clip-tiny-text", "--weights-text", "random:0", "--device", "cpu"]
+    args = ["extract", "--dataset", "flickr8k", "--root", "data", "--modalities", "T", "--split", "test", *tiny]
+    line = one_line_error(*args, "--cache-root", "afile/c", fragment=NOT_A_DIR)
+    assert line.startswith("error: afile/c"), line
+
+
+def test_a_full_disk_is_one_line_saying_how_much_is_free(place):
+    """A real write failure: RLIMIT_FSIZE caps file size (Python ignores SIGXFSZ, so writes fail with EFBIG);
+    a tiny tmpfs would need root, so this stands in for ENOSPC, which the guard treats alike."""
+    import resource
+    import subprocess
+    import sys
+
+    np.save("big.npy", np.ones((4096, 64), np.float32))
+    Path("big.txt").write_text("".join(f"{i}\n" for i in range(4096)))
+    limit = 256 << 10
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    cmd = [sys.executable, "-m", "pcmpipe", *IMPORT[:6], "--npy", "big.npy", "--ids", "big.txt", "--cache-root", "c"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=cap, env={**os.environ, **ENV}, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "file too large" in lines[0] and "(EFBIG)" in lines[0] and "MB free" in lines[0]
+    assert not Path("c/ds/E/train").exists()
+
+
+def test_full_disk_and_read_only_messages_name_the_path():
+    import errno
+
+    from pcmpipe.cli.app import filesystem_message
+
+    full = filesystem_message(OSError(errno.ENOSPC, "No space left on device", "/tmp/c/.part-00000.parquet.tmp"))
+    assert full.startswith("/tmp/c/part-00000.parquet: no space left on the device") and "MB free there" in full
+    ro = filesystem_message(OSError(errno.EROFS, "Read-only file system", "/mnt/ro/cache"))
+    assert ro == "/mnt/ro/cache: read-only filesystem; choose a writable location (EROFS)"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_folder_is_one_line(place):
+    Path("ro").mkdir(mode=0o555)
+    one_line_error(*IMPORT, "--cache-root", "ro/c", fragment="permission denied")
+
+
+def test_a_cache_root_that_is_not_utf8_is_one_line(place):
+    root = os.fsdecode(b"caf\xe9")  # Latin-1 bytes of a folder name: Python keeps them as a lone surrogate
+    line = one_line_error(*IMPORT, "--cache-root", root, fragment="is not valid UTF-8")
+    assert "caf\\xe9" in line
