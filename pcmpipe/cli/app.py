@@ -75,7 +75,8 @@ def filesystem_message(e: OSError) -> str:
     """One line: the path, the errno's meaning and what to do; for a full disk, the space left there."""
     named = [_final_name(p) for p in (e.filename, e.filename2) if p is not None]
     paths = " -> ".join(_shown(p) for p in named) or "a file being written"
-    text = f"{paths}: {FILESYSTEM_ERRORS[e.errno]} ({errno.errorcode[e.errno]})"
+    code = int(e.errno or 0)  # the guard only calls this for the errnos in FILESYSTEM_ERRORS
+    text = f"{paths}: {FILESYSTEM_ERRORS[code]} ({errno.errorcode[code]})"
     if e.errno in _SPACE:
         free = _free_bytes(e.filename)
         if free is not None:
