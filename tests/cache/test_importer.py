@@ -368,21 +368,9 @@ def test_temp_dir_of_killed_import_is_removed(inputs):
 
 
 def _import(d: Path, npy: str, *extra: str):
-    return cli(
-        "import-features",
-        "E",
-        "--dataset",
-        "ds",
-        "--split",
-        "train",
-        "--npy",
-        d / npy,
-        "--ids",
-        d / "ids.txt",
-        "--cache-root",
-        d / "cache",
-        *extra,
-    )
+    """Import d/npy with d/ids.txt as modality E of ds/train under d/cache."""
+    where = ["--ids", d / "ids.txt", "--cache-root", d / "cache"]
+    return cli("import-features", "E", "--dataset", "ds", "--split", "train", "--npy", d / npy, *where, *extra)
 
 
 @pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two-renames"])
