@@ -163,3 +163,17 @@ def test_cache_root_from_any_source_places_the_runs(tmp_path):
     assert merge_settings(path, {"runs_root": "elsewhere"})["runs_root"] == "elsewhere"
     assert merge_settings(sets=["cache_root=x"])["runs_root"] == str(Path("x") / "runs")
     assert "runs_root" not in merge_settings(flags={"epochs": 2})  # no cache root: the schema's default
+
+
+def test_bounds_that_protect_the_machine_and_flag_names_in_messages(monkeypatch):
+    base = {"dataset": "x", "modalities": "I,T"}
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert TrainConfig.from_dict({**base, "threads": 8}).threads == 8
+    with pytest.raises(UserError, match=r"^--threads must be <= 8 \(4 per CPU core of this machine\), got 9$"):
+        TrainConfig.from_dict({**base, "threads": 9})
+    assert TrainConfig.from_dict({**base, "dim": 65536}).dim == 65536
+    with pytest.raises(UserError, match=r"^--dim must be <= 65536, got 100000000.0$"):
+        TrainConfig.from_dict({**base, "dim": 1e8})
+    # finetune's flag for num_workers is --workers: the message names the flag the user typed
+    with pytest.raises(UserError, match=r"^--workers must be >= 0, got -1$"):
+        FinetuneConfig.from_dict({"data_root": "d", "num_workers": -1})

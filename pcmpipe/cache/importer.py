@@ -4,26 +4,33 @@ Inputs are either a NumPy array [N, *shape] plus an ids file (one id per line, o
 row when link columns are needed), or a Parquet table with an id column, a list-of-numbers vector column
 and optional link columns. Everything is validated before the first byte is written, the cache is written
 by the ordinary `ShardWriter` into a hidden temp directory beside the target, and only a finished cache is
-renamed into place, so a failed or killed import never leaves a half-written modality behind.
+renamed into place, so a failed or killed import never leaves a half-written modality behind. `--overwrite`
+swaps the new cache in with one atomic exchange (Linux renameat2), so the modality is never missing; where the
+filesystem cannot exchange, the next run finishes or rolls back a swap that a kill interrupted.
 """
 
 from __future__ import annotations
 
 import csv
+import ctypes
+import errno
 import json
 import os
 import shutil
-import tempfile
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from pcmpipe import tempdirs
+from pcmpipe.atomic import fsync_path
 from pcmpipe.atomic import replace as durable_replace
 from pcmpipe.cache.manifest import MANIFEST, load_manifest
 from pcmpipe.cache.shard import sha256_file
 from pcmpipe.cache.writer import FORMATS, MODALITY_RE, NAME_RE, ShardWriter, cache_dir
 from pcmpipe.errors import UserError
+from pcmpipe.textfile import read_text
 
 FEATURE_NAME = "features"
 _KEPT_FLOATS = ("float16", "float32", "float64")  # stored as given; ints and bools become float32
@@ -74,7 +81,7 @@ def _load_npy(npy: Path) -> np.ndarray:
 
 def _read_ids(path: Path, id_column: str, key: str, links: list[str]) -> tuple[list[str], dict[str, list[str]]]:
     """One id per line, or (links given or a .tsv file) a tab-separated table with a header row."""
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_text(path, "--ids file")
     lines = text.splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
@@ -193,16 +200,50 @@ def _validate(t: _Table, where: str) -> None:
                 raise UserError(f"{where}: row {k} (id {t.ids[k]!r}) has NaN or infinite values; clean the input")
 
 
-def _remove_dead_temp_dirs(parent: Path, split: str) -> None:
-    """Delete temp directories of imports whose process is gone (killed); a running import keeps its own."""
-    for d in parent.glob(f".{split}.import-*-*"):
-        try:
-            pid = int(d.name[len(f".{split}.import-") :].split("-")[0])
-            os.kill(pid, 0)  # signal 0: only asks whether the process exists
-        except ProcessLookupError:
-            shutil.rmtree(d, ignore_errors=True)
-        except (ValueError, PermissionError):  # not our naming, or another user's live process
-            continue
+_RENAME_EXCHANGE = 2  # linux/fs.h: swap two paths in one step
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories atomically (Linux renameat2 RENAME_EXCHANGE); False where the OS or filesystem
+    cannot, so the caller falls back to two renames."""
+    if not sys.platform.startswith("linux"):
+        return False
+    fn = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if fn is None:  # glibc before 2.28
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # not supported here
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _swap_in(new: Path, target: Path, split: str) -> None:
+    """Put the finished cache `new` at `target` and delete the old one, with no moment where `target` is missing.
+
+    With an atomic exchange the old cache ends up in `new`'s temp directory, which a kill leaves for the next
+    run to remove. Without one, the old cache is first moved to `.<split>.old-<pid>-*`; a kill between the two
+    renames is finished or rolled back by `_finish_dead_swaps` on the next run.
+    """
+    if _exchange(new, target):
+        fsync_path(target.parent)
+        shutil.rmtree(new)
+        return
+    aside = tempdirs.make(target.parent, f"{split}.old")
+    os.replace(target, aside / "cache")
+    durable_replace(new, target)
+    shutil.rmtree(aside)
+
+
+def _finish_dead_swaps(target: Path, split: str) -> None:
+    """A fallback swap killed between its renames: put the old cache back if nothing replaced it, else drop it."""
+    for aside in tempdirs.dead(target.parent, f"{split}.old"):
+        if (aside / "cache").is_dir() and not target.exists():
+            durable_replace(aside / "cache", target)
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def import_features(
@@ -255,8 +296,9 @@ def import_features(
 
     target = cache_dir(cache_root, dataset, name, split)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_dead_temp_dirs(target.parent, split)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{split}.import-{os.getpid()}-", dir=target.parent))
+    _finish_dead_swaps(target, split)
+    tempdirs.remove_dead(target.parent, f"{split}.import")
+    tmp = tempdirs.make(target.parent, f"{split}.import")
     try:
         writer = ShardWriter(
             tmp,
@@ -289,10 +331,7 @@ def import_features(
             )
         writer.close()
         if target.exists() and any(target.iterdir()):  # --overwrite: swap directories, drop the old one
-            old_dir = Path(tempfile.mkdtemp(prefix=f".{split}.old-", dir=target.parent))
-            os.replace(target, old_dir / "cache")
-            durable_replace(tmp, target)
-            shutil.rmtree(old_dir)
+            _swap_in(tmp, target, split)
         else:
             durable_replace(tmp, target)  # an empty leftover directory is replaced too
     except BaseException:

@@ -7,6 +7,15 @@ from pathlib import Path
 import typer
 
 from pcmpipe.cli.app import _guard, app, err_console
+from pcmpipe.datasets.archive import UnpackLimits
+from pcmpipe.errors import UserError
+
+UNPACK_DEFAULTS = UnpackLimits()
+
+# Synthetic sets stand in for the real ones in tests and demos: ten times the real size is room enough, and a
+# slip such as --images 1000000000 would otherwise write images until the disk is full.
+MAX_SYNTH_IMAGES = {"flickr8k": 80_910, "cub": 600}
+MAX_SYNTH_WHY = {"flickr8k": "10x the 8,091 images of Flickr8k", "cub": "images per class; CUB has about 60"}
 
 
 # ---- synth (datasets) ----
@@ -32,6 +41,9 @@ def synth_cmd(
     with _guard():
         from pcmpipe.datasets.synthetic import synth
 
+        most = MAX_SYNTH_IMAGES.get(dataset)
+        if most is not None and images is not None and images > most:
+            raise UserError(f"--images for {dataset} must be <= {most} ({MAX_SYNTH_WHY[dataset]}), got {images}")
         summary = synth(dataset, out, images=images, seed=seed, text_subdir=text_subdir, speech=speech)
         typer.echo(f"wrote synthetic {dataset} to {out}: {summary}")
 
@@ -49,6 +61,12 @@ def download_cmd(
         help="fetch every archive from this folder URL instead (mirror); also $PCMPIPE_DOWNLOAD_BASE",
     ),
     retries: int = typer.Option(5, "--retries", help="resume attempts per file when the connection drops"),
+    max_unpack_gb: float = typer.Option(
+        UNPACK_DEFAULTS.max_bytes / (1 << 30), "--max-unpack-gb", help="refuse an archive that unpacks to more"
+    ),
+    max_ratio: float = typer.Option(
+        UNPACK_DEFAULTS.max_ratio, "--max-ratio", help="refuse an archive (zip: a member) that expands more (x)"
+    ),
 ) -> None:
     """Download the official archives (resumable), verify their checksums, unpack them safely."""
     with _guard():
@@ -60,8 +78,12 @@ def download_cmd(
             TransferSpeedColumn,
         )
 
+        from pcmpipe.datasets.archive import UnpackLimits
         from pcmpipe.datasets.download import download
 
+        if not (max_unpack_gb > 0 and max_ratio >= 1):
+            raise UserError(f"--max-unpack-gb must be > 0 and --max-ratio >= 1, got {max_unpack_gb}, {max_ratio}")
+        limits = UnpackLimits(max_bytes=int(max_unpack_gb * (1 << 30)), max_ratio=max_ratio)
         with Progress(
             "{task.description}",
             BarColumn(),
@@ -77,7 +99,7 @@ def download_cmd(
                     tasks[name] = bar.add_task(name, total=total)
                 bar.update(tasks[name], completed=done, total=total)
 
-            summary = download(dataset, root, base_url=base_url, retries=retries, progress=progress)
+            summary = download(dataset, root, base_url=base_url, retries=retries, progress=progress, limits=limits)
         for fname, entry in summary["files"].items():
             typer.echo(f"{fname}: {entry['bytes']} bytes, sha256 {entry['sha256']}, verified: {entry['verified']}")
         typer.echo(f"unpacked into {summary['root']}")

@@ -34,6 +34,8 @@ class Settings(BaseModel):
     kind: typing.ClassVar[str] = "setting"  # how error messages name a key ("training setting", ...)
     required: typing.ClassVar[tuple[str, ...]] = ()
     required_hint: typing.ClassVar[str] = ""
+    # settings whose command-line flag is not `--<name-with-dashes>` (finetune's --workers is num_workers)
+    flags: typing.ClassVar[dict[str, str]] = {}
 
     @classmethod
     def from_dict(cls, data: Any) -> Any:
@@ -67,7 +69,13 @@ def unknown_key_message(key: str, valid: list[str], kind: str) -> str:
     close = (
         prefix or [v for v in valid if v == _initials(key)] or difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
     )
-    hint = f"did you mean {close[0]}?" if close else f"valid settings: {', '.join(sorted(valid))}"
+    hint = (
+        f"did you mean {close[0]}?"
+        if close
+        else f"valid {kind}s: {', '.join(sorted(valid))}"
+        if valid
+        else f"there are no {kind}s here"
+    )
     return f"unknown {kind} {key}; {hint}"
 
 
@@ -86,11 +94,12 @@ def user_message(cls: type[BaseModel], error: ValidationError) -> str:
         return msg
     if err["type"] == "literal_error":
         return f"unknown {name} {value!r}; valid choices: {', '.join(map(str, choices(cls, name)))}"
+    flag = getattr(cls, "flags", {}).get(name, f"--{name.replace('_', '-')}")
     if err["type"] in _BOUNDS:
         key, op = _BOUNDS[err["type"]]
-        return f"--{name.replace('_', '-')} must be {op} {err['ctx'][key]}, got {value!r}"
+        return f"{flag} must be {op} {err['ctx'][key]}, got {value!r}"
     if err["type"] == "finite_number":
-        return f"--{name.replace('_', '-')} must be a finite number, got {value!r}"
+        return f"{flag} must be a finite number, got {value!r}"
     if err["type"] == "string_pattern_mismatch":
         return f"invalid {name} {value!r}; use letters, digits, '_', '.', '-'"
     if err["type"] == "value_error":

@@ -29,6 +29,7 @@ class FinetuneConfig(TrainConfig):
 
     kind: ClassVar[str] = "fine-tuning setting"
     required: ClassVar[tuple[str, ...]] = ()
+    flags: ClassVar[dict[str, str]] = {"num_workers": "--workers", "data_root": "--root"}
 
     # the paper fine-tunes on CUB with all four of its modalities
     dataset: str = Field("cub", pattern=NAME_PATTERN, description="dataset name")

@@ -14,6 +14,7 @@ import yaml
 from pcmpipe.cache.layout import runs_root
 from pcmpipe.config.schema import TrainConfig
 from pcmpipe.errors import UserError
+from pcmpipe.textfile import read_text
 
 
 def read_yaml(yaml_path: str | Path) -> dict[str, Any]:
@@ -22,7 +23,7 @@ def read_yaml(yaml_path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"config file {path} not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(read_text(path, "config file")) or {}
     except yaml.YAMLError as e:
         raise UserError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from typing import Any, ClassVar, Literal, get_args
 
@@ -42,6 +43,14 @@ _NOT_FINGERPRINTED = ("name", "runs_root", "num_workers", "progress", "threads",
 # setting existed. The fingerprint leaves a setting out while it has that value, so every earlier run keeps
 # its fingerprint; a run record without the key had that value (see `setting_of`).
 LEGACY_VALUES: dict[str, Any] = {}
+
+
+MAX_DIM = 65_536
+
+
+def max_threads() -> int:
+    """The most CPU threads a setting may ask for on this machine: 4 per core."""
+    return 4 * (os.cpu_count() or 1)
 
 
 def csv_list(value: Any) -> Any:
@@ -80,7 +89,9 @@ class TrainConfig(Settings):
     runs_root: str = Field("cache/runs", description="where runs are written (default <cache-root>/runs)")
     name: str | None = Field(None, pattern=NAME_PATTERN, description="run name (default derived from the config)")
     device: Device = Field("auto", description="auto, cpu or cuda")
-    dim: int = Field(256, ge=1, description="D, the common embedding size")
+    # D above 65,536 is no embedding size anyone means (the paper uses 256): one head alone would hold
+    # in_dim x D weights, gigabytes before the first step, so a typo such as `dim: 1e8` stops here
+    dim: int = Field(256, ge=1, le=MAX_DIM, description="D, the common embedding size")
     num_workers: int = Field(0, ge=0, description="reserved: batches are gathered in-process by index_select")
     eval_batch: int = Field(4096, ge=1, description="rows per forward pass when embedding a whole split")
     # On CPU, a validation modality whose features exceed this many MiB is decoded from its cache at every
@@ -101,6 +112,16 @@ class TrainConfig(Settings):
                 if isinstance(v, bool) and f is not None and f.annotation in (int, float, int | None, float | None):
                     raise ValueError(f"setting {k}={v!r} has the wrong type (expected a number)")
         return data
+
+    @field_validator("threads")
+    @classmethod
+    def _threads_fit_the_machine(cls, value: int | None) -> int | None:
+        """At most 4 threads per core: beyond that torch only adds context switches, and each thread's stack
+        and arena add up (`--threads 100000` ends in a MemoryError, then a segfault, inside the thread pool)."""
+        most = max_threads()
+        if value is not None and value > most:
+            raise ValueError(f"--threads must be <= {most} (4 per CPU core of this machine), got {value}")
+        return value
 
     @field_validator("modalities", mode="before")
     @classmethod

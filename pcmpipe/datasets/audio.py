@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from math import gcd
 from pathlib import Path
 
@@ -12,11 +13,35 @@ from pcmpipe.errors import UserError
 TARGET_RATE = 16_000
 
 
+def wav_declared_frames(path: Path) -> int | None:
+    """The frame count a RIFF/WAVE header declares (data chunk size / block align); None when the file is no
+    plain WAV or leaves its length open (streamed writers put 0 or 0xFFFFFFFF there)."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        block_align = 0
+        while len(chunk := f.read(8)) == 8:
+            cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if cid == b"fmt ":
+                fmt = f.read(size)
+                block_align = struct.unpack("<H", fmt[12:14])[0] if len(fmt) >= 14 else 0
+                f.seek(size & 1, 1)
+            elif cid == b"data":
+                if not block_align or size in (0, 0xFFFFFFFF):
+                    return None
+                return size // block_align
+            else:
+                f.seek(size + (size & 1), 1)  # chunks are padded to an even size
+    return None
+
+
 def load_audio(path: Path | str, rate: int = TARGET_RATE) -> np.ndarray:
     """Decode a sound file to a float32 waveform [num_samples] at `rate` Hz, mono.
 
     Stereo (or more channels) is averaged; other sample rates are resampled with a polyphase
     filter (scipy.signal.resample_poly), which is exact for rational ratios such as 22050 -> 16000.
+    A WAV that holds fewer frames than its header declares (cut off in a copy or a download) is a UserError.
     """
     import soundfile as sf
     from scipy.signal import resample_poly
@@ -26,6 +51,12 @@ def load_audio(path: Path | str, rate: int = TARGET_RATE) -> np.ndarray:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)  # [num_samples, channels]
     except (RuntimeError, sf.LibsndfileError) as e:  # unreadable or missing file
         raise UserError(f"cannot read audio file {path}: {e}") from None
+    declared = wav_declared_frames(path)
+    if declared is not None and len(data) < declared:
+        # libsndfile clamps a cut-off WAV's frame count to the bytes present and decodes the rest silently
+        raise UserError(
+            f"truncated audio file {path}: its header declares {declared} frames, the file holds {len(data)}"
+        )
     wav = data.mean(axis=1)
     if sr != rate:
         g = gcd(int(sr), int(rate))

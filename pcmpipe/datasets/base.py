@@ -46,6 +46,8 @@ class Dataset:
         self.root = Path(root).expanduser()
         # raw entry -> why it was left out (e.g. a caption whose image is in no split list)
         self.skipped: dict[str, str] = {}
+        # raw entry -> how it was read when it was kept under another id (e.g. a repeated caption key)
+        self.renamed: dict[str, str] = {}
 
     def key(self, modality: str) -> str:
         """The id column of `modality` ('image_id', 'caption_id' or 'class_id')."""
@@ -69,8 +71,12 @@ class Dataset:
 
 
 def read_lines(path: Path) -> list[str]:
-    """Non-empty stripped lines of a text file; LF, CRLF and CR endings all work (universal newlines)."""
-    with open(path, encoding="utf-8", errors="replace") as f:
+    """Non-empty stripped lines of a text file; LF, CRLF and CR endings all work (universal newlines).
+
+    utf-8-sig: a byte-order mark (Windows editors write one) is dropped instead of becoming part of the
+    first line, where it would hide the first image's name from every lookup.
+    """
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
         return [line.strip() for line in f if line.strip()]
 
 

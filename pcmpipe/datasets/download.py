@@ -17,6 +17,7 @@ import json
 import os
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,12 +25,14 @@ from pathlib import Path
 
 from pcmpipe.atomic import fsync_path, write_json
 from pcmpipe.atomic import replace as durable_replace
-from pcmpipe.datasets.archive import safe_extract
+from pcmpipe.datasets.archive import UnpackLimits, safe_extract
 from pcmpipe.errors import UserError
 
 BASE_ENV = "PCMPIPE_DOWNLOAD_BASE"
 CHUNK = 1 << 20
 USER_AGENT = "pcmpipe-download/0.1"
+# more attempts than this never rescue a transfer (the back-off is capped at 5 s each): a typo, not a choice
+MAX_RETRIES = 1000
 
 
 @dataclass(frozen=True)
@@ -166,6 +169,14 @@ def fetch(
     return dest
 
 
+def check_base_url(base: str, what: str) -> None:
+    """A mirror folder URL must be http(s)://HOST/... or file:///...; anything else fails later inside urllib."""
+    parts = urllib.parse.urlsplit(base)
+    if parts.scheme in ("http", "https") and parts.netloc or parts.scheme == "file" and parts.path:
+        return
+    raise UserError(f"{what} {base!r} is not a URL; give a folder URL such as https://mirror.example.org/flickr8k")
+
+
 def _record(downloads: Path, name: str, entry: dict) -> None:
     """Add one file's provenance to DOWNLOADS.json (url, md5, sha256, bytes)."""
     path = downloads / "DOWNLOADS.json"
@@ -182,17 +193,23 @@ def download(
     retries: int = 5,
     timeout: float = 60.0,
     progress: Progress | None = None,
+    limits: UnpackLimits | None = None,
 ) -> dict:
     """Fetch, verify and unpack every archive of dataset `name` into `root`; returns a summary.
 
     `base_url` (or $PCMPIPE_DOWNLOAD_BASE) replaces each URL's folder; `sources` replaces the list.
     Archives stay in root/downloads/; an archive already unpacked (marker file) is not unpacked again.
+    `limits`: how far an archive may expand (archive.UnpackLimits; its defaults fit the real archives).
     """
     if name not in SOURCES:
         raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(SOURCES)}")
+    if not 0 <= retries <= MAX_RETRIES:
+        raise UserError(f"--retries must be between 0 and {MAX_RETRIES} resume attempts per file, got {retries}")
     root = Path(root).expanduser()
     downloads = root / "downloads"
     base = base_url or os.environ.get(BASE_ENV)
+    if base:
+        check_base_url(base, "--base-url" if base_url else f"${BASE_ENV}")
     summary: dict = {"dataset": name, "root": str(root), "files": {}, "manual": MANUAL.get(name)}
     for src in sources if sources is not None else SOURCES[name]:
         url = f"{base.rstrip('/')}/{src.filename}" if base else src.url
@@ -208,7 +225,7 @@ def download(
         _record(downloads, src.filename, entry)
         marker = downloads / f".unpacked-{src.filename}"
         if not marker.exists() or marker.read_text().strip() != sha256:
-            safe_extract(path, root)
+            safe_extract(path, root, limits)
             marker.write_text(sha256 + "\n")
         summary["files"][src.filename] = entry
     return summary

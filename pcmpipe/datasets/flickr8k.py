@@ -12,7 +12,8 @@ On-disk layout, as the official archives unpack (docs/datasets.md):
 
 The real token file has 40,460 lines: 8,092 keys x 5, one of them (`2258277193_586949ec62.jpg.1`) an
 image that exists in no split list. Captions of images outside every split list are skipped and the
-reason is kept in `Flickr8k.skipped`.
+reason is kept in `Flickr8k.skipped`. A key that appears twice keeps both captions: the later one gets the
+id `<image_id>#<n>.<k>` and is noted in `Flickr8k.renamed` (docs/datasets.md).
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class Flickr8k(Dataset):
     def captions(self) -> dict[str, tuple[str, str]]:
         """caption_id -> (image_id, caption) for every caption whose image is in a split list."""
         out: dict[str, tuple[str, str]] = {}
+        repeats: dict[str, int] = {}  # caption id -> how many later lines repeated its key
         path = self._text_file(TOKEN_FILE)
         for lineno, line in enumerate(read_lines(path), 1):
             key, sep, caption = line.partition("\t")
@@ -86,7 +88,14 @@ class Flickr8k(Dataset):
             if image_id not in self.split_of_image:
                 self.skipped[key] = "image is in no split list (no such image in Flickr8k)"
                 continue
-            out[f"{image_id}#{n}"] = (image_id, caption.strip())
+            cid = f"{image_id}#{n}"
+            if cid in out:
+                # a repeated key is a numbering slip in the file, not a correction: both captions describe the
+                # image, so both are kept; the later one under `<image>#<n>.<k>`, which no real key can be
+                k = repeats[cid] = repeats.get(cid, 0) + 1
+                self.renamed[f"{path.name}:{lineno}"] = f"repeated key {key}: kept as caption {cid}.{k}"
+                cid = f"{cid}.{k}"
+            out[cid] = (image_id, caption.strip())
         return out
 
     # ---- records ---------------------------------------------------------------------------

@@ -25,8 +25,11 @@ from typing import Any
 import yaml
 
 from pcmpipe.config import FinetuneConfig, TrainConfig, config_fingerprint, merge_settings, parse_set
+from pcmpipe.config.base import unknown_key_message
+from pcmpipe.config.schema import MODALITY_RE
 from pcmpipe.errors import UserError
 from pcmpipe.report.layouts import check_table
+from pcmpipe.textfile import read_text
 
 PIPELINE_RECORDS = "_pipelines"  # directory under runs_root holding one JSON record per pipeline that ran
 EVAL_KINDS = ("zeroshot", "enrichment")
@@ -34,6 +37,8 @@ EVAL_FILES = {"zeroshot": "zeroshot.json", "enrichment": "enrichment.json"}
 FINETUNE_PARTS = ("image", "text")  # which CLIP towers a `finetune:` list may unfreeze
 _PIPELINE_KEYS = {"name", "title", "data", "defaults", "runs", "evaluations", "tables"}
 SPECS = Path(__file__).parent / "specs"  # the shipped pipeline files, loadable by name
+# arguments of `extract` the pipeline fills in for every extraction step: not settable under `data.<ds>.extract`
+_SET_BY_PIPELINE = ("dataset", "root", "modalities", "backbones", "weights", "cache_root", "progress")
 
 
 @dataclass
@@ -132,7 +137,7 @@ def load_pipeline(
     """
     path = find_pipeline(path)
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.safe_load(read_text(path, "pipeline file"))
     except yaml.YAMLError as e:
         raise UserError(f"pipeline file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     p = pipeline_from_dict(doc, path=path, overrides=overrides, roots=roots, cache_root=cache_root, runs_root=runs_root)
@@ -224,14 +229,55 @@ def _data_spec(dataset: str, spec: Any, where: str) -> DataSpec:
     if not isinstance(spec, dict) or "root" not in spec or not spec.get("modalities"):
         raise UserError(f"{where}: data.{dataset} needs `root` and `modalities`")
     known = {"root", "modalities", "backbones", "weights"}
+    mods = spec["modalities"]
+    mods = [m.strip() for m in mods.split(",") if m.strip()] if isinstance(mods, str) else mods
+    if not isinstance(mods, list) or not all(isinstance(m, str) and MODALITY_RE.match(m) for m in mods):
+        raise UserError(
+            f"{where}: data.{dataset}.modalities must list modality names, e.g. [I, T, S], got {spec['modalities']!r}"
+        )
+    if "extract" in spec:
+        _check_extract_options(dataset, spec["extract"], f"{where}: data.{dataset}.extract")
     return DataSpec(
         dataset=dataset,
         root=str(spec["root"]),
-        modalities=[str(m) for m in spec["modalities"]],
+        modalities=list(mods),
         backbones={str(k): str(v) for k, v in (spec.get("backbones") or {}).items()},
         weights={str(k): str(v) for k, v in (spec.get("weights") or {}).items()},
         options={k: v for k, v in spec.items() if k not in known},
     )
+
+
+def _check_extract_options(dataset: str, options: Any, where: str) -> None:
+    """An `extract:` mapping must name arguments of `pcmpipe.extract.extract` with values of their types, so a typo
+    fails at `--dry-run` instead of as a TypeError when the step runs (read from the signature: never stale)."""
+    import inspect
+    import typing
+
+    from pydantic import TypeAdapter, ValidationError
+
+    from pcmpipe.datasets import DATASETS
+    from pcmpipe.extract import extract
+
+    if options is None:
+        return
+    if not isinstance(options, dict):
+        raise UserError(f"{where} must be a mapping of extract options (e.g. batch_size: 32), got {options!r}")
+    allowed = [n for n in inspect.signature(extract).parameters if n not in _SET_BY_PIPELINE]
+    hints = typing.get_type_hints(extract)
+    for key, value in options.items():
+        if key not in allowed:
+            raise UserError(f"{where}: {unknown_key_message(str(key), allowed, 'extract option')}")
+        try:
+            TypeAdapter(hints[key]).validate_python(value, strict=True)
+        except ValidationError as e:
+            msg = e.errors(include_url=False)[0]["msg"]
+            raise UserError(f"{where}: {key}={value!r} has the wrong type ({msg[0].lower() + msg[1:]})") from None
+    reader = DATASETS.get(dataset)
+    if reader is not None and isinstance(options.get("dataset_options"), dict):
+        takes = [n for n in inspect.signature(reader).parameters if n != "root"]
+        for key in options["dataset_options"]:
+            if key not in takes:
+                raise UserError(f"{where}: dataset_options: {unknown_key_message(str(key), takes, 'option')}")
 
 
 def _run_spec(name: str, defaults: dict, spec: Any, settings: dict, where: str, data: dict[str, DataSpec]) -> RunSpec:

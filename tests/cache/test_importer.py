@@ -365,3 +365,66 @@ def test_temp_dir_of_killed_import_is_removed(inputs):
     )
     assert res.exit_code == 0, res.output
     assert not stale.exists() and live.exists()
+
+
+def _import(d: Path, npy: str, *extra: str):
+    """Import d/npy with d/ids.txt as modality E of ds/train under d/cache."""
+    where = ["--ids", d / "ids.txt", "--cache-root", d / "cache"]
+    return cli("import-features", "E", "--dataset", "ds", "--split", "train", "--npy", d / npy, *where, *extra)
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two-renames"])
+def test_overwrite_never_leaves_the_modality_missing(inputs, monkeypatch, exchange):
+    import shutil
+
+    from pcmpipe.cache import importer
+
+    d, x, _ = inputs
+    assert _import(d, "x.npy").exit_code == 0
+    np.save(d / "y.npy", x * 2)
+    target = d / "cache" / "ds" / "E" / "train"
+    seen: list[bool] = []  # whether the target held a cache at each rename or removal of the swap
+    real_replace, real_rmtree = os.replace, shutil.rmtree
+
+    def replace(src, dest, *a, **k):
+        seen.append((target / "manifest.json").is_file())
+        return real_replace(src, dest, *a, **k)
+
+    def rmtree(path, *a, **k):
+        seen.append((target / "manifest.json").is_file())
+        return real_rmtree(path, *a, **k)
+
+    if not exchange:
+        monkeypatch.setattr(importer, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    res = _import(d, "y.npy", "--overwrite")
+    monkeypatch.undo()
+    assert res.exit_code == 0, res.output
+    np.testing.assert_array_equal(open_cache(target).read()[1]["features"], x * 2)
+    assert leftovers(d / "cache") == []
+    if exchange:  # one atomic step: a kill at any point finds either cache at the target
+        assert seen and all(seen), seen
+
+
+def test_a_swap_killed_between_its_renames_is_rolled_back_or_finished(inputs):
+    import shutil
+
+    d, x, _ = inputs
+    assert _import(d, "x.npy").exit_code == 0
+    target = d / "cache" / "ds" / "E" / "train"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    # killed after moving the old cache aside, before the new one came in: the next run puts the old one back
+    aside = target.parent / f".train.old-{dead.pid}-abc"
+    aside.mkdir()
+    os.replace(target, aside / "cache")
+    res = _import(d, "x.npy")
+    assert res.exit_code == 0 and "already imported" in res.output, res.output
+    np.testing.assert_array_equal(open_cache(target).read()[1]["features"], x)
+    assert leftovers(d / "cache") == []
+    # killed after the new cache came in, before the old one was deleted: the next run deletes it
+    aside.mkdir()
+    shutil.copytree(target, aside / "cache")
+    assert _import(d, "x.npy").exit_code == 0
+    assert leftovers(d / "cache") == [] and open_cache(target).num_rows == 12

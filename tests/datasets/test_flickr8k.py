@@ -182,3 +182,37 @@ def test_unknown_split_or_modality(ds):
 def test_record_is_a_small_dataclass():
     r = Record(id="x#0", links={"caption_id": "x#0", "image_id": "x"}, text="hi")
     assert r.path is None and r.vector is None
+
+
+def _text_only_copy(src, dest):
+    """The token and split files of `src` in a new root (captions need nothing else)."""
+    dest.mkdir()
+    for f in src.glob("*.txt"):
+        shutil.copy(f, dest / f.name)
+    return dest
+
+
+@pytest.mark.parametrize("name", ["Flickr_8k.trainImages.txt", "Flickr8k.token.txt"])
+def test_a_byte_order_mark_loses_no_caption(tmp_path, flickr_root, ds, name):
+    root = _text_only_copy(flickr_root, tmp_path / "bom")
+    path = root / name
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    other = open_dataset("flickr8k", root)
+    assert [(r.id, r.text) for r in other.records("T", "train")] == [(r.id, r.text) for r in ds.records("T", "train")]
+    assert sorted(other.skipped) == sorted(ds.skipped)
+
+
+def test_a_repeated_caption_key_keeps_both_captions(tmp_path, flickr_root, ds):
+    root = _text_only_copy(flickr_root, tmp_path / "dup")
+    first = ds.records("T", "train")[0]
+    key = f"{first.id.replace('#', '.jpg#')}"
+    with open(root / "Flickr8k.token.txt", "a") as f:
+        f.write(f"{key}\ta second caption under the same key\n{key}\tand a third\n")
+    caps = {r.id: r.text for r in open_dataset("flickr8k", root).records("T", "train")}
+    assert caps[first.id] == first.text  # the original is not overwritten
+    assert caps[f"{first.id}.1"] == "a second caption under the same key"
+    assert caps[f"{first.id}.2"] == "and a third"
+    assert len(caps) == len(ds.records("T", "train")) + 2
+    other = open_dataset("flickr8k", root)
+    other.records("T", "train")
+    assert sorted(other.renamed) == ["Flickr8k.token.txt:306", "Flickr8k.token.txt:307"]
