@@ -12,7 +12,7 @@ Inputs that cannot be encoded are skipped and listed in `errors.jsonl` beside th
 `strict=True`, the first one ends the run with a UserError).
 
 Modalities: I (image tower), T and P (text tower), S (speech encoder), A and C (the dataset's own
-vectors, written as they are). Every cache has one feature, `features`, float32 [N, *shape].
+vectors, written as they are). Every cache has one feature, `features`, float32 [N, *shape] (or float16).
 
 Under torchrun every rank encodes its `distributed.rank_records` part into its own shards and manifest;
 rank 0 merges them (`distributed.finish_part`) into the same cache one process would write.
