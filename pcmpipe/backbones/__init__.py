@@ -7,6 +7,12 @@
 
 `bb.meta` (backbone, architecture, weights, weights_sha256, preprocess) goes into the cache fingerprint.
 Weights strings: see `pcmpipe.backbones.weights`.
+
+Beyond the six registered names, any encoder of a family (docs/extraction.md, "Any encoder"):
+
+    open_clip:MODEL[@TAG]   any open_clip model (built-in name, hf-hub:ORG/NAME, local-dir:PATH), image or text
+    hf-text:MODEL           any transformers / sentence-transformers text encoder (hub id or folder)
+    hf-audio:MODEL          any transformers speech encoder with hidden states (HuBERT, wav2vec2, WavLM, ...)
 """
 
 from __future__ import annotations
@@ -16,6 +22,9 @@ import torch
 from pcmpipe.backbones.base import KINDS, Backbone
 from pcmpipe.backbones.clip import ClipImageBackbone, ClipTextBackbone
 from pcmpipe.backbones.hubert import HubertBackbone
+from pcmpipe.backbones.openclip_models import OpenClipImageBackbone, OpenClipTextBackbone
+from pcmpipe.backbones.transformers_speech import TransformersSpeechBackbone
+from pcmpipe.backbones.transformers_text import TransformersTextBackbone
 from pcmpipe.backbones.weights import WeightsSpec, parse_weights, state_sha256
 from pcmpipe.errors import UserError
 
@@ -29,14 +38,32 @@ BACKBONES: dict[str, tuple[type[Backbone], str]] = {
     "hubert-tiny": (HubertBackbone, "tiny"),
 }
 
+# family prefix -> {kind: class}; the rest of the name (after "PREFIX:") is the class's architecture argument
+FAMILIES: dict[str, dict[str, type[Backbone]]] = {
+    "open_clip": {"image": OpenClipImageBackbone, "text": OpenClipTextBackbone},
+    "hf-text": {"text": TransformersTextBackbone},
+    "hf-audio": {"audio": TransformersSpeechBackbone},
+}
+
 # the paper's backbone per modality kind
 DEFAULT_BACKBONES: dict[str, str] = {"image": "clip-vit-b32-image", "text": "clip-vit-b32-text", "audio": "hubert-base"}
 
 
-def backbone_kind(name: str) -> str:
-    """'image' | 'text' | 'audio' of a registered backbone (UserError if unknown)."""
+def backbone_kinds(name: str) -> tuple[str, ...]:
+    """The kinds backbone `name` can encode: one for a registered name, image and text for open_clip models."""
+    family = _family(name)
+    if family is not None:
+        return tuple(FAMILIES[family])
     _check_name(name)
-    return BACKBONES[name][0].modality_kind
+    return (BACKBONES[name][0].modality_kind,)
+
+
+def backbone_kind(name: str) -> str:
+    """'image' | 'text' | 'audio' of a backbone that encodes one kind (UserError if unknown or if it has two)."""
+    kinds = backbone_kinds(name)
+    if len(kinds) != 1:
+        raise UserError(f"backbone {name} has {' and '.join(kinds)} towers; say which one")
+    return kinds[0]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -52,25 +79,47 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-def create_backbone(name: str, weights: str | None = "default", device: str | torch.device = "cpu") -> Backbone:
-    """Build backbone `name` with `weights` ('default' | tag | hf:ORG/NAME | random[:SEED] | PATH) on `device`."""
-    _check_name(name)
-    cls, arch = BACKBONES[name]
+def create_backbone(
+    name: str, weights: str | None = "default", device: str | torch.device = "cpu", kind: str | None = None
+) -> Backbone:
+    """Build backbone `name` with `weights` ('default' | tag | hf:ORG/NAME | random[:SEED] | PATH) on `device`.
+    kind ('image' | 'text' | 'audio') picks the tower of a name that has two (open_clip:...)."""
+    family = _family(name)
+    if family is None:
+        _check_name(name)
+        cls, arch = BACKBONES[name]
+    else:
+        kind = kind or backbone_kind(name)
+        if kind not in FAMILIES[family]:
+            raise UserError(f"backbone {name} encodes {', '.join(FAMILIES[family])}, not {kind}")
+        cls, arch = FAMILIES[family][kind], name.split(":", 1)[1]
+        if not arch:
+            raise UserError(f"backbone {name!r}: name the model after '{family}:'")
+    if kind is not None and cls.modality_kind != kind:
+        raise UserError(f"backbone {name} encodes {cls.modality_kind}, not {kind}")
     return cls(name, arch, parse_weights(weights), resolve_device(device))
+
+
+def _family(name: str) -> str | None:
+    prefix, sep, _ = name.partition(":")
+    return prefix if sep and prefix in FAMILIES else None
 
 
 def _check_name(name: str) -> None:
     if name not in BACKBONES:
-        raise UserError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+        families = ", ".join(f"{f}:MODEL" for f in FAMILIES)
+        raise UserError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}, or {families}")
 
 
 __all__ = [
     "BACKBONES",
     "DEFAULT_BACKBONES",
+    "FAMILIES",
     "KINDS",
     "Backbone",
     "WeightsSpec",
     "backbone_kind",
+    "backbone_kinds",
     "create_backbone",
     "parse_weights",
     "resolve_device",

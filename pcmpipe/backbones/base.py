@@ -41,5 +41,9 @@ class Backbone:
         """Features of a preprocessed batch -> float tensor [B, *feature_shape] (no normalisation)."""
         raise NotImplementedError
 
+    def token_lengths(self, tokens: Any) -> torch.Tensor:
+        """Text backbones: tokens per row of a preprocessed batch [N, L] -> [N], for length-sorted batching."""
+        raise NotImplementedError(f"{type(self).__name__} does not tokenise text")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name}, weights={self.meta.get('weights')}, shape={self.feature_shape})"

@@ -185,6 +185,10 @@ class ClipTextBackbone(Backbone):
             },
         }
 
+    def token_lengths(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens per row up to end-of-text: [N, L] -> [N] (the extraction sorts captions by it)."""
+        return token_lengths(tokens)
+
     def encode(self, batch: torch.Tensor) -> torch.Tensor:
         """batch: token ids [B, L] (L <= context) -> [B, D], computed on the batch's longest sequence only."""
         return encode_text_trimmed(self.model, batch.to(self.device, non_blocking=True))

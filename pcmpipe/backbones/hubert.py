@@ -143,8 +143,13 @@ class HubertBackbone(Backbone):
                 f"weights {weights.value} are a HuBERT of {cfg.num_hidden_layers} layers x "
                 f"{cfg.hidden_size}, not {name}; choose the matching --audio-backbone"
             )
+        self._setup(name, model, prep, device)
+        self.meta = self._meta(name, "HuBERT", weights)
+
+    def _setup(self, name: str, model: Any, prep: Any, device: torch.device) -> None:
+        """What every wav2vec2-family encoder shares: 16 kHz input, the masked first GroupNorm, the feature shape."""
         if prep.sampling_rate != SAMPLE_RATE:
-            raise UserError(f"HuBERT weights expect {prep.sampling_rate} Hz audio; pcmpipe decodes speech at 16 kHz")
+            raise UserError(f"speech weights expect {prep.sampling_rate} Hz audio; pcmpipe decodes speech at 16 kHz")
         self.name, self.device, self.feature_extractor = name, device, prep
         self.weights_sha256 = state_sha256(model.state_dict())
         first = model.feature_extractor.conv_layers[0]
@@ -152,11 +157,16 @@ class HubertBackbone(Backbone):
         if isinstance(getattr(first, "layer_norm", None), nn.GroupNorm):
             self._masked_norm = first.layer_norm = MaskedGroupNorm(first.layer_norm)
         self.model = model.to(device)
+        cfg = model.config
         self.feature_shape = (cfg.num_hidden_layers + 1, cfg.hidden_size)
-        self.meta = {
-            "backbone": name,
+
+    def _meta(self, backbone: str, architecture: str, weights: WeightsSpec) -> dict:
+        """The fingerprint inputs of a speech encoder (after `_setup`)."""
+        cfg, prep = self.model.config, self.feature_extractor
+        return {
+            "backbone": backbone,
             "architecture": {
-                "name": "HuBERT",
+                "name": architecture,
                 "layers": cfg.num_hidden_layers,
                 "hidden_size": cfg.hidden_size,
                 "feat_extract_norm": cfg.feat_extract_norm,

@@ -1,10 +1,11 @@
 """One shard file on disk: atomic writes, checksums, and its Parquet or HDF5 encoding.
 
 A shard holds N rows: string columns (`id`, the key column, the link columns) and one array per feature
-[N, *shape]. Parquet stores each feature as a fixed-size-list column of the flattened vector, so generic
-readers (pyarrow.dataset, Hugging Face `datasets`, DuckDB, Spark) read the files as they are; the shape
-sits in the field metadata and in the schema metadata. HDF5 stores one contiguous, uncompressed dataset
-per feature, which h5py can memory-map.
+[N, *shape]. Parquet stores each feature as a fixed-size-list column, so generic
+readers (pyarrow.dataset, Hugging Face `datasets`, DuckDB, Spark) read the files as they are. The shape is
+the type itself: a feature of shape (13, 768) is a fixed-size list of 13 fixed-size lists of 768 values (shards
+written before that kept such features flat; readers take both), and it is also in the field and schema metadata.
+HDF5 stores one contiguous, uncompressed dataset [N, *shape] per feature, which h5py can memory-map.
 
 Every file is written through pcmpipe.atomic (dot-prefixed temp file in the same directory, fsync, rename,
 fsync of the directory), so a reader or a resumed writer only ever sees whole files (pyarrow.dataset skips dot files).
@@ -91,9 +92,42 @@ def arrow_schema(schema: ShardSchema):
     fields = [pa.field(c, pa.string(), nullable=False) for c in schema.columns]
     for name, (shape, dtype) in schema.features.items():
         meta = {b"shape": json.dumps(list(shape)).encode(), b"dtype": dtype.encode()}
-        value_type = pa.from_numpy_dtype(np.dtype(dtype))
-        fields.append(pa.field(name, pa.list_(value_type, math.prod(shape)), nullable=False, metadata=meta))
+        fields.append(
+            pa.field(name, _list_type(pa.from_numpy_dtype(np.dtype(dtype)), shape), nullable=False, metadata=meta)
+        )
     return pa.schema(fields, metadata={META_KEY.encode(): schema.metadata_json().encode()})
+
+
+def _list_type(value_type, shape: tuple[int, ...]):
+    """Nested fixed-size lists, innermost the last axis: (13, 768) -> list<list<value, 768>, 13>."""
+    import pyarrow as pa
+
+    out = value_type
+    for size in reversed(shape):
+        out = pa.list_(out, size)
+    return out
+
+
+def _nested(flat, shape: tuple[int, ...]):
+    """A flat array of N * prod(shape) values -> the FixedSizeListArray [N] of `_list_type(..., shape)`."""
+    import pyarrow as pa
+
+    out = flat
+    for size in reversed(shape):
+        out = pa.FixedSizeListArray.from_arrays(out, size)
+    return out
+
+
+def _leaf(chunk):
+    """The values array under (possibly nested) fixed-size lists, and where `chunk`'s first value sits in it."""
+    import pyarrow as pa
+
+    arr, at = chunk, chunk.offset
+    while pa.types.is_fixed_size_list(arr.type):
+        child = arr.values  # ignores arr's own offset: carried in `at`
+        at = child.offset + at * arr.type.list_size
+        arr = child
+    return arr, at
 
 
 def _write_parquet(
@@ -104,8 +138,7 @@ def _write_parquet(
 
     arrays = [pa.array(columns[c].tolist(), pa.string()) for c in schema.columns]
     for name, (shape, _) in schema.features.items():
-        flat = pa.array(np.ascontiguousarray(features[name]).reshape(-1))
-        arrays.append(pa.FixedSizeListArray.from_arrays(flat, math.prod(shape)))
+        arrays.append(_nested(pa.array(np.ascontiguousarray(features[name]).reshape(-1)), shape))
     table = pa.Table.from_arrays(arrays, schema=arrow_schema(schema))
     strings = schema.columns
     # Dictionaries, statistics and compression only pay off for the id columns; on float vectors they cost
@@ -169,7 +202,8 @@ def iter_shard(
             feats = {}
             for name in features:
                 shape = schema.features[name][0]
-                values = batch.column(name).flatten().to_numpy(zero_copy_only=False)
+                leaf, at = _leaf(batch.column(name))
+                values = leaf.slice(at - leaf.offset, len(batch) * math.prod(shape)).to_numpy(zero_copy_only=False)
                 feats[name] = values.reshape(len(batch), *shape)
             yield cols, feats
         return
@@ -283,14 +317,14 @@ def _copy_list_chunk(chunk, flat: np.ndarray, at: int) -> int:
     import pyarrow as pa
 
     n, width = len(chunk), flat.shape[1]
-    values = chunk.values  # the whole child array: it ignores the list array's own offset
-    start = chunk.offset * width
+    values, start = _leaf(chunk)  # flat (older shards) or nested lists alike
     if pa.types.is_boolean(values.type):  # bit-packed: no byte view possible
-        flat[at : at + n] = values.slice(start, n * width).to_numpy(zero_copy_only=False).reshape(n, width)
+        piece = values.slice(start - values.offset, n * width).to_numpy(zero_copy_only=False)
+        flat[at : at + n] = piece.reshape(n, width)
         return at + n
     dtype = np.dtype(values.type.to_pandas_dtype())
     buf = values.buffers()[1]
-    view = np.frombuffer(buf, dtype=dtype, count=n * width, offset=(values.offset + start) * dtype.itemsize)
+    view = np.frombuffer(buf, dtype=dtype, count=n * width, offset=start * dtype.itemsize)
     flat[at : at + n] = view.reshape(n, width)
     return at + n
 

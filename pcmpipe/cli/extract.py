@@ -13,8 +13,12 @@ from pcmpipe.cli.options import FORMAT_METAVAR, hidden_alias
 # ---- extract (stage one: backbones -> feature cache) ----
 @app.command("extract")
 def extract_cmd(
-    dataset: str = typer.Option(..., "--dataset", help="flickr8k or cub"),
-    root: Path | None = typer.Option(None, "--root", help="dataset root (default data/<dataset>)"),
+    dataset: str = typer.Option(..., "--dataset", help="flickr8k, cub, or a name for your own data (see --root)"),
+    root: Path | None = typer.Option(
+        None,
+        "--root",
+        help="dataset root (default data/<dataset>); your own data: its dataset.yaml or the folder of it",
+    ),
     modalities: str | None = typer.Option(
         None, "--modalities", help="comma list, default all: I,T,S (flickr8k); I,T,A,C,P (cub)"
     ),
@@ -32,9 +36,17 @@ def extract_cmd(
         "--workers",
         help="decoding processes for images and audio (default: CPUs/4 on CPU, min(8, CPUs) on GPU; 0 = main process)",
     ),
-    image_backbone: str = typer.Option("clip-vit-b32-image", "--image-backbone", help="backbone for I"),
-    text_backbone: str = typer.Option("clip-vit-b32-text", "--text-backbone", help="backbone for T and P"),
-    audio_backbone: str = typer.Option("hubert-base", "--audio-backbone", help="backbone for S"),
+    image_backbone: str = typer.Option(
+        "clip-vit-b32-image", "--image-backbone", help="backbone for image modalities (I), or open_clip:MODEL@TAG"
+    ),
+    text_backbone: str = typer.Option(
+        "clip-vit-b32-text",
+        "--text-backbone",
+        help="backbone for text (T, P): also open_clip:MODEL@TAG, hf-text:MODEL",
+    ),
+    audio_backbone: str = typer.Option(
+        "hubert-base", "--audio-backbone", help="backbone for speech (S), or hf-audio:MODEL (wav2vec2, WavLM, ...)"
+    ),
     weights_image: str = typer.Option(
         "default", "--weights-image", help="default (openai) | open_clip tag | random[:SEED] | PATH"
     ),
@@ -60,6 +72,12 @@ def extract_cmd(
         None,
         "--lock-timeout",
         help="seconds to wait for another job writing the same cache split, then stop (default: wait)",
+    ),
+    dtype: str = typer.Option(
+        "float32",
+        "--dtype",
+        help="stored feature type: float32 or float16 (half the size)",
+        metavar="<float32|float16>",
     ),
 ) -> None:
     """Encode a dataset's modalities with frozen backbones into the feature cache; resumable, skips what is done."""
@@ -88,6 +106,7 @@ def extract_cmd(
                 overwrite=overwrite,
                 rows_per_shard=rows_per_shard,
                 max_padding=max_padding,
+                dtype=dtype,
                 progress=bar,
                 lock_wait=True if lock_timeout is None else lock_timeout,
             )

@@ -17,6 +17,7 @@ from pcmpipe.datasets.audio import load_audio
 from pcmpipe.datasets.base import MODALITY_KEYS, SPLITS, Dataset, Record
 from pcmpipe.datasets.cub import CUB
 from pcmpipe.datasets.flickr8k import Flickr8k
+from pcmpipe.datasets.generic import GenericDataset, open_generic
 from pcmpipe.errors import UserError
 
 DATASETS: dict[str, type[Dataset]] = {
@@ -26,10 +27,24 @@ DATASETS: dict[str, type[Dataset]] = {
 
 
 def open_dataset(name: str, root: Path | str, **options) -> Dataset:
-    """The reader of dataset `name` over the files under `root` (options: CUB's `class_vectors`)."""
+    """The reader of dataset `name` over the files under `root` (options: CUB's `class_vectors`). Any other name
+    is the user's own data, described by `root`/dataset.yaml (or `root` itself, a spec file)."""
     if name not in DATASETS:
-        raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+        if options:
+            raise UserError(f"dataset options {', '.join(options)} apply to {', '.join(DATASETS)} only")
+        return open_generic(name, root)
     return DATASETS[name](root, **options)
 
 
-__all__ = ["CUB", "DATASETS", "Dataset", "Flickr8k", "MODALITY_KEYS", "Record", "SPLITS", "load_audio", "open_dataset"]
+__all__ = [
+    "CUB",
+    "DATASETS",
+    "Dataset",
+    "Flickr8k",
+    "GenericDataset",
+    "MODALITY_KEYS",
+    "Record",
+    "SPLITS",
+    "load_audio",
+    "open_dataset",
+]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 from math import gcd
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -13,30 +14,38 @@ from pcmpipe.errors import UserError
 TARGET_RATE = 16_000
 
 
-def wav_declared_frames(path: Path) -> int | None:
+def wav_declared_frames(source: Path | str | BinaryIO) -> int | None:
     """The frame count a RIFF/WAVE header declares (data chunk size / block align); None when the file is no
-    plain WAV or leaves its length open (streamed writers put 0 or 0xFFFFFFFF there)."""
-    with open(path, "rb") as f:
-        head = f.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            return None
-        block_align = 0
-        while len(chunk := f.read(8)) == 8:
-            cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
-            if cid == b"fmt ":
-                fmt = f.read(size)
-                block_align = struct.unpack("<H", fmt[12:14])[0] if len(fmt) >= 14 else 0
-                f.seek(size & 1, 1)
-            elif cid == b"data":
-                if not block_align or size in (0, 0xFFFFFFFF):
-                    return None
-                return size // block_align
-            else:
-                f.seek(size + (size & 1), 1)  # chunks are padded to an even size
+    plain WAV or leaves its length open (streamed writers put 0 or 0xFFFFFFFF there). `source` is a path or
+    a seekable file object (a tar member's or a dataset cell's bytes), read again from its start."""
+    if hasattr(source, "read"):
+        source.seek(0)  # type: ignore[union-attr]
+        return _declared_frames(source)  # type: ignore[arg-type]
+    with open(source, "rb") as f:
+        return _declared_frames(f)
+
+
+def _declared_frames(f: BinaryIO) -> int | None:
+    head = f.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    block_align = 0
+    while len(chunk := f.read(8)) == 8:
+        cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+        if cid == b"fmt ":
+            fmt = f.read(size)
+            block_align = struct.unpack("<H", fmt[12:14])[0] if len(fmt) >= 14 else 0
+            f.seek(size & 1, 1)
+        elif cid == b"data":
+            if not block_align or size in (0, 0xFFFFFFFF):
+                return None
+            return size // block_align
+        else:
+            f.seek(size + (size & 1), 1)  # chunks are padded to an even size
     return None
 
 
-def load_audio(path: Path | str, rate: int = TARGET_RATE) -> np.ndarray:
+def load_audio(path: Path | str | BinaryIO, rate: int = TARGET_RATE) -> np.ndarray:
     """Decode a sound file to a float32 waveform [num_samples] at `rate` Hz, mono.
 
     Stereo (or more channels) is averaged; other sample rates are resampled with a polyphase
@@ -46,9 +55,9 @@ def load_audio(path: Path | str, rate: int = TARGET_RATE) -> np.ndarray:
     import soundfile as sf
     from scipy.signal import resample_poly
 
-    path = Path(path)
+    source = path if hasattr(path, "read") else str(path)  # a file object: a tar member's or a dataset cell's bytes
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)  # [num_samples, channels]
+        data, sr = sf.read(source, dtype="float32", always_2d=True)  # [num_samples, channels]
     except (RuntimeError, sf.LibsndfileError) as e:  # unreadable or missing file
         raise UserError(f"cannot read audio file {path}: {e}") from None
     declared = wav_declared_frames(path)

@@ -8,16 +8,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO, Protocol
 
 import numpy as np
 
 from pcmpipe.errors import UserError
-from pcmpipe.modalities import KEYS
+from pcmpipe.modalities import KEYS, KINDS
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 # The id column each modality lives at: a record's `id` equals `links[MODALITY_KEYS[modality]]`.
 MODALITY_KEYS: dict[str, str] = KEYS
+
+
+class Blob(Protocol):
+    """Media bytes that are not a file of their own (a member of a tar shard, a cell of a Hugging Face
+    dataset): opened only when the extraction decodes the item, so the records of a large dataset stay small."""
+
+    def open(self) -> BinaryIO:
+        """A binary file object over the bytes (OSError if they cannot be read)."""
+        ...
+
+    def describe(self) -> str:
+        """Where the bytes live, for errors.jsonl ('shard-000.tar member 17.jpg')."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -26,7 +40,8 @@ class Record:
 
     `links` holds the sample's own key column and every coarser one (a CUB caption: caption_id,
     image_id, class_id). Exactly one payload is set: `path` (image or wav file), `text` (caption or
-    prompt) or `vector` (float32 [D], attributes and class embeddings).
+    prompt) or `vector` (float32 [D], attributes and class embeddings). An image or audio payload that is not a
+    file of its own is a `blob` instead of a `path`.
     """
 
     id: str
@@ -34,6 +49,7 @@ class Record:
     path: Path | None = None
     text: str | None = None
     vector: np.ndarray | None = field(default=None, compare=False)
+    blob: Blob | None = field(default=None, compare=False)
 
 
 class Dataset:
@@ -53,6 +69,11 @@ class Dataset:
         """The id column of `modality` ('image_id', 'caption_id' or 'class_id')."""
         self._check_modality(modality)
         return MODALITY_KEYS[modality]
+
+    def kind(self, modality: str) -> str | None:
+        """The backbone kind that encodes `modality` ('image', 'text', 'audio'), or None for precomputed vectors."""
+        self._check_modality(modality)
+        return KINDS.get(modality)
 
     def records(self, modality: str, split: str) -> list[Record]:
         """All records of `modality` in `split`, sorted by id."""

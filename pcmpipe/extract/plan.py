@@ -81,7 +81,7 @@ def listing_digest(records: list) -> str:
 
 
 def split_spec(
-    ds, m: str, split: str, records: list, backbone, *, cache_root: Path, fmt: str, limit, options
+    ds, m: str, split: str, records: list, backbone, *, cache_root: Path, fmt: str, limit, options, dtype="float32"
 ) -> SplitSpec:
     """The cache extraction writes for `records` of (ds, m, split) with `backbone` (None: the dataset's vectors)."""
     from pcmpipe.extract.sources import precision_of, vector_shape
@@ -99,7 +99,7 @@ def split_spec(
         meta["limit"] = limit
     return SplitSpec(
         cache_dir(cache_root, ds.name, m, split),
-        {FEATURE: (shape, "float32")},
+        {FEATURE: (shape, dtype)},
         key,
         links,
         meta,
@@ -172,6 +172,7 @@ def plan_split(
     limit: int | None = None,
     dataset_options: Mapping | None = None,
     device: str = "cpu",
+    dtype: str = "float32",
 ) -> SplitPlan:
     """Would `extract` find (dataset, modality, split) cached? For planners: loads the backbone (its weights'
     sha256 is part of the answer) and reads the dataset's listing, but encodes nothing and writes nothing.
@@ -181,16 +182,18 @@ def plan_split(
     from pcmpipe.backbones import create_backbone
     from pcmpipe.datasets import open_dataset
     from pcmpipe.extract.runner import choose_backbone
-    from pcmpipe.modalities import KINDS
 
     ds = open_dataset(dataset, root, **dict(dataset_options or {}))
     records = ds.records(modality, split)
     if limit is not None:
         records = records[:limit]
     bb = None
-    if modality in KINDS:
-        name, w = choose_backbone(modality, {modality: backbone} if backbone else {}, {modality: weights or ""})
-        bb = create_backbone(name, w, device=device)
+    kind = ds.kind(modality)
+    if kind is not None:
+        name, w, kind = choose_backbone(
+            modality, kind, {modality: backbone} if backbone else {}, {modality: weights or ""}
+        )
+        bb = create_backbone(name, w, device=device, kind=kind)
     spec = split_spec(
         ds,
         modality,
@@ -201,5 +204,6 @@ def plan_split(
         fmt=fmt,
         limit=limit,
         options=dataset_options or {},
+        dtype=dtype,
     )
     return compare(spec)

@@ -12,7 +12,7 @@ Inputs that cannot be encoded are skipped and listed in `errors.jsonl` beside th
 `strict=True`, the first one ends the run with a UserError).
 
 Modalities: I (image tower), T and P (text tower), S (speech encoder), A and C (the dataset's own
-vectors, written as they are). Every cache has one feature, `features`, float32 [N, *shape].
+vectors, written as they are). Every cache has one feature, `features`, float32 [N, *shape] (or float16).
 
 Under torchrun every rank encodes its `distributed.rank_records` part into its own shards and manifest;
 rank 0 merges them (`distributed.finish_part`) into the same cache one process would write.
@@ -28,7 +28,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from pcmpipe import distributed as D
-from pcmpipe.backbones import DEFAULT_BACKBONES, Backbone, backbone_kind, create_backbone, resolve_device
+from pcmpipe.backbones import DEFAULT_BACKBONES, Backbone, backbone_kinds, create_backbone, resolve_device
 from pcmpipe.backbones.hubert import HubertBackbone
 from pcmpipe.cache.lock import exclusive
 from pcmpipe.cache.manifest import MANIFEST, load_manifest
@@ -54,7 +54,8 @@ from pcmpipe.extract.summary import (
     read_errors,
     write_errors,
 )
-from pcmpipe.modalities import KINDS
+
+STORED_DTYPES = ("float32", "float16")  # encoders compute in float32 (autocast on CUDA); float16 halves the cache
 
 
 def default_workers(device: object = "cpu") -> int:
@@ -88,6 +89,7 @@ def extract(
     rows_per_shard: int = 4096,
     dataset_options: Mapping | None = None,
     max_padding: float | None = SPEECH_MAX_PADDING,
+    dtype: str = "float32",
     progress: ExtractProgress | None = None,
     lock_wait: bool | float = True,
 ) -> ExtractSummary:
@@ -97,7 +99,8 @@ def extract(
     modality winning; missing entries take the paper's backbone and 'default' weights. limit: only the
     first `limit` records (by id) of each (modality, split), recorded in the fingerprint. max_padding: at
     most this fraction of each speech batch is padding (in [0, 1); None: no bound); features do not depend on
-    it (HuBERT's padding is masked), only the speed does, so it is not part of the fingerprint.
+    it (HuBERT's padding is masked), only the speed does, so it is not part of the fingerprint. dtype: how the
+    features are stored, float32 or float16 (half the bytes; part of the fingerprint).
     progress(task, done, total) is called as items finish ('flickr8k I train', rows done, rows of this
     process); under torchrun only rank 0 reports. lock_wait: another job writing the same split is waited for
     (True), refused at once (False) or waited for that many seconds, then refused in one line.
@@ -110,6 +113,8 @@ def extract(
         raise UserError(f"--limit must be at least 1, got {limit}")
     if max_padding is not None and not 0.0 <= max_padding < 1.0:
         raise UserError(f"--max-padding must be a fraction in [0, 1), e.g. 0.05, got {max_padding}")
+    if dtype not in STORED_DTYPES:
+        raise UserError(f"--dtype must be one of {', '.join(STORED_DTYPES)}, got {dtype!r}")
     if workers is not None and workers < 0:
         raise UserError(f"--workers must be 0 (decode in the main process) or more, got {workers}")
     ds = open_dataset(dataset, root, **dict(dataset_options or {}))
@@ -124,16 +129,18 @@ def extract(
     dev = D.device_for(dist) if dist.world_size > 1 and device == "auto" else resolve_device(device)
     workers = default_workers(dev) if workers is None else workers
     # modalities without a kind carry precomputed vectors: no backbone
-    choice = {m: choose_backbone(m, backbones or {}, weights or {}) for m in modalities if m in KINDS}
+    kinds = {m: ds.kind(m) for m in modalities}
+    choice = {m: choose_backbone(m, k, backbones or {}, weights or {}) for m, k in kinds.items() if k is not None}
     summary = ExtractSummary(dataset, str(cache_root), str(dev))
-    models: dict[tuple[str, str], Backbone] = {}
+    models: dict[tuple[str, str, str], Backbone] = {}
     report = progress if progress is not None and dist.is_main else _silent
     for m in modalities:
         for split in splits:
             backbone = None
             if m in choice:
                 if choice[m] not in models:  # T and P share one text tower
-                    models[choice[m]] = create_backbone(*choice[m], device=dev)
+                    name, w, kind = choice[m]
+                    models[choice[m]] = create_backbone(name, w, device=dev, kind=kind)
                 backbone = models[choice[m]]
             part = _extract_part(
                 ds,
@@ -153,6 +160,7 @@ def extract(
                 dataset_options=dict(dataset_options or {}),
                 max_padding=max_padding,
                 lock_wait=lock_wait,
+                dtype=dtype,
             )
             summary.parts.append(part)
     return summary
@@ -162,15 +170,17 @@ def _silent(task: str, done: int, total: int) -> None:
     """The progress callback of a caller that asked for none (and of ranks other than 0)."""
 
 
-def choose_backbone(modality: str, backbones: Mapping[str, str], weights: Mapping[str, str]) -> tuple[str, str]:
-    kind = KINDS[modality]
+def choose_backbone(
+    modality: str, kind: str, backbones: Mapping[str, str], weights: Mapping[str, str]
+) -> tuple[str, str, str]:
+    """-> (backbone name, weights, kind) for `modality`, whose data is of `kind`."""
     name = backbones.get(modality) or backbones.get(kind) or DEFAULT_BACKBONES[kind]
-    if backbone_kind(name) != kind:
+    if kind not in backbone_kinds(name):
         raise UserError(
-            f"backbone {name} encodes {backbone_kind(name)}, but modality {modality} needs a {kind} "
+            f"backbone {name} encodes {' or '.join(backbone_kinds(name))}, but modality {modality} needs a {kind} "
             f"backbone (e.g. {DEFAULT_BACKBONES[kind]})"
         )
-    return name, weights.get(modality) or weights.get(kind) or "default"
+    return name, weights.get(modality) or weights.get(kind) or "default", kind
 
 
 def _extract_part(
@@ -192,14 +202,16 @@ def _extract_part(
     dataset_options: dict,
     max_padding: float | None,
     lock_wait: bool | float,
+    dtype: str = "float32",
 ) -> PartSummary:
     started = time.perf_counter()
     records = ds.records(m, split)
     if limit is not None:
         records = records[:limit]
     spec = split_spec(
-        ds, m, split, records, backbone, cache_root=cache_root, fmt=fmt, limit=limit, options=dataset_options
-    )
+        ds, m, split, records, backbone, cache_root=cache_root, fmt=fmt, limit=limit, options=dataset_options,
+        dtype=dtype,
+    )  # fmt: skip
     name = backbone.name if backbone is not None else "vectors"
     with contextlib.ExitStack() as held:
         if D.is_main():  # one lock per split; the other ranks wait for rank 0's verdict below

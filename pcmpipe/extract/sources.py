@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -142,8 +143,14 @@ class _Files(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def _path(self, i: int) -> tuple[Path | None, str | None]:
-        """The item's file, or why there is none."""
+    def _path(self, i: int) -> tuple[Path | BinaryIO | None, str | None]:
+        """The item's file (or its bytes, for a blob: a tar member, a Hugging Face cell), or why there is none."""
+        blob = self.records[i].blob
+        if blob is not None:
+            try:
+                return blob.open(), None
+            except OSError as e:
+                return None, f"unreadable {blob.describe()} ({_one_line(e)})"
         path = self.records[i].path
         if path is None or not path.is_file():
             return None, f"missing file {path}"
@@ -208,9 +215,8 @@ def image_batches(backbone: Backbone, records: list[Record], batch_size: int, wo
 
 
 def text_batches(backbone: Backbone, records: list[Record], batch_size: int) -> Iterator:
-    """Captions sorted by token length; each batch runs on its longest sequence only."""
-    from pcmpipe.backbones.clip import token_lengths
-
+    """Captions sorted by token length (the backbone's `token_lengths`); each batch runs on its longest sequence
+    only."""
     good = []
     for r in records:
         if r.text is None or not r.text.strip():
@@ -220,7 +226,7 @@ def text_batches(backbone: Backbone, records: list[Record], batch_size: int) -> 
     if not good:
         return
     tokens = backbone.preprocess([r.text for r in good])  # [N, context] int64
-    lengths = token_lengths(tokens).tolist()
+    lengths = backbone.token_lengths(tokens).tolist()
     for batch in length_batches(lengths, batch_size):
         yield Encoded([good[i] for i in batch], encode(backbone, tokens[batch]))
 
@@ -248,7 +254,7 @@ def audio_batches(
     durations = []
     for r in records:
         try:
-            info = sf.info(str(r.path))
+            info = sf.info(r.blob.open() if r.blob is not None else str(r.path))
             durations.append(int(info.frames * 16_000 / info.samplerate))
         except Exception:  # unreadable header: the worker reports why; sort it first
             durations.append(0)

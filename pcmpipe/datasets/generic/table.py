@@ -1,0 +1,76 @@
+"""Tables: CSV, TSV, JSONL or Parquet files, one row per sample.
+
+CSV and TSV cells are read as strings (ids such as '007' stay as written; vectors are strings of numbers);
+JSONL and Parquet keep their types (a vector column can be a list). The file type follows the extension.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from pcmpipe.datasets.generic.records import Row, row_split
+from pcmpipe.datasets.generic.spec import DatasetSpec
+from pcmpipe.errors import UserError
+
+SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".parquet")
+
+
+def expand(spec: DatasetSpec, patterns: list[str]) -> list[Path]:
+    """File names or globs, relative to the spec's folder -> existing files, sorted (UserError if one matches none)."""
+    out: list[Path] = []
+    for pattern in patterns:
+        base = Path(pattern).expanduser()
+        if any(ch in pattern for ch in "*?["):
+            matches = sorted(base.parent.glob(base.name) if base.is_absolute() else spec.root.glob(pattern))
+        else:
+            full = base if base.is_absolute() else spec.root / base
+            matches = [full] if full.is_file() else []
+        if not matches:
+            raise UserError(f"{spec.where}: files: {pattern} matches no file under {spec.root}")
+        out.extend(matches)
+    return out
+
+
+def read_table(path: Path) -> list[dict[str, Any]]:
+    """One file -> its rows as dicts (UserError for an unknown type or an unreadable file)."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".csv", ".tsv"):
+            with open(path, newline="", encoding="utf-8-sig") as f:
+                return list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","))
+        if suffix in (".jsonl", ".ndjson"):
+            with open(path, encoding="utf-8") as f:
+                return [_json_row(line, path, n) for n, line in enumerate(f, 1) if line.strip()]
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path).to_pylist()
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"cannot read table {path}: {type(e).__name__}: {str(e)[:200]}") from None
+    except Exception as e:  # pyarrow's errors for a damaged Parquet file
+        raise UserError(f"cannot read table {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+    raise UserError(f"table {path}: unknown file type {suffix!r}; use one of {', '.join(SUFFIXES)}")
+
+
+def _json_row(line: str, path: Path, lineno: int) -> dict[str, Any]:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}:{lineno}: not a JSON object ({e.msg})") from None
+    if not isinstance(row, dict):
+        raise UserError(f"{path}:{lineno}: each line must be a JSON object, got {type(row).__name__}")
+    return row
+
+
+def table_rows(spec: DatasetSpec) -> list[Row]:
+    """Every row of every table, with its split (the table's own, or the split column's)."""
+    rows: list[Row] = []
+    for split, patterns in spec.files.items():
+        for path in expand(spec, patterns):
+            for n, values in enumerate(read_table(path), 1):
+                where = f"{path}:{n}"
+                rows.append(Row(row_split(spec, split, values, where), values, where))
+    return rows
