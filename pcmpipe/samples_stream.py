@@ -56,7 +56,8 @@ class KeyIndex:
 
     @classmethod
     def build(cls, parts: list[np.ndarray], where: str) -> KeyIndex:
-        h = np.concatenate([hash_keys(p) for p in parts]) if parts else np.zeros(0, np.uint64)
+        """From the keys' hashes (`hash_keys`), shard by shard: the keys themselves are never all held."""
+        h = np.concatenate(parts) if parts else np.zeros(0, np.uint64)
         order = np.argsort(h, kind="stable")
         hashes = h[order]
         if hashes.size > 1 and bool((hashes[1:] == hashes[:-1]).any()):
@@ -87,7 +88,8 @@ class RowStore:
         self.dtype = np.dtype(_memory_dtype(reader.dtypes[name]))
         width = int(np.prod(self.info.shape))
         self.row_bytes = width * self.dtype.itemsize
-        self._mem: np.ndarray | None = np.empty((self.info.rows, width), self.dtype) if resident else None
+        shaped = self.info.shape  # HDF5 shards are read into arrays of the feature's own shape
+        self._mem: np.ndarray | None = np.empty((self.info.rows, *shaped), self.dtype) if resident else None
         self._fd: int | None = None
         spill = None
         if not resident:
@@ -95,11 +97,11 @@ class RowStore:
             weakref.finalize(self, shutil.rmtree, tmp, True)  # the spill goes with the store
             spill = open(tmp / "rows.bin", "wb")  # noqa: SIM115 -- closed after the last shard
         keys: list[np.ndarray] = []
-        buf = np.empty((1024, width), self.dtype)
+        buf = np.empty((1024, *shaped), self.dtype)
         at = 0
         for shard in reader.manifest["shards"]:
             file = reader.directory / shard["file"]
-            keys.append(read_columns(file, reader.fmt, [key_column])[key_column])
+            keys.append(hash_keys(read_columns(file, reader.fmt, [key_column])[key_column]))
             for k in iter_feature_into(file, reader.fmt, name, buf):
                 if self._mem is not None:
                     self._mem[at : at + k] = buf[:k]
@@ -162,7 +164,7 @@ class StreamedSplit:
         *,
         seed: int = 0,
         shuffle: bool = True,
-        buffer_rows: int = 65536,
+        buffer_rows: int = 16384,
         resident_bytes: int = 0,
         spill_dir: str | Path | None = None,
         rank: int | None = None,
@@ -212,7 +214,7 @@ class StreamedSplit:
                 self.units.append(unit)
         self._complete = {m for m, ok in found_all.items() if ok}
         first = next(u for u in self.units if u.modality == self.base[0])
-        self._placeholder = _first_row(first, self._names[first.modality], self._width(first.modality), self._dtype)
+        self._placeholder = _first_row(first, self._names[first.modality], self.shapes[first.modality], self._dtype)
         self.mine = self.units[self.rank :: self.world]  # this rank's shards, the same every epoch
 
     # ------------------------------------------------------------ the join, per shard
@@ -237,7 +239,7 @@ class StreamedSplit:
         if b in self.stores:
             return self.stores[b].index
         if getattr(self, "_primary_index", None) is None:
-            parts = [_key_col(self._columns(u), self.key) for u in self.units if u.modality == b]
+            parts = [hash_keys(_key_col(self._columns(u), self.key)) for u in self.units if u.modality == b]
             self._primary_index = KeyIndex.build(parts, b)
         return self._primary_index
 
@@ -341,7 +343,7 @@ class StreamedSplit:
             slot, feats = win.own[m]
             hit = slot[pos] >= 0
             if hit.any():
-                x[torch.from_numpy(hit)] = torch.from_numpy(feats[slot[pos][hit]].astype(np.float32))
+                x[torch.from_numpy(hit)] = torch.from_numpy(feats[slot[pos][hit]].reshape(int(hit.sum()), -1)).float()
         return x.reshape(len(pos), *self.shapes[m])
 
     def _load(self, group: list[Unit]) -> _Window:
@@ -350,25 +352,33 @@ class StreamedSplit:
 
         size = sum(u.rows for u in group)
         slots = {m: np.full(size, -1, np.int64) for m in self.base}
-        feats: dict[str, list[np.ndarray]] = {m: [] for m in self.base}
+        # One block per base modality, filled shard by shard in place: the window is held once, not copied.
+        feats = {
+            m: np.empty((sum(u.rows for u in group if u.modality == m), *self.shapes[m]), self._dtype[m])
+            for m in self.base
+        }
+        filled = dict.fromkeys(self.base, 0)
         rows = {m: np.zeros(size, np.int64) for m in self.stores}
         present = {m: np.zeros(size, bool) for m in self.modalities}
         at = 0
         for u in group:
             columns = self._columns(u)
             keep = self._keep(u, columns)
-            block = np.empty((len(keep), self._width(u.modality)), self._dtype[u.modality])
-            read_feature_into(u.file, u.fmt, self._names[u.modality], block)
-            k = int(keep.sum())
-            held = sum(len(f) for f in feats[u.modality])
+            k, held, name = int(keep.sum()), filled[u.modality], self._names[u.modality]
+            if k == len(keep):
+                read_feature_into(u.file, u.fmt, name, feats[u.modality][held : held + k])
+            else:  # rows another base modality has: read the shard, keep the others
+                block = np.empty((len(keep), *self.shapes[u.modality]), self._dtype[u.modality])
+                read_feature_into(u.file, u.fmt, name, block)
+                feats[u.modality][held : held + k] = block[keep]
             slots[u.modality][at : at + k] = np.arange(held, held + k)
-            feats[u.modality].append(block[keep])
+            filled[u.modality] += k
             present[u.modality][at : at + k] = True
             for m, (r, ok) in self._lookups(u.modality, columns, keep).items():
                 rows[m][at : at + k] = r
                 present[m][at : at + k] = ok
             at += k
-        own = {m: (slots[m], np.concatenate(f)) for m, f in feats.items() if f}
+        own = {m: (slots[m], f) for m, f in feats.items() if len(f)}
         return _Window(size, own, rows, present)
 
 
@@ -393,13 +403,15 @@ def _memory_dtype(stored: str):
     return np.float16 if stored == "float16" else np.float32
 
 
-def _first_row(unit: Unit, name: str, width: int, dtypes: dict) -> np.ndarray:
+def _first_row(unit: Unit, name: str, shape: tuple[int, ...], dtypes: dict) -> np.ndarray:
     """Row 0 of a base modality's cache: the placeholder the in-memory join gives an absent modality."""
     from pcmpipe.cache.shard import iter_feature_into
 
-    buf = np.empty((1, width), dtypes[unit.modality])
-    next(iter_feature_into(unit.file, unit.fmt, name, buf))
-    return buf[0].copy()
+    buf = np.empty((1, *shape), dtypes[unit.modality])
+    rows = iter_feature_into(unit.file, unit.fmt, name, buf)
+    next(rows)
+    rows.close()  # the rest of the shard is not decoded
+    return buf[0].reshape(-1).copy()
 
 
 @dataclass

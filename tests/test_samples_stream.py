@@ -41,6 +41,13 @@ def cache(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def hdf5_cache(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cache")
+    write_synthetic_cache(root, drop_speech=0.3, with_class_modality=True, fmt="hdf5")
+    return root
+
+
 def _epoch(split, epoch=1, batch=32, start=0):
     return list(split.epoch_batches(epoch, split.steps(batch), batch, None, start_step=start))
 
@@ -51,8 +58,11 @@ def _same(a, b) -> bool:
     )
 
 
-@pytest.mark.parametrize("resident", [0, 1 << 30])  # looked-up modalities spilled to a file, or in memory
-def test_unshuffled_stream_gives_the_in_memory_batches(cache, resident):
+@pytest.mark.parametrize(
+    ("fmt", "resident"), [("parquet", 0), ("parquet", 1 << 30), ("hdf5", 0)]
+)  # looked-up modalities spilled to a file, or in memory
+def test_unshuffled_stream_gives_the_in_memory_batches(cache, hdf5_cache, fmt, resident):
+    cache = hdf5_cache if fmt == "hdf5" else cache
     memory = load_split(cache, "synth", MODS, "train")
     memory.shuffle = False
     stream = StreamedSplit(cache, "synth", MODS, "train", shuffle=False, buffer_rows=100, resident_bytes=resident)

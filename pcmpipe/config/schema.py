@@ -56,7 +56,7 @@ LEGACY_VALUES: dict[str, Any] = {
     # None (in memory) when the run starts, and the shuffle settings count too.
     "stream": None,
     "shuffle": True,
-    "shuffle_buffer": 65536,
+    "shuffle_buffer": 16384,
 }
 
 
@@ -108,7 +108,7 @@ class TrainConfig(Settings):
     memory_budget_mb: float = Field(4096.0, gt=0, description="stream the training split above this many MiB")
     stream: bool | None = Field(None, description="stream the training split: None (auto, by the budget), true, false")
     shuffle: bool = Field(True, description="shuffle training samples each epoch (off: cache order)")
-    shuffle_buffer: int = Field(65536, ge=1, description="streamed: rows shuffled together (whole shards)")
+    shuffle_buffer: int = Field(16384, ge=1, description="streamed: rows shuffled together (whole shards)")
     spill_dir: str | None = Field(None, description="streamed: where large looked-up modalities are spilled")
     compile: bool = Field(False, description="torch.compile the heads (off: they are tiny, compile time dominates)")
     progress: bool = Field(True, description="rich progress bar on a terminal")
