@@ -410,7 +410,7 @@ def _first_row(unit: Unit, name: str, shape: tuple[int, ...], dtypes: dict) -> n
     buf = np.empty((1, *shape), dtypes[unit.modality])
     rows = iter_feature_into(unit.file, unit.fmt, name, buf)
     next(rows)
-    rows.close()  # the rest of the shard is not decoded
+    del rows  # a generator, closed here: the rest of the shard is not decoded
     return buf[0].reshape(-1).copy()
 
 

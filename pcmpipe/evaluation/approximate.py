@@ -37,6 +37,7 @@ def build_index(gallery: Any, index: str = "ivf", nlist: int | None = None, npro
 
     g = _float32(gallery)
     n, d = g.shape
+    idx: Any
     if index == "flat":
         idx = faiss.IndexFlatIP(d)
     elif index == "ivf":
