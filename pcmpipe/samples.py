@@ -20,6 +20,9 @@ from pcmpipe import distributed
 from pcmpipe.errors import UserError
 from pcmpipe.modalities import MODALITIES
 
+# One epoch's batches: (inputs m -> float32 [B, *shape_m], present m -> bool [B]) per step.
+Batches = Iterator[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]
+
 
 @dataclass
 class FeatureStream:
@@ -137,7 +140,7 @@ class SplitData:
         generator: torch.Generator | None = None,
         out: dict[str, torch.Tensor] | None = None,
         start_step: int = 0,
-    ) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
+    ) -> Batches:
         """This rank's slice of each global batch of one epoch (`batch`'s output), from `start_step` on.
 
         The order is one `randperm` from `generator` per epoch (drop_last: `steps` full batches), as the trainer

@@ -24,7 +24,6 @@ import os
 import shutil
 import tempfile
 import weakref
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +32,7 @@ import torch
 
 from pcmpipe import distributed
 from pcmpipe.errors import UserError
-from pcmpipe.samples import CacheInfo, SplitData, _open, find_base, load_split
+from pcmpipe.samples import Batches, CacheInfo, SplitData, _open, find_base, load_split
 
 # Seeds of the per-epoch orders are drawn from (seed, epoch, rank[, window]) through numpy's SeedSequence, so
 # no order depends on how many batches an earlier epoch drew.
@@ -291,15 +290,7 @@ class StreamedSplit:
             held += u.rows
         return [g for g in groups if g]
 
-    def epoch_batches(
-        self,
-        epoch: int,
-        steps: int,
-        batch_size: int,
-        generator: torch.Generator | None = None,
-        out: dict[str, torch.Tensor] | None = None,
-        start_step: int = 0,
-    ) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
+    def epoch_batches(self, epoch: int, steps: int, batch_size: int, generator=None, out=None, start_step=0) -> Batches:
         """This rank's slice of each global batch of `epoch`, from step `start_step` on. `generator` and `out`
         are unused: the order comes from the seed and the epoch, so a resumed run draws the same."""
         local = self.local_sizes(batch_size)[self.rank]

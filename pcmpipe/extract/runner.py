@@ -34,6 +34,7 @@ from pcmpipe.cache.writer import FORMATS, ShardWriter, cache_dir, cache_fingerpr
 from pcmpipe.datasets import SPLITS, open_dataset
 from pcmpipe.errors import UserError
 from pcmpipe.extract.batching import PaddingMeter
+from pcmpipe.extract.record_source import record_source
 from pcmpipe.extract.sources import (
     SPEECH_MAX_PADDING,
     Encoded,
@@ -204,18 +205,17 @@ def _extract_part(
     max_padding: float | None,
 ) -> PartSummary:
     started = time.perf_counter()
-    records = ds.records(m, split)
-    if limit is not None:
-        records = records[:limit]
+    source = record_source(ds, m, split, limit)  # the listing, or this rank's shards of a streamed dataset
+    first = [source.first] if source.first is not None else []
     key = ds.key(m)
-    links = sorted({c for r in records[:1] for c in r.links if c != key})
+    links = sorted({c for r in first for c in r.links if c != key})
     directory = cache_dir(cache_root, ds.name, m, split)
     if backbone is not None:
         shape = backbone.feature_shape
         meta = {**backbone.meta, "precision": precision_of(backbone.device)}
         name = backbone.name
     else:
-        shape = vector_shape(records) or (1,)
+        shape = vector_shape(first) or (1,)
         meta = {"source": f"{ds.name} precomputed vectors", "dataset_options": dataset_options}
         name = "vectors"
     meta.update({"dataset": ds.name, "modality": m, "split": split})
@@ -236,9 +236,8 @@ def _extract_part(
     problem = D.gather_objects(problem)[0]  # also the barrier after a deletion
     if problem:
         raise UserError(problem)
-    mine = D.rank_records(records)
     part = PartSummary(m, split, name, "new", directory=str(directory))
-    task, total = f"{ds.name} {m} {split}", len(mine)
+    task, total = f"{ds.name} {m} {split}", source.rows or 0
     errors: list[dict] = []
     meter = PaddingMeter()
     with ShardWriter(
@@ -250,7 +249,7 @@ def _extract_part(
         fmt=fmt,
         rows_per_shard=rows_per_shard,
         rank=D.writer_rank(),
-        expected_rows=len(mine),
+        expected_rows=source.rows,
     ) as writer:
         if writer.complete:  # every rank sees the same merged manifest, so all of them return here
             part.status, part.rows = "cached", writer.num_rows
@@ -258,13 +257,17 @@ def _extract_part(
             report(task, total, total)
             part.seconds = time.perf_counter() - started
             return part
-        pending = [r for r in mine if r.id not in writer.done_ids]
-        if len(pending) < len(mine):
+        if writer.done_ids:
             part.status = "resumed"
-        done = total - len(pending)
+        done = len(writer.done_ids)
         report(task, done, total)
+        items = (
+            item
+            for pending in source.chunks(writer.done_ids)  # one list, or one streamed shard at a time
+            for item in _batches(backbone, pending, shape, batch_size, workers, meter, max_padding)
+        )
         try:
-            for item in _batches(backbone, pending, shape, batch_size, workers, meter, max_padding):
+            for item in items:
                 if isinstance(item, Skipped):
                     err = {"modality": m, "split": split, "id": item.record.id, "reason": item.reason}
                     if item.record.path is not None:
