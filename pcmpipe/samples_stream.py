@@ -26,6 +26,7 @@ import tempfile
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -318,14 +319,25 @@ class StreamedSplit:
                 yield self._batch(parts)
 
     def _batch(self, parts: list[tuple[_Window, np.ndarray]]):
-        inputs = {m: torch.cat([self._features(w, m, pos) for w, pos in parts]) for m in self.modalities}
-        present = {m: np.concatenate([w.present[m][pos] for w, pos in parts]) for m in self.modalities}
+        def joined(pieces: list) -> Any:  # most batches come from one window: no copy then
+            return (
+                pieces[0]
+                if len(pieces) == 1
+                else (torch.cat(pieces) if torch.is_tensor(pieces[0]) else np.concatenate(pieces))
+            )
+
+        inputs = {m: joined([self._features(w, m, pos) for w, pos in parts]) for m in self.modalities}
+        present = {m: joined([w.present[m][pos] for w, pos in parts]) for m in self.modalities}
         x = {m: v.to(self.device) for m, v in inputs.items()}
         return x, {m: torch.from_numpy(v).to(self.device) for m, v in present.items()}
 
     def _features(self, win: _Window, m: str, pos: np.ndarray) -> torch.Tensor:
         """Float32 features of modality m at window positions `pos`: the window's own rows, else the store's row
         (row 0 where absent, as in memory), else (the first base modality, absent) its first row."""
+        if m in win.own:
+            slot = win.own[m][0][pos]
+            if bool((slot >= 0).all()):  # every row the window's own: one gather and one cast
+                return torch.from_numpy(win.own[m][1][slot]).float()
         if m in self.stores:
             x = self.stores[m].gather(win.rows[m][pos]).reshape(len(pos), -1)
         else:
