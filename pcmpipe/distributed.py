@@ -155,6 +155,14 @@ def rank_records(records: Sequence[T], id_of: Callable[[T], str] = attrgetter("i
     return [r for r in records if id_of(r) in mine]
 
 
+def rank_shards(shards: Sequence[T]) -> list[T]:
+    """This process's shards of a streamed input: shards r, r + W, r + 2W, ... in the given order (all on one
+    process). Fixed by the order alone, so a restarted rank reads the same shards; no listing of records."""
+    if not is_distributed():
+        return list(shards)
+    return list(shards[get_rank() :: get_world_size()])
+
+
 def writer_rank() -> int | None:
     """The `rank=` argument of `ShardWriter`: this rank under torchrun (per-rank shards and manifest), else None."""
     return get_rank() if is_distributed() else None

@@ -11,12 +11,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from pcmpipe import distributed
 from pcmpipe.errors import UserError
 from pcmpipe.modalities import MODALITIES
+
+# One epoch's batches: (inputs m -> float32 [B, *shape_m], present m -> bool [B]) per step.
+Batches = Iterator[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]
 
 
 @dataclass
@@ -36,7 +41,9 @@ class ModalityData:
     name: str
     key: str  # the key column, e.g. "caption_id"
     columns: dict[str, np.ndarray]  # "id" + link columns, arrays of str, length N
-    features: torch.Tensor | None  # [N, *shape] float32, contiguous; None when streamed (see `chunks`)
+    # [N, *shape] float32, or float16 when the cache is fp16 and the caller asked for half (`load_modality`): cast
+    # to float32 per batch and per chunk, never as a whole. None when streamed (see `chunks`).
+    features: torch.Tensor | None
     fingerprint: str  # the cache manifest's fingerprint
     directory: str
     stream: FeatureStream | None = None
@@ -67,7 +74,7 @@ class ModalityData:
         """
         if self.features is not None:
             for i in range(0, self.features.shape[0], rows):
-                yield self.features[i : i + rows]
+                yield self.features[i : i + rows].float()  # a view when float32, a cast chunk when float16
             return
         from pcmpipe.cache import open_cache
 
@@ -101,6 +108,7 @@ class SplitData:
     base: list[str]  # modalities whose rows define the samples (several when they share the finest key)
     idx: dict[str, torch.Tensor] = field(default_factory=dict)  # m -> LongTensor [N_samples], 0 where absent
     present: dict[str, torch.Tensor] = field(default_factory=dict)  # m -> BoolTensor [N_samples]
+    shuffle: bool = True  # training order: a seeded permutation per epoch, or (False) the sample table's order
 
     def __len__(self) -> int:
         return int(next(iter(self.idx.values())).shape[0])
@@ -116,9 +124,40 @@ class SplitData:
         self.present = {k: v.to(device) for k, v in self.present.items()}
         return self
 
+    def steps(self, batch_size: int) -> int:
+        """Full batches per epoch (drop_last: every step sees a full batch)."""
+        return len(self) // batch_size
+
+    def complete(self) -> set[str]:
+        """Modalities every sample has (the losses then need no mask)."""
+        return {m for m, p in self.present.items() if bool(p.all())}
+
+    def epoch_batches(
+        self,
+        epoch: int,
+        steps: int,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+        out: dict[str, torch.Tensor] | None = None,
+        start_step: int = 0,
+    ) -> Batches:
+        """This rank's slice of each global batch of one epoch (`batch`'s output), from `start_step` on.
+
+        The order is one `randperm` from `generator` per epoch (drop_last: `steps` full batches), as the trainer
+        always drew it, or the sample table's order without shuffling (`pcmpipe.samples_stream` streams the same
+        samples in that order). `epoch` is unused: the generator's state carries the epoch."""
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        device = next(iter(self.idx.values())).device
+        order = order[: steps * batch_size].view(steps, batch_size).to(device)
+        for s in range(start_step, steps):
+            yield self.batch(distributed.local_rows(order[s]), out=out)
+
     def buffers(self, batch_size: int) -> dict[str, torch.Tensor]:
-        """Preallocated batch tensors m -> [batch_size, *shape_m] for `batch(..., out=)`."""
-        return {m: d.resident().new_empty((batch_size, *d.shape)) for m, d in self.modalities.items()}
+        """Preallocated float32 batch tensors m -> [batch_size, *shape_m] for `batch(..., out=)`."""
+        return {
+            m: d.resident().new_empty((batch_size, *d.shape), dtype=torch.float32) for m, d in self.modalities.items()
+        }
 
     def batch(
         self, rows: torch.Tensor, out: dict[str, torch.Tensor] | None = None
@@ -133,10 +172,15 @@ class SplitData:
         inputs = {}
         for m, d in self.modalities.items():
             rows_m = self.idx[m].index_select(0, rows)
-            if out is not None and out[m].shape[0] == rows.shape[0]:
-                inputs[m] = torch.index_select(d.resident(), 0, rows_m, out=out[m])
+            feats = d.resident()
+            if feats.dtype != torch.float32:  # half in memory: gather the rows, then cast this batch only
+                inputs[m] = feats.index_select(0, rows_m).float()
+                if out is not None and out[m].shape == inputs[m].shape:
+                    inputs[m] = out[m].copy_(inputs[m])
+            elif out is not None and out[m].shape[0] == rows.shape[0]:
+                inputs[m] = torch.index_select(feats, 0, rows_m, out=out[m])
             else:
-                inputs[m] = d.resident().index_select(0, rows_m)
+                inputs[m] = feats.index_select(0, rows_m)
         present = {m: self.present[m].index_select(0, rows) for m in self.modalities}
         return inputs, present
 
@@ -200,13 +244,19 @@ def peek_split(cache_root: str | Path, dataset: str, modalities: list[str], spli
 
 
 def load_modality(
-    cache_root: str | Path, dataset: str, modality: str, split: str, stream_above: int | None = None
+    cache_root: str | Path,
+    dataset: str,
+    modality: str,
+    split: str,
+    stream_above: int | None = None,
+    half: bool = False,
 ) -> ModalityData:
     """Read one (dataset, modality, split) cache into memory; a missing cache names the command that makes it.
 
     With `stream_above`, features larger than that many bytes (as float32) stay in the cache: only the id
     columns are read (`read_into` with no feature), and `ModalityData.chunks` decodes the features whenever
-    they are used.
+    they are used. With `half`, an fp16 cache stays fp16 in memory (half the bytes; `SplitData.batch` and
+    `chunks` cast to float32 per batch); an fp32 cache is read as float32 either way.
     """
     reader, name, path = _open(cache_root, dataset, modality, split)
     shape = tuple(reader.shapes[name])
@@ -222,7 +272,8 @@ def load_modality(
         )
     # One contiguous float32 block; the shards are decoded 256 rows at a time straight into it
     # (CacheReader.read_into), so peak memory is the block plus a few MB. The tensor shares the block's memory.
-    block = np.empty((reader.num_rows, *shape), dtype=np.float32)
+    dtype = np.float16 if half and reader.dtypes[name] == "float16" else np.float32
+    block = np.empty((reader.num_rows, *shape), dtype=dtype)
     columns = reader.read_into({name: block})
     return ModalityData(modality, reader.key, columns, torch.from_numpy(block), reader.fingerprint, str(path))
 
@@ -314,15 +365,24 @@ def _lookup(haystack: np.ndarray, needles: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def load_split(
-    cache_root: str | Path, dataset: str, modalities: list[str], split: str, stream_above: int | None = None
+    cache_root: str | Path,
+    dataset: str,
+    modalities: list[str],
+    split: str,
+    stream_above: int | None = None,
+    half: bool = False,
 ) -> SplitData:
-    """Load every modality of one split and join them (see module docstring); `stream_above`: see load_modality."""
-    mods = {m: load_modality(cache_root, dataset, m, split, stream_above) for m in modalities}
+    """Load every modality of one split and join them (see module docstring); `stream_above`, `half`: see
+    load_modality."""
+    mods = {m: load_modality(cache_root, dataset, m, split, stream_above, half) for m in modalities}
     return join(split, mods)
 
 
-def check_compatible(reference: SplitData, other: SplitData | SplitInfo) -> None:
-    """Val/test features must have the train features' shapes (same backbone); otherwise the heads cannot apply."""
+def check_compatible(reference: Any, other: SplitData | SplitInfo) -> None:
+    """Val/test features must have the train features' shapes (same backbone); otherwise the heads cannot apply.
+
+    `reference`: a SplitData or a streamed split (pcmpipe.samples_stream), anything with `split` and `modalities`
+    whose values have `shape`."""
     for m, d in reference.modalities.items():
         o = other.modalities[m]
         if o.shape != d.shape:

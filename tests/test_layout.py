@@ -15,7 +15,7 @@ PRINTERS = ("pcmpipe.cli", "pcmpipe.report.render")
 LAYERS = {
     "errors": 0, "modalities": 0, "atomic": 0, "textfile": 0, "tempdirs": 0,
     "cache": 1, "datasets": 1, "backbones": 1, "augment": 1, "config": 1,
-    "samples": 2, "heads": 2, "losses": 2, "distributed": 2,
+    "samples": 2, "samples_stream": 2, "heads": 2, "losses": 2, "distributed": 2,
     "evaluation": 3, "extract": 3,
     "training": 4,
     "report": 5,

@@ -38,11 +38,27 @@ MODALITY_RE = re.compile(r"^[A-Za-z0-9_-]+$")  # no ".": modality names key nn.M
 
 # Fields that do not change the numbers a run produces; left out of the fingerprint so that renaming a
 # run or moving where runs are written does not make a finished run look different.
-_NOT_FINGERPRINTED = ("name", "runs_root", "num_workers", "progress", "threads", "stream_val_mb")
+_NOT_FINGERPRINTED = (
+    "name",
+    "runs_root",
+    "num_workers",
+    "progress",
+    "threads",
+    "stream_val_mb",
+    "memory_budget_mb",
+    "spill_dir",
+)
 # Settings added after runs were first written, with the value that reproduces what runs did before the
 # setting existed. The fingerprint leaves a setting out while it has that value, so every earlier run keeps
 # its fingerprint; a run record without the key had that value (see `setting_of`).
-LEGACY_VALUES: dict[str, Any] = {}
+LEGACY_VALUES: dict[str, Any] = {
+    # Streamed training data (pcmpipe.samples_stream) visits samples in another order than the in-memory
+    # permutation, so the loading mode a run used is part of its fingerprint: `stream` is resolved to True or
+    # None (in memory) when the run starts, and the shuffle settings count too.
+    "stream": None,
+    "shuffle": True,
+    "shuffle_buffer": 16384,
+}
 
 
 MAX_DIM = 65_536
@@ -97,6 +113,14 @@ class TrainConfig(Settings):
     # On CPU, a validation modality whose features exceed this many MiB is decoded from its cache at every
     # validation instead of held in memory (None: always held). Same numbers either way.
     stream_val_mb: float | None = Field(8.0, ge=0, description="CPU: stream validation features above this many MiB")
+    # Training data larger than this (features as held: fp16 caches at 2 bytes a value) is streamed from its
+    # cache shard by shard (pcmpipe.samples_stream) instead of loaded; not fingerprinted, but the mode it picks
+    # is (`stream`).
+    memory_budget_mb: float = Field(4096.0, gt=0, description="stream the training split above this many MiB")
+    stream: bool | None = Field(None, description="stream the training split: None (auto, by the budget), true, false")
+    shuffle: bool = Field(True, description="shuffle training samples each epoch (off: cache order)")
+    shuffle_buffer: int = Field(16384, ge=1, description="streamed: rows shuffled together (whole shards)")
+    spill_dir: str | None = Field(None, description="streamed: where large looked-up modalities are spilled")
     compile: bool = Field(False, description="torch.compile the heads (off: they are tiny, compile time dominates)")
     progress: bool = Field(True, description="rich progress bar on a terminal")
     threads: int | None = Field(None, ge=1, description="CPU threads for training (default: torch's choice)")

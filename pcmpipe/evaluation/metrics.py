@@ -132,6 +132,10 @@ def _stable_topk(sim: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return _sort_stable(vals, idx)
 
 
+# Entries of a running top-K held at once (values and indices: 12 bytes each, ~0.2 GiB); see the callers.
+_TOP_ENTRIES = 1 << 24
+
+
 def retrieval_metrics_blocked(
     query_emb: Any,
     gallery_emb: Any,
@@ -151,11 +155,15 @@ def retrieval_metrics_blocked(
     if len(q_codes) != q.shape[0] or len(g_codes) != g.shape[0]:
         raise ValueError("one label per query row and per gallery row is needed")
     r_all = _positives(q_codes, g_codes)  # [Q]: positives per query
+    # The running top-K is [query block, K]: with K up to the largest R (class level: every image of a class),
+    # fewer query rows a block keep it bounded (~_TOP_ENTRIES entries) at any gallery size.
+    largest = min(max(max(ks), int(r_all.max()) if len(r_all) else 0), g.shape[0])
+    block_q = max(1, min(block, _TOP_ENTRIES // max(1, largest)))
 
     hit_sums = {k: 0.0 for k in ks}
     rp_sum, n_valid = 0.0, 0
-    for q0 in range(0, q.shape[0], block):
-        qb, codes, r = q[q0 : q0 + block], q_codes[q0 : q0 + block], r_all[q0 : q0 + block]
+    for q0 in range(0, q.shape[0], block_q):
+        qb, codes, r = q[q0 : q0 + block_q], q_codes[q0 : q0 + block_q], r_all[q0 : q0 + block_q]
         valid = r > 0
         if not bool(valid.any()):
             continue
@@ -236,6 +244,13 @@ def retrieval_metrics_blocked_pair(
     if len(qa) != a.shape[0] or len(gb) != b.shape[0] or len(qb) != b.shape[0] or len(ga) != a.shape[0]:
         raise ValueError("one label per row of each side is needed, for each direction")
     r_a, r_b = _positives(qa, gb), _positives(qb, ga)
+    if len(r_b) * min(max(max(ks), int(r_b.max()) if len(r_b) else 0), a.shape[0]) > _TOP_ENTRIES:
+        # B's running top-K is held for every B query at once: past the bound, two one-way passes (twice the
+        # products, memory bounded by blocks on both sides).
+        return (
+            retrieval_metrics_blocked(a, b, *ab_labels, ks=ks, block=block),
+            retrieval_metrics_blocked(b, a, *ba_labels, ks=ks, block=block),
+        )
     valid_b = (r_b > 0).nonzero(as_tuple=True)[0]  # B queries that have a positive
     top_b = min(max(max(ks), int(r_b.max()) if len(r_b) else 0), a.shape[0])
     run_b: list[tuple[Tensor, Tensor] | None] = [None] * len(range(0, b.shape[0], block))

@@ -81,9 +81,23 @@ def listing_digest(records: list) -> str:
 
 
 def split_spec(
-    ds, m: str, split: str, records: list, backbone, *, cache_root: Path, fmt: str, limit, options, dtype="float32"
+    ds,
+    m: str,
+    split: str,
+    records: list,
+    backbone,
+    *,
+    cache_root: Path,
+    fmt: str,
+    limit,
+    options,
+    dtype="float32",
+    listing: str | None = None,
 ) -> SplitSpec:
-    """The cache extraction writes for `records` of (ds, m, split) with `backbone` (None: the dataset's vectors)."""
+    """The cache extraction writes for `records` of (ds, m, split) with `backbone` (None: the dataset's vectors).
+
+    listing: the digest of a streamed dataset's shards (which never lists its records; `records` is then its
+    first record only, for the links and the vectors' shape); None: the digest of `records`."""
     from pcmpipe.extract.sources import precision_of, vector_shape
 
     key = ds.key(m)
@@ -104,7 +118,7 @@ def split_spec(
         links,
         meta,
         fmt,
-        listing_digest(records),
+        listing if listing is not None else listing_digest(records),
         frozenset(r.id for r in records),
     )
 

@@ -37,6 +37,7 @@ from pcmpipe.datasets import SPLITS, open_dataset
 from pcmpipe.errors import UserError
 from pcmpipe.extract.batching import PaddingMeter
 from pcmpipe.extract.plan import FEATURE, SplitSpec, compare, split_spec
+from pcmpipe.extract.record_source import RecordSource, record_source
 from pcmpipe.extract.sources import (
     SPEECH_MAX_PADDING,
     Encoded,
@@ -205,19 +206,17 @@ def _extract_part(
     dtype: str = "float32",
 ) -> PartSummary:
     started = time.perf_counter()
-    records = ds.records(m, split)
-    if limit is not None:
-        records = records[:limit]
+    source = record_source(ds, m, split, limit)  # the listing, or this rank's shards of a streamed dataset
     spec = split_spec(
-        ds, m, split, records, backbone, cache_root=cache_root, fmt=fmt, limit=limit, options=dataset_options,
-        dtype=dtype,
+        ds, m, split, source.listed, backbone, cache_root=cache_root, fmt=fmt, limit=limit,
+        options=dataset_options, dtype=dtype, listing=source.listing,
     )  # fmt: skip
     name = backbone.name if backbone is not None else "vectors"
     with contextlib.ExitStack() as held:
         if D.is_main():  # one lock per split; the other ranks wait for rank 0's verdict below
             held.enter_context(exclusive(spec.directory, f"cache {ds.name}/{m}/{split}", wait=lock_wait))
         return _write_part(
-            ds, m, split, backbone, records, spec, name, started, report=report, summary=summary,
+            ds, m, split, backbone, source, spec, name, started, report=report, summary=summary,
             batch_size=batch_size, workers=workers, strict=strict, overwrite=overwrite,
             rows_per_shard=rows_per_shard, max_padding=max_padding,
         )  # fmt: skip
@@ -228,7 +227,7 @@ def _write_part(
     m: str,
     split: str,
     backbone: Backbone | None,
-    records: list,
+    source: RecordSource,
     spec: SplitSpec,
     name: str,
     started: float,
@@ -256,9 +255,8 @@ def _write_part(
     problem = D.gather_objects(problem)[0]  # also the barrier after a deletion
     if problem:
         raise UserError(problem)
-    mine = D.rank_records(records)
     part = PartSummary(m, split, name, "rebuilt" if rebuilt else "new", directory=str(directory), reason=rebuilt)
-    task, total = f"{ds.name} {m} {split}", len(mine)
+    task, total = f"{ds.name} {m} {split}", source.rows or 0
     errors: list[dict] = []
     meter = PaddingMeter()
     with ShardWriter(
@@ -270,7 +268,7 @@ def _write_part(
         fmt=fmt,
         rows_per_shard=rows_per_shard,
         rank=D.writer_rank(),
-        expected_rows=len(mine),
+        expected_rows=source.rows,
         listing=spec.listing,
         lock=False,  # held above, around the reuse check too
     ) as writer:
@@ -280,13 +278,18 @@ def _write_part(
             report(task, total, total)
             part.seconds = time.perf_counter() - started
             return part
-        pending = [r for r in mine if r.id not in writer.done_ids]
-        if len(pending) < len(mine):
+        if writer.done_ids:
             part.status = "resumed"
-        done = total - len(pending)
+        done = len(writer.done_ids)
         report(task, done, total)
+        shape = features[FEATURE][0]
+        items = (
+            item
+            for pending in source.chunks(writer.done_ids)  # one list, or one streamed shard at a time
+            for item in _batches(backbone, pending, shape, batch_size, workers, meter, max_padding)
+        )
         try:
-            for item in _batches(backbone, pending, features[FEATURE][0], batch_size, workers, meter, max_padding):
+            for item in items:
                 if isinstance(item, Skipped):
                     err = {"modality": m, "split": split, "id": item.record.id, "reason": item.reason}
                     if item.record.path is not None:

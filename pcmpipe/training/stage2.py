@@ -31,6 +31,7 @@ from pcmpipe.config import TrainConfig, config_fingerprint
 from pcmpipe.errors import UserError
 from pcmpipe.losses import LOSSES, LossParams
 from pcmpipe.samples import SplitData, SplitInfo, check_compatible, load_split, peek_split
+from pcmpipe.samples_stream import StreamedSplit, load_training, resolve_stream
 from pcmpipe.training import rundir as runs
 from pcmpipe.training.evaluate import embed_rows, evaluate_all, levels_available, mean_r1, score
 from pcmpipe.training.events import Note, OnEvent, RunFinished, StepDone, TrainingStarted, emitter
@@ -38,10 +39,10 @@ from pcmpipe.training.optim import adamw, clamp_logit_scale, cosine_schedule, pa
 from pcmpipe.training.state import Resumable, TrainState, restore
 
 
-def _load_data(cfg: TrainConfig, device: torch.device) -> tuple[SplitData, SplitData, SplitInfo]:
+def _load_data(cfg: TrainConfig, device: torch.device) -> tuple[SplitData | StreamedSplit, SplitData, SplitInfo]:
     """Train (and val, unless streamed) in memory; the test caches only checked (loaded after training,
     `_test_split`)."""
-    train = load_split(cfg.cache_root, cfg.dataset, cfg.modalities, cfg.split_train)
+    train = load_training(cfg)  # in memory, or streamed above cfg.memory_budget_mb (pcmpipe.samples_stream)
     test = peek_split(cfg.cache_root, cfg.dataset, cfg.modalities, cfg.split_test)
     check_compatible(train, test)
     # On CPU, large validation features are decoded from the cache at each validation (ModalityData.chunks)
@@ -50,7 +51,7 @@ def _load_data(cfg: TrainConfig, device: torch.device) -> tuple[SplitData, Split
     stream_above = None
     if cfg.stream_val_mb is not None and device.type == "cpu":
         stream_above = int(cfg.stream_val_mb * 2**20)
-    val = load_split(cfg.cache_root, cfg.dataset, cfg.modalities, cfg.split_val, stream_above=stream_above)
+    val = load_split(cfg.cache_root, cfg.dataset, cfg.modalities, cfg.split_val, stream_above=stream_above, half=True)
     check_compatible(train, val)
     return train, val, test
 
@@ -92,7 +93,7 @@ def train(cfg: TrainConfig, on_event: OnEvent | None = None) -> Path:
 
 
 def _train(cfg: TrainConfig, emit: OnEvent) -> Path:
-    cfg = cfg.resolved()
+    cfg = resolve_stream(cfg.resolved())  # the loading mode is part of the fingerprint
     assert cfg.name is not None and cfg.batch_size is not None, "resolved() fills the run name and batch size"
     fp = config_fingerprint(cfg)
     main = distributed.is_main()
@@ -109,7 +110,7 @@ def _train(cfg: TrainConfig, emit: OnEvent) -> Path:
         raise UserError("--match class needs a class_id column in every modality's cache; use --match instance")
     for d in (train_d, val_d):
         d.to(device)
-    steps = len(train_d) // cfg.batch_size  # drop_last: every step sees a full batch
+    steps = train_d.steps(cfg.batch_size)  # drop_last: every step sees a full batch
     if steps == 0:
         raise UserError(
             f"the {cfg.split_train} split has {len(train_d)} samples, fewer than --batch-size "
@@ -194,7 +195,7 @@ def _train(cfg: TrainConfig, emit: OnEvent) -> Path:
 
 def _test_split(cfg: TrainConfig, info: SplitInfo, device: torch.device) -> SplitData:
     """The test split, loaded once training is over; it must still be the cache config.json recorded."""
-    test = load_split(cfg.cache_root, cfg.dataset, cfg.modalities, cfg.split_test)
+    test = load_split(cfg.cache_root, cfg.dataset, cfg.modalities, cfg.split_test, half=True)
     for m, d in test.modalities.items():
         if d.fingerprint != info.modalities[m].fingerprint:
             raise UserError(
@@ -210,24 +211,23 @@ def _loop(cfg, train_d, val_d, parts: Resumable, steps, state: TrainState, tmp, 
     heads, log_scale, opt = parts.modules["heads"], parts.log_scale, parts.optimizer
     assert isinstance(heads, nn.ModuleDict), "_train stores build_heads' ModuleDict under 'heads'"
     device = log_scale.device
-    n, bs = len(train_d), cfg.batch_size
+    bs = cfg.batch_size
     main = distributed.is_main()
     params = [*heads.parameters(), log_scale]
     loss_fn, loss_params = LOSSES[cfg.loss], LossParams(log_scale, cfg.threshold, cfg.rho)
     losses = torch.zeros(steps, device=device)  # per-step losses, read once per refresh, not per step
     buffers = train_d.buffers(len(distributed.local_rows(torch.arange(bs))))  # this rank's rows, reused every step
     # Modalities with a row for every sample need no mask: the losses then skip the mask arithmetic.
-    complete = {m for m, p in train_d.present.items() if bool(p.all())}
+    complete = train_d.complete()
     refresh = max(1, steps // 20)
     check_every = 1 if device.type == "cpu" else refresh  # a NaN check syncs the GPU; on CPU it is free
     while state.running(cfg.epochs, cfg.patience):
         epoch = state.epoch + 1
         t0 = time.perf_counter()
         heads.train()
-        order = torch.randperm(n, generator=parts.generator)[: steps * bs].view(steps, bs).to(device)
-        for s in range(steps):
+        batches = train_d.epoch_batches(epoch, steps, bs, parts.generator, out=buffers)
+        for s, (inputs, local_present) in enumerate(batches):
             # Under torchrun: this rank's slice of the global batch in, the global batch's embeddings out.
-            inputs, local_present = train_d.batch(distributed.local_rows(order[s]), out=buffers)
             local_present = {m: p for m, p in local_present.items() if m not in complete}
             emb, present = distributed.gather_features({m: heads[m](x) for m, x in inputs.items()}, local_present)
             # The target's inputs are gathered only when the loss needs them (PCMR), within this step.
