@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from pcmpipe.backbones import DEFAULT_BACKBONES, backbone_kind
 from pcmpipe.cache.layout import cache_dir
 from pcmpipe.cache.manifest import MANIFEST, differing_fields, feature_spec, load_manifest
 from pcmpipe.cache.reader import damaged_shards
@@ -30,6 +31,7 @@ from pcmpipe.cache.shard import read_ids
 from pcmpipe.cache.writer import cache_fingerprint
 from pcmpipe.errors import UserError
 from pcmpipe.extract.summary import read_errors
+from pcmpipe.modalities import KINDS
 
 FEATURE = "features"
 
@@ -159,6 +161,18 @@ def _listing_change(spec: SplitSpec, found: dict) -> str:
     )
 
 
+def choose_backbone(modality: str, backbones: Mapping[str, str], weights: Mapping[str, str]) -> tuple[str, str]:
+    """(backbone name, weights) for a modality: keyed by modality or kind, else the paper's backbone, 'default'."""
+    kind = KINDS[modality]
+    name = backbones.get(modality) or backbones.get(kind) or DEFAULT_BACKBONES[kind]
+    if backbone_kind(name) != kind:
+        raise UserError(
+            f"backbone {name} encodes {backbone_kind(name)}, but modality {modality} needs a {kind} "
+            f"backbone (e.g. {DEFAULT_BACKBONES[kind]})"
+        )
+    return name, weights.get(modality) or weights.get(kind) or "default"
+
+
 def plan_split(
     dataset: str,
     root: str | Path,
@@ -180,8 +194,6 @@ def plan_split(
     """
     from pcmpipe.backbones import create_backbone
     from pcmpipe.datasets import open_dataset
-    from pcmpipe.extract.runner import choose_backbone
-    from pcmpipe.modalities import KINDS
 
     ds = open_dataset(dataset, root, **dict(dataset_options or {}))
     records = ds.records(modality, split)
