@@ -78,7 +78,7 @@ def cache_info_cmd(
         if not caches:
             typer.echo(f"no caches under {root}")
             return
-        table = Table("dataset", "modality", "split", "rows", "features", "source", "format", "state", "fingerprint")
+        table = Table("dataset", "modality", "split", "rows", "features", "source", "format", "complete", "fingerprint")
         bad = 0
         for c in caches:
             if "error" in c:
@@ -91,7 +91,7 @@ def cache_info_cmd(
                 bad += 1
                 state = "[red]damaged: " + escape("; ".join(f"{f} {why}" for f, why in c["damaged"])) + "[/]"
             else:
-                state = "[green]complete[/]" if c["complete"] else "[yellow]incomplete[/]"
+                state = "[green]yes[/]" if c["complete"] else "[yellow]no[/]"
             table.add_row(
                 c["dataset"],
                 c["modality"],

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from pcmpipe.backbones import DEFAULT_BACKBONES, backbone_kinds
 from pcmpipe.cache.layout import cache_dir
 from pcmpipe.cache.manifest import MANIFEST, differing_fields, feature_spec, load_manifest
 from pcmpipe.cache.reader import damaged_shards
@@ -173,6 +174,20 @@ def _listing_change(spec: SplitSpec, found: dict) -> str:
     )
 
 
+def choose_backbone(
+    modality: str, kind: str, backbones: Mapping[str, str], weights: Mapping[str, str]
+) -> tuple[str, str, str]:
+    """-> (backbone name, weights, kind) for `modality`, whose data is of `kind`: keyed by modality or kind, else
+    the paper's backbone and 'default' weights."""
+    name = backbones.get(modality) or backbones.get(kind) or DEFAULT_BACKBONES[kind]
+    if kind not in backbone_kinds(name):
+        raise UserError(
+            f"backbone {name} encodes {' or '.join(backbone_kinds(name))}, but modality {modality} needs a {kind} "
+            f"backbone (e.g. {DEFAULT_BACKBONES[kind]})"
+        )
+    return name, weights.get(modality) or weights.get(kind) or "default", kind
+
+
 def plan_split(
     dataset: str,
     root: str | Path,
@@ -195,7 +210,6 @@ def plan_split(
     """
     from pcmpipe.backbones import create_backbone
     from pcmpipe.datasets import open_dataset
-    from pcmpipe.extract.runner import choose_backbone
 
     ds = open_dataset(dataset, root, **dict(dataset_options or {}))
     records = ds.records(modality, split)

@@ -28,7 +28,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from pcmpipe import distributed as D
-from pcmpipe.backbones import DEFAULT_BACKBONES, Backbone, backbone_kinds, create_backbone, resolve_device
+from pcmpipe.backbones import Backbone, create_backbone, resolve_device
 from pcmpipe.backbones.hubert import HubertBackbone
 from pcmpipe.cache.lock import exclusive
 from pcmpipe.cache.manifest import MANIFEST, load_manifest
@@ -36,7 +36,7 @@ from pcmpipe.cache.writer import FORMATS, ShardWriter
 from pcmpipe.datasets import SPLITS, open_dataset
 from pcmpipe.errors import UserError
 from pcmpipe.extract.batching import PaddingMeter
-from pcmpipe.extract.plan import FEATURE, SplitSpec, compare, split_spec
+from pcmpipe.extract.plan import FEATURE, SplitSpec, choose_backbone, compare, split_spec
 from pcmpipe.extract.record_source import RecordSource, record_source
 from pcmpipe.extract.sources import (
     SPEECH_MAX_PADDING,
@@ -169,19 +169,6 @@ def extract(
 
 def _silent(task: str, done: int, total: int) -> None:
     """The progress callback of a caller that asked for none (and of ranks other than 0)."""
-
-
-def choose_backbone(
-    modality: str, kind: str, backbones: Mapping[str, str], weights: Mapping[str, str]
-) -> tuple[str, str, str]:
-    """-> (backbone name, weights, kind) for `modality`, whose data is of `kind`."""
-    name = backbones.get(modality) or backbones.get(kind) or DEFAULT_BACKBONES[kind]
-    if kind not in backbone_kinds(name):
-        raise UserError(
-            f"backbone {name} encodes {' or '.join(backbone_kinds(name))}, but modality {modality} needs a {kind} "
-            f"backbone (e.g. {DEFAULT_BACKBONES[kind]})"
-        )
-    return name, weights.get(modality) or weights.get(kind) or "default", kind
 
 
 def _extract_part(
