@@ -8,6 +8,7 @@ expected score of a random ranking ("chance") so reports can show trained vs unt
 from __future__ import annotations
 
 from itertools import combinations, permutations
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -106,14 +107,41 @@ def evaluate_all(
     return out, emb
 
 
+def cache_root_of(rec: dict, run_dir: Path) -> Path:
+    """The cache a run read. A run records its cache root as given (often relative, like the default `cache`)
+    and, since this version, also resolved (`cache_root_resolved`), so it is found from any directory. For
+    an older run with a relative root, try the working directory, then the runs root's parent (the default
+    runs root is `<cache_root>/runs`)."""
+    recorded = rec.get("cache_root_resolved")
+    if recorded and Path(recorded).is_dir():  # not when the cache and its runs were moved together
+        return Path(recorded)
+    given = Path(rec["config"]["cache_root"])
+    if given.is_absolute() or given.is_dir():
+        return given
+    beside = run_dir.resolve().parent.parent
+    return beside if beside.name == given.name and beside.is_dir() else given
+
+
+def non_finite(mods: dict[str, ModalityData], chunk: int = 4096) -> list[str]:
+    """Modalities whose in-memory features are non-finite or overflow float32 arithmetic (a row whose squared
+    norm is inf, e.g. values near 1e20 from a broken export or import): the heads' LayerNorm turns them into
+    NaN at the first step, and the loss message would then blame the learning rate."""
+    bad = []
+    for m, d in mods.items():
+        if d.features is None:  # streamed: decoded chunk by chunk during validation only
+            continue
+        flat = d.features.reshape(len(d.features), -1)
+        if any(not bool(torch.isfinite((x * x).sum(1)).all()) for x in flat.split(chunk)):
+            bad.append(m)
+    return bad
+
+
 def evaluate_run(run_dir, match: str | None = None, split: str | None = None, device: str = "cpu") -> dict:
     """Re-score a finished run's heads on a split of its caches (default: its test split).
 
     Returns {"run", "split", "match", level: metrics}. The caches must be the ones the run recorded
     (same fingerprint), otherwise the numbers would silently describe other features.
     """
-    from pathlib import Path
-
     from pcmpipe.samples import load_modality
     from pcmpipe.training.rundir import load_heads, run_config
 
@@ -122,7 +150,13 @@ def evaluate_run(run_dir, match: str | None = None, split: str | None = None, de
     cfg = rec["config"]
     split = split or cfg["split_test"]
     levels = [match] if match else None
-    mods = {m: load_modality(cfg["cache_root"], cfg["dataset"], m, split) for m in cfg["modalities"]}
+    root = cache_root_of(rec, run_dir)
+    try:
+        mods = {m: load_modality(root, cfg["dataset"], m, split) for m in cfg["modalities"]}
+    except UserError as e:
+        raise UserError(
+            f"{e} (evaluate looked under {root.resolve()}; {run_dir.name} recorded cache_root {cfg['cache_root']!r})"
+        ) from None
     recorded = rec.get("caches", {}).get(split, {})
     for m, d in mods.items():
         fp = recorded.get(m, {}).get("fingerprint")

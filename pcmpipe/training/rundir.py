@@ -29,6 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from pcmpipe import atomic
+from pcmpipe.backbones.weights import state_sha256
 from pcmpipe.errors import UserError
 from pcmpipe.evaluation.embeddings import RunEmbeddings
 from pcmpipe.training.events import EpochDone, OnEvent
@@ -39,7 +40,6 @@ from pcmpipe.training.state import (
     TrainState,
     load_checkpoint,
     save_checkpoint,
-    tensors_sha256,
 )
 
 COMPLETE_MARKER = "test_metrics.json"
@@ -114,7 +114,7 @@ def save_heads(
     meta = {
         "shapes": json.dumps({m: list(s) for m, s in shapes.items()}),
         "dim": str(dim),
-        "sha256": tensors_sha256(tensors),
+        "sha256": state_sha256(tensors),
     }
     with atomic.atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
@@ -129,7 +129,7 @@ def _load_verified(path: Path, device: str | torch.device = "cpu") -> tuple[dict
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
     tensors = load_file(str(path), device=str(device))
-    if "sha256" in meta and meta["sha256"] != tensors_sha256(tensors):
+    if "sha256" in meta and meta["sha256"] != state_sha256(tensors):
         raise ValueError("checksum mismatch")
     return tensors, meta
 
@@ -163,7 +163,7 @@ def save_embeddings(run_dir: Path, modality: str, emb: torch.Tensor, key: str, c
     out.mkdir(exist_ok=True)
     tensors = {"embedding": emb.detach().to("cpu", torch.float32).contiguous()}
     with atomic.atomic_path(out / f"{modality}.safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata={"sha256": tensors_sha256(tensors)})
+        save_file(tensors, str(tmp), metadata={"sha256": state_sha256(tensors)})
     write_json(out / f"{modality}.json", {"key": key, "columns": {k: [str(x) for x in v] for k, v in columns.items()}})
 
 
@@ -322,6 +322,8 @@ def record_config(
     `extra` adds a recipe's own entries (fine-tuning: stage, backbones)."""
     return {
         "config": cfg.to_dict(),
+        # the cache root resolved, so `pcmpipe evaluate` finds the cache from any working directory
+        "cache_root_resolved": str(Path(cfg.cache_root).resolve()),
         "seed": cfg.seed,
         "fingerprint": fingerprint,
         "caches": caches,

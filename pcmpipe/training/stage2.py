@@ -33,7 +33,7 @@ from pcmpipe.losses import LOSSES, LossParams
 from pcmpipe.samples import SplitData, SplitInfo, check_compatible, load_split, peek_split
 from pcmpipe.samples_stream import StreamedSplit, load_training, resolve_stream
 from pcmpipe.training import rundir as runs
-from pcmpipe.training.evaluate import embed_rows, evaluate_all, levels_available, mean_r1, score
+from pcmpipe.training.evaluate import embed_rows, evaluate_all, levels_available, mean_r1, non_finite, score
 from pcmpipe.training.events import Note, OnEvent, RunFinished, StepDone, TrainingStarted, emitter
 from pcmpipe.training.optim import adamw, clamp_logit_scale, cosine_schedule, param_groups, resolve_device
 from pcmpipe.training.state import Resumable, TrainState, restore
@@ -106,6 +106,13 @@ def _train(cfg: TrainConfig, emit: OnEvent) -> Path:
 
     device = resolve_device(cfg.device)
     train_d, val_d, test_info = _load_data(cfg, device)
+    for d in (train_d, val_d):
+        if bad := non_finite(d.modalities):
+            raise UserError(
+                f"the cached {d.split} features of {', '.join(bad)} are too large for float32 arithmetic (NaN, inf, "
+                f"or a squared norm that overflows) in {d.modalities[bad[0]].directory}; re-extract or re-import "
+                "them (scaled down)"
+            )
     if cfg.match not in levels_available(val_d.modalities):
         raise UserError("--match class needs a class_id column in every modality's cache; use --match instance")
     for d in (train_d, val_d):

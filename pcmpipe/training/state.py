@@ -13,7 +13,6 @@ parameter order of the groups, itself fixed by the config's modality order), `rn
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -26,22 +25,14 @@ from safetensors.torch import save_file
 from torch import nn
 
 from pcmpipe.atomic import atomic_path
+from pcmpipe.backbones.weights import state_sha256
 from pcmpipe.errors import UserError
 
 CHECKPOINT = "checkpoint.safetensors"
 FORMAT = "pcmpipe-checkpoint/1"
-
-
-def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
-    """sha256 over every tensor's name, dtype, shape and bytes, in key order. safetensors checks its header
-    but not the data: a flipped byte in a tensor loads as a silently wrong weight, so the files pcmpipe
-    writes carry this in their metadata and the readers compare it."""
-    h = hashlib.sha256()
-    for key in sorted(tensors):
-        t = tensors[key].detach().to("cpu").contiguous()
-        h.update(f"{key}|{t.dtype}|{list(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+# safetensors checks its header but not the data: a flipped byte in a tensor would load as a silently wrong
+# weight, so the files pcmpipe writes carry `state_sha256` of their tensors in the metadata, and the
+# readers compare it
 
 
 @dataclass
@@ -160,7 +151,7 @@ def save_checkpoint(run_dir: Path, fingerprint: str, state: TrainState, parts: R
     # safetensors refuses tensors that share memory or are not contiguous: give it plain CPU copies
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     with atomic_path(run_dir / CHECKPOINT) as tmp:
-        save_file(flat, str(tmp), metadata={"pcmpipe": json.dumps(meta), "sha256": tensors_sha256(flat)})
+        save_file(flat, str(tmp), metadata={"pcmpipe": json.dumps(meta), "sha256": state_sha256(flat)})
 
 
 def load_checkpoint(run_dir: Path) -> Checkpoint | None:
@@ -176,7 +167,7 @@ def load_checkpoint(run_dir: Path) -> Checkpoint | None:
         if meta.get("format") != FORMAT:
             raise ValueError(f"format {meta.get('format')!r}")
         # checkpoints written before the checksum have none; every later one must match it
-        if "sha256" in header and header["sha256"] != tensors_sha256(tensors):
+        if "sha256" in header and header["sha256"] != state_sha256(tensors):
             raise ValueError("checksum mismatch")
     except (OSError, SafetensorError, KeyError, ValueError) as e:  # written atomically: damage from outside
         raise UserError(

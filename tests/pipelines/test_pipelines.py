@@ -205,3 +205,33 @@ def test_cli_dry_run_prints_the_plan(tmp_path):
     assert res.exit_code == 0, res.output
     assert "missing" in res.output and "flickr8k-pcmr-ITS" in res.output and "pcmpipe train" in res.output
     assert not (tmp_path / "c").exists()  # a dry run writes nothing
+
+
+def test_report_skips_a_run_of_another_config_under_the_same_name(tmp_path):
+    """The pipeline planned s-pcmc with seed 0; a run trained with seed 1 sits under that name. The report
+    leaves it out of the pipeline's table and says why, instead of showing its numbers as the pipeline's."""
+    from pcmpipe.training.stage2 import train
+
+    cache = tmp_path / "cache"
+    write_synthetic_cache(cache, "synth", with_class_modality=True, images={"train": 32, "val": 8, "test": 8})
+    doc = _synthetic_pipeline(cache)
+    doc["runs"] = {"s-pcmc": doc["runs"]["s-pcmc"]}
+    doc["evaluations"], doc["tables"] = [], doc["tables"][:1]
+    doc["tables"][0]["rows"] = doc["tables"][0]["rows"][:1]
+    p = pipeline_from_dict(doc, cache_root=str(cache))
+    run_pipeline(p)
+    assert "s-pcmc" not in build_report(cache / "runs").sections[0].missing_runs
+    other = TrainConfig.from_dict({**p.runs["s-pcmc"].train.to_dict(), "seed": 1, "runs_root": str(tmp_path / "o")})
+    (cache / "runs" / "s-pcmc").rename(tmp_path / "planned")
+    train(other).rename(cache / "runs" / "s-pcmc")  # another config under the pipeline's run name
+    sec = build_report(cache / "runs").sections[0]
+    assert sec.missing_runs == {"s-pcmc"}
+    assert display_rows(sec.tables[0])[0][2] == ["—", "—"]  # I->T and T->I: missing, not the other run's
+    assert [line for line in sec.provenance if "skipped" in line] == [
+        f"run s-pcmc skipped: its config fingerprint {_fingerprint_of(cache)[:12]} is not this pipeline's "
+        f"{p.runs['s-pcmc'].fingerprint[:12]} (another run under the same name)"
+    ]
+
+
+def _fingerprint_of(cache: Path) -> str:
+    return json.loads((cache / "runs" / "s-pcmc" / "config.json").read_text())["fingerprint"]

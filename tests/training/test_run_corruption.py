@@ -14,6 +14,7 @@ import pytest
 import yaml
 from safetensors.torch import load_file, save_file
 from synthetic_cache import write_synthetic_cache
+from tiny_pipeline import tiny_pipeline
 from typer.testing import CliRunner
 
 from pcmpipe.cli import app
@@ -31,25 +32,6 @@ NAME = "c-pcmc"
 NUMBER = re.compile(r"\d+\.\d+")
 
 
-def _pipeline(cache: Path) -> dict:
-    return {
-        "name": "corrupt",
-        "title": "corruption check",
-        "data": {"synth": {"root": str(cache / "raw-not-needed"), "modalities": ["I", "T"], "synthetic": True}},
-        "defaults": {"dataset": "synth", "epochs": 2, "patience": 2, "batch_size": 16, "lr": 1e-3, "progress": False},
-        "runs": {NAME: {"loss": "pcmc", "modalities": ["I", "T"]}},
-        "tables": [
-            {
-                "kind": "directions",
-                "title": "t",
-                "metrics": ["r@1"],
-                "columns": ["I->T", "T->I"],
-                "rows": [{"label": "PCMC", "run": NAME}],
-            }
-        ],
-    }
-
-
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory) -> dict:
     """A cache, a pipeline file, its finished run and record, and an interrupted run's checkpoint."""
@@ -57,7 +39,7 @@ def pristine(tmp_path_factory) -> dict:
     cache = base / "cache"
     write_synthetic_cache(cache, "synth", images={"train": 32, "val": 8, "test": 8})
     spec = base / "corrupt.yaml"
-    spec.write_text(yaml.safe_dump(_pipeline(cache)))
+    spec.write_text(yaml.safe_dump(tiny_pipeline(cache, "corrupt", {NAME: "pcmc"})))
     runs_root = base / "runs"
     run_pipeline(load_pipeline(spec, cache_root=str(cache), runs_root=str(runs_root)))
     # an interrupted run under another name: its temp directory holds the epoch-1 checkpoint

@@ -464,3 +464,60 @@ def test_a_damaged_run_file_is_one_line_naming_it(tmp_path):
         path.write_bytes(data)
         with pytest.raises(UserError, match=str(path)):
             runs.read_json(path)
+
+
+def test_evaluate_finds_a_relative_cache_root_from_another_directory(tmp_path, monkeypatch):
+    """Trained with `--cache-root cache` in one directory, evaluated from another: the run recorded the
+    resolved root. A run from before that record is found beside its runs root (`<cache_root>/runs`)."""
+    write_synthetic_cache(tmp_path / "cache", images={"train": 32, "val": 8, "test": 8})
+    monkeypatch.chdir(tmp_path)
+    run = train(_cfg("cache", tmp_path, runs_root="cache/runs", epochs=1, name="rel")).resolve()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    want = runs.read_json(run / runs.COMPLETE_MARKER)["instance"]
+    assert evaluate_run(run, match="instance")["instance"] == want
+    rec = runs.run_config(run)
+    del rec["cache_root_resolved"]  # as an older pcmpipe wrote it
+    runs.write_json(run / "config.json", rec)
+    assert evaluate_run(run, match="instance")["instance"] == want
+    (tmp_path / "cache" / "synth").rename(tmp_path / "cache" / "moved")  # the message says where it looked
+    with pytest.raises(UserError, match=f"evaluate looked under {tmp_path / 'cache'};"):
+        evaluate_run(run)
+
+
+def test_non_finite_cached_features_are_named_not_blamed_on_the_learning_rate(tmp_path):
+    import shutil
+
+    write_synthetic_cache(tmp_path / "good", images={"train": 32, "val": 8, "test": 8})
+    d = load_modality(tmp_path / "good", "synth", "I", "train")
+    x = d.features.numpy().copy()
+    x[3, 1] = np.float32(1e20)  # finite, so the cache takes it; its square overflows float32
+    shutil.copytree(tmp_path / "good", tmp_path, dirs_exist_ok=True)
+    shutil.rmtree(tmp_path / "synth" / "I" / "train")
+    write_modality(
+        tmp_path,
+        "synth",
+        "I",
+        "train",
+        key="image_id",
+        links={"class_id": list(d.columns["class_id"])},
+        ids=list(d.columns["id"]),
+        features=x,
+    )
+    with pytest.raises(UserError, match=r"train features of I are too large for float32") as info:
+        train(_cfg(tmp_path, tmp_path, modalities="I,T", epochs=1))
+    assert "--lr" not in str(info.value)
+
+
+@pytest.mark.parametrize("device", ["foo", "cuda"])
+def test_evaluate_with_an_unusable_device_is_one_line(device, tmp_path):
+    from typer.testing import CliRunner
+
+    from pcmpipe.cli import app
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    res = CliRunner().invoke(app, ["evaluate", str(tmp_path), "--device", device])
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert res.exit_code == 2 and len(lines) == 1 and device in lines[0] and "Traceback" not in res.output

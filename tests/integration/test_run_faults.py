@@ -1,0 +1,215 @@
+"""Run directories under concurrency and SIGKILL: the per-run lock (two real `pcmpipe train --name X` at once),
+and fault sweeps that SIGKILL `train` and `run` at seeded random points, chaining kill -> resume -> kill, and
+compare every finished run with an uninterrupted one.
+
+The sweep's processes are forked from one prepared interpreter (`_Forker`): each is a real process running the
+real CLI, killed with a real SIGKILL as a process group, but it does not pay torch's import again (about 3 s
+of CPU, which would make 20 kills per command cost minutes). PCMPIPE_FAULT_SWEEP_N raises the kill count.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors import safe_open
+from synthetic_cache import write_synthetic_cache
+from tiny_pipeline import tiny_pipeline
+
+from pcmpipe.training import rundir as runs
+
+KILLS = int(os.environ.get("PCMPIPE_FAULT_SWEEP_N", "20"))
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+
+
+def _train_args(cache: Path, name: str, epochs: int, runs_root: Path | None = None) -> list[str]:
+    args = ["train", "--dataset", "synth", "--modalities", "I,T", "--cache-root", str(cache), "--name", name]
+    args += ["--epochs", str(epochs), "--patience", str(epochs), "--batch-size", "16", "--lr", "1e-3"]
+    args += ["--threads", "1", "--device", "cpu", "--set", "progress=false"]
+    return args + (["--runs-root", str(runs_root)] if runs_root else [])
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("faults") / "cache"
+    write_synthetic_cache(root, "synth", images={"train": 48, "val": 12, "test": 12})
+    return root
+
+
+def test_two_trains_of_one_name_at_once_one_refuses_in_one_line(cache, tmp_path):
+    """Started together: one trains to the end, the other refuses naming the run; it never resumes from the
+    other's live checkpoint, and the one that trains never loses its temp directory."""
+    runs_root = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "pcmpipe", *_train_args(cache, "X", 40, runs_root)]
+    procs = [subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in "ab"]
+    outs = [p.communicate(timeout=600) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 2], outs
+    refused = next(err for p, (_, err) in zip(procs, outs) if p.returncode == 2)
+    lines = [ln for ln in refused.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "run X" in lines[0] and "in use" in lines[0], refused
+    assert "Traceback" not in "".join(o + e for o, e in outs)
+    history = runs.read_metrics(runs_root / "X")
+    assert [r["epoch"] for r in history] == list(range(1, 41))  # trained once, no epoch twice
+    assert not any(p.name.startswith(".tmp-") for p in runs_root.iterdir())
+
+
+# ---------------------------------------------------------------- the fault sweep
+
+FORKER = r"""
+import json, os, sys
+import torch
+torch.set_num_threads(1)
+from pcmpipe.cli import app
+# what the commands import on their way: a forked child then starts where a warm process would
+import pcmpipe.cli.training_progress, pcmpipe.cli.render, pcmpipe.config, pcmpipe.heads, pcmpipe.samples
+import pcmpipe.training.stage2, pcmpipe.evaluation.retrieval, pcmpipe.pipelines.run, pcmpipe.pipelines.spec
+for line in sys.stdin:
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()  # its own process group: the kill takes anything it started with it
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        try:
+            app(json.loads(line), prog_name="pcmpipe")
+        except SystemExit as e:
+            os._exit(e.code if isinstance(e.code, int) else 1)
+        os._exit(0)
+    print(pid, flush=True)
+    _, status = os.waitpid(pid, 0)
+    print(status, flush=True)
+"""
+
+
+class _Forker:
+    """One interpreter with pcmpipe imported; `start(argv)` forks a child running `pcmpipe argv`."""
+
+    def __init__(self, cwd: Path):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", FORKER], env=ENV, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+
+    def run(self, argv: list[str], kill_after: float | None) -> int | None:
+        """Run `pcmpipe argv`; SIGKILL its process group after `kill_after` s unless it ended first.
+        -> its exit code, or None when it was killed."""
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(json.dumps(argv) + "\n")
+        self.proc.stdin.flush()
+        pid = int(self.proc.stdout.readline())
+        ready, _, _ = select.select([self.proc.stdout], [], [], kill_after if kill_after is not None else 600)
+        killed = not ready
+        if killed:
+            os.killpg(pid, signal.SIGKILL)
+        status = int(self.proc.stdout.readline())
+        with pytest.raises(ProcessLookupError):
+            os.killpg(pid, 0)  # nothing of its process group is left alive
+        if os.WIFSIGNALED(status):
+            assert os.WTERMSIG(status) == signal.SIGKILL
+            return None
+        return os.WEXITSTATUS(status)
+
+    def close(self) -> None:
+        assert self.proc.stdin
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def _strip(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if "time" not in k} for r in history]
+
+
+def _outcome(run_dir: Path) -> dict:
+    """What a finished run must reproduce exactly: metrics rows, test metrics, heads and embeddings bytes."""
+    test = runs.read_json(run_dir / runs.COMPLETE_MARKER)
+    return {
+        "history": _strip(runs.read_metrics(run_dir)),
+        "test": test,
+        # heads and embeddings, bit for bit (the bytes of the file are not: safetensors writes its metadata
+        # map in hash order)
+        "files": {
+            str(p.relative_to(run_dir)): _tensors_and_metadata(p) for p in sorted(run_dir.rglob("*.safetensors"))
+        },
+        "extra": {p.name: runs.read_json(p) for p in sorted(run_dir.glob("*.json")) if p.name != "config.json"},
+    }
+
+
+def _tensors_and_metadata(path: Path) -> tuple[dict, dict]:
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k).reshape(-1).view(torch.uint8).numpy().tobytes() for k in f.keys()}
+    return meta, tensors
+
+
+def _no_leftovers(root: Path) -> None:
+    left = [p for p in root.rglob("*") if p.name.startswith(".tmp-") or p.name.endswith(".tmp")]
+    assert not left, left
+
+
+def _sweep(forker: _Forker, argv: list[str], reference: dict[Path, dict], span: float, seed: str) -> int:
+    """SIGKILL `argv` at seeded random points in [0, span) s, each time resuming the chain, until KILLS kills
+    have landed on a live process; every chain that completes must give the runs of `reference` (run
+    directory -> outcome) exactly, and is then removed so the next chain starts from nothing. -> chains."""
+    rng = random.Random(seed)
+    kills = chains = 0
+    while True:
+        last = kills >= KILLS  # the last chain runs to the end
+        code = forker.run(argv, kill_after=None if last else rng.uniform(0, span))
+        if code is None:
+            kills += 1
+            continue
+        assert code == 0
+        chains += 1
+        for run_dir, want in reference.items():
+            assert _outcome(run_dir) == want, run_dir
+            _no_leftovers(run_dir.parent)
+        if last:
+            return chains
+        for run_dir in reference:
+            shutil.rmtree(run_dir.parent)
+
+
+def test_train_killed_anywhere_resumes_to_the_uninterrupted_run(cache, tmp_path):
+    forker = _Forker(tmp_path)
+    try:
+        t0 = time.monotonic()
+        assert forker.run(_train_args(cache, "ref", 4, tmp_path / "ref-runs"), kill_after=None) == 0
+        span = time.monotonic() - t0  # one uninterrupted run: the kill points spread over its length
+        reference = _outcome(tmp_path / "ref-runs" / "ref")
+        assert len(reference["history"]) == 4
+        swept = tmp_path / "runs"
+        _sweep(forker, _train_args(cache, "ref", 4, swept), {swept / "ref": reference}, span, "train")
+    finally:
+        forker.close()
+
+
+@pytest.mark.slow  # two runs and an evaluation per chain: over the CI budget at 20 kills
+def test_run_killed_anywhere_resumes_to_the_uninterrupted_pipeline(cache, tmp_path):
+    spec = tmp_path / "faults.yaml"
+    evaluations = [{"kind": "enrichment", "run": "f-pcmr", "blocks": {"{}->I": ["T"]}}]
+    spec.write_text(yaml.safe_dump(tiny_pipeline(cache, "faults", {"f-pcmc": "pcmc", "f-pcmr": "pcmr"}, evaluations)))
+    forker = _Forker(tmp_path)
+
+    def argv(runs_root: Path) -> list[str]:
+        return ["run", str(spec), "--cache-root", str(cache), "--runs-root", str(runs_root)]
+
+    try:
+        t0 = time.monotonic()
+        assert forker.run(argv(tmp_path / "ref"), kill_after=None) == 0
+        span = time.monotonic() - t0
+        swept = tmp_path / "runs"
+        reference = {swept / n: _outcome(tmp_path / "ref" / n) for n in ("f-pcmc", "f-pcmr")}
+        _sweep(forker, argv(swept), reference, span, "run")
+    finally:
+        forker.close()
