@@ -74,11 +74,11 @@ def test_val_split_readings_differ_where_the_files_differ(tmp_path, cub_root):
     assert all(flags[i] == "1" for i, s in cub.split_of_image.items() if s == "train")
     (root / PCME_VAL_LIST).unlink()
     with pytest.raises(UserError, match=r"seen_test_images.txt.*naver-ai/pcme.*val_split='train_test_split'"):
-        open_dataset("cub", root).split_of_image
+        open_dataset("cub", root).records("I", "train")
     assert cub.split_of_image  # the other reading needs no list
     (root / PCME_VAL_LIST).write_text("001.Black_footed_Albatross/nope.jpg\n")
     with pytest.raises(UserError, match="images.txt does not have.*nope.jpg"):
-        open_dataset("cub", root).split_of_image
+        open_dataset("cub", root).records("I", "train")
     with pytest.raises(UserError, match="val_split"):
         open_dataset("cub", root, val_split="random")
 
