@@ -13,9 +13,13 @@ On-disk layout (docs/datasets.md):
     root/attributes.txt                             beside CUB_200_2011/, as in the official tgz
     root/text_c10/<NNN.Class>/<file>.txt            10 captions a file (also root/cub_text/text_c10,
                                                     root/cvpr2016_cub/text_c10)
+    root/seen_test_images.txt                       PCME's held-out images of the 150 seen classes,
+                                                    "<NNN.Class>/<file>.jpg" a line (also inside CUB_200_2011/)
 
-`root` may also be the CUB_200_2011 folder itself. Splits follow PCME: the 50 classes of
-pcme_testclasses.txt are `test`; the other 150 are split by train_test_split.txt into train / val.
+`root` may also be the CUB_200_2011 folder itself. Splits follow PCME's `cub` split (naver-ai/pcme,
+datasets/_dataloader.py): the 50 classes of pcme_testclasses.txt are `test` (all their images); of the other
+150, the images listed in seen_test_images.txt are `val` (PCME's `val_in` loader) and the rest `train`.
+`val_split="train_test_split"` instead splits the 150 classes by CUB's is_training_image (train 1, val 0).
 """
 
 from __future__ import annotations
@@ -39,6 +43,12 @@ GET_TEXT = (
 )
 TEXT_DIRS = ("text_c10", "cub_text/text_c10", "cvpr2016_cub/text_c10")
 CLASS_VECTORS = ("mean", "continuous")
+VAL_SPLITS = ("pcme", "train_test_split")
+ATTRIBUTE_VALUES = ("binary", "certainty")
+PCME_VAL_LIST = "seen_test_images.txt"
+PCME_VAL_URL = "https://raw.githubusercontent.com/naver-ai/pcme/main/datasets/annotations/cub/" + PCME_VAL_LIST
+# CUB's certainties.txt: 1 not visible, 2 guessing, 3 probably, 4 definitely -> how far from "unknown" (0.5)
+CERTAINTY_WEIGHT = {1: 0.0, 2: 1 / 3, 3: 2 / 3, 4: 1.0}
 
 
 def pcme_test_classes() -> set[str]:
@@ -57,9 +67,28 @@ def prompt(folder: str) -> str:
     return f"A photo of a {clean_class_name(folder)}."
 
 
-def _read_attribute_columns(path: Path, odd_lines: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(image_id, attribute_id, is_present) int64 columns of the well-formed 5-field lines; the text of
-    every other line is appended to `odd_lines`. Raises ValueError when a column is not integer."""
+def attribute_values(present: np.ndarray, certainty: np.ndarray, reading: str) -> np.ndarray:
+    """float32 values of (is_present, certainty) pairs of image_attribute_labels.txt.
+
+    "binary": is_present (1 -> 1.0, else 0.0). "certainty": 0.5 +- 0.5 x weight(certainty), + when present:
+    "definitely" present is 1.0, "definitely" absent 0.0, "not visible" 0.5 (unknown) either way.
+    """
+    yes = present == 1
+    if reading == "binary":
+        return yes.astype(np.float32)
+    weight = np.zeros(5, dtype=np.float32)
+    for c, w in CERTAINTY_WEIGHT.items():
+        weight[c] = w
+    w = weight[np.clip(certainty, 0, 4)]
+    return (0.5 + 0.5 * np.where(yes, w, -w)).astype(np.float32)
+
+
+COLUMNS = ("img", "attr", "present", "certainty")
+
+
+def _read_attribute_columns(path: Path, odd_lines: list[str]) -> tuple[np.ndarray, ...]:
+    """(image_id, attribute_id, is_present, certainty) int64 columns of the well-formed 5-field lines; the
+    text of every other line is appended to `odd_lines`. Raises ValueError when a column is not integer."""
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
@@ -70,56 +99,65 @@ def _read_attribute_columns(path: Path, odd_lines: list[str]) -> tuple[np.ndarra
     try:
         t = pcsv.read_csv(
             path,
-            read_options=pcsv.ReadOptions(column_names=["img", "attr", "present", "certainty", "time"]),
+            read_options=pcsv.ReadOptions(column_names=[*COLUMNS, "time"]),
             parse_options=pcsv.ParseOptions(delimiter=" ", invalid_row_handler=keep_aside),
             convert_options=pcsv.ConvertOptions(
-                column_types={"img": pa.int64(), "attr": pa.int64(), "present": pa.int64()},
-                include_columns=["img", "attr", "present"],
+                column_types={c: pa.int64() for c in COLUMNS}, include_columns=list(COLUMNS)
             ),
         )
     except pa.ArrowInvalid as e:
         raise ValueError(str(e)) from None
-    cols = [t.column(c).to_numpy(zero_copy_only=False) for c in ("img", "attr", "present")]
-    if any(t.column(c).null_count for c in ("img", "attr", "present")):
+    if any(t.column(c).null_count for c in COLUMNS):
         raise ValueError("empty fields")
-    return cols[0], cols[1], cols[2]
+    return tuple(t.column(c).to_numpy(zero_copy_only=False) for c in COLUMNS)
 
 
-def _parse_attribute_lines(lines: list[str], index: dict[str, int], table: np.ndarray, where: Path | None) -> None:
-    """Set table[image, attribute] = is_present from text lines (first three fields). A bad line raises
-    UserError naming `where`:line, or ValueError when `where` is None (the caller then reparses the file)."""
+def _parse_attribute_lines(
+    lines: list[str], index: dict[str, int], table: np.ndarray, where: Path | None, reading: str
+) -> None:
+    """Set table[image, attribute] from text lines (first four fields, see attribute_values). A bad line
+    raises UserError naming `where`:line, or ValueError when `where` is None (the caller then reparses)."""
     for lineno, line in enumerate(lines, 1):
         parts = line.split()
         if not parts:
             continue
         try:
-            k, a, present = index[parts[0]], int(parts[1]) - 1, int(parts[2])
+            k, a, present, cert = index[parts[0]], int(parts[1]) - 1, int(parts[2]), int(parts[3])
             if not 0 <= a < NUM_ATTRIBUTES:
                 raise ValueError(f"attribute id {a + 1} outside 1..{NUM_ATTRIBUTES}")
         except (KeyError, ValueError, IndexError) as e:
             if where is None:
                 raise ValueError(str(e)) from None
             raise UserError(
-                f"{where}:{lineno}: cannot parse {line.strip()[:60]!r} (image id, attribute id, is_present)"
+                f"{where}:{lineno}: cannot parse {line.strip()[:60]!r} (image id, attribute id, is_present, certainty)"
             ) from None
-        table[k, a] = float(present == 1)
+        table[k, a] = attribute_values(np.array([present]), np.array([cert]), reading)[0]
 
 
 class CUB(Dataset):
     """Reader of CUB-200-2011 + text_c10. Modalities I, T, A (attributes), C (class vector), P (prompt).
 
-    `class_vectors="mean"` (default) makes C the mean of the class's binary A vectors (over all its images);
-    `"continuous"` uses class_attribute_labels_continuous.txt / 100 instead.
+    `attributes="binary"` (default): A is each image's is_present vector; `"certainty"` weighs it by the
+    annotator's certainty (attribute_values). `class_vectors="mean"` (default) makes C the mean of the class's
+    A vectors (over all its images); `"continuous"` uses class_attribute_labels_continuous.txt / 100 instead.
+    `val_split`: "pcme" (default) or "train_test_split" (see the module docstring).
     """
 
     name = "cub"
     modalities = ("I", "T", "A", "C", "P")
 
-    def __init__(self, root: Path | str, class_vectors: str = "mean") -> None:
+    def __init__(
+        self, root: Path | str, class_vectors: str = "mean", attributes: str = "binary", val_split: str = "pcme"
+    ) -> None:
         super().__init__(root)
-        if class_vectors not in CLASS_VECTORS:
-            raise UserError(f"class_vectors must be one of {', '.join(CLASS_VECTORS)}, got {class_vectors!r}")
-        self.class_vectors = class_vectors
+        for option, value, choices in (
+            ("class_vectors", class_vectors, CLASS_VECTORS),
+            ("attributes", attributes, ATTRIBUTE_VALUES),
+            ("val_split", val_split, VAL_SPLITS),
+        ):
+            if value not in choices:
+                raise UserError(f"{option} must be one of {', '.join(choices)}, got {value!r}")
+        self.class_vectors, self.attribute_reading, self.val_split = class_vectors, attributes, val_split
         if (self.root / CUB_DIR).is_dir():
             self.cub = self.root / CUB_DIR
         elif (self.root / "images.txt").is_file():
@@ -148,52 +186,76 @@ class CUB(Dataset):
 
     @cached_property
     def split_of_image(self) -> dict[str, str]:
-        """image_id -> train / val / test (PCME class split, then CUB's is_training_image)."""
+        """image_id -> train / val / test: PCME's class split, then its held-out list (or is_training_image)."""
         test_classes = pcme_test_classes()
         unknown = test_classes - set(self.class_folder.values())
         if unknown:
             raise UserError(f"{self.cub / 'classes.txt'} lacks PCME test classes, e.g. {sorted(unknown)[0]}")
+        if self.val_split == "pcme":
+            held_out = self.pcme_val_images
+            in_val = {iid: self.image_path[iid] in held_out for iid in self.image_path}
+        else:
+            in_val = {iid: flag.strip() != "1" for iid, flag in self._table("train_test_split.txt")}
         out = {}
-        for iid, flag in self._table("train_test_split.txt"):
+        for iid in self.image_path:
             if self.class_folder[self.image_class[iid]] in test_classes:
-                out[iid] = "test"
+                out[iid] = "test"  # PCME tests on every image of the unseen classes, listed or not
             else:
-                out[iid] = "train" if flag.strip() == "1" else "val"
+                out[iid] = "val" if in_val.get(iid, False) else "train"
         return out
+
+    @cached_property
+    def pcme_val_images(self) -> set[str]:
+        """The image paths of PCME's seen_test_images.txt ('001.Black_footed_Albatross/....jpg')."""
+        for path in (self.cub.parent / PCME_VAL_LIST, self.cub / PCME_VAL_LIST, self.root / PCME_VAL_LIST):
+            if path.is_file():
+                break
+        else:
+            raise UserError(
+                f"missing {self.cub.parent / PCME_VAL_LIST} (PCME's held-out images of the 150 seen classes): "
+                f"download {PCME_VAL_URL} into {self.cub.parent}, or pass val_split='train_test_split'"
+            )
+        listed = {line.strip() for line in read_lines(path) if line.strip()}
+        unknown = listed - set(self.image_path.values())
+        if unknown:
+            raise UserError(f"{path} lists images that images.txt does not have, e.g. {sorted(unknown)[0]}")
+        return listed
 
     def _ids(self, split: str) -> list[str]:
         return sorted((i for i, s in self.split_of_image.items() if s == split), key=int)
 
     @cached_property
     def attributes(self) -> dict[str, np.ndarray]:
-        """image_id -> float32 [312] binary vector (is_present) from image_attribute_labels.txt.
+        """image_id -> float32 [312] from image_attribute_labels.txt (see attribute_values).
 
-        Only the first three fields are used: the real file has a few lines with extra fields.
+        Only the first four fields are used: the real file has a few lines with an extra field.
         The 3.7M-line file is read by pyarrow; lines it cannot take (those extra fields) and any file
         it rejects go through the line-by-line parser, which names the offending line.
         """
         path = require(self.cub / "attributes" / "image_attribute_labels.txt", GET_IT)
         index = {iid: k for k, iid in enumerate(self.image_path)}
         table = np.zeros((len(index), NUM_ATTRIBUTES), dtype=np.float32)
+        reading = self.attribute_reading
         try:
             odd_lines: list[str] = []
-            img, attr, present = _read_attribute_columns(path, odd_lines)
+            img, attr, present, certainty = _read_attribute_columns(path, odd_lines)
             pos = np.full(int(max(map(int, index))) + 1, -1, dtype=np.int64)
             pos[[int(i) for i in index]] = list(index.values())
             ok = (img >= 0) & (img < len(pos)) & (attr >= 1) & (attr <= NUM_ATTRIBUTES)
             rows = np.where(ok, pos[np.clip(img, 0, len(pos) - 1)], -1)
             if not ok.all() or (rows < 0).any():
                 raise ValueError("ids out of range")
-            table[rows, attr - 1] = (present == 1).astype(np.float32)
-            _parse_attribute_lines(odd_lines, index, table, where=None)
+            table[rows, attr - 1] = attribute_values(present, certainty, reading)
+            _parse_attribute_lines(odd_lines, index, table, None, reading)
         except (ValueError, ImportError):  # anything odd: parse it all by hand, naming the bad line
             table[:] = 0
-            _parse_attribute_lines(path.read_text(encoding="utf-8", errors="replace").splitlines(), index, table, path)
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+            _parse_attribute_lines(lines, index, table, path, reading)
         return {iid: table[k] for iid, k in index.items()}
 
     @cached_property
     def class_vector(self) -> dict[str, np.ndarray]:
-        """class_id -> float32 [312]: mean of its images' A vectors, or continuous percentages / 100."""
+        """class_id -> float32 [312]: mean of its images' A vectors, or the continuous percentages / 100."""
         if self.class_vectors == "continuous":
             path = require(self.cub / "attributes" / "class_attribute_labels_continuous.txt", GET_IT)
             rows = [np.array(line.split(), dtype=np.float32) / 100.0 for line in read_lines(path)]

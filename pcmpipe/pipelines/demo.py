@@ -181,6 +181,12 @@ def demo_pipeline(data_root: Path, cache_root: Path, fast: bool = False) -> dict
                 "blocks": FLICKR_BLOCKS,
             },
             {
+                "kind": "examples",
+                "title": "Figure 2 layout: text -> image retrieval before / after class enrichment (synthetic CUB)",
+                "run": "demo-cub-pcmc-ITAC",
+                "enrich": ["C"],
+            },
+            {
                 "kind": "tsne",
                 "title": "Figure 3 layout: t-SNE of T, I, C test embeddings (synthetic CUB, PCMC)",
                 "run": "demo-cub-pcmc-ITAC",

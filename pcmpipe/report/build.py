@@ -10,16 +10,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pcmpipe.datasets.synthetic import SYNTHETIC_MARKER
 from pcmpipe.errors import UserError
 from pcmpipe.report import plots
+from pcmpipe.report.examples import examples_figure
 from pcmpipe.report.model import Report, Section
 from pcmpipe.report.paper import paper_source
+from pcmpipe.report.recipe import build_line, recipe_lines, seed_line
 from pcmpipe.report.render.html import report_html
 from pcmpipe.report.render.markdown import report_markdown
 from pcmpipe.report.results import RunResult, cache_manifest, load_pipeline_records, load_runs, matching_runs
 from pcmpipe.report.tables import build_table, m_modalities_values, mean_metric
+from pcmpipe.report.tsne import tsne_figure
 
 REAL_TEST_SIZES = {"flickr8k": ("I", 1000), "cub": ("C", 50)}  # the paper's test split, for the scale line
+
+
+def data_origin(spec: dict) -> str:
+    """SYNTHETIC / real / not recorded, from the pipeline's data spec or the marker in the data root."""
+    syn = (spec.get("options") or {}).get("synthetic")
+    root = spec.get("root")
+    if syn is None and root and (Path(str(root)) / SYNTHETIC_MARKER).is_file():
+        syn = True
+    if syn is True:
+        return "SYNTHETIC data (pcmpipe synth): not a reproduction of the paper"
+    return "real data layout" if syn is False else "data origin not recorded"
 
 
 def _weights_line(manifest: dict | None) -> str:
@@ -50,15 +65,7 @@ def data_provenance(record: dict | None, runs: list[RunResult]) -> list[str]:
     data = (record or {}).get("data") or {}
     for ds in datasets:
         spec = data.get(ds) or {}
-        syn = (spec.get("options") or {}).get("synthetic")
-        kind = (
-            "SYNTHETIC data (pcmpipe synth): not a reproduction of the paper"
-            if syn is True
-            else "real data layout"
-            if syn is False
-            else "data origin not recorded"
-        )
-        lines.append(f"{ds}: {kind}; root {spec.get('root', '?')}")
+        lines.append(f"{ds}: {data_origin(spec)}; root {spec.get('root', '?')}")
         ds_runs = [r for r in runs if r.config.get("dataset") == ds]
         cache_root = Path(str(ds_runs[0].config.get("cache_root", "cache")))
         mods = sorted({m for r in ds_runs for m in r.modalities})
@@ -72,7 +79,7 @@ def data_provenance(record: dict | None, runs: list[RunResult]) -> list[str]:
                 lines.append(f"{ds} test split: {man.get('num_rows')} {m} rows (the paper's: {real})")
         levels = sorted({r.match for r in ds_runs})
         lines.append(f"{ds} match level: {', '.join(levels)}")
-    return lines
+    return lines + recipe_lines(runs)
 
 
 def _section(record: dict, runs: dict[str, RunResult], cache: dict) -> Section:
@@ -91,22 +98,40 @@ def _section(record: dict, runs: dict[str, RunResult], cache: dict) -> Section:
             fig = plots.m_modalities_bars(layout["title"], m_modalities_values(layout, runs), layout["metric"])
             if fig:
                 sec.figures.append(fig)
-        elif layout["kind"] == "tsne":
-            run = runs.get(layout["run"])
-            fig = None
-            if run is not None and run.complete:
-                key = (run.name, tuple(layout["modalities"]))
-                if key not in cache:  # t-SNE is the slow part of a report; compute once per run
-                    cache[key] = plots.tsne_figure(
-                        run, list(layout["modalities"]), int(layout.get("max_points", 2000)), title=layout["title"]
-                    )
-                fig = cache[key]
+        elif layout["kind"] in ("tsne", "examples"):
+            fig, why = _figure(layout, runs, record, cache)
             if fig:
                 sec.figures.append(fig)
-                table.notes.append(fig.caption)
-            continue  # the t-SNE layout is a figure, not a table
+            else:  # the layout is a figure: its table only carries the title and why it is missing
+                table.notes.append(why)
+                sec.tables.append(table)
+            continue
         sec.tables.append(table)
     return sec
+
+
+def _figure(layout: dict, runs: dict[str, RunResult], record: dict, cache: dict) -> tuple[plots.Figure | None, str]:
+    """Figure 3 (t-SNE) or Figure 2 (retrieval examples) of a layout, computed once per run and layout,
+    or (None, why not)."""
+    run = runs.get(layout["run"])
+    if run is None or not run.complete:
+        return None, f"run {layout['run']} missing or unfinished: no figure"
+    key = (layout["kind"], run.name, repr(sorted(layout.items())))
+    if key not in cache:  # t-SNE is the slow part of a report; compute once per run
+        if layout["kind"] == "tsne":
+            fig = tsne_figure(
+                run, list(layout["modalities"]), int(layout.get("max_points", 2000)), title=layout["title"]
+            )
+            cache[key] = fig or f"{run.name} has no test embeddings of {', '.join(layout['modalities'])}: no plot"
+        else:
+            ds = str(run.config.get("dataset"))
+            root = ((record.get("data") or {}).get(ds) or {}).get("root")
+            fig, why = examples_figure(
+                run, ds, root or "", list(layout["enrich"]), int(layout.get("examples", 4)), layout["title"]
+            )
+            cache[key] = fig if fig is not None else why
+    found = cache[key]
+    return (found, "") if isinstance(found, plots.Figure) else (None, str(found))
 
 
 def learning_section(runs: dict[str, RunResult], records: list[dict]) -> Section | None:
@@ -123,8 +148,9 @@ def learning_section(runs: dict[str, RunResult], records: list[dict]) -> Section
     for rec in records:  # what the pipelines say about each dataset (synthetic or not, root)
         data.update(rec.get("data") or {})
     sec = Section(title="All runs: did the heads learn?", provenance=data_provenance({"data": data}, done))
-    table = build_table(layout, runs)
-    sec.tables.append(table)
+    shown = {n for rec in records for t in rec.get("tables", []) if t.get("kind") == "learning" for n in t["runs"]}
+    if not {r.name for r in done} <= shown:  # a pipeline's own learning table already lists them all: once
+        sec.tables.append(build_table(layout, runs))
     bars = plots.learning_bars(
         [r.name for r in done],
         [mean_metric(r, "r@1") for r in done],
@@ -154,8 +180,10 @@ def build_report(runs_root: Path) -> Report:
     if learn:
         sections.append(learn)
     preamble = [
+        build_line(),
         f"runs root: {runs_root} ({sum(r.complete for r in runs.values())} finished runs, "
         f"{len(records)} pipeline records)",
+        seed_line([r for r in runs.values() if r.complete] or list(runs.values())),
         f"paper values: {paper_source()}",
         "cells: ours / paper / Δ = ours − paper (percentage points); — = missing, never zero",
         *problems,

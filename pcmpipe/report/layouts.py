@@ -22,6 +22,7 @@ TABLE_KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "zeroshot": (("title", "run", "inputs", "outputs"), ("run",)),
     "enrichment": (("title", "run", "blocks"), ("run",)),
     "tsne": (("title", "run", "modalities"), ("run",)),
+    "examples": (("title", "run", "enrich"), ("run",)),
     "learning": (("title", "runs"), ("runs",)),
 }
 

@@ -262,30 +262,37 @@ def build_zeroshot(layout: dict, runs: dict[str, RunResult]) -> Table:
     return Table(title=layout["title"], columns=outputs, rows=rows, notes=notes, runs=[layout["run"]])
 
 
+def _added(combo: str) -> str:
+    """The column of a combination in Table 5's grid: what joins its first modality ('I+A+C' -> '+A+C')."""
+    rest = combo.split("+")[1:]
+    return "+" + "+".join(rest) if rest else "alone"
+
+
 def build_enrichment(layout: dict, runs: dict[str, RunResult]) -> Table:
-    """Table 5 in long form: one row per (block, combination), label with {} filled in; r@1 from enrichment.json."""
+    """Table 5 as the paper prints it: one row per block ({}->T, T->{}, ...), one column per what is added to
+    the block's own modality (alone, +A, +C, +A+C); r@1 from the run's enrichment.json."""
     run = runs.get(layout["run"])
     r1 = ((run.enrichment or {}).get("r@1") if run else None) or {}
+    columns = list(dict.fromkeys(_added(c) for combos in layout["blocks"].values() for c in combos))
     rows = []
     for block, combos in layout["blocks"].items():
-        for combo in combos:
-            label = block.replace("{}", combo)
-            paper = paper_value(f"{layout['paper']}/{block}/{combo}") if layout.get("paper") else None
-            rows.append(
-                Row(
-                    label=f"{label}   ({block})",
-                    cells=[Cell(_num((r1.get(block) or {}).get(combo)), paper)],
-                    run=layout["run"],
-                )
-            )
+        by_col = {_added(c): c for c in combos}
+        cells = []
+        for col in columns:
+            combo = by_col.get(col)
+            paper = paper_value(f"{layout['paper']}/{block}/{combo}") if layout.get("paper") and combo else None
+            cells.append(Cell(_num((r1.get(block) or {}).get(combo)) if combo else None, paper))
+        base = combos[0].split("+")[0] if combos else "?"
+        rows.append(Row(label=f"{block}  ({{}} = {base}…)", cells=cells, run=layout["run"]))
     return Table(
         title=layout["title"],
-        columns=["r@1"],
+        columns=columns,
         rows=rows,
         runs=[layout["run"]],
         notes=[
-            "{} -> X: the query is the mean of the listed modalities' normalised embeddings; "
-            "X -> {}: the database vectors are"
+            "{} -> X: the query is the mean of the listed modalities' normalised embeddings, searched against X; "
+            "X -> {}: the query is X and each database item is the mean of the listed modalities' embeddings",
+            "columns: the block's own modality alone, or with the named modalities averaged in",
         ],
     )
 
@@ -313,7 +320,7 @@ def build_learning(layout: dict, runs: dict[str, RunResult]) -> Table:
 
 
 def build_tsne(layout: dict, runs: dict[str, RunResult]) -> Table:
-    """Figure 3's table part: how many test embeddings per modality the plot shows (the plot is in plots.py)."""
+    """Figure 3's table part, shown when the plot (tsne.py) cannot be drawn: the title and why."""
     run = runs.get(layout["run"])
     return Table(
         title=layout["title"],
@@ -321,6 +328,19 @@ def build_tsne(layout: dict, runs: dict[str, RunResult]) -> Table:
         rows=[],
         runs=[layout["run"]],
         notes=[] if run else ["run missing: no plot"],
+        unit="",
+    )
+
+
+def build_examples(layout: dict, runs: dict[str, RunResult]) -> Table:
+    """Figure 2's table part: a title and notes; the grid of retrieved images is in examples.py."""
+    run = runs.get(layout["run"])
+    return Table(
+        title=layout["title"],
+        columns=[],
+        rows=[],
+        runs=[layout["run"]],
+        notes=[] if run else ["run missing: no figure"],
         unit="",
     )
 
@@ -356,6 +376,7 @@ BUILDERS: dict[str, Callable[[dict, dict[str, RunResult]], Table]] = {
     "enrichment": build_enrichment,
     "learning": build_learning,
     "tsne": build_tsne,
+    "examples": build_examples,
 }
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pcmpipe.datasets import CUB, SPLITS, open_dataset
-from pcmpipe.datasets.cub import clean_class_name, pcme_test_classes, prompt
+from pcmpipe.datasets.cub import PCME_VAL_LIST, attribute_values, clean_class_name, pcme_test_classes, prompt
 from pcmpipe.datasets.synthetic import synth
 from pcmpipe.errors import UserError
 
@@ -45,10 +45,42 @@ def test_pcme_class_split(ds):
     assert test_classes == pcme_test_classes() and len(test_classes) == 50
     assert {r.id for r in ds.records("C", "train")} == {r.id for r in ds.records("C", "val")}
     assert not test_classes & {folders[r.id] for r in ds.records("C", "train")}
-    # train / val of the 150 classes follow train_test_split.txt
-    flags = dict(line.split() for line in (ds.cub / "train_test_split.txt").read_text().splitlines())
-    assert all(flags[r.id] == "1" for r in ds.records("I", "train"))
-    assert all(flags[r.id] == "0" for r in ds.records("I", "val"))
+
+
+def test_val_is_pcmes_held_out_list(cub_root, ds):
+    """val = the images of seen_test_images.txt in the 150 seen classes; a listed image of an unseen class
+    stays in test, as in PCME (its test loader takes every image of the 50 classes)."""
+    listed = set((cub_root / PCME_VAL_LIST).read_text().split())
+    val = {ds.image_path[r.id] for r in ds.records("I", "val")}
+    train = {ds.image_path[r.id] for r in ds.records("I", "train")}
+    test = {ds.image_path[r.id] for r in ds.records("I", "test")}
+    assert val == listed - test and not train & listed
+    assert listed & test, "the synthetic list should name an unseen-class image, as the real one does"
+
+
+def test_val_split_readings_differ_where_the_files_differ(tmp_path, cub_root):
+    root = tmp_path / "copy"
+    shutil.copytree(cub_root, root, ignore=shutil.ignore_patterns("*.jpg", "*.txt"), dirs_exist_ok=True)
+    for rel in ("CUB_200_2011/images.txt", "CUB_200_2011/classes.txt", "CUB_200_2011/image_class_labels.txt"):
+        shutil.copy(cub_root / rel, root / rel)
+    flags = dict(line.split() for line in (cub_root / "CUB_200_2011" / "train_test_split.txt").read_text().splitlines())
+    moved = open_dataset("cub", cub_root).records("I", "train")[0].id  # a train image both ways, until ...
+    flags[moved] = "0"  # ... CUB calls it a test image: only the train_test_split reading moves it to val
+    (root / "CUB_200_2011" / "train_test_split.txt").write_text("".join(f"{k} {v}\n" for k, v in flags.items()))
+    shutil.copy(cub_root / PCME_VAL_LIST, root / PCME_VAL_LIST)
+    pcme = open_dataset("cub", root)
+    cub = open_dataset("cub", root, val_split="train_test_split")
+    assert pcme.split_of_image[moved] == "train" and cub.split_of_image[moved] == "val"
+    assert all(flags[i] == "1" for i, s in cub.split_of_image.items() if s == "train")
+    (root / PCME_VAL_LIST).unlink()
+    with pytest.raises(UserError, match=r"seen_test_images.txt.*naver-ai/pcme.*val_split='train_test_split'"):
+        open_dataset("cub", root).records("I", "train")
+    assert cub.split_of_image  # the other reading needs no list
+    (root / PCME_VAL_LIST).write_text("001.Black_footed_Albatross/nope.jpg\n")
+    with pytest.raises(UserError, match="images.txt does not have.*nope.jpg"):
+        open_dataset("cub", root).records("I", "train")
+    with pytest.raises(UserError, match="val_split"):
+        open_dataset("cub", root, val_split="random")
 
 
 def test_ids_links_and_paths(ds):
@@ -106,6 +138,23 @@ def test_class_vector_is_mean_of_its_images(ds, cub_root):
         open_dataset("cub", cub_root, class_vectors="median")
 
 
+def test_certainty_reading_of_the_attributes(cub_root, ds):
+    """attributes="certainty": 0.5 +- half the certainty weight; C is still the class mean of A."""
+    present, cert = np.array([1, 1, 0, 0, 1, 0]), np.array([4, 3, 4, 2, 1, 1])
+    np.testing.assert_allclose(attribute_values(present, cert, "certainty"), [1, 5 / 6, 0, 1 / 3, 0.5, 0.5])
+    np.testing.assert_array_equal(attribute_values(present, cert, "binary"), [1, 1, 0, 0, 1, 0])
+    soft = open_dataset("cub", cub_root, attributes="certainty")
+    lines = (cub_root / "CUB_200_2011" / "attributes" / "image_attribute_labels.txt").read_text().splitlines()
+    first = [line.split() for line in lines if line.split()[0] == "1"]
+    want = attribute_values(np.array([int(f[2]) for f in first]), np.array([int(f[3]) for f in first]), "certainty")
+    np.testing.assert_allclose(soft.attributes["1"], want)
+    assert not np.array_equal(soft.attributes["1"], ds.attributes["1"])
+    members = [v for i, v in soft.attributes.items() if soft.image_class[i] == "1"]
+    np.testing.assert_allclose(soft.class_vector["1"], np.mean(members, axis=0), atol=1e-6)
+    with pytest.raises(UserError, match="attributes must be one of binary, certainty"):
+        open_dataset("cub", cub_root, attributes="soft")
+
+
 def test_prompts(ds):
     assert clean_class_name("001.Black_footed_Albatross") == "Black footed Albatross"
     assert prompt("200.Common_Yellowthroat") == "A photo of a Common Yellowthroat."
@@ -159,6 +208,7 @@ def test_missing_pieces_are_user_errors(tmp_path, cub_root):
 def test_bad_attribute_line_names_file_and_line(tmp_path, cub_root, bad):
     root = tmp_path / "copy"
     shutil.copytree(cub_root / "CUB_200_2011", root / "CUB_200_2011", ignore=shutil.ignore_patterns("*.jpg"))
+    shutil.copy(cub_root / PCME_VAL_LIST, root / PCME_VAL_LIST)
     path = root / "CUB_200_2011" / "attributes" / "image_attribute_labels.txt"
     with open(path, "a") as f:
         f.write(bad + "\n")

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -317,6 +318,7 @@ def test_download_cub_layout_end_to_end_and_cli_mismatch(tmp_path):
         )
         assert "cvpr2016_cub" in summary["manual"]
         assert (root / "attributes.txt").is_file()
+        shutil.copy(src / "seen_test_images.txt", root)  # PCME's val list is fetched by hand, as the captions
         ds = open_dataset("cub", root)
         assert len(ds.records("I", "train")) == 150
         with pytest.raises(UserError, match="cvpr2016_cub"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from PIL import Image
 
 from pcmpipe.datasets import open_dataset
-from pcmpipe.datasets.synthetic import synth
+from pcmpipe.datasets.synthetic import SYNTHETIC_MARKER, synth
 from pcmpipe.datasets.synthetic.flickr8k import split_sizes
 from pcmpipe.datasets.synthetic.render import COLOURS, tone_speech
 from pcmpipe.errors import UserError
@@ -31,7 +32,12 @@ def test_flickr8k_deterministic_per_seed(tmp_path):
     synth("flickr8k", tmp_path / "c", images=12, seed=8)
     a, b, c = (tree_digest(tmp_path / x) for x in "abc")
     assert a == b
-    assert len(a) == 12 + 4 + 60 + 2  # images, token + 3 split lists, wavs, wav2capt + wav2spk
+    assert len(a) == 12 + 4 + 60 + 2 + 1  # images, token + 3 split lists, wavs, wav2capt + wav2spk, the marker
+    marker = json.loads((tmp_path / "a" / SYNTHETIC_MARKER).read_text())
+    assert marker == {
+        "synthetic": True,
+        "request": {"dataset": "flickr8k", "images": 12, "seed": 7, "text_subdir": False},
+    }
     assert a["Flickr8k.token.txt"] != c["Flickr8k.token.txt"]
 
 
@@ -41,6 +47,7 @@ def test_cub_deterministic_per_seed(tmp_path):
     a, b = tree_digest(tmp_path / "a"), tree_digest(tmp_path / "b")
     assert a == b
     assert "attributes.txt" in a and "CUB_200_2011/attributes/class_attribute_labels_continuous.txt" in a
+    assert SYNTHETIC_MARKER in a and "seen_test_images.txt" in a
     assert sum(k.startswith("CUB_200_2011/images/") for k in a) == 200
     assert sum(k.startswith("text_c10/") for k in a) == 200
 

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pcmpipe import atomic
 from pcmpipe.datasets.synthetic.cub import synth_cub
 from pcmpipe.datasets.synthetic.flickr8k import synth_flickr8k
 from pcmpipe.errors import UserError
 
 DEFAULT_IMAGES = {"flickr8k": 60, "cub": 3}  # flickr8k: images in all; cub: images per class
+# Left in the dataset root, last: says the files are synthetic (the report prints SYNTHETIC for runs on them)
+# and that they were written completely.
+SYNTHETIC_MARKER = "pcmpipe-synthetic.json"
 
 
 def synth(
@@ -43,5 +47,9 @@ def synth(
         raise UserError(f"--out {out} is not empty; choose a new directory so synthetic files never mix with others")
     out.mkdir(parents=True, exist_ok=True)
     if name == "flickr8k":
-        return synth_flickr8k(out, images=n, seed=seed, text_subdir=text_subdir, speech=speech)
-    return synth_cub(out, images_per_class=n, seed=seed, text_subdir=text_subdir)
+        summary = synth_flickr8k(out, images=n, seed=seed, text_subdir=text_subdir, speech=speech)
+    else:
+        summary = synth_cub(out, images_per_class=n, seed=seed, text_subdir=text_subdir)
+    request = {"dataset": name, "images": n, "seed": seed, "text_subdir": text_subdir}
+    atomic.write_json(out / SYNTHETIC_MARKER, {"synthetic": True, "request": request})  # no paths: byte-identical
+    return summary

@@ -6,6 +6,9 @@ that latent (random pose, scale and background), its binary attributes are the c
 label noise, and its ten captions name the class's colours and shapes, so I, T, A and C agree.
 Quirks of the real files: CRLF endings in images.txt, image_attribute_labels.txt and some caption files,
 a few attribute lines with an extra field, attributes.txt beside the CUB_200_2011 folder.
+PCME's held-out list (seen_test_images.txt, beside CUB_200_2011/) names the is_training_image = 0 images of
+the 150 seen classes, so both readings of the val split select the same images here, plus, like the real
+list, a few images of unseen test classes (which stay in `test`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pcmpipe.datasets.cub import CUB_DIR, NUM_ATTRIBUTES
+from pcmpipe.datasets.cub import CUB_DIR, NUM_ATTRIBUTES, PCME_VAL_LIST, pcme_test_classes
 from pcmpipe.datasets.synthetic.render import COLOURS, a, draw_bird
 
 COLOUR_NAMES = list(COLOURS)  # the 15 colour values of CUB's colour groups
@@ -174,7 +177,9 @@ def synth_cub(out: Path, images_per_class: int = 3, seed: int = 0, text_subdir: 
     cub = out / CUB_DIR
     (cub / "attributes").mkdir(parents=True, exist_ok=True)
     text_root = out / "cub_text" / "text_c10" if text_subdir else out / "text_c10"
-    images, labels, split, attr_lines = [], [], [], []
+    images, labels, split, attr_lines, held_out = [], [], [], [], []
+    test_classes = pcme_test_classes()
+    listed_test_class = sorted(test_classes)[0]  # the real list also names a few unseen-class images
     class_vecs = np.zeros((len(folders), NUM_ATTRIBUTES))
     iid = 0
     for cid, folder in enumerate(folders, 1):
@@ -195,6 +200,8 @@ def synth_cub(out: Path, images_per_class: int = 3, seed: int = 0, text_subdir: 
             images.append(f"{iid} {folder}/{stem}.jpg")
             labels.append(f"{iid} {cid}")
             split.append(f"{iid} {int(training[j])}")
+            if not training[j] and (folder not in test_classes or folder == listed_test_class):
+                held_out.append(f"{folder}/{stem}.jpg")
             vec = _image_attributes(lat, rng)
             class_vecs[cid - 1] += vec / images_per_class
             certs, times = rng.integers(1, 5, NUM_ATTRIBUTES), rng.uniform(1, 30, NUM_ATTRIBUTES)
@@ -220,4 +227,5 @@ def synth_cub(out: Path, images_per_class: int = 3, seed: int = 0, text_subdir: 
     )
     write(cub / "attributes" / "certainties.txt", ["1 not visible", "2 guessing", "3 probably", "4 definitely"])
     write(out / "attributes.txt", [f"{k} {name}" for k, name in enumerate(ATTRIBUTES, 1)])
+    write(out / PCME_VAL_LIST, held_out)
     return {"dataset": "cub", "classes": len(folders), "images": iid, "text_c10": str(text_root)}
