@@ -15,10 +15,10 @@ PRINTERS = ("pcmpipe.cli", "pcmpipe.report.render")
 LAYERS = {
     "errors": 0, "modalities": 0, "atomic": 0,
     "cache": 1, "datasets": 1, "backbones": 1, "augment": 1, "config": 1,
-    "samples": 2, "heads": 2, "losses": 2, "distributed": 2,
+    "samples": 2, "heads": 2, "losses": 2, "distributed": 2, "index": 2,
     "evaluation": 3, "extract": 3,
     "training": 4,
-    "report": 5,
+    "report": 5, "runs": 5,
     "pipelines": 6,
     "cli": 7, "__main__": 7,
 }  # fmt: skip
