@@ -39,6 +39,7 @@ def train_cmd(
     config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
     device: str | None = setting("device"),
     threads: str | None = setting("threads"),
+    log_to: str | None = setting("log_to"),
     set_: list[str] | None = set_option(),
 ) -> None:
     """Train PCMC/PCMR projection heads on cached features; resumes an interrupted run of the same config."""
@@ -69,6 +70,7 @@ def train_cmd(
             name=name,
             device=device,
             threads=threads,
+            log_to=log_to,
         )
         cfg = TrainConfig.from_dict(merge_settings(config, flags, set_))
         renderer = TrainingRenderer()
@@ -160,6 +162,7 @@ def finetune_cmd(
     name: str | None = setting("name", model=FinetuneConfig),
     config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
     device: str | None = setting("device", model=FinetuneConfig),
+    log_to: str | None = setting("log_to", model=FinetuneConfig),
     set_: list[str] | None = set_option(),
 ) -> None:
     """Fine-tune CLIP towers and heads end to end from raw data; resumes an interrupted run of the same config."""
@@ -195,6 +198,7 @@ def finetune_cmd(
             runs_root=runs_root,
             name=name,
             device=device,
+            log_to=log_to,
         )
         renderer = TrainingRenderer()
         try:

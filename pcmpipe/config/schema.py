@@ -22,11 +22,13 @@ Loss = Literal["pcmc", "pcmr"]
 MatchLevel = Literal["instance", "class"]
 LogitScaleMode = Literal["learnable", "fixed"]
 Device = Literal["auto", "cpu", "cuda"]
+Tracker = Literal["tensorboard", "wandb", "mlflow"]
 # Plain registries of the choices a user can make; error messages list them.
 LOSSES: tuple[str, ...] = get_args(Loss)
 MATCH_LEVELS: tuple[str, ...] = get_args(MatchLevel)
 LOGIT_SCALE_MODES: tuple[str, ...] = get_args(LogitScaleMode)
 DEVICES: tuple[str, ...] = get_args(Device)
+TRACKERS: tuple[str, ...] = get_args(Tracker)
 # Datasets the project knows; any other dataset is read from its cache (features brought with
 # `pcmpipe import-features`).
 DATASET_BATCH_SIZE = {"flickr8k": 80, "cub": 128}
@@ -37,7 +39,7 @@ MODALITY_RE = re.compile(r"^[A-Za-z0-9_-]+$")  # no ".": modality names key nn.M
 
 # Fields that do not change the numbers a run produces; left out of the fingerprint so that renaming a
 # run or moving where runs are written does not make a finished run look different.
-_NOT_FINGERPRINTED = ("name", "runs_root", "num_workers", "progress", "threads", "stream_val_mb")
+_NOT_FINGERPRINTED = ("name", "runs_root", "num_workers", "progress", "threads", "stream_val_mb", "log_to")
 # Settings added after runs were first written, with the value that reproduces what runs did before the
 # setting existed. The fingerprint leaves a setting out while it has that value, so every earlier run keeps
 # its fingerprint; a run record without the key had that value (see `setting_of`).
@@ -89,6 +91,10 @@ class TrainConfig(Settings):
     compile: bool = Field(False, description="torch.compile the heads (off: they are tiny, compile time dominates)")
     progress: bool = Field(True, description="rich progress bar on a terminal")
     threads: int | None = Field(None, ge=1, description="CPU threads for training (default: torch's choice)")
+    # metrics.jsonl is always written; these are extra sinks (pcmpipe.training.tracking)
+    log_to: list[Tracker] = Field(
+        default_factory=list, description="also log to tensorboard, wandb and/or mlflow (comma-separated)"
+    )
 
     # ---- checks ----
     @model_validator(mode="before")
@@ -102,7 +108,7 @@ class TrainConfig(Settings):
                     raise ValueError(f"setting {k}={v!r} has the wrong type (expected a number)")
         return data
 
-    @field_validator("modalities", mode="before")
+    @field_validator("modalities", "log_to", mode="before")
     @classmethod
     def _split_modalities(cls, value: Any) -> Any:
         return csv_list(value)
