@@ -35,10 +35,14 @@ def embed_cmd(
     ),
     dtype: str = typer.Option("float32", "--dtype", help="stored precision: float32 or float16"),
     batch_size: int = typer.Option(64, "--batch-size", help="inputs per backbone forward pass"),
+    workers: int | None = typer.Option(
+        None, "--workers", help="image/audio decoding processes (default as `pcmpipe extract`; 0 = main process)"
+    ),
     strict: bool = typer.Option(False, "--strict", help="stop at the first unusable input instead of skipping it"),
 ) -> None:
     """Embed new inputs with a trained run (backbone + head) into a cache of normalised embeddings."""
     with _guard():
+        from pcmpipe.extract.runner import default_workers
         from pcmpipe.runs import load_run
         from pcmpipe.runs.embed import embed_cache_to_cache, embed_inputs_to_cache
         from pcmpipe.runs.inputs import expand_files
@@ -59,7 +63,16 @@ def embed_cmd(
                     f"modality {modality} takes {kind or 'vector'} inputs, not files; use --text or --cache"
                 )
             items = texts if texts else [str(p) for p in expand_files(inputs or [], str(kind))]
-            result = embed_inputs_to_cache(run, modality, items, out, dtype=dtype, batch_size=batch_size, strict=strict)
+            result = embed_inputs_to_cache(
+                run,
+                modality,
+                items,
+                out,
+                dtype=dtype,
+                batch_size=batch_size,
+                strict=strict,
+                workers=default_workers("cpu") if workers is None else workers,
+            )
         for rid, reason in result["skipped"].items():
             err_console.print(f"[yellow]skipped {rid}: {reason}[/]", highlight=False, soft_wrap=True)
         typer.echo(f"wrote {result['rows']} {modality} embeddings ({dtype}) to {result['out']}")

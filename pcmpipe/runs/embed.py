@@ -50,10 +50,12 @@ def embed_inputs_to_cache(
     ids: Sequence[str] | None = None,
     dtype: str = "float32",
     batch_size: int = 64,
+    workers: int = 0,
     strict: bool = False,
 ) -> dict:
     """Raw inputs (texts or files) through the backbone and head into the cache `out` -> summary dict
-    {"out", "rows", "skipped": {id: reason}}. strict: the first unusable input is a UserError."""
+    {"out", "rows", "skipped": {id: reason}}. workers: decoding processes for files (as `pcmpipe extract`);
+    strict: the first unusable input is a UserError."""
     if not inputs:
         raise UserError("nothing to embed: pass files, a folder, --text or --text-file")
     bb = run.backbone(modality)
@@ -62,7 +64,7 @@ def embed_inputs_to_cache(
         "backbone": bb.meta.get("backbone"),
         "weights_sha256": bb.meta.get("weights_sha256"),
     }
-    kept, emb, skipped = run.embed_inputs(modality, inputs, ids=ids, batch_size=batch_size)
+    kept, emb, skipped = run.embed_inputs(modality, inputs, ids=ids, batch_size=batch_size, workers=workers)
     if strict and skipped:
         first = next(iter(skipped))
         raise UserError(f"cannot embed {first!r}: {skipped[first]} (without --strict it is skipped and listed)")

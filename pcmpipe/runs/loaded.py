@@ -119,16 +119,22 @@ class Run:
         return emb
 
     def embed_inputs(
-        self, modality: str, inputs: Sequence[str | Path], *, ids: Sequence[str] | None = None, batch_size: int = 64
+        self,
+        modality: str,
+        inputs: Sequence[str | Path],
+        *,
+        ids: Sequence[str] | None = None,
+        batch_size: int = 64,
+        workers: int = 0,
     ) -> tuple[list[str], np.ndarray, dict[str, str]]:
         """Raw inputs -> (ids kept, embeddings [N, dim], skipped id -> reason). Text ids default to input
-        positions (0, 1, ...); file ids to file stems."""
+        positions (0, 1, ...); file ids to file stems. workers: image/audio decoding processes (0: this one)."""
         if isinstance(inputs, str | Path):
             raise TypeError("inputs is a list of texts or paths, not one string")
         bb = self.backbone(modality)
         if ids is None and bb.modality_kind == "text":
             ids = [str(i) for i in range(len(inputs))]
-        feats = encode_inputs(bb, list(inputs), ids=ids, batch_size=batch_size)
+        feats = encode_inputs(bb, list(inputs), ids=ids, batch_size=batch_size, workers=workers)
         return feats.ids, self.project(modality, feats.features), feats.skipped
 
     # ---- galleries and search ----
