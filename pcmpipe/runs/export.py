@@ -20,11 +20,11 @@ from pathlib import Path
 
 import yaml
 
-import pcmpipe
 from pcmpipe import atomic
 from pcmpipe.errors import UserError
 from pcmpipe.runs.loaded import EXPORT_KIND, load_run
 from pcmpipe.training import rundir
+from pcmpipe.version import __version__
 
 
 def _metric_rows(metrics: dict, level: str) -> list[tuple[str, str, float]]:
@@ -146,7 +146,7 @@ def export_run(run_dir: str | Path, out: str | Path) -> Path:
             split: {m: {"fingerprint": c.get("fingerprint"), "rows": c.get("rows")} for m, c in caches.items()}
             for split, caches in run.record.get("caches", {}).items()
         },
-        "pcmpipe_version": pcmpipe.__version__,
+        "pcmpipe_version": __version__,
     }
     shutil.copy2(run_dir / "heads.safetensors", out / "heads.safetensors")
     metrics = rundir.read_json(run_dir / rundir.COMPLETE_MARKER)

@@ -24,6 +24,8 @@ SCRIPTS = [
     "train_epoch.py",
     "extract_pipeline.py",
     "finetune_cost.py",
+    "search.py",
+    "embed.py",
 ]
 
 

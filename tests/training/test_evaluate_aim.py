@@ -22,7 +22,9 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     small = {"train": 64, "val": 16, "test": 16}
     write_synthetic_cache(root / "cache", images=small)
-    write_synthetic_cache(root / "other", dataset="synth2", seed=0, images=small)  # same maps: another dataset, same "backbones"
+    write_synthetic_cache(
+        root / "other", dataset="synth2", seed=0, images=small
+    )  # same maps: another dataset, same "backbones"
     cfg = dict(
         dataset="synth", modalities="I,T", cache_root=str(root / "cache"), runs_root=str(root / "runs"), epochs=2,
         patience=2, batch_size=32, lr=2e-3, dim=32, progress=False, name="aim",
