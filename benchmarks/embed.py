@@ -25,17 +25,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _timing  # noqa: E402
-from image_extract import photo_like  # noqa: E402
+from image_extract import image_args, photo_like, report_against_bare  # noqa: E402
 
 
 def main() -> None:
-    def extra(p):
-        p.add_argument("--images", type=int, default=96)
-        p.add_argument("--batch", type=int, default=32)
-        p.add_argument("--workers", type=int, default=None, help="decode processes (default: extract's)")
-        p.add_argument("--repeats", type=int, default=1)
-
-    args = _timing.parse_args(__doc__.splitlines()[0], extra)
+    args = _timing.parse_args(__doc__.splitlines()[0], image_args(96, "photo-like JPEG files to embed"))
     from PIL import Image
 
     from pcmpipe.backbones import create_backbone
@@ -45,9 +39,9 @@ def main() -> None:
     from pcmpipe.runs import Run
     from pcmpipe.runs.embed import embed_inputs_to_cache
 
-    name = "clip-tiny-image" if args.smoke else "clip-vit-b32-image"
     if args.smoke:
         args.images, args.batch = 8, 4
+    name = "clip-tiny-image" if args.smoke else "clip-vit-b32-image"
     workers = default_workers(args.device) if args.workers is None else args.workers
     bb = create_backbone(name, weights="random:0", device=args.device)
     torch.manual_seed(0)
@@ -77,21 +71,7 @@ def main() -> None:
         with torch.inference_mode():
             bb.encode(pre[:2].to(args.device))  # warm-up
         res = _timing.compare(ours, bare, repeats=args.repeats, warmup=0, device=args.device)
-    n = len(paths)
-    ratio = res["baseline_s"] / res["ours_s"]
-    print(f"{n} images: embed {res['ours_all']} s, bare forward {res['baseline_all']} s")
-    what = (
-        f"embed from raw images end to end vs bare forward ({name}, {n} images 500x375 JPEG, batch {args.batch}, "
-        f"{workers} workers, {args.device})"
-    )
-    _timing.report(
-        args,
-        what,
-        ">= 0.9 x bare forward",
-        f"ours {n / res['ours_s']:.1f} images/s, bare forward {n / res['baseline_s']:.1f} images/s",
-        f"{ratio:.2f} x bare forward",
-        ratio >= 0.9,
-    )
+    report_against_bare(args, "embed from raw images", name, len(paths), res, workers)
 
 
 if __name__ == "__main__":

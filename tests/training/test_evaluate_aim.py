@@ -32,12 +32,15 @@ def run(tmp_path_factory):
     return root, train(TrainConfig.from_dict(cfg))
 
 
+def _evaluate(run_dir, out, *args: str) -> dict:
+    r = CliRunner().invoke(app, ["evaluate", str(run_dir), "--out", str(out), *args])
+    assert r.exit_code == 0, r.output
+    return json.loads(out.read_text())
+
+
 def test_recall_k_and_csv_beside_json(run, tmp_path):
     root, run_dir = run
-    args = ["evaluate", str(run_dir), "--recall-k", "1,5,10", "--out", str(tmp_path / "m.json")]
-    r = CliRunner().invoke(app, [*args, "--csv", str(tmp_path / "m.csv")])
-    assert r.exit_code == 0, r.output
-    result = json.loads((tmp_path / "m.json").read_text())
+    result = _evaluate(run_dir, tmp_path / "m.json", "--recall-k", "1,5,10", "--csv", str(tmp_path / "m.csv"))
     assert result["ks"] == [1, 5, 10] and set(result["instance"]["T->I"]) == {"r@1", "r@5", "r@10", "R-P"}
     assert result["instance"]["T->I"]["r@10"] >= result["instance"]["T->I"]["r@5"] >= result["instance"]["T->I"]["r@1"]
     rows = list(csv.DictReader((tmp_path / "m.csv").open()))
@@ -51,10 +54,7 @@ def test_recall_k_and_csv_beside_json(run, tmp_path):
 
 def test_another_cached_dataset_with_the_runs_backbones(run, tmp_path):
     root, run_dir = run
-    args = ["evaluate", str(run_dir), "--dataset", "synth2", "--cache-root", str(root / "other")]
-    r = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "o.json")])
-    assert r.exit_code == 0, r.output
-    other = json.loads((tmp_path / "o.json").read_text())
+    other = _evaluate(run_dir, tmp_path / "o.json", "--dataset", "synth2", "--cache-root", str(root / "other"))
     own = json.loads((run_dir / "test_metrics.json").read_text())
     assert other["dataset"] == "synth2"  # the same data under another name: the same numbers
     assert other["instance"]["T->I"]["r@1"] == pytest.approx(own["instance"]["T->I"]["r@1"], abs=1e-6)
