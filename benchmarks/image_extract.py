@@ -37,14 +37,20 @@ def photo_like(path: Path, rng: np.random.Generator, size=(500, 375)) -> None:
     Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(path, quality=90)
 
 
-def main() -> None:
+def image_args(images: int, what: str):
+    """The flags of a raw-images benchmark (this one and benchmarks/embed.py): --images, --batch, --workers."""
+
     def extra(p):
-        p.add_argument("--images", type=int, default=144, help="synthetic Flickr8k images (2/3 in train, timed)")
+        p.add_argument("--images", type=int, default=images, help=what)
         p.add_argument("--batch", type=int, default=32)
         p.add_argument("--workers", type=int, default=None, help="decode processes (default: extract's)")
         p.add_argument("--repeats", type=int, default=1)
 
-    args = _timing.parse_args(__doc__.splitlines()[0], extra)
+    return extra
+
+
+def main() -> None:
+    args = _timing.parse_args(__doc__.splitlines()[0], image_args(144, "synthetic Flickr8k images (2/3 in train)"))
     import pcmpipe.extract.runner as extract_mod
     from pcmpipe.backbones import create_backbone
     from pcmpipe.datasets import open_dataset
@@ -95,16 +101,17 @@ def main() -> None:
         with torch.inference_mode():
             bb.encode(pre[: min(2, len(pre))].to(args.device))  # warm-up
         res = _timing.compare(ours, bare, repeats=args.repeats, warmup=0, device=args.device)
-    n = len(paths)
+    report_against_bare(args, "image extraction", name, len(paths), res, workers)
+
+
+def report_against_bare(args, what: str, name: str, n: int, res: dict, workers: int) -> None:
+    """The row of a raw-images-end-to-end benchmark against the bare forward (also benchmarks/embed.py's)."""
     ratio = res["baseline_s"] / res["ours_s"]
-    print(f"{n} images: extract {res['ours_all']} s, bare forward {res['baseline_all']} s")
-    what = (
-        f"image extraction end to end vs bare forward ({name}, {n} images 500x375 JPEG, batch {args.batch}, "
-        f"{workers} workers, {args.device})"
-    )
+    print(f"{n} images: {what} {res['ours_all']} s, bare forward {res['baseline_all']} s")
     _timing.report(
         args,
-        what,
+        f"{what} end to end vs bare forward ({name}, {n} images 500x375 JPEG, batch {args.batch}, "
+        f"{workers} workers, {args.device})",
         ">= 0.9 x bare forward",
         f"ours {n / res['ours_s']:.1f} images/s, bare forward {n / res['baseline_s']:.1f} images/s",
         f"{ratio:.2f} x bare forward",

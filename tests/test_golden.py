@@ -36,6 +36,10 @@ COMMANDS = [
     "run",
     "report",
     "demo",
+    "embed",
+    "index",
+    "search",
+    "export",
 ]
 HELP_ENV = {"COLUMNS": "120", "TERM": "dumb", "NO_COLOR": "1"}
 

@@ -5,7 +5,7 @@ code 2. Heavy modules (torch, transformers) are imported inside the commands so 
 One module per command group; importing it registers its commands on `app`.
 """
 
-from pcmpipe.cli import cache, datasets, experiments, extract, training  # noqa: F401  (registers the commands)
+from pcmpipe.cli import cache, datasets, experiments, extract, training, use  # noqa: F401  (registers the commands)
 from pcmpipe.cli.app import app
 from pcmpipe.cli.options import FlagCommand
 
@@ -22,6 +22,10 @@ _ORDER = [
     "evaluate",
     "extract",
     "finetune",
+    "embed",
+    "index",
+    "search",
+    "export",
 ]
 app.registered_commands.sort(key=lambda c: _ORDER.index(c.name) if c.name in _ORDER else len(_ORDER))
 for _command in app.registered_commands:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from pcmpipe.cli.app import _guard, app
+from pcmpipe import atomic
+from pcmpipe.cli.app import _csv, _guard, app
 from pcmpipe.cli.options import CONFIG_HELP, hidden_alias, metavar, set_option, setting
 from pcmpipe.config import MATCH_LEVELS, FinetuneConfig
 from pcmpipe.config.schema import Device, MatchLevel
@@ -39,6 +40,7 @@ def train_cmd(
     config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
     device: str | None = setting("device"),
     threads: str | None = setting("threads"),
+    log_to: str | None = setting("log_to"),
     set_: list[str] | None = set_option(),
 ) -> None:
     """Train PCMC/PCMR projection heads on cached features; resumes an interrupted run of the same config."""
@@ -69,6 +71,7 @@ def train_cmd(
             name=name,
             device=device,
             threads=threads,
+            log_to=log_to,
         )
         cfg = TrainConfig.from_dict(merge_settings(config, flags, set_))
         renderer = TrainingRenderer()
@@ -80,6 +83,11 @@ def train_cmd(
             typer.echo(f"run written to {run_dir}")
 
 
+def _metric_order(name: str) -> tuple:
+    """r@1, r@5, r@10 (by k), then the others (R-P)."""
+    return (0, int(name[2:]), "") if name.startswith("r@") and name[2:].isdigit() else (1, 0, name)
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     run_dir: Path = typer.Argument(..., help="a finished run directory, e.g. cache/runs/<name>"),
@@ -87,7 +95,13 @@ def evaluate_cmd(
         None, "--match", help="instance or class (default: every level available)", metavar=metavar(MatchLevel)
     ),
     split: str | None = typer.Option(None, "--split", help="cached split to score (default: the run's test split)"),
+    dataset: str | None = typer.Option(
+        None, "--dataset", help="score another cached dataset extracted with the run's backbones (default: the run's)"
+    ),
+    cache_root: Path | None = typer.Option(None, "--cache-root", help="cache root of --dataset (default: the run's)"),
+    recall_k: str = typer.Option("1,5", "--recall-k", help="comma-separated k of recall@k, e.g. 1,5,10"),
     out: Path | None = typer.Option(None, "--out", help="also write the metrics as JSON here"),
+    csv_out: Path | None = typer.Option(None, "--csv", help="also write the metrics as CSV here (one row per value)"),
     device: str = typer.Option(
         "auto", "--device", help="auto (cuda if available), cpu or cuda", metavar=metavar(Device)
     ),
@@ -103,19 +117,31 @@ def evaluate_cmd(
 
         if match is not None and match not in MATCH_LEVELS:
             raise UserError(f"unknown match {match!r}; valid choices: {', '.join(MATCH_LEVELS)}")
-        result = evaluate_run(run_dir, match=match, split=split, device=str(resolve_device(device)))
+        try:
+            ks = [int(k) for k in _csv(recall_k) or []]
+        except ValueError:
+            raise UserError(f"--recall-k {recall_k!r}: give comma-separated integers, e.g. 1,5,10") from None
+        result = evaluate_run(
+            run_dir,
+            match=match,
+            split=split,
+            device=str(resolve_device(device)),
+            ks=ks,
+            dataset=dataset,
+            cache_root=None if cache_root is None else str(cache_root),
+        )
         console = Console()
         for level in ("instance", "class"):
             if level not in result:
                 continue
             console.print(
-                f"{run_dir.name}: {result['split']} split, {level}-level match (percent)",
+                f"{run_dir.name}: {result['dataset']} {result['split']} split, {level}-level match (percent)",
                 highlight=False,
                 soft_wrap=True,
             )
             table = Table()
             rows = {k: v for k, v in result[level].items() if "->" in k and isinstance(v, dict)}
-            metrics = sorted({m for v in rows.values() for m in v}, key=lambda m: (m[0] != "r", m))
+            metrics = sorted({m for v in rows.values() for m in v}, key=_metric_order)
             table.add_column("direction")
             for m in metrics:
                 table.add_column(m, justify="right")
@@ -125,6 +151,11 @@ def evaluate_cmd(
         if out is not None:
             write_json(out, result)
             typer.echo(f"wrote {out}")
+        if csv_out is not None:
+            from pcmpipe.evaluation.metrics import metrics_csv
+
+            atomic.write_text(csv_out, metrics_csv(result))
+            typer.echo(f"wrote {csv_out}")
 
 
 # ---- finetune (end-to-end: unfrozen CLIP towers at lr 1e-6 with augmentation) ----
@@ -160,6 +191,7 @@ def finetune_cmd(
     name: str | None = setting("name", model=FinetuneConfig),
     config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
     device: str | None = setting("device", model=FinetuneConfig),
+    log_to: str | None = setting("log_to", model=FinetuneConfig),
     set_: list[str] | None = set_option(),
 ) -> None:
     """Fine-tune CLIP towers and heads end to end from raw data; resumes an interrupted run of the same config."""
@@ -195,6 +227,7 @@ def finetune_cmd(
             runs_root=runs_root,
             name=name,
             device=device,
+            log_to=log_to,
         )
         renderer = TrainingRenderer()
         try:

@@ -23,11 +23,13 @@ Loss = Literal["pcmc", "pcmr"]
 MatchLevel = Literal["instance", "class"]
 LogitScaleMode = Literal["learnable", "fixed"]
 Device = Literal["auto", "cpu", "cuda"]
+Tracker = Literal["tensorboard", "wandb", "mlflow"]
 # Plain registries of the choices a user can make; error messages list them.
 LOSSES: tuple[str, ...] = get_args(Loss)
 MATCH_LEVELS: tuple[str, ...] = get_args(MatchLevel)
 LOGIT_SCALE_MODES: tuple[str, ...] = get_args(LogitScaleMode)
 DEVICES: tuple[str, ...] = get_args(Device)
+TRACKERS: tuple[str, ...] = get_args(Tracker)
 # Datasets the project knows; any other dataset is read from its cache (features brought with
 # `pcmpipe import-features`).
 DATASET_BATCH_SIZE = {"flickr8k": 80, "cub": 128}
@@ -47,6 +49,7 @@ _NOT_FINGERPRINTED = (
     "stream_val_mb",
     "memory_budget_mb",
     "spill_dir",
+    "log_to",
 )
 # Settings added after runs were first written, with the value that reproduces what runs did before the
 # setting existed. The fingerprint leaves a setting out while it has that value, so every earlier run keeps
@@ -124,6 +127,10 @@ class TrainConfig(Settings):
     compile: bool = Field(False, description="torch.compile the heads (off: they are tiny, compile time dominates)")
     progress: bool = Field(True, description="rich progress bar on a terminal")
     threads: int | None = Field(None, ge=1, description="CPU threads for training (default: torch's choice)")
+    # metrics.jsonl is always written; these are extra sinks (pcmpipe.training.tracking)
+    log_to: list[Tracker] = Field(
+        default_factory=list, description="also log to tensorboard, wandb and/or mlflow (comma-separated)"
+    )
 
     # ---- checks ----
     @model_validator(mode="before")
@@ -147,7 +154,7 @@ class TrainConfig(Settings):
             raise ValueError(f"--threads must be <= {most} (4 per CPU core of this machine), got {value}")
         return value
 
-    @field_validator("modalities", mode="before")
+    @field_validator("modalities", "log_to", mode="before")
     @classmethod
     def _split_modalities(cls, value: Any) -> Any:
         return csv_list(value)

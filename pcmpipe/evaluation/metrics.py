@@ -332,3 +332,20 @@ def peak_memory(fn: Callable[..., Any], *args: Any, device: str = "cpu", **kwarg
     finally:
         tracemalloc.stop()
     return result, peak
+
+
+def metrics_csv(result: dict) -> str:
+    """An evaluation result ({"run", "dataset", "split", level: {"X->Y": {metric: percent}}}) as CSV text: one row
+    per (level, direction, metric), summaries ("X+Y", "mean") included, for spreadsheets and pandas."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["run", "dataset", "split", "level", "direction", "metric", "value"])
+    for level in ("instance", "class"):
+        for direction, values in result.get(level, {}).items():
+            for metric, value in values.items():
+                row = [result.get("run", ""), result.get("dataset", ""), result.get("split", ""), level]
+                writer.writerow([*row, direction, metric, f"{value:.6g}"])
+    return buf.getvalue()

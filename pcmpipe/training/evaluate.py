@@ -7,8 +7,10 @@ expected score of a random ranking ("chance") so reports can show trained vs unt
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from itertools import combinations, permutations
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -122,25 +124,37 @@ def cache_root_of(rec: dict, run_dir: Path) -> Path:
     return beside if beside.name == given.name and beside.is_dir() else given
 
 
-def non_finite(mods: dict[str, ModalityData], chunk: int = 4096) -> list[str]:
+def non_finite(mods: Mapping[str, Any], chunk: int = 4096) -> list[str]:
     """Modalities whose in-memory features are non-finite or overflow float32 arithmetic (a row whose squared
     norm is inf, e.g. values near 1e20 from a broken export or import): the heads' LayerNorm turns them into
     NaN at the first step, and the loss message would then blame the learning rate."""
     bad = []
     for m, d in mods.items():
-        if d.features is None:  # streamed: decoded chunk by chunk during validation only
+        features = getattr(d, "features", None)
+        if features is None:  # streamed: decoded chunk by chunk, never all in memory
             continue
-        flat = d.features.reshape(len(d.features), -1)
-        if any(not bool(torch.isfinite((x * x).sum(1)).all()) for x in flat.split(chunk)):
+        flat = features.reshape(len(features), -1)
+        # in float32: a float16 cache's squared norms overflow float16 long before they trouble the heads
+        if any(not bool(torch.isfinite((x.float() ** 2).sum(1)).all()) for x in flat.split(chunk)):
             bad.append(m)
     return bad
 
 
-def evaluate_run(run_dir, match: str | None = None, split: str | None = None, device: str = "cpu") -> dict:
-    """Re-score a finished run's heads on a split of its caches (default: its test split).
+def evaluate_run(
+    run_dir,
+    match: str | None = None,
+    split: str | None = None,
+    device: str = "cpu",
+    ks: Sequence[int] = (1, 5),
+    dataset: str | None = None,
+    cache_root: str | None = None,
+) -> dict:
+    """Re-score a finished run's heads on a split of its caches (default: its test split), or on any cached
+    `dataset` and split whose features come from the backbones the run was trained on.
 
-    Returns {"run", "split", "match", level: metrics}. The caches must be the ones the run recorded
-    (same fingerprint), otherwise the numbers would silently describe other features.
+    Returns {"run", "dataset", "split", "ks", level: metrics}. The run's own caches must be the ones it recorded
+    (same fingerprint); another dataset's caches must carry the same backbone and weights checksum, otherwise
+    the numbers would silently describe other features.
     """
     from pcmpipe.samples import load_modality
     from pcmpipe.training.rundir import load_heads, run_config
@@ -149,10 +163,19 @@ def evaluate_run(run_dir, match: str | None = None, split: str | None = None, de
     rec = run_config(run_dir)
     cfg = rec["config"]
     split = split or cfg["split_test"]
+    ks = sorted({int(k) for k in ks})
+    if not ks or ks[0] < 1:
+        raise UserError("--recall-k takes positive integers, e.g. 1,5,10")
+    own = (dataset or cfg["dataset"]) == cfg["dataset"] and Path(cache_root or cfg["cache_root"]) == Path(
+        cfg["cache_root"]
+    )
+    dataset = dataset or cfg["dataset"]
+    # the run's own cache: found from any directory (cache_root_of); another one: as the user names it
+    root = cache_root_of(rec, run_dir) if cache_root is None else Path(cache_root)
     levels = [match] if match else None
-    root = cache_root_of(rec, run_dir)
+    names = cfg["modalities"] if own else _covered(root, dataset, split, cfg["modalities"])
     try:
-        mods = {m: load_modality(root, cfg["dataset"], m, split) for m in cfg["modalities"]}
+        mods = {m: load_modality(root, dataset, m, split) for m in names}
     except UserError as e:
         raise UserError(
             f"{e} (evaluate looked under {root.resolve()}; {run_dir.name} recorded cache_root {cfg['cache_root']!r})"
@@ -160,16 +183,56 @@ def evaluate_run(run_dir, match: str | None = None, split: str | None = None, de
     recorded = rec.get("caches", {}).get(split, {})
     for m, d in mods.items():
         fp = recorded.get(m, {}).get("fingerprint")
-        if fp is not None and fp != d.fingerprint:
+        if own and fp is not None and fp != d.fingerprint:
             raise UserError(
                 f"cache {d.directory} changed since {run_dir.name} was trained (fingerprint "
                 f"{d.fingerprint[:12]} vs {fp[:12]}); retrain or restore the cache"
             )
+        if not own:
+            _check_same_backbone(rec, m, d)
     heads, _ = load_heads(run_dir, device)
-    for d in mods.values():
+    for m, d in mods.items():
+        if tuple(d.shape) != tuple(heads[m].in_shape):
+            raise UserError(
+                f"{d.directory} holds features of shape {tuple(d.shape)}, the {m} head of {run_dir.name} takes "
+                f"{tuple(heads[m].in_shape)}; extract {dataset} with the run's backbones"
+            )
         d.features = d.resident().to(device)  # load_modality without stream_above reads them into memory
-    emb = embed_rows(heads, mods, int(cfg.get("eval_batch", 4096)))
-    out: dict = {"run": str(run_dir), "split": split}
+    emb = embed_rows(torch.nn.ModuleDict({m: heads[m] for m in mods}), mods, int(cfg.get("eval_batch", 4096)))
+    out: dict = {"run": str(run_dir), "dataset": dataset, "split": split, "ks": ks}
     for level in levels or levels_available(mods):
-        out[level] = score(emb, mods, level)
+        out[level] = score(emb, mods, level, ks=ks)
     return out
+
+
+def _covered(cache_root, dataset: str, split: str, modalities: list[str]) -> list[str]:
+    """The run's modalities cached for (dataset, split); at least two are needed to score a direction."""
+    from pcmpipe.cache import read_manifest
+
+    found = [m for m in modalities if read_manifest(cache_root, dataset, m, split) is not None]
+    if len(found) < 2:
+        raise UserError(
+            f"{dataset} {split} under {cache_root} caches {', '.join(found) or 'none'} of the run's modalities "
+            f"{', '.join(modalities)}; extract at least two of them"
+        )
+    return found
+
+
+def _check_same_backbone(rec: dict, modality: str, data: ModalityData) -> None:
+    """Another dataset's cache must come from the backbone (name and weights checksum) the run trained on."""
+    from pathlib import Path
+
+    from pcmpipe.cache import open_cache
+
+    cfg = rec["config"]
+    path = rec.get("caches", {}).get(cfg["split_train"], {}).get(modality, {}).get("path")
+    if not path or not Path(path).is_dir():
+        return  # the training cache is gone: the shape check in evaluate_run is all that can be done
+    trained = open_cache(path, verify=False).meta
+    here = open_cache(data.directory, verify=False).meta
+    for key in ("backbone", "weights_sha256"):
+        if trained.get(key) != here.get(key):
+            raise UserError(
+                f"{data.directory} was extracted with {key} {str(here.get(key))[:16]}, the run's {modality} with "
+                f"{str(trained.get(key))[:16]}; extract it with the run's backbone and weights"
+            )

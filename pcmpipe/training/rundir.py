@@ -305,13 +305,13 @@ def software_versions() -> dict:
 
     import numpy
 
-    import pcmpipe
+    from pcmpipe.version import __version__
 
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": numpy.__version__,
-        "pcmpipe": pcmpipe.__version__,
+        "pcmpipe": __version__,
     }
 
 

@@ -34,9 +34,10 @@ from pcmpipe.samples import SplitData, SplitInfo, check_compatible, load_split, 
 from pcmpipe.samples_stream import StreamedSplit, load_training, resolve_stream
 from pcmpipe.training import rundir as runs
 from pcmpipe.training.evaluate import embed_rows, evaluate_all, levels_available, mean_r1, non_finite, score
-from pcmpipe.training.events import Note, OnEvent, RunFinished, StepDone, TrainingStarted, emitter
+from pcmpipe.training.events import Note, OnEvent, RunFinished, StepDone, TrainingStarted
 from pcmpipe.training.optim import adamw, clamp_logit_scale, cosine_schedule, param_groups, resolve_device
 from pcmpipe.training.state import Resumable, TrainState, restore
+from pcmpipe.training.tracking import tracked
 
 
 def _load_data(cfg: TrainConfig, device: torch.device) -> tuple[SplitData | StreamedSplit, SplitData, SplitInfo]:
@@ -80,11 +81,13 @@ def train(cfg: TrainConfig, on_event: OnEvent | None = None) -> Path:
     joined = not distributed.is_distributed()
     dist_info = distributed.init_from_env()  # one process (WORLD_SIZE unset): nothing happens
     joined = joined and distributed.is_distributed()
-    # one rank reports; the others would send the same events again
-    emit = emitter(on_event if dist_info.is_main else None)
     try:
         named = cfg.resolved()  # the run's name, for its lock (held from the claim to the rename)
-        with runs.run_lock(named.runs_root, str(named.name), main=dist_info.is_main, barrier=distributed.barrier):
+        # one rank reports (and tracks); the others would send the same events again
+        with (
+            runs.run_lock(named.runs_root, str(named.name), main=dist_info.is_main, barrier=distributed.barrier),
+            tracked(cfg, on_event if dist_info.is_main else None, enabled=dist_info.is_main) as emit,
+        ):
             return _train(cfg, emit)
     finally:
         torch.set_num_threads(before)

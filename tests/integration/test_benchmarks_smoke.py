@@ -25,6 +25,8 @@ SCRIPTS = [
     "extract_pipeline.py",
     "finetune_cost.py",
     "train_memory.py",
+    "search.py",
+    "embed.py",
 ]
 
 

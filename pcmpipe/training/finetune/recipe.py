@@ -23,7 +23,7 @@ from pcmpipe.config import FinetuneConfig, config_fingerprint
 from pcmpipe.errors import UserError
 from pcmpipe.training import rundir as runs
 from pcmpipe.training.evaluate import evaluate_all, mean_r1
-from pcmpipe.training.events import Note, OnEvent, RunFinished, emitter
+from pcmpipe.training.events import Note, OnEvent, RunFinished
 from pcmpipe.training.finetune.model import Coordinator, in_tower, optimizer_groups, save_backbone
 from pcmpipe.training.optim import adamw, cosine_schedule, resolve_device
 from pcmpipe.training.state import Resumable, TrainState, restore
@@ -66,19 +66,20 @@ def _record_config(
 
 def finetune(cfg: FinetuneConfig, on_event: OnEvent | None = None) -> Path:
     """Fine-tune for `cfg`, write the run directory, return its path (module docstring). Progress goes to
-    `on_event` (pcmpipe.training.events); None drops it."""
+    `on_event` (pcmpipe.training.events); None drops it. `cfg.log_to` adds tracking (pcmpipe.training.tracking)."""
+    from pcmpipe.training.tracking import tracked
+
     named = cfg.resolved()  # the run's name, for its lock (held from the claim to the rename)
-    with runs.run_lock(named.runs_root, str(named.name)):
-        return _finetune(cfg, on_event)
+    with runs.run_lock(named.runs_root, str(named.name)), tracked(cfg, on_event) as emit:
+        return _finetune(cfg, emit)
 
 
-def _finetune(cfg: FinetuneConfig, on_event: OnEvent | None) -> Path:
+def _finetune(cfg: FinetuneConfig, emit: OnEvent) -> Path:
     from pcmpipe.backbones import create_backbone
     from pcmpipe.datasets import open_dataset
     from pcmpipe.training.finetune.data import Sources, eval_modalities
     from pcmpipe.training.finetune.loop import run_epochs
 
-    emit = emitter(on_event)
     cfg = cfg.resolved()
     # resolved() fills the name and batch size; the schema refuses a config without data_root
     assert cfg.name is not None and cfg.batch_size is not None and cfg.data_root is not None

@@ -1,0 +1,165 @@
+"""Using a trained run: `embed` (new inputs -> coordinated embeddings), `index` (FAISS), `search`, `export`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from pcmpipe.cli.app import _guard, app, err_console
+from pcmpipe.errors import UserError
+
+RUN_HELP = "a finished run directory (cache/runs/<name>) or a folder written by `pcmpipe export`"
+
+
+def _texts(text: list[str] | None, text_file: Path | None) -> list[str]:
+    out = list(text or [])
+    if text_file is not None:
+        if not text_file.is_file():
+            raise UserError(f"--text-file {text_file} does not exist")
+        out += [line.strip() for line in text_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return out
+
+
+@app.command("embed")
+def embed_cmd(
+    run_dir: Path = typer.Argument(..., help=RUN_HELP),
+    inputs: list[Path] | None = typer.Argument(None, help="image or audio files, or folders of them"),
+    modality: str = typer.Option(..., "--modality", help="which of the run's modalities the inputs are, e.g. I or T"),
+    out: Path = typer.Option(..., "--out", help="new cache directory for the embeddings"),
+    text: list[str] | None = typer.Option(None, "--text", help="a text to embed (repeatable)"),
+    text_file: Path | None = typer.Option(None, "--text-file", help="texts to embed, one per line"),
+    cache: Path | None = typer.Option(
+        None, "--cache", help="a feature cache directory of this modality: its rows go through the head only"
+    ),
+    dtype: str = typer.Option("float32", "--dtype", help="stored precision: float32 or float16"),
+    batch_size: int = typer.Option(64, "--batch-size", help="inputs per backbone forward pass"),
+    workers: int | None = typer.Option(
+        None, "--workers", help="image/audio decoding processes (default as `pcmpipe extract`; 0 = main process)"
+    ),
+    strict: bool = typer.Option(False, "--strict", help="stop at the first unusable input instead of skipping it"),
+) -> None:
+    """Embed new inputs with a trained run (backbone + head) into a cache of normalised embeddings."""
+    with _guard():
+        from pcmpipe.extract.runner import default_workers
+        from pcmpipe.runs import load_run
+        from pcmpipe.runs.embed import embed_cache_to_cache, embed_inputs_to_cache
+        from pcmpipe.runs.inputs import expand_files
+
+        run = load_run(run_dir)
+        texts = _texts(text, text_file)
+        given = [bool(inputs), bool(texts), cache is not None]
+        if sum(given) != 1:
+            raise UserError("pass exactly one kind of input: files/folders, --text/--text-file, or --cache DIR")
+        if cache is not None:
+            result = embed_cache_to_cache(run, modality, cache, out, dtype=dtype)
+        else:
+            kind = run.kind(modality)
+            if texts and kind != "text":
+                raise UserError(f"modality {modality} takes {kind or 'vector'} inputs, not --text")
+            if inputs and kind not in ("image", "audio"):
+                raise UserError(
+                    f"modality {modality} takes {kind or 'vector'} inputs, not files; use --text or --cache"
+                )
+            items = texts if texts else [str(p) for p in expand_files(inputs or [], str(kind))]
+            result = embed_inputs_to_cache(
+                run,
+                modality,
+                items,
+                out,
+                dtype=dtype,
+                batch_size=batch_size,
+                strict=strict,
+                workers=default_workers("cpu") if workers is None else workers,
+            )
+        for rid, reason in result["skipped"].items():
+            err_console.print(f"[yellow]skipped {rid}: {reason}[/]", highlight=False, soft_wrap=True)
+        typer.echo(f"wrote {result['rows']} {modality} embeddings ({dtype}) to {result['out']}")
+
+
+@app.command("index")
+def index_cmd(
+    emb_dir: Path = typer.Argument(..., help="an embeddings cache written by `pcmpipe embed`"),
+    out: Path | None = typer.Option(None, "--out", help="index folder (default: <EMB_DIR>.index beside it)"),
+    kind: str = typer.Option("flat", "--kind", help="flat (exact), ivf or ivfpq", metavar="<flat|ivf|ivfpq>"),
+    nlist: int | None = typer.Option(None, "--nlist", help="ivf/ivfpq: k-means cells (default ~4 sqrt(N))"),
+    nprobe: int = typer.Option(8, "--nprobe", help="ivf/ivfpq: cells visited per query"),
+    pq_m: int = typer.Option(16, "--pq-m", help="ivfpq: bytes per vector (divides the dimension)"),
+) -> None:
+    """Build a FAISS index (inner product on normalised vectors) over one modality's embeddings."""
+    with _guard():
+        from pcmpipe.cache import open_cache
+        from pcmpipe.index import build_index, save_index
+
+        reader = open_cache(emb_dir)
+        if "embedding" not in reader.feature_names:
+            raise UserError(f"{emb_dir} holds features, not embeddings; make them with `pcmpipe embed`")
+        cols, feats = reader.read(["embedding"])
+        index = build_index(feats["embedding"], kind, nlist=nlist, pq_m=pq_m)
+        if hasattr(index, "nprobe"):
+            index.nprobe = nprobe
+        target = out if out is not None else emb_dir.with_name(emb_dir.name + ".index")
+        meta: dict = {
+            "kind": kind,
+            "source": str(emb_dir),
+            "source_fingerprint": reader.fingerprint,
+            "meta": reader.meta,
+        }
+        if hasattr(index, "nprobe"):
+            meta.update(nlist=int(index.nlist), nprobe=nprobe)
+        save_index(target, index, cols["id"], meta)
+        typer.echo(f"indexed {len(cols['id'])} embeddings ({kind}) into {target}")
+
+
+@app.command("search")
+def search_cmd(
+    run_dir: Path = typer.Argument(..., help=RUN_HELP),
+    query: str | None = typer.Option(None, "--query", help="a text, or an image/audio file of the --from modality"),
+    query_id: str | None = typer.Option(None, "--query-id", help="a row id of the run's stored --from embeddings"),
+    from_: str = typer.Option(..., "--from", help="the query's modality, e.g. T"),
+    to: str = typer.Option(..., "--to", help="the modality to search, e.g. I"),
+    k: int = typer.Option(10, "-k", "--k", help="how many results"),
+    gallery: Path | None = typer.Option(
+        None, "--gallery", help="an embeddings cache (`pcmpipe embed`) or index folder (`pcmpipe index`) of --to"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="print JSON (for scripts) instead of a table"),
+) -> None:
+    """Search from any of a run's modalities to any other; prints ids and cosine scores."""
+    with _guard():
+        from pcmpipe.runs import load_run
+        from pcmpipe.runs.loaded import search_gallery
+
+        if (query is None) == (query_id is None):
+            raise UserError("pass one of --query (text or file) or --query-id (a stored row id)")
+        run = load_run(run_dir)
+        if query_id is not None:
+            q = run.embedding_of(from_, query_id)
+        else:
+            q = run.embed(from_, [str(query)])
+        hits = search_gallery(run, to, q, k, gallery)[0]
+        if as_json:
+            typer.echo(json.dumps([{"id": i, "score": s} for i, s in hits]))
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"{from_} -> {to}: {query if query is not None else query_id}")
+        table.add_column("rank", justify="right")
+        table.add_column("id")
+        table.add_column("score", justify="right")
+        for rank, (rid, score) in enumerate(hits, 1):
+            table.add_row(str(rank), rid, f"{score:.4f}")
+        Console().print(table)
+
+
+@app.command("export")
+def export_cmd(
+    run_dir: Path = typer.Argument(..., help="a finished run directory, e.g. cache/runs/<name>"),
+    out: Path = typer.Argument(..., help="new or empty folder to write"),
+) -> None:
+    """Write a run as a Hub-style folder: safetensors heads, config.json and a README model card."""
+    with _guard():
+        from pcmpipe.runs.export import export_run
+
+        typer.echo(f"exported {run_dir.name} to {export_run(run_dir, out)}")

@@ -1,0 +1,93 @@
+"""Raw inputs of a run's modality -> backbone features, through extraction's own batch generators.
+
+Images and audio are files, text is strings. Each input becomes a dataset `Record` and goes through
+`pcmpipe.extract.sources` (the same decoding, preprocessing, batching and skip reasons as `pcmpipe extract`), so
+a run embeds a new caption exactly as its cache was built. Rows come back in input order; an input that cannot
+be encoded is listed with its reason (the caller decides whether that is an error).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pcmpipe.backbones import Backbone
+from pcmpipe.datasets import Record
+from pcmpipe.errors import UserError
+from pcmpipe.extract.sources import Encoded, audio_batches, image_batches, text_batches
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+
+
+@dataclass
+class Features:
+    """Backbone features of the inputs that could be encoded, in input order, and why the others could not."""
+
+    ids: list[str]
+    features: np.ndarray  # float32 [N, *feature_shape]
+    skipped: dict[str, str] = field(default_factory=dict)  # id -> reason
+
+
+def expand_files(inputs: Sequence[str | Path], kind: str) -> list[Path]:
+    """Files as given, and a directory's files of this kind (sorted, not recursive)."""
+    suffixes = IMAGE_SUFFIXES if kind == "image" else AUDIO_SUFFIXES
+    out: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            out += sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes)
+        else:
+            out.append(path)
+    return out
+
+
+def file_ids(paths: Sequence[Path]) -> list[str]:
+    """A file's id is its stem (Flickr8k's image ids are); two files with one stem are an error."""
+    ids = [p.stem for p in paths]
+    seen: dict[str, Path] = {}
+    for i, p in zip(ids, paths):
+        if i in seen:
+            raise UserError(f"{p} and {seen[i]} would share the id {i!r}; rename one or embed them separately")
+        seen[i] = p
+    return ids
+
+
+def encode_inputs(
+    backbone: Backbone,
+    inputs: Sequence[str | Path],
+    *,
+    ids: Sequence[str] | None = None,
+    batch_size: int = 64,
+    workers: int = 0,
+) -> Features:
+    """Texts (text backbones) or file paths (image, audio) -> Features. ids default: text -> "0", "1", ...;
+    files -> their stems."""
+    kind = backbone.modality_kind
+    if kind == "text":
+        ids = [str(i) for i in range(len(inputs))] if ids is None else [str(i) for i in ids]
+        records = [Record(i, {}, text=str(t)) for i, t in zip(ids, inputs)]
+        batches = text_batches(backbone, records, batch_size)
+    else:
+        paths = [Path(p) for p in inputs]
+        ids = file_ids(paths) if ids is None else [str(i) for i in ids]
+        records = [Record(i, {}, path=p) for i, p in zip(ids, paths)]
+        if kind == "image":
+            batches = image_batches(backbone, records, batch_size, workers)
+        else:
+            batches = audio_batches(backbone, records, batch_size, workers)  # type: ignore[arg-type]
+    if len(ids) != len(inputs):
+        raise ValueError(f"{len(ids)} ids for {len(inputs)} inputs")
+    rows: dict[str, np.ndarray] = {}
+    skipped: dict[str, str] = {}
+    for item in batches:
+        if isinstance(item, Encoded):
+            rows.update({r.id: f for r, f in zip(item.records, item.features)})
+        else:
+            skipped[item.record.id] = item.reason
+    kept = [i for i in ids if i in rows]
+    feats = np.stack([rows[i] for i in kept]) if kept else np.zeros((0, *backbone.feature_shape), np.float32)
+    return Features(kept, feats, skipped)

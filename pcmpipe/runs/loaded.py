@@ -1,0 +1,281 @@
+"""`load_run(path) -> Run`: a finished run (or a folder written by `pcmpipe export`) ready to embed and search.
+
+A run knows, per modality, its trained head and the backbone its features came from: the backbone name and
+weights are read from the manifests of the caches the run was trained on (`config.json` records them), or, for an
+exported folder, from its `config.json`. The backbone is built lazily on the first raw input, and checked against
+the weights checksum the cache recorded, so a run never silently embeds with other weights.
+
+Embeddings are the heads' outputs L2-normalised: the cosine the losses trained, as inner products.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pcmpipe.backbones import Backbone, backbone_kind, create_backbone
+from pcmpipe.cache import cache_dir, open_cache
+from pcmpipe.cache.layout import MANIFEST
+from pcmpipe.cache.manifest import load_manifest
+from pcmpipe.errors import UserError
+from pcmpipe.heads import ProjectionHead
+from pcmpipe.index import EmbeddingIndex, normalise
+from pcmpipe.runs.inputs import encode_inputs
+from pcmpipe.training import rundir
+
+EXPORT_KIND = "pcmpipe-heads"  # config.json "kind" of an exported folder
+# Keys of a backbone record: enough to rebuild it and to check it is the one the features came from.
+BACKBONE_KEYS = ("backbone", "weights", "weights_sha256")
+
+
+@dataclass
+class Run:
+    """A trained run's heads and backbones. Build it with `load_run`."""
+
+    path: Path
+    config: dict  # resolved settings (config.json's "config")
+    heads: torch.nn.ModuleDict
+    logit_scale: float
+    shapes: dict[str, tuple[int, ...]]
+    backbones: dict[str, dict | None]  # modality -> {"backbone", "weights", "weights_sha256"} or None (vectors)
+    fingerprint: str
+    record: dict = field(default_factory=dict, repr=False)  # the whole config.json
+    _built: dict[str, Backbone] = field(default_factory=dict, repr=False)
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.shapes)
+
+    @property
+    def dim(self) -> int:
+        return int(heads_dim(self.heads))
+
+    def _check_modality(self, modality: str) -> None:
+        if modality not in self.heads:
+            raise UserError(f"run {self.path.name} has no modality {modality!r}; it has {', '.join(self.heads)}")
+
+    def kind(self, modality: str) -> str | None:
+        """'image' | 'text' | 'audio' of a modality's backbone; None for vector modalities (A, C, imported)."""
+        self._check_modality(modality)
+        bb = self.backbones.get(modality)
+        return backbone_kind(bb["backbone"]) if bb else None
+
+    def backbone(self, modality: str, device: str | torch.device = "cpu") -> Backbone:
+        """The backbone that made this modality's features (built once, checked against the recorded weights)."""
+        self._check_modality(modality)
+        spec = self.backbones.get(modality)
+        if spec is None:
+            raise UserError(
+                f"modality {modality} of run {self.path.name} has no backbone (its features were imported or "
+                "computed from vectors); pass features instead (`--cache DIR`, or an array in Python)"
+            )
+        if modality not in self._built:
+            bb = create_backbone(spec["backbone"], spec["weights"], device=device)
+            want = spec.get("weights_sha256")
+            if want and bb.meta.get("weights_sha256") != want:
+                raise UserError(
+                    f"the weights {spec['weights']!r} of {spec['backbone']} differ from the ones modality {modality} "
+                    f"was trained on (sha256 {str(bb.meta.get('weights_sha256'))[:12]} vs {want[:12]}); "
+                    "restore them, or re-extract and retrain"
+                )
+            self._built[modality] = bb
+        return self._built[modality]
+
+    # ---- embedding ----
+    @torch.no_grad()
+    def project(self, modality: str, features: np.ndarray | torch.Tensor, batch: int = 4096) -> np.ndarray:
+        """Backbone features [N, *shape] through the modality's head -> L2-normalised float32 [N, dim]."""
+        self._check_modality(modality)
+        x = torch.as_tensor(np.asarray(features, dtype=np.float32))
+        if tuple(x.shape[1:]) != self.shapes[modality]:
+            raise UserError(
+                f"features of shape {tuple(x.shape[1:])} do not fit the {modality} head of run "
+                f"{self.path.name}, which takes {self.shapes[modality]}"
+            )
+        head = self.heads[modality]
+        device = next(head.parameters()).device
+        out = [head(x[i : i + batch].to(device)).float().cpu() for i in range(0, x.shape[0], batch)]
+        emb = torch.cat(out).numpy() if out else np.zeros((0, self.dim), np.float32)
+        return normalise(emb)
+
+    def embed(
+        self, modality: str, inputs: Sequence[str | Path] | np.ndarray, *, batch_size: int = 64, strict: bool = True
+    ) -> np.ndarray:
+        """Coordinated embeddings [N, dim] (normalised) of texts, image/audio files, or features (an array).
+
+        strict: an input the backbone cannot take (missing file, empty text) is a UserError; with False it is
+        left out (use `embed_inputs` to learn which)."""
+        if isinstance(inputs, np.ndarray | torch.Tensor):
+            return self.project(modality, inputs)
+        ids, emb, skipped = self.embed_inputs(modality, inputs, batch_size=batch_size)
+        if strict and skipped:
+            first = next(iter(skipped))
+            raise UserError(f"cannot embed {modality} input {first!r}: {skipped[first]}; fix it or leave it out")
+        return emb
+
+    def embed_inputs(
+        self,
+        modality: str,
+        inputs: Sequence[str | Path],
+        *,
+        ids: Sequence[str] | None = None,
+        batch_size: int = 64,
+        workers: int = 0,
+    ) -> tuple[list[str], np.ndarray, dict[str, str]]:
+        """Raw inputs -> (ids kept, embeddings [N, dim], skipped id -> reason). Text ids default to input
+        positions (0, 1, ...); file ids to file stems. workers: image/audio decoding processes (0: this one)."""
+        if isinstance(inputs, str | Path):
+            raise TypeError("inputs is a list of texts or paths, not one string")
+        bb = self.backbone(modality)
+        if ids is None and bb.modality_kind == "text":
+            ids = [str(i) for i in range(len(inputs))]
+        feats = encode_inputs(bb, list(inputs), ids=ids, batch_size=batch_size, workers=workers)
+        return feats.ids, self.project(modality, feats.features), feats.skipped
+
+    # ---- galleries and search ----
+    def gallery(self, modality: str) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, normalised embeddings) the run stored for its test split (`embeddings/<m>.safetensors`)."""
+        self._check_modality(modality)
+        folder = self.path / "embeddings"
+        if not (folder / f"{modality}.safetensors").is_file():
+            raise UserError(
+                f"{self.path} stores no {modality} embeddings to search; embed a gallery with "
+                f"`pcmpipe embed {self.path} --modality {modality} ... --out DIR` and pass --gallery DIR"
+            )
+        emb = rundir.load_embeddings(self.path)[modality]
+        return np.asarray(emb.columns["id"], dtype=str), normalise(emb.embedding.numpy())
+
+    def embedding_of(self, modality: str, row_id: str) -> np.ndarray:
+        """The stored test embedding [1, dim] of one row (a cached id) of the run."""
+        ids, emb = self.gallery(modality)
+        hit = np.flatnonzero(ids == str(row_id))
+        if not hit.size:
+            raise UserError(f"no {modality} row with id {row_id!r} among the {len(ids)} stored in {self.path.name}")
+        return emb[hit[:1]]
+
+    def search(
+        self,
+        query: str | Path | np.ndarray,
+        from_: str,
+        to: str,
+        k: int = 10,
+        gallery: EmbeddingIndex | tuple[np.ndarray, np.ndarray] | str | Path | None = None,
+    ) -> list[tuple[str, float]]:
+        """The `k` rows of modality `to` closest to `query` (a text, a file, or one row's features of `from_`).
+
+        gallery: an `EmbeddingIndex`, (ids, vectors), a folder written by `pcmpipe embed` / `pcmpipe index`, or
+        None for the run's own stored test embeddings. Without an index the scores are one exact matmul."""
+        self._check_modality(to)
+        q = self.project(from_, query[None]) if isinstance(query, np.ndarray) else self.embed(from_, [query])
+        found = search_gallery(self, to, q, k, gallery)
+        return found[0]
+
+
+def heads_dim(heads: torch.nn.ModuleDict) -> int:
+    """D of the heads (every head of a run has the same output size)."""
+    head = next(iter(heads.values()))
+    assert isinstance(head, ProjectionHead), "build_heads makes ProjectionHeads"
+    return head.dim
+
+
+def search_gallery(
+    run: Run, to: str, queries: np.ndarray, k: int, gallery: Any = None
+) -> list[list[tuple[str, float]]]:
+    """Top-k (id, score) per query row against a gallery (see Run.search); normalised queries [Q, dim]."""
+    if k < 1:
+        raise UserError("-k must be at least 1")
+    if isinstance(gallery, str | Path):
+        gallery = open_gallery(gallery, run.dim)
+    if isinstance(gallery, EmbeddingIndex):
+        ids, scores = gallery.search(queries, k)
+        return [[(str(i), float(s)) for i, s in zip(ri, rs) if i != ""] for ri, rs in zip(ids, scores)]
+    g_ids, g_emb = gallery if gallery is not None else run.gallery(to)
+    if g_emb.shape[1] != queries.shape[1]:
+        raise UserError(f"gallery vectors have {g_emb.shape[1]} dimensions, the run's embeddings {queries.shape[1]}")
+    sim = torch.as_tensor(normalise(queries)) @ torch.as_tensor(normalise(g_emb)).T
+    top = torch.topk(sim, min(k, sim.shape[1]), dim=1)
+    g_ids = np.asarray(g_ids, dtype=str)
+    return [
+        [(str(g_ids[j]), float(s)) for j, s in zip(rows.tolist(), vals.tolist())]
+        for rows, vals in zip(top.indices, top.values)
+    ]
+
+
+def open_gallery(path: str | Path, dim: int | None = None) -> EmbeddingIndex | tuple[np.ndarray, np.ndarray]:
+    """A folder from `pcmpipe index` (-> EmbeddingIndex) or `pcmpipe embed` (-> (ids, normalised vectors))."""
+    from pcmpipe.index import open_index
+    from pcmpipe.index.store import INDEX_FILE
+
+    path = Path(path)
+    if (path / INDEX_FILE).is_file():
+        return open_index(path)
+    reader = open_cache(path, verify=False)
+    if "embedding" not in reader.feature_names:
+        raise UserError(f"{path} is a feature cache, not embeddings; make one with `pcmpipe embed RUN ... --out DIR`")
+    cols, feats = reader.read(["embedding"])
+    emb = feats["embedding"].astype(np.float32)
+    if dim is not None and emb.shape[1] != dim:
+        raise UserError(f"embeddings in {path} have {emb.shape[1]} dimensions, the run's {dim}")
+    return np.asarray(cols["id"], dtype=str), normalise(emb)
+
+
+# ---- loading ----
+def _cache_meta(run_dir: Path, rec: dict, modality: str) -> dict | None:
+    """The manifest meta of the cache the run trained `modality` on (recorded path, else beside the run)."""
+    cfg = rec["config"]
+    entry = rec.get("caches", {}).get(cfg.get("split_train", "train"), {}).get(modality, {})
+    candidates = [Path(entry["path"])] if entry.get("path") else []
+    # runs live at <cache_root>/runs/<name> by default: a relative path recorded elsewhere still resolves
+    candidates.append(cache_dir(run_dir.resolve().parent.parent, cfg["dataset"], modality, cfg["split_train"]))
+    for directory in candidates:
+        if (directory / MANIFEST).is_file():
+            return load_manifest(directory / MANIFEST)["meta"]
+    return None
+
+
+def backbones_of(run_dir: Path, rec: dict) -> dict[str, dict | None]:
+    """modality -> backbone record (BACKBONE_KEYS) of a training run; None where features had no backbone."""
+    out: dict[str, dict | None] = {}
+    live = rec.get("backbones", {})
+    for m in rec["config"]["modalities"]:
+        if m in live:  # an unfrozen tower of fine-tuning: its best epoch's weights are in the run
+            out[m] = {"backbone": live[m]["name"], "weights": str(run_dir / f"{live[m]['kind']}_backbone.safetensors")}
+            continue
+        meta = _cache_meta(run_dir, rec, m)
+        if meta is not None and meta.get("backbone") and meta.get("weights") is not None:
+            try:
+                backbone_kind(meta["backbone"])
+            except UserError:
+                out[m] = None  # "synthetic", "imported", ...: not a backbone pcmpipe can build
+                continue
+            out[m] = {k: meta.get(k) for k in BACKBONE_KEYS}
+        else:
+            out[m] = None
+    return out
+
+
+def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
+    """A finished run directory (`cache/runs/<name>`) or a folder written by `pcmpipe export`."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise UserError(f"{path} is not a run directory or an exported run (no config.json)")
+    rec = rundir.read_json(path / "config.json")
+    heads, scale = rundir.load_heads(path, device)
+    if rec.get("kind") == EXPORT_KIND:
+        # fine-tuned towers ship inside the folder, named relative to it
+        backbones = {
+            m: ({**bb, "weights": str(path / bb["weights"])} if bb and (path / str(bb["weights"])).is_file() else bb)
+            for m, bb in rec["backbones"].items()
+        }
+        cfg, fp = rec["training_config"], rec["fingerprint"]
+    else:
+        if not rundir.is_complete(path):
+            raise UserError(f"run {path} is not finished (no {rundir.COMPLETE_MARKER}); train it to the end first")
+        backbones, cfg, fp = backbones_of(path, rec), rec["config"], rec["fingerprint"]
+    shapes = {m: tuple(h.in_shape) for m, h in heads.items()}
+    return Run(path, cfg, heads, scale, shapes, backbones, fp, rec)
