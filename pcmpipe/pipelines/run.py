@@ -91,6 +91,33 @@ def cached_complete(cache_root: Path, dataset: str, modality: str, splits=SPLITS
     return True
 
 
+def built_otherwise(cache_root: Path, data: DataSpec, modality: str, splits=SPLITS) -> str:
+    """'' when every split's manifest names the backbone and weights this plan extracts `modality` with, else
+    what differs. Cheap (no weights are loaded): the weights' checksum and the rest of the fingerprint are
+    compared by `extract` itself, which refuses a cache built with other settings."""
+    from pcmpipe.backbones import parse_weights
+    from pcmpipe.cache.reader import read_manifest
+    from pcmpipe.extract.plan import choose_backbone
+    from pcmpipe.modalities import KINDS
+
+    kind = KINDS.get(modality)
+    if kind is None:  # the dataset's own vectors (A, C) or a user's modality: nothing chosen by the plan
+        return ""
+    name, weights, _ = choose_backbone(modality, kind, data.backbones, data.weights)
+    label = parse_weights(weights).label
+    for split in splits:
+        try:
+            meta = (read_manifest(cache_root, data.dataset, modality, split) or {}).get("meta") or {}
+        except UserError:
+            continue  # unreadable: cached_complete already calls it missing
+        if "weights" not in meta:  # imported or hand-made features: the user placed them there on purpose
+            continue
+        have = (meta.get("backbone"), meta.get("weights"))
+        if have != (name, label):
+            return f"{modality} {split} was built with {have[0]} ({have[1]}), the plan names {name} ({label})"
+    return ""
+
+
 def run_is_done(spec: RunSpec) -> bool:
     """A run directory under the run's name whose config fingerprint is this run's and whose test metrics
     read back: a damaged test_metrics.json is a missing result here as in the report, and the train step
@@ -157,14 +184,20 @@ def make_plan(p: Pipeline, on_event: OnEvent | None = None) -> list[Step]:
             continue
         mods = needed_modalities(p, ds)
         missing = [m for m in mods if not cached_complete(cache_root, ds, m)]
+        # a complete cache made with other weights (say the demo's random ones) is not this plan's features
+        stale = {m: why for m in mods if m not in missing and (why := built_otherwise(cache_root, data, m))}
+        todo = missing + list(stale)
+        detail = "; ".join(
+            ([f"missing: {','.join(missing)}"] if missing else []) + [f"stale: {why}" for why in stale.values()]
+        )
         steps.append(
             Step(
                 "extract",
                 ds,
-                "missing" if missing else "cached",
+                "missing" if todo else "cached",
                 _extract_command(data, cache_root, mods),
-                action=partial(_extract, data, cache_root, missing, emit),
-                detail=f"missing: {','.join(missing)}" if missing else f"cached: {','.join(mods)}",
+                action=partial(_extract, data, cache_root, todo, emit),
+                detail=detail or f"cached: {','.join(mods)}",
             )
         )
     for name, spec in p.runs.items():

@@ -235,3 +235,28 @@ def test_report_skips_a_run_of_another_config_under_the_same_name(tmp_path):
 
 def _fingerprint_of(cache: Path) -> str:
     return json.loads((cache / "runs" / "s-pcmc" / "config.json").read_text())["fingerprint"]
+
+
+def test_a_cache_made_with_other_weights_is_not_cached_for_the_plan(tmp_path, one_thread):
+    """The demo's random-weight features are not table 1's: the planner says so and extract refuses them."""
+    from pcmpipe.datasets.synthetic import synth
+    from pcmpipe.extract import extract
+
+    root, cache = tmp_path / "flickr8k", tmp_path / "cache"
+    synth("flickr8k", root, images=6, seed=1)
+    tiny = {"image": "clip-tiny-image", "text": "clip-tiny-text"}
+    extract("flickr8k", root, modalities=["I"], cache_root=cache, backbones=tiny, weights={"image": "random:0"},
+            workers=0, batch_size=4, device="cpu")  # fmt: skip
+    doc = {
+        "name": "w",
+        "data": {"flickr8k": {"root": str(root), "modalities": ["I", "T"], "backbones": {"image": "clip-tiny-image"}}},
+        "runs": {"r": {"dataset": "flickr8k", "modalities": ["I", "T"], "epochs": 1}},
+        "tables": [{"kind": "directions", "title": "t", "metrics": ["r@1"], "columns": ["I->T"],
+                    "rows": [{"label": "x", "run": "r"}]}],
+    }  # fmt: skip
+    step = next(s for s in make_plan(pipeline_from_dict(doc, cache_root=str(cache))) if s.kind == "extract")
+    assert step.status == "missing" and "I train was built with clip-tiny-image (random:0)" in step.detail
+    assert "the plan names clip-tiny-image (default)" in step.detail
+    same = {**doc, "data": {"flickr8k": {**doc["data"]["flickr8k"], "weights": {"image": "random:0"}}}}
+    step = next(s for s in make_plan(pipeline_from_dict(same, cache_root=str(cache))) if s.kind == "extract")
+    assert "stale" not in step.detail  # T is missing, I is this plan's
