@@ -29,11 +29,11 @@ from torch import nn
 from pcmpipe import distributed
 from pcmpipe.config import TrainConfig, config_fingerprint
 from pcmpipe.errors import UserError
-from pcmpipe.losses import LOSSES, LossParams
+from pcmpipe.losses import LOSSES, LossParams, TargetShares
 from pcmpipe.samples import SplitData, SplitInfo, check_compatible, load_split, peek_split
 from pcmpipe.training import rundir as runs
 from pcmpipe.training.evaluate import embed_rows, evaluate_all, levels_available, mean_r1, score
-from pcmpipe.training.events import Note, OnEvent, RunFinished, StepDone, TrainingStarted, emitter
+from pcmpipe.training.events import Note, OnEvent, RunFinished, ShareMonitor, StepDone, TrainingStarted, emitter
 from pcmpipe.training.optim import adamw, clamp_logit_scale, cosine_schedule, param_groups, resolve_device
 from pcmpipe.training.state import Resumable, TrainState, restore
 
@@ -55,12 +55,36 @@ def _load_data(cfg: TrainConfig, device: torch.device) -> tuple[SplitData, Split
     return train, val, test
 
 
-def _build(cfg: TrainConfig, shapes: dict[str, tuple[int, ...]], device: torch.device):
-    """Heads (seeded init, modality order of the config) and the log logit scale parameter."""
+def standardisation(cfg: TrainConfig, train: SplitData) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+    """m -> (mean, scale or None) of the train split's rows of m (`cfg.standardize`); {} when off.
+
+    Over each modality's own cached rows, not the training samples: an image with five captions counts once.
+    """
+    if cfg.standardize == "none":
+        return {}
+    out: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+    for m, d in train.modalities.items():
+        x = d.resident().double()
+        scale = x.std(dim=0).clamp_min(1e-6).float() if cfg.standardize == "scale" else None
+        out[m] = (x.mean(dim=0).float(), scale)
+    return out
+
+
+def _build(
+    cfg: TrainConfig,
+    shapes: dict[str, tuple[int, ...]],
+    device: torch.device,
+    stats: dict[str, tuple[torch.Tensor, torch.Tensor | None]] | None = None,
+):
+    """Heads (seeded init, modality order of the config, input standardisation `stats`) and the log logit
+    scale parameter."""
     from pcmpipe.heads import build_heads
 
     torch.manual_seed(cfg.seed)
-    heads = build_heads(shapes, dim=cfg.dim).to(device)
+    heads = build_heads(shapes, dim=cfg.dim)
+    for m, (mean, scale) in (stats or {}).items():
+        heads[m].set_standardisation(mean.cpu(), None if scale is None else scale.cpu())
+    heads = heads.to(device)
     log_scale = nn.Parameter(
         torch.tensor(math.log(cfg.logit_scale_init), device=device),
         requires_grad=cfg.logit_scale == "learnable" and cfg.loss == "pcmc",
@@ -114,7 +138,8 @@ def _train(cfg: TrainConfig, emit: OnEvent) -> Path:
             f"{cfg.batch_size}; lower --batch-size"
         )
     shapes = {m: d.shape for m, d in train_d.modalities.items()}
-    heads, log_scale = _build(cfg, shapes, device)
+    stats = standardisation(cfg, train_d)
+    heads, log_scale = _build(cfg, shapes, device, stats)
     opt = adamw(param_groups(heads, [log_scale], cfg.weight_decay), cfg.lr, fused=True)
     parts = Resumable(
         {"heads": heads},
@@ -171,7 +196,7 @@ def _train(cfg: TrainConfig, emit: OnEvent) -> Path:
     # Best epoch -> test metrics, embeddings, heads; the completion marker last, then the rename.
     del train_d, val_d  # the training features go before the test split comes in (peak memory)
     test_d = _test_split(cfg, test_info, device)
-    untrained_heads, _ = _build(cfg, shapes, device)  # the seeded init the run started from
+    untrained_heads, _ = _build(cfg, shapes, device, stats)  # the seeded init the run started from
     untrained, _ = evaluate_all(untrained_heads, test_d.modalities, cfg.eval_batch)
     runs.write_json(tmp / "untrained_metrics.json", {"epoch": 0, "heads": "untrained (seeded init)", **untrained})
     if state.best_heads is not None:
@@ -211,7 +236,9 @@ def _loop(cfg, train_d, val_d, parts: Resumable, steps, state: TrainState, tmp, 
     n, bs = len(train_d), cfg.batch_size
     main = distributed.is_main()
     params = [*heads.parameters(), log_scale]
-    loss_fn, loss_params = LOSSES[cfg.loss], LossParams(log_scale, cfg.threshold, cfg.rho)
+    loss_fn, loss_params = LOSSES[cfg.loss], LossParams(log_scale, cfg.threshold, cfg.rho, cfg.target)
+    shares = TargetShares() if cfg.loss == "pcmr" else None
+    monitor = ShareMonitor(cfg.target, cfg.threshold, emit)
     losses = torch.zeros(steps, device=device)  # per-step losses, read once per refresh, not per step
     buffers = train_d.buffers(len(distributed.local_rows(torch.arange(bs))))  # this rank's rows, reused every step
     # Modalities with a row for every sample need no mask: the losses then skip the mask arithmetic.
@@ -228,12 +255,18 @@ def _loop(cfg, train_d, val_d, parts: Resumable, steps, state: TrainState, tmp, 
             inputs, local_present = train_d.batch(distributed.local_rows(order[s]), out=buffers)
             local_present = {m: p for m, p in local_present.items() if m not in complete}
             emb, present = distributed.gather_features({m: heads[m](x) for m, x in inputs.items()}, local_present)
-            # The target's inputs are gathered only when the loss needs them (PCMR), within this step.
+            # The target's inputs are gathered only when the loss needs them (PCMR), within this step. The
+            # features target compares the features as the heads see them (standardised when that is on).
             loss = loss_fn(
                 emb,
                 present,
-                lambda inputs=inputs: distributed.gather_features(inputs, None, with_grad=False)[0],
+                lambda inputs=inputs: distributed.gather_features(
+                    {m: heads[m].standardise(x) for m, x in inputs.items()}, None, with_grad=False
+                )[0],
                 loss_params,
+                # every rank holds the global order: the global batch's cached rows need no gather
+                rows=lambda rows=order[s]: {m: idx.index_select(0, rows) for m, idx in train_d.idx.items()},
+                shares=shares,
             )
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -268,6 +301,7 @@ def _loop(cfg, train_d, val_d, parts: Resumable, steps, state: TrainState, tmp, 
             "val_mean_r@1": val_r1,
             "best": improved,
             "val": val,
+            **({"target_share": monitor.epoch(epoch, shares.shares())} if shares is not None else {}),
             "train_time_s": train_time,
             "time_s": time.perf_counter() - t0,
         }

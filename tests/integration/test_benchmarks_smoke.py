@@ -24,6 +24,7 @@ SCRIPTS = [
     "train_epoch.py",
     "extract_pipeline.py",
     "finetune_cost.py",
+    "pcmr_target.py",
 ]
 
 
