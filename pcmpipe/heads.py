@@ -29,6 +29,9 @@ class ProjectionHead(nn.Module):
     forward(x [B, *in_shape]) -> [B, dim] (raw, not L2-normalised; the losses normalise).
     """
 
+    input_mean: Tensor  # buffers (see __init__), declared for the type checker
+    input_scale: Tensor
+
     def __init__(self, in_shape: tuple[int, ...], dim: int = 256) -> None:
         super().__init__()
         in_shape = tuple(int(s) for s in in_shape)

@@ -29,6 +29,7 @@ from torch import nn
 from pcmpipe import distributed
 from pcmpipe.config import TrainConfig, config_fingerprint
 from pcmpipe.errors import UserError
+from pcmpipe.heads import ProjectionHead
 from pcmpipe.losses import LOSSES, LossParams, TargetShares
 from pcmpipe.samples import SplitData, SplitInfo, check_compatible, load_split, peek_split
 from pcmpipe.training import rundir as runs
@@ -83,7 +84,9 @@ def _build(
     torch.manual_seed(cfg.seed)
     heads = build_heads(shapes, dim=cfg.dim)
     for m, (mean, scale) in (stats or {}).items():
-        heads[m].set_standardisation(mean.cpu(), None if scale is None else scale.cpu())
+        head = heads[m]
+        assert isinstance(head, ProjectionHead), "build_heads makes ProjectionHeads"
+        head.set_standardisation(mean.cpu(), None if scale is None else scale.cpu())
     heads = heads.to(device)
     log_scale = nn.Parameter(
         torch.tensor(math.log(cfg.logit_scale_init), device=device),
@@ -238,6 +241,8 @@ def _loop(cfg, train_d, val_d, parts: Resumable, steps, state: TrainState, tmp, 
     params = [*heads.parameters(), log_scale]
     loss_fn, loss_params = LOSSES[cfg.loss], LossParams(log_scale, cfg.threshold, cfg.rho, cfg.target)
     shares = TargetShares() if cfg.loss == "pcmr" else None
+    # the features target's view of the inputs: standardised as the heads see them
+    standardise = {m: h.standardise for m, h in heads.items() if isinstance(h, ProjectionHead)}
     monitor = ShareMonitor(cfg.target, cfg.threshold, emit)
     losses = torch.zeros(steps, device=device)  # per-step losses, read once per refresh, not per step
     buffers = train_d.buffers(len(distributed.local_rows(torch.arange(bs))))  # this rank's rows, reused every step
@@ -261,7 +266,7 @@ def _loop(cfg, train_d, val_d, parts: Resumable, steps, state: TrainState, tmp, 
                 emb,
                 present,
                 lambda inputs=inputs: distributed.gather_features(
-                    {m: heads[m].standardise(x) for m, x in inputs.items()}, None, with_grad=False
+                    {m: standardise[m](x) for m, x in inputs.items()}, None, with_grad=False
                 )[0],
                 loss_params,
                 # every rank holds the global order: the global batch's cached rows need no gather
