@@ -29,6 +29,9 @@ class ProjectionHead(nn.Module):
     forward(x [B, *in_shape]) -> [B, dim] (raw, not L2-normalised; the losses normalise).
     """
 
+    input_mean: Tensor  # buffers (see __init__), declared for the type checker
+    input_scale: Tensor
+
     def __init__(self, in_shape: tuple[int, ...], dim: int = 256) -> None:
         super().__init__()
         in_shape = tuple(int(s) for s in in_shape)
@@ -44,10 +47,42 @@ class ProjectionHead(nn.Module):
             self.layer_logits = nn.Parameter(torch.zeros(in_shape[0]))
         else:
             self.register_parameter("layer_logits", None)
+        # Input standardisation (x - mean) / scale, per feature element, fitted on the train split
+        # (`set_standardisation`). Buffers, not parameters: saved with the heads, so every user of a run's heads
+        # (evaluate, report, zero-shot) applies it; identity by default, and heads saved before it existed load
+        # as identity (`_load_from_state_dict`).
+        self.register_buffer("input_mean", torch.zeros(in_shape))
+        self.register_buffer("input_scale", torch.ones(in_shape))
+        self.standardised = False
         self.proj = nn.Linear(in_shape[-1], dim)
         self.fc1 = nn.Linear(dim, dim)
         self.fc2 = nn.Linear(dim, dim)
         self.norm = nn.LayerNorm(dim)
+
+    def set_standardisation(self, mean: Tensor | None, scale: Tensor | None = None) -> None:
+        """Subtract `mean` and divide by `scale` (both [*in_shape]; None: 0 / 1) before the projection."""
+        with torch.no_grad():
+            self.input_mean.copy_(torch.zeros(self.in_shape) if mean is None else mean.reshape(self.in_shape))
+            self.input_scale.copy_(torch.ones(self.in_shape) if scale is None else scale.reshape(self.in_shape))
+        self._update_standardised()
+
+    def _update_standardised(self) -> None:
+        # A Python flag, read once here: checking the buffers in forward would sync a GPU every step.
+        self.standardised = bool(self.input_mean.any()) or bool((self.input_scale != 1).any())
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
+        for name, fill in (("input_mean", 0.0), ("input_scale", 1.0)):
+            state_dict.setdefault(prefix + name, torch.full(self.in_shape, fill))
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        self._update_standardised()
+
+    def standardise(self, x: Tensor) -> Tensor:
+        """x [B, *in_shape] as the projection sees it: standardised when `set_standardisation` was given stats."""
+        return (x - self.input_mean) / self.input_scale if self.standardised else x
 
     def layer_weights(self) -> Tensor | None:
         """Softmax layer weights [L] (sum to 1), or None for vector inputs. Detached, for inspection."""
@@ -60,6 +95,7 @@ class ProjectionHead(nn.Module):
         if tuple(x.shape[1:]) != self.in_shape:
             raise ValueError(f"ProjectionHead expects [B, {self.in_shape}], got {tuple(x.shape)}")
         x = x.to(self.proj.weight.dtype)
+        x = self.standardise(x)
         if self.layer_logits is not None:
             w = F.softmax(self.layer_logits, dim=0)  # [L]
             # [B, 1, L] @ [B, L, D] -> [B, D]: one batched GEMM over the rows as stored. (`torch.matmul(w, x)`

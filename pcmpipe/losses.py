@@ -113,13 +113,73 @@ def pcmc_loss(
     return total
 
 
+TARGET_MODES = ("shared", "features", "projections")  # how Eq. 7's "shared view" is decided (docs/conventions.md)
+
+
+def _cosine(x: Tensor) -> Tensor:
+    """Cosine matrix [B, B] of the rows of x [B, ...], each row flattened (a HuBERT (13, 768) row is one vector).
+
+    cos = diag(1/|x|) (x x^T) diag(1/|x|): the Gram matrix of the raw rows, scaled. Same value as normalising
+    first (F.normalize's eps included), without a normalised copy of a [B, 9984] batch.
+    """
+    x = x.detach().reshape(x.shape[0], -1)
+    x = x.to(torch.promote_types(x.dtype, torch.float32))
+    inv = torch.linalg.vector_norm(x, dim=-1).clamp_min(1e-12).reciprocal()  # [B]
+    return (x @ x.T) * inv[:, None] * inv[None, :]
+
+
+def _both(mask: Tensor | None) -> Tensor | None:
+    return None if mask is None else mask[:, None] & mask[None, :]
+
+
+@torch.no_grad()
+def target_components(
+    values: dict[str, Tensor],
+    mode: str = "features",
+    threshold: float = 0.99,
+    present: dict[str, Tensor] | None = None,
+) -> dict[str, Tensor]:
+    """Per modality m, the bool [B, B] of pairs (p, q) that Eq. 7 counts as sharing view m.
+
+    - `shared`: values[m] are the cached row indices [B] of m; p and q share m when they use the same row
+      (two captions of one image use the same image row). No threshold.
+    - `features` / `projections`: values[m] are the backbone features [B, ...] / the heads' outputs [B, D];
+      p and q share m when their cosine is above `threshold` (strict).
+    Pairs where m is absent in p or q never share m. The diagonal is whatever the rule gives (see pcmr_target).
+    """
+    if mode not in TARGET_MODES:
+        raise ValueError(f"unknown PCMR target {mode!r}; valid: {', '.join(TARGET_MODES)}")
+    _check_batch(values)
+    masks = _masks(values, present)
+    out = {}
+    for name, x in values.items():
+        if mode == "shared":
+            same = x.reshape(-1)[:, None] == x.reshape(-1)[None, :]
+        else:
+            same = _cosine(x) > threshold
+        both = _both(masks[name])
+        out[name] = same if both is None else same & both
+    return out
+
+
+@torch.no_grad()
+def combine_target(components: dict[str, Tensor]) -> Tensor:
+    """Eq. 7's max over modalities: T[p, q] = 1 when p and q share any view; the diagonal is always 1.
+
+    Returns float [B, B] of 0/1 (no gradient)."""
+    stacked = torch.stack(list(components.values()))  # [M, B, B]
+    target = stacked.any(dim=0).to(torch.float32)
+    target.fill_diagonal_(1.0)
+    return target
+
+
 @torch.no_grad()
 def pcmr_target(
     inputs: dict[str, Tensor],
     threshold: float = 0.99,
     present: dict[str, Tensor] | None = None,
 ) -> Tensor:
-    """Regression target of Eq. 7 from the backbone features.
+    """Regression target of Eq. 7 from the backbone features (the `features` target).
 
     T[p, q] = 1 when, over the modalities present in both p and q, max_m cos(x_p^(m), x_q^(m)) > threshold
     (each row flattened: a HuBERT (13, 768) feature is one 9984-d vector), else 0; the diagonal is always 1.
@@ -127,24 +187,7 @@ def pcmr_target(
 
     inputs: name -> [B, ...]; present: name -> bool [B]. Returns float [B, B] of 0/1 (no gradient).
     """
-    B = _check_batch(inputs)
-    masks = _masks(inputs, present)
-    best: Tensor | None = None
-    for name, x in inputs.items():
-        x = x.detach().reshape(B, -1)
-        x = x.to(torch.promote_types(x.dtype, torch.float32))
-        # cos = diag(1/|x|) (x x^T) diag(1/|x|): the Gram matrix of the raw rows, scaled. Same value as
-        # normalising first (F.normalize's eps included), without a normalised copy of a [B, 9984] batch.
-        inv = torch.linalg.vector_norm(x, dim=-1).clamp_min(1e-12).reciprocal()  # [B]
-        cos = (x @ x.T) * inv[:, None] * inv[None, :]  # [B, B]
-        mask = masks[name]
-        if mask is not None:
-            cos = cos.masked_fill(~(mask[:, None] & mask[None, :]), float("-inf"))
-        best = cos if best is None else torch.maximum(best, cos.to(best.dtype))
-    assert best is not None, "_check_batch rejects an empty `inputs`"
-    target = (best > threshold).to(torch.float32)
-    target.fill_diagonal_(1.0)
-    return target
+    return combine_target(target_components(inputs, "features", threshold, present))
 
 
 def pcmr_loss(
@@ -191,11 +234,47 @@ def pcmr_loss(
 @dataclass(frozen=True)
 class LossParams:
     """The settings a training loss reads: the PCMC temperature (as its log, the trainer's parameter) and
-    PCMR's target threshold and power factor."""
+    PCMR's target (mode, threshold) and power factor."""
 
     log_scale: Tensor
     threshold: float = 0.99
     rho: float = 1.0
+    target: str = "features"
+
+
+class TargetShares:
+    """Per-epoch share of off-diagonal pairs the PCMR target marks, per modality, next to the share the ids imply.
+
+    `add` keeps device tensors (no sync per step); `shares()` reads them once per epoch. "Implied" counts the
+    pairs that use the same cached row of m (what `shared` marks); a threshold target far above it is treating
+    distinct samples as one (docs/conventions.md, "PCMR target").
+    """
+
+    def __init__(self) -> None:
+        self._marked: dict[str, Tensor] = {}
+        self._implied: dict[str, Tensor] = {}
+        self._pairs: dict[str, Tensor] = {}
+
+    def add(self, marked: dict[str, Tensor], implied: dict[str, Tensor], present: dict[str, Tensor] | None) -> None:
+        for m, comp in marked.items():
+            B = comp.shape[0]
+            off = ~torch.eye(B, dtype=torch.bool, device=comp.device)
+            both = _both(None if present is None else present.get(m))
+            pairs = off if both is None else off & both
+            for acc, value in ((self._marked, comp & pairs), (self._implied, implied[m] & pairs), (self._pairs, pairs)):
+                count = value.sum()
+                acc[m] = count if m not in acc else acc[m] + count
+
+    def shares(self) -> dict[str, dict[str, float]]:
+        """{"target": {m: share}, "ids": {m: share}} over the pairs seen since the last call; then reset."""
+        out: dict[str, dict[str, float]] = {"target": {}, "ids": {}}
+        for m in sorted(self._pairs):
+            n = max(int(self._pairs[m]), 1)
+            out["target"][m] = int(self._marked[m]) / n
+            out["ids"][m] = int(self._implied[m]) / n
+        for acc in (self._marked, self._implied, self._pairs):
+            acc.clear()
+        return out
 
 
 def _pcmc_step(
@@ -203,6 +282,8 @@ def _pcmc_step(
     present: dict[str, Tensor] | None,
     features: Callable[[], dict[str, Tensor]],
     params: LossParams,
+    rows: Callable[[], dict[str, Tensor]] | None = None,
+    shares: TargetShares | None = None,
 ) -> Tensor:
     return pcmc_loss(emb, present, logit_scale=params.log_scale.exp())
 
@@ -212,15 +293,41 @@ def _pcmr_step(
     present: dict[str, Tensor] | None,
     features: Callable[[], dict[str, Tensor]],
     params: LossParams,
+    rows: Callable[[], dict[str, Tensor]] | None = None,
+    shares: TargetShares | None = None,
 ) -> Tensor:
-    target = pcmr_target(features(), threshold=params.threshold, present=present)
-    return pcmr_loss(emb, target=target, present=present, rho=params.rho)
+    ids = rows() if rows is not None and (params.target == "shared" or shares is not None) else None
+    if params.target == "shared":
+        if ids is None:
+            raise ValueError("the shared PCMR target needs the batch's cached rows (`rows`)")
+        comps = target_components(ids, "shared", params.threshold, present)
+    elif params.target == "projections":
+        comps = target_components({m: e.detach() for m, e in emb.items()}, "projections", params.threshold, present)
+    else:
+        comps = target_components(features(), params.target, params.threshold, present)
+    if shares is not None and ids is not None:
+        implied = comps if params.target == "shared" else target_components(ids, "shared", present=present)
+        shares.add(comps, implied, present)
+    return pcmr_loss(emb, target=combine_target(comps), present=present, rho=params.rho)
 
 
 # The registry both trainers dispatch through, one call signature:
-#   LOSSES[name](emb, present, features, params) -> 0-d loss
-# emb/present as above; `features()` returns the batch's backbone features (the PCMR target's inputs), called
-# only by the losses that need them, so PCMC never pays for gathering them across ranks.
+#   LOSSES[name](emb, present, features, params, rows=None, shares=None) -> 0-d loss
+# emb/present as above; `features()` returns the batch's backbone features (the `features` target's inputs) and
+# `rows()` each modality's cached row index [B] (the `shared` target's inputs); both are called only by the
+# losses and targets that need them, so PCMC never pays for gathering them across ranks. `shares` collects the
+# target's per-modality share of marked pairs for the epoch log.
 LOSSES: dict[str, Callable[..., Tensor]] = {"pcmc": _pcmc_step, "pcmr": _pcmr_step}
 
-__all__ = ["pcmc_loss", "pcmr_target", "pcmr_loss", "LOSSES", "LossParams", "MAX_LOGIT_SCALE"]
+__all__ = [
+    "pcmc_loss",
+    "pcmr_target",
+    "pcmr_loss",
+    "target_components",
+    "combine_target",
+    "LOSSES",
+    "LossParams",
+    "TargetShares",
+    "TARGET_MODES",
+    "MAX_LOGIT_SCALE",
+]

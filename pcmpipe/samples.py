@@ -21,7 +21,9 @@ from pcmpipe.errors import UserError
 from pcmpipe.modalities import MODALITIES
 
 # One epoch's batches: (inputs m -> float32 [B, *shape_m], present m -> bool [B]) per step.
-Batches = Iterator[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]
+# (inputs m -> [B, *shape_m], present m -> bool [B], rows m -> int64 [B]): rows say which cached row of m each
+# sample uses (equal values: the same image, class, ...), for PCMR's `shared` target
+Batches = Iterator[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]]
 
 
 @dataclass
@@ -151,7 +153,9 @@ class SplitData:
         device = next(iter(self.idx.values())).device
         order = order[: steps * batch_size].view(steps, batch_size).to(device)
         for s in range(start_step, steps):
-            yield self.batch(distributed.local_rows(order[s]), out=out)
+            local = distributed.local_rows(order[s])
+            inputs, present = self.batch(local, out=out)
+            yield inputs, present, {m: idx.index_select(0, local) for m, idx in self.idx.items()}
 
     def buffers(self, batch_size: int) -> dict[str, torch.Tensor]:
         """Preallocated float32 batch tensors m -> [batch_size, *shape_m] for `batch(..., out=)`."""

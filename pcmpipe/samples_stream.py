@@ -329,7 +329,23 @@ class StreamedSplit:
         inputs = {m: joined([self._features(w, m, pos) for w, pos in parts]) for m in self.modalities}
         present = {m: joined([w.present[m][pos] for w, pos in parts]) for m in self.modalities}
         x = {m: v.to(self.device) for m, v in inputs.items()}
-        return x, {m: torch.from_numpy(v).to(self.device) for m, v in present.items()}
+        rows = {m: torch.from_numpy(self._rows(parts, m)).to(self.device) for m in self.modalities}
+        return x, {m: torch.from_numpy(v).to(self.device) for m, v in present.items()}, rows
+
+    def _rows(self, parts: list[tuple[_Window, np.ndarray]], m: str) -> np.ndarray:
+        """Which cached row of m each sample of a batch uses, as PCMR's `shared` target compares them: a looked-up
+        modality's row in its store (>= 0); a sample's own row of a base modality is its own, so it gets a value
+        no other sample of the global batch has (negative, distinct per rank)."""
+        pieces = []
+        for w, pos in parts:
+            r = w.rows[m][pos].astype(np.int64) if m in w.rows else np.zeros(len(pos), np.int64)
+            if m in w.own:
+                r = np.where(w.own[m][0][pos] >= 0, -1, r)
+            pieces.append(r)
+        rows = np.concatenate(pieces)
+        own = rows == -1
+        rows[own] = -(1 + self.rank * (1 << 40) + np.arange(int(own.sum())))
+        return rows
 
     def _features(self, win: _Window, m: str, pos: np.ndarray) -> torch.Tensor:
         """Float32 features of modality m at window positions `pos`: the window's own rows, else the store's row

@@ -94,3 +94,35 @@ def test_build_heads_and_errors():
         build_heads({"a.b": (3,)})
     with pytest.raises(ValueError):
         heads["I"](torch.randn(2, 13))
+
+
+def test_standardisation_is_applied_and_travels_with_the_state_dict():
+    torch.manual_seed(0)
+    head = ProjectionHead((2, 3), dim=8)
+    x = torch.randn(5, 2, 3) * 4 + 10
+    mean, scale = x.mean(0), x.std(0)
+    before = head(x)
+    head.set_standardisation(mean, scale)
+    assert head.standardised
+    after = head(x)
+    assert not torch.allclose(before, after)
+    head.set_standardisation(None)
+    torch.testing.assert_close(head((x - mean) / scale), after)  # the same as feeding standardised features
+    head.set_standardisation(mean, scale)
+    # saved and loaded like any head: the statistics are buffers in the state dict
+    other = ProjectionHead((2, 3), dim=8)
+    other.load_state_dict(head.state_dict())
+    assert other.standardised
+    torch.testing.assert_close(other(x), after)
+
+
+def test_heads_saved_before_standardisation_load_as_identity():
+    torch.manual_seed(0)
+    head = ProjectionHead((4,), dim=8)
+    old = {k: v for k, v in head.state_dict().items() if not k.startswith("input_")}
+    fresh = ProjectionHead((4,), dim=8)
+    fresh.set_standardisation(torch.ones(4), torch.full((4,), 2.0))
+    fresh.load_state_dict(old)  # strict: the missing statistics default to identity
+    assert not fresh.standardised
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(fresh(x), head(x))

@@ -324,3 +324,65 @@ def test_registry_is_the_dispatch_with_one_signature():
     got = LOSSES["pcmr"](emb, present, lambda: calls.append(1) or feats, params)
     target = pcmr_target(feats, threshold=0.5, present=present)
     assert calls == [1] and torch.equal(got, pcmr_loss(emb, target=target, present=present, rho=1.0))
+
+
+# ---- the target modes (shared / features / projections) and their per-modality shares ----
+def test_shared_target_marks_pairs_that_use_the_same_cached_row():
+    from pcmpipe.losses import combine_target, target_components
+
+    # captions 0 and 2 belong to image 7; caption 3's image is missing (absent rows never share)
+    rows = {"I": torch.tensor([7, 1, 7, 0, 1]), "T": torch.arange(5)}
+    present = {"I": torch.tensor([True, True, True, False, True])}
+    comps = target_components(rows, "shared", present=present)
+    assert comps["T"].sum() == 5  # each caption only shares its own row
+    target = combine_target(comps)
+    expected = torch.eye(5)
+    expected[0, 2] = expected[2, 0] = expected[1, 4] = expected[4, 1] = 1.0
+    torch.testing.assert_close(target, expected)
+    # no threshold is involved: identical rows of distinct samples (cosine 1) are not a shared view
+    feats = {"I": torch.ones(5, 3), "T": torch.randn(5, 3)}
+    assert pcmr_target(feats).sum() == 25
+    assert combine_target(target_components(rows, "shared", threshold=-1.0, present=present)).sum() == 9
+
+
+def test_projection_target_reads_the_detached_head_outputs():
+    from pcmpipe.losses import LOSSES, LossParams, TargetShares, combine_target, target_components
+
+    emb = _emb(["I", "T"], B=6, D=4, seed=21)
+    emb["I"] = emb["I"].detach().clone()
+    emb["I"][4] = emb["I"][1] * 3.0  # parallel head outputs: cosine 1
+    emb = {m: e.clone().requires_grad_(True) for m, e in emb.items()}
+    params = LossParams(torch.tensor(0.0), threshold=0.99, rho=1.0, target="projections")
+
+    def no_features():
+        raise AssertionError("the projections target does not read the backbone features")
+
+    shares = TargetShares()
+    rows = {"I": torch.arange(6), "T": torch.arange(6)}
+    loss = LOSSES["pcmr"](emb, None, no_features, params, rows=lambda: rows, shares=shares)
+    target = combine_target(target_components({m: e.detach() for m, e in emb.items()}, "projections", 0.99))
+    assert target[1, 4] == 1 and target.sum() == 8
+    assert torch.equal(loss, pcmr_loss(emb, target=target, rho=1.0))
+    loss.backward()  # the target is detached: the gradient is that of Eq. 6 with a fixed T
+    got = shares.shares()
+    assert got["target"]["I"] == pytest.approx(2 / 30) and got["ids"]["I"] == 0.0 and got["target"]["T"] == 0.0
+    assert shares.shares() == {"target": {}, "ids": {}}  # read once per epoch, then reset
+
+
+def test_shared_target_through_the_registry_and_its_shares():
+    from pcmpipe.losses import LOSSES, LossParams, TargetShares
+
+    emb = _emb(["I", "T"], B=4, D=3, seed=22)
+    rows = {"I": torch.tensor([0, 0, 1, 2]), "T": torch.arange(4)}
+    params = LossParams(torch.tensor(0.0), target="shared")
+    shares = TargetShares()
+    got = LOSSES["pcmr"](emb, None, lambda: {}, params, rows=lambda: rows, shares=shares)
+    expected = torch.eye(4)
+    expected[0, 1] = expected[1, 0] = 1.0
+    assert torch.equal(got, pcmr_loss(emb, target=expected))
+    s = shares.shares()
+    assert s["target"] == s["ids"] == {"I": pytest.approx(2 / 12), "T": 0.0}
+    with pytest.raises(ValueError, match="rows"):
+        LOSSES["pcmr"](emb, None, lambda: {}, params)
+    with pytest.raises(ValueError, match="unknown PCMR target"):
+        LOSSES["pcmr"](emb, None, lambda: {}, LossParams(torch.tensor(0.0), target="nearest"))

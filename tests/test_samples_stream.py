@@ -54,7 +54,7 @@ def _epoch(split, epoch=1, batch=32, start=0):
 
 def _same(a, b) -> bool:
     return len(a) == len(b) and all(
-        torch.equal(xa[m], xb[m]) and torch.equal(pa[m], pb[m]) for (xa, pa), (xb, pb) in zip(a, b) for m in xa
+        torch.equal(xa[m], xb[m]) and torch.equal(pa[m], pb[m]) for (xa, pa, _), (xb, pb, _) in zip(a, b) for m in xa
     )
 
 
@@ -112,7 +112,7 @@ def test_each_rank_reads_its_own_shards(cache):
     assert files[0] and files[1] and not files[0] & files[1]
     steps = ranks[0].steps(32)
     assert steps == ranks[1].steps(32) == min(sum(u.rows for u in s.mine) // 16 for s in ranks)
-    rows = [torch.cat([x["T"].flatten(1) for x, _ in s.epoch_batches(1, steps, 32)]) for s in ranks]
+    rows = [torch.cat([x["T"].flatten(1) for x, _, _ in s.epoch_batches(1, steps, 32)]) for s in ranks]
     assert rows[0].shape[0] == rows[1].shape[0] == steps * 16
     assert torch.unique(torch.cat(rows), dim=0).shape[0] == 2 * steps * 16  # no sample on both ranks
 

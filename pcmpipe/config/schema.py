@@ -24,6 +24,8 @@ MatchLevel = Literal["instance", "class"]
 LogitScaleMode = Literal["learnable", "fixed"]
 Device = Literal["auto", "cpu", "cuda"]
 Tracker = Literal["tensorboard", "wandb", "mlflow"]
+PcmrTarget = Literal["shared", "features", "projections"]  # how Eq. 7 decides a shared view (docs/conventions.md)
+Standardize = Literal["none", "center", "scale"]  # per-modality input standardisation, from the train split
 # Plain registries of the choices a user can make; error messages list them.
 LOSSES: tuple[str, ...] = get_args(Loss)
 MATCH_LEVELS: tuple[str, ...] = get_args(MatchLevel)
@@ -55,6 +57,8 @@ _NOT_FINGERPRINTED = (
 # setting existed. The fingerprint leaves a setting out while it has that value, so every earlier run keeps
 # its fingerprint; a run record without the key had that value (see `setting_of`).
 LEGACY_VALUES: dict[str, Any] = {
+    "target": "features",
+    "standardize": "none",
     # Streamed training data (pcmpipe.samples_stream) visits samples in another order than the in-memory
     # permutation, so the loading mode a run used is part of its fingerprint: `stream` is resolved to True or
     # None (in memory) when the run starts, and the shuffle settings count too.
@@ -91,6 +95,12 @@ class TrainConfig(Settings):
     loss: Loss = Field("pcmc", description="pcmc (contrastive) or pcmr (regression)")
     rho: float = Field(1.0, ge=0, description="PCMR power factor rho")  # Eq. 6
     threshold: float = Field(0.99, ge=-1, le=1, description="PCMR target threshold t")  # a cosine, Eq. 7
+    target: PcmrTarget = Field(
+        "shared", description="PCMR target: shared (same cached row), features or projections (cosine > t)"
+    )
+    standardize: Standardize = Field(
+        "center", description="per-modality features: none, center (minus the train mean) or scale (and / train std)"
+    )
     lr: float = Field(1e-4, gt=0, description="AdamW learning rate")
     weight_decay: float = Field(0.2, ge=0, description="decoupled weight decay")
     epochs: int = Field(50, ge=1, description="at most this many epochs")
@@ -153,6 +163,18 @@ class TrainConfig(Settings):
         if value is not None and value > most:
             raise ValueError(f"--threads must be <= {most} (4 per CPU core of this machine), got {value}")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recorded_before_new_settings(cls, data: Any) -> Any:
+        """A run's recorded config (config.json: every setting of its time spelled out) that lacks a setting
+        added later was run with that setting's legacy value, not today's default: fill it in, so the run
+        keeps its fingerprint and is recognised as done. Partial configs (flags, YAML) get today's defaults."""
+        if isinstance(data, dict):
+            older = set(cls.model_fields) - set(LEGACY_VALUES) - set(_NOT_FINGERPRINTED)
+            if older <= set(data) and any(k not in data for k in LEGACY_VALUES if k in cls.model_fields):
+                data = {**{k: v for k, v in LEGACY_VALUES.items() if k in cls.model_fields}, **data}
+        return data
 
     @field_validator("modalities", "log_to", mode="before")
     @classmethod

@@ -1,12 +1,14 @@
 """Zero-shot classification as cross-modal retrieval (paper Sec. 4.3, Table 4).
 
-Every test image is one sample. Its input vector is the average of the L2-normalised embeddings of the chosen
-input modalities: I and A are per image; T is first averaged over the image's captions (each caption
-embedding normalised, then the mean). The candidate outputs are the test classes (the 50 unseen CUB classes),
-encoded either as the learned class embeddings C or as P, the prompt "A photo of a {class name}." through the
-CLIP text tower (cached as modality P) and then the run's T head. A sample is classified as the class whose
-output vector has the highest cosine similarity; the metric is T1, the mean over classes of the per-class
-top-1 accuracy (`metrics.per_class_accuracy`), in percent.
+A sample's input vector is the average of the L2-normalised embeddings of the chosen input modalities. With
+T among the inputs each caption is one sample (`per="caption"`, the default: Table 4's T->C, 34.5, is Table 7's
+per-caption T->C r@1, 34.6), joined with its image's I and A; `per="image"` averages an image's captions first
+and makes every image one sample. Without T every image is one sample. The candidate outputs are the test
+classes (the 50 unseen CUB classes), encoded either as the learned class embeddings C or as P, the prompt
+"A photo of a {class name}." through the run's text tower and then its T head: the cached P features of the
+frozen tower, or, for a run that fine-tuned T, the prompts encoded by its own tower (`run_prompt_vectors`).
+A sample is classified as the class whose output vector has the highest cosine similarity; the metric is T1,
+the mean over classes of the per-class top-1 accuracy (`metrics.per_class_accuracy`), in percent.
 """
 
 from __future__ import annotations
@@ -51,28 +53,59 @@ def per_image(emb: RunEmbeddings) -> tuple[np.ndarray, np.ndarray, torch.Tensor]
     return uniq, emb.columns["class_id"][first], _normalise(sums / counts)
 
 
-def combine_inputs(embs: dict[str, RunEmbeddings], inputs: list[str]) -> tuple[np.ndarray, torch.Tensor]:
-    """Average of the per-image normalised vectors of `inputs`, on the images all of them have.
+PER = ("caption", "image")  # what one zero-shot sample is when T is an input (docs/conventions.md, "Zero-shot")
 
-    Returns (class_ids [N], vectors [N, D]); rows sorted by image id.
+
+def _fine_rows(emb: RunEmbeddings) -> bool:
+    """Are the rows finer than the image (several rows share an image_id, as captions do)?"""
+    ids = emb.columns["image_id"]
+    return len(np.unique(ids)) < len(ids)
+
+
+def combine_inputs(
+    embs: dict[str, RunEmbeddings], inputs: list[str], per: str = "caption"
+) -> tuple[np.ndarray, torch.Tensor]:
+    """The samples of the `inputs` combination -> (class_ids [N], vectors [N, D]).
+
+    per="image": one sample per image, the average of the per-image normalised vectors of `inputs` (captions
+    averaged per image first), on the images all of them have; rows sorted by image id.
+    per="caption" (Table 4's protocol): when an input is keyed finer than the image (T), each of its rows is a
+    sample, combined with its image's vectors of the other inputs; rows in caption order. Inputs that are all
+    per image give the same samples either way.
     """
+    if per not in PER:
+        raise UserError(f"zero-shot per={per!r} unknown; valid: {', '.join(PER)}")
     missing = [m for m in inputs if m not in embs]
     if missing:
         raise UserError(
             f"zero-shot input(s) {', '.join(missing)} not among the run's embeddings ({', '.join(sorted(embs))})"
         )
-    per = {m: per_image(embs[m]) for m in inputs}
-    common = sorted(set.intersection(*(set(p[0].tolist()) for p in per.values())))
+    per_img = {m: per_image(embs[m]) for m in inputs}
+    common = sorted(set.intersection(*(set(p[0].tolist()) for p in per_img.values())))
     if not common:
         raise UserError(f"the input modalities {'+'.join(inputs)} share no test image")
+    fine = [m for m in inputs if _fine_rows(embs[m])] if per == "caption" else []
+    if len(fine) > 1:
+        raise UserError(f"zero-shot inputs {'+'.join(fine)} are all finer than the image; use per: image")
+    if fine:
+        f = embs[fine[0]]
+        keep = np.flatnonzero(np.isin(f.columns["image_id"], common))
+        sample_images = f.columns["image_id"][keep]
+        classes = f.columns["class_id"][keep]
+    else:
+        sample_images = np.asarray(common)
+        classes = None
     total = None
-    classes = None
-    for ids, cls, vecs in per.values():
-        pos = {v: i for i, v in enumerate(ids.tolist())}
-        rows = torch.as_tensor([pos[i] for i in common], dtype=torch.long)
-        total = vecs[rows] if total is None else total + vecs[rows]
-        classes = cls[rows.numpy()] if classes is None else classes
-    assert total is not None  # `common` is non-empty, so `per` had at least one modality
+    for m, (ids, cls, vecs) in per_img.items():
+        if fine and m == fine[0]:
+            part = _normalise(embs[m].embedding)[torch.as_tensor(keep, dtype=torch.long)]
+        else:
+            pos = {v: i for i, v in enumerate(ids.tolist())}
+            rows = np.asarray([pos[i] for i in sample_images.tolist()], dtype=np.int64)
+            part = vecs[torch.as_tensor(rows)]
+            classes = cls[rows] if classes is None else classes
+        total = part if total is None else total + part
+    assert total is not None and classes is not None  # `inputs` is non-empty: `common` needed one modality
     return np.asarray(classes), _normalise(total / len(inputs))
 
 
@@ -82,14 +115,18 @@ def classify(inputs: torch.Tensor, class_vectors: torch.Tensor) -> torch.Tensor:
 
 
 def zero_shot_t1(
-    embs: dict[str, RunEmbeddings], inputs: list[str], class_ids: np.ndarray, class_vectors: torch.Tensor
+    embs: dict[str, RunEmbeddings],
+    inputs: list[str],
+    class_ids: np.ndarray,
+    class_vectors: torch.Tensor,
+    per: str = "caption",
 ) -> float:
     """T1 in percent: mean per-class top-1 accuracy of classifying the `inputs` combination.
 
     class_ids [K] and class_vectors [K, D] are the candidate classes (test split). Images of a class outside
     the candidates would be unclassifiable and are an error, not a silent skip.
     """
-    target_cls, x = combine_inputs(embs, inputs)
+    target_cls, x = combine_inputs(embs, inputs, per)
     index = {c: k for k, c in enumerate(np.asarray(class_ids).tolist())}
     unknown = sorted(set(target_cls.tolist()) - set(index))
     if unknown:
@@ -114,6 +151,43 @@ def prompt_vectors(
     return np.asarray(ids, dtype=str), out
 
 
+def run_prompt_vectors(
+    run_dir: str | Path, record: dict, text_head: torch.nn.Module, cache_root: str | Path, dataset: str, split: str
+) -> tuple[np.ndarray, torch.Tensor]:
+    """P for a finished run (`record`: its config.json) -> (class_ids [K], vectors [K, D]).
+
+    A run trained on cached T features takes the cached prompt features (`prompt_vectors`). A run that
+    fine-tuned its text tower trained its T head on that tower's outputs, so the prompts are encoded by the run's
+    own tower (`text_backbone.safetensors`, the best epoch's) from the dataset's prompt texts; the frozen tower's
+    cached P features would be off the head's input distribution.
+    """
+    t_source = record.get("caches", {}).get(split, {}).get("T", {})
+    if not t_source.get("live"):
+        return prompt_vectors(text_head, cache_root, dataset, split)
+    from pcmpipe.backbones import create_backbone
+    from pcmpipe.datasets import open_dataset
+
+    cfg = record["config"]
+    tower = Path(run_dir) / "text_backbone.safetensors"
+    if not tower.is_file():
+        raise UserError(f"{tower} is missing: P of a fine-tuned run needs the run's own text tower; train it again")
+    if not cfg.get("data_root"):
+        raise UserError(f"run {run_dir} records no data_root; P of a fine-tuned run encodes the dataset's prompts")
+    backbone = create_backbone(cfg["text_backbone"], weights=str(tower))
+    records = open_dataset(dataset, cfg["data_root"]).records("P", split)
+    if not records:
+        raise UserError(f"the {dataset} {split} split has no prompts (modality P)")
+    batch = int(cfg.get("encode_batch") or 256)
+    parts = []
+    backbone.model.eval()
+    with torch.no_grad():
+        for i in range(0, len(records), batch):
+            tokens = backbone.preprocess([r.text or "" for r in records[i : i + batch]]).to(backbone.device)
+            parts.append(text_head(backbone.encode(tokens).float().cpu()))
+    ids = [r.links.get("class_id", r.id) for r in records]
+    return np.asarray(ids, dtype=str), torch.cat(parts)
+
+
 def class_vectors(embs: dict[str, RunEmbeddings]) -> tuple[np.ndarray, torch.Tensor]:
     """C: the run's learned class embeddings of the test classes -> (class_ids [K], vectors [K, D])."""
     if "C" not in embs:
@@ -124,11 +198,15 @@ def class_vectors(embs: dict[str, RunEmbeddings]) -> tuple[np.ndarray, torch.Ten
 
 
 def zero_shot_table(
-    embs: dict[str, RunEmbeddings], inputs: list[str], outputs: dict[str, tuple[np.ndarray, torch.Tensor]]
+    embs: dict[str, RunEmbeddings],
+    inputs: list[str],
+    outputs: dict[str, tuple[np.ndarray, torch.Tensor]],
+    per: str = "caption",
 ) -> dict[str, dict[str, float | None]]:
-    """{input combination ('I+A'): {output name ('C'): T1 percent}} for every input and output."""
+    """{input combination ('I+A'): {output name ('C'): T1 percent}} for every input and output (`per`: see
+    `combine_inputs`)."""
     table: dict[str, dict[str, float | None]] = {}
     for combo in inputs:
         mods = combo.split("+")
-        table[combo] = {name: zero_shot_t1(embs, mods, ids, vecs) for name, (ids, vecs) in outputs.items()}
+        table[combo] = {name: zero_shot_t1(embs, mods, ids, vecs, per) for name, (ids, vecs) in outputs.items()}
     return table

@@ -132,10 +132,14 @@ def eval_is_done(ev: EvalSpec, spec: RunSpec) -> bool:
     """The evaluation file exists, reads back, and was written with these options (a damaged one is redone)."""
     path = final_dir(spec.train.runs_root, spec.name) / ev.result_file
     try:
-        rec = read_json(path)
+        done = read_json(path)
     except (OSError, UserError):
         return False
-    return isinstance(rec, dict) and rec.get("options") == ev.options
+    if not isinstance(done, dict):
+        return False
+    # a zero-shot table written before per-caption samples were the default holds per-image numbers
+    per_ok = ev.kind != "zeroshot" or done.get("per") == ev.options.get("per", "caption")
+    return done.get("options") == ev.options and per_ok
 
 
 # ---------------------------------------------------------------- the plan
@@ -277,21 +281,33 @@ def run_evaluation(ev: EvalSpec, spec: RunSpec, cache_root: Path) -> Path:
         raise UserError(f"{ev.kind} needs the finished run {spec.name}; it is missing")
     embs = load_embeddings(run_dir)
     if ev.kind == "zeroshot":
-        from pcmpipe.evaluation.zeroshot import class_vectors, prompt_vectors, zero_shot_table
+        from pcmpipe.evaluation.zeroshot import class_vectors, run_prompt_vectors, zero_shot_table
+        from pcmpipe.training.rundir import run_config
 
         outputs = {}
         for o in ev.options.get("outputs", ["C"]):
             if o == "C":
                 outputs["C"] = class_vectors(embs)
             elif o == "P":
-                outputs["P"] = prompt_vectors(
-                    _text_head(run_dir), cache_root, spec.train.dataset, spec.train.split_test
+                outputs["P"] = run_prompt_vectors(
+                    run_dir,
+                    run_config(run_dir),
+                    _text_head(run_dir),
+                    cache_root,
+                    spec.train.dataset,
+                    spec.train.split_test,
                 )
             else:
                 raise UserError(f"zero-shot output {o!r} unknown; valid: C, P")
-        t1 = zero_shot_table(embs, list(ev.options.get("inputs", ["I"])), outputs)
+        t1 = zero_shot_table(embs, list(ev.options.get("inputs", ["I"])), outputs, ev.options.get("per", "caption"))
         n_classes = len(next(iter(outputs.values()))[0])
-        result = {"options": ev.options, "split": spec.train.split_test, "num_classes": n_classes, "T1": t1}
+        result = {
+            "options": ev.options,
+            "per": ev.options.get("per", "caption"),
+            "split": spec.train.split_test,
+            "num_classes": n_classes,
+            "T1": t1,
+        }
     else:
         from pcmpipe.evaluation.enrichment import enrichment_table
 

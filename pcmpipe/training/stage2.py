@@ -29,12 +29,13 @@ from torch import nn
 from pcmpipe import distributed
 from pcmpipe.config import TrainConfig, config_fingerprint
 from pcmpipe.errors import UserError
-from pcmpipe.losses import LOSSES, LossParams
-from pcmpipe.samples import SplitData, SplitInfo, check_compatible, load_split, peek_split
+from pcmpipe.heads import ProjectionHead
+from pcmpipe.losses import LOSSES, LossParams, TargetShares
+from pcmpipe.samples import ModalityData, SplitData, SplitInfo, check_compatible, load_split, peek_split
 from pcmpipe.samples_stream import StreamedSplit, load_training, resolve_stream
 from pcmpipe.training import rundir as runs
 from pcmpipe.training.evaluate import embed_rows, evaluate_all, levels_available, mean_r1, non_finite, score
-from pcmpipe.training.events import Note, OnEvent, RunFinished, StepDone, TrainingStarted
+from pcmpipe.training.events import Note, OnEvent, RunFinished, ShareMonitor, StepDone, TrainingStarted
 from pcmpipe.training.optim import adamw, clamp_logit_scale, cosine_schedule, param_groups, resolve_device
 from pcmpipe.training.state import Resumable, TrainState, restore
 from pcmpipe.training.tracking import tracked
@@ -57,12 +58,58 @@ def _load_data(cfg: TrainConfig, device: torch.device) -> tuple[SplitData | Stre
     return train, val, test
 
 
-def _build(cfg: TrainConfig, shapes: dict[str, tuple[int, ...]], device: torch.device):
-    """Heads (seeded init, modality order of the config) and the log logit scale parameter."""
+def standardisation(
+    cfg: TrainConfig, train: SplitData | StreamedSplit
+) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+    """m -> (mean, scale or None) of the train split's rows of m (`cfg.standardize`); {} when off.
+
+    Over each modality's own cached rows, not the training samples: an image with five captions counts once.
+    A streamed split's features are not in memory: its moments are summed over the cache chunk by chunk.
+    """
+    if cfg.standardize == "none":
+        return {}
+    out: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+    for m, d in train.modalities.items():
+        if isinstance(d, ModalityData):
+            x = d.resident().double()
+            scale = x.std(dim=0).clamp_min(1e-6).float() if cfg.standardize == "scale" else None
+            out[m] = (x.mean(dim=0).float(), scale)
+        else:
+            out[m] = _streamed_moments(d.directory, cfg.standardize == "scale")
+    return out
+
+
+def _streamed_moments(directory: str, with_scale: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    from pcmpipe.cache import open_cache
+
+    n, total, squares = 0, torch.zeros(()), torch.zeros(())
+    for chunk in open_cache(directory).iter_feature("features", 65_536):
+        x = torch.from_numpy(chunk).double()
+        n, total, squares = n + len(x), total + x.sum(0), squares + (x * x).sum(0)
+    mean = total / n
+    if not with_scale:
+        return mean.float(), None
+    var = (squares - n * mean * mean) / max(n - 1, 1)  # unbiased, as torch.std
+    return mean.float(), var.clamp_min(0).sqrt().clamp_min(1e-6).float()
+
+
+def _build(
+    cfg: TrainConfig,
+    shapes: dict[str, tuple[int, ...]],
+    device: torch.device,
+    stats: dict[str, tuple[torch.Tensor, torch.Tensor | None]] | None = None,
+):
+    """Heads (seeded init, modality order of the config, input standardisation `stats`) and the log logit
+    scale parameter."""
     from pcmpipe.heads import build_heads
 
     torch.manual_seed(cfg.seed)
-    heads = build_heads(shapes, dim=cfg.dim).to(device)
+    heads = build_heads(shapes, dim=cfg.dim)
+    for m, (mean, scale) in (stats or {}).items():
+        head = heads[m]
+        assert isinstance(head, ProjectionHead), "build_heads makes ProjectionHeads"
+        head.set_standardisation(mean.cpu(), None if scale is None else scale.cpu())
+    heads = heads.to(device)
     log_scale = nn.Parameter(
         torch.tensor(math.log(cfg.logit_scale_init), device=device),
         requires_grad=cfg.logit_scale == "learnable" and cfg.loss == "pcmc",
@@ -127,7 +174,8 @@ def _train(cfg: TrainConfig, emit: OnEvent) -> Path:
             f"{cfg.batch_size}; lower --batch-size"
         )
     shapes = {m: d.shape for m, d in train_d.modalities.items()}
-    heads, log_scale = _build(cfg, shapes, device)
+    stats = standardisation(cfg, train_d)
+    heads, log_scale = _build(cfg, shapes, device, stats)
     opt = adamw(param_groups(heads, [log_scale], cfg.weight_decay), cfg.lr, fused=True)
     parts = Resumable(
         {"heads": heads},
@@ -184,7 +232,7 @@ def _train(cfg: TrainConfig, emit: OnEvent) -> Path:
     # Best epoch -> test metrics, embeddings, heads; the completion marker last, then the rename.
     del train_d, val_d  # the training features go before the test split comes in (peak memory)
     test_d = _test_split(cfg, test_info, device)
-    untrained_heads, _ = _build(cfg, shapes, device)  # the seeded init the run started from
+    untrained_heads, _ = _build(cfg, shapes, device, stats)  # the seeded init the run started from
     untrained, _ = evaluate_all(untrained_heads, test_d.modalities, cfg.eval_batch)
     runs.write_json(tmp / "untrained_metrics.json", {"epoch": 0, "heads": "untrained (seeded init)", **untrained})
     if state.best_heads is not None:
@@ -224,7 +272,11 @@ def _loop(cfg, train_d, val_d, parts: Resumable, steps, state: TrainState, tmp, 
     bs = cfg.batch_size
     main = distributed.is_main()
     params = [*heads.parameters(), log_scale]
-    loss_fn, loss_params = LOSSES[cfg.loss], LossParams(log_scale, cfg.threshold, cfg.rho)
+    loss_fn, loss_params = LOSSES[cfg.loss], LossParams(log_scale, cfg.threshold, cfg.rho, cfg.target)
+    shares = TargetShares() if cfg.loss == "pcmr" else None
+    # the features target's view of the inputs: standardised as the heads see them
+    standardise = {m: h.standardise for m, h in heads.items() if isinstance(h, ProjectionHead)}
+    monitor = ShareMonitor(cfg.target, cfg.threshold, emit)
     losses = torch.zeros(steps, device=device)  # per-step losses, read once per refresh, not per step
     buffers = train_d.buffers(len(distributed.local_rows(torch.arange(bs))))  # this rank's rows, reused every step
     # Modalities with a row for every sample need no mask: the losses then skip the mask arithmetic.
@@ -236,16 +288,22 @@ def _loop(cfg, train_d, val_d, parts: Resumable, steps, state: TrainState, tmp, 
         t0 = time.perf_counter()
         heads.train()
         batches = train_d.epoch_batches(epoch, steps, bs, parts.generator, out=buffers)
-        for s, (inputs, local_present) in enumerate(batches):
+        for s, (inputs, local_present, local_rows) in enumerate(batches):
             # Under torchrun: this rank's slice of the global batch in, the global batch's embeddings out.
             local_present = {m: p for m, p in local_present.items() if m not in complete}
             emb, present = distributed.gather_features({m: heads[m](x) for m, x in inputs.items()}, local_present)
-            # The target's inputs are gathered only when the loss needs them (PCMR), within this step.
+            # The target's inputs are gathered only when the loss needs them (PCMR), within this step. The
+            # features target compares the features as the heads see them (standardised when that is on).
             loss = loss_fn(
                 emb,
                 present,
-                lambda inputs=inputs: distributed.gather_features(inputs, None, with_grad=False)[0],
+                lambda inputs=inputs: distributed.gather_features(
+                    {m: standardise[m](x) for m, x in inputs.items()}, None, with_grad=False
+                )[0],
                 loss_params,
+                # the global batch's cached rows, gathered only when the target compares them
+                rows=lambda rows=local_rows: distributed.gather_features(rows, None, with_grad=False)[0],
+                shares=shares,
             )
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -280,6 +338,7 @@ def _loop(cfg, train_d, val_d, parts: Resumable, steps, state: TrainState, tmp, 
             "val_mean_r@1": val_r1,
             "best": improved,
             "val": val,
+            **({"target_share": monitor.epoch(epoch, shares.shares())} if shares is not None else {}),
             "train_time_s": train_time,
             "time_s": time.perf_counter() - t0,
         }

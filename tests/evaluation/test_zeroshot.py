@@ -99,3 +99,32 @@ def test_errors_are_user_errors():
         zero_shot_t1({"I": i}, ["I"], np.array(["0", "1"]), torch.eye(2))
     with pytest.raises(UserError, match="not among the run's embeddings"):
         zero_shot_t1({"I": i}, ["A"], np.array(["9"]), torch.eye(2)[:1])
+
+
+def test_per_caption_is_the_default_and_per_image_averages():
+    """Table 4's protocol: every caption is classified on its own. Image "a" has three captions, two of them
+    pointing at the wrong class: per caption T1 counts each (class 0: 1/3 right); per image the average of the
+    three normalised captions still points at class 0 (1/1 right)."""
+    t = _emb(
+        [[1.0, 0.0], [0.45, 0.55], [0.45, 0.55], [0.0, 1.0]],
+        "caption_id",
+        caption_id=["a#0", "a#1", "a#2", "b#0"],
+        image_id=["a", "a", "a", "b"],
+        class_id=["0", "0", "0", "1"],
+    )
+    i = _emb([[1.0, 0.0], [0.0, 1.0]], "image_id", image_id=["a", "b"], class_id=["0", "1"])
+    classes, centres = np.array(["0", "1"]), torch.eye(2)
+    embs = {"T": t, "I": i}
+    assert zero_shot_t1(embs, ["T"], classes, centres) == pytest.approx(100 * (1 / 3 + 1) / 2)
+    assert zero_shot_t1(embs, ["T"], classes, centres, per="image") == 100.0
+    # with T in a combination, the samples are still the captions, each joined with its own image's I
+    cls, x = combine_inputs(embs, ["I", "T"])
+    assert cls.tolist() == ["0", "0", "0", "1"] and x.shape == (4, 2)
+    manual = F.normalize((F.normalize(torch.tensor([0.45, 0.55]), dim=0) + torch.tensor([1.0, 0.0])) / 2, dim=0)
+    assert torch.allclose(x[1], manual, atol=1e-6)
+    # inputs that are all per image give the same samples either way
+    assert torch.equal(combine_inputs(embs, ["I"])[1], combine_inputs(embs, ["I"], per="image")[1])
+    table = zero_shot_table(embs, ["T", "I+T"], {"C": (classes, centres)}, per="image")
+    assert table["T"]["C"] == 100.0
+    with pytest.raises(UserError, match="per='frame' unknown"):
+        combine_inputs(embs, ["T"], per="frame")

@@ -27,6 +27,7 @@ SCRIPTS = [
     "train_memory.py",
     "search.py",
     "embed.py",
+    "pcmr_target.py",
 ]
 
 

@@ -350,3 +350,35 @@ def test_all_frozen_trains_heads_only(cub, tmp_path):
         "heads": 1e-4,
         "heads_no_decay": 1e-4,
     }
+
+
+def test_prompts_of_a_text_finetuned_run_go_through_its_own_tower(cub, tmp_path):
+    """Zero-shot's P output of a run that fine-tuned T: the prompts are encoded by the run's tower (the one its
+    T head was trained on), not the frozen one. The run also trains PCMR with the shared target and logs the
+    target's shares per epoch."""
+    from pcmpipe.datasets import open_dataset
+    from pcmpipe.evaluation.zeroshot import run_prompt_vectors
+    from pcmpipe.training.rundir import load_heads, read_metrics, run_config
+
+    cfg = _cfg(cub, tmp_path, modalities="I,T,C", unfreeze="text", batch_size=100, loss="pcmr", target="shared")
+    run = finetune(cfg)
+    shares = read_metrics(run)[-1]["target_share"]
+    assert shares["target"] == shares["ids"] and shares["target"]["C"] > 0  # captions of one class share C
+    heads, _ = load_heads(run)
+    ids, vecs = run_prompt_vectors(run, run_config(run), heads["T"], cfg.cache_root, "cub", "test")
+    records = open_dataset("cub", cub).records("P", "test")
+    assert ids.tolist() == [r.links.get("class_id", r.id) for r in records]
+    texts = [r.text for r in records]
+
+    def through(backbone):
+        with torch.no_grad():
+            return heads["T"](backbone.encode(backbone.preprocess(texts)).float())
+
+    tuned = create_backbone("clip-tiny-text", str(run / "text_backbone.safetensors"))
+    torch.testing.assert_close(vecs, through(tuned), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(vecs, through(create_backbone("clip-tiny-text", "random:0")), atol=1e-4)
+
+
+def test_standardisation_is_refused_by_fine_tuning(cub, tmp_path):
+    with pytest.raises(UserError, match="--standardize is a stage-two setting"):
+        finetune(_cfg(cub, tmp_path, standardize="center"))

@@ -16,10 +16,10 @@ from typing import Any
 import torch
 
 from pcmpipe.errors import UserError
-from pcmpipe.losses import LOSSES, LossParams
+from pcmpipe.losses import LOSSES, LossParams, TargetShares
 from pcmpipe.training import rundir as runs
 from pcmpipe.training.evaluate import embed_rows, mean_r1, score
-from pcmpipe.training.events import OnEvent, TrainingStarted
+from pcmpipe.training.events import OnEvent, ShareMonitor, TrainingStarted
 from pcmpipe.training.finetune.data import LiveInputs, eval_modalities, live_loader, live_transform
 from pcmpipe.training.finetune.model import Coordinator, save_backbone
 from pcmpipe.training.optim import clamp_logit_scale
@@ -54,7 +54,9 @@ def run_epochs(
     )
     tokenizers = {m: bb.preprocess for m, bb in live.items() if bb.modality_kind == "text"}
     n, bs = len(train_d), cfg.batch_size
-    loss_fn, loss_params = LOSSES[cfg.loss], LossParams(model.log_scale, cfg.threshold, cfg.rho)
+    loss_fn, loss_params = LOSSES[cfg.loss], LossParams(model.log_scale, cfg.threshold, cfg.rho, cfg.target)
+    shares = TargetShares() if cfg.loss == "pcmr" else None
+    monitor = ShareMonitor(cfg.target, cfg.threshold, emit)
     emit(TrainingStarted(cfg.name, cfg.epochs, steps, state.epoch + 1))
     while state.running(cfg.epochs, cfg.patience):
         epoch = state.epoch + 1
@@ -80,7 +82,14 @@ def run_epochs(
                 feats = {m: (model.features(m, x) if m in live else x) for m, x in inputs.items()}
             emb = {m: model.heads[m](f.float()) for m, f in feats.items()}
             # PCMR's target compares same-view inputs (Eq. 7); a live modality's "input" is its backbone feature
-            loss = loss_fn(emb, present, lambda feats=feats: {m: x.float() for m, x in feats.items()}, loss_params)
+            loss = loss_fn(
+                emb,
+                present,
+                lambda feats=feats: {m: x.float() for m, x in feats.items()},
+                loss_params,
+                rows=lambda samples=samples: {m: idx.index_select(0, samples) for m, idx in train_d.idx.items()},
+                shares=shares,
+            )
             if not torch.isfinite(loss):
                 raise UserError(
                     f"loss became NaN at epoch {epoch} step {s + 1}; lower --lr/--backbone-lr "
@@ -117,6 +126,7 @@ def run_epochs(
             "val_mean_r@1": val_r1,
             "best": improved,
             "val": val,
+            **({"target_share": monitor.epoch(epoch, shares.shares())} if shares is not None else {}),
             "train_time_s": train_time,
             "time_s": time.perf_counter() - t0,
         }

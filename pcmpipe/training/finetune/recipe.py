@@ -84,6 +84,9 @@ def _finetune(cfg: FinetuneConfig, emit: OnEvent) -> Path:
     # resolved() fills the name and batch size; the schema refuses a config without data_root
     assert cfg.name is not None and cfg.batch_size is not None and cfg.data_root is not None
     fp = config_fingerprint(cfg)
+    if cfg.standardize != "none":
+        # the statistics would be of features that move as the towers train; stage two has fixed ones
+        raise UserError("--standardize is a stage-two setting; fine-tuning takes --standardize none")
     claim = runs.claim(cfg.runs_root, cfg.name, fp)
     for note in claim.notes:
         emit(Note(note))
