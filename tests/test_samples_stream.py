@@ -53,9 +53,19 @@ def _epoch(split, epoch=1, batch=32, start=0):
 
 
 def _same(a, b) -> bool:
+    """The same inputs and masks, and the same samples sharing a cached row (what PCMR's shared target sees)."""
     return len(a) == len(b) and all(
-        torch.equal(xa[m], xb[m]) and torch.equal(pa[m], pb[m]) for (xa, pa, _), (xb, pb, _) in zip(a, b) for m in xa
+        torch.equal(xa[m], xb[m])
+        and torch.equal(pa[m], pb[m])
+        and torch.equal(_shares(ra[m], pa[m]), _shares(rb[m], pb[m]))
+        for (xa, pa, ra), (xb, pb, rb) in zip(a, b)
+        for m in xa
     )
+
+
+def _shares(rows, present):
+    both = present[:, None] & present[None, :]
+    return (rows[:, None] == rows[None, :]) & both
 
 
 @pytest.mark.parametrize(
@@ -88,16 +98,16 @@ def test_samples_only_in_a_second_base_modality_are_streamed_too(tmp_path):
     assert len(stream) == len(memory) == 6
     got = _epoch(stream, batch=2)
     assert _same(_epoch(memory, batch=2), got)
-    assert torch.cat([p["T"] for _, p in got]).tolist() == [True] * 4 + [False] * 2
-    assert torch.cat([x["I"][:, 0] for x, _ in got]).tolist() == [0, 1, 2, 3, 4, 5]
+    assert torch.cat([p["T"] for _, p, _ in got]).tolist() == [True] * 4 + [False] * 2
+    assert torch.cat([x["I"][:, 0] for x, _, _ in got]).tolist() == [0, 1, 2, 3, 4, 5]
 
 
 def test_seeded_order_covers_each_sample_once_and_resumes_mid_epoch(cache):
     stream = StreamedSplit(cache, "synth", MODS, "train", seed=3, buffer_rows=100)
     first = _epoch(stream, epoch=1, batch=20)
-    seen = torch.cat([x["T"].flatten(1) for x, _ in first])
+    seen = torch.cat([x["T"].flatten(1) for x, _, _ in first])
     assert seen.shape[0] == len(stream) == 480 and torch.unique(seen, dim=0).shape[0] == 480  # every sample once
-    plain = torch.cat([x["T"].flatten(1) for x, _ in _epoch(StreamedSplit(cache, "synth", MODS, "train",
+    plain = torch.cat([x["T"].flatten(1) for x, _, _ in _epoch(StreamedSplit(cache, "synth", MODS, "train",
                                                                            shuffle=False), batch=20)])  # fmt: skip
     assert not torch.equal(seen, plain)  # shuffled
     assert _same(first, _epoch(StreamedSplit(cache, "synth", MODS, "train", seed=3, buffer_rows=100), batch=20))

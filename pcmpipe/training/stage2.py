@@ -83,7 +83,9 @@ def _streamed_moments(directory: str, with_scale: bool) -> tuple[torch.Tensor, t
     from pcmpipe.cache import open_cache
 
     n, total, squares = 0, torch.zeros(()), torch.zeros(())
-    for chunk in open_cache(directory).iter_feature("features", 65_536):
+    reader = open_cache(directory)
+    (name,) = reader.shapes  # a training cache holds one feature (whatever its name: imports choose theirs)
+    for chunk in reader.iter_feature(name, 65_536):
         x = torch.from_numpy(chunk).double()
         n, total, squares = n + len(x), total + x.sum(0), squares + (x * x).sum(0)
     mean = total / n
