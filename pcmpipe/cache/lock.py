@@ -67,10 +67,9 @@ def exclusive(path: Path, what: str, wait: bool | float = True) -> Iterator[Path
     """
     path = Path(path)
     lock_path = lock_file(path)
-    try:
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create the lock {lock_path} for {what}: {e.strerror or e}") from None
+    # an OSError here (a file where a folder belongs, a read-only disk) reaches the CLI guard, which names
+    # the path and what to do in the same words for every command
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
     lock = filelock.FileLock(str(lock_path), thread_local=False)
     try:
         lock.acquire(timeout=_timeout(wait))

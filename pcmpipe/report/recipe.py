@@ -90,6 +90,8 @@ def seed_line(runs: list[RunResult]) -> str:
         groups.setdefault(repr(sorted(setting.items(), key=lambda kv: kv[0])), set()).add(r.config.get("seed"))
     counts = sorted({len(s) for s in groups.values()})
     seeds = sorted({str(s) for g in groups.values() for s in g})
+    if not runs:
+        return "seeds: no finished run"
     per = counts[0] if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
     return (
         f"seeds: {per} per setting ({len(groups)} settings, {len(runs)} runs; seed values {', '.join(seeds)}); "

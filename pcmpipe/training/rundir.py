@@ -266,10 +266,7 @@ def run_lock(
         yield
         return
     root = Path(runs_root)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create the runs root {root} ({e.strerror}); pass a writable --runs-root") from None
+    root.mkdir(parents=True, exist_ok=True)  # an OSError: the CLI guard names the path (cli/app.py)
     # refuse rather than wait: a second `train --name X` is far more often a mistake than a queue
     with exclusive(final_dir(root, name), f"run {name} ({final_dir(root, name)})", wait=False):
         barrier()
