@@ -322,6 +322,13 @@ def find_base(mods: dict[str, ModalityData]) -> list[str]:
     order = list(mods)
     cands = [m for m in order if all(mods[m].carries(mods[o].key) for o in order if o != m)]
     if not cands:
+        empty = [m for m, d in mods.items() if getattr(d, "rows", 1) == 0]  # streamed carriers: no rows
+        if empty:  # an empty cache carries no columns to join on: say so, not that the keys do not link
+            d = mods[empty[0]]
+            raise UserError(
+                f"cache {d.directory} has no rows ({', '.join(empty)}): this split is empty; extract a dataset "
+                "whose split holds samples (synthetic CUB: --images 2 or more) or train on other splits"
+            )
         keys = ", ".join(f"{m}: {d.key}" for m, d in mods.items())
         raise UserError(f"cannot join modalities {','.join(order)}: no cache's rows carry every other key ({keys})")
     first_key = mods[cands[0]].key

@@ -176,8 +176,8 @@ def _sweep(forker: _Forker, argv: list[str], reference: dict[Path, dict], span: 
             _no_leftovers(run_dir.parent)
         if last:
             return chains
-        for run_dir in reference:
-            shutil.rmtree(run_dir.parent)
+        for parent in {run_dir.parent for run_dir in reference}:  # a pipeline's runs share one runs root
+            shutil.rmtree(parent)
 
 
 def test_train_killed_anywhere_resumes_to_the_uninterrupted_run(cache, tmp_path):

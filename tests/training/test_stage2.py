@@ -77,6 +77,16 @@ def test_base_choice_and_unjoinable(cache, tmp_path):
         find_base({"I": mods["I"], "X": load_modality(tmp_path, "synth", "X", "val")})
 
 
+def test_an_empty_split_is_named_not_a_join_error(tmp_path):
+    """An empty val split (synthetic CUB with one image per class) says the split is empty, naming its cache."""
+    write_modality(tmp_path, "synth", "I", "val", key="image_id", links={}, ids=[], features=np.zeros((0, 4)))
+    # extraction takes the link columns from the first record: an empty split records none
+    write_modality(tmp_path, "synth", "T", "val", key="caption_id", links={}, ids=[], features=np.zeros((0, 4)))
+    mods = {m: load_modality(tmp_path, "synth", m, "val") for m in "IT"}
+    with pytest.raises(UserError, match=r"synth/I/val has no rows \(I, T\): this split is empty"):
+        find_base(mods)
+
+
 def test_missing_cache_names_path_and_command(cache):
     with pytest.raises(UserError) as info:
         load_modality(cache, "synth", "A", "train")
