@@ -111,7 +111,10 @@ class _Forker:
         ready, _, _ = select.select([self.proc.stdout], [], [], kill_after if kill_after is not None else 600)
         killed = not ready
         if killed:
-            os.killpg(pid, signal.SIGKILL)
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:  # it ended between the timeout and the kill: its status says how
+                pass
         status = int(self.proc.stdout.readline())
         with pytest.raises(ProcessLookupError):
             os.killpg(pid, 0)  # nothing of its process group is left alive
@@ -211,5 +214,35 @@ def test_run_killed_anywhere_resumes_to_the_uninterrupted_pipeline(cache, tmp_pa
         swept = tmp_path / "runs"
         reference = {swept / n: _outcome(tmp_path / "ref" / n) for n in ("f-pcmc", "f-pcmr")}
         _sweep(forker, argv(swept), reference, span, "run")
+    finally:
+        forker.close()
+
+
+@pytest.fixture(scope="module")
+def cub(tmp_path_factory) -> Path:
+    from pcmpipe.datasets.synthetic import synth
+
+    root = tmp_path_factory.mktemp("cub")
+    synth("cub", root, images=2, seed=0)  # 150 train / 150 val / 100 test images
+    return root
+
+
+def _finetune_args(cub: Path, tmp: Path, runs_root: Path) -> list[str]:
+    args = ["finetune", "--data-root", str(cub), "--modalities", "I,C", "--unfreeze", "image", "--name", "ft"]
+    args += ["--batch-size", "50", "--epochs", "2", "--patience", "2", "--cache-root", str(tmp / "cache")]
+    args += ["--image-backbone", "clip-tiny-image", "--weights-image", "random:0", "--workers", "0"]
+    return args + ["--device", "cpu", "--runs-root", str(runs_root), "--set", "progress=false"]
+
+
+def test_finetune_killed_anywhere_resumes_to_the_uninterrupted_run(cub, tmp_path):
+    forker = _Forker(tmp_path)
+    try:
+        t0 = time.monotonic()
+        assert forker.run(_finetune_args(cub, tmp_path, tmp_path / "ref-runs"), kill_after=None) == 0
+        span = time.monotonic() - t0
+        reference = _outcome(tmp_path / "ref-runs" / "ft")
+        assert len(reference["history"]) == 2 and "image_backbone.safetensors" in reference["files"]
+        swept = tmp_path / "runs"
+        _sweep(forker, _finetune_args(cub, tmp_path, swept), {swept / "ft": reference}, span, "finetune")
     finally:
         forker.close()
