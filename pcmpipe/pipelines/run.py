@@ -76,45 +76,34 @@ def _ignore(event: Event) -> None:
 # ---------------------------------------------------------------- status checks
 
 
-def cached_complete(cache_root: Path, dataset: str, modality: str, splits=SPLITS) -> bool:
-    """True when every split of (dataset, modality) has a complete manifest (an unreadable one: not complete,
-    and the extraction step then says what is wrong with it)."""
-    from pcmpipe.cache.reader import read_manifest
-
-    for split in splits:
-        try:
-            manifest = read_manifest(cache_root, dataset, modality, split)
-        except UserError:
-            return False
-        if not (manifest or {}).get("complete"):
-            return False
-    return True
-
-
-def built_otherwise(cache_root: Path, data: DataSpec, modality: str, splits=SPLITS) -> str:
-    """'' when every split's manifest names the backbone and weights this plan extracts `modality` with, else
-    what differs. Cheap (no weights are loaded): the weights' checksum and the rest of the fingerprint are
-    compared by `extract` itself, which refuses a cache built with other settings."""
+def extraction_state(cache_root: Path, data: DataSpec, modality: str, splits=SPLITS) -> str:
+    """'' when every split of `modality` has a complete manifest naming the backbone and weights this plan
+    extracts it with; else 'missing' (absent, unfinished or unreadable: the extraction step then says what is
+    wrong) or 'stale: <what differs>'. Each manifest is read once. Cheap (no weights are loaded): the weights'
+    checksum and the rest of the fingerprint are compared by `extract` itself, which refuses a cache built
+    with other settings."""
     from pcmpipe.backbones import parse_weights
     from pcmpipe.cache.reader import read_manifest
     from pcmpipe.extract.plan import choose_backbone
     from pcmpipe.modalities import KINDS
 
-    kind = KINDS.get(modality)
-    if kind is None:  # the dataset's own vectors (A, C) or a user's modality: nothing chosen by the plan
-        return ""
-    name, weights, _ = choose_backbone(modality, kind, data.backbones, data.weights)
-    label = parse_weights(weights).label
+    kind = KINDS.get(modality)  # None: the dataset's own vectors (A, C) or a user's modality, chosen by no plan
+    wanted = None
+    if kind is not None:
+        name, weights, _ = choose_backbone(modality, kind, data.backbones, data.weights)
+        wanted = (name, parse_weights(weights).label)
     for split in splits:
         try:
-            meta = (read_manifest(cache_root, data.dataset, modality, split) or {}).get("meta") or {}
+            manifest = read_manifest(cache_root, data.dataset, modality, split) or {}
         except UserError:
-            continue  # unreadable: cached_complete already calls it missing
-        if "weights" not in meta:  # imported or hand-made features: the user placed them there on purpose
-            continue
-        have = (meta.get("backbone"), meta.get("weights"))
-        if have != (name, label):
-            return f"{modality} {split} was built with {have[0]} ({have[1]}), the plan names {name} ({label})"
+            return "missing"
+        if not manifest.get("complete"):
+            return "missing"
+        meta = manifest.get("meta") or {}
+        # imported or hand-made features carry no weights: the user placed them there on purpose
+        if wanted is not None and "weights" in meta and (meta.get("backbone"), meta.get("weights")) != wanted:
+            have = f"{meta.get('backbone')} ({meta.get('weights')})"
+            return f"stale: {modality} {split} was built with {have}, the plan names {wanted[0]} ({wanted[1]})"
     return ""
 
 
@@ -187,13 +176,12 @@ def make_plan(p: Pipeline, on_event: OnEvent | None = None) -> list[Step]:
         if not any(r.train.dataset == ds for r in p.runs.values()):
             continue
         mods = needed_modalities(p, ds)
-        missing = [m for m in mods if not cached_complete(cache_root, ds, m)]
         # a complete cache made with other weights (say the demo's random ones) is not this plan's features
-        stale = {m: why for m in mods if m not in missing and (why := built_otherwise(cache_root, data, m))}
-        todo = missing + list(stale)
-        detail = "; ".join(
-            ([f"missing: {','.join(missing)}"] if missing else []) + [f"stale: {why}" for why in stale.values()]
-        )
+        states = {m: extraction_state(cache_root, data, m) for m in mods}
+        missing = [m for m, state in states.items() if state == "missing"]
+        todo = [m for m, state in states.items() if state]
+        stale = [state for state in states.values() if state.startswith("stale")]
+        detail = "; ".join(([f"missing: {','.join(missing)}"] if missing else []) + stale)
         steps.append(
             Step(
                 "extract",
