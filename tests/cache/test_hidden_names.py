@@ -10,6 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -25,16 +26,9 @@ from pcmpipe.pipelines.run import extraction_state
 from pcmpipe.pipelines.spec import DataSpec
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "v1" / "cache"
-KW = dict(
-    modalities=["I"],
-    splits=["train"],
-    backbones={"image": "clip-tiny-image"},
-    weights={"image": "random:0"},
-    workers=0,
-    batch_size=4,
-    device="cpu",
-    rows_per_shard=2,
-)
+# one tiny image split, two rows per shard (the same settings as the corruption tests' extraction)
+KW = {"modalities": ["I"], "splits": ["train"], "workers": 0, "batch_size": 4, "device": "cpu", "rows_per_shard": 2}
+KW |= {"backbones": {"image": "clip-tiny-image"}, "weights": {"image": "random:0"}}
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +148,23 @@ def test_a_rename_cut_short_still_verifies_and_is_finished_by_the_next_writer(ex
     (d / "errors.jsonl").write_text("stale\n")
     assert hide_legacy_names(d) == ["errors.jsonl"] and errors_in(d).read_text() != "stale\n"
     assert open_cache(d).num_rows == 3
+
+
+def test_import_features_sees_an_old_split_and_replaces_it_with_hidden_names(tmp_path):
+    x = np.arange(24, dtype=np.float32).reshape(6, 4)
+    np.save(tmp_path / "x.npy", x)
+    (tmp_path / "ids.txt").write_text("".join(f"{i}\n" for i in range(6)))
+    base = ["import-features", "E", "--dataset", "ds", "--split", "train", "--ids", str(tmp_path / "ids.txt")]
+    base += ["--cache-root", str(tmp_path / "cache")]
+    cli = CliRunner()
+    assert cli.invoke(app, [*base, "--npy", str(tmp_path / "x.npy")]).exit_code == 0
+    d = cache_dir(tmp_path / "cache", "ds", "E", "train")
+    _as_old_layout(d)
+    again = cli.invoke(app, [*base, "--npy", str(tmp_path / "x.npy")])
+    assert again.exit_code == 0 and "already imported" in again.output, again.output
+    np.save(tmp_path / "y.npy", x * 2)
+    refused = cli.invoke(app, [*base, "--npy", str(tmp_path / "y.npy")])
+    assert refused.exit_code == 2 and "fingerprint" in refused.output  # the old manifest was read, not missed
+    assert cli.invoke(app, [*base, "--npy", str(tmp_path / "y.npy"), "--overwrite"]).exit_code == 0
+    assert _visible(d) == ["part-00000.parquet"] and (d / MANIFEST).is_file()
+    np.testing.assert_array_equal(pq.read_table(d).column("id").to_pylist(), [str(i) for i in range(6)])
