@@ -169,7 +169,7 @@ def writer_rank() -> int | None:
 
 
 def finish_part(directory: str | Path) -> None:
-    """After every rank closed its writer for `directory`: rank 0 merges the rank manifests into manifest.json.
+    """After every rank closed its writer for `directory`: rank 0 merges the rank manifests into .manifest.json.
 
     Barriers on both sides: the merge must see every rank's final manifest, and no rank may go on (and, say,
     open the same directory again expecting a complete cache) before the merged manifest exists.

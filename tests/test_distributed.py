@@ -18,6 +18,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pcmpipe.cache.layout import manifest_in, rank_manifests
+
 HERE = Path(__file__).resolve()
 REPO = HERE.parents[1]
 
@@ -364,15 +366,15 @@ def test_extract_under_torchrun_resumes_killed_rank_and_equals_single_process(tm
     killed = _run_torchrun("extract", multi, 2, str(data), "2", check=False)
     assert killed.returncode != 0
     first = cache_dir(multi, "flickr8k", EXTRACT_MODALITIES[0], "train")
-    rank1 = json.loads((first / "manifest.r001.json").read_text())
-    assert not rank1["complete"] and len(rank1["shards"]) == 2 and not (first / "manifest.json").exists()
+    rank1 = json.loads(rank_manifests(first)[1].read_text())
+    assert not rank1["complete"] and len(rank1["shards"]) == 2 and not manifest_in(first).exists()
     kept = {s["file"]: sha256_file(first / s["file"]) for s in rank1["shards"]}
 
     _run_torchrun("extract", multi, 2, str(data), "0")
     assert {f: sha256_file(first / f) for f in kept} == kept
     for m in EXTRACT_MODALITIES:
         d_single, d_multi = cache_dir(single, "flickr8k", m, "train"), cache_dir(multi, "flickr8k", m, "train")
-        merged = json.loads((d_multi / "manifest.json").read_text())
+        merged = json.loads(manifest_in(d_multi).read_text())
         files = [s["file"] for s in merged["shards"]]
         assert merged["complete"] and {f.split("-")[1] for f in files} == {"r000", "r001"}, files
         cols_a, feats_a = _read_sorted(d_single)
@@ -381,7 +383,7 @@ def test_extract_under_torchrun_resumes_killed_rank_and_equals_single_process(tm
         for c in cols_a:
             assert list(cols_a[c]) == list(cols_b[c]), c
         np.testing.assert_allclose(feats_b, feats_a, rtol=1e-5, atol=1e-5, err_msg=m)
-        assert merged["fingerprint"] == json.loads((d_single / "manifest.json").read_text())["fingerprint"]
+        assert merged["fingerprint"] == json.loads(manifest_in(d_single).read_text())["fingerprint"]
 
 
 @pytest.mark.slow  # a torchrun launch: 10-40 s on 2 shared cores

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from pcmpipe.cache.layout import manifest_in
 from pcmpipe.cli import app
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -161,8 +162,7 @@ def test_old_cache_still_reads(old_layout):
         columns, features = reader.read()
         assert reader.num_rows == rows and len(columns["id"]) == rows
         assert (
-            reader.fingerprint
-            == json.loads((Path("cache/synth") / m / "test" / "manifest.json").read_text())["fingerprint"]
+            reader.fingerprint == json.loads(manifest_in(Path("cache/synth") / m / "test").read_text())["fingerprint"]
         )
 
 

@@ -11,6 +11,7 @@ import torch
 from synthetic_cache import write_modality, write_synthetic_cache
 
 from pcmpipe.cache import ShardWriter, open_cache
+from pcmpipe.cache.layout import manifests_under
 from pcmpipe.config import TrainConfig, config_fingerprint
 from pcmpipe.samples import load_split
 from pcmpipe.samples_stream import StreamedSplit, resolve_stream
@@ -22,7 +23,7 @@ MODS = ["I", "T", "S", "C"]
 
 def to_float16(root, dataset: str = "synth") -> None:
     """Rewrite every cache under root/dataset as float16 through the real writer (same ids, rows, shards)."""
-    for manifest in sorted((root / dataset).glob("*/*/manifest.json")):
+    for manifest in manifests_under(root / dataset):
         directory = manifest.parent
         reader = open_cache(directory)
         columns, feats = reader.read()

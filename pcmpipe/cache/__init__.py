@@ -1,7 +1,7 @@
 """Feature cache: the contract between stage one (extraction) and stage two (training, evaluation).
 
-One directory per (dataset, modality, split) holds shard files (`part-00000.parquet` or `.h5`) and a
-`manifest.json` (see docs/cache-format.md). Modules: `layout` (the tree; the only code that joins its paths),
+One directory per (dataset, modality, split) holds shard files (`part-00000.parquet` or `.h5`) and a hidden
+`.manifest.json` (see docs/cache-format.md). Modules: `layout` (the tree; the only code that joins its paths),
 `shard` (one file's encoding and checksums), `manifest` (what a cache records and its fingerprint), `writer`
 (`ShardWriter`, resumable), `reader` (`open_cache`, `read_manifest`, verified reads), `importer` (a user's own
 vectors as a modality).

@@ -26,7 +26,8 @@ import numpy as np
 from pcmpipe import tempdirs
 from pcmpipe.atomic import fsync_path
 from pcmpipe.atomic import replace as durable_replace
-from pcmpipe.cache.manifest import MANIFEST, load_manifest
+from pcmpipe.cache.layout import manifest_in
+from pcmpipe.cache.manifest import load_manifest
 from pcmpipe.cache.shard import sha256_file
 from pcmpipe.cache.writer import FORMATS, MODALITY_RE, NAME_RE, ShardWriter, cache_dir
 from pcmpipe.errors import UserError
@@ -312,7 +313,7 @@ def import_features(
             lock=False,  # a private temp directory of this process
         )
         if target.exists() and any(target.iterdir()):
-            old = load_manifest(target / MANIFEST) if (target / MANIFEST).exists() else None
+            old = load_manifest(manifest_in(target)) if manifest_in(target).exists() else None
             if old is not None and old["fingerprint"] == writer.fingerprint and old["complete"]:
                 shutil.rmtree(tmp)
                 return ImportResult(target, old["num_rows"], shape, dtype, writer.fingerprint, skipped=True)

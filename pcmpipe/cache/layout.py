@@ -1,20 +1,83 @@
 """The cache tree, known here and nowhere else.
 
     <cache_root>/<dataset>/<modality>/<split>/part-NNNNN.{parquet,h5}  (rank r of a torchrun: part-rNNN-*)
-                                             /manifest.json, errors.jsonl
+                                             /.manifest.json, .errors.jsonl  (ranks: .manifest.rNNN.json)
     <cache_root>/runs/<run name>/...                                    (runs live beside the cache they read)
 
 Other code asks this module for a path or a listing instead of joining the parts itself, so the tree can change
 in one place. Directories whose name starts with "." are an unfinished import's temp directories: never listed.
+
+The manifest and the errors file are hidden (leading ".") so that a split directory holds nothing but shards
+to the tools users point at it: `pyarrow.parquet.read_table(dir)` skips basenames starting with "." or "_"
+(pyarrow.dataset's `ignore_prefixes` default) and `datasets.load_dataset("parquet", data_dir=dir)` skips
+hidden files and folders unless a pattern names them. Caches written before (`manifest.json`, `errors.jsonl`,
+`manifest.rNNN.json`) still read: every lookup below falls back to the old name, and a writer renames an old
+split's files to the hidden names when it opens it (`pcmpipe.cache.manifest.hide_legacy_names`).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-MANIFEST = "manifest.json"
-ERRORS = "errors.jsonl"  # the inputs extraction skipped, beside the manifest
+MANIFEST = ".manifest.json"
+ERRORS = ".errors.jsonl"  # the inputs extraction skipped, beside the manifest
 RUNS = "runs"
+_RANK_MANIFEST = re.compile(r"^\.?manifest\.r(\d{3,})\.json$")  # a rank's manifest, hidden or old
+# the names caches had before they were hidden -> the hidden name each became (errors before the manifest:
+# the order `hide_legacy_names` moves them in)
+LEGACY_NAMES = {"errors.jsonl": ERRORS, "manifest.json": MANIFEST}
+
+
+def rank_manifest_name(rank: int) -> str:
+    """The manifest rank `rank` of a torchrun writes beside its own shards."""
+    return f".manifest.r{rank:03d}.json"
+
+
+def rank_manifests(directory: str | Path) -> dict[int, Path]:
+    """rank -> its manifest in `directory` (the hidden name where both an old and a hidden one are there)."""
+    found: dict[int, Path] = {}
+    directory = Path(directory)
+    if directory.is_dir():
+        for path in sorted(directory.iterdir(), key=lambda p: not p.name.startswith(".")):  # hidden ones first
+            m = _RANK_MANIFEST.match(path.name)
+            if m:
+                found.setdefault(int(m.group(1)), path)
+    return dict(sorted(found.items()))
+
+
+def _hidden_or_old(directory: Path, name: str) -> Path:
+    """The file of `name`'s role in `directory`: its hidden name, else its old name where only that exists."""
+    hidden = LEGACY_NAMES.get(name, name)
+    old = next((o for o, h in LEGACY_NAMES.items() if h == hidden), None)
+    if old is not None and not (directory / hidden).exists() and (directory / old).exists():
+        return directory / old
+    return directory / hidden
+
+
+def legacy_files(directory: str | Path) -> list[tuple[Path, Path]]:
+    """(old path, hidden path) for each file of `directory` still under its pre-hidden name, errors file and
+    rank manifests before the manifest."""
+    directory = Path(directory)
+    pairs = [(directory / old, directory / new) for old, new in LEGACY_NAMES.items()]
+    pairs[1:1] = [(p, directory / rank_manifest_name(r)) for r, p in _old_rank_manifests(directory)]
+    return [(old, new) for old, new in pairs if old.exists()]
+
+
+def _old_rank_manifests(directory: Path) -> list[tuple[int, Path]]:
+    if not directory.is_dir():
+        return []
+    return sorted(
+        (int(m.group(1)), p)
+        for p in directory.iterdir()
+        if (m := _RANK_MANIFEST.match(p.name)) and not p.name.startswith(".")
+    )
+
+
+def is_cache_file(name: str) -> bool:
+    """True for the manifest, errors file and rank manifests of a cache (hidden or old names): the hidden files
+    a cache keeps, as against the `.<name>.tmp` files and temp directories of an interrupted writer."""
+    return name in LEGACY_NAMES or name in LEGACY_NAMES.values() or bool(_RANK_MANIFEST.match(name))
 
 
 def cache_dir(root: str | Path, dataset: str, modality: str, split: str) -> Path:
@@ -24,12 +87,30 @@ def cache_dir(root: str | Path, dataset: str, modality: str, split: str) -> Path
 
 def manifest_path(root: str | Path, dataset: str, modality: str, split: str) -> Path:
     """The manifest of one (dataset, modality, split); it exists once the cache has been started."""
-    return cache_dir(root, dataset, modality, split) / MANIFEST
+    return manifest_in(cache_dir(root, dataset, modality, split))
 
 
 def manifest_in(directory: str | Path) -> Path:
-    """The manifest of the cache in `directory`."""
-    return Path(directory) / MANIFEST
+    """The manifest of the cache in `directory`: `.manifest.json`, or an old cache's `manifest.json`."""
+    return _hidden_or_old(Path(directory), MANIFEST)
+
+
+def errors_in(directory: str | Path) -> Path:
+    """The errors file of the cache in `directory`: `.errors.jsonl`, or an old cache's `errors.jsonl`."""
+    return _hidden_or_old(Path(directory), ERRORS)
+
+
+def side_file_in(directory: str | Path, name: str) -> Path:
+    """The file a manifest's `side_files` entry names; an entry written before the rename (`errors.jsonl`)
+    finds the file under its hidden name too, so a split half-way through `hide_legacy_names` still verifies."""
+    return _hidden_or_old(Path(directory), name)
+
+
+def manifests_under(root: str | Path) -> list[Path]:
+    """The manifest of every cache directory below `root` (or of `root` itself), old names included."""
+    root = Path(root)
+    dirs = {p.parent for name in (MANIFEST, "manifest.json") for p in root.rglob(name)}
+    return [manifest_in(d) for d in sorted(dirs)]
 
 
 def runs_root(cache_root: str | Path) -> Path:

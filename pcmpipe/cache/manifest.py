@@ -1,30 +1,32 @@
 """The manifest beside a cache's shards: what the cache is (fingerprint) and which shards are finished.
 
-`manifest.json` is rewritten atomically after every finished shard, so it always lists exactly the
-shards a resumed writer must keep. Distributed ranks each write `manifest.rNNN.json` beside their own
-`part-rNNN-*` shards; `merge_manifests` joins them into the final `manifest.json`.
+`.manifest.json` is rewritten atomically after every finished shard, so it always lists exactly the
+shards a resumed writer must keep. Distributed ranks each write `.manifest.rNNN.json` beside their own
+`part-rNNN-*` shards; `merge_manifests` joins them into the final `.manifest.json`. `hide_legacy_names`
+moves a cache written before the names were hidden (`manifest.json`, `errors.jsonl`) to the hidden names.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Any
 
-from pcmpipe.atomic import write_text
+from pcmpipe.atomic import replace, write_text
 from pcmpipe.cache.shard import ShardError, ShardSchema, read_ids
 from pcmpipe.errors import UserError
 
 FORMAT_VERSION = 1
-from pcmpipe.cache.layout import MANIFEST  # noqa: E402  (the file name belongs to the tree)
-
-_RANK_MANIFEST = re.compile(r"^manifest\.r(\d{3,})\.json$")
-
-
-def rank_manifest_name(rank: int) -> str:
-    return f"manifest.r{rank:03d}.json"
+# the file names belong to the tree (MANIFEST and rank_manifest_name are re-exported here for the writer)
+from pcmpipe.cache.layout import (  # noqa: E402, F401
+    LEGACY_NAMES,
+    MANIFEST,
+    legacy_files,
+    manifest_in,
+    rank_manifest_name,
+    rank_manifests,
+)
 
 
 def canonical_json(obj) -> str:
@@ -150,16 +152,16 @@ def schema_of(manifest: dict) -> ShardSchema:
 
 
 def merge_manifests(directory: str | Path) -> dict:
-    """Join the finished per-rank manifests `manifest.rNNN.json` of `directory` into `manifest.json`.
+    """Join the finished per-rank manifests `.manifest.rNNN.json` of `directory` into `.manifest.json`.
 
     Every rank must share one fingerprint and be complete, and no id may appear in two ranks. Shards are
     listed rank by rank (in file-name order within a rank). Idempotent: merging again rewrites the same
     manifest. Returns the merged manifest.
     """
     directory = Path(directory)
-    ranks = sorted(p for p in directory.glob("manifest.r*.json") if _RANK_MANIFEST.match(p.name))
+    ranks = list(rank_manifests(directory).values())
     if not ranks:
-        raise UserError(f"no per-rank manifests (manifest.rNNN.json) in {directory}; did the ranks run?")
+        raise UserError(f"no per-rank manifests (.manifest.rNNN.json) in {directory}; did the ranks run?")
     parts = [load_manifest(p) for p in ranks]
     first = parts[0]
     for path, part in zip(ranks[1:], parts[1:]):
@@ -176,8 +178,8 @@ def merge_manifests(directory: str | Path) -> dict:
                 "rerun that rank to finish before merging"
             )
     final_path = directory / MANIFEST
-    if final_path.exists():
-        final = load_manifest(final_path)
+    if manifest_in(directory).exists():
+        final = load_manifest(manifest_in(directory))
         if final["fingerprint"] != first["fingerprint"]:
             raise UserError(
                 f"{final_path} has fingerprint {final['fingerprint'][:12]}, the ranks "
@@ -210,3 +212,38 @@ def merge_manifests(directory: str | Path) -> dict:
     merged.update(shards=shards, complete=True)
     write_manifest(final_path, merged)
     return merged
+
+
+def hide_legacy_names(directory: str | Path) -> list[str]:
+    """Move a cache written before its files were hidden to the hidden names; returns the old names it moved.
+
+    `errors.jsonl` -> `.errors.jsonl`, `manifest.rNNN.json` -> `.manifest.rNNN.json`, then `manifest.json` ->
+    `.manifest.json` with its `side_files` entries renamed too. Shards and fingerprints stay as they are, so an
+    intact old cache is reused, not rebuilt. Each step is one atomic rename or write, and the lookups in
+    `cache.layout` find either name, so a kill between two steps leaves a cache that reads (and is finished by
+    the next call). Where a hidden file exists already, this version wrote it: the old one is dropped. Call it
+    with the split's lock held (a writer about to open `directory`).
+    """
+    moved = []
+    for old, new in legacy_files(directory):
+        if new.exists():
+            old.unlink()
+        elif old.name == "manifest.json" or old.name.startswith("manifest.r"):
+            _rewrite_side_names(old, new)
+        else:
+            replace(old, new)
+        moved.append(old.name)
+    return moved
+
+
+def _rewrite_side_names(old: Path, new: Path) -> None:
+    """Write manifest `old` to `new` with its side files under their hidden names, then drop `old`."""
+    try:
+        manifest = json.loads(old.read_text(encoding="utf-8"))
+        for side in manifest.get("side_files", []):
+            side["file"] = LEGACY_NAMES.get(side["file"], side["file"])
+    except (ValueError, AttributeError, TypeError, KeyError):  # damaged: keep its bytes, reading it will say so
+        replace(old, new)
+        return
+    write_text(new, json.dumps(manifest, indent=1, sort_keys=False) + "\n")
+    old.unlink()

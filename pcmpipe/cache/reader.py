@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from pcmpipe.cache.layout import MANIFEST, manifest_path, parts_of
+from pcmpipe.cache.layout import manifest_in, manifest_path, manifests_under, parts_of, rank_manifests, side_file_in
 from pcmpipe.cache.manifest import load_manifest, schema_of
 from pcmpipe.cache.shard import (
     ShardError,
@@ -155,14 +155,14 @@ def open_cache(directory: str | Path, *, verify: bool = True) -> CacheReader:
     truncated or corrupt (the message names the shard).
     """
     directory = Path(directory)
-    path = directory / MANIFEST
+    path = manifest_in(directory)
     if not path.exists():
-        if directory.is_dir() and any(directory.glob("manifest.r*.json")):
+        if rank_manifests(directory):
             raise UserError(
                 f"cache {directory} has per-rank manifests only; merge them first "
                 "(pcmpipe.cache.manifest.merge_manifests)"
             )
-        raise UserError(f"no cache at {directory} (manifest.json missing); run the extraction first")
+        raise UserError(f"no cache at {directory} ({path.name} missing); run the extraction first")
     manifest = load_manifest(path)
     if not manifest["complete"]:
         total = manifest.get("expected_rows")
@@ -208,7 +208,7 @@ def damaged_shards(directory: Path, manifest: dict, *, hashes: bool = True) -> l
         elif hashes and sha256_file(file) != shard["sha256"]:
             out.append((shard["file"], "corrupt (sha256 mismatch)"))
     for side in manifest.get("side_files", []):  # small files: always hashed
-        file = directory / side["file"]
+        file = side_file_in(directory, side["file"])
         if not file.is_file():
             out.append((side["file"], "missing"))
         elif file.stat().st_size != side["bytes"] or sha256_file(file) != side["sha256"]:
@@ -249,8 +249,8 @@ def list_caches(root: str | Path, *, verify: bool = False) -> list[dict[str, Any
     if not root.is_dir():
         raise UserError(f"cache root {root} does not exist; pass the directory holding your caches")
     rows: list[dict[str, Any]] = []
-    for path in sorted(root.rglob(MANIFEST)):
-        if any(part.startswith(".") for part in path.relative_to(root).parts):
+    for path in manifests_under(root):
+        if any(part.startswith(".") for part in path.parent.relative_to(root).parts):
             continue  # temp directories of an unfinished import
         where = parts_of(path.parent)
         try:

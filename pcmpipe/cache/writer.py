@@ -19,6 +19,7 @@ from pcmpipe.cache.manifest import (
     feature_spec,
     fingerprint,
     fingerprint_inputs,
+    hide_legacy_names,
     load_manifest,
     new_manifest,
     rank_manifest_name,
@@ -82,7 +83,7 @@ class ShardWriter:
     that shape. key: the column equal to `id` (`image_id`, `caption_id`, ...). links: the coarser id
     columns each row carries. meta: free JSON dict (backbone, weights checksum, preprocessing, dataset,
     split); with features, key, links and fmt it makes the fingerprint. rank: for distributed extraction,
-    rank r writes `part-rNNN-*` shards and `manifest.rNNN.json` (join them with `merge_manifests`).
+    rank r writes `part-rNNN-*` shards and `.manifest.rNNN.json` (join them with `merge_manifests`).
     expected_rows: optional total, only used to say "N of M rows" about an incomplete cache.
     listing: optional digest of the inputs the rows come from (extract: the dataset's records), recorded beside
     the fingerprint so a reuse check can tell a changed dataset from an unchanged one.
@@ -128,6 +129,7 @@ class ShardWriter:
             shard_prefix = f"part-r{rank:03d}"
         _check_name("shard prefix", shard_prefix)
         self.shard_prefix = shard_prefix
+        self._rank = rank
         self._manifest_path = self.directory / (MANIFEST if rank is None else rank_manifest_name(rank))
         self._shard_re = re.compile(rf"^{re.escape(shard_prefix)}-(\d{{5,}}){re.escape(FORMATS[fmt])}$")
         self.done_ids: set[str] = set()
@@ -158,6 +160,8 @@ class ShardWriter:
         return found
 
     def _open(self) -> None:
+        if self._rank is None:  # ranks share the directory: their launcher moved old names before they started
+            hide_legacy_names(self.directory)
         final = self.directory / MANIFEST
         if final.exists():
             found = self._check_fingerprint(final)
@@ -310,7 +314,7 @@ class ShardWriter:
         )
 
     def add_side_file(self, name: str) -> None:
-        """List a finished file beside the shards (extract's errors.jsonl) in the manifest with its size and
+        """List a finished file beside the shards (extract's .errors.jsonl) in the manifest with its size and
         sha256, so a deleted or damaged one is caught like a damaged shard. Call before `close`."""
         path = self.directory / name
         entry = {"file": name, "bytes": path.stat().st_size, "sha256": sha256_file(path)}

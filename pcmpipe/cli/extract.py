@@ -120,6 +120,6 @@ def extract_cmd(
                 err_console.print(f"[yellow]{part.modality} {part.split} rebuilt: {part.reason}[/]", highlight=False)
         if summary.errors:
             err_console.print(
-                f"[yellow]skipped {len(summary.errors)} inputs; reasons in errors.jsonl beside each manifest[/]",
+                f"[yellow]skipped {len(summary.errors)} inputs; reasons in .errors.jsonl beside each manifest[/]",
                 highlight=False,
             )

@@ -30,7 +30,7 @@ class Blob(Protocol):
         ...
 
     def describe(self) -> str:
-        """Where the bytes live, for errors.jsonl ('shard-000.tar member 17.jpg')."""
+        """Where the bytes live, for .errors.jsonl ('shard-000.tar member 17.jpg')."""
         ...
 
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pcmpipe.backbones import DEFAULT_BACKBONES, backbone_kinds
-from pcmpipe.cache.layout import cache_dir
-from pcmpipe.cache.manifest import MANIFEST, differing_fields, feature_spec, load_manifest
+from pcmpipe.cache.layout import cache_dir, manifest_in
+from pcmpipe.cache.manifest import differing_fields, feature_spec, load_manifest
 from pcmpipe.cache.reader import damaged_shards
 from pcmpipe.cache.shard import read_ids
 from pcmpipe.cache.writer import cache_fingerprint
@@ -127,7 +127,7 @@ def split_spec(
 def compare(spec: SplitSpec, *, hashes: bool = True) -> SplitPlan:
     """How the cache at spec.directory stands against what extraction would write (see the module doc)."""
     d = spec.directory
-    path = d / MANIFEST
+    path = manifest_in(d)
     if not path.exists():
         return SplitPlan("new", "not extracted yet", d)
     try:

@@ -8,7 +8,7 @@ Per (modality, split) the cache `cache_root/dataset/modality/split` is written b
     moment (SIGKILL included) and started again ends with exactly the rows of an uninterrupted run;
   * a cache built with other settings (weights, preprocessing, precision, format, limit) is never mixed
     in: UserError, unless `overwrite=True`, which deletes that one cache directory and rebuilds it.
-Inputs that cannot be encoded are skipped and listed in `errors.jsonl` beside the manifest (or, with
+Inputs that cannot be encoded are skipped and listed in `.errors.jsonl` beside the manifest (or, with
 `strict=True`, the first one ends the run with a UserError).
 
 Modalities: I (image tower), T and P (text tower), S (speech encoder), A and C (the dataset's own
@@ -30,8 +30,9 @@ from pathlib import Path
 from pcmpipe import distributed as D
 from pcmpipe.backbones import Backbone, create_backbone, resolve_device
 from pcmpipe.backbones.hubert import HubertBackbone
+from pcmpipe.cache.layout import manifest_in
 from pcmpipe.cache.lock import exclusive
-from pcmpipe.cache.manifest import MANIFEST, load_manifest
+from pcmpipe.cache.manifest import hide_legacy_names, load_manifest
 from pcmpipe.cache.writer import FORMATS, ShardWriter
 from pcmpipe.datasets import SPLITS, open_dataset
 from pcmpipe.errors import UserError
@@ -233,6 +234,7 @@ def _write_part(
     meta = spec.meta
     problem, rebuilt = None, ""
     if D.is_main():  # one process decides (and deletes what is rebuilt); the others wait for its verdict
+        hide_legacy_names(directory)  # a cache written before its files were hidden: same shards, hidden names
         plan = compare(spec)
         if plan.action == "refuse" and not overwrite:
             problem = f"{plan.reason}; use another --cache-root or --overwrite to rebuild it"
@@ -309,7 +311,7 @@ def _write_part(
         errors = [e for rank_errors in D.gather_objects(errors) for e in rank_errors]
         if D.is_main():
             write_errors(directory, errors)
-        part.rows = load_manifest(directory / MANIFEST)["num_rows"]
+        part.rows = load_manifest(manifest_in(directory))["num_rows"]
     else:
         part.rows = writer.num_rows
     part.skipped = len(errors)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pcmpipe.atomic import write_lines
 from pcmpipe.cache.layout import ERRORS as ERRORS_FILE
+from pcmpipe.cache.layout import errors_in
 from pcmpipe.errors import UserError
 
 # progress(task, done, total): items of one (dataset, modality, split) done so far, out of total
@@ -29,7 +30,7 @@ class PartSummary:
     status: str
     rows: int = 0  # rows in the cache when the run ended
     new_rows: int = 0  # rows this run encoded
-    skipped: int = 0  # inputs listed in errors.jsonl
+    skipped: int = 0  # inputs listed in .errors.jsonl
     seconds: float = 0.0
     padding: float | None = None  # audio: fraction of padded samples in the batches
     directory: str = ""
@@ -60,7 +61,7 @@ class ExtractSummary:
 
 
 def write_errors(directory: Path, errors: list[dict]) -> Path:
-    """Replace `directory/errors.jsonl` (one JSON object per skipped input) atomically; returns its path."""
+    """Replace `directory/.errors.jsonl` (one JSON object per skipped input) atomically; returns its path."""
     path = directory / ERRORS_FILE
     write_lines(path, errors, sort_keys=True)
     return path
@@ -68,7 +69,7 @@ def write_errors(directory: Path, errors: list[dict]) -> Path:
 
 def read_errors(directory: Path) -> list[dict]:
     """The errors file of a finished cache ([] when there is none)."""
-    path = directory / ERRORS_FILE
+    path = errors_in(directory)
     if not path.is_file():
         return []
     try:

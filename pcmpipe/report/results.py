@@ -176,7 +176,7 @@ def matching_runs(record: dict, runs: dict[str, RunResult]) -> tuple[dict[str, R
 
 
 def cache_manifest(cache_root: Path, dataset: str, modality: str, split: str = "test") -> dict | None:
-    """The manifest.json of one cached (dataset, modality, split), or None (also when unreadable: the report
+    """The manifest of one cached (dataset, modality, split), or None (also when unreadable: the report
     then says "no cache manifest found" instead of stopping)."""
     from pcmpipe.cache.reader import read_manifest
 

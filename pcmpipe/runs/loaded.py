@@ -20,7 +20,7 @@ import torch
 
 from pcmpipe.backbones import Backbone, backbone_kind, create_backbone
 from pcmpipe.cache import cache_dir, open_cache
-from pcmpipe.cache.layout import MANIFEST
+from pcmpipe.cache.layout import manifest_in
 from pcmpipe.cache.manifest import load_manifest
 from pcmpipe.errors import UserError
 from pcmpipe.heads import ProjectionHead
@@ -233,8 +233,8 @@ def _cache_meta(run_dir: Path, rec: dict, modality: str) -> dict | None:
     # runs live at <cache_root>/runs/<name> by default: a relative path recorded elsewhere still resolves
     candidates.append(cache_dir(run_dir.resolve().parent.parent, cfg["dataset"], modality, cfg["split_train"]))
     for directory in candidates:
-        if (directory / MANIFEST).is_file():
-            return load_manifest(directory / MANIFEST)["meta"]
+        if manifest_in(directory).is_file():
+            return load_manifest(manifest_in(directory))["meta"]
     return None
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from pcmpipe.cache import ShardWriter, cache_dir, list_caches, merge_manifests, open_cache
+from pcmpipe.cache.layout import is_cache_file, manifest_in, rank_manifests
 from pcmpipe.cache.shard import sha256_file
 from pcmpipe.errors import UserError
 
@@ -88,7 +89,7 @@ def test_round_trip(tmp_path, fmt):
 
 def test_manifest_fields_and_fingerprint(tmp_path):
     write_cache(tmp_path / "c", n=10, expected_rows=10)
-    m = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    m = json.loads(manifest_in(tmp_path / "c").read_text())
     assert m["format_version"] == 1 and m["complete"] is True and m["num_rows"] == 10
     assert m["features"] == {
         "hubert": {"shape": [13, 768], "dtype": "float32"},
@@ -197,7 +198,7 @@ def test_corrupt_shard_named(tmp_path, fmt, damage):
 
 def test_fingerprint_mismatch_refused(tmp_path):
     write_cache(tmp_path / "c", n=20)
-    old = json.loads((tmp_path / "c" / "manifest.json").read_text())["fingerprint"]
+    old = json.loads(manifest_in(tmp_path / "c").read_text())["fingerprint"]
     other = dict(META, weights_sha256="cd" * 32)
     with pytest.raises(UserError) as err:
         ShardWriter(tmp_path / "c", features=FEATURES, key="caption_id", links=["image_id", "class_id"], meta=other)
@@ -268,11 +269,11 @@ def test_bad_rows_rejected(tmp_path):
 def test_resume_adopts_orphan_and_cleans_temp(tmp_path):
     d = tmp_path / "c"
     ids, links, feats = write_cache(d, n=200, rows_per_shard=50)
-    manifest = json.loads((d / "manifest.json").read_text())
+    manifest = json.loads(manifest_in(d).read_text())
     # state of a writer killed after renaming shard 3 but before recording it, while writing shard 4
     manifest["shards"] = manifest["shards"][:3]
     manifest["complete"] = False
-    (d / "manifest.json").write_text(json.dumps(manifest))
+    manifest_in(d).write_text(json.dumps(manifest))
     (d / ".part-00004.parquet.tmp").write_bytes(b"half a shard")
     (d / "part-00005.parquet").write_bytes(b"garbage renamed into place")
     w = ShardWriter(
@@ -316,7 +317,7 @@ def test_sigkill_then_resume(tmp_path, fmt):
         deadline = time.time() + 60
         while time.time() < deadline:
             try:
-                shards = json.loads((d / "manifest.json").read_text())["shards"]
+                shards = json.loads(manifest_in(d).read_text())["shards"]
             except (OSError, ValueError):
                 shards = []
             if len(shards) >= kill_after_shards:
@@ -325,7 +326,7 @@ def test_sigkill_then_resume(tmp_path, fmt):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert proc.returncode == -signal.SIGKILL, "child finished before it could be killed"
-        for s in json.loads((d / "manifest.json").read_text())["shards"]:
+        for s in json.loads(manifest_in(d).read_text())["shards"]:
             digest = sha256_file(d / s["file"])
             assert finished.setdefault(s["file"], digest) == digest  # finished shards are never rewritten
             finished[s["file"]] = digest
@@ -341,7 +342,7 @@ def test_sigkill_then_resume(tmp_path, fmt):
     np.testing.assert_array_equal(out["vec"][order], feats["vec"][np.argsort(np.asarray(ids))])
     for name, digest in finished.items():
         assert sha256_file(d / name) == digest
-    assert not [p for p in d.iterdir() if p.name.startswith(".")]
+    assert not [p for p in d.iterdir() if p.name.startswith(".") and not is_cache_file(p.name)]
 
 
 def test_merge_rank_manifests(tmp_path):
@@ -365,7 +366,7 @@ def test_merge_rank_manifests(tmp_path):
                 {c: [v[k] for k in rows] for c, v in links.items()},
                 {f: v[rows] for f, v in feats.items()},
             )
-    assert (d / "manifest.r000.json").exists() and (d / "part-r001-00002.parquet").exists()
+    assert 0 in rank_manifests(d) and (d / "part-r001-00002.parquet").exists()
     with pytest.raises(UserError, match="per-rank manifests only"):
         open_cache(d)
     merged = merge_manifests(d)
@@ -447,7 +448,7 @@ def test_docs_snippets_run(tmp_path, monkeypatch):
             w.add(ids, {"image_id": [i.split("#")[0] for i in ids]}, {"feat": feat})
     for block in blocks:
         fmt = "hdf5" if "h5py" in block else "parquet"
-        ns = {"d": str(dirs[fmt]), "manifest": json.loads((dirs[fmt] / "manifest.json").read_text())}
+        ns = {"d": str(dirs[fmt]), "manifest": json.loads(manifest_in(dirs[fmt]).read_text())}
         exec(compile(block, "docs/cache-format.md", "exec"), ns)
         if "fingerprint" in ns:
             assert ns["fingerprint"] == ns["manifest"]["fingerprint"]

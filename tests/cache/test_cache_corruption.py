@@ -1,5 +1,5 @@
 """Corruption sweep over the cache's files: a flipped byte, a truncation or a deletion of a shard (Parquet and
-HDF5), of manifest.json and of errors.jsonl, then `cache-info`, `train` and `extract` against it. Each one gives
+HDF5), of .manifest.json and of .errors.jsonl, then `cache-info`, `train` and `extract` against it. Each one gives
 one line naming the damaged file, or recovers (extract rebuilds what it can recompute); none reports a number
 from the damaged file as if it were whole."""
 
@@ -18,6 +18,7 @@ from synthetic_cache import write_synthetic_cache
 from typer.testing import CliRunner
 
 from pcmpipe.cache import cache_dir, open_cache
+from pcmpipe.cache.layout import ERRORS, MANIFEST, manifest_in
 from pcmpipe.cli import app
 from pcmpipe.config import TrainConfig
 from pcmpipe.datasets.synthetic import synth
@@ -89,7 +90,7 @@ def test_damaged_shard_is_named_by_cache_info_and_train(pristine, tmp_path, fmt,
 def test_damaged_manifest_is_one_line_naming_it(pristine, tmp_path, how):
     root = tmp_path / "cache"
     shutil.copytree(pristine["parquet"], root)
-    manifest = cache_dir(root, "synth", "T", "val") / "manifest.json"
+    manifest = manifest_in(cache_dir(root, "synth", "T", "val"))
     if how == "missing key":
         m = json.loads(manifest.read_text())
         del m["features"]
@@ -117,7 +118,7 @@ def test_extract_recovers_from_or_names_each_damaged_file(tmp_path):
     root, cache = tmp_path / "flickr8k", tmp_path / "cache"
     synth("flickr8k", root, images=6, seed=1)
     train = (root / "Flickr_8k.trainImages.txt").read_text().split()
-    (root / "Flicker8k_Dataset" / train[0]).unlink()  # one skipped input: errors.jsonl is not empty
+    (root / "Flicker8k_Dataset" / train[0]).unlink()  # one skipped input: .errors.jsonl is not empty
     kw = dict(
         modalities=["I"],
         splits=["train"],
@@ -132,19 +133,19 @@ def test_extract_recovers_from_or_names_each_damaged_file(tmp_path):
     extract("flickr8k", root, **kw)
     d = cache_dir(cache, "flickr8k", "I", "train")
     want_cols, want = open_cache(d).read()
-    for name in ("part-00001.parquet", "errors.jsonl", "manifest.json"):
+    for name in ("part-00001.parquet", ERRORS, MANIFEST):
         for how in DAMAGES:
             damage(d / name, how)
             try:
                 part = extract("flickr8k", root, **kw).parts[0]
             except UserError as e:  # a damaged manifest: what was there is unknown, so nothing is deleted
-                assert name == "manifest.json" and how != "delete"
+                assert name == MANIFEST and how != "delete"
                 _one_line(str(e), str(d / name))
                 assert "--overwrite" in str(e)
                 part = extract("flickr8k", root, overwrite=True, **kw).parts[0]
             else:
                 # a deleted manifest: its whole shards are adopted (resumed); anything else is rebuilt
-                assert part.status == ("resumed" if name == "manifest.json" else "rebuilt"), (name, how)
+                assert part.status == ("resumed" if name == MANIFEST else "rebuilt"), (name, how)
             assert (part.rows, part.skipped) == (3, 1)
             cols, got = open_cache(d).read()
             assert cols["id"].tolist() == want_cols["id"].tolist()

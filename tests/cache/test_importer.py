@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pcmpipe.cache import open_cache
+from pcmpipe.cache.layout import is_cache_file, manifest_in
 from pcmpipe.cli import app
 
 runner = CliRunner()
@@ -24,8 +25,10 @@ def cli(*args: str):
 
 
 def leftovers(root: Path) -> list[str]:
-    """Anything an import left behind: hidden temp directories or half caches."""
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.name.startswith("."))
+    """Anything an import left behind: hidden temp directories or half caches (not a cache's own hidden files)."""
+    return sorted(
+        str(p.relative_to(root)) for p in root.rglob("*") if p.name.startswith(".") and not is_cache_file(p.name)
+    )
 
 
 @pytest.fixture
@@ -387,11 +390,11 @@ def test_overwrite_never_leaves_the_modality_missing(inputs, monkeypatch, exchan
     real_replace, real_rmtree = os.replace, shutil.rmtree
 
     def replace(src, dest, *a, **k):
-        seen.append((target / "manifest.json").is_file())
+        seen.append(manifest_in(target).is_file())
         return real_replace(src, dest, *a, **k)
 
     def rmtree(path, *a, **k):
-        seen.append((target / "manifest.json").is_file())
+        seen.append(manifest_in(target).is_file())
         return real_rmtree(path, *a, **k)
 
     if not exchange:

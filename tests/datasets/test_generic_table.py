@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from user_data import caption_rows, write_csv
 
 from pcmpipe.cache import cache_dir, open_cache
+from pcmpipe.cache.layout import errors_in
 from pcmpipe.cli import app
 from pcmpipe.datasets import open_dataset
 from pcmpipe.errors import UserError
@@ -98,10 +99,7 @@ def test_extract_skips_and_lists_bad_inputs_resumes_and_refuses_strict(table, tm
     assert by_part[("I", "train")].rows == 2 and by_part[("I", "test")].rows == 1  # im0, im5 skipped
     reasons = {e["id"]: e["reason"] for e in summary.errors}
     assert reasons["im0"].startswith("missing file") and reasons["im5"].startswith("unreadable image")
-    listed = [
-        json.loads(line)
-        for line in (cache_dir(cache, "mydata", "I", "train") / "errors.jsonl").read_text().splitlines()
-    ]
+    listed = [json.loads(line) for line in errors_in(cache_dir(cache, "mydata", "I", "train")).read_text().splitlines()]
     assert [e["id"] for e in listed] == ["im0"]
     t = open_cache(cache_dir(cache, "mydata", "T", "train"))
     cols, feats = t.read()

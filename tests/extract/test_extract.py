@@ -19,6 +19,7 @@ import torch
 
 from pcmpipe.backbones import create_backbone
 from pcmpipe.cache import cache_dir, open_cache
+from pcmpipe.cache.layout import errors_in, manifest_in
 from pcmpipe.datasets import load_audio, open_dataset
 from pcmpipe.datasets.synthetic import synth
 from pcmpipe.errors import UserError
@@ -109,10 +110,10 @@ def test_flickr8k_every_modality_matches_direct_encoding(flickr, tmp_path):
             want = torch.cat([aud.encode(aud.preprocess([load_audio(recs[i].path)])) for i in cols["id"]])
         np.testing.assert_allclose(feats, want.numpy(), atol=1e-4, rtol=0)
         assert (
-            json.loads((cache_dir(tmp_path, "flickr8k", "I", split) / "manifest.json").read_text())["meta"]["weights"]
+            json.loads(manifest_in(cache_dir(tmp_path, "flickr8k", "I", split)).read_text())["meta"]["weights"]
             == "random:0"
         )
-        assert (cache_dir(tmp_path, "flickr8k", "S", split) / "errors.jsonl").read_text() == ""
+        assert errors_in(cache_dir(tmp_path, "flickr8k", "S", split)).read_text() == ""
     speech = [p for p in summary.parts if p.modality == "S"]
     assert all(p.padding is not None and 0 <= p.padding < 0.5 for p in speech)
 
@@ -174,7 +175,7 @@ def test_bad_images_are_skipped_listed_or_fatal_with_strict(cub, tmp_path):
     assert part.skipped == 3 and part.rows == total - 3
     assert {e["id"]: e["reason"].split(" (")[0].split(" /")[0] for e in summary.errors} == broken
     directory = cache_dir(tmp_path / "c", "cub", "I", "test")
-    listed = [json.loads(line) for line in (directory / "errors.jsonl").read_text().splitlines()]
+    listed = [json.loads(line) for line in errors_in(directory).read_text().splitlines()]
     assert {e["id"] for e in listed} == set(broken) and all(e["path"] and e["split"] == "test" for e in listed)
     _, cols, _ = _read(tmp_path / "c", "cub", "I", "test")
     assert not set(broken) & set(cols["id"].tolist())

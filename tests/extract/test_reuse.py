@@ -1,6 +1,6 @@
 """Reuse is fingerprint- and listing-checked: `extract` says "cached" only for the cache it would write now.
 
-Items added to the dataset, a bit-flipped shard or a deleted errors.jsonl make a split stale (rebuilt, never
+Items added to the dataset, a bit-flipped shard or a deleted .errors.jsonl make a split stale (rebuilt, never
 "cached"); other weights are refused; `plan_split` answers the same question for planners; a run refuses splits
 of one modality made by different weights.
 """
@@ -18,6 +18,7 @@ import pytest
 from synthetic_cache import write_modality, write_synthetic_cache
 
 from pcmpipe.cache import cache_dir, open_cache
+from pcmpipe.cache.layout import errors_in
 from pcmpipe.config import TrainConfig
 from pcmpipe.datasets.synthetic import synth
 from pcmpipe.errors import UserError
@@ -66,8 +67,8 @@ def test_added_items_damage_and_other_weights_are_never_cached(tmp_path):
     assert cols["id"].tolist() == reference[0]["id"].tolist()
     np.testing.assert_array_equal(feats["features"], reference[1]["features"])
 
-    (cache_dir(cache, "flickr8k", "I", "train") / "errors.jsonl").unlink()  # its skip count would read 0
-    assert "errors.jsonl" in _plan(root, cache).reason
+    errors_in(cache_dir(cache, "flickr8k", "I", "train")).unlink()  # its skip count would read 0
+    assert ".errors.jsonl" in _plan(root, cache).reason
     assert _extract(root, cache).parts[0].status == "rebuilt"
 
     plan = _plan(root, cache, weights="random:1")

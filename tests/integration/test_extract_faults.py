@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from pcmpipe.cache import cache_dir, open_cache
+from pcmpipe.cache.layout import manifest_in
 from pcmpipe.datasets.synthetic import synth
 
 PARTS = [(m, "train") for m in ("I", "T", "S")]
@@ -128,7 +129,7 @@ def test_sigkill_sweep_then_resume_is_byte_identical(flickr, reference, tmp_path
     done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     want, got = _snapshot(reference), _snapshot(cache)
-    assert got == want  # shards, manifests, errors.jsonl and the (empty) lock files; no temp or owner file left
+    assert got == want  # shards, manifests, .errors.jsonl and the (empty) lock files; no temp or owner file left
     for m, s in PARTS:
         cols, _ = open_cache(cache_dir(cache, "flickr8k", m, s)).read()
         assert len(set(cols["id"].tolist())) == len(cols["id"])
@@ -145,7 +146,7 @@ def test_two_extractions_into_one_new_cache(flickr, reference, tmp_path):
     want, got = _snapshot(reference), _snapshot(cache)
     assert got == want  # complete, each shard once, byte for byte
     for m, s in PARTS:
-        manifest = json.loads((cache_dir(cache, "flickr8k", m, s) / "manifest.json").read_text())
+        manifest = json.loads(manifest_in(cache_dir(cache, "flickr8k", m, s)).read_text())
         files = [sh["file"] for sh in manifest["shards"]]
         assert manifest["complete"] and len(files) == len(set(files))
 

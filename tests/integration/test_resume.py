@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from pcmpipe.cache import cache_dir, open_cache
+from pcmpipe.cache.layout import manifests_under
 from pcmpipe.datasets.synthetic import synth
 from pcmpipe.extract import extract
 
@@ -67,7 +68,7 @@ def _finished_shards(cache_root: Path) -> dict[Path, tuple[int, str]]:
     import json
 
     out = {}
-    for manifest in cache_root.rglob("manifest.json"):
+    for manifest in manifests_under(cache_root):
         for shard in json.loads(manifest.read_text())["shards"]:
             path = manifest.parent / shard["file"]
             out[path] = (path.stat().st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest())
@@ -78,7 +79,7 @@ def _count_listed(cache_root: Path) -> int:
     """Shards listed in manifests so far (manifests are replaced atomically, so always parse)."""
     import json
 
-    return sum(len(json.loads(m.read_text())["shards"]) for m in cache_root.rglob("manifest.json"))
+    return sum(len(json.loads(m.read_text())["shards"]) for m in manifests_under(cache_root))
 
 
 def _kill_when(cmd: list[str], cache_root: Path, shards: int, timeout: float = 240) -> None:

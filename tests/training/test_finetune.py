@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from pcmpipe.backbones import create_backbone
+from pcmpipe.cache.layout import manifest_in
 from pcmpipe.errors import UserError
 from pcmpipe.training.finetune import FinetuneConfig, finetune
 from pcmpipe.training.finetune.model import Coordinator, optimizer_groups, tower_sha256
@@ -196,7 +197,7 @@ def test_text_finetune_keeps_the_frozen_image_cache(cub, tmp_path):
     frozen = create_backbone("clip-tiny-image", "random:0")
     rec = json.loads((run / "config.json").read_text())
     assert rec["caches"]["val"]["I"]["fingerprint"] == cached.fingerprint
-    manifest = json.loads((Path(cached.directory) / "manifest.json").read_text())
+    manifest = json.loads(manifest_in(Path(cached.directory)).read_text())
     assert manifest["meta"]["weights_sha256"] == frozen.meta["weights_sha256"]
     # a second run reuses that cache as it is (no re-extraction: same shard files, same mtimes)
     shards = {p: p.stat().st_mtime_ns for p in Path(cached.directory).glob("part-*")}

@@ -4,7 +4,7 @@
     ds.modalities                                         # as the spec declares them, e.g. ('I', 'T')
     ds.records("T", "train")                              # list[Record], sorted by id, like Flickr8k's
 
-The records go through the same extraction as the paper's datasets: readers' error handling (errors.jsonl,
+The records go through the same extraction as the paper's datasets: readers' error handling (.errors.jsonl,
 --strict), the cache, resume and fingerprints. The spec format: `pcmpipe.datasets.generic.spec` and
 docs/datasets.md ("Your own data").
 """

@@ -35,7 +35,7 @@ class TarMember:
     """Bytes [offset, offset + size) of an uncompressed tar file: one member's data."""
 
     tar: Path
-    name: str  # the member's name in the shard, for errors.jsonl
+    name: str  # the member's name in the shard, for .errors.jsonl
     offset: int  # where its data starts in the file (tarfile's offset_data: after the member's header)
     size: int
 

@@ -157,10 +157,10 @@ def live_loader(dataset: LiveInputs, batches: list[list[int]], workers: int, pin
 def _check_backbone(directory: str, name: str, weights: str) -> None:
     """A cached frozen modality must come from the backbone the run is configured with (else mixed towers)."""
     from pcmpipe.backbones import parse_weights
-    from pcmpipe.cache.layout import MANIFEST
+    from pcmpipe.cache.layout import manifest_in
     from pcmpipe.cache.manifest import load_manifest
 
-    meta = load_manifest(Path(directory) / MANIFEST).get("meta", {})
+    meta = load_manifest(manifest_in(directory)).get("meta", {})
     want = (name, parse_weights(weights).label)
     have = (meta.get("backbone"), meta.get("weights"))
     if have[0] is not None and (have[0] != want[0] or (want[1] != "checkpoint" and have[1] != want[1])):
