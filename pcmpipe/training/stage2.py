@@ -194,6 +194,9 @@ def _train(cfg: TrainConfig, emit: OnEvent) -> Path:
             heads[m].compile()
 
     state = TrainState(best_scale=float(log_scale.detach().exp()))
+    # A streamed run records which shards each rank reads (a collective: every rank takes part); with the seed
+    # this is the whole order, as each rank's epoch order is a function of (seed, epoch, rank, its shards).
+    shards = distributed.gather_objects(_shards_read(train_d)) if isinstance(train_d, StreamedSplit) else None
     progress = None  # the partial epoch of a mid-epoch checkpoint
     distributed.barrier()  # every rank has read the checkpoint (or its absence) before rank 0 changes tmp
     if claim.checkpoint is not None:
@@ -224,6 +227,7 @@ def _train(cfg: TrainConfig, emit: OnEvent) -> Path:
                 {d.split: len(d) for d in (train_d, val_d)},
                 device,
                 argv=sys.argv,
+                **({"stream_shards": shards} if shards is not None else {}),
             ),
         )
     distributed.barrier()  # the run directory exists before any rank goes on
@@ -272,6 +276,11 @@ def _test_split(cfg: TrainConfig, info: SplitInfo, device: torch.device) -> Spli
                 "directory and train again"
             )
     return test.to(device)
+
+
+def _shards_read(split: StreamedSplit) -> list[str]:
+    """This rank's shards, as `<modality>/<file>` in the order assigned (pcmpipe.samples_stream)."""
+    return [f"{u.modality}/{u.file.name}" for u in split.mine]
 
 
 def _partial_epoch(cfg: TrainConfig, progress: EpochProgress | None, steps: int, tmp: Path) -> EpochProgress | None:
