@@ -89,3 +89,32 @@ def test_a_streamed_epoch_resumes_only_on_the_processes_that_began_it(cache, tmp
     assert _partial_epoch(in_memory, begun, 15, tmp_path) is begun  # one global order: any world continues it
     with pytest.raises(UserError, match="does not fit"):
         _partial_epoch(in_memory, begun, 4, tmp_path)  # the epoch no longer has that many steps
+
+
+def test_a_partial_epoch_without_its_losses_is_one_line_not_a_wrong_resume(cache, tmp_path, monkeypatch):
+    """A mid-epoch checkpoint whose partial-epoch tensors are gone (rewritten by another tool, checksum and all)
+    is refused naming the file; it is never resumed as if its epoch had ended."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from pcmpipe.backbones.weights import state_sha256
+    from pcmpipe.training import stage2
+    from pcmpipe.training.state import CHECKPOINT, load_checkpoint, save_checkpoint
+
+    def save_then_stop(*args, **kwargs):
+        save_checkpoint(*args, **kwargs)
+        raise KeyboardInterrupt  # right after the first mid-epoch checkpoint
+
+    cfg = TrainConfig.from_dict(settings(cache, tmp_path, epochs=1, checkpoint_every=5))
+    with monkeypatch.context() as m:
+        m.setattr(stage2, "save_checkpoint", save_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            stage2.train(cfg)
+    tmp = runs.temp_dir(tmp_path, "r")
+    ckpt = load_checkpoint(tmp)
+    assert ckpt is not None and ckpt.progress is not None and ckpt.progress.steps_done == 5
+    kept = {k: v for k, v in ckpt.tensors.items() if not k.startswith("progress.")}
+    save_file(kept, str(tmp / CHECKPOINT), metadata={"pcmpipe": json.dumps(ckpt.meta), "sha256": state_sha256(kept)})
+    with pytest.raises(UserError, match=f"checkpoint {tmp / CHECKPOINT} is unreadable"):
+        stage2.train(cfg)
