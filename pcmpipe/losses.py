@@ -276,6 +276,18 @@ class TargetShares:
             acc.clear()
         return out
 
+    def counts(self) -> dict[str, Tensor]:
+        """The counts since the last `shares()`, flat ("marked.T" -> tensor): what a mid-epoch checkpoint keeps."""
+        accs = {"marked": self._marked, "implied": self._implied, "pairs": self._pairs}
+        return {f"{name}.{m}": v for name, acc in accs.items() for m, v in acc.items()}
+
+    def restore(self, counts: dict[str, Tensor], device: torch.device | str) -> None:
+        """Continue from `counts()` of an interrupted epoch."""
+        accs = {"marked": self._marked, "implied": self._implied, "pairs": self._pairs}
+        for key, v in counts.items():
+            name, m = key.split(".", 1)
+            accs[name][m] = v.to(device)
+
 
 def _pcmc_step(
     emb: dict[str, Tensor],

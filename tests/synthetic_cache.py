@@ -72,12 +72,15 @@ def write_synthetic_cache(
     drop_speech: float = 0.0,
     with_class_modality: bool = False,
     fmt: str = "parquet",
+    rows_per_shard: int = 256,
 ) -> dict:
     """Write I, T, S (and C) caches for train/val/test under root/dataset; return a summary dict.
 
     drop_speech: fraction of spoken captions left out of S (missing-modality training).
+    rows_per_shard: shard size of every cache (streamed training reads and assigns whole shards).
     """
     root = Path(root)
+    shard = {"fmt": fmt, "rows_per_shard": rows_per_shard}
     images = images or SPLITS
     rng = np.random.default_rng(seed)
     views = {
@@ -97,7 +100,7 @@ def write_synthetic_cache(
         cls_ids = [str(c) for c in cls]
         x_i = views["I"](z_img) + noise * rng.standard_normal((n_img, 32))
         write_modality(
-            root, dataset, "I", split, key="image_id", links={"class_id": cls_ids}, ids=img_ids, features=x_i, fmt=fmt
+            root, dataset, "I", split, key="image_id", links={"class_id": cls_ids}, ids=img_ids, features=x_i, **shard
         )
 
         n_cap = n_img * captions_per_image
@@ -106,7 +109,7 @@ def write_synthetic_cache(
         cap_ids = [f"{img_ids[o]}#{k}" for o, k in zip(owner, np.tile(np.arange(captions_per_image), n_img))]
         cap_links = {"image_id": [img_ids[o] for o in owner], "class_id": [cls_ids[o] for o in owner]}
         x_t = views["T"](z_cap) + noise * rng.standard_normal((n_cap, 24))
-        write_modality(root, dataset, "T", split, key="caption_id", links=cap_links, ids=cap_ids, features=x_t, fmt=fmt)
+        write_modality(root, dataset, "T", split, key="caption_id", links=cap_links, ids=cap_ids, features=x_t, **shard)
 
         x_s = np.stack(
             [
@@ -128,7 +131,7 @@ def write_synthetic_cache(
             links={k: [v for v, ok in zip(vals, keep) if ok] for k, vals in cap_links.items()},
             ids=[c for c, ok in zip(cap_ids, keep) if ok],
             features=x_s[keep],
-            fmt=fmt,
+            **shard,
         )
         summary["rows"][split] = {"I": n_img, "T": n_cap, "S": int(keep.sum())}
 
@@ -144,7 +147,7 @@ def write_synthetic_cache(
                 links={},
                 ids=[str(c) for c in present],
                 features=x_c,
-                fmt=fmt,
+                **shard,
             )
             summary["rows"][split]["C"] = len(present)
     return summary

@@ -52,6 +52,7 @@ _NOT_FINGERPRINTED = (
     "memory_budget_mb",
     "spill_dir",
     "log_to",
+    "checkpoint_every",
 )
 # Settings added after runs were first written, with the value that reproduces what runs did before the
 # setting existed. The fingerprint leaves a setting out while it has that value, so every earlier run keeps
@@ -134,6 +135,9 @@ class TrainConfig(Settings):
     shuffle: bool = Field(True, description="shuffle training samples each epoch (off: cache order)")
     shuffle_buffer: int = Field(16384, ge=1, description="streamed: rows shuffled together (whole shards)")
     spill_dir: str | None = Field(None, description="streamed: where large looked-up modalities are spilled")
+    # Stage two also checkpoints within an epoch every this many steps (None: after each epoch only), so a kill
+    # loses at most that many steps; the resumed run continues the same batch order to the same numbers.
+    checkpoint_every: int | None = Field(None, ge=1, description="stage two: also checkpoint every this many steps")
     compile: bool = Field(False, description="torch.compile the heads (off: they are tiny, compile time dominates)")
     progress: bool = Field(True, description="rich progress bar on a terminal")
     threads: int | None = Field(None, ge=1, description="CPU threads for training (default: torch's choice)")

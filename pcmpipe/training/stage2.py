@@ -7,7 +7,10 @@ tensors (pcmpipe.samples); the loop keeps per-step host work to a minimum (no .i
 
 The run is written into `<runs_root>/.tmp-<name>/` with a checkpoint per epoch and renamed to
 `<runs_root>/<name>/` when test metrics are written (pcmpipe.training.rundir's protocol, shared with
-fine-tuning). Running the same config again resumes.
+fine-tuning). Running the same config again resumes. With `checkpoint_every` it also checkpoints every that
+many steps within an epoch (pcmpipe.training.state.EpochProgress); a resume then redraws the epoch's order
+from the generator state the epoch began with, skips the steps taken, and ends bit for bit where an
+uninterrupted run ends (docs/reliability.md).
 
 Under torchrun (docs/scaling.md) every rank draws the same global batch order, embeds its slice of each global
 batch, and the embeddings are all-gathered so the losses see the whole global batch; gradients are averaged.
@@ -37,7 +40,7 @@ from pcmpipe.training import rundir as runs
 from pcmpipe.training.evaluate import embed_rows, evaluate_all, levels_available, mean_r1, non_finite, score
 from pcmpipe.training.events import Note, OnEvent, RunFinished, ShareMonitor, StepDone, TrainingStarted
 from pcmpipe.training.optim import adamw, clamp_logit_scale, cosine_schedule, param_groups, resolve_device
-from pcmpipe.training.state import Resumable, TrainState, restore
+from pcmpipe.training.state import EpochProgress, Resumable, TrainState, restore, save_checkpoint
 from pcmpipe.training.tracking import tracked
 
 
@@ -191,12 +194,20 @@ def _train(cfg: TrainConfig, emit: OnEvent) -> Path:
             heads[m].compile()
 
     state = TrainState(best_scale=float(log_scale.detach().exp()))
+    # A streamed run records which shards each rank reads (a collective: every rank takes part); with the seed
+    # this is the whole order, as each rank's epoch order is a function of (seed, epoch, rank, its shards).
+    shards = distributed.gather_objects(_shards_read(train_d)) if isinstance(train_d, StreamedSplit) else None
+    progress = None  # the partial epoch of a mid-epoch checkpoint
     distributed.barrier()  # every rank has read the checkpoint (or its absence) before rank 0 changes tmp
     if claim.checkpoint is not None:
         state = restore(claim.checkpoint, parts, tmp)
+        progress = _partial_epoch(cfg, claim.checkpoint.progress, steps, tmp)
         if main:
             runs.start_resume(tmp, state.history)
-        emit(Note(f"resuming {cfg.name} after epoch {state.epoch}"))
+        at = f"after epoch {state.epoch}"
+        if progress is not None:
+            at = f"in epoch {state.epoch + 1} after step {progress.steps_done}/{steps}"
+        emit(Note(f"resuming {cfg.name} {at}"))
     elif main:
         caches = {
             d.split: {
@@ -216,13 +227,14 @@ def _train(cfg: TrainConfig, emit: OnEvent) -> Path:
                 {d.split: len(d) for d in (train_d, val_d)},
                 device,
                 argv=sys.argv,
+                **({"stream_shards": shards} if shards is not None else {}),
             ),
         )
     distributed.barrier()  # the run directory exists before any rank goes on
 
     emit(TrainingStarted(cfg.name, cfg.epochs, steps, state.epoch + 1))
     try:
-        _loop(cfg, train_d, val_d, parts, steps, state, tmp, emit, fp)
+        _loop(cfg, train_d, val_d, parts, steps, state, tmp, emit, fp, progress)
     except UserError:
         if main:  # every rank sees the same global loss, so every rank raises
             shutil.rmtree(tmp, ignore_errors=True)  # a diverged run is not worth resuming: leave nothing behind
@@ -266,8 +278,33 @@ def _test_split(cfg: TrainConfig, info: SplitInfo, device: torch.device) -> Spli
     return test.to(device)
 
 
-def _loop(cfg, train_d, val_d, parts: Resumable, steps, state: TrainState, tmp, emit: OnEvent, fp) -> None:
-    """Epochs from state.epoch + 1 until cfg.epochs or early stop; checkpoint after each epoch."""
+def _shards_read(split: StreamedSplit) -> list[str]:
+    """This rank's shards, as `<modality>/<file>` in the order assigned (pcmpipe.samples_stream)."""
+    return [f"{u.modality}/{u.file.name}" for u in split.mine]
+
+
+def _partial_epoch(cfg: TrainConfig, progress: EpochProgress | None, steps: int, tmp: Path) -> EpochProgress | None:
+    """A mid-epoch checkpoint's partial epoch, if this launch can continue it exactly."""
+    if progress is None:
+        return None
+    if not 0 < progress.steps_done < steps or len(progress.losses) != progress.steps_done:
+        raise UserError(f"the checkpoint in {tmp} is within an epoch of {steps} steps it does not fit; delete {tmp}")
+    world = distributed.get_world_size()
+    # In memory every rank draws the same global order, so any number of processes continues it; streamed,
+    # each rank reads its own shards, so the rest of the epoch exists only for the processes that began it.
+    if cfg.stream and progress.world != world:
+        raise UserError(
+            f"{cfg.name} was interrupted within a streamed epoch on {progress.world} process(es); resume it on "
+            f"{progress.world} (torchrun --nproc_per_node {progress.world}), not {world}"
+        )
+    return progress
+
+
+def _loop(
+    cfg, train_d, val_d, parts: Resumable, steps, state: TrainState, tmp, emit: OnEvent, fp, progress=None
+) -> None:
+    """Epochs from state.epoch + 1 until cfg.epochs or early stop; checkpoint after each epoch, and every
+    `cfg.checkpoint_every` steps within one. `progress`: the partial epoch to finish first."""
     heads, log_scale, opt = parts.modules["heads"], parts.log_scale, parts.optimizer
     assert isinstance(heads, nn.ModuleDict), "_train stores build_heads' ModuleDict under 'heads'"
     device = log_scale.device
@@ -285,12 +322,24 @@ def _loop(cfg, train_d, val_d, parts: Resumable, steps, state: TrainState, tmp, 
     complete = train_d.complete()
     refresh = max(1, steps // 20)
     check_every = 1 if device.type == "cpu" else refresh  # a NaN check syncs the GPU; on CPU it is free
+    every = cfg.checkpoint_every
     while state.running(cfg.epochs, cfg.patience):
         epoch = state.epoch + 1
         t0 = time.perf_counter()
+        start = 0
+        if progress is not None:  # the epoch a mid-epoch checkpoint interrupted: its first steps are done
+            start = progress.steps_done
+            losses[:start] = progress.losses.to(device)
+            parts.generator.set_state(progress.generator)
+            if shares is not None:
+                shares.restore(progress.extra, device)
+            t0 -= progress.train_s
+            progress = None
+        # the epoch's order is drawn from this state; a mid-epoch checkpoint keeps it to draw the order again
+        epoch_generator = parts.generator.get_state()
         heads.train()
-        batches = train_d.epoch_batches(epoch, steps, bs, parts.generator, out=buffers)
-        for s, (inputs, local_present, local_rows) in enumerate(batches):
+        batches = train_d.epoch_batches(epoch, steps, bs, parts.generator, out=buffers, start_step=start)
+        for s, (inputs, local_present, local_rows) in enumerate(batches, start):
             # Under torchrun: this rank's slice of the global batch in, the global batch's embeddings out.
             local_present = {m: p for m, p in local_present.items() if m not in complete}
             emb, present = distributed.gather_features({m: heads[m](x) for m, x in inputs.items()}, local_present)
@@ -314,7 +363,8 @@ def _loop(cfg, train_d, val_d, parts: Resumable, steps, state: TrainState, tmp, 
             parts.scheduler.step()
             clamp_logit_scale(log_scale, cfg.logit_scale_max)
             losses[s] = loss.detach()
-            if (s + 1) % check_every == 0 or s + 1 == steps:
+            due = every is not None and (s + 1) % every == 0 and s + 1 < steps  # the epoch's end checkpoints anyway
+            if due or (s + 1) % check_every == 0 or s + 1 == steps:  # never checkpoint a diverged run
                 bad = ~torch.isfinite(losses[: s + 1])
                 if bool(bad.any()):
                     first = int(bad.nonzero()[0])
@@ -322,6 +372,16 @@ def _loop(cfg, train_d, val_d, parts: Resumable, steps, state: TrainState, tmp, 
                         f"loss became NaN at epoch {epoch} step {first + 1}; lower --lr (now {cfg.lr:g}) "
                         "or check the cached features for NaN/inf"
                     )
+            if due and main:
+                partial = EpochProgress(
+                    s + 1,
+                    losses[: s + 1].clone(),
+                    epoch_generator,
+                    distributed.get_world_size(),
+                    time.perf_counter() - t0,
+                    shares.counts() if shares is not None else {},
+                )
+                save_checkpoint(tmp, fp, state, parts, partial)
             if cfg.progress and (s + 1) % refresh == 0:
                 emit(StepDone(epoch, s + 1, steps, float(losses[s])))
         train_time = time.perf_counter() - t0

@@ -9,6 +9,12 @@ never come from two different epochs. Nothing is unpickled on the way back: safe
 Tensor keys: `model.<module>.<param>` (the recipe's trainable modules, e.g. `model.heads.I.proj.weight`),
 `best_heads.<param>`, `optimizer.<index>.<slot>` (the optimizer's own parameter index, which follows the
 parameter order of the groups, itself fixed by the config's modality order), `rng.generator`, `rng.torch`.
+
+A checkpoint written within an epoch (stage two's `checkpoint_every`) adds the partial epoch (`EpochProgress`):
+JSON `progress` (steps done, processes, seconds) and tensors `progress.losses` (the steps' losses),
+`progress.generator` (the order generator's state when the epoch began: the epoch's order is drawn again
+from it) and `progress.extra.<key>` (a recipe's per-epoch accumulators). Such a checkpoint is format /2, so
+a pcmpipe that knows only epoch checkpoints refuses it instead of resuming as if the epoch had ended.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from pcmpipe.errors import UserError
 
 CHECKPOINT = "checkpoint.safetensors"
 FORMAT = "pcmpipe-checkpoint/1"
+FORMAT_PARTIAL = "pcmpipe-checkpoint/2"  # with a partial epoch (module docstring)
 # safetensors checks its header but not the data: a flipped byte in a tensor would load as a silently wrong
 # weight, so the files pcmpipe writes carry `state_sha256` of their tensors in the metadata, and the
 # readers compare it
@@ -87,6 +94,18 @@ class Resumable:
 
 
 @dataclass
+class EpochProgress:
+    """The part of epoch `TrainState.epoch + 1` already trained, as a mid-epoch checkpoint keeps it."""
+
+    steps_done: int  # optimizer steps of this epoch taken (the next batch is step steps_done + 1)
+    losses: torch.Tensor  # float32 [steps_done], their losses (the epoch's mean loss needs them)
+    generator: torch.Tensor  # the order generator's state at the epoch's start
+    world: int  # processes that trained it (a streamed order depends on it)
+    train_s: float = 0.0  # training seconds of the epoch so far
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # per-epoch accumulators (PCMR's target shares)
+
+
+@dataclass
 class Checkpoint:
     """A checkpoint as read back: its config fingerprint, tensors by flat key, and the JSON part."""
 
@@ -97,6 +116,22 @@ class Checkpoint:
     @property
     def epoch(self) -> int:
         return int(self.meta["state"]["epoch"])
+
+    @property
+    def progress(self) -> EpochProgress | None:
+        """The partial epoch of a mid-epoch checkpoint; None for one written at the end of an epoch."""
+        rec = self.meta.get("progress")
+        if rec is None:
+            return None
+        extra = {k[len("progress.extra.") :]: v for k, v in self.tensors.items() if k.startswith("progress.extra.")}
+        return EpochProgress(
+            int(rec["steps_done"]),
+            self.tensors["progress.losses"],
+            self.tensors["progress.generator"],
+            int(rec["world"]),
+            float(rec["train_s"]),
+            extra,
+        )
 
 
 def _optimizer_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -126,8 +161,10 @@ def _optimizer_state(meta: dict, tensors: dict[str, torch.Tensor]) -> dict:
     return {"state": state, "param_groups": groups}
 
 
-def save_checkpoint(run_dir: Path, fingerprint: str, state: TrainState, parts: Resumable) -> None:
-    """Write `run_dir/checkpoint.safetensors` atomically (module docstring)."""
+def save_checkpoint(
+    run_dir: Path, fingerprint: str, state: TrainState, parts: Resumable, progress: EpochProgress | None = None
+) -> None:
+    """Write `run_dir/checkpoint.safetensors` atomically (module docstring); `progress` within an epoch."""
     tensors: dict[str, torch.Tensor] = {"log_scale": parts.log_scale.detach()}
     for name, module in parts.modules.items():
         keep = parts.select.get(name, lambda _k: True)
@@ -140,14 +177,20 @@ def save_checkpoint(run_dir: Path, fingerprint: str, state: TrainState, parts: R
     tensors["rng.torch"] = torch.get_rng_state()
     record = {k: v for k, v in asdict(state).items() if k != "best_heads"}
     record["has_best_heads"] = state.best_heads is not None
+    if progress is not None:
+        tensors["progress.losses"] = progress.losses
+        tensors["progress.generator"] = progress.generator
+        tensors.update({f"progress.extra.{k}": v for k, v in progress.extra.items()})
     meta = {
-        "format": FORMAT,
+        "format": FORMAT if progress is None else FORMAT_PARTIAL,
         "fingerprint": fingerprint,
         "state": record,
         "optimizer": opt_meta,
         "scheduler": parts.scheduler.state_dict(),
         "scaler": parts.scaler.state_dict() if parts.scaler is not None else None,
     }
+    if progress is not None:
+        meta["progress"] = {"steps_done": progress.steps_done, "world": progress.world, "train_s": progress.train_s}
     # safetensors refuses tensors that share memory or are not contiguous: give it plain CPU copies
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     with atomic_path(run_dir / CHECKPOINT) as tmp:
@@ -164,16 +207,18 @@ def load_checkpoint(run_dir: Path) -> Checkpoint | None:
             header = f.metadata() or {}
             meta = json.loads(header["pcmpipe"])
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-        if meta.get("format") != FORMAT:
+        if meta.get("format") not in (FORMAT, FORMAT_PARTIAL):
             raise ValueError(f"format {meta.get('format')!r}")
         # checkpoints written before the checksum have none; every later one must match it
         if "sha256" in header and header["sha256"] != state_sha256(tensors):
             raise ValueError("checksum mismatch")
-    except (OSError, SafetensorError, KeyError, ValueError) as e:  # written atomically: damage from outside
+        ckpt = Checkpoint(meta["fingerprint"], tensors, meta)
+        ckpt.progress  # noqa: B018 -- a partial epoch's record must be whole too (KeyError here, not mid-resume)
+    except (OSError, SafetensorError, KeyError, ValueError, TypeError) as e:  # written atomically: damage from outside
         raise UserError(
             f"checkpoint {path} is unreadable ({type(e).__name__}); delete {run_dir} to start over"
         ) from None
-    return Checkpoint(meta["fingerprint"], tensors, meta)
+    return ckpt
 
 
 def restore(ckpt: Checkpoint, parts: Resumable, where: Path) -> TrainState:

@@ -56,6 +56,12 @@ def _train(cache: Path, runs_root: Path, loss: str, nproc: int) -> subprocess.Co
     return proc
 
 
+def _shards(cache: Path, modality: str) -> list[dict]:
+    from pcmpipe.cache import cache_dir, open_cache
+
+    return open_cache(cache_dir(cache, "synth", modality, "train")).manifest["shards"]
+
+
 def _epochs(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
@@ -120,3 +126,56 @@ def test_two_ranks_follow_one_process(cache: Path, tmp_path: Path, loss: str, mo
     assert json.loads((run3 / "test_metrics.json").read_text()) == t1
     again = _train(cache, tmp_path / "resume", loss, 2)  # complete: every rank returns, none waits forever
     assert "already complete" in again.stdout
+
+
+@pytest.fixture(scope="module")
+def small_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("dist_stream_cache")
+    # 40-row shards: a rank's slice of the global batch of 80 is one shard (see the test below)
+    write_synthetic_cache(root, drop_speech=0.3, rows_per_shard=40)
+    return root
+
+
+@pytest.mark.slow  # 2 torchrun launches and an in-process reference: about 30 s on 2 shared cores
+def test_streamed_two_ranks_read_their_own_shards_and_resume_within_an_epoch(small_shards: Path, tmp_path: Path):
+    """Streamed on 2 ranks, without shuffling, killed by SIGKILL within epoch 2 and resumed on 2 ranks.
+
+    What holds exactly: rank r reads base shards r, r + 2, ... in cache order, and with 40-row shards its slice
+    of global batch s is shard 2 s + r, so the global batches are those of in-memory training without shuffling
+    (rows 80 s .. 80 s + 79). The run therefore follows one in-memory process as 2 in-memory ranks do (same
+    validation scores and test metrics; losses within the float rounding of 2-rank gradient averaging)."""
+    from mid_epoch_kill import kill_within_an_epoch, run_train, train_command
+
+    from pcmpipe.config import TrainConfig
+    from pcmpipe.training import rundir as runs
+    from pcmpipe.training.stage2 import train
+
+    common = {**_settings("pcmc"), "cache_root": str(small_shards), "name": "s", "shuffle": False}
+    reference = train(TrainConfig.from_dict({**common, "runs_root": str(tmp_path / "one")}))  # 1 process, in memory
+
+    runs_root = tmp_path / "two"
+    streamed = {**common, "runs_root": str(runs_root), "stream": True, "memory_budget_mb": 1e-4, "checkpoint_every": 2}
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd = train_command(streamed, tmp_path, launcher)
+    ckpt = kill_within_an_epoch(cmd, runs.temp_dir(runs_root, "s"), tmp_path / "killed.log", ENV)
+    assert ckpt.progress is not None and ckpt.progress.world == 2 and ckpt.progress.steps_done in (2, 4)
+    done = run_train(cmd, ENV)
+    assert f"resuming s in epoch {ckpt.epoch + 1} after step {ckpt.progress.steps_done}/6" in done.stdout
+
+    run = runs_root / "s"
+    record = runs.run_config(run)
+    assert record["config"]["stream"] is True
+    # each rank read its own base shards: disjoint, together every shard of the split
+    base = {f"{m}/{Path(s['file']).name}" for m in ("T", "S") for s in _shards(small_shards, m)}
+    mine = [set(r) for r in record["stream_shards"]]
+    assert len(mine) == 2 and not mine[0] & mine[1] and mine[0] | mine[1] == base
+    assert [sum(f.startswith("T/") for f in r) for r in mine] == [6, 6]  # 12 caption shards, 6 a rank
+
+    e1, e2 = _epochs(reference), _epochs(run)
+    assert [e["epoch"] for e in e2] == [1, 2, 3]
+    for a, b in zip(e1, e2):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4), (a["epoch"], a["loss"], b["loss"])
+        assert b["lr"] == a["lr"] and b["val"] == a["val"] and b["best"] == a["best"]
+    assert e1[-1]["loss"] < e1[0]["loss"]
+    assert runs.read_json(run / "test_metrics.json") == runs.read_json(reference / "test_metrics.json")
+    assert not list(runs_root.glob(".tmp-*"))

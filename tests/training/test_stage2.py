@@ -410,6 +410,8 @@ def test_checkpoint_is_safetensors_with_json_and_restores_exactly(cache, tmp_pat
         header = json.loads(f.read(int.from_bytes(f.read(8), "little")))  # the safetensors layout, read by hand
     meta = json.loads(header["__metadata__"]["pcmpipe"])
     assert meta["state"]["epoch"] == 1 and meta["state"]["step"] > 0 and len(meta["state"]["history"]) == 1
+    # an epoch's checkpoint keeps the format epoch checkpoints always had (no partial epoch in it)
+    assert meta["format"] == "pcmpipe-checkpoint/1" and "progress" not in meta
     with safe_open(str(tmp / CHECKPOINT), framework="pt") as f:
         keys = set(f.keys())
     assert {"log_scale", "rng.generator", "rng.torch"} <= keys
