@@ -8,41 +8,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 from typer.testing import CliRunner
 
 import pcmpipe
 from pcmpipe.cache import open_cache
 from pcmpipe.cli import app
-from pcmpipe.config import TrainConfig
 from pcmpipe.datasets import load_audio, open_dataset
-from pcmpipe.extract import extract
 from pcmpipe.extract.sources import encode
 from pcmpipe.training.rundir import load_embeddings
-from pcmpipe.training.stage2 import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def speech_run(trained, tmp_path_factory) -> Path:
+def speech_run(trained, make_run, tmp_path_factory) -> Path:
     """A one-epoch S,T run on the package's synthetic Flickr8k, speech through hubert-tiny (random:0)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
     cache = tmp_path_factory.mktemp("speech") / "cache"
-    extract(
-        "flickr8k", trained["data"], modalities=["S", "T"], device="cpu", workers=0, cache_root=cache,
-        backbones={"audio": "hubert-tiny", "text": "clip-tiny-text"}, weights={"audio": "random:0", "text": "random:0"},
-    )  # fmt: skip
-    cfg = TrainConfig.from_dict(
-        dict(
-            dataset="flickr8k", modalities="S,T", cache_root=str(cache), runs_root=str(cache / "runs"),
-            epochs=1, batch_size=16, dim=32, progress=False, name="speech", device="cpu",
-        )
-    )  # fmt: skip
-    run = train(cfg)
-    torch.set_num_threads(before)
-    return Path(run)
+    speech = {"audio": "hubert-tiny", "text": "clip-tiny-text"}
+    return make_run(trained["data"], cache, ["S", "T"], speech, epochs=1, name="speech")
 
 
 def _tone(path: Path, seconds: float, rate: int, channels: int, freq: float) -> None:
