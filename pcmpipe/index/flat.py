@@ -33,7 +33,7 @@ def rows_per_block(queries: int) -> int:
 
 class FlatIndex:
     """Exact inner-product search over rows [N, D] (float32 or float16), FAISS-like: `search(q, k)` ->
-    (scores [Q, k] float32, rows [Q, k] int64), `ntotal`, `d`."""
+    (scores [Q, k] float32, rows [Q, k] int64; beyond N rows -1, scores -inf), `ntotal`, `d`."""
 
     def __init__(self, vectors: np.ndarray | torch.Tensor):
         v = torch.as_tensor(vectors)
@@ -58,12 +58,13 @@ class FlatIndex:
         q = torch.as_tensor(np.ascontiguousarray(queries, dtype=np.float32))
         if q.ndim != 2 or q.shape[1] != self.d:
             raise ValueError(f"queries of shape {tuple(q.shape)} for an index of dimension {self.d}")
-        k = min(int(k), self.ntotal)
-        scores = np.empty((q.shape[0], k), np.float32)
-        rows = np.empty((q.shape[0], k), np.int64)
+        # as FAISS: k columns, the ones past the gallery's size padded with row -1
+        scores = np.full((q.shape[0], k), -np.inf, np.float32)
+        rows = np.full((q.shape[0], k), -1, np.int64)
+        found = min(int(k), self.ntotal)
         for q0 in range(0, q.shape[0], QUERY_BLOCK):
-            s, r = self._search_block(q[q0 : q0 + QUERY_BLOCK], k)
-            scores[q0 : q0 + QUERY_BLOCK], rows[q0 : q0 + QUERY_BLOCK] = s.numpy(), r.numpy()
+            s, r = self._search_block(q[q0 : q0 + QUERY_BLOCK], found)
+            scores[q0 : q0 + QUERY_BLOCK, :found], rows[q0 : q0 + QUERY_BLOCK, :found] = s.numpy(), r.numpy()
         return scores, rows
 
     def _search_block(self, q: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

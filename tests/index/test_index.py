@@ -99,3 +99,18 @@ def test_a_flat_index_written_by_faiss_indexflatip_still_opens(tmp_path):
     got, scores = back.search(q, 4)
     np.testing.assert_allclose(scores, want_scores, atol=1e-5)
     assert (got == ids[want_rows]).mean() > 0.99
+
+
+def test_flat_pads_like_faiss_when_k_exceeds_the_rows():
+    import faiss
+
+    from pcmpipe.index.flat import FlatIndex
+
+    x, q = normalise(_clustered(5, 8)), normalise(_clustered(3, 8, seed=1))
+    reference = faiss.IndexFlatIP(8)
+    reference.add(x)
+    want_scores, want_rows = reference.search(q, 8)
+    scores, rows = FlatIndex(x).search(q, 8)
+    assert rows.shape == (3, 8) and (rows[:, 5:] == -1).all() and (want_rows[:, 5:] == -1).all()
+    assert (rows[:, :5] == want_rows[:, :5]).mean() > 0.9
+    np.testing.assert_allclose(scores[:, :5], want_scores[:, :5], atol=1e-6)
