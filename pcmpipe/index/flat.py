@@ -62,6 +62,8 @@ class FlatIndex:
         scores = np.full((q.shape[0], k), -np.inf, np.float32)
         rows = np.full((q.shape[0], k), -1, np.int64)
         found = min(int(k), self.ntotal)
+        if found < 1:
+            return scores, rows
         for q0 in range(0, q.shape[0], QUERY_BLOCK):
             s, r = self._search_block(q[q0 : q0 + QUERY_BLOCK], found)
             scores[q0 : q0 + QUERY_BLOCK, :found], rows[q0 : q0 + QUERY_BLOCK, :found] = s.numpy(), r.numpy()
