@@ -2,12 +2,14 @@
 
 Every index scores by inner product on L2-normalised vectors, which is the cosine the heads were trained
 with (the losses normalise). Kinds:
-- "flat": exact search (IndexFlatIP); the default, and the reference the others are measured against;
+- "flat": exact search (`pcmpipe.index.flat.FlatIndex`: blocked torch matmul + top-k, vectors kept at their
+  float16 or float32 precision); the default, and the reference the others are measured against;
 - "ivf": IndexIVFFlat, `nlist` k-means cells of which `nprobe` are visited per query;
 - "ivfpq": IndexIVFPQ, the same cells with vectors compressed to `pq_m` bytes (8-bit codes).
 
 On disk a saved index is a folder: `index.faiss` (written by faiss.write_index: FAISS's own binary format,
-read back by faiss.read_index; never a pickle), `ids.json` (the row ids in index order) and `index.json`
+read back by faiss.read_index; never a pickle; a flat index as IndexFlatIP or, for float16 vectors, a QT_fp16
+scalar quantizer), `ids.json` (the row ids in index order) and `index.json`
 (kind, parameters, dimension, what the embeddings came from).
 """
 
@@ -22,6 +24,7 @@ import numpy as np
 
 from pcmpipe import atomic
 from pcmpipe.errors import UserError
+from pcmpipe.index.flat import FlatIndex, from_faiss, to_faiss
 
 INDEX_KINDS = ("flat", "ivf", "ivfpq")
 INDEX_FILE, IDS_FILE, META_FILE = "index.faiss", "ids.json", "index.json"
@@ -39,7 +42,8 @@ def normalise(x: np.ndarray) -> np.ndarray:
 def build_index(
     vectors: np.ndarray, kind: str = "flat", *, nlist: int | None = None, pq_m: int = 16, seed: int = 0
 ) -> Any:
-    """A FAISS index over `vectors` [N, D] (normalised here). IVF kinds train their cells on the vectors.
+    """An index over `vectors` [N, D] (normalised here). Flat: a FlatIndex holding float16 vectors as float16
+    (normalised in float32, then rounded), anything else as float32. IVF kinds: FAISS, cells trained on the vectors.
 
     nlist: IVF cells (default about 4 * sqrt(N), at most N / 39 so k-means has its 39 points per cell);
     pq_m: bytes per vector for "ivfpq" (must divide D)."""
@@ -51,24 +55,23 @@ def build_index(
     n, dim = x.shape
     if n == 0:
         raise UserError("no embeddings to index")
-    index: Any
     if kind == "flat":
-        index = faiss.IndexFlatIP(dim)
+        return FlatIndex(x.astype(np.float16) if np.asarray(vectors).dtype == np.float16 else x)
+    index: Any
+    if nlist is None:
+        nlist = max(1, min(int(4 * np.sqrt(n)), n // 39))
+    if nlist > n:
+        raise UserError(f"--nlist {nlist} is more than the {n} embeddings; lower it or use --kind flat")
+    quantizer = faiss.IndexFlatIP(dim)
+    if kind == "ivf":
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
     else:
-        if nlist is None:
-            nlist = max(1, min(int(4 * np.sqrt(n)), n // 39))
-        if nlist > n:
-            raise UserError(f"--nlist {nlist} is more than the {n} embeddings; lower it or use --kind flat")
-        quantizer = faiss.IndexFlatIP(dim)
-        if kind == "ivf":
-            index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        else:
-            if dim % pq_m:
-                raise UserError(f"--pq-m {pq_m} must divide the embedding size {dim}")
-            index = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_m, 8, faiss.METRIC_INNER_PRODUCT)
-        index.cp.seed = seed  # k-means initialisation: same vectors and seed -> same index
-        index.train(x)
-        index.nprobe = min(nlist, 8)
+        if dim % pq_m:
+            raise UserError(f"--pq-m {pq_m} must divide the embedding size {dim}")
+        index = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_m, 8, faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed = seed  # k-means initialisation: same vectors and seed -> same index
+    index.train(x)
+    index.nprobe = min(nlist, 8)
     index.add(x)
     return index
 
@@ -110,6 +113,9 @@ def save_index(directory: str | Path, index: Any, ids: list[str] | np.ndarray, m
     ids = [str(i) for i in ids]
     if len(ids) != index.ntotal:
         raise ValueError(f"{len(ids)} ids for an index of {index.ntotal} rows")
+    if isinstance(index, FlatIndex):
+        meta = {**meta, "dtype": index.dtype}
+        index = to_faiss(index)
     with atomic.atomic_path(directory / INDEX_FILE) as tmp:
         faiss.write_index(index, str(tmp))
     atomic.write_json(directory / IDS_FILE, ids, indent=None)
@@ -136,7 +142,9 @@ def open_index(directory: str | Path) -> EmbeddingIndex:
         ) from None
     if index.ntotal != len(ids):
         raise UserError(f"index folder {directory} holds {index.ntotal} vectors but {len(ids)} ids; rebuild it")
-    out = EmbeddingIndex(index, ids, meta)
+    # flat files (this version's, and IndexFlatIP from earlier ones) are searched by FlatIndex, not FAISS
+    flat = from_faiss(index)
+    out = EmbeddingIndex(index if flat is None else flat, ids, meta)
     if "nprobe" in meta:
         out.set_nprobe(meta["nprobe"])
     return out

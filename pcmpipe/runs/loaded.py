@@ -134,8 +134,11 @@ class Run:
         bb = self.backbone(modality)
         if ids is None and bb.modality_kind == "text":
             ids = [str(i) for i in range(len(inputs))]
-        feats = encode_inputs(bb, list(inputs), ids=ids, batch_size=batch_size, workers=workers)
-        return feats.ids, self.project(modality, feats.features), feats.skipped
+        # each batch goes through the head as it is encoded: only embeddings accumulate, not backbone features
+        emb = encode_inputs(
+            bb, list(inputs), ids=ids, batch_size=batch_size, workers=workers, head=lambda f: self.project(modality, f)
+        )
+        return emb.ids, emb.features, emb.skipped
 
     # ---- galleries and search ----
     def gallery(self, modality: str) -> tuple[np.ndarray, np.ndarray]:

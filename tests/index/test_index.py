@@ -55,3 +55,62 @@ def test_bad_requests_are_one_line_errors(tmp_path):
     (tmp_path / "i" / "index.faiss").write_bytes(b"garbage")
     with pytest.raises(UserError, match="damaged"):
         open_index(tmp_path / "i")
+
+
+def test_flat_search_in_blocks_equals_faiss_flat_and_keeps_float16(tmp_path):
+    """Several blocks of rows (512 queries: 2,048-row blocks), most queries skipping later blocks; float16 rows
+    stay float16 in memory and on disk, and the top-k ids are FAISS IndexFlatIP's on the same values."""
+    import faiss
+
+    from pcmpipe.index.flat import FlatIndex, rows_per_block
+
+    x16, q = _clustered(9000, 32).astype(np.float16), _clustered(512, 32, seed=1)
+    assert rows_per_block(len(q)) < len(x16) / 4
+    ids = np.asarray([str(i) for i in range(len(x16))])
+    flat = build_index(x16)
+    assert isinstance(flat, FlatIndex) and flat.dtype == "float16"
+    reference = faiss.IndexFlatIP(32)
+    reference.add(normalise(x16).astype(np.float16).astype(np.float32))
+    want_scores, want_rows = reference.search(normalise(q), 10)
+    got, scores = EmbeddingIndex(flat, ids).search(q, 10)
+    np.testing.assert_allclose(scores, want_scores, atol=1e-5)
+    assert (got == ids[want_rows]).mean() > 0.99  # ties at float precision may swap
+    save_index(tmp_path / "f16", flat, ids, {"kind": "flat"})
+    assert (tmp_path / "f16" / "index.faiss").stat().st_size < len(x16) * 32 * 2 + 4096  # two bytes a value
+    back = open_index(tmp_path / "f16")
+    assert isinstance(back.index, FlatIndex) and back.index.dtype == "float16" and back.meta["dtype"] == "float16"
+    assert (back.search(q, 10)[0] == got).all()
+
+
+def test_a_flat_index_written_by_faiss_indexflatip_still_opens(tmp_path):
+    """Earlier versions saved flat indexes as faiss IndexFlatIP: they open, and search like a new one."""
+    import faiss
+
+    from pcmpipe.index.flat import FlatIndex
+
+    x, q = normalise(_clustered(3000, 16)), _clustered(20, 16, seed=1)
+    old = faiss.IndexFlatIP(16)
+    old.add(x)
+    ids = np.asarray([f"r{i}" for i in range(len(x))])
+    save_index(tmp_path / "old", old, ids, {"kind": "flat"})
+    back = open_index(tmp_path / "old")
+    assert isinstance(back.index, FlatIndex) and back.index.dtype == "float32"
+    want_scores, want_rows = old.search(normalise(q), 4)
+    got, scores = back.search(q, 4)
+    np.testing.assert_allclose(scores, want_scores, atol=1e-5)
+    assert (got == ids[want_rows]).mean() > 0.99
+
+
+def test_flat_pads_like_faiss_when_k_exceeds_the_rows():
+    import faiss
+
+    from pcmpipe.index.flat import FlatIndex
+
+    x, q = normalise(_clustered(5, 8)), normalise(_clustered(3, 8, seed=1))
+    reference = faiss.IndexFlatIP(8)
+    reference.add(x)
+    want_scores, want_rows = reference.search(q, 8)
+    scores, rows = FlatIndex(x).search(q, 8)
+    assert rows.shape == (3, 8) and (rows[:, 5:] == -1).all() and (want_rows[:, 5:] == -1).all()
+    assert (rows[:, :5] == want_rows[:, :5]).mean() > 0.9
+    np.testing.assert_allclose(scores[:, :5], want_scores[:, :5], atol=1e-6)

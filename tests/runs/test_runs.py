@@ -137,3 +137,25 @@ def test_the_readme_snippet_runs_as_written(trained, monkeypatch):
     exec(compile(code.replace("<run>", trained["run"].name), "README.md", "exec"), scope)
     assert scope["emb"].shape == (1, 32)
     assert len(scope["hits"]) == 2 and isinstance(scope["hits"][0][0], str)
+
+
+def test_inputs_go_through_the_head_batch_by_batch(trained):
+    """Only head outputs accumulate while encoding (not backbone features), with the same embeddings."""
+    from pcmpipe.runs.inputs import encode_inputs
+
+    run = pcmpipe.load_run(trained["run"])
+    recs = list(open_dataset("flickr8k", trained["data"]).records("I", "train"))
+    paths = [r.path for r in recs]
+    seen: list[tuple[int, ...]] = []
+
+    def head(features: np.ndarray) -> np.ndarray:
+        seen.append(features.shape)
+        return run.project("I", features)
+
+    bb = run.backbone("I")
+    got = encode_inputs(bb, paths, batch_size=3, head=head)
+    assert seen == [(3, *bb.feature_shape), (3, *bb.feature_shape), (2, *bb.feature_shape)]
+    assert got.features.shape == (len(paths), run.dim) and got.ids == [p.stem for p in paths]
+    whole = encode_inputs(bb, paths, batch_size=3)
+    np.testing.assert_allclose(got.features, run.project("I", whole.features), atol=1e-6)
+    np.testing.assert_allclose(run.embed("I", paths, batch_size=3), got.features, atol=1e-6)
