@@ -309,6 +309,14 @@ class ShardWriter:
             else []
         )
 
+    def end_shard(self) -> None:
+        """Write the buffered rows now as one shard (possibly shorter than rows_per_shard), so shards follow
+        the caller's blocks: extraction's are fixed by global position, the same for any number of ranks."""
+        if self.complete or self._closed:
+            raise RuntimeError(f"writer for {self.directory} is {'complete' if self.complete else 'closed'}")
+        if self._pending_rows:
+            self._flush(self._pending_rows)
+
     def add_side_file(self, name: str) -> None:
         """List a finished file beside the shards (extract's errors.jsonl) in the manifest with its size and
         sha256, so a deleted or damaged one is caught like a damaged shard. Call before `close`."""
