@@ -36,6 +36,7 @@ from pcmpipe.cache.lock import exclusive
 from pcmpipe.cache.manifest import MANIFEST, load_manifest
 from pcmpipe.cache.writer import FORMATS, ShardWriter
 from pcmpipe.datasets import SPLITS, open_dataset
+from pcmpipe.datasets.synthetic import SYNTHETIC_MARKER
 from pcmpipe.errors import UserError
 from pcmpipe.extract.batching import PaddingMeter
 from pcmpipe.extract.plan import FEATURE, SplitSpec, choose_backbone, compare, split_spec
@@ -267,6 +268,7 @@ def _write_part(
         expected_rows=source.rows,
         listing=spec.listing,
         lock=False,  # held above, around the reuse check too
+        origin="synthetic" if (Path(ds.root) / SYNTHETIC_MARKER).is_file() else "real",
     ) as writer:
         if writer.complete:  # every rank sees the same merged manifest, so all of them return here
             part.status, part.rows = "cached", writer.num_rows
