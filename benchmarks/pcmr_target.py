@@ -3,8 +3,9 @@
 Planted Flickr8k-shaped caches (benchmarks/_planted.py: 1,200 images x 5 captions, I/T/S, split 900/150/150)
 whose raw rows share a common component, so the mean off-diagonal raw cosine is 0.00, 0.985 and 0.9975. On each,
 stage two trains PCMC and PCMR with each target mode (batch 80, 20 epochs, lr 1e-3: issue 13's protocol, the
-paper's other settings; `--recipe paper`: lr 1e-4, at most 50 epochs, patience 5; `--batch-size`) and reports the test mean r@1 over the six directions. A mode meets the target on a cache when its
-PCMR reaches 0.9 x PCMC there (issue 13); the table in docs/conventions.md ("PCMR target") was written from it.
+paper's other settings; `--recipe paper`: lr 1e-4, at most 50 epochs, patience 5; `--batch-size`) and reports
+the test mean r@1 over the six directions. A mode meets the target on a cache when its PCMR reaches 0.9 x PCMC
+there (issue 13); the table in docs/conventions.md ("PCMR target") was written from it.
 
     python benchmarks/pcmr_target.py --threads 1            # the defaults (target shared, center), issue's sizes
     python benchmarks/pcmr_target.py --threads 1 --standardize none --modes shared,features,projections
