@@ -5,10 +5,11 @@ Everything here is a no-op on one process, so the same training and extraction c
 
 Two ideas carry the multi-process runs:
 
-* **Extraction** splits the *samples*: every rank takes `partition(ids, rank, world)` (ids sorted, then every
-  world-th one), writes its own shards (`part-rNNN-*`, so ranks never write the same file), and rank 0 merges
-  the manifests after a barrier. The union of the parts is exactly the single-process set of ids, so the merged
-  cache is the same.
+* **Extraction** splits the *samples* in blocks: the records (or each streamed shard's records) are cut into
+  blocks of `rows_per_shard` by global position and rank r takes blocks r, r + W, ... (`rank_blocks`); each
+  block is batched on its own and written as one shard (`part-rNNN-*`, so ranks never write the same file), and
+  rank 0 merges the manifests after a barrier. The blocks are those of one process, so the merged cache's shards
+  are byte for byte the single-process ones.
 * **Training** splits the *batch*: each rank embeds its local B rows, `gather_features` all-gathers the
   embeddings so PCMC and PCMR see the global W*B batch (the contrastive negatives and the PCMR target matrix
   of a W*B batch), and DDP averages the gradients.
@@ -153,6 +154,16 @@ def rank_records(records: Sequence[T], id_of: Callable[[T], str] = attrgetter("i
         return list(records)
     mine = set(partition([id_of(r) for r in records], get_rank(), get_world_size()))
     return [r for r in records if id_of(r) in mine]
+
+
+def rank_blocks(items: Sequence[T], block: int) -> list[list[T]]:
+    """This process's blocks of `items`: consecutive blocks of `block` items by global position, then blocks
+    r, r + W, r + 2W, ... (every block on one process). Extraction encodes and writes each block as one cache
+    shard, so every block is batched alike whatever the number of processes, and the shards are byte for byte
+    those of one process (only their file names say which rank wrote them)."""
+    if block < 1:
+        raise ValueError(f"block must be >= 1, got {block}")
+    return rank_shards([list(items[i : i + block]) for i in range(0, len(items), block)])
 
 
 def rank_shards(shards: Sequence[T]) -> list[T]:

@@ -230,6 +230,14 @@ def source_of(meta: dict) -> str:
     return f"{meta['backbone']}" + (f" {weights}" if weights else "") + (f" (sha256 {str(sha)[:12]})" if sha else "")
 
 
+def data_origin(manifest: dict) -> str | None:
+    """'synthetic' or 'real' as extraction recorded it ('origin'); caches written with the synthetic backbone
+    (tests/synthetic_cache.py, benchmarks/_planted.py) are synthetic; None when nothing says (older caches)."""
+    if manifest.get("origin") is not None:
+        return str(manifest["origin"])
+    return "synthetic" if (manifest.get("meta") or {}).get("backbone") == "synthetic" else None
+
+
 def read_manifest(cache_root: str | Path, dataset: str, modality: str, split: str) -> dict | None:
     """The parsed manifest of one (dataset, modality, split), complete or not; None when there is none yet.
 

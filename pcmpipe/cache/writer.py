@@ -87,6 +87,8 @@ class ShardWriter:
     expected_rows: optional total, only used to say "N of M rows" about an incomplete cache.
     listing: optional digest of the inputs the rows come from (extract: the dataset's records), recorded beside
     the fingerprint so a reuse check can tell a changed dataset from an unchanged one.
+    origin: optional "synthetic" or "real" (extract: whether the dataset root is a `pcmpipe synth` one), recorded
+    beside the fingerprint (not in it) so runs and the report can say SYNTHETIC.
     lock: hold `cache.lock.exclusive` on the directory while open (True waits for another writer, a number
     waits that many seconds, False takes no lock: the caller holds it). Ranks of one job never lock: their
     shard names are disjoint and their launcher holds the lock.
@@ -110,6 +112,7 @@ class ShardWriter:
         expected_rows: int | None = None,
         listing: str | None = None,
         lock: bool | float = True,
+        origin: str | None = None,
     ):
         if fmt not in FORMATS:
             raise UserError(f"unknown cache format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -123,6 +126,8 @@ class ShardWriter:
         self._manifest = new_manifest(inputs, expected_rows)
         if listing is not None:
             self._manifest["listing"] = listing
+        if origin is not None:
+            self._manifest["origin"] = origin
         self.fingerprint: str = self._manifest["fingerprint"]
         self._schema = ShardSchema(key, tuple(self.links), spec, self.fingerprint)
         if rank is not None and shard_prefix == "part":
@@ -185,8 +190,9 @@ class ShardWriter:
         if own.exists():
             found = self._check_fingerprint(own)
             self._manifest["shards"] = found["shards"]
-            if "listing" in found and "listing" not in self._manifest:
-                self._manifest["listing"] = found["listing"]
+            for kept in ("listing", "origin"):
+                if kept in found and kept not in self._manifest:
+                    self._manifest[kept] = found[kept]
             if found.get("expected_rows") is not None and self._manifest["expected_rows"] is None:
                 self._manifest["expected_rows"] = found["expected_rows"]
         listed = {s["file"] for s in self._manifest["shards"]}
@@ -312,6 +318,14 @@ class ShardWriter:
             if self._pending_rows
             else []
         )
+
+    def end_shard(self) -> None:
+        """Write the buffered rows now as one shard (possibly shorter than rows_per_shard), so shards follow
+        the caller's blocks: extraction's are fixed by global position, the same for any number of ranks."""
+        if self.complete or self._closed:
+            raise RuntimeError(f"writer for {self.directory} is {'complete' if self.complete else 'closed'}")
+        if self._pending_rows:
+            self._flush(self._pending_rows)
 
     def add_side_file(self, name: str) -> None:
         """List a finished file beside the shards (extract's .errors.jsonl) in the manifest with its size and

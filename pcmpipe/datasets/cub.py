@@ -46,7 +46,13 @@ CLASS_VECTORS = ("mean", "continuous")
 VAL_SPLITS = ("pcme", "train_test_split")
 ATTRIBUTE_VALUES = ("binary", "certainty")
 PCME_VAL_LIST = "seen_test_images.txt"
-PCME_VAL_URL = "https://raw.githubusercontent.com/naver-ai/pcme/main/datasets/annotations/cub/" + PCME_VAL_LIST
+# PCME's split files at a fixed commit, so the list cannot change under a reproduction; `pcmpipe download cub`
+# fetches it and checks this sha256 (PCME publishes no checksum). testclasses.txt at the same commit has the
+# sha256 of the packaged pcmpipe/data/pcme_testclasses.txt (2adcf5ae...), so it is not fetched.
+PCME_COMMIT = "7224f04e4f780545176e3bc5040ad9b9e78a5049"
+PCME_VAL_URL = f"https://raw.githubusercontent.com/naver-ai/pcme/{PCME_COMMIT}/datasets/annotations/cub/{PCME_VAL_LIST}"
+PCME_VAL_SHA256 = "730c15fcdd2a3324f998dea2a3a25ec777aa1e1c22626302fa8256e1f6c127a0"
+PCME_TESTCLASSES_SHA256 = "2adcf5ae19ee338ef46ae938c13c4a94d36c30dfc75981edf4fc6dd7f856ef3c"
 # CUB's certainties.txt: 1 not visible, 2 guessing, 3 probably, 4 definitely -> how far from "unknown" (0.5)
 CERTAINTY_WEIGHT = {1: 0.0, 2: 1 / 3, 3: 2 / 3, 4: 1.0}
 
@@ -213,7 +219,8 @@ class CUB(Dataset):
         else:
             raise UserError(
                 f"missing {self.cub.parent / PCME_VAL_LIST} (PCME's held-out images of the 150 seen classes): "
-                f"download {PCME_VAL_URL} into {self.cub.parent}, or pass val_split='train_test_split'"
+                f"run `pcmpipe download cub --root {self.cub.parent}` (it fetches the list) or download "
+                f"{PCME_VAL_URL} into {self.cub.parent}, or pass val_split='train_test_split'"
             )
         listed = {line.strip() for line in read_lines(path) if line.strip()}
         unknown = listed - set(self.image_path.values())

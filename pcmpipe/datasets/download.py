@@ -4,7 +4,9 @@ Transfers go to `<root>/downloads/<file>.part` and resume with an HTTP Range req
 connection drops (retried here) and when the command is run again. A finished file is checked against
 its published md5; on a mismatch it is moved to `<file>.bad` (kept for inspection, never resumed from)
 and the command fails, so the next run starts afresh. The Flickr audio corpus has no published checksum:
-its sha256 is recorded in `<root>/downloads/DOWNLOADS.json` with every other file's. Base URLs can be
+its sha256 is recorded in `<root>/downloads/DOWNLOADS.json` with every other file's. Files from a
+repository at a pinned commit (PCME's CUB split list) are checked against a sha256 pinned here, and copied
+into `<root>` as they are (they are not archives). Base URLs can be
 redirected to a mirror with `--base-url` or the PCMPIPE_DOWNLOAD_BASE environment variable (the file name
 is appended).
 """
@@ -23,9 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pcmpipe.atomic import fsync_path, write_json
+from pcmpipe.atomic import fsync_path, write_bytes, write_json
 from pcmpipe.atomic import replace as durable_replace
 from pcmpipe.datasets.archive import UnpackLimits, safe_extract
+from pcmpipe.datasets.cub import PCME_VAL_SHA256, PCME_VAL_URL
 from pcmpipe.errors import UserError
 
 BASE_ENV = "PCMPIPE_DOWNLOAD_BASE"
@@ -37,10 +40,13 @@ MAX_RETRIES = 1000
 
 @dataclass(frozen=True)
 class Source:
-    """One archive: where it lives, its published md5 (None when the publisher gives none)."""
+    """One file: where it lives, its published md5 (None when the publisher gives none), a sha256 pinned
+    here (a file at a fixed commit), and whether it is an archive to unpack or a file to copy into root."""
 
     url: str
     md5: str | None
+    sha256: str | None = None
+    unpack: bool = True
 
     @property
     def filename(self) -> str:
@@ -64,6 +70,8 @@ SOURCES: dict[str, list[Source]] = {
         Source(
             "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz", "97eceeb196236b17998738112f37df78"
         ),
+        # PCME's held-out images of the 150 seen classes: the reader's default val split (datasets/cub.py)
+        Source(PCME_VAL_URL, None, sha256=PCME_VAL_SHA256, unpack=False),
     ],
 }
 
@@ -132,18 +140,21 @@ def fetch(
     retries: int = 5,
     timeout: float = 60.0,
     progress: Progress | None = None,
+    sha256: str | None = None,
 ) -> Path:
-    """Download `url` to `dest` through `dest.part`, resuming after breaks; verify `md5` when given.
+    """Download `url` to `dest` through `dest.part`, resuming after breaks; verify `md5` / `sha256` when given.
 
     An existing `dest` is re-verified and kept. A checksum mismatch moves the file to `dest.bad`
     and raises UserError.
     """
+    checks = [(algo, want) for algo, want in (("md5", md5), ("sha256", sha256)) if want is not None]
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     if dest.exists():
-        if md5 is None or file_digest(dest, "md5") == md5:
-            return dest
-        raise UserError(f"{dest} does not match its md5 {md5}; delete it and run the command again")
+        for algo, want in checks:
+            if file_digest(dest, algo) != want:
+                raise UserError(f"{dest} does not match its {algo} {want}; delete it and run the command again")
+        return dest
     for attempt in range(retries + 1):
         try:
             _transfer(url, part, timeout, progress)
@@ -156,13 +167,14 @@ def fetch(
                     f"run the command again to resume from {part}"
                 ) from None
             time.sleep(min(0.2 * 2**attempt, 5.0))
-    if md5 is not None:
-        got = file_digest(part, "md5")
-        if got != md5:
+    for algo, want in checks:
+        got = file_digest(part, algo)
+        if got != want:
             bad = dest.with_name(dest.name + ".bad")
             os.replace(part, bad)
             raise UserError(
-                f"checksum mismatch for {dest.name}: md5 {got}, expected {md5}; moved to {bad}, run the command again"
+                f"checksum mismatch for {dest.name}: {algo} {got}, expected {want}; moved to {bad}, "
+                "run the command again"
             )
     fsync_path(part)  # appended across resumes: make the whole file durable before it takes the final name
     durable_replace(part, dest)
@@ -175,6 +187,14 @@ def check_base_url(base: str, what: str) -> None:
     if parts.scheme in ("http", "https") and parts.netloc or parts.scheme == "file" and parts.path:
         return
     raise UserError(f"{what} {base!r} is not a URL; give a folder URL such as https://mirror.example.org/flickr8k")
+
+
+def _verified(src: Source) -> str:
+    if src.md5:
+        return "md5"
+    if src.sha256:
+        return "sha256 (pinned in pcmpipe)"
+    return "none (no published checksum; sha256 recorded)"
 
 
 def _record(downloads: Path, name: str, entry: dict) -> None:
@@ -213,19 +233,32 @@ def download(
     summary: dict = {"dataset": name, "root": str(root), "files": {}, "manual": MANUAL.get(name)}
     for src in sources if sources is not None else SOURCES[name]:
         url = f"{base.rstrip('/')}/{src.filename}" if base else src.url
-        path = fetch(url, downloads / src.filename, md5=src.md5, retries=retries, timeout=timeout, progress=progress)
+        path = fetch(
+            url,
+            downloads / src.filename,
+            md5=src.md5,
+            sha256=src.sha256,
+            retries=retries,
+            timeout=timeout,
+            progress=progress,
+        )
         sha256 = file_digest(path, "sha256")
         entry = {
             "url": url,
             "bytes": path.stat().st_size,
             "md5": file_digest(path, "md5"),
             "sha256": sha256,
-            "verified": "md5" if src.md5 else "none (no published checksum; sha256 recorded)",
+            "verified": _verified(src),
         }
         _record(downloads, src.filename, entry)
-        marker = downloads / f".unpacked-{src.filename}"
-        if not marker.exists() or marker.read_text().strip() != sha256:
-            safe_extract(path, root, limits)
-            marker.write_text(sha256 + "\n")
+        if not src.unpack:  # a plain file: the reader finds it at root/<name>
+            placed = root / src.filename
+            if not placed.is_file() or file_digest(placed, "sha256") != sha256:
+                write_bytes(placed, path.read_bytes())
+        else:
+            marker = downloads / f".unpacked-{src.filename}"
+            if not marker.exists() or marker.read_text().strip() != sha256:
+                safe_extract(path, root, limits)
+                marker.write_text(sha256 + "\n")
         summary["files"][src.filename] = entry
     return summary

@@ -14,13 +14,15 @@ Inputs that cannot be encoded are skipped and listed in `.errors.jsonl` beside t
 Modalities: I (image tower), T and P (text tower), S (speech encoder), A and C (the dataset's own
 vectors, written as they are). Every cache has one feature, `features`, float32 [N, *shape] (or float16).
 
-Under torchrun every rank encodes its `distributed.rank_records` part into its own shards and manifest;
-rank 0 merges them (`distributed.finish_part`) into the same cache one process would write.
+Under torchrun every rank encodes its `distributed.rank_blocks` part (blocks of `rows_per_shard` records by
+global position, each batched on its own and written as one shard) into its own shards and manifest; rank 0
+merges them (`distributed.finish_part`) into the cache one process would write, shard for shard the same bytes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import time
@@ -35,6 +37,7 @@ from pcmpipe.cache.lock import exclusive
 from pcmpipe.cache.manifest import hide_legacy_names, load_manifest
 from pcmpipe.cache.writer import FORMATS, ShardWriter
 from pcmpipe.datasets import SPLITS, open_dataset
+from pcmpipe.datasets.synthetic import SYNTHETIC_MARKER
 from pcmpipe.errors import UserError
 from pcmpipe.extract.batching import PaddingMeter
 from pcmpipe.extract.plan import FEATURE, SplitSpec, choose_backbone, compare, split_spec
@@ -57,6 +60,12 @@ from pcmpipe.extract.summary import (
     write_errors,
 )
 
+
+class _BlockEnd:
+    """Marks the end of a block's batches in the stream of encoded items."""
+
+
+_BLOCK_END = _BlockEnd()
 STORED_DTYPES = ("float32", "float16")  # encoders compute in float32 (autocast on CUDA); float16 halves the cache
 
 
@@ -194,7 +203,8 @@ def _extract_part(
     dtype: str = "float32",
 ) -> PartSummary:
     started = time.perf_counter()
-    source = record_source(ds, m, split, limit)  # the listing, or this rank's shards of a streamed dataset
+    # the listing, or this rank's shards of a streamed dataset, in blocks that become one cache shard each
+    source = record_source(ds, m, split, limit, block=rows_per_shard)
     spec = split_spec(
         ds, m, split, source.listed, backbone, cache_root=cache_root, fmt=fmt, limit=limit,
         options=dataset_options, dtype=dtype, listing=source.listing,
@@ -260,6 +270,7 @@ def _write_part(
         expected_rows=source.rows,
         listing=spec.listing,
         lock=False,  # held above, around the reuse check too
+        origin="synthetic" if (Path(ds.root) / SYNTHETIC_MARKER).is_file() else "real",
     ) as writer:
         if writer.complete:  # every rank sees the same merged manifest, so all of them return here
             part.status, part.rows = "cached", writer.num_rows
@@ -274,11 +285,16 @@ def _write_part(
         shape = features[FEATURE][0]
         items = (
             item
-            for pending in source.chunks(writer.done_ids)  # one list, or one streamed shard at a time
-            for item in _batches(backbone, pending, shape, batch_size, workers, meter, max_padding)
+            for pending in source.chunks(writer.done_ids)  # one block at a time, then its shard is written
+            for item in itertools.chain(
+                _batches(backbone, pending, shape, batch_size, workers, meter, max_padding), (_BLOCK_END,)
+            )
         )
         try:
             for item in items:
+                if isinstance(item, _BlockEnd):  # a block is one shard, even when skipped inputs left it short
+                    writer.end_shard()
+                    continue
                 if isinstance(item, Skipped):
                     err = {"modality": m, "split": split, "id": item.record.id, "reason": item.reason}
                     if item.record.path is not None:

@@ -26,15 +26,20 @@ from pcmpipe.report.tsne import tsne_figure
 REAL_TEST_SIZES = {"flickr8k": ("I", 1000), "cub": ("C", 50)}  # the paper's test split, for the scale line
 
 
-def data_origin(spec: dict) -> str:
-    """SYNTHETIC / real / not recorded, from the pipeline's data spec or the marker in the data root."""
+def data_origin(spec: dict, recorded: set | None = None, dataset: str = "") -> str:
+    """SYNTHETIC / real / not recorded, from the pipeline's data spec or the marker in the data root, else from
+    what the runs recorded of their caches (`recorded`: their config.json's data_origin values; a run recorded
+    before that field, or on caches extracted before the manifests said, has None)."""
     syn = (spec.get("options") or {}).get("synthetic")
     root = spec.get("root")
     if syn is None and root and (Path(str(root)) / SYNTHETIC_MARKER).is_file():
         syn = True
+    if syn is None and recorded:
+        # one synthetic cache is enough to say so; "real" only when every run says real
+        syn = True if "synthetic" in recorded else False if recorded == {"real"} else None
     if syn is True:
         return "SYNTHETIC data (pcmpipe synth): not a reproduction of the paper"
-    return "real data layout" if syn is False else "data origin not recorded"
+    return (f"real {dataset} data" if dataset else "real data layout") if syn is False else "data origin not recorded"
 
 
 def _weights_line(manifest: dict | None) -> str:
@@ -65,8 +70,9 @@ def data_provenance(record: dict | None, runs: list[RunResult]) -> list[str]:
     data = (record or {}).get("data") or {}
     for ds in datasets:
         spec = data.get(ds) or {}
-        lines.append(f"{ds}: {data_origin(spec)}; root {spec.get('root', '?')}")
         ds_runs = [r for r in runs if r.config.get("dataset") == ds]
+        recorded = {r.meta.get("data_origin") for r in ds_runs}
+        lines.append(f"{ds}: {data_origin(spec, recorded, ds)}; root {spec.get('root', '?')}")
         cache_root = Path(str(ds_runs[0].config.get("cache_root", "cache")))
         mods = sorted({m for r in ds_runs for m in r.modalities})
         lines.append(

@@ -312,6 +312,17 @@ def software_versions() -> dict:
     }
 
 
+def _data_origin(caches: dict) -> str | None:
+    """'synthetic' when any cache the run reads is, 'real' when every one says real, else None (not recorded)."""
+    from pcmpipe.cache.layout import manifest_in
+    from pcmpipe.cache.manifest import load_manifest
+    from pcmpipe.cache.reader import data_origin
+
+    dirs = [c.get("path") for split in caches.values() if isinstance(split, dict) for c in split.values()]
+    found = {data_origin(load_manifest(manifest_in(d))) if d and manifest_in(d).is_file() else None for d in dirs}
+    return "synthetic" if "synthetic" in found else "real" if found == {"real"} else None
+
+
 def record_config(
     cfg, fingerprint: str, caches: dict, shapes: dict, base: list, samples: dict, device, **extra: Any
 ) -> dict[str, Any]:
@@ -324,6 +335,7 @@ def record_config(
         "seed": cfg.seed,
         "fingerprint": fingerprint,
         "caches": caches,
+        "data_origin": _data_origin(caches),
         **extra,
         "shapes": {m: list(s) for m, s in shapes.items()},
         "base": base,

@@ -73,7 +73,10 @@ def test_val_split_readings_differ_where_the_files_differ(tmp_path, cub_root):
     assert pcme.split_of_image[moved] == "train" and cub.split_of_image[moved] == "val"
     assert all(flags[i] == "1" for i, s in cub.split_of_image.items() if s == "train")
     (root / PCME_VAL_LIST).unlink()
-    with pytest.raises(UserError, match=r"seen_test_images.txt.*naver-ai/pcme.*val_split='train_test_split'"):
+    with pytest.raises(
+        UserError,
+        match=r"seen_test_images.txt.*pcmpipe download cub.*naver-ai/pcme/7224f04e.*val_split='train_test_split'",
+    ):
         open_dataset("cub", root).records("I", "train")
     assert cub.split_of_image  # the other reading needs no list
     (root / PCME_VAL_LIST).write_text("001.Black_footed_Albatross/nope.jpg\n")

@@ -6,19 +6,20 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
 import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
 from pathlib import Path
 
 import pytest
 
 from pcmpipe.datasets import open_dataset
 from pcmpipe.datasets.archive import safe_extract
+from pcmpipe.datasets.cub import PCME_COMMIT, PCME_TESTCLASSES_SHA256, PCME_VAL_LIST, PCME_VAL_SHA256
 from pcmpipe.datasets.download import SOURCES, Source, download, fetch
 from pcmpipe.datasets.synthetic import synth
 from pcmpipe.errors import UserError
@@ -309,18 +310,32 @@ def test_download_flickr8k_layout_end_to_end(tmp_path):
 
 def test_download_cub_layout_end_to_end_and_cli_mismatch(tmp_path):
     src = tmp_path / "src"
-    synth("cub", src, images=1, seed=4)
+    synth("cub", src, images=2, seed=4)
     tgz = pack_tar(src, ["CUB_200_2011", "attributes.txt"])
+    split_list = (src / "seen_test_images.txt").read_bytes()
+    sources = [
+        Source("https://x.invalid/CUB_200_2011.tgz", md5(tgz)),
+        # PCME's val list: a plain file with a pinned sha256, copied into root (not unpacked)
+        Source(
+            "https://x.invalid/seen_test_images.txt",
+            None,
+            sha256=hashlib.sha256(split_list).hexdigest(),
+            unpack=False,
+        ),
+    ]
     root = tmp_path / "root"
-    with Server({"CUB_200_2011.tgz": tgz}) as srv:
-        summary = download(
-            "cub", root, base_url=srv.url, sources=[Source("https://x.invalid/CUB_200_2011.tgz", md5(tgz))]
-        )
+    files = {"CUB_200_2011.tgz": tgz, "seen_test_images.txt": split_list}
+    with Server(files) as srv:
+        summary = download("cub", root, base_url=srv.url, sources=sources)
         assert "cvpr2016_cub" in summary["manual"]
+        assert summary["files"]["seen_test_images.txt"]["verified"].startswith("sha256")
         assert (root / "attributes.txt").is_file()
-        shutil.copy(src / "seen_test_images.txt", root)  # PCME's val list is fetched by hand, as the captions
-        ds = open_dataset("cub", root)
-        assert len(ds.records("I", "train")) == 150
+        assert (root / "seen_test_images.txt").read_bytes() == split_list
+        ds = open_dataset("cub", root)  # the default val split reads the fetched list
+        held_out = {ln.strip() for ln in split_list.decode().splitlines() if ln.strip()}
+        val_paths = {r.path.relative_to(root / "CUB_200_2011" / "images").as_posix() for r in ds.records("I", "val")}
+        assert val_paths and val_paths <= held_out
+        assert len(ds.records("I", "train")) == len(val_paths) == 150  # two images a seen class: one each
         with pytest.raises(UserError, match="cvpr2016_cub"):
             ds.records("T", "train")  # captions are the manual step
         # the real command against the same server: the synthetic archive fails the official md5
@@ -336,3 +351,19 @@ def test_download_cub_layout_end_to_end_and_cli_mismatch(tmp_path):
     assert "checksum mismatch for CUB_200_2011.tgz" in proc.stderr and SOURCES["cub"][0].md5 in proc.stderr
     assert "Traceback" not in proc.stderr
     assert (tmp_path / "r2" / "downloads" / "CUB_200_2011.tgz.bad").is_file()
+
+
+def test_pcme_split_list_is_pinned_and_checked_by_sha256(tmp_path):
+    """The CUB sources fetch PCME's list at a fixed commit; a file that is not the pinned one is refused."""
+    [pcme] = [s for s in SOURCES["cub"] if s.filename == PCME_VAL_LIST]
+    assert PCME_COMMIT in pcme.url and pcme.url.startswith("https://raw.githubusercontent.com/naver-ai/pcme/")
+    assert pcme.sha256 == PCME_VAL_SHA256 and not pcme.unpack
+    # the packaged test classes are PCME's testclasses.txt at the same commit
+    packaged = resources.files("pcmpipe.data").joinpath("pcme_testclasses.txt").read_bytes()
+    assert hashlib.sha256(packaged).hexdigest() == PCME_TESTCLASSES_SHA256
+    changed = b"001.Black_footed_Albatross/Black_Footed_Albatross_0001_796111.jpg\n"
+    with Server({PCME_VAL_LIST: changed}) as srv:
+        with pytest.raises(UserError, match=rf"checksum mismatch for {PCME_VAL_LIST}: sha256 .*expected {pcme.sha256}"):
+            download("cub", tmp_path, base_url=srv.url, sources=[pcme])
+    assert (tmp_path / "downloads" / f"{PCME_VAL_LIST}.bad").read_bytes() == changed
+    assert not (tmp_path / PCME_VAL_LIST).exists()

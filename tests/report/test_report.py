@@ -214,3 +214,39 @@ def test_html_renders_in_headless_chromium_without_console_errors(tmp_path):
     broken.write_text(report_html(report).replace("<script>", "<script>notDefinedAnywhere();"))
     console, _ = chromium_console(broken, tmp_path)
     assert any("notDefinedAnywhere" in line for line in console)
+
+
+def test_plain_train_runs_say_where_their_data_came_from(tmp_path):
+    """No pipeline record: a run records its caches' origin (extraction notes a `pcmpipe synth` root), so the
+    report says SYNTHETIC for synthetic data, the dataset's name for real data, and 'not recorded' for old runs."""
+    from pcmpipe.config import TrainConfig
+    from pcmpipe.datasets.synthetic import SYNTHETIC_MARKER, synth
+    from pcmpipe.extract import extract
+    from pcmpipe.training.stage2 import train
+
+    root = tmp_path / "flickr8k"
+    synth("flickr8k", root, images=6, seed=2)
+    tiny = {"image": "clip-tiny-image", "text": "clip-tiny-text"}
+    origins = {}
+    for origin in ("synthetic", "real"):
+        if origin == "real":  # the same files without the marker: a real dataset's layout, as far as anyone can tell
+            (root / SYNTHETIC_MARKER).unlink()
+        cache_root, runs_root = tmp_path / f"cache-{origin}", tmp_path / f"runs-{origin}"
+        extract("flickr8k", root, modalities=["I", "T"], backbones=tiny, weights=dict.fromkeys(tiny, "random:0"),
+                cache_root=cache_root, workers=0, batch_size=8)  # fmt: skip
+        cfg = {"dataset": "flickr8k", "modalities": ["I", "T"], "epochs": 1, "batch_size": 4, "dim": 16}
+        run = train(TrainConfig.from_dict({**cfg, "cache_root": str(cache_root), "runs_root": str(runs_root)}))
+        origins[origin] = json.loads((run / "config.json").read_text())["data_origin"]
+        [sec] = build_report(runs_root).sections  # the learning section only: no pipeline record
+        assert sec.provenance[0] == (
+            "flickr8k: SYNTHETIC data (pcmpipe synth): not a reproduction of the paper; root ?"
+            if origin == "synthetic"
+            else "flickr8k: real flickr8k data; root ?"
+        )
+    assert origins == {"synthetic": "synthetic", "real": "real"}
+    # a run recorded before runs noted their data origin
+    config = run / "config.json"
+    config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text()).items() if k != "data_origin"}))
+    assert (
+        build_report(tmp_path / "runs-real").sections[0].provenance[0].startswith("flickr8k: data origin not recorded")
+    )
