@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from pcmpipe.cache import cache_dir, open_cache
+from pcmpipe.cache.layout import ERRORS
 from pcmpipe.cache.manifest import MANIFEST, load_manifest
 from pcmpipe.datasets.synthetic import synth
 from pcmpipe.extract import extract
@@ -130,13 +131,13 @@ def test_two_nodes_streaming_shards_write_the_single_process_cache(tmp_path: Pat
             assert {**twin, "file": shard["file"]} == shard
         # the manifests differ only in what must differ: shard file names (and so their listed order), the
         # listing digest (of the records here, of the shards' names and sizes for the streamed dataset, which
-        # is never listed), the per-process expected_rows (unknown after a merge) and errors.jsonl, listed by
+        # is never listed), the per-process expected_rows (unknown after a merge) and the errors file, listed by
         # one process only (ranks write their parts of it; rank 0 joins them after the merge)
         differ = {"shards", "listing", "expected_rows", "side_files"}
         assert {k: v for k, v in got.items() if k not in differ} == {k: v for k, v in want.items() if k not in differ}
         assert got["expected_rows"] is None and want["expected_rows"] == want["num_rows"]
-        assert [f["file"] for f in want["side_files"]] == ["errors.jsonl"] and "side_files" not in got
-        assert (directory / "errors.jsonl").read_bytes() == (want_dir / "errors.jsonl").read_bytes()
+        assert [f["file"] for f in want["side_files"]] == [ERRORS] and "side_files" not in got
+        assert (directory / ERRORS).read_bytes() == (want_dir / ERRORS).read_bytes()
         (wc, wf), (gc, gf) = open_cache(want_dir).read(), open_cache(directory).read()
         for column in wc:  # and the caches read alike, row for row (shards in block order on both sides)
             assert sorted(gc[column].tolist()) == sorted(wc[column].tolist())
