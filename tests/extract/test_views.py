@@ -20,6 +20,10 @@ from pcmpipe.datasets.synthetic import synth
 from pcmpipe.errors import UserError
 from pcmpipe.extract import extract
 from pcmpipe.extract.plan import split_views
+from pcmpipe.pipelines.run import extraction_state
+from pcmpipe.pipelines.spec import DataSpec
+from pcmpipe.report.recipe import recipe_changes
+from pcmpipe.report.results import load_runs
 from pcmpipe.samples import load_split
 from pcmpipe.samples_stream import StreamedSplit, load_training, resolve_stream
 from pcmpipe.training.stage2 import train
@@ -70,6 +74,11 @@ def test_views_are_extracted_seeded_and_fingerprinted_only_when_asked(flickr, tm
         val_plain, _ = _read(tmp_path / "plain", m, "val")
         val_views, _ = _read(tmp_path / "views", m, "val")
         assert val_views.fingerprint == val_plain.fingerprint and "views" not in val_views.feature_names
+    # a pipeline asking for views finds the views cache its own and the plain one stale
+    for m in ("I", "T"):
+        spec = DataSpec("flickr8k", str(flickr), ["I", "T"], dict(TINY), dict(RANDOM), {"extract": {"views": K}})
+        assert extraction_state(tmp_path / "views", spec, m, splits=("train", "val")) == ""
+        assert "augmented views" in extraction_state(tmp_path / "plain", spec, m, splits=("train", "val"))
     with pytest.raises(UserError, match="built with other settings"):  # K=2 never mixes into a K=0 cache
         _extract(flickr, tmp_path / "plain", views=1, splits=["train"])
     with pytest.raises(UserError, match="--views"):
@@ -200,3 +209,7 @@ def test_training_uses_views_and_records_them(tmp_path):
     assert "views" not in recorded[0]["caches"]["val"]["I"]
     losses = [json.loads((r / "metrics.jsonl").read_text().splitlines()[0])["loss"] for r in runs]
     assert losses[0] != losses[1]  # the augmented rows were trained on
+    # the report's list of departures from the paper's recipe says what augmentation each run had
+    for r, want in ((root, f"{K} augmented views"), (plain, "none")):
+        (line,) = recipe_changes(list(load_runs(r / "runs").values()))["augmentation"]
+        assert line.startswith(want), line
