@@ -250,7 +250,7 @@ def image_batches(
 
 
 # captions whose augmented views are encoded together (`text_batches` with views): bounds the memory of the
-# views held until their rows are written, and is the unit a resumed extraction restarts from
+# views held until their rows are written (2,048 x 5 x 512 float32 is 20 MB for CLIP at K = 4)
 VIEW_CHUNK = 2048
 
 
