@@ -213,3 +213,18 @@ def test_training_uses_views_and_records_them(tmp_path):
     for r, want in ((root, f"{K} augmented views"), (plain, "none")):
         (line,) = recipe_changes(list(load_runs(r / "runs").values()))["augmentation"]
         assert line.startswith(want), line
+
+
+def test_the_paper_pipelines_extract_views_and_the_demo_fewer():
+    from pathlib import Path
+
+    from pcmpipe.pipelines.demo import DEMO_VIEWS, demo_pipeline
+    from pcmpipe.pipelines.spec import load_pipeline
+
+    specs = sorted((Path(__file__).resolve().parents[2] / "pipelines").glob("*.yaml"))
+    assert specs
+    for path in specs:
+        for data in load_pipeline(path).data.values():
+            assert data.options["extract"]["views"] == 4, (path.name, data.dataset)
+    doc = demo_pipeline(Path("data"), Path("cache"))
+    assert all(d["extract"]["views"] == DEMO_VIEWS < 4 for d in doc["data"].values())
