@@ -228,3 +228,23 @@ def test_the_paper_pipelines_extract_views_and_the_demo_fewer():
             assert data.options["extract"]["views"] == 4, (path.name, data.dataset)
     doc = demo_pipeline(Path("data"), Path("cache"))
     assert all(d["extract"]["views"] == DEMO_VIEWS < 4 for d in doc["data"].values())
+
+
+def test_cli_extract_views(flickr, tmp_path):
+    import subprocess
+    import sys
+
+    def cli(*extra):
+        cmd = [sys.executable, "-m", "pcmpipe", "extract", "--dataset", "flickr8k", "--root", str(flickr),
+               "--modalities", "I", "--split", "train", "--image-backbone", "clip-tiny-image", "--weights-image",
+               "random:0", "--workers", "0", "--device", "cpu", "--cache-root", str(tmp_path), *extra]  # fmt: skip
+        return subprocess.run(
+            cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+        )
+
+    done = cli("--views", "1", "--views-seed", "3")
+    assert done.returncode == 0, done.stderr[-2000:]
+    reader = open_cache(cache_dir(tmp_path, "flickr8k", "I", "train"))
+    assert reader.shapes["views"][0] == 1 and reader.meta["augment"]["seed"] == 3
+    bad = cli("--views", "-1")
+    assert bad.returncode == 2 and "--views must be 0" in bad.stderr and "Traceback" not in bad.stderr
