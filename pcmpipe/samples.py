@@ -8,6 +8,7 @@ that belongs to sample s and `present[m][s]` says whether there is one. A batch 
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,12 +18,15 @@ import numpy as np
 import torch
 
 from pcmpipe import distributed
+from pcmpipe.augment.views import VIEWS_FEATURE
 from pcmpipe.errors import UserError
 from pcmpipe.modalities import MODALITIES
 
 # One epoch's batches: (inputs m -> float32 [B, *shape_m], present m -> bool [B]) per step.
 # (inputs m -> [B, *shape_m], present m -> bool [B], rows m -> int64 [B]): rows say which cached row of m each
 # sample uses (equal values: the same image, class, ...), for PCMR's `shared` target
+VIEW_SALT = 0x76696577  # "view": keeps the view draws apart from any other stream seeded by (seed, epoch)
+
 Batches = Iterator[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]]
 
 
@@ -49,6 +53,9 @@ class ModalityData:
     fingerprint: str  # the cache manifest's fingerprint
     directory: str
     stream: FeatureStream | None = None
+    # [N, K, *shape]: K augmented views per row (`pcmpipe extract --views K`), loaded for training only; the
+    # features above are view 0, the clean one, which validation, test and every evaluation use
+    views: torch.Tensor | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -57,6 +64,11 @@ class ModalityData:
     @property
     def rows(self) -> int:
         return int(self.features.shape[0]) if self.features is not None else self.streamed().rows
+
+    @property
+    def view_count(self) -> int:
+        """K, the augmented views per row training draws from (0: none loaded)."""
+        return 0 if self.views is None else int(self.views.shape[1])
 
     def streamed(self) -> FeatureStream:
         """The stream of features that are not in memory; `load_modality` sets exactly one of the two."""
@@ -111,6 +123,10 @@ class SplitData:
     idx: dict[str, torch.Tensor] = field(default_factory=dict)  # m -> LongTensor [N_samples], 0 where absent
     present: dict[str, torch.Tensor] = field(default_factory=dict)  # m -> BoolTensor [N_samples]
     shuffle: bool = True  # training order: a seeded permutation per epoch, or (False) the sample table's order
+    view_seed: int = 0  # the run's seed: with the epoch it draws each sample's view (`draw_views`)
+    # m -> LongTensor [N_samples]: the view (0 clean, 1..K augmented) each sample of the current epoch uses;
+    # set by `epoch_batches`, so `batch` outside an epoch (and for modalities without views) gives clean rows
+    drawn: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(next(iter(self.idx.values())).shape[0])
@@ -122,6 +138,8 @@ class SplitData:
                 m.features = m.features.to(device)
             else:
                 m.streamed().device = device
+            if m.views is not None:
+                m.views = m.views.to(device)
         self.idx = {k: v.to(device) for k, v in self.idx.items()}
         self.present = {k: v.to(device) for k, v in self.present.items()}
         return self
@@ -147,7 +165,9 @@ class SplitData:
 
         The order is one `randperm` from `generator` per epoch (drop_last: `steps` full batches), as the trainer
         always drew it, or the sample table's order without shuffling (`pcmpipe.samples_stream` streams the same
-        samples in that order). `epoch` is unused: the generator's state carries the epoch."""
+        samples in that order). The generator's state carries the epoch; `epoch` seeds the views drawn
+        (`draw_views`), from their own generator, so a cache without views draws the order it always did."""
+        self.drawn = self.draw_views(epoch)
         n = len(self)
         order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
         device = next(iter(self.idx.values())).device
@@ -156,6 +176,19 @@ class SplitData:
             local = distributed.local_rows(order[s])
             inputs, present = self.batch(local, out=out)
             yield inputs, present, {m: idx.index_select(0, local) for m, idx in self.idx.items()}
+
+    def draw_views(self, epoch: int) -> dict[str, torch.Tensor]:
+        """m -> the view [N_samples] each sample uses in `epoch`, uniform over the clean view and the K augmented
+        ones, for the modalities whose cache holds views. A function of (view_seed, epoch, m) alone: a resumed run
+        draws what the uninterrupted one drew."""
+        out = {}
+        for m, d in self.modalities.items():
+            if d.views is not None:
+                k = int(d.views.shape[1])
+                rng = np.random.default_rng([VIEW_SALT, self.view_seed, epoch, zlib.crc32(m.encode())])
+                drawn = torch.from_numpy(rng.integers(0, k + 1, size=len(self)))
+                out[m] = drawn.to(self.idx[m].device)
+        return out
 
     def buffers(self, batch_size: int) -> dict[str, torch.Tensor]:
         """Preallocated float32 batch tensors m -> [batch_size, *shape_m] for `batch(..., out=)`."""
@@ -185,8 +218,19 @@ class SplitData:
                 inputs[m] = torch.index_select(feats, 0, rows_m, out=out[m])
             else:
                 inputs[m] = feats.index_select(0, rows_m)
+            if m in self.drawn and d.views is not None:
+                drawn = self.drawn[m].index_select(0, rows)
+                inputs[m] = with_views(inputs[m], d.views[rows_m, (drawn - 1).clamp_min(0)], drawn)
         present = {m: self.present[m].index_select(0, rows) for m in self.modalities}
         return inputs, present
+
+
+def with_views(clean: torch.Tensor, picked: torch.Tensor, drawn: torch.Tensor) -> torch.Tensor:
+    """A batch's rows [B, *shape] with each sample's drawn view: `picked` [B, *shape] holds augmented view
+    drawn[b] (1..K) of row b (anything where drawn[b] is 0, the clean row already in `clean`). Written into
+    `clean` in place, so a preallocated buffer stays the batch's tensor; no host sync."""
+    keep = (drawn == 0).view(-1, *([1] * (clean.dim() - 1)))
+    return clean.copy_(torch.where(keep, clean, picked.float()))
 
 
 @dataclass
@@ -198,6 +242,7 @@ class CacheInfo:
     rows: int
     fingerprint: str
     directory: str
+    view_count: int = 0  # augmented views per row a streamed training split draws from
 
 
 @dataclass
@@ -209,8 +254,9 @@ class SplitInfo:
 
 
 def feature_name(reader, modality: str, path: Path) -> str:
-    """The one feature of a modality cache (or the one named after the modality / 'features')."""
-    names = list(reader.feature_names)
+    """The one feature of a modality cache (or the one named after the modality / 'features'); a cache's
+    augmented views (`extract --views K`) are never it."""
+    names = [n for n in reader.feature_names if n != VIEWS_FEATURE] or list(reader.feature_names)
     if len(names) == 1:
         return names[0]
     for candidate in (modality, "features", "feature", "embedding"):
@@ -254,13 +300,15 @@ def load_modality(
     split: str,
     stream_above: int | None = None,
     half: bool = False,
+    views: bool = False,
 ) -> ModalityData:
     """Read one (dataset, modality, split) cache into memory; a missing cache names the command that makes it.
 
     With `stream_above`, features larger than that many bytes (as float32) stay in the cache: only the id
     columns are read (`read_into` with no feature), and `ModalityData.chunks` decodes the features whenever
     they are used. With `half`, an fp16 cache stays fp16 in memory (half the bytes; `SplitData.batch` and
-    `chunks` cast to float32 per batch); an fp32 cache is read as float32 either way.
+    `chunks` cast to float32 per batch); an fp32 cache is read as float32 either way. With `views`, a cache's
+    augmented views (`extract --views K`) are read too, into `ModalityData.views` (training draws from them).
     """
     reader, name, path = _open(cache_root, dataset, modality, split)
     shape = tuple(reader.shapes[name])
@@ -277,9 +325,14 @@ def load_modality(
     # One contiguous float32 block; the shards are decoded 256 rows at a time straight into it
     # (CacheReader.read_into), so peak memory is the block plus a few MB. The tensor shares the block's memory.
     dtype = np.float16 if half and reader.dtypes[name] == "float16" else np.float32
-    block = np.empty((reader.num_rows, *shape), dtype=dtype)
-    columns = reader.read_into({name: block})
-    return ModalityData(modality, reader.key, columns, torch.from_numpy(block), reader.fingerprint, str(path))
+    blocks = {name: np.empty((reader.num_rows, *shape), dtype=dtype)}
+    if views and name != VIEWS_FEATURE and VIEWS_FEATURE in reader.feature_names:
+        blocks[VIEWS_FEATURE] = np.empty((reader.num_rows, *reader.shapes[VIEWS_FEATURE]), dtype=dtype)
+    columns = reader.read_into(blocks)
+    held = torch.from_numpy(blocks[VIEWS_FEATURE]) if VIEWS_FEATURE in blocks else None
+    return ModalityData(
+        modality, reader.key, columns, torch.from_numpy(blocks[name]), reader.fingerprint, str(path), views=held
+    )
 
 
 def _check_known(cache_root: str | Path, dataset: str, modality: str) -> None:
@@ -382,10 +435,11 @@ def load_split(
     split: str,
     stream_above: int | None = None,
     half: bool = False,
+    views: bool = False,
 ) -> SplitData:
-    """Load every modality of one split and join them (see module docstring); `stream_above`, `half`: see
-    load_modality."""
-    mods = {m: load_modality(cache_root, dataset, m, split, stream_above, half) for m in modalities}
+    """Load every modality of one split and join them (see module docstring); `stream_above`, `half`, `views`:
+    see load_modality."""
+    mods = {m: load_modality(cache_root, dataset, m, split, stream_above, half, views) for m in modalities}
     return join(split, mods)
 
 

@@ -24,6 +24,7 @@ import os
 import shutil
 import tempfile
 import weakref
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,9 @@ import numpy as np
 import torch
 
 from pcmpipe import distributed
+from pcmpipe.augment.views import VIEWS_FEATURE
 from pcmpipe.errors import UserError
-from pcmpipe.samples import Batches, CacheInfo, SplitData, _open, find_base, load_split
+from pcmpipe.samples import VIEW_SALT, Batches, CacheInfo, SplitData, _open, find_base, load_split, with_views
 
 # Seeds of the per-epoch orders are drawn from (seed, epoch, rank[, window]) through numpy's SeedSequence, so
 # no order depends on how many batches an earlier epoch drew.
@@ -78,10 +80,13 @@ class KeyIndex:
 class RowStore:
     """One looked-up modality: a key index plus its feature rows, in memory or in a spill file."""
 
-    def __init__(self, cache_root, dataset: str, modality: str, split: str, resident: bool, spill_dir=None):
+    def __init__(
+        self, cache_root, dataset: str, modality: str, split: str, resident: bool, spill_dir=None, feature=None
+    ):
         from pcmpipe.cache.shard import iter_feature_into, read_columns
 
         reader, name, path = _open(cache_root, dataset, modality, split)
+        name = feature or name  # another feature than the training one: the augmented views
         self.info = CacheInfo(modality, tuple(reader.shapes[name]), int(reader.num_rows), reader.fingerprint, str(path))
         self.key = reader.key
         key_column = self.key if self.key in reader.columns else "id"
@@ -136,6 +141,7 @@ class Unit:
     fmt: str
     rows: int
     earlier: list[str] = field(default_factory=list)  # base modalities read before: their keys are skipped here
+    offset: int = 0  # the shard's first row in its cache (rows of the shards before it)
 
 
 @dataclass
@@ -146,6 +152,8 @@ class _Window:
     own: dict[str, tuple[np.ndarray, np.ndarray]]  # base m -> (slot [size], -1 where not m's own row; features)
     rows: dict[str, np.ndarray]  # looked-up m -> row in its store [size] (0 where absent: the placeholder)
     present: dict[str, np.ndarray]  # m -> bool [size]
+    # base m with augmented views -> the cache row of each position (-1 where not m's own row), for `view_stores`
+    cache_rows: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class StreamedSplit:
@@ -194,6 +202,17 @@ class StreamedSplit:
             size = self.modalities[m].rows * self._width(m) * np.dtype(self._dtype[m]).itemsize
             self.stores[m] = RowStore(cache_root, dataset, m, split, resident=size <= budget, spill_dir=spill_dir)
             budget -= size if size <= budget else 0
+        # Augmented views (`extract --views K`): a store per modality whose cache holds them, in its cache's row
+        # order, so a looked-up row or a base row's place in its cache finds its views.
+        self.view_stores: dict[str, RowStore] = {}
+        for m, (r, _, _) in readers.items():
+            if VIEWS_FEATURE in r.feature_names and self._names[m] != VIEWS_FEATURE:
+                size = r.num_rows * int(np.prod(r.shapes[VIEWS_FEATURE])) * np.dtype(self._dtype[m]).itemsize
+                self.view_stores[m] = RowStore(
+                    cache_root, dataset, m, split, resident=size <= budget, spill_dir=spill_dir, feature=VIEWS_FEATURE
+                )
+                budget -= size if size <= budget else 0
+                self.modalities[m].view_count = int(r.shapes[VIEWS_FEATURE][0])
         want = {"id", self.key} | {s.key for s in self.stores.values()}
         self._cols = {b: [c for c in readers[b][0].columns if c in want] for b in self.base}
         # One pass over the base shards' id columns (no features): the units, their rows after skipping keys an
@@ -201,9 +220,10 @@ class StreamedSplit:
         self.units: list[Unit] = []
         found_all = dict.fromkeys(modalities, True)
         for j, b in enumerate(self.base):
-            reader = readers[b][0]
+            reader, offset = readers[b][0], 0
             for shard in reader.manifest["shards"]:
-                unit = Unit(b, reader.directory / shard["file"], reader.fmt, int(shard["rows"]), self.base[:j])
+                unit = Unit(b, reader.directory / shard["file"], reader.fmt, int(shard["rows"]), self.base[:j], offset)
+                offset += int(shard["rows"])
                 columns = self._columns(unit)
                 keep = self._keep(unit, columns)
                 unit.rows = int(keep.sum())
@@ -316,9 +336,9 @@ class StreamedSplit:
                 parts, pending = _split(pending, local)
                 held -= local
                 done += 1
-                yield self._batch(parts)
+                yield self._batch(parts, (epoch, done))
 
-    def _batch(self, parts: list[tuple[_Window, np.ndarray]]):
+    def _batch(self, parts: list[tuple[_Window, np.ndarray]], step: tuple[int, int] = (0, 0)):
         def joined(pieces: list) -> Any:  # most batches come from one window: no copy then
             return (
                 pieces[0]
@@ -327,6 +347,10 @@ class StreamedSplit:
             )
 
         inputs = {m: joined([self._features(w, m, pos) for w, pos in parts]) for m in self.modalities}
+        for m, store in self.view_stores.items():
+            inputs[m] = self._views(
+                m, store, inputs[m], np.concatenate([self._cache_rows(w, m, pos) for w, pos in parts]), step
+            )
         present = {m: joined([w.present[m][pos] for w, pos in parts]) for m in self.modalities}
         x = {m: v.to(self.device) for m, v in inputs.items()}
         rows = {m: torch.from_numpy(self._rows(parts, m)).to(self.device) for m in self.modalities}
@@ -345,6 +369,24 @@ class StreamedSplit:
         rows = np.concatenate(pieces)
         own = rows == -1
         rows[own] = -(1 + self.rank * (1 << 40) + np.arange(int(own.sum())))
+        return rows
+
+    def _views(self, m: str, store: RowStore, clean: torch.Tensor, rows: np.ndarray, step: tuple[int, int]):
+        """The batch's rows of m with one view drawn per sample (0 clean, 1..K augmented), seeded by (seed, epoch,
+        rank, step, m): a resumed epoch draws what the uninterrupted one drew."""
+        k = store.info.shape[0]
+        rng = np.random.default_rng([VIEW_SALT, self.seed, *step, self.rank, zlib.crc32(m.encode())])
+        drawn = rng.integers(0, k + 1, size=len(rows))
+        views = store.gather(rows)  # [B, K, *shape]
+        picked = views[torch.arange(len(rows)), torch.from_numpy(np.maximum(drawn - 1, 0))]
+        return with_views(clean, picked, torch.from_numpy(drawn))
+
+    def _cache_rows(self, win: _Window, m: str, pos: np.ndarray) -> np.ndarray:
+        """Each sample's row in m's cache: its own (a base modality), else the looked-up one (0 where absent)."""
+        rows = win.rows[m][pos] if m in win.rows else np.zeros(len(pos), np.int64)
+        if m in win.cache_rows:
+            own = win.cache_rows[m][pos]
+            rows = np.where(own >= 0, own, rows)
         return rows
 
     def _features(self, win: _Window, m: str, pos: np.ndarray) -> torch.Tensor:
@@ -379,6 +421,7 @@ class StreamedSplit:
         filled = dict.fromkeys(self.base, 0)
         rows = {m: np.zeros(size, np.int64) for m in self.stores}
         present = {m: np.zeros(size, bool) for m in self.modalities}
+        cache_rows = {m: np.full(size, -1, np.int64) for m in self.base if m in self.view_stores}
         at = 0
         for u in group:
             columns = self._columns(u)
@@ -393,12 +436,14 @@ class StreamedSplit:
             slots[u.modality][at : at + k] = np.arange(held, held + k)
             filled[u.modality] += k
             present[u.modality][at : at + k] = True
+            if u.modality in cache_rows:
+                cache_rows[u.modality][at : at + k] = u.offset + np.flatnonzero(keep)
             for m, (r, ok) in self._lookups(u.modality, columns, keep).items():
                 rows[m][at : at + k] = r
                 present[m][at : at + k] = ok
             at += k
         own = {m: (slots[m], f) for m, f in feats.items() if len(f)}
-        return _Window(size, own, rows, present)
+        return _Window(size, own, rows, present, cache_rows)
 
 
 def _split(pending: list[tuple[_Window, np.ndarray]], n: int):
@@ -486,6 +531,6 @@ def load_training(cfg) -> SplitData | StreamedSplit:
             resident_bytes=int(cfg.memory_budget_mb * 2**20) // 2,
             spill_dir=cfg.spill_dir,
         )
-    split = load_split(cfg.cache_root, cfg.dataset, cfg.modalities, cfg.split_train, half=True)
-    split.shuffle = cfg.shuffle
+    split = load_split(cfg.cache_root, cfg.dataset, cfg.modalities, cfg.split_train, half=True, views=True)
+    split.shuffle, split.view_seed = cfg.shuffle, cfg.seed  # the seed also draws each epoch's views
     return split

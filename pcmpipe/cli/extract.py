@@ -79,6 +79,12 @@ def extract_cmd(
         help="stored feature type: float32 or float16 (half the size)",
         metavar="<float32|float16>",
     ),
+    views: int = typer.Option(
+        0,
+        "--views",
+        help="train split: also K augmented views per image (timm) and caption (EDA); stage two draws one per epoch",
+    ),
+    views_seed: int = typer.Option(0, "--views-seed", help="seed of the augmented views (with the item id and view)"),
 ) -> None:
     """Encode a dataset's modalities with frozen backbones into the feature cache; resumable, skips what is done."""
     with _guard():
@@ -109,6 +115,8 @@ def extract_cmd(
                 dtype=dtype,
                 progress=bar,
                 lock_wait=True if lock_timeout is None else lock_timeout,
+                views=views,
+                views_seed=views_seed,
             )
         main = distributed.is_main()
         distributed.cleanup()  # under torchrun: leave the process group extract joined

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from pcmpipe.augment.views import AUGMENTED_KINDS, VIEWS_FEATURE, ViewSpec
 from pcmpipe.backbones import DEFAULT_BACKBONES, backbone_kinds
 from pcmpipe.cache.layout import cache_dir, manifest_in
 from pcmpipe.cache.manifest import differing_fields, feature_spec, load_manifest
@@ -31,6 +32,7 @@ from pcmpipe.cache.shard import read_ids
 from pcmpipe.cache.writer import cache_fingerprint
 from pcmpipe.errors import UserError
 from pcmpipe.extract.summary import read_errors
+from pcmpipe.modalities import MODALITIES
 
 FEATURE = "features"
 
@@ -94,11 +96,13 @@ def split_spec(
     options,
     dtype="float32",
     listing: str | None = None,
+    views: ViewSpec | None = None,
 ) -> SplitSpec:
     """The cache extraction writes for `records` of (ds, m, split) with `backbone` (None: the dataset's vectors).
 
     listing: the digest of a streamed dataset's shards (which never lists its records; `records` is then its
-    first record only, for the links and the vectors' shape); None: the digest of `records`."""
+    first record only, for the links and the vectors' shape); None: the digest of `records`. views: see
+    `split_views`; only then does the cache get a `views` feature and the fingerprint an `augment` entry."""
     from pcmpipe.extract.sources import precision_of, vector_shape
 
     key = ds.key(m)
@@ -112,9 +116,13 @@ def split_spec(
     meta.update({"dataset": ds.name, "modality": m, "split": split})
     if limit is not None:
         meta["limit"] = limit
+    features = {FEATURE: (shape, dtype)}
+    if views is not None and backbone is not None:
+        features[VIEWS_FEATURE] = ((views.k, *shape), dtype)
+        meta["augment"] = views.meta(backbone.modality_kind)
     return SplitSpec(
         cache_dir(cache_root, ds.name, m, split),
-        {FEATURE: (shape, dtype)},
+        features,
         key,
         links,
         meta,
@@ -122,6 +130,19 @@ def split_spec(
         listing if listing is not None else listing_digest(records),
         frozenset(r.id for r in records),
     )
+
+
+def split_views(views: int, seed: int, modality: str, kind: str | None, split: str) -> ViewSpec | None:
+    """The views extraction encodes for one split: K > 0 augmented views of the train split's images and
+    captions (I and T, the modalities fine-tuning augments; a user's own image or text modality too). None (no
+    views: the cache and fingerprint of a plain extraction) for val and test, whose rows are only ever
+    evaluated on their clean view, for speech (the paper augments images and text only), for the class
+    prompts P (zero-shot inputs, never trained on) and for the dataset's own vectors."""
+    paper = MODALITIES.get(modality)
+    augmented = paper.unfreezable if paper is not None else kind in AUGMENTED_KINDS
+    if views <= 0 or split != "train" or not augmented:
+        return None
+    return ViewSpec(views, seed)
 
 
 def compare(spec: SplitSpec, *, hashes: bool = True) -> SplitPlan:
@@ -202,6 +223,8 @@ def plan_split(
     dataset_options: Mapping | None = None,
     device: str = "cpu",
     dtype: str = "float32",
+    views: int = 0,
+    views_seed: int = 0,
 ) -> SplitPlan:
     """Would `extract` find (dataset, modality, split) cached? For planners: loads the backbone (its weights'
     sha256 is part of the answer) and reads the dataset's listing, but encodes nothing and writes nothing.
@@ -233,5 +256,6 @@ def plan_split(
         limit=limit,
         options=dataset_options or {},
         dtype=dtype,
+        views=split_views(views, views_seed, modality, kind, split),
     )
     return compare(spec)

@@ -12,7 +12,8 @@ Inputs that cannot be encoded are skipped and listed in `.errors.jsonl` beside t
 `strict=True`, the first one ends the run with a UserError).
 
 Modalities: I (image tower), T and P (text tower), S (speech encoder), A and C (the dataset's own
-vectors, written as they are). Every cache has one feature, `features`, float32 [N, *shape] (or float16).
+vectors, written as they are). Every cache has the feature `features`, float32 [N, *shape] (or float16); with
+`views=K` the train split's I and T caches also hold `views` [N, K, *shape], K augmented views per item.
 
 Under torchrun every rank encodes its `distributed.rank_blocks` part (blocks of `rows_per_shard` records by
 global position, each batched on its own and written as one shard) into its own shards and manifest; rank 0
@@ -30,6 +31,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from pcmpipe import distributed as D
+from pcmpipe.augment.views import VIEWS_FEATURE, ViewSpec
 from pcmpipe.backbones import Backbone, create_backbone, resolve_device
 from pcmpipe.backbones.hubert import HubertBackbone
 from pcmpipe.cache.layout import manifest_in
@@ -40,7 +42,7 @@ from pcmpipe.datasets import SPLITS, open_dataset
 from pcmpipe.datasets.synthetic import SYNTHETIC_MARKER
 from pcmpipe.errors import UserError
 from pcmpipe.extract.batching import PaddingMeter
-from pcmpipe.extract.plan import FEATURE, SplitSpec, choose_backbone, compare, split_spec
+from pcmpipe.extract.plan import FEATURE, SplitSpec, choose_backbone, compare, split_spec, split_views
 from pcmpipe.extract.record_source import RecordSource, record_source
 from pcmpipe.extract.sources import (
     SPEECH_MAX_PADDING,
@@ -103,6 +105,8 @@ def extract(
     dtype: str = "float32",
     progress: ExtractProgress | None = None,
     lock_wait: bool | float = True,
+    views: int = 0,
+    views_seed: int = 0,
 ) -> ExtractSummary:
     """Extract every requested (modality, split) of `dataset` into `cache_root`; returns the summary.
 
@@ -115,6 +119,8 @@ def extract(
     progress(task, done, total) is called as items finish ('flickr8k I train', rows done, rows of this
     process); under torchrun only rank 0 reports. lock_wait: another job writing the same split is waited for
     (True), refused at once (False) or waited for that many seconds, then refused in one line.
+    views: K augmented views (timm images, EDA captions, seeded by views_seed, item id and view) of every image
+    and caption of the train split, stored beside the clean features (`plan.split_views`; docs/extraction.md).
     """
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -126,6 +132,8 @@ def extract(
         raise UserError(f"--max-padding must be a fraction in [0, 1), e.g. 0.05, got {max_padding}")
     if dtype not in STORED_DTYPES:
         raise UserError(f"--dtype must be one of {', '.join(STORED_DTYPES)}, got {dtype!r}")
+    if views < 0:
+        raise UserError(f"--views must be 0 (clean features only) or more, got {views}")
     if workers is not None and workers < 0:
         raise UserError(f"--workers must be 0 (decode in the main process) or more, got {workers}")
     ds = open_dataset(dataset, root, **dict(dataset_options or {}))
@@ -172,6 +180,7 @@ def extract(
                 max_padding=max_padding,
                 lock_wait=lock_wait,
                 dtype=dtype,
+                views=split_views(views, views_seed, m, kinds[m], split),
             )
             summary.parts.append(part)
     return summary
@@ -201,13 +210,14 @@ def _extract_part(
     max_padding: float | None,
     lock_wait: bool | float,
     dtype: str = "float32",
+    views: ViewSpec | None = None,
 ) -> PartSummary:
     started = time.perf_counter()
     # the listing, or this rank's shards of a streamed dataset, in blocks that become one cache shard each
     source = record_source(ds, m, split, limit, block=rows_per_shard)
     spec = split_spec(
         ds, m, split, source.listed, backbone, cache_root=cache_root, fmt=fmt, limit=limit,
-        options=dataset_options, dtype=dtype, listing=source.listing,
+        options=dataset_options, dtype=dtype, listing=source.listing, views=views,
     )  # fmt: skip
     name = backbone.name if backbone is not None else "vectors"
     with contextlib.ExitStack() as held:
@@ -216,7 +226,7 @@ def _extract_part(
         return _write_part(
             ds, m, split, backbone, source, spec, name, started, report=report, summary=summary,
             batch_size=batch_size, workers=workers, strict=strict, overwrite=overwrite,
-            rows_per_shard=rows_per_shard, max_padding=max_padding,
+            rows_per_shard=rows_per_shard, max_padding=max_padding, views=views,
         )  # fmt: skip
 
 
@@ -238,6 +248,7 @@ def _write_part(
     overwrite: bool,
     rows_per_shard: int,
     max_padding: float | None,
+    views: ViewSpec | None = None,
 ) -> PartSummary:
     """Encode one split into its cache, under the split's lock (held by the caller on rank 0)."""
     directory, key, links, features, fmt = spec.directory, spec.key, spec.links, spec.features, spec.fmt
@@ -287,7 +298,7 @@ def _write_part(
             item
             for pending in source.chunks(writer.done_ids)  # one block at a time, then its shard is written
             for item in itertools.chain(
-                _batches(backbone, pending, shape, batch_size, workers, meter, max_padding), (_BLOCK_END,)
+                _batches(backbone, pending, shape, batch_size, workers, meter, max_padding, views), (_BLOCK_END,)
             )
         )
         try:
@@ -308,11 +319,10 @@ def _write_part(
                             "(--strict stops at the first bad input; drop it to skip and list them)"
                         )
                     continue
-                writer.add(
-                    [r.id for r in item.records],
-                    {c: [r.links[c] for r in item.records] for c in links},
-                    {FEATURE: item.features},
-                )
+                arrays = {FEATURE: item.features}
+                if item.views is not None:
+                    arrays[VIEWS_FEATURE] = item.views
+                writer.add([r.id for r in item.records], {c: [r.links[c] for r in item.records] for c in links}, arrays)
                 part.new_rows += len(item.records)
                 done += len(item.records)
                 report(task, done, total)
@@ -345,13 +355,14 @@ def _batches(
     workers: int,
     meter: PaddingMeter,
     max_padding: float | None,
+    views: ViewSpec | None = None,
 ) -> Iterator[Encoded | Skipped]:
     if backbone is None:
         yield from vector_batches(records, shape)
     elif backbone.modality_kind == "image":
-        yield from image_batches(backbone, records, batch_size, workers)
+        yield from image_batches(backbone, records, batch_size, workers, views)
     elif backbone.modality_kind == "text":
-        yield from text_batches(backbone, records, batch_size)
+        yield from text_batches(backbone, records, batch_size, views)
     else:
         assert isinstance(backbone, HubertBackbone)  # the registry's only audio backbone
         yield from audio_batches(backbone, records, batch_size, workers, meter, max_padding)

@@ -25,6 +25,7 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
+from pcmpipe.augment.views import ViewSpec, image_view_transform, view_seed
 from pcmpipe.backbones import Backbone
 from pcmpipe.backbones.hubert import HubertBackbone
 from pcmpipe.datasets import Record, load_audio
@@ -44,6 +45,7 @@ VECTOR_BATCH = 4096
 class Encoded:
     records: list[Record]
     features: np.ndarray  # float32 [B, *shape]
+    views: np.ndarray | None = None  # float32 [B, K, *shape]: the augmented views (`--views K`), else None
 
 
 @dataclass
@@ -173,9 +175,12 @@ class ImageFiles(_Files):
         try:
             with Image.open(path) as im:
                 im.load()  # truncated or corrupt data fails here, not later in a worker-less place
-                return i, self.transform(im), None
+                return i, self.apply(im, i), None
         except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
             return i, None, f"unreadable image ({_one_line(e)})"
+
+    def apply(self, im, i: int):
+        return self.transform(im)
 
 
 class AudioFiles(_Files):
@@ -202,21 +207,57 @@ class AudioFiles(_Files):
         return i, wave, None
 
 
-def image_batches(backbone: Backbone, records: list[Record], batch_size: int, workers: int) -> Iterator:
-    """Images in record order, decoded by `workers` processes."""
-    loader = _loader(
-        ImageFiles(records, backbone.preprocess), fixed_batches(len(records), batch_size), workers, backbone.device
-    )
+class ImageViews:
+    """An image's clean input (the tower's own preprocessing) and K seeded augmented ones -> [K + 1, 3, S, S]."""
+
+    def __init__(self, preprocess, views: ViewSpec, meta: dict) -> None:
+        self.preprocess, self.views = preprocess, views
+        self.augment = image_view_transform(meta)
+
+    def __call__(self, im, item_id: str) -> torch.Tensor:
+        clean = self.preprocess(im)
+        seeds = [view_seed(self.views.seed, item_id, v) for v in range(1, self.views.k + 1)]
+        return torch.stack([clean, *(self.augment(im, s) for s in seeds)])
+
+
+class ImageViewFiles(ImageFiles):
+    """ImageFiles whose transform also sees the record's id (the seed of its views)."""
+
+    def apply(self, im, i: int):
+        return self.transform(im, self.records[i].id)
+
+
+def image_batches(
+    backbone: Backbone, records: list[Record], batch_size: int, workers: int, views: ViewSpec | None = None
+) -> Iterator:
+    """Images in record order, decoded by `workers` processes; with `views`, each image's K augmented views
+    are encoded in the same forward pass as its clean input."""
+    files = ImageFiles(records, backbone.preprocess)
+    if views is not None:
+        files = ImageViewFiles(records, ImageViews(backbone.preprocess, views, backbone.meta))
+    loader = _loader(files, fixed_batches(len(records), batch_size), workers, backbone.device)
     for ok, tensors, errors in loader:
         for i, err in errors:
             yield Skipped(records[i], err)
-        if ok:
-            yield Encoded([records[i] for i in ok], encode(backbone, torch.stack(tensors)))
+        if not ok:
+            continue
+        batch = torch.stack(tensors)  # [B, 3, S, S], or [B, K + 1, 3, S, S] with views
+        if views is None:
+            yield Encoded([records[i] for i in ok], encode(backbone, batch))
+            continue
+        out = encode(backbone, batch.flatten(0, 1)).reshape(len(ok), views.k + 1, *backbone.feature_shape)
+        yield Encoded([records[i] for i in ok], np.ascontiguousarray(out[:, 0]), np.ascontiguousarray(out[:, 1:]))
 
 
-def text_batches(backbone: Backbone, records: list[Record], batch_size: int) -> Iterator:
+# captions whose augmented views are encoded together (`text_batches` with views): bounds the memory of the
+# views held until their rows are written (2,048 x 5 x 512 float32 is 20 MB for CLIP at K = 4)
+VIEW_CHUNK = 2048
+
+
+def text_batches(backbone: Backbone, records: list[Record], batch_size: int, views: ViewSpec | None = None) -> Iterator:
     """Captions sorted by token length (the backbone's `token_lengths`); each batch runs on its longest sequence
-    only."""
+    only. With `views`, captions go VIEW_CHUNK at a time: the clean and the K EDA views of every caption of a
+    chunk are encoded (length-sorted together), then written."""
     good = []
     for r in records:
         if r.text is None or not r.text.strip():
@@ -225,10 +266,32 @@ def text_batches(backbone: Backbone, records: list[Record], batch_size: int) -> 
             good.append(r)
     if not good:
         return
-    tokens = backbone.preprocess([r.text for r in good])  # [N, context] int64
+    if views is None:
+        for batch, feats in _encode_texts(backbone, [r.text or "" for r in good], batch_size):
+            yield Encoded([good[i] for i in batch], feats)
+        return
+    from pcmpipe.augment import EDA
+
+    eda = EDA(alpha=views.eda_alpha)
+    for at in range(0, len(good), VIEW_CHUNK):
+        chunk = good[at : at + VIEW_CHUNK]
+        texts = [r.text or "" for r in chunk]
+        for v in range(1, views.k + 1):
+            # an augmented caption EDA emptied (all words deleted) keeps its clean text
+            texts += [eda(r.text or "", view_seed(views.seed, r.id, v)) or (r.text or "") for r in chunk]
+        out = np.empty((len(texts), *backbone.feature_shape), np.float32)
+        for batch, feats in _encode_texts(backbone, texts, batch_size):
+            out[batch] = feats
+        out = out.reshape(views.k + 1, len(chunk), *backbone.feature_shape)
+        yield Encoded(chunk, out[0], np.ascontiguousarray(out[1:].swapaxes(0, 1)))
+
+
+def _encode_texts(backbone: Backbone, texts: list[str], batch_size: int) -> Iterator[tuple[list[int], np.ndarray]]:
+    """(positions in `texts`, features) per length-sorted batch."""
+    tokens = backbone.preprocess(texts)  # [N, context] int64
     lengths = backbone.token_lengths(tokens).tolist()
     for batch in length_batches(lengths, batch_size):
-        yield Encoded([good[i] for i in batch], encode(backbone, tokens[batch]))
+        yield batch, encode(backbone, tokens[batch])
 
 
 def speech_batches(

@@ -28,6 +28,10 @@ from pcmpipe.pipelines.run import Note, OnEvent
 
 TINY_BACKBONES = {"image": "clip-tiny-image", "text": "clip-tiny-text", "audio": "hubert-tiny"}
 RANDOM_WEIGHTS = {"image": "random:0", "text": "random:0", "audio": "random:0"}
+# No augmented views (the paper pipelines extract 4): the synthetic captions name exactly what timm and EDA
+# change (colours, left/right, sizes, the words EDA swaps), so views cost the demo about a quarter of its test
+# r@1 on every seed (benchmarks/views.py, docs/performance.md). The report's recipe list says "none".
+DEMO_VIEWS = 0  # augmented views per train image and caption (`extract --views`)
 # images: Flickr8k images in all (split 4:1:1) / CUB images per class (200 classes)
 
 
@@ -68,7 +72,7 @@ def demo_pipeline(data_root: Path, cache_root: Path, fast: bool = False) -> dict
             "backbones": dict(TINY_BACKBONES),
             "weights": dict(RANDOM_WEIGHTS),
             "synthetic": True,
-            "extract": {"workers": 0, "batch_size": 64},
+            "extract": {"workers": 0, "batch_size": 64, "views": DEMO_VIEWS},
         }
 
     flickr = {

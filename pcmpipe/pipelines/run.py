@@ -84,7 +84,7 @@ def extraction_state(cache_root: Path, data: DataSpec, modality: str, splits=SPL
     with other settings."""
     from pcmpipe.backbones import parse_weights
     from pcmpipe.cache.reader import read_manifest
-    from pcmpipe.extract.plan import choose_backbone
+    from pcmpipe.extract.plan import choose_backbone, split_views
     from pcmpipe.modalities import KINDS
 
     kind = KINDS.get(modality)  # None: the dataset's own vectors (A, C) or a user's modality, chosen by no plan
@@ -104,6 +104,11 @@ def extraction_state(cache_root: Path, data: DataSpec, modality: str, splits=SPL
         if wanted is not None and "weights" in meta and (meta.get("backbone"), meta.get("weights")) != wanted:
             have = f"{meta.get('backbone')} ({meta.get('weights')})"
             return f"stale: {modality} {split} was built with {have}, the plan names {wanted[0]} ({wanted[1]})"
+        # the plan's `extract: {views: K}` (train images and captions only): a cache with other views is not its own
+        views = split_views(int((data.options.get("extract") or {}).get("views", 0)), 0, modality, kind, split)
+        want, have_k = views.k if views else 0, (meta.get("augment") or {}).get("views", 0)
+        if wanted is not None and "weights" in meta and have_k != want:
+            return f"stale: {modality} {split} holds {have_k} augmented views, the plan asks for {want}"
     return ""
 
 
@@ -151,6 +156,8 @@ def _extract_command(spec: DataSpec, cache_root: Path, mods: list[str]) -> str:
     ]
     parts += [f"--{kind}-backbone {value}" for kind, value in spec.backbones.items()]
     parts += [f"--weights-{kind} {value}" for kind, value in spec.weights.items()]
+    if (spec.options.get("extract") or {}).get("views"):
+        parts.append(f"--views {spec.options['extract']['views']}")
     return " ".join(parts)
 
 

@@ -67,9 +67,21 @@ def recipe_changes(runs: list[RunResult]) -> dict[str, dict[str, list[str]]]:
             if not _same(value, paper):
                 out.setdefault(key, {}).setdefault(f"{_show(value)} (paper {_show(paper)})", []).append(run.name)
         if not run.config.get("unfreeze"):
-            what = "none: features cached once, unaugmented (paper: timm images, EDA captions)"
-            out.setdefault("augmentation", {}).setdefault(what, []).append(run.name)
+            out.setdefault("augmentation", {}).setdefault(_cached_augmentation(run), []).append(run.name)
     return out
+
+
+def _cached_augmentation(run: RunResult) -> str:
+    """What a run on cached features had for augmentation: the views its train caches hold (`extract --views K`,
+    recorded per cache in config.json), or none."""
+    caches = (run.meta.get("caches") or {}).get(str(run.config.get("split_train", "train"))) or {}
+    k = max([int(c.get("views", 0)) for c in caches.values() if isinstance(c, dict)], default=0)
+    if k:
+        return (
+            f"{k} augmented views per train image and caption, cached once, one drawn per sample per epoch "
+            "(paper: fresh timm / EDA augmentation every step)"
+        )
+    return "none: features cached once, unaugmented (paper: timm images, EDA captions)"
 
 
 def recipe_lines(runs: list[RunResult]) -> list[str]:

@@ -34,7 +34,15 @@ from pcmpipe.config import TrainConfig, config_fingerprint
 from pcmpipe.errors import UserError
 from pcmpipe.heads import ProjectionHead
 from pcmpipe.losses import LOSSES, LossParams, TargetShares
-from pcmpipe.samples import ModalityData, SplitData, SplitInfo, check_compatible, load_split, peek_split
+from pcmpipe.samples import (
+    ModalityData,
+    SplitData,
+    SplitInfo,
+    check_compatible,
+    feature_name,
+    load_split,
+    peek_split,
+)
 from pcmpipe.samples_stream import StreamedSplit, load_training, resolve_stream
 from pcmpipe.training import rundir as runs
 from pcmpipe.training.evaluate import embed_rows, evaluate_all, levels_available, mean_r1, non_finite, score
@@ -87,7 +95,8 @@ def _streamed_moments(directory: str, with_scale: bool) -> tuple[torch.Tensor, t
 
     n, total, squares = 0, torch.zeros(()), torch.zeros(())
     reader = open_cache(directory)
-    (name,) = reader.shapes  # a training cache holds one feature (whatever its name: imports choose theirs)
+    # the training feature (whatever its name: imports choose theirs), not the augmented views beside it
+    name = feature_name(reader, "", Path(directory))
     for chunk in reader.iter_feature(name, 65_536):
         x = torch.from_numpy(chunk).double()
         n, total, squares = n + len(x), total + x.sum(0), squares + (x * x).sum(0)
@@ -211,7 +220,13 @@ def _train(cfg: TrainConfig, emit: OnEvent) -> Path:
     elif main:
         caches = {
             d.split: {
-                m: {"path": md.directory, "fingerprint": md.fingerprint, "rows": md.rows}
+                m: {
+                    "path": md.directory,
+                    "fingerprint": md.fingerprint,
+                    "rows": md.rows,
+                    # training draws one of K augmented views per epoch (`extract --views K`)
+                    **({"views": md.view_count} if md.view_count else {}),
+                }
                 for m, md in d.modalities.items()
             }
             for d in (train_d, val_d, test_info)

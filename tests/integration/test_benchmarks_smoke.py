@@ -28,6 +28,7 @@ SCRIPTS = [
     "search.py",
     "embed.py",
     "pcmr_target.py",
+    "views.py",
 ]
 
 
