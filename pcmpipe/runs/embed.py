@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pcmpipe.augment.views import VIEWS_FEATURE
 from pcmpipe.cache import ShardWriter, open_cache
 from pcmpipe.errors import UserError
 from pcmpipe.runs.loaded import Run
@@ -83,9 +84,11 @@ def embed_cache_to_cache(
     """Every row of a feature cache through the modality's head into the cache `out`, keeping the source's key
     and link columns (so evaluation and joins still line rows up) -> {"out", "rows", "skipped": {}}."""
     reader = open_cache(cache)
-    if len(reader.feature_names) != 1:
+    # a train cache extracted with `--views K` also holds the augmented views: a row's embedding is its clean view's
+    names = [n for n in reader.feature_names if n != VIEWS_FEATURE]
+    if len(names) != 1:
         raise UserError(f"cache {cache} holds features {reader.feature_names}; embed a cache with one feature")
-    name = reader.feature_names[0]
+    name = names[0]
     source = {"cache_fingerprint": reader.fingerprint}
     with _writer(run, modality, Path(out), dtype, reader.key, list(reader.links), source) as w:
         for cols, feats in reader.iter_batches(ROWS_PER_BATCH, [name]):

@@ -24,6 +24,8 @@ from pcmpipe.pipelines.run import extraction_state
 from pcmpipe.pipelines.spec import DataSpec
 from pcmpipe.report.recipe import recipe_changes
 from pcmpipe.report.results import load_runs
+from pcmpipe.runs import load_run
+from pcmpipe.runs.embed import embed_cache_to_cache
 from pcmpipe.samples import load_split
 from pcmpipe.samples_stream import StreamedSplit, load_training, resolve_stream
 from pcmpipe.training.stage2 import train
@@ -209,6 +211,12 @@ def test_training_uses_views_and_records_them(tmp_path):
     assert "views" not in recorded[0]["caches"]["val"]["I"]
     losses = [json.loads((r / "metrics.jsonl").read_text().splitlines()[0])["loss"] for r in runs]
     assert losses[0] != losses[1]  # the augmented rows were trained on
+    # embedding the train cache with the run embeds each row's clean view
+    run = load_run(runs[0])
+    embed_cache_to_cache(run, "I", cache_dir(root, "planted", "I", "train"), tmp_path / "emb")
+    _, got = open_cache(tmp_path / "emb").read()
+    _, held = open_cache(cache_dir(root, "planted", "I", "train")).read()
+    np.testing.assert_allclose(got["embedding"], run.project("I", held["features"]), rtol=1e-6)
     # the report's list of departures from the paper's recipe says what augmentation each run had
     for r, want in ((root, f"{K} augmented views"), (plain, "none")):
         (line,) = recipe_changes(list(load_runs(r / "runs").values()))["augmentation"]
