@@ -139,6 +139,7 @@ def test_finetune_schema_defaults_and_checks():
         ({"modalities": "A,T", "unfreeze": "image"}, "--unfreeze image needs modality I"),
         ({"eda_alpha": 2}, "--eda-alpha must be <= 1"),
         ({"data_root": None}, "pass --root"),
+        ({"checkpoint_every": 10}, "fine-tuning checkpoints once per epoch"),
     ):
         with pytest.raises(UserError, match=fragment):
             FinetuneConfig.from_dict({"data_root": "d", **data})

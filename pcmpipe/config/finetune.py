@@ -65,6 +65,8 @@ class FinetuneConfig(TrainConfig):
     def _check_towers(self) -> FinetuneConfig:
         if not self.data_root:
             raise ValueError("fine-tuning reads the raw dataset: pass --root (e.g. data/cub)")
+        if self.checkpoint_every is not None:  # inherited from TrainConfig; the fine-tuning loop has no mid-epoch state
+            raise ValueError("checkpoint_every is stage two's (pcmpipe train); fine-tuning checkpoints once per epoch")
         if len(set(self.unfreeze)) != len(self.unfreeze):
             raise ValueError(f"--unfreeze lists a tower twice: {','.join(self.unfreeze)}")
         for u in self.unfreeze:
