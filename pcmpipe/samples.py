@@ -101,7 +101,8 @@ class ModalityData:
         Flickr8k's 30,000 HuBERT rows, 4x the fp16 block) was the largest transient of a training run.
         """
         rows = max(1, (4 << 20) // max(1, int(np.prod(self.shape))))
-        total = torch.zeros(self.shape, dtype=torch.float64)
+        device = self.features.device if self.features is not None else self.streamed().device
+        total = torch.zeros(self.shape, dtype=torch.float64, device=device)  # where the chunks are: GPU or CPU
         for x in self.chunks(rows):
             total += x.double().sum(0)
         mean = total / self.rows

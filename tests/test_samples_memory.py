@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from pcmpipe.samples import ModalityData
@@ -36,6 +37,15 @@ def test_moments_equal_the_float64_formula_from_bounded_chunks(one_thread):
     # about 32 MB of float64 at a time, not the whole split: 2**22 values a chunk
     assert asked and all(rows * 13 * 40 <= 1 << 22 for rows in asked)
     assert d.moments(with_scale=False)[1] is None
+
+
+def test_moments_of_features_on_a_gpu_stay_there(one_thread):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device here")
+    x = torch.randn(500, 7, dtype=torch.float16)
+    mean, std = _modality(x.cuda()).moments(with_scale=True)
+    assert mean.device.type == "cuda" and std is not None
+    assert torch.equal(mean.cpu(), _modality(x).moments(with_scale=True)[0])
 
 
 def test_finiteness_check_reads_bounded_chunks(monkeypatch, one_thread):
