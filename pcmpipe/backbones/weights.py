@@ -16,11 +16,10 @@ file or tag they were loaded from.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -28,6 +27,7 @@ from urllib.parse import urlparse
 
 import torch
 
+from pcmpipe.checksums import state_sha256 as state_sha256  # re-exported: its public path
 from pcmpipe.errors import UserError
 
 
@@ -77,17 +77,6 @@ def parse_weights(spec: str | None) -> WeightsSpec:
     if "/" in spec or "\\" in spec or spec.startswith("."):
         raise UserError(f"weights path {spec} does not exist; pass an existing checkpoint, 'default' or 'random'")
     return WeightsSpec("tag", value=spec)
-
-
-def state_sha256(state: Mapping[str, torch.Tensor]) -> str:
-    """sha256 over (name, dtype, shape, raw bytes) of every tensor, names sorted: one digest per set of weights."""
-    h = hashlib.sha256()
-    for name in sorted(state):
-        t = state[name].detach().to("cpu").contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        # a uint8 view hashes every dtype (bf16 included) without a lossy conversion
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 T = TypeVar("T")

@@ -29,7 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from pcmpipe import atomic
-from pcmpipe.backbones.weights import state_sha256
+from pcmpipe.checksums import state_sha256
 from pcmpipe.errors import UserError
 from pcmpipe.evaluation.embeddings import RunEmbeddings
 from pcmpipe.training.events import EpochDone, OnEvent

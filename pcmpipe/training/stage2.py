@@ -82,9 +82,7 @@ def standardisation(
     out: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
     for m, d in train.modalities.items():
         if isinstance(d, ModalityData):
-            x = d.resident().double()
-            scale = x.std(dim=0).clamp_min(1e-6).float() if cfg.standardize == "scale" else None
-            out[m] = (x.mean(dim=0).float(), scale)
+            out[m] = d.moments(cfg.standardize == "scale")  # chunk by chunk: no float64 copy of the split
         else:
             out[m] = _streamed_moments(d.directory, cfg.standardize == "scale")
     return out

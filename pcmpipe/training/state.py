@@ -31,7 +31,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from pcmpipe.atomic import atomic_path
-from pcmpipe.backbones.weights import state_sha256
+from pcmpipe.checksums import state_sha256
 from pcmpipe.errors import UserError
 
 CHECKPOINT = "checkpoint.safetensors"

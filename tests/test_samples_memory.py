@@ -1,0 +1,77 @@
+"""Memory of a training run's set-up: standardisation moments and the finiteness check go chunk by chunk, and
+the training modules do not import the encoders' libraries (docs/performance.md, stage-two memory)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pcmpipe.samples import ModalityData
+from pcmpipe.training.evaluate import non_finite
+
+
+def _modality(x: torch.Tensor) -> ModalityData:
+    return ModalityData("S", "caption_id", {}, x, "fp", "dir")
+
+
+def test_moments_equal_the_float64_formula_from_bounded_chunks(one_thread):
+    torch.manual_seed(0)
+    x = (torch.randn(3000, 13, 40) * 3 + 1).half()
+    d = _modality(x)
+    asked: list[int] = []
+    chunks = d.chunks
+
+    def spy(rows: int):
+        asked.append(rows)
+        return chunks(rows)
+
+    d.chunks = spy  # type: ignore[method-assign]
+    mean, std = d.moments(with_scale=True)
+    full = x.double()
+    assert torch.equal(mean, full.mean(dim=0).float())
+    assert std is not None and torch.equal(std, full.std(dim=0).clamp_min(1e-6).float())
+    # about 32 MB of float64 at a time, not the whole split: 2**22 values a chunk
+    assert asked and all(rows * 13 * 40 <= 1 << 22 for rows in asked)
+    assert d.moments(with_scale=False)[1] is None
+
+
+def test_moments_of_features_on_a_gpu_stay_there(one_thread):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device here")
+    x = torch.randn(500, 7, dtype=torch.float16)
+    mean, std = _modality(x.cuda()).moments(with_scale=True)
+    assert mean.device.type == "cuda" and std is not None
+    assert torch.equal(mean.cpu(), _modality(x).moments(with_scale=True)[0])
+
+
+def test_finiteness_check_reads_bounded_chunks(monkeypatch, one_thread):
+    width = 13 * 768
+    x = torch.zeros(1200, width, dtype=torch.float16)
+    seen: list[int] = []
+    isfinite = torch.isfinite
+
+    def spy(t: torch.Tensor) -> torch.Tensor:
+        seen.append(t.shape[0])
+        return isfinite(t)
+
+    monkeypatch.setattr(torch, "isfinite", spy)
+    assert non_finite({"S": _modality(x)}) == []
+    assert max(seen) <= (1 << 22) // width < 4096  # rows of at most ~16 MB of float32, not 4,096 rows
+    x[700, 3] = float("inf")
+    assert non_finite({"S": _modality(x)}) == ["S"]
+
+
+def test_training_does_not_import_the_encoder_stack():
+    """open_clip and transformers cost a training run 0.25 GiB resident: only extraction needs them."""
+    code = (
+        "import sys\n"
+        "import pcmpipe.training.stage2, pcmpipe.training.state, pcmpipe.training.rundir\n"
+        "print(sorted(m for m in ('open_clip', 'transformers', 'torchvision') if m in sys.modules))\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "[]"
