@@ -250,7 +250,14 @@ def _worker_extract(outdir: Path, data: Path, kill_after: int) -> None:
     D.cleanup()
 
 
-_RENDEZVOUS_LOST = re.compile(r"EADDRINUSE|Address already in use|DistNetworkError|RendezvousConnectionError")
+# Two races of the launcher and of gloo, not of the code under test, seen under load on 2 shared cores:
+# --standalone picks a free port and binds it a moment later, so another process can take it in between; and a
+# gloo worker thread still joinable at interpreter teardown aborts the process after it has written its results
+# ("terminate called without an active exception", pytorch/pytorch#179291). Either one: launch once more.
+_RENDEZVOUS_LOST = re.compile(
+    r"EADDRINUSE|Address already in use|DistNetworkError|RendezvousConnectionError"
+    r"|terminate called without an active exception"
+)
 
 
 def _run_torchrun(scenario: str, outdir: Path, nproc: int = 2, *extra: str, check: bool = True):
@@ -268,8 +275,6 @@ def _run_torchrun(scenario: str, outdir: Path, nproc: int = 2, *extra: str, chec
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     if proc.returncode != 0 and _RENDEZVOUS_LOST.search(proc.stdout + proc.stderr):
-        # --standalone picks a free port and binds it a moment later; under load another process can take it in
-        # between. That is the launcher's race, not ours: launch once more.
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     if check:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -423,17 +428,23 @@ def test_gather_with_grad_without_ddp_or_open_clip(tmp_path: Path) -> None:
         port = s.getsockname()[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "MASTER_ADDR": "127.0.0.1"}
     env.update(MASTER_PORT=str(port), WORLD_SIZE="2")
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(HERE), "gather-plain", str(tmp_path)],
-            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for r in range(2)
-    ]
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
+
+    def launch() -> tuple[list[subprocess.Popen], list[str]]:
+        procs = [
+            subprocess.Popen(
+                [sys.executable, str(HERE), "gather-plain", str(tmp_path)],
+                env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for r in range(2)
+        ]
+        return procs, [p.communicate(timeout=300)[0] for p in procs]
+
+    procs, outputs = launch()
+    if any(p.returncode for p in procs) and _RENDEZVOUS_LOST.search("".join(outputs)):
+        procs, outputs = launch()
     assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outputs)
     want = torch.cat([torch.full((2, 3), 1.0), torch.full((3, 3), 2.0)])
     for r in range(2):
