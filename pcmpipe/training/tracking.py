@@ -7,7 +7,8 @@ taken for a run), beside the run rather than inside it, because the run director
 
     tensorboard  torch.utils.tensorboard event files      tensorboard --logdir cache/runs/_tracking
     wandb        an offline W&B run (wandb sync DIR to upload)
-    mlflow       a file store (mlflow ui --backend-store-uri DIR)
+    mlflow       a local store: DIR/mlflow.db (SQLite), or a file store without SQLAlchemy
+                 (mlflow ui --backend-store-uri sqlite:///DIR/mlflow.db)
 
 W&B and MLflow are optional: asking for one that is not installed is one error line saying what to install,
 before any training starts. Scalars: `train/loss` per logged step (global step), and per epoch `epoch/loss`,
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -76,15 +78,28 @@ class _WandB:
         self.run.finish()
 
 
+def mlflow_store_uri(directory: Path) -> str:
+    """The tracking store under `directory`: SQLite (`mlflow.db`) where SQLAlchemy is installed, else a file store.
+
+    MLflow 3 refuses new file stores ("maintenance mode") unless MLFLOW_ALLOW_FILE_STORE is set, and its SQLite
+    store needs SQLAlchemy and Alembic, which `mlflow` brings and `mlflow-skinny` does not. Either way the logs
+    stay in one local folder, offline."""
+    if importlib.util.find_spec("sqlalchemy") is not None and importlib.util.find_spec("alembic") is not None:
+        return f"sqlite:///{(directory / 'mlflow.db').resolve()}"
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # the file store MLflow 2 used by default
+    return directory.resolve().as_uri()
+
+
 class _MLflow:
     def __init__(self, directory: Path, config: dict, name: str) -> None:
         from mlflow.tracking import MlflowClient
 
         directory.mkdir(parents=True, exist_ok=True)
         # a client of its own: no global mlflow state (active run, tracking URI) is touched
-        self.client = MlflowClient(tracking_uri=directory.resolve().as_uri())
+        self.client = MlflowClient(tracking_uri=mlflow_store_uri(directory))
         found = self.client.get_experiment_by_name("pcmpipe")
-        exp = found.experiment_id if found is not None else self.client.create_experiment("pcmpipe")
+        artifacts = (directory / "artifacts").resolve().as_uri()
+        exp = found.experiment_id if found is not None else self.client.create_experiment("pcmpipe", artifacts)
         self.run_id = self.client.create_run(exp, run_name=name).info.run_id
         for key, value in config.items():
             self.client.log_param(self.run_id, key, str(value)[:500])
