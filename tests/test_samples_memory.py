@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -37,6 +38,34 @@ def test_moments_equal_the_float64_formula_from_bounded_chunks(one_thread):
     # about 32 MB of float64 at a time, not the whole split: 2**22 values a chunk
     assert asked and all(rows * 13 * 40 <= 1 << 22 for rows in asked)
     assert d.moments(with_scale=False)[1] is None
+
+
+def test_streamed_moments_read_bounded_chunks(tmp_path, monkeypatch, one_thread):
+    """The streamed split's moments pass: 65,536-row chunks were its largest transient at 3 x 10^6 rows."""
+    from pcmpipe.cache import ShardWriter
+    from pcmpipe.cache.reader import CacheReader
+    from pcmpipe.training.stage2 import _streamed_moments
+
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((3000, 13, 40)) * 3 + 1).astype(np.float16)
+    meta = {"backbone": "random", "dataset": "d", "split": "train"}
+    with ShardWriter(
+        tmp_path, features={"feat": ((13, 40), "float16")}, key="id", links=[], meta=meta, rows_per_shard=1000
+    ) as w:
+        w.add([f"r{i}" for i in range(len(x))], {}, {"feat": x})
+    asked: list[int] = []
+    iter_feature = CacheReader.iter_feature
+
+    def spy(self, name: str, rows: int):
+        asked.append(rows)
+        return iter_feature(self, name, rows)
+
+    monkeypatch.setattr(CacheReader, "iter_feature", spy)
+    mean, std = _streamed_moments(str(tmp_path), with_scale=True)
+    full = torch.from_numpy(x).double()
+    assert torch.allclose(mean, full.mean(dim=0).float(), rtol=0, atol=1e-6)
+    assert std is not None and torch.allclose(std, full.std(dim=0).float(), rtol=1e-6, atol=0)
+    assert asked and all(rows * 13 * 40 <= 1 << 22 for rows in asked)  # about 16 MB of float32 at a time
 
 
 def test_moments_of_features_on_a_gpu_stay_there(one_thread):

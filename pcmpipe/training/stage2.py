@@ -95,9 +95,14 @@ def _streamed_moments(directory: str, with_scale: bool) -> tuple[torch.Tensor, t
     reader = open_cache(directory)
     # the training feature (whatever its name: imports choose theirs), not the augmented views beside it
     name = feature_name(reader, "", Path(directory))
-    for chunk in reader.iter_feature(name, 65_536):
+    # Chunks of about 4 Mi values, as ModalityData.moments: this pass was the largest transient of a streamed
+    # run (65,536-row chunks: the float32 buffer, pyarrow's decoded batch, the float64 copy and its square, up
+    # to ~0.3 GiB for 512-wide fp16 rows, noisy from shard to shard). The square is taken in place.
+    rows = max(1, (4 << 20) // max(1, math.prod(reader.shapes[name])))
+    for chunk in reader.iter_feature(name, rows):
         x = torch.from_numpy(chunk).double()
-        n, total, squares = n + len(x), total + x.sum(0), squares + (x * x).sum(0)
+        n, total = n + len(x), total + x.sum(0)
+        squares = squares + x.square_().sum(0)
     mean = total / n
     if not with_scale:
         return mean.float(), None
