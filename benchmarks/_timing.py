@@ -37,6 +37,21 @@ HEADER = (
 )
 
 
+def own_peak_rss() -> int:
+    """This process's own peak RSS in bytes: VmHWM of /proc/self/status, ru_maxrss where there is no /proc.
+
+    Not ru_maxrss first: Linux carries the parent's high-water mark into a child started by vfork + exec
+    (subprocess's default), so a child measured after its parent wrote a large cache reports the parent's peak."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def parse_args(description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
     """Common flags: --smoke (tiny sizes, seconds; used by the tests), --device, --doc (table file), --threads."""
     p = argparse.ArgumentParser(description=description)

@@ -2,7 +2,7 @@
 
 Both towers of CLIP (ViT-B/32 image, text; seeded random weights: timing does not depend on the values) are
 unfrozen, with PCMC heads on I and T and AdamW over the two learning-rate groups; a step is forward +
-backward + optimiser step. Each setting runs in its own subprocess, so its peak RSS (ru_maxrss) is its own;
+backward + optimiser step. Each setting runs in its own subprocess, so its peak RSS (VmHWM) is its own;
 the settings alternate (off, on, off, on, ...) `--repeats` times so load from other jobs hits both, and the
 medians count. A step at the paper's batch 128 is extrapolated linearly from the measured batch.
 * ours: `Coordinator.set_grad_checkpointing(True)`, which stores one activation per residual block;
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -69,7 +68,7 @@ def one_setting(names: tuple[str, str], batch: int, steps: int, checkpointing: b
     seconds = [_timing.timed(step, device)[0] for _ in range(steps)]
     return {
         "step_s": statistics.median(seconds),
-        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_rss_gib": _timing.own_peak_rss() / 2**30,
     }
 
 

@@ -3,7 +3,7 @@
 Three numbers from one run:
 * our path: `pcmpipe.training.stage2.train` on a cache written by `pcmpipe.cache.ShardWriter` (6,000 images, 30,000
   captions and spoken captions in the train split), run in a child process so its peak resident memory
-  (ru_maxrss of the child: torch, the training features in memory, training) is measured alone. The epoch time
+  (the child's own VmHWM: torch, the training features in memory, training) is measured alone. The epoch time
   is the `train_time_s` the trainer records per epoch (the optimisation loop, not validation).
 * the baseline (`plain_loop.py`): what a user writes with plain PyTorch -- a Dataset with per-sample
   `__getitem__`, a shuffling DataLoader, the same heads and the same PCMR loss and target.
@@ -17,7 +17,6 @@ Three numbers from one run:
 from __future__ import annotations
 
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -83,14 +82,14 @@ def run_ours(cache: Path, runs: Path, epochs: int, threads: int | None, clock: s
         f"batch_size={plain_loop.BATCH}, epochs={epochs}, patience={epochs + 1}, cache_root={str(cache)!r}, "
         f"runs_root={str(runs)!r}, name='bench', device='cpu', progress=False))\n"
         "train(cfg)\n"
+        # the child's own peak (_timing.own_peak_rss): RUSAGE_CHILDREN would report this process's high-water
+        # mark from writing the cache, which Linux carries into the child across vfork + exec
+        f"sys.path.insert(0, {str(HERE)!r})\nimport _timing\nprint('peak', _timing.own_peak_rss())\n"
     )
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(proc.stdout + proc.stderr)
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # Linux: KiB
-    if before * 1024 >= peak:
-        print("warning: an earlier child had a larger peak; the figure is an upper bound")
+    peak = int(proc.stdout.strip().splitlines()[-1].split()[1])
     history = [json.loads(line) for line in (runs / "bench" / "metrics.jsonl").read_text().splitlines() if line]
     return [h["train_time_s"] for h in history], peak
 
