@@ -276,14 +276,16 @@ class TargetShares:
             acc.clear()
         return out
 
+    def _accumulators(self) -> dict[str, dict[str, Tensor]]:
+        return {"marked": self._marked, "implied": self._implied, "pairs": self._pairs}
+
     def counts(self) -> dict[str, Tensor]:
         """The counts since the last `shares()`, flat ("marked.T" -> tensor): what a mid-epoch checkpoint keeps."""
-        accs = {"marked": self._marked, "implied": self._implied, "pairs": self._pairs}
-        return {f"{name}.{m}": v for name, acc in accs.items() for m, v in acc.items()}
+        return {f"{name}.{m}": v for name, acc in self._accumulators().items() for m, v in acc.items()}
 
     def restore(self, counts: dict[str, Tensor], device: torch.device | str) -> None:
         """Continue from `counts()` of an interrupted epoch."""
-        accs = {"marked": self._marked, "implied": self._implied, "pairs": self._pairs}
+        accs = self._accumulators()
         for key, v in counts.items():
             name, m = key.split(".", 1)
             accs[name][m] = v.to(device)

@@ -112,7 +112,7 @@ class ModalityData:
         Two passes over chunks of about 32 MB of float64: a float64 copy of the whole block (2.4 GB for
         Flickr8k's 30,000 HuBERT rows, 4x the fp16 block) was the largest transient of a training run.
         """
-        rows = max(1, (4 << 20) // max(1, int(np.prod(self.shape))))
+        rows = moment_chunk_rows(self.shape)
         device = self.features.device if self.features is not None else self.streamed().device
         total = torch.zeros(self.shape, dtype=torch.float64, device=device)  # where the chunks are: GPU or CPU
         for x in self.chunks(rows):
@@ -131,6 +131,11 @@ class ModalityData:
 
     def key_values(self) -> np.ndarray:
         return self.columns[self.key] if self.key in self.columns else self.columns["id"]
+
+
+def moment_chunk_rows(shape: tuple[int, ...]) -> int:
+    """Rows per chunk of a moments pass: about 4 Mi feature values (32 MB as float64), at least one row."""
+    return max(1, (4 << 20) // max(1, int(np.prod(shape))))
 
 
 @dataclass

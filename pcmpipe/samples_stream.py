@@ -194,24 +194,26 @@ class StreamedSplit:
         }
         # Every modality but the first base one is looked up by key; the first ones within the budget stay in
         # memory, the others are spilled.
-        self.stores: dict[str, RowStore] = {}
         budget = resident_bytes
-        for m in modalities:
-            if m == self.base[0]:
-                continue
-            size = self.modalities[m].rows * self._width(m) * np.dtype(self._dtype[m]).itemsize
-            self.stores[m] = RowStore(cache_root, dataset, m, split, resident=size <= budget, spill_dir=spill_dir)
-            budget -= size if size <= budget else 0
+
+        def store(m: str, values: int, feature: str | None = None) -> RowStore:
+            """m's rows of `feature` (default: the training one), in memory while the budget lasts, else spilled."""
+            nonlocal budget
+            size = values * np.dtype(self._dtype[m]).itemsize
+            resident = size <= budget
+            budget -= size if resident else 0
+            return RowStore(cache_root, dataset, m, split, resident=resident, spill_dir=spill_dir, feature=feature)
+
+        self.stores: dict[str, RowStore] = {
+            m: store(m, self.modalities[m].rows * self._width(m)) for m in modalities if m != self.base[0]
+        }
         # Augmented views (`extract --views K`): a store per modality whose cache holds them, in its cache's row
         # order, so a looked-up row or a base row's place in its cache finds its views.
         self.view_stores: dict[str, RowStore] = {}
         for m, (r, _, _) in readers.items():
             if VIEWS_FEATURE in r.feature_names and self._names[m] != VIEWS_FEATURE:
-                size = r.num_rows * int(np.prod(r.shapes[VIEWS_FEATURE])) * np.dtype(self._dtype[m]).itemsize
-                self.view_stores[m] = RowStore(
-                    cache_root, dataset, m, split, resident=size <= budget, spill_dir=spill_dir, feature=VIEWS_FEATURE
-                )
-                budget -= size if size <= budget else 0
+                values = r.num_rows * int(np.prod(r.shapes[VIEWS_FEATURE]))
+                self.view_stores[m] = store(m, values, VIEWS_FEATURE)
                 self.modalities[m].view_count = int(r.shapes[VIEWS_FEATURE][0])
         want = {"id", self.key} | {s.key for s in self.stores.values()}
         self._cols = {b: [c for c in readers[b][0].columns if c in want] for b in self.base}

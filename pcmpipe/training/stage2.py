@@ -41,6 +41,7 @@ from pcmpipe.samples import (
     check_compatible,
     feature_name,
     load_split,
+    moment_chunk_rows,
     peek_split,
 )
 from pcmpipe.samples_stream import StreamedSplit, load_training, resolve_stream
@@ -98,7 +99,7 @@ def _streamed_moments(directory: str, with_scale: bool) -> tuple[torch.Tensor, t
     # Chunks of about 4 Mi values, as ModalityData.moments: this pass was the largest transient of a streamed
     # run (65,536-row chunks: the float32 buffer, pyarrow's decoded batch, the float64 copy and its square, up
     # to ~0.3 GiB for 512-wide fp16 rows, noisy from shard to shard). The square is taken in place.
-    rows = max(1, (4 << 20) // max(1, math.prod(reader.shapes[name])))
+    rows = moment_chunk_rows(tuple(reader.shapes[name]))
     for chunk in reader.iter_feature(name, rows):
         x = torch.from_numpy(chunk).double()
         n, total = n + len(x), total + x.sum(0)
