@@ -11,6 +11,7 @@ there (issue 13); the table in docs/conventions.md ("PCMR target") was written f
     python benchmarks/pcmr_target.py --threads 1 --standardize none --modes shared,features,projections
     python benchmarks/pcmr_target.py --threads 1 --recipe paper      # the paper's lr 1e-4, 50 epochs, patience 5
     python benchmarks/pcmr_target.py --threads 1 --seeds 0,1,2       # the criterion on the mean of three seeds
+    python benchmarks/pcmr_target.py --threads 1 --seeds 0,1,2 --rho-on norm   # Eq. 6's power on the norm
     python benchmarks/pcmr_target.py --smoke --no-write     # seconds: checks the script runs
 """
 
@@ -54,6 +55,10 @@ def _extra(p) -> None:
         choices=["none", "center", "scale"],
         help="input standardisation",
     )
+    p.add_argument("--rho", type=float, default=fields["rho"].default, help="PCMR power factor rho (Eq. 6)")
+    p.add_argument(
+        "--rho-on", default=fields["rho_on"].default, choices=["entries", "norm"], help="what 2 + rho applies to"
+    )
     p.add_argument("--cosines", default=",".join(str(c) for c in COSINES), help="planted mean raw cosines")
     p.add_argument("--recipe", default="issue", choices=list(RECIPES), help="epochs, patience and lr: " + str(RECIPES))
     p.add_argument("--batch-size", type=int, default=80, help="stage-two batch (the paper's Flickr8k batch: 80)")
@@ -68,7 +73,7 @@ def _extra(p) -> None:
 def run(root: Path, loss: str, target: str, standardize: str, recipe: dict, device: str, threads: int | None) -> dict:
     """One stage-two run on the planted cache under root -> its test mean r@1 and the last epoch's target shares.
 
-    recipe: epochs, patience, lr, batch_size and seed."""
+    recipe: epochs, patience, lr, batch_size, rho, rho_on and seed."""
     from pcmpipe.config import TrainConfig
     from pcmpipe.training.evaluate import mean_r1
     from pcmpipe.training.rundir import read_metrics
@@ -96,9 +101,12 @@ def run(root: Path, loss: str, target: str, standardize: str, recipe: dict, devi
 
 
 def main() -> None:
+    from pcmpipe.config import TrainConfig
+
+    fields = TrainConfig.model_fields
     args = _timing.parse_args(__doc__.splitlines()[0], _extra)
     size = SMOKE if args.smoke else FULL
-    recipe = {**RECIPES[args.recipe], "batch_size": args.batch_size}
+    recipe = {**RECIPES[args.recipe], "batch_size": args.batch_size, "rho": args.rho, "rho_on": args.rho_on}
     seeds = [int(x) for x in args.seeds.split(",") if x]
     if args.smoke:
         recipe.update(epochs=1, patience=1)
@@ -136,6 +144,8 @@ def main() -> None:
             for c in results
         )
         std = "" if args.standardize == "none" else f", standardize {args.standardize}"
+        if (args.rho, args.rho_on) != (fields["rho"].default, fields["rho_on"].default):
+            std += f", rho {args.rho:g} on {args.rho_on}"
         if len(seeds) > 1:
             std += f", mean of seeds {args.seeds}"
         if args.recipe != "issue" or args.batch_size != 80:  # its own row beside the criterion's

@@ -57,7 +57,8 @@ def pcmr(emb: list[torch.Tensor], raw: list[torch.Tensor], t: float = 0.99, rho:
         target = (target > t).float()
         target.fill_diagonal_(1.0)
     z = [F.normalize(e, dim=1) for e in emb]
-    return sum(torch.linalg.norm(a @ b.T - target) ** (2 + rho) for a, b in combinations(z, 2))
+    # Eq. 6's power on each residual entry, pcmpipe's default reading (docs/conventions.md "PCMR power factor")
+    return sum(((a @ b.T - target).abs() ** (2 + rho)).sum() for a, b in combinations(z, 2))
 
 
 def load(cache: Path, dataset: str) -> dict[str, torch.Tensor]:

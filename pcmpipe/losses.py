@@ -195,18 +195,24 @@ def pcmr_loss(
     target: Tensor | None = None,
     present: dict[str, Tensor] | None = None,
     rho: float = 1.0,
+    rho_on: str = "entries",
 ) -> Tensor:
     """Pairwise cross-modal regression loss (PCMR, Eq. 6, masked by Eq. 9).
 
-    Sum over pairs i < j (sorted names) of ||H (.) (S - T)||_F^(2 + rho), with S [B, B] the cosine similarity
-    between modality i (rows) and j (columns), T the target [B, B] (identity when None, see `pcmr_target`) and
-    H[p, q] = 1 iff i is present in p and j in q.
+    Sum over pairs i < j (sorted names) of the residual R = H (.) (S - T) raised to the power 2 + rho, with
+    S [B, B] the cosine similarity between modality i (rows) and j (columns), T the target [B, B] (identity when
+    None, see `pcmr_target`) and H[p, q] = 1 iff i is present in p and j in q.
 
-    The norm is computed as (sum of squares)^(1 + rho/2): same value, and unlike sqrt it has a finite gradient
-    when the residual is exactly 0. rho must be >= 0 for that to hold.
+    rho_on="entries" (the default) raises each entry: sum_pq |R_pq|^(2 + rho), so rho weights every entry's
+    gradient by its own residual, the focal balancing of matching against non-matching pairs that Sec. 3.1
+    cites [21]. rho_on="norm" is the literal ||R||_F^(2 + rho), where rho only rescales the whole gradient
+    (docs/conventions.md, "PCMR power factor"). Both are computed from squares, (R^2)^(1 + rho/2), which unlike
+    abs or sqrt has a finite gradient where the residual is exactly 0; rho must be >= 0 for that to hold.
     """
     if rho < 0:
         raise ValueError(f"rho must be >= 0, got {rho}")
+    if rho_on not in ("entries", "norm"):
+        raise ValueError(f"rho_on must be 'entries' or 'norm', got {rho_on!r}")
     B = _check_batch(emb)
     masks = _masks(emb, present)
     pres = _filled(emb, masks)
@@ -223,11 +229,11 @@ def pcmr_loss(
     for a, b in combinations(sorted(z), 2):
         sim = z[a] @ z[b].T  # [B, B]
         if masks[a] is None and masks[b] is None:
-            sq = ((sim - target) ** 2).sum()
+            sq = (sim - target) ** 2
         else:
             h = (pres[a][:, None] & pres[b][None, :]).to(sim.dtype)
-            sq = ((h * (sim - target)) ** 2).sum()
-        total = total + sq.pow(power)
+            sq = (h * (sim - target)) ** 2
+        total = total + (sq.pow(power).sum() if rho_on == "entries" else sq.sum().pow(power))
     return total
 
 
@@ -240,6 +246,7 @@ class LossParams:
     threshold: float = 0.99
     rho: float = 1.0
     target: str = "features"
+    rho_on: str = "entries"
 
 
 class TargetShares:
@@ -322,7 +329,7 @@ def _pcmr_step(
     if shares is not None and ids is not None:
         implied = comps if params.target == "shared" else target_components(ids, "shared", present=present)
         shares.add(comps, implied, present)
-    return pcmr_loss(emb, target=combine_target(comps), present=present, rho=params.rho)
+    return pcmr_loss(emb, target=combine_target(comps), present=present, rho=params.rho, rho_on=params.rho_on)
 
 
 # The registry both trainers dispatch through, one call signature:

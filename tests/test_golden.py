@@ -74,8 +74,12 @@ def test_every_command_has_a_snapshot():
 # so a config that relies on the defaults is a new experiment. Recorded runs keep their fingerprints (their
 # config.json lacks the new settings and loads with the legacy values; the v1 run below is still done).
 # Fine-tuning keeps standardize="none" (its live features move), so only its target changed.
-TRAIN_FINGERPRINT = "8fd6bfbd0f18d512e5d88dd693b8fb86080596163e91ef0ad9729d32af1e9745"
-FINETUNE_FINGERPRINT = "5c71330d964f894d56ce01b3f97ef4f23f5ccd229a4831842d816d52a1ac19bd"
+# They changed a second time for rho_on="entries" (Eq. 6's power on each residual entry, docs/conventions.md
+# "PCMR power factor"); the *_NORM pins are the values before it, which rho_on="norm" must still give.
+TRAIN_FINGERPRINT = "805a39317ac30d980266acdb57cbce306d9f4dda60ec9e9c3d4014cdb2a48021"
+FINETUNE_FINGERPRINT = "d2997e438cba64a38eec6743a59f90a593a0773b9200fb1ede849bac5fc8e452"
+TRAIN_FINGERPRINT_NORM = "8fd6bfbd0f18d512e5d88dd693b8fb86080596163e91ef0ad9729d32af1e9745"
+FINETUNE_FINGERPRINT_NORM = "5c71330d964f894d56ce01b3f97ef4f23f5ccd229a4831842d816d52a1ac19bd"
 CACHE_FINGERPRINT = "2e6107cb90f6e9761358175b42f1387f06de39649857d8ccf5aba357a8320802"
 
 
@@ -89,6 +93,7 @@ def test_train_config_fingerprint():
     from pcmpipe.config import config_fingerprint
 
     assert config_fingerprint(_canonical_train()) == TRAIN_FINGERPRINT
+    assert config_fingerprint(_canonical_train().model_copy(update={"rho_on": "norm"})) == TRAIN_FINGERPRINT_NORM
 
 
 def test_finetune_config_fingerprint():
@@ -97,6 +102,7 @@ def test_finetune_config_fingerprint():
 
     cfg = FinetuneConfig.from_dict({"dataset": "cub", "modalities": ["I", "T", "A", "C"], "data_root": "data/cub"})
     assert config_fingerprint(cfg) == FINETUNE_FINGERPRINT
+    assert config_fingerprint(cfg.model_copy(update={"rho_on": "norm"})) == FINETUNE_FINGERPRINT_NORM
 
 
 def test_cache_fingerprint():

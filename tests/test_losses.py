@@ -39,19 +39,22 @@ def _ref_pcmc(emb, present, scale):
     return total
 
 
-def _ref_pcmr(emb, target, present, rho):
+def _ref_pcmr(emb, target, present, rho, rho_on="entries"):
+    # entries: sum_pq |R_pq|^(2 + rho); norm: (sqrt(sum_pq R_pq^2))^(2 + rho), the literal Frobenius reading
     names = sorted(emb)
     B = emb[names[0]].shape[0]
     pres = {m: [True] * B if present is None or m not in present else [bool(t) for t in present[m]] for m in names}
     total = 0.0
     for a, b in combinations(names, 2):
-        sq = 0.0
+        sq = powered = 0.0
         for p in range(B):
             for q in range(B):
                 if pres[a][p] and pres[b][q]:
                     t = (1.0 if p == q else 0.0) if target is None else float(target[p][q])
-                    sq += (_cos(emb[a][p], emb[b][q]) - t) ** 2
-        total += math.sqrt(sq) ** (2 + rho)
+                    r = abs(_cos(emb[a][p], emb[b][q]) - t)
+                    sq += r**2
+                    powered += r ** (2 + rho)
+        total += powered if rho_on == "entries" else math.sqrt(sq) ** (2 + rho)
     return total
 
 
@@ -172,18 +175,24 @@ def test_pcmc_gradients_finite_with_masks_in_float32():
 # ---------------------------------------------------------------- PCMR
 
 
+@pytest.mark.parametrize("rho_on", ["entries", "norm"])
 @pytest.mark.parametrize("rho", [0.0, 1.0, 0.5])
-def test_pcmr_identity_target_matches_loops(rho):
+def test_pcmr_identity_target_matches_loops(rho, rho_on):
     emb = _emb(["I", "T", "S"], B=5, D=4, seed=9)
-    assert abs(float(pcmr_loss(emb, rho=rho)) - _ref_pcmr(emb, None, None, rho)) < 1e-9
+    got = float(pcmr_loss(emb, rho=rho, rho_on=rho_on))
+    assert abs(got - _ref_pcmr(emb, None, None, rho, rho_on)) < 1e-9
 
 
 def test_pcmr_rho_zero_vs_one():
     emb = _emb(["I", "T"], B=6, D=4, seed=10)
-    squared = float(pcmr_loss(emb, rho=0.0))  # ||S - I||_F^2
     za, zb = F.normalize(emb["I"], dim=-1), F.normalize(emb["T"], dim=-1)
-    assert abs(squared - float(((za @ zb.T - torch.eye(6, dtype=za.dtype)) ** 2).sum())) < 1e-12
-    assert abs(float(pcmr_loss(emb, rho=1.0)) - squared**1.5) < 1e-9
+    resid = (za @ zb.T - torch.eye(6, dtype=za.dtype)).abs()
+    # rho = 0: both readings are the squared Frobenius norm
+    for rho_on in ("entries", "norm"):
+        assert abs(float(pcmr_loss(emb, rho=0.0, rho_on=rho_on)) - float((resid**2).sum())) < 1e-12
+    # rho = 1: the cube of each entry, against the 3/2 power of the squared norm
+    assert abs(float(pcmr_loss(emb, rho=1.0)) - float((resid**3).sum())) < 1e-12
+    assert abs(float(pcmr_loss(emb, rho=1.0, rho_on="norm")) - float((resid**2).sum()) ** 1.5) < 1e-9
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -193,8 +202,9 @@ def test_pcmr_masked_with_target_matches_loops(seed):
     present = _random_present(names, 6, seed + 30)
     target = (torch.rand(6, 6, generator=torch.Generator().manual_seed(seed)) > 0.7).double()
     target = ((target + target.T + torch.eye(6)) > 0).double()
-    got = float(pcmr_loss(emb, target=target, present=present, rho=1.0))
-    assert abs(got - _ref_pcmr(emb, target, present, 1.0)) < 1e-9
+    for rho_on in ("entries", "norm"):
+        got = float(pcmr_loss(emb, target=target, present=present, rho=1.0, rho_on=rho_on))
+        assert abs(got - _ref_pcmr(emb, target, present, 1.0, rho_on)) < 1e-9
 
 
 def test_pcmr_symmetric_in_names():
@@ -227,6 +237,11 @@ def test_pcmr_gradient_finite_at_zero_residual(rho):
 def test_pcmr_rejects_negative_rho():
     with pytest.raises(ValueError):
         pcmr_loss(_emb(["I", "T"]), rho=-0.5)
+
+
+def test_pcmr_rejects_unknown_rho_on():
+    with pytest.raises(ValueError, match="rho_on"):
+        pcmr_loss(_emb(["I", "T"]), rho_on="rows")
 
 
 # ---------------------------------------------------------------- PCMR target (Eq. 7)

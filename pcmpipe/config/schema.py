@@ -26,6 +26,7 @@ Device = Literal["auto", "cpu", "cuda"]
 Tracker = Literal["tensorboard", "wandb", "mlflow"]
 PcmrTarget = Literal["shared", "features", "projections"]  # how Eq. 7 decides a shared view (docs/conventions.md)
 Standardize = Literal["none", "center", "scale"]  # per-modality input standardisation, from the train split
+RhoOn = Literal["entries", "norm"]  # what Eq. 6's power 2 + rho applies to (docs/conventions.md)
 # Plain registries of the choices a user can make; error messages list them.
 LOSSES: tuple[str, ...] = get_args(Loss)
 MATCH_LEVELS: tuple[str, ...] = get_args(MatchLevel)
@@ -60,6 +61,7 @@ _NOT_FINGERPRINTED = (
 LEGACY_VALUES: dict[str, Any] = {
     "target": "features",
     "standardize": "none",
+    "rho_on": "norm",
     # Streamed training data (pcmpipe.samples_stream) visits samples in another order than the in-memory
     # permutation, so the loading mode a run used is part of its fingerprint: `stream` is resolved to True or
     # None (in memory) when the run starts, and the shuffle settings count too.
@@ -95,6 +97,9 @@ class TrainConfig(Settings):
     modalities: list[str] = Field(description="comma-separated, e.g. I,T,S")
     loss: Loss = Field("pcmc", description="pcmc (contrastive) or pcmr (regression)")
     rho: float = Field(1.0, ge=0, description="PCMR power factor rho")  # Eq. 6
+    rho_on: RhoOn = Field(
+        "entries", description="PCMR power 2 + rho on each residual entry (entries) or on the Frobenius norm (norm)"
+    )
     threshold: float = Field(0.99, ge=-1, le=1, description="PCMR target threshold t")  # a cosine, Eq. 7
     target: PcmrTarget = Field(
         "shared", description="PCMR target: shared (same cached row), features or projections (cosine > t)"

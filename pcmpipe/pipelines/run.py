@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from pcmpipe.config import FinetuneConfig
+from pcmpipe.config import FinetuneConfig, TrainConfig
 from pcmpipe.datasets.base import SPLITS
 from pcmpipe.errors import UserError
 from pcmpipe.pipelines.spec import PIPELINE_RECORDS, DataSpec, EvalSpec, Pipeline, RunSpec
@@ -170,6 +170,8 @@ def _train_command(spec: RunSpec) -> str:
     )
     if c.loss == "pcmr" and c.rho != 1.0:
         out += f" --rho {c.rho}"
+    if c.loss == "pcmr" and c.rho_on != TrainConfig.model_fields["rho_on"].default:
+        out += f" --rho-on {c.rho_on}"
     if spec.finetune:
         out += f" --unfreeze {','.join(spec.finetune)} --root {getattr(c, 'data_root', '?')}"
     return out

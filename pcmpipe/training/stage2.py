@@ -330,7 +330,7 @@ def _loop(
     bs = cfg.batch_size
     main = distributed.is_main()
     params = [*heads.parameters(), log_scale]
-    loss_fn, loss_params = LOSSES[cfg.loss], LossParams(log_scale, cfg.threshold, cfg.rho, cfg.target)
+    loss_fn, loss_params = LOSSES[cfg.loss], LossParams(log_scale, cfg.threshold, cfg.rho, cfg.target, cfg.rho_on)
     shares = TargetShares() if cfg.loss == "pcmr" else None
     # the features target's view of the inputs: standardised as the heads see them
     standardise = {m: h.standardise for m, h in heads.items() if isinstance(h, ProjectionHead)}

@@ -74,6 +74,18 @@ def test_paper_settings_in_the_files():
     assert {r.train.batch_size for r in cub.runs.values()} == {128}
     assert cub.runs["cub-pcmc-ITAC-frozenimage"].finetune == ["text"]
     assert load_pipeline(PIPELINES / "ablation_rho.yaml").runs["flickr8k-pcmr-ITS-rho0"].train.rho == 0.0
+    assert r.rho_on == "entries"  # Eq. 6's power on each residual entry (docs/conventions.md "PCMR power factor")
+
+
+def test_plan_commands_spell_out_the_rho_settings(tmp_path):
+    def commands(overrides):
+        p = load_pipeline(PIPELINES / "ablation_rho.yaml", overrides=overrides, cache_root=str(tmp_path))
+        return {s.target: s.command for s in make_plan(p) if s.kind == "train"}
+
+    plain = commands([])
+    assert "--rho" not in plain["flickr8k-pcmr-ITS"] and "--rho 0.0" in plain["flickr8k-pcmr-ITS-rho0"]
+    assert all("--rho-on" not in c for c in plain.values())  # the default is not spelled out
+    assert all("--rho-on norm" in c for c in commands(["rho_on=norm"]).values())
 
 
 def test_overrides_and_roots():

@@ -54,7 +54,7 @@ def run_epochs(
     )
     tokenizers = {m: bb.preprocess for m, bb in live.items() if bb.modality_kind == "text"}
     n, bs = len(train_d), cfg.batch_size
-    loss_fn, loss_params = LOSSES[cfg.loss], LossParams(model.log_scale, cfg.threshold, cfg.rho, cfg.target)
+    loss_fn, loss_params = LOSSES[cfg.loss], LossParams(model.log_scale, cfg.threshold, cfg.rho, cfg.target, cfg.rho_on)
     shares = TargetShares() if cfg.loss == "pcmr" else None
     monitor = ShareMonitor(cfg.target, cfg.threshold, emit)
     emit(TrainingStarted(cfg.name, cfg.epochs, steps, state.epoch + 1))
