@@ -114,6 +114,7 @@ def pcmc_loss(
 
 
 TARGET_MODES = ("shared", "features", "projections")  # how Eq. 7's "shared view" is decided (docs/conventions.md)
+RHO_ON = ("entries", "norm")  # what Eq. 6's power 2 + rho applies to (docs/conventions.md, "PCMR power factor")
 
 
 def _cosine(x: Tensor) -> Tensor:
@@ -211,8 +212,8 @@ def pcmr_loss(
     """
     if rho < 0:
         raise ValueError(f"rho must be >= 0, got {rho}")
-    if rho_on not in ("entries", "norm"):
-        raise ValueError(f"rho_on must be 'entries' or 'norm', got {rho_on!r}")
+    if rho_on not in RHO_ON:
+        raise ValueError(f"unknown PCMR rho_on {rho_on!r}; valid: {', '.join(RHO_ON)}")
     B = _check_batch(emb)
     masks = _masks(emb, present)
     pres = _filled(emb, masks)
@@ -240,7 +241,7 @@ def pcmr_loss(
 @dataclass(frozen=True)
 class LossParams:
     """The settings a training loss reads: the PCMC temperature (as its log, the trainer's parameter) and
-    PCMR's target (mode, threshold) and power factor."""
+    PCMR's target (mode, threshold) and power factor (rho, and what it applies to)."""
 
     log_scale: Tensor
     threshold: float = 0.99
@@ -350,5 +351,6 @@ __all__ = [
     "LossParams",
     "TargetShares",
     "TARGET_MODES",
+    "RHO_ON",
     "MAX_LOGIT_SCALE",
 ]

@@ -244,6 +244,16 @@ def test_pcmr_rejects_unknown_rho_on():
         pcmr_loss(_emb(["I", "T"]), rho_on="rows")
 
 
+def test_loss_choices_are_the_schemas():
+    # the settings a user can pick (pcmpipe.config.schema) are exactly the ones the loss accepts
+    from typing import get_args
+
+    from pcmpipe.config.schema import PcmrTarget, RhoOn
+    from pcmpipe.losses import RHO_ON, TARGET_MODES
+
+    assert get_args(RhoOn) == RHO_ON and get_args(PcmrTarget) == TARGET_MODES
+
+
 # ---------------------------------------------------------------- PCMR target (Eq. 7)
 
 
