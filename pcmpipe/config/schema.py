@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
 from pcmpipe.config.base import Settings
+from pcmpipe.limits import max_threads
 
 Loss = Literal["pcmc", "pcmr"]
 MatchLevel = Literal["instance", "class"]
@@ -72,11 +72,6 @@ LEGACY_VALUES: dict[str, Any] = {
 
 
 MAX_DIM = 65_536
-
-
-def max_threads() -> int:
-    """The most CPU threads a setting may ask for on this machine: 4 per core."""
-    return 4 * (os.cpu_count() or 1)
 
 
 def csv_list(value: Any) -> Any:
