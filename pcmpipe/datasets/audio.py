@@ -9,6 +9,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from pcmpipe.datasets.media import check_audio_header
 from pcmpipe.errors import UserError
 
 TARGET_RATE = 16_000
@@ -45,26 +46,33 @@ def _declared_frames(f: BinaryIO) -> int | None:
     return None
 
 
-def load_audio(path: Path | str | BinaryIO, rate: int = TARGET_RATE) -> np.ndarray:
+def load_audio(path: Path | str | BinaryIO, rate: int = TARGET_RATE, where: object = None) -> np.ndarray:
     """Decode a sound file to a float32 waveform [num_samples] at `rate` Hz, mono.
 
     Stereo (or more channels) is averaged; other sample rates are resampled with a polyphase
     filter (scipy.signal.resample_poly), which is exact for rational ratios such as 22050 -> 16000.
-    A WAV that holds fewer frames than its header declares (cut off in a copy or a download) is a UserError.
+    The header's sample rate, channels and length are checked before decoding (`MediaTooLarge`, see
+    pcmpipe.datasets.media). A WAV that holds fewer frames than its header declares (cut off in a copy or a download)
+    is a UserError. `where` names the file in messages (default: `path`).
     """
     import soundfile as sf
     from scipy.signal import resample_poly
 
+    where = path if where is None else where
     source = path if hasattr(path, "read") else str(path)  # a file object: a tar member's or a dataset cell's bytes
     try:
-        data, sr = sf.read(source, dtype="float32", always_2d=True)  # [num_samples, channels]
+        with sf.SoundFile(source) as f:
+            check_audio_header(f.frames, f.samplerate, f.channels, where)
+            # soundfile never reads past the header's frame count (checked above), whatever the data holds
+            data = f.read(frames=f.frames, dtype="float32", always_2d=True)
+            sr = f.samplerate
     except (RuntimeError, sf.LibsndfileError) as e:  # unreadable or missing file
-        raise UserError(f"cannot read audio file {path}: {e}") from None
+        raise UserError(f"cannot read audio file {where}: {e}") from None
     declared = wav_declared_frames(path)
     if declared is not None and len(data) < declared:
         # libsndfile clamps a cut-off WAV's frame count to the bytes present and decodes the rest silently
         raise UserError(
-            f"truncated audio file {path}: its header declares {declared} frames, the file holds {len(data)}"
+            f"truncated audio file {where}: its header declares {declared} frames, the file holds {len(data)}"
         )
     wav = data.mean(axis=1)
     if sr != rate:

@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,12 +30,13 @@ from pcmpipe.augment.views import ViewSpec, image_view_transform, view_seed
 from pcmpipe.backbones import Backbone
 from pcmpipe.backbones.hubert import HubertBackbone
 from pcmpipe.datasets import Record, load_audio
+from pcmpipe.datasets.media import MAX_SECONDS, MediaTooLarge, check_image_size
 from pcmpipe.errors import UserError
 from pcmpipe.extract.batching import PaddingMeter, fixed_batches, length_batches
 
 # at most this many (padded) waveform samples per HuBERT batch: 80 s of 16 kHz audio keeps the first
 # convolution's output (512 channels x 3,200 frames per second, fp32) near 0.5 GB
-MAX_AUDIO_SAMPLES = 80 * 16_000
+MAX_AUDIO_SAMPLES = MAX_SECONDS * 16_000
 # at most this fraction of a speech batch's padded samples is padding (`pcmpipe extract --max-padding`): on CPU
 # HuBERT's cost follows the samples processed, so smaller, evenly filled batches beat larger padded ones
 SPEECH_MAX_PADDING = 0.05
@@ -158,6 +160,11 @@ class _Files(torch.utils.data.Dataset):
             return None, f"missing file {path}"
         return path, None
 
+    def _where(self, i: int) -> object:
+        """The item's file as messages name it: its path, or where its bytes live."""
+        blob = self.records[i].blob
+        return blob.describe() if blob is not None else self.records[i].path
+
 
 class ImageFiles(_Files):
     """Decode + transform one image per item -> (index, [3, S, S] or None, error or None)."""
@@ -173,9 +180,15 @@ class ImageFiles(_Files):
         if path is None:
             return i, None, missing
         try:
-            with Image.open(path) as im:
+            with warnings.catch_warnings():  # PIL warns of what check_image_size refuses anyway
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                im = Image.open(path)
+            with im:
+                check_image_size(*im.size, self._where(i))  # from the header: before a pixel is decoded
                 im.load()  # truncated or corrupt data fails here, not later in a worker-less place
                 return i, self.apply(im, i), None
+        except MediaTooLarge as e:
+            return i, None, f"image too large ({e})"
         except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
             return i, None, f"unreadable image ({_one_line(e)})"
 
@@ -195,7 +208,9 @@ class AudioFiles(_Files):
         if path is None:
             return i, None, missing
         try:
-            wave = load_audio(path)
+            wave = load_audio(path, where=self._where(i))
+        except MediaTooLarge as e:
+            return i, None, f"audio too large ({e})"
         except UserError as e:
             return i, None, f"unreadable audio ({str(e)[:200]})"
         except (OSError, ValueError, RuntimeError) as e:

@@ -26,6 +26,7 @@ import torch
 from pcmpipe.augment import EDA, SeededImageTransform, image_train_transform, sample_seed
 from pcmpipe.backbones import Backbone
 from pcmpipe.datasets import Record
+from pcmpipe.datasets.media import check_image_size
 from pcmpipe.errors import UserError
 from pcmpipe.extract.sources import Encoded, decoding_loader, image_batches, text_batches
 
@@ -122,6 +123,7 @@ class LiveInputs(torch.utils.data.Dataset):
                 assert rec.path is not None and self.plain is not None, "an image record has a path and a transform"
                 try:
                     with Image.open(rec.path) as im:
+                        check_image_size(*im.size, rec.path)  # a crafted header must not reach the resize
                         im.load()
                         out[m] = self.seeded(im, s) if self.seeded else self.plain(im.convert("RGB"))
                 except (OSError, ValueError, TypeError) as e:
