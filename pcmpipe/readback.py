@@ -109,6 +109,15 @@ def read_json(path: str | Path, what: str, *, max_bytes: int = MAX_BYTES, **limi
     return parse_json(text, f"{what} {path}", **limits)
 
 
+def read_yaml(path: str | Path, what: str, *, max_bytes: int = MAX_BYTES, **limits: int) -> Any:
+    """A YAML file a user wrote (settings, pipelines, dataset specs): size-bounded, UTF-8 (a BOM is accepted),
+    `yaml.safe_load`ed and shape-checked. UserError naming the file."""
+    from pcmpipe.textfile import decode_text
+
+    data = read_bytes(path, what, max_bytes=max_bytes)
+    return parse_yaml(decode_text(data, path, what), f"{what} {path}", **limits)
+
+
 def validate(model: type[M], value: Any, where: str) -> M:
     """`value` as an instance of the pydantic `model`; a `ValidationError` becomes one line naming the field."""
     try:

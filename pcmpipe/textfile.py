@@ -15,7 +15,11 @@ from pcmpipe.errors import UserError
 def read_text(path: str | Path, what: str = "file") -> str:
     """The file's text, decoded as UTF-8 with an optional BOM; UserError naming the file and the byte offset."""
     path = Path(path)
-    data = path.read_bytes()
+    return decode_text(path.read_bytes(), path, what)
+
+
+def decode_text(data: bytes, path: str | Path, what: str = "file") -> str:
+    """`data`, the bytes of file `path`, as text (see `read_text`)."""
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:

@@ -40,7 +40,7 @@ def is_missing(value: Any) -> bool:
 def id_of(row: Row, column: str) -> str:
     value = row.values.get(column)
     if is_missing(value):
-        present = ", ".join(sorted(row.values)[:12])
+        present = ", ".join(sorted(str(c) for c in row.values)[:12])
         raise UserError(f"{row.where}: no value in id column {column!r} (columns: {present})")
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # 7.0 from a float column is the id 7
@@ -121,7 +121,7 @@ def build_records(spec: DatasetSpec, rows: list[Row]) -> dict[tuple[str, str], l
     out: dict[tuple[str, str], list[Record]] = {}
     for m in spec.modalities.values():
         if rows and not any(m.column in r.values for r in rows):
-            columns = ", ".join(sorted(rows[0].values)[:20])
+            columns = ", ".join(sorted(str(c) for c in rows[0].values)[:20])
             raise UserError(
                 f"{spec.where}: modality {m.name} reads column {m.column!r}, which the data lacks ({columns})"
             )

@@ -21,11 +21,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pcmpipe.errors import UserError
+from pcmpipe.readback import read_yaml, validate
 
 SPEC_FILE = "dataset.yaml"
 FORMATS = ("table", "hf", "webdataset")
@@ -33,7 +34,11 @@ KINDS = ("image", "text", "audio", "vector")
 # split names users' data carry -> the cache's (train, val, test)
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")  # as import-features: no "." (it separates the heads' submodule names)
-_KEYS = {"format", "files", "path", "builder", "split_column", "id", "modalities", "links"}
+# a spec is a few lines nested three deep (a list of 10^5 shard names is still far below these); anything
+# larger is no spec, or a crafted one, whose validation alone would take minutes
+MAX_SPEC_BYTES = 1 << 24
+MAX_SPEC_DEPTH = 16
+MAX_SPEC_NODES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,68 @@ class DatasetSpec:
         return list(dict.fromkeys(cols))
 
 
+class ModalityEntry(BaseModel):
+    """One modality of a dataset spec, in its long form (the short form `NAME: KIND:COLUMN` reads the same)."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+    kind: str = Field(
+        description="image or audio (a file path relative to the spec's folder, or the bytes of an HF/webdataset "
+        "sample), text (a string) or vector (a list of numbers, or a string of them)"
+    )
+    column: str = Field("", description="the column (table, HF) or member extension (webdataset) it reads")
+    id: str | None = Field(None, description="the id column: the modality's cache key (default: the spec's `id`)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, value: Any) -> Any:
+        if isinstance(value, str):  # KIND:COLUMN
+            kind, sep, column = value.partition(":")
+            return {"kind": kind, "column": column if sep else ""}
+        return value
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str) -> str:
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        return kind
+
+
+class DatasetSpecFile(BaseModel):
+    """dataset.yaml as written (see the module docstring); `parse_spec` turns it into a `DatasetSpec`."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+    format: Literal["table", "hf", "webdataset"] | None = Field(
+        None, description="table (CSV, TSV, JSONL, Parquet), hf or webdataset; default: from `files` / `path`"
+    )
+    files: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="a file or glob for every split, a list of them, or {split: file(s)}; read as {split: [files]} "
+        "with '*' for every split",
+    )
+    path: str | None = Field(None, description="hf: a save_to_disk folder, or the data folder of `builder`")
+    builder: str | None = Field(None, description="hf: parquet | imagefolder | audiofolder | csv | json")
+    split_column: str | None = Field(None, description="the column whose values name each row's split")
+    id: str | None = Field(None, description="the default id column (default: `id`; webdataset: `__key__`)")
+    modalities: dict[str, ModalityEntry] = Field(
+        default_factory=dict, description="NAME: KIND:COLUMN or NAME: {kind, column, id}, each modality once"
+    )
+    links: list[str] = Field(default_factory=list, description="more id columns rows carry (e.g. class_id)")
+
+    @field_validator("files", mode="before")
+    @classmethod
+    def _files_by_split(cls, value: Any) -> Any:
+        if value is None:
+            return {}
+        if isinstance(value, str | list):
+            return {"*": [value] if isinstance(value, str) else value}
+        if isinstance(value, dict):
+            return {k: [v] if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+
 def split_name(value: Any, where: str) -> str:
     """A split value of the user's data -> train | val | test (UserError naming the accepted ones)."""
     name = SPLIT_ALIASES.get(str(value).strip().lower())
@@ -81,10 +148,7 @@ def find_spec(root: Path) -> Path | None:
 
 def load_spec(path: Path) -> DatasetSpec:
     """Read and check a spec file -> DatasetSpec (UserError naming the file and the key at fault)."""
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
-        raise UserError(f"cannot read dataset spec {path}: {str(e).splitlines()[0]}") from None
+    doc = read_yaml(path, "dataset spec", max_bytes=MAX_SPEC_BYTES, max_depth=MAX_SPEC_DEPTH, max_nodes=MAX_SPEC_NODES)
     return parse_spec(doc, path)
 
 
@@ -92,76 +156,54 @@ def parse_spec(doc: Any, path: Path) -> DatasetSpec:
     where = str(path)
     if not isinstance(doc, dict):
         raise UserError(f"{where}: a dataset spec is a mapping (format, files, modalities, ...)")
-    unknown = sorted(set(doc) - _KEYS)
+    unknown = sorted(str(k) for k in set(doc) - set(DatasetSpecFile.model_fields))
     if unknown:
-        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(_KEYS))}")
-    fmt = doc.get("format") or _infer_format(doc)
-    if fmt not in FORMATS:
-        raise UserError(f"{where}: format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    default_id = str(doc.get("id") or ("__key__" if fmt == "webdataset" else "id"))
-    mods = doc.get("modalities")
-    if not isinstance(mods, dict) or not mods:
+        valid = ", ".join(sorted(DatasetSpecFile.model_fields))
+        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: {valid}")
+    spec = validate(DatasetSpecFile, doc, f"dataset spec {where}")
+    fmt = spec.format or _infer_format(spec)
+    default_id = spec.id or ("__key__" if fmt == "webdataset" else "id")
+    if not spec.modalities:
         raise UserError(f"{where}: modalities: declare at least one, e.g. T: text:caption")
-    modalities = {str(n): _modality(str(n), v, default_id, where) for n, v in mods.items()}
-    files = _files(doc.get("files"), where)
+    modalities = {n: _modality(n, v, default_id, where) for n, v in spec.modalities.items()}
+    files = _files(spec.files, where)
     if fmt != "hf" and not files:
         raise UserError(f"{where}: files: name the {fmt} file(s), one for all splits or one per split")
-    if fmt == "hf" and not doc.get("path"):
+    if fmt == "hf" and not spec.path:
         raise UserError(f"{where}: path: a datasets.save_to_disk folder, or the data_dir of `builder`")
-    split_column = doc.get("split_column")
-    if "*" in files and not split_column:
+    if "*" in files and not spec.split_column:
         raise UserError(f"{where}: one file for every split needs split_column (or give files per split)")
-    links = doc.get("links") or []
-    if not isinstance(links, list):
-        raise UserError(f"{where}: links is a list of column names, e.g. [class_id]")
     return DatasetSpec(
         where=path,
         root=path.parent,
         format=fmt,
         modalities=modalities,
         files=files,
-        path=doc.get("path"),
-        builder=doc.get("builder"),
-        split_column=str(split_column) if split_column else None,
-        links=tuple(str(c) for c in links),
+        path=spec.path,
+        builder=spec.builder,
+        split_column=spec.split_column or None,
+        links=tuple(spec.links),
     )
 
 
-def _infer_format(doc: dict) -> str:
-    if doc.get("path") or doc.get("builder"):
+def _infer_format(spec: DatasetSpecFile) -> str:
+    if spec.path or spec.builder:
         return "hf"
-    names = [f for fs in _files(doc.get("files"), "").values() for f in fs]
+    names = [f for fs in spec.files.values() for f in fs]
     return "webdataset" if names and all(".tar" in n for n in names) else "table"
 
 
-def _files(value: Any, where: str) -> dict[str, list[str]]:
-    if value is None:
-        return {}
-    if isinstance(value, (str, list)):
-        return {"*": [str(v) for v in ([value] if isinstance(value, str) else value)]}
-    if isinstance(value, dict):
-        out: dict[str, list[str]] = {}
-        for split, v in value.items():
-            name = split_name(split, f"{where}: files")
-            out.setdefault(name, []).extend(str(x) for x in ([v] if isinstance(v, str) else v))
-        return out
-    raise UserError(f"{where}: files is a file name, a list of them, or {{split: file(s)}}")
+def _files(value: dict[str, list[str]], where: str) -> dict[str, list[str]]:
+    """{split as written: files} -> {train | val | test | '*': files}."""
+    out: dict[str, list[str]] = {}
+    for split, names in value.items():
+        out.setdefault("*" if split == "*" else split_name(split, f"{where}: files"), []).extend(names)
+    return out
 
 
-def _modality(name: str, value: Any, default_id: str, where: str) -> ModalitySpec:
+def _modality(name: str, value: ModalityEntry, default_id: str, where: str) -> ModalitySpec:
     if not NAME_RE.match(name):
         raise UserError(f"{where}: invalid modality name {name!r}; use letters, digits, '_', '-'")
-    if isinstance(value, str):  # the short form KIND:COLUMN
-        kind, sep, column = value.partition(":")
-        value = {"kind": kind, "column": column if sep else ""}
-    if not isinstance(value, dict):
-        raise UserError(f"{where}: modality {name}: write KIND:COLUMN or {{kind, column, id}}")
-    kind, column = str(value.get("kind", "")), str(value.get("column") or "")
-    if kind not in KINDS:
-        raise UserError(f"{where}: modality {name}: kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    if not column:
-        raise UserError(f"{where}: modality {name}: name its column, e.g. {name}: {kind}:COLUMN")
-    extra = sorted(set(value) - {"kind", "column", "id"})
-    if extra:
-        raise UserError(f"{where}: modality {name}: unknown key(s) {', '.join(extra)}; valid: kind, column, id")
-    return ModalitySpec(name, kind, column, str(value.get("id") or default_id))
+    if not value.column:
+        raise UserError(f"{where}: modality {name}: name its column, e.g. {name}: {value.kind}:COLUMN")
+    return ModalitySpec(name, value.kind, value.column, value.id or default_id)
