@@ -14,7 +14,12 @@ import yaml
 from pcmpipe.cache.layout import runs_root
 from pcmpipe.config.schema import TrainConfig
 from pcmpipe.errors import UserError
-from pcmpipe.textfile import read_text
+from pcmpipe.readback import check_shape
+from pcmpipe.readback import read_yaml as read_yaml_file
+
+# a settings file is a few dozen values: one of megabytes, or an alias bomb, is no settings file
+MAX_SETTINGS_BYTES = 1 << 20
+MAX_SETTINGS_VALUES = 100_000
 
 
 def read_yaml(yaml_path: str | Path) -> dict[str, Any]:
@@ -22,10 +27,7 @@ def read_yaml(yaml_path: str | Path) -> dict[str, Any]:
     path = Path(yaml_path)
     if not path.is_file():
         raise UserError(f"config file {path} not found")
-    try:
-        data = yaml.safe_load(read_text(path, "config file")) or {}
-    except yaml.YAMLError as e:
-        raise UserError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    data = read_yaml_file(path, "config file", max_bytes=MAX_SETTINGS_BYTES, max_nodes=MAX_SETTINGS_VALUES) or {}
     if not isinstance(data, dict):
         raise UserError(f"config file {path} must hold a mapping of settings")
     return data
@@ -34,9 +36,13 @@ def read_yaml(yaml_path: str | Path) -> dict[str, Any]:
 def parse_value(text: str) -> Any:
     """A `--set` value is a YAML scalar or list, as in a config file: '2' -> 2, '1e-4' -> 0.0001, '[I,T]' -> list."""
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    except RecursionError:
+        raise UserError(f"--set value {text[:40]!r}... is nested too deeply to read") from None
+    check_shape(value, f"--set value {text[:40]!r}", max_nodes=MAX_SETTINGS_VALUES)
+    return value
 
 
 def parse_set(item: str) -> tuple[str, Any]:

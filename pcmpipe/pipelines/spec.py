@@ -22,14 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pcmpipe.config import FinetuneConfig, TrainConfig, config_fingerprint, merge_settings, parse_set
 from pcmpipe.config.base import unknown_key_message
 from pcmpipe.config.schema import MODALITY_RE
 from pcmpipe.errors import UserError
+from pcmpipe.readback import read_yaml
 from pcmpipe.report.layouts import check_table
-from pcmpipe.textfile import read_text
 
 PIPELINE_RECORDS = "_pipelines"  # directory under runs_root holding one JSON record per pipeline that ran
 EVAL_KINDS = ("zeroshot", "enrichment")
@@ -37,6 +35,9 @@ EVAL_FILES = {"zeroshot": "zeroshot.json", "enrichment": "enrichment.json"}
 FINETUNE_PARTS = ("image", "text")  # which CLIP towers a `finetune:` list may unfreeze
 _PIPELINE_KEYS = {"name", "title", "data", "defaults", "runs", "evaluations", "tables"}
 SPECS = Path(__file__).parent / "specs"  # the shipped pipeline files, loadable by name
+# the paper's largest pipeline is 8 KB and about 600 values: one far larger (or an alias bomb) is no pipeline
+MAX_PIPELINE_BYTES = 1 << 22
+MAX_PIPELINE_VALUES = 100_000
 # arguments of `extract` the pipeline fills in for every extraction step: not settable under `data.<ds>.extract`
 _SET_BY_PIPELINE = ("dataset", "root", "modalities", "backbones", "weights", "cache_root", "progress")
 
@@ -136,10 +137,7 @@ def load_pipeline(
     cache_root / runs_root: where features and runs live (default: TrainConfig's, cache/ and cache/runs).
     """
     path = find_pipeline(path)
-    try:
-        doc = yaml.safe_load(read_text(path, "pipeline file"))
-    except yaml.YAMLError as e:
-        raise UserError(f"pipeline file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    doc = read_yaml(path, "pipeline file", max_bytes=MAX_PIPELINE_BYTES, max_nodes=MAX_PIPELINE_VALUES)
     p = pipeline_from_dict(doc, path=path, overrides=overrides, roots=roots, cache_root=cache_root, runs_root=runs_root)
     p.command = f"pcmpipe run {path.stem if path.parent.resolve() == SPECS.resolve() else path}"
     return p
