@@ -5,8 +5,11 @@ bad media, never a traceback, a bare "Aborted." or samples lost without a word."
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 import numpy as np
 import pytest
@@ -154,3 +157,19 @@ def test_dataset_spec_mistakes_are_one_line(tmp_path, text, fragment):
     extract_fails_in_one_line(tmp_path, fragment.format(spec=spec))
     with pytest.raises(UserError):
         open_dataset("mine", tmp_path).records("T", "train")
+
+
+def test_hf_column_of_numbers_declared_as_images_is_skipped_and_listed(tmp_path, one_thread):
+    import datasets
+
+    from pcmpipe.extract import extract
+
+    data = {"id": ["a", "b"], "pic": [5, 7]}
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(data)}).save_to_disk(str(tmp_path / "hf"))
+    (tmp_path / "dataset.yaml").write_text("format: hf\npath: hf\nmodalities: {I: image:pic}\n")
+    kw = dict(backbones={"image": "clip-tiny-image"}, weights={"image": "random:0"}, device="cpu", workers=0)
+    summary = extract("mine", tmp_path, cache_root=tmp_path / "cache", **kw)
+    assert [e["reason"] for e in summary.errors] == [
+        f"unreadable row {i} column pic (OSError: column pic holds a int, not the bytes or path of a file)"
+        for i in (0, 1)
+    ]

@@ -37,6 +37,8 @@ class HFCell:
         path = value.get("path") if isinstance(value, dict) else value
         if not path:
             raise OSError(f"no bytes and no path in column {self.column}")
+        if not isinstance(path, str):  # a column of numbers or lists declared as image or audio
+            raise OSError(f"column {self.column} holds a {type(path).__name__}, not the bytes or path of a file")
         full = Path(path) if Path(path).is_absolute() else self.root / path
         return open(full, "rb")
 
