@@ -129,7 +129,8 @@ def test_npy_members_are_read_from_their_header_without_np_load():
     np.testing.assert_array_equal(_vector(npy(np.arange(6, dtype=np.int16).reshape(2, 3))), np.arange(6).reshape(2, 3))
     fortran = np.asfortranarray(np.arange(6, dtype=np.float64).reshape(2, 3))
     np.testing.assert_array_equal(_vector(npy(fortran)), fortran)
-    for bad in (b"\xff", b"\x93NUMPY\x01\x00", npy(np.ones(4, np.float32))[:-3], npy(np.array(["a"]))):
+    header_typo = npy(np.ones(4, np.float32)).replace(b"'fortran_order'", b"'fortran_order'{")  # found by fuzzing
+    for bad in (b"\xff", b"\x93NUMPY\x01\x00", npy(np.ones(4, np.float32))[:-3], npy(np.array(["a"])), header_typo):
         assert _vector(bad).size == 0
 
 
