@@ -22,11 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from pcmpipe.config import FinetuneConfig, TrainConfig, config_fingerprint, merge_settings, parse_set
 from pcmpipe.config.base import unknown_key_message
 from pcmpipe.config.schema import MODALITY_RE
 from pcmpipe.errors import UserError
-from pcmpipe.readback import read_yaml
+from pcmpipe.readback import read_yaml, validate
 from pcmpipe.report.layouts import check_table
 
 PIPELINE_RECORDS = "_pipelines"  # directory under runs_root holding one JSON record per pipeline that ran
@@ -164,6 +166,20 @@ def find_pipeline(name_or_path: str | Path) -> Path:
     )
 
 
+class PipelineDoc(BaseModel):
+    """A pipeline file's top level (the values' own checks follow in `pipeline_from_dict`)."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+    name: str | None = Field(None, description="the pipeline's name (default: the file's stem)")
+    title: str | None = Field(None, description="the report's title for it")
+    data: dict[str, Any] | None = Field(None, description="dataset -> {root, modalities, backbones, weights, ...}")
+    defaults: dict[str, Any] | None = Field(None, description="settings every run starts from")
+    runs: dict[str, dict[str, Any] | None] | None = Field(None, description="run name -> its settings")
+    evaluations: list[Any] | None = Field(None, description="zeroshot / enrichment evaluations of runs")
+    tables: list[Any] | None = Field(None, description="table layouts (pcmpipe.report.layouts)")
+
+
 def pipeline_from_dict(
     doc: Any,
     *,
@@ -185,6 +201,7 @@ def pipeline_from_dict(
         )
     plain_sets = _apply_overrides(doc, overrides or [], where)
     _apply_roots(doc, roots or [], where)
+    validate(PipelineDoc, doc, where)
     name = str(doc.get("name") or (path.stem if path else "pipeline"))
     data = {ds: _data_spec(ds, spec, where) for ds, spec in (doc.get("data") or {}).items()}
 
@@ -239,10 +256,19 @@ def _data_spec(dataset: str, spec: Any, where: str) -> DataSpec:
         dataset=dataset,
         root=str(spec["root"]),
         modalities=list(mods),
-        backbones={str(k): str(v) for k, v in (spec.get("backbones") or {}).items()},
-        weights={str(k): str(v) for k, v in (spec.get("weights") or {}).items()},
+        backbones=_names(spec.get("backbones"), f"{where}: data.{dataset}.backbones"),
+        weights=_names(spec.get("weights"), f"{where}: data.{dataset}.weights"),
         options={k: v for k, v in spec.items() if k not in known},
     )
+
+
+def _names(value: Any, where: str) -> dict[str, str]:
+    """A {modality or kind: name} mapping of backbones or weights."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, str | int | float) for v in value.values()):
+        raise UserError(f"{where} must map modalities to names, e.g. {{image: clip}}, got {value!r:.80}")
+    return {str(k): str(v) for k, v in value.items()}
 
 
 def _check_extract_options(dataset: str, options: Any, where: str) -> None:

@@ -44,7 +44,7 @@ def check_table(layout: Any, runs: set[str], where: str) -> None:
     """Raise UserError if `layout` lacks a key its kind needs or names a run the pipeline does not define."""
     from pcmpipe.errors import UserError
 
-    if not isinstance(layout, dict) or layout.get("kind") not in TABLE_KINDS:
+    if not isinstance(layout, dict) or not isinstance(layout.get("kind"), str) or layout["kind"] not in TABLE_KINDS:
         raise UserError(f"{where}: needs kind: one of {', '.join(TABLE_KINDS)}")
     required, run_keys = TABLE_KINDS[layout["kind"]]
     missing = [k for k in required if k not in layout]

@@ -25,7 +25,7 @@ def _read(path: Path, problems: list[str] | None = None) -> Any | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: nested 10^5 deep
         if problems is not None:
             problems.append(f"{path} is damaged ({type(e).__name__}); its values are shown as missing")
         return None
@@ -65,14 +65,22 @@ class RunResult:
         """
         level = level or self.match
         if source == "chance":
-            node = ((self.test or {}).get("chance") or {}).get(level)
+            node = _at(self.test, "chance", level)
             if node is None:
-                node = ((self.untrained or {}).get("chance") or {}).get(level)
+                node = _at(self.untrained, "chance", level)
         else:
-            node = (self.test if source == "test" else self.untrained) or {}
-            node = node.get(level)
-        value = ((node or {}).get(direction) or {}).get(metric)
+            node = _at(self.test if source == "test" else self.untrained, level)
+        value = _at(node, direction, metric)
         return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _at(node: Any, *keys: Any) -> Any:
+    """node[k1][k2]..., or None where a level is missing or is no mapping (a damaged results file)."""
+    for key in keys:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node
 
 
 def load_run(directory: Path) -> RunResult | None:

@@ -76,7 +76,7 @@ def read_json(path: str | Path) -> Any:
     """A run file's JSON; a damaged one (truncated, not JSON, not UTF-8) is one UserError naming it."""
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: nested 10^5 deep
         raise UserError(
             f"{path} is damaged ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
             "delete the run directory to train it again"
@@ -96,7 +96,7 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
         return []
     try:
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise UserError(f"{path} is damaged ({type(e).__name__}); the run's training curve cannot be read") from None
     if not all(isinstance(r, dict) for r in rows):
         raise UserError(f"{path} is damaged (a line is not a JSON object); the run's training curve cannot be read")
