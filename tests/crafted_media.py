@@ -86,7 +86,11 @@ def _write_inputs(root: Path) -> dict[str, list[Path]]:
 
 def _limit_address_space(extra: int) -> int:
     """RLIMIT_AS = what this process maps now + `extra`: a real ceiling that an allocation of gigabytes hits."""
-    size = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmSize"))
+    size = next(
+        int(line.split()[1]) * 1024
+        for line in Path("/proc/self/status").read_text().splitlines()
+        if line.startswith("VmSize")
+    )
     resource.setrlimit(resource.RLIMIT_AS, (size + extra, size + extra))
     return size + extra
 
