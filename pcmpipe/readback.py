@@ -82,8 +82,8 @@ def parse_yaml(text: str, where: str, **limits: int) -> Any:
         value = yaml.safe_load(text)
     except RecursionError:
         raise UserError(f"{where} is nested too deeply to read; it is not a file pcmpipe reads") from None
-    except yaml.YAMLError as e:
-        raise UserError(f"{where} is not valid YAML: {str(e).splitlines()[0][:160]}") from None
+    except (yaml.YAMLError, ValueError, OverflowError) as e:  # ValueError: a bad escape, date or huge number
+        raise UserError(f"{where} is not valid YAML: {(str(e).splitlines() or [''])[0][:160]}") from None
     check_shape(value, where, **limits)
     return value
 

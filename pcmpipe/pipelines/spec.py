@@ -311,7 +311,7 @@ def _run_spec(name: str, defaults: dict, spec: Any, settings: dict, where: str, 
     finetune = merged.pop("finetune", None) or []
     if isinstance(finetune, str):
         finetune = [p.strip() for p in finetune.split(",") if p.strip()]
-    bad = [p for p in finetune if p not in FINETUNE_PARTS]
+    bad = [p for p in finetune if p not in FINETUNE_PARTS] if isinstance(finetune, list) else [finetune]
     if bad:
         raise UserError(
             f"{where}: run {name}: finetune may list {', '.join(FINETUNE_PARTS)}, got {', '.join(map(str, bad))}"
@@ -320,7 +320,8 @@ def _run_spec(name: str, defaults: dict, spec: Any, settings: dict, where: str, 
         raise UserError(f"{where}: run {name} trains on {merged.get('dataset')!r} but `data` has no such dataset")
     # A tower can only be fine-tuned when its modality is trained (I for image, T for text).
     mods = merged.get("modalities") or []
-    mods = [m.strip() for m in mods.split(",")] if isinstance(mods, str) else list(mods)
+    # a wrong type is left to the TrainConfig below, which names the setting
+    mods = [m.strip() for m in mods.split(",")] if isinstance(mods, str) else mods if isinstance(mods, list) else []
     finetune = [p for p in finetune if {"image": "I", "text": "T"}[p] in mods]
     try:
         cfg = _finetune_config(merged, finetune, data[merged["dataset"]]) if finetune else TrainConfig.from_dict(merged)

@@ -49,3 +49,41 @@ def test_pipeline_file(tmp_path, case):
 
 def test_set_value_nested_too_deeply():
     one_line(["train", "--dataset", "d", "--modalities", "I,T", "--set", "lr=" + "[" * 100_000], "nested too deeply")
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ('lr: "\\U0011FFFF"', "is not valid YAML: chr() arg not in range"),  # found by fuzzing
+        ("epochs: 2001-13-45", "is not valid YAML: month must be in 1..12"),
+        ("epochs: " + "1" * 5000, "is not valid YAML: Exceeds the limit (4300 digits)"),
+    ],
+    ids=["escape", "date", "digits"],
+)
+def test_values_yaml_cannot_construct_are_one_line(tmp_path, text, fragment):
+    (tmp_path / "c.yaml").write_text(text)
+    one_line(["train", "--config", str(tmp_path / "c.yaml")], fragment)
+
+
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        ({"modalities": True}, "setting modalities=True has the wrong type"),  # found by fuzzing
+        ({"finetune": True}, "finetune may list image, text, got True"),
+    ],
+    ids=["modalities", "finetune"],
+)
+def test_pipeline_run_settings_of_the_wrong_type_are_one_line(tmp_path, change, fragment):
+    import yaml
+
+    from pcmpipe.pipelines.spec import SPECS
+
+    doc = yaml.safe_load((SPECS / "table1_flickr8k.yaml").read_text())
+    doc["runs"][next(iter(doc["runs"]))].update(change)
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(doc))
+    one_line(["run", str(tmp_path / "p.yaml"), "--dry-run"], fragment)
+
+
+def test_pipeline_top_level_of_the_wrong_type_is_one_line(tmp_path):
+    (tmp_path / "p.yaml").write_text("name: p\ndata: a string\nruns: {a: {}}\ntables: [{kind: [x]}]\n")
+    one_line(["run", str(tmp_path / "p.yaml"), "--dry-run"], "data: Input should be a valid dictionary")
