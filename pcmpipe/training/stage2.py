@@ -47,7 +47,15 @@ from pcmpipe.samples import (
 from pcmpipe.samples_stream import StreamedSplit, load_training, resolve_stream
 from pcmpipe.training import rundir as runs
 from pcmpipe.training.evaluate import embed_rows, evaluate_all, levels_available, mean_r1, non_finite, score
-from pcmpipe.training.events import Note, OnEvent, RunFinished, ShareMonitor, StepDone, TrainingStarted
+from pcmpipe.training.events import (
+    Note,
+    OnEvent,
+    RunFinished,
+    ShareMonitor,
+    StepDone,
+    TrainingStarted,
+    report_step,
+)
 from pcmpipe.training.optim import adamw, clamp_logit_scale, cosine_schedule, param_groups, resolve_device
 from pcmpipe.training.state import EpochProgress, Resumable, TrainState, restore, save_checkpoint
 from pcmpipe.training.tracking import tracked
@@ -251,7 +259,7 @@ def _train(cfg: TrainConfig, emit: OnEvent) -> Path:
         )
     distributed.barrier()  # the run directory exists before any rank goes on
 
-    emit(TrainingStarted(cfg.name, cfg.epochs, steps, state.epoch + 1))
+    emit(TrainingStarted(cfg.name, cfg.epochs, steps, state.epoch + 1, steps_reported=cfg.progress))
     try:
         _loop(cfg, train_d, val_d, parts, steps, state, tmp, emit, fp, progress)
     except UserError:
@@ -401,7 +409,7 @@ def _loop(
                     shares.counts() if shares is not None else {},
                 )
                 save_checkpoint(tmp, fp, state, parts, partial)
-            if cfg.progress and (s + 1) % refresh == 0:
+            if cfg.progress and report_step(s + 1, steps):
                 emit(StepDone(epoch, s + 1, steps, float(losses[s])))
         train_time = time.perf_counter() - t0
         mine = None
