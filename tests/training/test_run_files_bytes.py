@@ -21,25 +21,28 @@ from pcmpipe.training import rundir as runs
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "COLUMNS": "400"}
 
-# Writes heads, embeddings and a checkpoint-like file with fixed tensors and several metadata keys.
+# Writes heads, embeddings and a fine-tuned tower (metadata of 3, 1 and 7 keys) from fixed tensors.
 WRITER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
+    from types import SimpleNamespace
     import torch
-    from pcmpipe.checksums import save_tensors
+    from pcmpipe.heads import build_heads
     from pcmpipe.training import rundir as runs
+    from pcmpipe.training.finetune.model import save_backbone
     out = Path(sys.argv[1])
     out.mkdir()
-    from pcmpipe.heads import build_heads
     torch.manual_seed(0)
     shapes = {"I": (3,), "T": (3,), "S": (2, 3)}
     state = build_heads(shapes, dim=4).state_dict()
     runs.save_heads(out / "heads.safetensors", state, shapes, 4, 14.3)
     g = torch.Generator().manual_seed(0)
     runs.save_embeddings(out, "I", torch.randn(5, 4, generator=g), "image_id", {"id": ["a", "b", "c", "d", "e"]})
-    meta = {k: f"value of {k} \\u00e9" for k in ("shapes", "dim", "backbone", "kind", "finetune_run", "arch")}
-    save_tensors(out / "tower.safetensors", state, meta, "fine-tuned tower")
+    # the backbone's name and meta are all save_backbone reads of it
+    backbone = SimpleNamespace(name="clip-tiny-image", meta={"weights": "random:0", "architecture": {"width": 4}})
+    tower = {f"visual.{k}": v for k, v in state.items()}
+    save_backbone(out / "tower.safetensors", tower, backbone, "image", "run \\u00e9")
     """
 )
 
@@ -49,6 +52,7 @@ def _digests(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
+@pytest.mark.slow  # two processes importing torch and the backbones
 def test_safetensors_files_are_byte_identical_under_any_hash_seed(tmp_path):
     """Two processes (different PYTHONHASHSEED too) write the same tensors and metadata: same bytes. Before, the
     metadata came out in the order of safetensors' Rust HashMap, randomly seeded in every process: with the
@@ -65,7 +69,7 @@ def test_safetensors_files_are_byte_identical_under_any_hash_seed(tmp_path):
     tower = tmp_path / "seed1" / "tower.safetensors"
     with safe_open(str(tower), framework="pt") as f:  # still a safetensors file, metadata intact
         meta = f.metadata()
-    assert meta["kind"] == "value of kind \u00e9" and "sha256" in meta
+    assert meta["finetune_run"] == "run \u00e9" and meta["kind"] == "image" and "sha256" in meta
     size = int.from_bytes(tower.read_bytes()[:8], "little")
     header = json.loads(tower.read_bytes()[8 : 8 + size])
     assert list(header["__metadata__"]) == sorted(meta)  # in the file: sorted keys
