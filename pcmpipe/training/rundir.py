@@ -229,8 +229,7 @@ def claim(
     """Decide what a run of config `fingerprint` named `name` has to do. Under torchrun every rank calls this;
     only rank 0 (`main`) renames, and `barrier` keeps the others from looking while it does. The caller holds
     the run's lock (`run_lock`) around the whole claim -> finalise span."""
-    if problem := run_name_problem(name):
-        raise UserError(problem)
+    _check_name(name)
     final, tmp = final_dir(runs_root, name), temp_dir(runs_root, name)
     _refuse_link(tmp)
     notes: list[str] = []
@@ -288,6 +287,7 @@ def run_lock(
     killed process is free again the moment the process is gone; a job that ends deletes it)."""
     from pcmpipe.cache.lock import exclusive
 
+    _check_name(name)  # before its lock file is named after it
     if not main:
         barrier()
         yield
@@ -299,6 +299,12 @@ def run_lock(
     with exclusive(final_dir(root, name), what, wait=False, hint="let it finish, or train under another --name"):
         barrier()
         yield
+
+
+def _check_name(name: str) -> None:
+    """The schema refuses reserved run names; a caller that builds a config without validation meets them here."""
+    if problem := run_name_problem(name):
+        raise UserError(problem)
 
 
 def _refuse_link(tmp: Path) -> None:

@@ -188,3 +188,17 @@ def test_the_run_lock_refusal_names_what_runs_can_do(tmp_path):
     msg = str(info.value)
     assert "in use by another job" in msg and "another --name" in msg and "lock timeout" not in msg
     assert list(tmp_path.iterdir()) == []  # the job ended: its lock file went with it
+
+
+def test_the_report_names_a_deeply_nested_run_file_and_leaves_its_values_out(tmp_path):
+    from pcmpipe.report.results import load_runs
+
+    good = _finished(tmp_path / "good", FP_A)
+    (good / runs.COMPLETE_MARKER).write_text(DEEP)
+    _finished(tmp_path / "bad", FP_A)
+    (tmp_path / "bad" / "config.json").write_text(DEEP)
+    problems: list[str] = []
+    found = load_runs(tmp_path, problems)
+    assert set(found) == {"good"} and found["good"].test is None
+    assert any(str(good / runs.COMPLETE_MARKER) in p and "nested" in p for p in problems), problems
+    assert any(str(tmp_path / "bad" / "config.json") in p for p in problems), problems
