@@ -24,7 +24,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import filelock
@@ -108,7 +108,7 @@ def exclusive(path: Path, what: str, wait: bool | float = True, hint: str = WAIT
 _STALE_RETRIES = 1000
 
 
-def _recorder(into: list[os.stat_result]):
+def _recorder(into: list[os.stat_result]) -> Callable[[int], None]:
     """filelock's on_acquired: the stat of the inode it has just locked, from the locked descriptor."""
     return lambda fd: into.append(os.fstat(fd))
 
