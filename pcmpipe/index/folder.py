@@ -170,11 +170,7 @@ def _swap_in(tmp: Path, directory: Path) -> None:
     """Replace `directory` by the complete folder `tmp` under the folder's lock (module docstring)."""
     parent, aside = directory.parent, None
     with exclusive(directory, f"index folder {directory}"):
-        for old in tempdirs.dead(parent, f"{directory.name}.old"):  # a job killed between its two renames
-            if directory.exists():
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.rename(old, directory)
+        put_back(directory)
         check_output(directory)
         if directory.exists():
             aside = tempdirs.make(parent, f"{directory.name}.old")
@@ -183,6 +179,16 @@ def _swap_in(tmp: Path, directory: Path) -> None:
         atomic.fsync_path(parent)
     if aside is not None:
         shutil.rmtree(aside, ignore_errors=True)
+
+
+def put_back(directory: Path) -> None:
+    """Under the folder's lock: an old folder that a job killed between its two renames set aside goes back
+    in place when no folder took its place, and is removed otherwise."""
+    for old in tempdirs.dead(directory.parent, f"{directory.name}.old"):
+        if directory.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(old, directory)
 
 
 # ---- opening ----
