@@ -20,6 +20,7 @@ cannot mix two versions; each file's sha256 must be the one index.json records, 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -130,8 +131,7 @@ def save_index(directory: str | Path, index: Any, ids: list[str] | np.ndarray, m
     tempdirs.remove_dead(parent, f"{directory.name}.tmp")
     tmp = tempdirs.make(parent, f"{directory.name}.tmp")
     try:
-        with file_errors(directory / INDEX_FILE, "write", "index file"):
-            faiss.write_index(index, str(tmp / INDEX_FILE))
+        _write_faiss(faiss, index, tmp, directory)
         _write(tmp, directory, IDS_FILE, _json(ids))
         record["sha256"] = {INDEX_FILE: _sha256(tmp / INDEX_FILE), IDS_FILE: _sha256(tmp / IDS_FILE)}
         validate(IndexMeta, record, f"index metadata for {directory}")  # what open_index will demand
@@ -142,6 +142,23 @@ def save_index(directory: str | Path, index: Any, ids: list[str] | np.ndarray, m
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return directory
+
+
+# FAISS reports a failed fwrite as a RuntimeError ending in "(<strerror>)"; these are the disk's, not FAISS's
+_WRITE_ERRNOS = {os.strerror(n): n for n in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS)}
+
+
+def _write_faiss(faiss: Any, index: Any, tmp: Path, directory: Path) -> None:
+    """index.faiss into the temp folder; a full disk or a file-size limit is an OSError naming the file the
+    user asked for (the CLI guard's one line, with the free space), any other FAISS error one UserError line."""
+    try:
+        faiss.write_index(index, str(tmp / INDEX_FILE))
+    except RuntimeError as e:
+        cause = str(e).rstrip().rstrip(")").rpartition("(")[2]
+        if cause in _WRITE_ERRNOS:
+            raise OSError(_WRITE_ERRNOS[cause], cause, str(directory / INDEX_FILE)) from None
+        with file_errors(directory / INDEX_FILE, "write", "index file"):
+            raise
 
 
 def _json(value: Any, indent: int | None = None) -> bytes:
