@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from pcmpipe.errors import UserError
-from pcmpipe.index import EmbeddingIndex, build_index, fit_params, open_index, save_index
+from pcmpipe.index import EmbeddingIndex, build_index, open_index, save_index
 
 ROWS, DIM = 300, 16
 
@@ -191,6 +191,8 @@ def test_an_old_folder_set_aside_by_a_killed_job_is_put_back(tmp_path):
     ],
 )
 def test_bad_settings_are_refused_before_faiss_sees_them(kind, settings, message):
+    from pcmpipe.index import fit_params
+
     rows = 200 if kind == "ivfpq" and not settings else ROWS
     with pytest.raises(UserError, match=message):
         fit_params(kind, rows, DIM, **settings)
@@ -202,6 +204,8 @@ def test_bad_settings_are_refused_before_faiss_sees_them(kind, settings, message
 @pytest.mark.parametrize("rows", [1, 2, 38, 39, 255, 256, 700])
 def test_each_kind_builds_and_searches_or_refuses_at_any_size(kind, rows, capfd):
     """Either a working index (its rows find themselves, FAISS prints nothing) or one line saying why."""
+    from pcmpipe.index import fit_params
+
     x = _vectors(rows)
     try:
         index = build_index(x, kind)
@@ -219,6 +223,8 @@ def test_each_kind_builds_and_searches_or_refuses_at_any_size(kind, rows, capfd)
 
 
 def test_small_galleries_get_pcmpipes_own_advice_not_faiss_warnings():
+    from pcmpipe.index import fit_params
+
     assert fit_params("ivf", 300, DIM, nlist=16).advice == ["300 embeddings train 16 cells; FAISS advises 624 or more"]
     assert "FAISS advises 9984 or more" in fit_params("ivfpq", 300, DIM, nlist=1).advice[0]
     assert fit_params("ivf", 10_000, DIM).advice == []

@@ -59,13 +59,6 @@ def _search(g: dict, *extra) -> list:
     return [*map(str, ("search", g["run"], "--query-id", g["query"], "--from", "T", "-k", "3")), *map(str, extra)]
 
 
-def test_a_gallery_of_the_run_and_modality_finds_what_the_stored_one_finds(galleries):
-    g = galleries
-    stored = json.loads(_ok(*_search(g, "--to", "I", "--json")))
-    for gallery in (g["I"], Path(f"{g['I']}.index")):
-        assert json.loads(_ok(*_search(g, "--to", "I", "--json", "--gallery", gallery))) == pytest.approx(stored)
-
-
 @pytest.mark.parametrize(
     "gallery, to, fragment",
     [
@@ -78,6 +71,11 @@ def test_a_gallery_of_the_run_and_modality_finds_what_the_stored_one_finds(galle
 )
 def test_a_gallery_of_another_run_or_modality_is_refused(galleries, gallery, to, fragment):
     _one_line(*_search(galleries, "--to", to, "--gallery", galleries["root"] / gallery), fragment=fragment)
+    # the run's own I rows, as an embeddings cache or an index, answer what its stored test embeddings answer
+    g = galleries
+    stored = json.loads(_ok(*_search(g, "--to", "I", "--json")))
+    for own in (g["I"], Path(f"{g['I']}.index")):
+        assert json.loads(_ok(*_search(g, "--to", "I", "--json", "--gallery", own))) == pytest.approx(stored)
 
 
 def test_a_gallery_that_names_no_run_is_refused(galleries, tmp_path):
@@ -159,8 +157,6 @@ def test_paths_that_are_not_galleries_say_what_they_are(galleries, trained, tmp_
         (["--kind", "ivf", "--nprobe", "-1"], "--nprobe must be between 1 and"),
         (["--kind", "ivf", "--nprobe", "0"], "--nprobe must be between 1 and"),
         (["--kind", "ivfpq"], "--kind ivfpq needs at least 256 embeddings"),
-        (["--kind", "ivf", "--nlist", "3"], "--nlist 3 is more than the 2 embeddings"),
-        (["--kind", "annoy"], "unknown index kind 'annoy'"),
     ],
 )
 def test_bad_index_settings_are_one_line_before_work(galleries, tmp_path, flags, fragment):

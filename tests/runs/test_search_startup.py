@@ -82,8 +82,8 @@ def hf_run(tmp_path_factory) -> Path:
     weights = {"image": "random:0", "text": "default"}  # the folder's weights: read with from_pretrained
     extract("flickr8k", root / "data", modalities=["I", "T"], backbones=backbones, weights=weights, device="cpu",
             workers=0, cache_root=root / "cache")  # fmt: skip
-    cfg = dict(dataset="flickr8k", modalities="I,T", cache_root=str(root / "cache"), epochs=1, batch_size=8, dim=16,
-               progress=False, name="hf", device="cpu")  # fmt: skip
+    cfg = dict(dataset="flickr8k", modalities="I,T", cache_root=str(root / "cache"), runs_root=str(root / "runs"),
+               epochs=1, batch_size=8, dim=16, progress=False, name="hf", device="cpu")  # fmt: skip
     return Path(train(TrainConfig.from_dict(cfg)))
 
 
