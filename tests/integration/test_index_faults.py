@@ -29,27 +29,35 @@ from pcmpipe.index import open_index
 
 pytestmark = pytest.mark.slow
 KILLS = int(os.environ.get("PCMPIPE_FAULT_SWEEP_N", "20"))
+RACES = 12  # the old shared temp name mixed the two jobs' files in about half of such races
 ROWS, DIM = 8_000, 64  # 2 MB of vectors: a write that takes long enough to be caught in the middle
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
 
 FORKER = r"""
-import json, os, sys
+import json, os, sys, time
 import torch
 torch.set_num_threads(1)
 import faiss
 from pcmpipe.cli import app
-# what the command imports on its way: a forked child then starts where a warm process would
-import pyarrow.parquet, pcmpipe.cache, pcmpipe.index.store, pcmpipe.index.folder
-import pcmpipe.runs.gallery, pcmpipe.cli.quiet
+import importlib
+# what the command imports on its way: a forked child then starts where a warm process would (a warm-up only,
+# so a module another version lacks is skipped)
+for name in ("pyarrow.parquet", "pcmpipe.cache", "pcmpipe.index.store", "pcmpipe.index.folder",
+             "pcmpipe.runs.gallery", "pcmpipe.cli.quiet"):
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        pass
 for line in sys.stdin:
     pids = []
-    for argv in json.loads(line):
+    for argv, delay in json.loads(line):
         pid = os.fork()
         if pid == 0:
             os.setsid()  # its own process group: the kill takes anything it started with it
             null = os.open(os.devnull, os.O_WRONLY)
             os.dup2(null, 1)
             os.dup2(null, 2)
+            time.sleep(delay)
             try:
                 app(argv, prog_name="pcmpipe")
             except SystemExit as e:
@@ -69,10 +77,13 @@ class _Forker:
             [sys.executable, "-c", FORKER], env=ENV, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
 
-    def run(self, jobs: list[list[str]], kill_after: float | None = None) -> list[int | None]:
-        """Run the jobs together; SIGKILL them after `kill_after` s -> exit codes (None: killed)."""
+    def run(
+        self, jobs: list[list[str]], kill_after: float | None = None, delays: list[float] | None = None
+    ) -> list[int | None]:
+        """Run the jobs together, each after its delay in s; SIGKILL them after `kill_after` s -> exit codes
+        (None: killed)."""
         assert self.proc.stdin and self.proc.stdout
-        self.proc.stdin.write(json.dumps(jobs) + "\n")
+        self.proc.stdin.write(json.dumps(list(zip(jobs, delays or [0.0] * len(jobs)))) + "\n")
         self.proc.stdin.flush()
         pids = json.loads(self.proc.stdout.readline())
         ready, _, _ = select.select([self.proc.stdout], [], [], kill_after if kill_after is not None else 600)
@@ -126,14 +137,21 @@ def _leftovers(root: Path) -> list[str]:
 
 
 def test_two_index_jobs_into_one_folder_leave_one_jobs_index(sources, tmp_path):
-    """Both jobs succeed; the folder holds the index of the job that swapped last, whole."""
+    """Both jobs succeed; the folder holds the index of the job that swapped last, whole. One job starts a
+    seeded random fraction of a job's length after the other, so their writes overlap differently each race."""
     forker = _Forker(tmp_path)
     out = tmp_path / "g.index"
+    jobs = [["index", str(sources["root"] / s), "--out", str(out)] for s in ("A", "B")]
+    rng = random.Random("race")
     won = set()
     try:
-        for _ in range(10):  # the old shared temp name mixed the two jobs in about half of such races
-            jobs = [["index", str(sources["root"] / s), "--out", str(out)] for s in ("A", "B")]
-            assert forker.run(jobs) == [0, 0]
+        assert forker.run(jobs[:1]) == [0]  # the forker is up
+        t0 = time.monotonic()
+        assert forker.run(jobs[:1]) == [0]
+        span = time.monotonic() - t0
+        for race in range(RACES):
+            delays = [0.0, rng.uniform(0, span)][:: 1 if race % 2 else -1]
+            assert forker.run(jobs, delays=delays) == [0, 0]
             won.add(_consistent(out, sources))
             assert _leftovers(tmp_path) == []
     finally:
