@@ -83,74 +83,130 @@ def index_cmd(
     emb_dir: Path = typer.Argument(..., help="an embeddings cache written by `pcmpipe embed`"),
     out: Path | None = typer.Option(None, "--out", help="index folder (default: <EMB_DIR>.index beside it)"),
     kind: str = typer.Option("flat", "--kind", help="flat (exact), ivf or ivfpq", metavar="<flat|ivf|ivfpq>"),
-    nlist: int | None = typer.Option(None, "--nlist", help="ivf/ivfpq: k-means cells (default ~4 sqrt(N))"),
-    nprobe: int = typer.Option(8, "--nprobe", help="ivf/ivfpq: cells visited per query"),
-    pq_m: int = typer.Option(16, "--pq-m", help="ivfpq: bytes per vector (divides the dimension)"),
+    nlist: int | None = typer.Option(
+        None, "--nlist", help="ivf/ivfpq: k-means cells, 1 to N (default ~4 sqrt(N), at most N/39)"
+    ),
+    nprobe: int | None = typer.Option(
+        None, "--nprobe", help="ivf/ivfpq: cells visited per query, 1 to nlist (default min(8, nlist))"
+    ),
+    pq_m: int | None = typer.Option(
+        None, "--pq-m", help="ivfpq: bytes per vector, a divisor of the dimension (default: the largest up to 16)"
+    ),
 ) -> None:
-    """Build a FAISS index (inner product on normalised vectors) over one modality's embeddings."""
+    """Build an index (inner product on normalised vectors) over one modality's embeddings."""
     with _guard():
+        from pcmpipe.index.folder import check_output
+        from pcmpipe.index.params import check_flags, fit_params
+
+        check_flags(kind, nlist, nprobe, pq_m)
+        _embeddings_dir(emb_dir)
+        target = check_output(out if out is not None else emb_dir.with_name(emb_dir.name + ".index"))
         from pcmpipe.cache import open_cache
-        from pcmpipe.index import build_index, save_index
+        from pcmpipe.runs.gallery import check_named
 
         reader = open_cache(emb_dir)
         if "embedding" not in reader.feature_names:
             raise UserError(f"{emb_dir} holds features, not embeddings; make them with `pcmpipe embed`")
+        check_named(f"embeddings cache {emb_dir}", reader.meta, None, None)
+        shape = reader.shapes["embedding"]
+        params = fit_params(kind, reader.num_rows, shape[0] if len(shape) == 1 else 0, nlist, nprobe, pq_m)
+        for note in params.advice:
+            err_console.print(f"[yellow]note: {note}[/]", highlight=False, soft_wrap=True)
+        from pcmpipe.index import build_index, save_index
+
         cols, feats = reader.read(["embedding"])
-        index = build_index(feats["embedding"], kind, nlist=nlist, pq_m=pq_m)
-        if hasattr(index, "nprobe"):
-            index.nprobe = nprobe
-        target = out if out is not None else emb_dir.with_name(emb_dir.name + ".index")
-        meta: dict = {
-            "kind": kind,
-            "source": str(emb_dir),
-            "source_fingerprint": reader.fingerprint,
-            "meta": reader.meta,
-        }
-        if hasattr(index, "nprobe"):
-            meta.update(nlist=int(index.nlist), nprobe=nprobe)
-        save_index(target, index, cols["id"], meta)
+        index = build_index(feats["embedding"], kind, nlist=params.nlist, nprobe=params.nprobe, pq_m=params.pq_m)
+        meta: dict = {"kind": kind, "source": str(emb_dir), "source_fingerprint": reader.fingerprint}
+        if params.pq_m is not None:
+            meta["pq_m"] = params.pq_m
+        save_index(target, index, cols["id"], {**meta, "meta": reader.meta})
         typer.echo(f"indexed {len(cols['id'])} embeddings ({kind}) into {target}")
+
+
+def _embeddings_dir(path: Path) -> None:
+    """What EMB_DIR is when it is not an embeddings cache, and what to pass instead (no heavy import)."""
+    from pcmpipe.runs.gallery import folder_kind
+
+    found = folder_kind(path, "an embeddings cache (the --out of `pcmpipe embed`)")
+    if found == "index":
+        raise UserError(
+            f"{path} is an index folder already; search it with `pcmpipe search RUN --gallery {path}`, "
+            "or index the embeddings cache it was built from"
+        )
+    if found == "run":
+        raise UserError(
+            f"{path} is a run directory, not embeddings; embed rows with it first (`pcmpipe embed {path} "
+            "--modality M ... --out DIR`), then `pcmpipe index DIR`"
+        )
 
 
 @app.command("search")
 def search_cmd(
     run_dir: Path = typer.Argument(..., help=RUN_HELP),
     query: str | None = typer.Option(None, "--query", help="a text, or an image/audio file of the --from modality"),
-    query_id: str | None = typer.Option(None, "--query-id", help="a row id of the run's stored --from embeddings"),
+    query_id: str | None = typer.Option(
+        None, "--query-id", help="a row id of the run's stored --from embeddings (its test split)"
+    ),
     from_: str = typer.Option(..., "--from", help="the query's modality, e.g. T"),
     to: str = typer.Option(..., "--to", help="the modality to search, e.g. I"),
     k: int = typer.Option(10, "-k", "--k", help="how many results"),
     gallery: Path | None = typer.Option(
-        None, "--gallery", help="an embeddings cache (`pcmpipe embed`) or index folder (`pcmpipe index`) of --to"
+        None,
+        "--gallery",
+        help="an embeddings cache (`pcmpipe embed`) or index folder (`pcmpipe index`) of --to, embedded by this run "
+        "(default: the run's stored test embeddings)",
     ),
     as_json: bool = typer.Option(False, "--json", help="print JSON (for scripts) instead of a table"),
 ) -> None:
     """Search from any of a run's modalities to any other; prints ids and cosine scores."""
     with _guard():
-        from pcmpipe.runs import load_run
-        from pcmpipe.runs.loaded import search_gallery
+        # every check that needs no torch comes first: a wrong name is answered in a fraction of a second
+        from pcmpipe.runs.gallery import gallery_kind, read_run_record, search_gallery, stored_embedding
 
         if (query is None) == (query_id is None):
             raise UserError("pass one of --query (text or file) or --query-id (a stored row id)")
-        run = load_run(run_dir)
-        if query_id is not None:
-            q = run.embedding_of(from_, query_id)
+        if k < 1:
+            raise UserError(f"-k must be at least 1, got {k}")
+        record = read_run_record(run_dir)
+        record.check_modality(from_, "--from")
+        record.check_modality(to, "--to")
+        if gallery is not None:
+            gallery_kind(gallery)
+        if query_id is not None:  # a stored row: no backbone, no heads
+            hits = search_gallery(record, to, stored_embedding(record, from_, query_id), k, gallery)[0]
         else:
-            q = run.embed(from_, [str(query)])
-        hits = search_gallery(run, to, q, k, gallery)[0]
+            from pcmpipe.runs import load_run
+
+            run = load_run(run_dir)
+            hits = search_gallery(run, to, run.embed(from_, [str(query)]), k, gallery)[0]
         if as_json:
             typer.echo(json.dumps([{"id": i, "score": s} for i, s in hits]))
             return
-        from rich.console import Console
-        from rich.table import Table
+        _print_hits(
+            hits, f"{from_} -> {to}: {query if query is not None else query_id}", _searched(record, to, gallery)
+        )
 
-        table = Table(title=f"{from_} -> {to}: {query if query is not None else query_id}")
-        table.add_column("rank", justify="right")
-        table.add_column("id")
-        table.add_column("score", justify="right")
-        for rank, (rid, score) in enumerate(hits, 1):
-            table.add_row(str(rank), rid, f"{score:.4f}")
-        Console().print(table)
+
+def _searched(record, to: str, gallery: Path | None) -> str:
+    """The line under the results that says what was searched."""
+    if gallery is not None:
+        return f"searched {to} gallery {gallery}"
+    return f"searched the {to} embeddings of the {record.split_test} split stored in {record.path.name}"
+
+
+def _print_hits(hits: list[tuple[str, float]], title: str, caption: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("rank", justify="right")
+    table.add_column("id")
+    table.add_column("score", justify="right")
+    for rank, (rid, score) in enumerate(hits, 1):
+        table.add_row(str(rank), rid, f"{score:.4f}")
+    console = Console()
+    console.print(table)
+    console.print(caption, style="dim", highlight=False, soft_wrap=True)
 
 
 @app.command("export")

@@ -13,18 +13,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from pcmpipe.backbones import Backbone, backbone_kind, create_backbone
-from pcmpipe.cache import cache_dir, open_cache
+from pcmpipe.cache import cache_dir
 from pcmpipe.cache.layout import manifest_in
 from pcmpipe.cache.manifest import load_manifest
 from pcmpipe.errors import UserError
 from pcmpipe.heads import ProjectionHead
 from pcmpipe.index import EmbeddingIndex, normalise
+from pcmpipe.runs.gallery import open_gallery, search_gallery, stored_embedding, stored_gallery  # noqa: F401
 from pcmpipe.runs.inputs import encode_inputs
 from pcmpipe.training import rundir
 
@@ -141,25 +141,19 @@ class Run:
         return emb.ids, emb.features, emb.skipped
 
     # ---- galleries and search ----
+    @property
+    def split_test(self) -> str:
+        """The split whose embeddings the run stored (what `gallery` searches by default)."""
+        return str(self.config.get("split_test", "test"))
+
     def gallery(self, modality: str) -> tuple[np.ndarray, np.ndarray]:
         """(ids, normalised embeddings) the run stored for its test split (`embeddings/<m>.safetensors`)."""
         self._check_modality(modality)
-        folder = self.path / "embeddings"
-        if not (folder / f"{modality}.safetensors").is_file():
-            raise UserError(
-                f"{self.path} stores no {modality} embeddings to search; embed a gallery with "
-                f"`pcmpipe embed {self.path} --modality {modality} ... --out DIR` and pass --gallery DIR"
-            )
-        emb = rundir.load_embeddings(self.path)[modality]
-        return np.asarray(emb.columns["id"], dtype=str), normalise(emb.embedding.numpy())
+        return stored_gallery(self.path, modality, self.split_test)
 
     def embedding_of(self, modality: str, row_id: str) -> np.ndarray:
         """The stored test embedding [1, dim] of one row (a cached id) of the run."""
-        ids, emb = self.gallery(modality)
-        hit = np.flatnonzero(ids == str(row_id))
-        if not hit.size:
-            raise UserError(f"no {modality} row with id {row_id!r} among the {len(ids)} stored in {self.path.name}")
-        return emb[hit[:1]]
+        return stored_embedding(self, modality, row_id)
 
     def search(
         self,
@@ -184,47 +178,6 @@ def heads_dim(heads: torch.nn.ModuleDict) -> int:
     head = next(iter(heads.values()))
     assert isinstance(head, ProjectionHead), "build_heads makes ProjectionHeads"
     return head.dim
-
-
-def search_gallery(
-    run: Run, to: str, queries: np.ndarray, k: int, gallery: Any = None
-) -> list[list[tuple[str, float]]]:
-    """Top-k (id, score) per query row against a gallery (see Run.search); normalised queries [Q, dim]."""
-    if k < 1:
-        raise UserError("-k must be at least 1")
-    if isinstance(gallery, str | Path):
-        gallery = open_gallery(gallery, run.dim)
-    if isinstance(gallery, EmbeddingIndex):
-        ids, scores = gallery.search(queries, k)
-        return [[(str(i), float(s)) for i, s in zip(ri, rs) if i != ""] for ri, rs in zip(ids, scores)]
-    g_ids, g_emb = gallery if gallery is not None else run.gallery(to)
-    if g_emb.shape[1] != queries.shape[1]:
-        raise UserError(f"gallery vectors have {g_emb.shape[1]} dimensions, the run's embeddings {queries.shape[1]}")
-    sim = torch.as_tensor(normalise(queries)) @ torch.as_tensor(normalise(g_emb)).T
-    top = torch.topk(sim, min(k, sim.shape[1]), dim=1)
-    g_ids = np.asarray(g_ids, dtype=str)
-    return [
-        [(str(g_ids[j]), float(s)) for j, s in zip(rows.tolist(), vals.tolist())]
-        for rows, vals in zip(top.indices, top.values)
-    ]
-
-
-def open_gallery(path: str | Path, dim: int | None = None) -> EmbeddingIndex | tuple[np.ndarray, np.ndarray]:
-    """A folder from `pcmpipe index` (-> EmbeddingIndex) or `pcmpipe embed` (-> (ids, normalised vectors))."""
-    from pcmpipe.index import open_index
-    from pcmpipe.index.store import INDEX_FILE
-
-    path = Path(path)
-    if (path / INDEX_FILE).is_file():
-        return open_index(path)
-    reader = open_cache(path, verify=False)
-    if "embedding" not in reader.feature_names:
-        raise UserError(f"{path} is a feature cache, not embeddings; make one with `pcmpipe embed RUN ... --out DIR`")
-    cols, feats = reader.read(["embedding"])
-    emb = feats["embedding"].astype(np.float32)
-    if dim is not None and emb.shape[1] != dim:
-        raise UserError(f"embeddings in {path} have {emb.shape[1]} dimensions, the run's {dim}")
-    return np.asarray(cols["id"], dtype=str), normalise(emb)
 
 
 # ---- loading ----

@@ -155,7 +155,8 @@ def evaluate_run(
     """Re-score a finished run's heads on a split of its caches (default: its test split), or on any cached
     `dataset` and split whose features come from the backbones the run was trained on.
 
-    Returns {"run", "dataset", "split", "ks", level: metrics}. The run's own caches must be the ones it recorded
+    Returns {"run", "dataset", "split", "ks", level: metrics, "gallery": {modality: rows},
+    "chance": {level: metrics of a random ranking}}. The run's own caches must be the ones it recorded
     (same fingerprint); another dataset's caches must carry the same backbone and weights checksum, otherwise
     the numbers would silently describe other features.
     """
@@ -203,8 +204,12 @@ def evaluate_run(
         d.features = d.resident().to(device)  # load_modality without stream_above reads them into memory
     emb = embed_rows(torch.nn.ModuleDict({m: heads[m] for m in mods}), mods, int(cfg.get("eval_batch", 4096)))
     out: dict = {"run": str(run_dir), "dataset": dataset, "split": split, "ks": ks}
+    # the gallery's size and a random ranking's score: r@10 = 100 over a gallery of 10 rows is chance
+    out["gallery"] = {m: int(len(d.columns["id"])) for m, d in mods.items()}
+    out["chance"] = {}
     for level in levels or levels_available(mods):
         out[level] = score(emb, mods, level, ks=ks)
+        out["chance"][level] = chance(mods, level, ks=ks)
     return out
 
 
