@@ -5,9 +5,23 @@
     run.search("a dog on a beach", from_="T", to="I", k=10)   # -> [(id, score), ...]
 
 Modules: `loaded` (Run, load_run: heads, backbones, galleries), `inputs` (raw inputs -> backbone features),
-`embed` (embeddings written as a cache), `export` (a Hub-style folder).
+`embed` (embeddings written as a cache), `export` (a Hub-style folder), `outdir` (where those two write).
 """
 
-from pcmpipe.runs.loaded import Run, load_run
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __all__ = ["Run", "load_run"]
+
+if TYPE_CHECKING:
+    from pcmpipe.runs.loaded import Run, load_run
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use, so the CLI can check its arguments through pcmpipe.runs.outdir before torch loads.
+    if name in __all__:
+        from pcmpipe.runs import loaded
+
+        return getattr(loaded, name)
+    raise AttributeError(f"module 'pcmpipe.runs' has no attribute {name!r}")
