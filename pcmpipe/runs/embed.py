@@ -215,7 +215,10 @@ def embed_inputs_to_cache(
     with target:
         if target.writer is None:
             return _summary(target, skipped)
-        todo = [(i, x) for i, x in zip(ids, inputs) if i not in target.writer.done_ids]
+        # a killed job's finished temp folder (killed before its swap) has nothing left to encode: its skipped
+        # inputs stay skipped, as they do for a finished output
+        done_ids = set(ids) if target.writer.complete else target.writer.done_ids
+        todo = [(i, x) for i, x in zip(ids, inputs) if i not in done_ids]
         done = len(ids) - len(todo)
         report(done, len(ids))
         encoded = iter_encoded(

@@ -30,7 +30,9 @@ from pcmpipe.cache.manifest import load_manifest
 from pcmpipe.errors import UserError, file_errors
 from pcmpipe.heads import ProjectionHead
 from pcmpipe.index import EmbeddingIndex, normalise
+from pcmpipe.limits import check_int, check_workers
 from pcmpipe.runs.inputs import encode_inputs
+from pcmpipe.runs.outdir import MAX_BATCH_SIZE
 from pcmpipe.training import rundir
 from pcmpipe.training.records import EXPORT_KIND, ExportRecord, LiveTower, RunRecordView, read_record, settings_of
 
@@ -147,6 +149,8 @@ class Run:
         positions (0, 1, ...); file ids to file stems. workers: image/audio decoding processes (0: this one)."""
         if isinstance(inputs, str | Path):
             raise TypeError("inputs is a list of texts or paths, not one string")
+        check_int("batch_size", batch_size, low=1, high=MAX_BATCH_SIZE, why="inputs per forward pass")
+        check_workers("workers", workers)
         bb = self.backbone(modality)
         if ids is None and bb.modality_kind == "text":
             ids = [str(i) for i in range(len(inputs))]

@@ -182,3 +182,14 @@ def test_embed_reports_progress(trained, tmp_path):
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "embed I" in res.stderr and "12/12" in res.stderr
+
+
+def test_the_python_api_bounds_its_sizes_too(trained, tmp_path):
+    run = pcmpipe.load_run(trained["run"])
+    with pytest.raises(UserError, match="workers must be between 0 and"):
+        run.embed_inputs("T", ["x"], workers=100_000)
+    with pytest.raises(UserError, match="batch_size must be between 1 and 4096"):
+        run.embed("T", ["x"], batch_size=0)
+    with pytest.raises(UserError, match="--workers must be between 0 and"):
+        embed_inputs_to_cache(run, "T", ["x"], tmp_path / "e", workers=-1)
+    assert not (tmp_path / "e").exists()
