@@ -126,7 +126,9 @@ def _cell(values: dict, metric: str) -> str:
 
 @app.command("evaluate")
 def evaluate_cmd(
-    run_dir: Path = typer.Argument(..., help="a finished run directory, e.g. cache/runs/<name>"),
+    run_dir: Path = typer.Argument(
+        ..., help="a finished run directory, e.g. cache/runs/<name>, or a folder written by `pcmpipe export`"
+    ),
     match: str | None = typer.Option(
         None, "--match", help="instance or class (default: every level available)", metavar=metavar(MatchLevel)
     ),

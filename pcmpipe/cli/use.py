@@ -14,12 +14,28 @@ RUN_HELP = "a finished run directory (cache/runs/<name>) or a folder written by 
 
 
 def _texts(text: list[str] | None, text_file: Path | None) -> list[str]:
+    from pcmpipe.textfile import read_text
+
     out = list(text or [])
     if text_file is not None:
         if not text_file.is_file():
             raise UserError(f"--text-file {text_file} does not exist")
-        out += [line.strip() for line in text_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        out += [line.strip() for line in read_text(text_file, "--text-file").splitlines() if line.strip()]
     return out
+
+
+def _check_embed_args(run_dir: Path, modality: str, out: Path, given: list[bool], **sizes) -> None:
+    """What `embed` can refuse before torch is imported (seconds): the modality, the inputs, sizes, --out."""
+    from pcmpipe.runs.outdir import check_embed_settings, check_out
+    from pcmpipe.training.records import modalities_of, read_record
+
+    mods = modalities_of(read_record(run_dir))
+    if modality not in mods:
+        raise UserError(f"run {run_dir.name} has no modality {modality!r}; it has {', '.join(mods)}")
+    if sum(given) != 1:
+        raise UserError("pass exactly one kind of input: files/folders, --text/--text-file, or --cache DIR")
+    check_embed_settings(**sizes)
+    check_out(out, "--out", "embeddings")
 
 
 @app.command("embed")
@@ -39,43 +55,58 @@ def embed_cmd(
         None, "--workers", help="image/audio decoding processes (default as `pcmpipe extract`; 0 = main process)"
     ),
     strict: bool = typer.Option(False, "--strict", help="stop at the first unusable input instead of skipping it"),
+    rows_per_shard: int = typer.Option(4096, "--rows-per-shard", help="rows per finished shard (the unit of resume)"),
 ) -> None:
     """Embed new inputs with a trained run (backbone + head) into a cache of normalised embeddings."""
     with _guard():
+        texts = _texts(text, text_file)
+        given = [bool(inputs), bool(texts), cache is not None]
+        sizes = {"dtype": dtype, "batch_size": batch_size, "workers": workers or 0, "rows_per_shard": rows_per_shard}
+        _check_embed_args(run_dir, modality, out, given, **sizes)
+        from rich.console import Console
+
+        from pcmpipe.cli.render import ExtractBar
         from pcmpipe.extract.runner import default_workers
         from pcmpipe.runs import load_run
         from pcmpipe.runs.embed import embed_cache_to_cache, embed_inputs_to_cache
         from pcmpipe.runs.inputs import expand_files
 
         run = load_run(run_dir)
-        texts = _texts(text, text_file)
-        given = [bool(inputs), bool(texts), cache is not None]
-        if sum(given) != 1:
-            raise UserError("pass exactly one kind of input: files/folders, --text/--text-file, or --cache DIR")
-        if cache is not None:
-            result = embed_cache_to_cache(run, modality, cache, out, dtype=dtype)
-        else:
-            kind = run.kind(modality)
-            if texts and kind != "text":
-                raise UserError(f"modality {modality} takes {kind or 'vector'} inputs, not --text")
-            if inputs and kind not in ("image", "audio"):
-                raise UserError(
-                    f"modality {modality} takes {kind or 'vector'} inputs, not files; use --text or --cache"
+        with ExtractBar(Console(stderr=True)) as bar:
+
+            def progress(done: int, total: int) -> None:
+                bar(f"embed {modality}", done, total)
+
+            if cache is not None:
+                result = embed_cache_to_cache(
+                    run, modality, cache, out, dtype=dtype, rows_per_shard=rows_per_shard, progress=progress
                 )
-            items = texts if texts else [str(p) for p in expand_files(inputs or [], str(kind))]
-            result = embed_inputs_to_cache(
-                run,
-                modality,
-                items,
-                out,
-                dtype=dtype,
-                batch_size=batch_size,
-                strict=strict,
-                workers=default_workers("cpu") if workers is None else workers,
-            )
-        for rid, reason in result["skipped"].items():
-            err_console.print(f"[yellow]skipped {rid}: {reason}[/]", highlight=False, soft_wrap=True)
-        typer.echo(f"wrote {result['rows']} {modality} embeddings ({dtype}) to {result['out']}")
+            else:
+                kind = run.kind(modality)
+                if texts and kind != "text":
+                    raise UserError(f"modality {modality} takes {kind or 'vector'} inputs, not --text")
+                if inputs and kind not in ("image", "audio"):
+                    raise UserError(
+                        f"modality {modality} takes {kind or 'vector'} inputs, not files; use --text or --cache"
+                    )
+                items = texts if texts else [str(p) for p in expand_files(inputs or [], str(kind))]
+                result = embed_inputs_to_cache(
+                    run, modality, items, out, dtype=dtype, batch_size=batch_size, strict=strict,
+                    workers=default_workers("cpu") if workers is None else workers, rows_per_shard=rows_per_shard,
+                    progress=progress,
+                )  # fmt: skip
+        _report_embed(result, modality, dtype)
+
+
+def _report_embed(result: dict, modality: str, dtype: str) -> None:
+    for rid, reason in result["skipped"].items():
+        err_console.print(f"[yellow]skipped {rid}: {reason}[/]", highlight=False, soft_wrap=True)
+    if result["replaced"]:
+        err_console.print(f"[yellow]rebuilt {result['out']}: {result['replaced']}[/]", highlight=False, soft_wrap=True)
+    if result["reused"]:
+        typer.echo(f"{result['out']} already holds these {result['rows']} {modality} embeddings; nothing to do")
+        return
+    typer.echo(f"wrote {result['rows']} {modality} embeddings ({dtype}) to {result['out']}")
 
 
 @app.command("index")
@@ -218,4 +249,8 @@ def export_cmd(
     with _guard():
         from pcmpipe.runs.export import export_run
 
-        typer.echo(f"exported {run_dir.name} to {export_run(run_dir, out)}")
+        result = export_run(run_dir, out)
+        if result.reused:
+            typer.echo(f"{out} already holds this export of {run_dir.name}; nothing to do")
+            return
+        typer.echo(f"exported {run_dir.name} to {result.out}")
