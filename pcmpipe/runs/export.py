@@ -30,7 +30,7 @@ from pcmpipe.errors import UserError, file_errors
 from pcmpipe.runs.loaded import load_run
 from pcmpipe.runs.outdir import check_out, is_empty_dir, remove, swap_in, temp_for
 from pcmpipe.training import rundir
-from pcmpipe.training.records import EXPORT_KIND, ExportRecord, read_record
+from pcmpipe.training.run_record import EXPORT_KIND, ExportRecord, read_record
 from pcmpipe.version import __version__
 
 

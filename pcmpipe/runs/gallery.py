@@ -8,7 +8,7 @@ writes into its cache's meta and `pcmpipe index` copies into index.json), and th
 searched modality's. An embeddings cache is opened with its shards' sha256 verified (an index folder checks
 its own, `pcmpipe.index.folder`): a flipped byte is refused, not scored.
 
-Nothing here builds a backbone or reads heads: `RunRecord` is what config.json says (fingerprint, modalities,
+Nothing here builds a backbone or reads heads: `StoredRun` is what config.json says (fingerprint, modalities,
 test split), so a search from a stored row (`--query-id`) needs neither torch's model code nor transformers.
 """
 
@@ -19,16 +19,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from pcmpipe.errors import UserError
-from pcmpipe.readback import read_model
 
 EMBED_HINT = "make one with `pcmpipe embed RUN --modality M ... --out DIR` (and `pcmpipe index DIR` for an index)"
 
 
 class SearchableRun(Protocol):
-    """What searching needs of a run: a `Run` (load_run) or a `RunRecord`."""
+    """What searching needs of a run: a `Run` (load_run) or a `StoredRun`."""
 
     path: Path
     fingerprint: str
@@ -40,7 +38,7 @@ class SearchableRun(Protocol):
 
 
 @dataclass
-class RunRecord:
+class StoredRun:
     """A run directory or exported folder as its config.json describes it, read without torch."""
 
     path: Path
@@ -59,32 +57,13 @@ class RunRecord:
         return stored_gallery(self.path, modality, self.split_test)
 
 
-class _Settings(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    modalities: list[str] = Field(description="the run's modalities")
-    split_test: str = Field("test", description="the split whose embeddings the run stored")
-
-
-class RunIdentity(BaseModel):
-    """The part of a run's (or an export's) config.json a search needs: one of `config` (a run directory)
-    or `training_config` (an export) holds the settings."""
-
-    model_config = ConfigDict(extra="allow")
-    fingerprint: str = Field(description="the run's fingerprint: its head space")
-    config: _Settings | None = Field(None, description="a run directory's resolved settings")
-    training_config: _Settings | None = Field(None, description="an exported folder's copy of them")
-
-
-def read_run_record(path: str | Path) -> RunRecord:
+def read_run_record(path: str | Path) -> StoredRun:
     """fingerprint, modalities and test split from config.json (a run's, or an export's); one line otherwise."""
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise UserError(f"{path} is not a run directory or an exported run (no config.json)")
-    ident = read_model(path / "config.json", RunIdentity, "run config")
-    settings = ident.config or ident.training_config
-    if settings is None:
-        raise UserError(f"{path / 'config.json'} is not a run's config (no settings); retrain or re-export the run")
-    return RunRecord(path, ident.fingerprint, settings.modalities, settings.split_test)
+    from pcmpipe.training.run_record import read_record, settings_of
+
+    record = read_record(path)
+    settings = settings_of(record)
+    return StoredRun(Path(path), record.fingerprint, list(settings.modalities), settings.split_test)
 
 
 def stored_gallery(run_dir: Path, modality: str, split: str) -> tuple[np.ndarray, np.ndarray]:

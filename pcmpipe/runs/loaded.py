@@ -6,7 +6,7 @@ exported folder, from its `config.json`. The backbone is built lazily on the fir
 the weights checksum the cache recorded, so a run never silently embeds with other weights. A feature cache
 passed to `embed --cache` must come from the same backbone and weights (`Run.expects`).
 
-config.json is read through `pcmpipe.training.records` (bounded, validated: a damaged or crafted file is one
+config.json is read through `pcmpipe.training.run_record` (bounded, validated: a damaged or crafted file is one
 line), and a weights string is only ever a known weights name or, in an export, a file inside the export.
 
 Embeddings are the heads' outputs L2-normalised: the cosine the losses trained, as inner products.
@@ -34,7 +34,7 @@ from pcmpipe.runs.gallery import open_gallery, search_gallery, stored_embedding,
 from pcmpipe.runs.inputs import encode_inputs
 from pcmpipe.runs.outdir import MAX_BATCH_SIZE
 from pcmpipe.training import rundir
-from pcmpipe.training.records import EXPORT_KIND, ExportRecord, LiveTower, RunRecordView, read_record, settings_of
+from pcmpipe.training.run_record import EXPORT_KIND, ExportRecord, LiveTower, RunRecord, read_record, settings_of
 
 __all__ = ["EXPORT_KIND", "Run", "load_run"]
 # Keys of a backbone record: enough to rebuild it and to check it is the one the features came from.
@@ -229,7 +229,7 @@ def safe_weights(weights: str, where: str, folder: Path | None = None) -> str:
     )
 
 
-def _cache_meta(run_dir: Path, rec: RunRecordView, modality: str) -> dict | None:
+def _cache_meta(run_dir: Path, rec: RunRecord, modality: str) -> dict | None:
     """The manifest meta of the cache the run trained `modality` on (recorded path, else beside the run)."""
     cfg = rec.config
     entry = rec.caches.get(cfg.split_train, {}).get(modality)
@@ -256,7 +256,7 @@ def _tower(run_dir: Path, modality: str, tower: LiveTower) -> dict:
     return {"backbone": tower.name, "weights": str(path), "weights_sha256": sha}
 
 
-def backbones_of(run_dir: Path, rec: RunRecordView) -> dict[str, dict | None]:
+def backbones_of(run_dir: Path, rec: RunRecord) -> dict[str, dict | None]:
     """modality -> backbone record (BACKBONE_KEYS) of a training run; None where features had no backbone."""
     out: dict[str, dict | None] = {}
     for m in rec.config.modalities:
@@ -286,7 +286,7 @@ def _export_backbones(path: Path, rec: ExportRecord) -> dict[str, dict | None]:
 
 def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     """A finished run directory (`cache/runs/<name>`) or a folder written by `pcmpipe export`. A damaged or
-    crafted config.json is one UserError line naming the field (pcmpipe.training.records)."""
+    crafted config.json is one UserError line naming the field (pcmpipe.training.run_record)."""
     path = Path(path)
     rec = read_record(path)
     if isinstance(rec, ExportRecord):

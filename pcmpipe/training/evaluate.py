@@ -229,7 +229,7 @@ def _covered(cache_root, dataset: str, split: str, modalities: list[str]) -> lis
 
 def _record(run_dir: Path) -> tuple[dict, dict | None]:
     """(the run's config.json as a run directory shapes it, validated; an export's backbones, else None)."""
-    from pcmpipe.training.records import ExportRecord, read_record
+    from pcmpipe.training.run_record import ExportRecord, read_record
 
     rec = read_record(run_dir)
     if isinstance(rec, ExportRecord):
