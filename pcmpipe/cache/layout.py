@@ -6,6 +6,9 @@
 
 Other code asks this module for a path or a listing instead of joining the parts itself, so the tree can change
 in one place. Directories whose name starts with "." are an unfinished import's temp directories: never listed.
+So a dataset, modality or split name may not start with "." (it would be invisible to listings and could be
+taken for a temp directory and removed by the next import's cleanup), and a dataset may not be named `runs`
+(where runs live); `check_name` refuses such names, and `cache_dir` asks it for every part.
 
 The manifest and the errors file are hidden (leading ".") so that a split directory holds nothing but shards
 to the tools users point at it: `pyarrow.parquet.read_table(dir)` skips basenames starting with "." or "_"
@@ -17,8 +20,11 @@ split's files to the hidden names when it opens it (`pcmpipe.cache.manifest.hide
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
+
+from pcmpipe.errors import UserError
 
 MANIFEST = ".manifest.json"
 ERRORS = ".errors.jsonl"  # the inputs extraction skipped, beside the manifest
@@ -80,9 +86,53 @@ def is_cache_file(name: str) -> bool:
     return name in LEGACY_NAMES or name in LEGACY_NAMES.values() or bool(_RANK_MANIFEST.match(name))
 
 
+# Modality names also key the heads' nn.ModuleDict and safetensors entries, where "." separates submodules.
+_NAME_PATTERNS = {
+    "dataset": re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$"),
+    "modality": re.compile(r"^[A-Za-z0-9_-]+$"),
+    "split": re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$"),
+}
+_ALLOWED = {
+    "dataset": "letters, digits, '_', '-' and '.' (not first)",
+    "modality": "letters, digits, '_' and '-'",
+    "split": "letters, digits, '_', '-' and '.' (not first)",
+}
+RESERVED = {"dataset": (RUNS,)}  # <cache_root>/runs holds the runs trained on the cache
+
+
+def check_name(part: str, name: object) -> str:
+    """`name` as a `part` ("dataset", "modality" or "split") of the cache tree, else one UserError line.
+
+    A name starting with "." would be hidden from every listing (`cache-info`, training's modality lookup) and
+    could match an import's temp directory (`.<split>.import-<pid>-*`), which the next import deletes; "runs" as a
+    dataset would put caches among the runs. Modality names have no "." at all (it separates the heads' keys).
+    """
+    what = "modality name" if part == "modality" else part
+    if not isinstance(name, str) or not _NAME_PATTERNS[part].match(name):
+        why = " (a name starting with '.' is hidden: cache-info and training would not see it)"
+        hidden = why if isinstance(name, str) and name.startswith(".") else ""
+        raise UserError(f"{what} {name!r} is not a valid name{hidden}; use {_ALLOWED[part]}")
+    if name in RESERVED.get(part, ()):
+        raise UserError(f"{what} {name!r} is reserved in the cache tree (<cache-root>/{name} holds runs); rename it")
+    return name
+
+
 def cache_dir(root: str | Path, dataset: str, modality: str, split: str) -> Path:
-    """root/dataset/modality/split."""
+    """root/dataset/modality/split; UserError for a part that is not a valid name (`check_name`)."""
+    for part, name in (("dataset", dataset), ("modality", modality), ("split", split)):
+        check_name(part, name)
     return Path(root) / dataset / modality / split
+
+
+def refuse_link(directory: Path, action: str) -> None:
+    """One UserError line where `directory`, a split about to be replaced or deleted by `action`, is a symbolic
+    link: deleting through it would remove files outside the cache tree, and renaming over it would leave the
+    link behind under a temp name. The link is never followed, nor removed: the user decides."""
+    if directory.is_symlink():
+        raise UserError(
+            f"{directory} is a symbolic link (to {os.readlink(directory)}); {action} never replaces a linked "
+            "cache split: remove the link and rerun (what it points to is not touched)"
+        )
 
 
 def manifest_path(root: str | Path, dataset: str, modality: str, split: str) -> Path:

@@ -9,15 +9,25 @@ lock file itself stays (deleting it would let a waiter and a newcomer lock two d
 
 While held, `.<name>.lock.owner` (written atomically) records the holder's pid and host, so a job that gives up
 can say who holds the lock. It is advice for the message only: the OS lock decides.
+
+`shared(path, what, wait)` holds the same lock file shared (`flock(LOCK_SH)`): any number of readers at once and
+no writer. A training holds it on every cache split it reads for its whole run, so an `import-features
+--overwrite` or an `extract --overwrite` of such a split waits for the training to end (or refuses after its
+`--lock-timeout`) instead of changing the data under it; and a training refuses a split a writer holds. Where no
+lock file can be made (a read-only cache: no writer can change it either), a reader goes on without one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
+import math
 import os
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import filelock
@@ -51,8 +61,8 @@ def _timeout(wait: bool | float) -> float:
         return -1
     if wait is False:
         return 0
-    if wait < 0:
-        raise UserError(f"lock wait must be >= 0 seconds, got {wait}")
+    if not isinstance(wait, int | float) or not math.isfinite(wait) or wait < 0:
+        raise UserError(f"lock wait must be a finite number of seconds >= 0, got {wait!r}")
     return float(wait)
 
 
@@ -74,9 +84,9 @@ def exclusive(path: Path, what: str, wait: bool | float = True) -> Iterator[Path
     try:
         lock.acquire(timeout=_timeout(wait))
     except filelock.Timeout:
-        who = holder(path)
+        who = holder(path) or "no writer recorded: a training may be reading it"
         raise UserError(
-            f"{what} is in use by another job ({who + ', ' if who else ''}lock {lock_path}); "
+            f"{what} is in use by another job ({who}, lock {lock_path}); "
             "wait for it to finish and rerun, or run without a lock timeout to wait"
         ) from None
     except OSError as e:
@@ -90,3 +100,71 @@ def exclusive(path: Path, what: str, wait: bool | float = True) -> Iterator[Path
         with contextlib.suppress(OSError):
             owner.unlink(missing_ok=True)
         lock.release()
+
+
+@contextlib.contextmanager
+def shared(path: Path, what: str, wait: bool | float = False) -> Iterator[Path | None]:
+    """Hold the lock on `path` shared for the `with` body: other readers may hold it too, no `exclusive` holder.
+
+    `what` names the locked thing for the message; `wait` as for `exclusive`. A writer holding it is waited
+    for or refused (`UserError` naming the holder). Yields the lock file, or None where there is none to take
+    (the folder holding `path` is missing, or it is read-only and holds no lock file yet). Never creates folders.
+    """
+    lock_path = lock_file(Path(path))
+    fd = _open_shared(lock_path)
+    if fd is None:
+        yield None
+        return
+    try:
+        _acquire_shared(fd, lock_path, Path(path), what, _timeout(wait))
+        yield lock_path
+    finally:
+        os.close(fd)  # closing the descriptor drops its flock
+
+
+def _open_shared(lock_path: Path) -> int | None:
+    if not lock_path.parent.is_dir():
+        return None
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
+    for flags in (os.O_RDWR | os.O_CREAT, os.O_RDONLY):  # a read-only folder: an existing lock file still locks
+        try:
+            return os.open(lock_path, flags | nofollow, 0o644)
+        except OSError as e:
+            if e.errno not in (errno.EACCES, errno.EROFS, errno.EPERM):
+                raise UserError(f"cannot lock {lock_path}: {e.strerror or e}") from None
+    return None
+
+
+def _acquire_shared(fd: int, lock_path: Path, path: Path, what: str, timeout: float) -> None:
+    deadline = None if timeout < 0 else time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        except OSError as e:
+            if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):  # no flock here: writers fall back to
+                return  # filelock's soft lock, which a reader cannot share, so it reads as before
+            raise UserError(f"cannot lock {lock_path} for {what}: {e.strerror or e}") from None
+        if deadline is not None and time.monotonic() >= deadline:
+            who = holder(path)
+            raise UserError(
+                f"{what} is being written by another job ({who + ', ' if who else ''}lock {lock_path}); "
+                "wait for it to finish and rerun"
+            )
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def reading(cache_root: str | Path, dataset: str, modalities: Iterable[str], splits: Iterable[str]) -> Iterator[None]:
+    """Hold every (modality, split) cache of `dataset` that a job reads `shared` for the `with` body, refusing
+    at once where a writer holds one (a training that waited could hold its run lock for hours)."""
+    from pcmpipe.cache.layout import cache_dir
+
+    with contextlib.ExitStack() as held:
+        for split in dict.fromkeys(splits):
+            for m in dict.fromkeys(modalities):
+                where = cache_dir(cache_root, dataset, m, split)
+                held.enter_context(shared(where, f"cache {dataset}/{m}/{split}", wait=False))
+        yield

@@ -34,7 +34,7 @@ from pcmpipe import distributed as D
 from pcmpipe.augment.views import VIEWS_FEATURE, ViewSpec
 from pcmpipe.backbones import Backbone, create_backbone, resolve_device
 from pcmpipe.backbones.hubert import HubertBackbone
-from pcmpipe.cache.layout import manifest_in
+from pcmpipe.cache.layout import manifest_in, refuse_link
 from pcmpipe.cache.lock import exclusive
 from pcmpipe.cache.manifest import hide_legacy_names, load_manifest
 from pcmpipe.cache.writer import FORMATS, ShardWriter
@@ -260,6 +260,7 @@ def _write_part(
         if plan.action == "refuse" and not overwrite:
             problem = f"{plan.reason}; use another --cache-root or --overwrite to rebuild it"
         elif plan.action in ("rebuild", "refuse"):  # refuse with overwrite: the user asked for a fresh cache
+            refuse_link(directory, "extract (rebuilding a split)")
             shutil.rmtree(directory)  # the lock file lies beside the directory: the lock stays held
             rebuilt = plan.reason if plan.action == "rebuild" else ""
     problem = D.gather_objects(problem)[0]  # also the barrier after a deletion

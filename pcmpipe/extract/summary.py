@@ -74,7 +74,7 @@ def read_errors(directory: Path) -> list[dict]:
         return []
     try:
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: a line nested 10^5 levels deep
         raise UserError(
             f"errors file {path} is damaged ({type(e).__name__}); rerun the extraction with --overwrite"
         ) from e
