@@ -187,3 +187,62 @@ def cached_modalities(cache_root: str | Path, dataset: str) -> list[str]:
 def parts_of(directory: str | Path) -> tuple[str, str, str]:
     """(dataset, modality, split) a cache directory stands for, read from its last three path parts."""
     return tuple((["", "", ""] + list(Path(directory).resolve().parts))[-3:])  # type: ignore[return-value]
+
+
+# Files that tell other folders pcmpipe writes from a cache, for `describe` (their formats live in training/,
+# runs/ and index/, which this layer cannot import; the names are part of those formats).
+_RUN_FILES = ("heads.safetensors", "checkpoint.safetensors", "metrics.jsonl", "test_metrics.json")
+_INDEX_FILES = ("index.faiss", "ids.json")
+
+
+def caches_below(directory: Path, *, depth: int = 3, limit: int = 3) -> list[Path]:
+    """Up to `limit` cache folders (holding a manifest) at most `depth` levels below `directory`, hidden folders
+    skipped; a bounded walk, so a caller pointed at a large tree does not scan all of it."""
+    found: list[Path] = []
+    level = [directory]
+    for _ in range(depth):
+        below = []
+        for d in level:
+            try:
+                entries = sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
+            except OSError:
+                continue
+            for p in entries[:1000]:
+                if (p / MANIFEST).is_file() or (p / "manifest.json").is_file():
+                    found.append(p)
+                    if len(found) >= limit:
+                        return found
+                else:
+                    below.append(p)
+        level = below
+    return found
+
+
+POINT_AT_A_CACHE = "point at a cache folder, <cache-root>/<dataset>/<modality>/<split>"
+
+
+def describe(directory: Path) -> tuple[str, str]:
+    """(what `directory` is, what to do instead) for a folder that holds no cache where one was expected. The
+    second part is '' where the caller's own advice (how to make what it expected) is the right one, and
+    POINT_AT_A_CACHE where the folder is something else that pcmpipe wrote (the caller's advice, if any, wins)."""
+    if not directory.exists():
+        return "the folder does not exist", ""
+    if not directory.is_dir():
+        return "it is a file, not a folder", POINT_AT_A_CACHE
+    try:
+        names = {p.name for p in directory.iterdir()}
+    except OSError as e:
+        return f"it cannot be listed ({e.strerror or e})", ""
+    if rank_manifests(directory):
+        return "it has per-rank manifests only", "merge them first (pcmpipe.cache.manifest.merge_manifests)"
+    if "config.json" in names and names.intersection(_RUN_FILES):
+        return "it is a training run (or an exported one), not a cache", POINT_AT_A_CACHE
+    if names.intersection(_INDEX_FILES):
+        return "it is an index folder (`pcmpipe index` writes one), not a cache", POINT_AT_A_CACHE
+    below = caches_below(directory, limit=4)
+    if below:
+        shown = ", ".join(str(p.relative_to(directory)) for p in below[:3])
+        return f"it is a folder holding caches ({shown}{', ...' if len(below) > 3 else ''})", "name one of them"
+    if directory.name == RUNS:
+        return "it is the runs folder beside a cache", POINT_AT_A_CACHE
+    return f"it holds no {MANIFEST}", ""

@@ -28,7 +28,7 @@ from pcmpipe.cache.layout import (  # noqa: F401
 )
 from pcmpipe.cache.manifest_model import FORMAT_VERSION, Manifest
 from pcmpipe.cache.shard import ShardError, ShardSchema, read_ids
-from pcmpipe.errors import UserError
+from pcmpipe.errors import UserError, file_errors
 from pcmpipe.readback import first_error, parse_json, read_json
 
 
@@ -104,7 +104,8 @@ def load_manifest(path: Path) -> dict:
 
 def write_manifest(path: Path, manifest: dict) -> None:
     manifest["num_rows"] = sum(s["rows"] for s in manifest["shards"])
-    write_text(path, json.dumps(manifest, indent=1, sort_keys=False) + "\n")
+    with file_errors(path, "write", "cache manifest"):  # a full disk names the manifest, not "a file"
+        write_text(path, json.dumps(manifest, indent=1, sort_keys=False) + "\n")
 
 
 def schema_of(manifest: dict) -> ShardSchema:
