@@ -14,7 +14,8 @@ can say who holds the lock. It is advice for the message only: the OS lock decid
 no writer. A training holds it on every cache split it reads for its whole run, so an `import-features
 --overwrite` or an `extract --overwrite` of such a split waits for the training to end (or refuses after its
 `--lock-timeout`) instead of changing the data under it; and a training refuses a split a writer holds. Where no
-lock file can be made (a read-only cache: no writer can change it either), a reader goes on without one.
+lock file can be made (a read-only cache), a reader goes on without one. A process must not ask for `exclusive`
+on a path it holds `shared`: the two descriptors are separate flock holders, so it would wait for itself.
 """
 
 from __future__ import annotations

@@ -44,7 +44,10 @@ def import_features_cmd(
         from pcmpipe.limits import check_positive
 
         wait = True if lock_timeout is None else check_positive("--lock-timeout", lock_timeout, allow_zero=True)
-        source = Inputs(npy, ids, parquet, id_column, vector_column, key, _csv(links) or [])
+        source = Inputs(
+            npy=npy, ids=ids, parquet=parquet, id_column=id_column, vector_column=vector_column, key=key,
+            links=_csv(links) or [],
+        )  # fmt: skip
         r = import_features(
             name,
             dataset=dataset,
