@@ -40,13 +40,19 @@ def check_settings(
 ) -> None:
     """One UserError line for the first setting out of bounds; nothing is opened or started before this."""
     check_workers("--workers", workers)
-    check_int("--batch-size", batch_size, low=1, high=MAX_BATCH, why="items in one forward pass")
+    check_int("--batch-size", batch_size, low=1, high=MAX_BATCH, why="65,536 images at 224 x 224 are 39 GB of input")
     check_int(
-        "--rows-per-shard", rows_per_shard, low=1, high=MAX_ROWS_PER_SHARD, why="rows held in memory until written"
+        "--rows-per-shard",
+        rows_per_shard,
+        low=1,
+        high=MAX_ROWS_PER_SHARD,
+        why="a shard's rows are held in memory until written: 2^20 rows of 512 floats are 2 GiB",
     )
     if limit is not None and (check_positive("--limit", limit) != int(limit) or isinstance(limit, float)):
         raise UserError(f"--limit must be a whole number of items per modality and split, got {limit!r}")
-    check_int("--views", views, low=0, high=MAX_VIEWS, why="one view per epoch; each is a copy of the features")
+    check_int(
+        "--views", views, low=0, high=MAX_VIEWS, why="stage two draws one per epoch; each is a copy of the features"
+    )
     if max_padding is not None:
         if isinstance(max_padding, bool) or not isinstance(max_padding, int | float) or not math.isfinite(max_padding):
             raise UserError(f"--max-padding must be a fraction in [0, 1), e.g. 0.05, got {max_padding!r}")

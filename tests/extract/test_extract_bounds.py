@@ -50,7 +50,7 @@ def cub(tmp_path_factory) -> Path:
         (["--views", "1000000000"], ["--views must be between 0 and 1000", "each is a copy of the features"]),
         (["--views", "-1"], ["--views must be between 0 and 1000"]),
         (["--batch-size", "0"], ["--batch-size must be between 1 and 65536"]),
-        (["--batch-size", "1000000"], ["--batch-size must be between 1 and 65536"]),
+        (["--batch-size", "1000000"], ["--batch-size must be between 1 and 65536", "39 GB of input"]),
         (["--rows-per-shard", "0"], ["--rows-per-shard must be between 1 and 1048576"]),
         (["--rows-per-shard", "100000000"], ["--rows-per-shard must be between 1 and 1048576", "held in memory"]),
         (["--limit", "0"], ["--limit must be > 0"]),
