@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from pcmpipe import distributed
+from pcmpipe.cache.lock import reading
 from pcmpipe.config import TrainConfig, config_fingerprint
 from pcmpipe.errors import UserError
 from pcmpipe.heads import ProjectionHead
@@ -157,8 +158,11 @@ def train(cfg: TrainConfig, on_event: OnEvent | None = None) -> Path:
     try:
         named = cfg.resolved()  # the run's name, for its lock (held from the claim to the rename)
         # one rank reports (and tracks); the others would send the same events again
+        # every cache split the run reads is held shared to its end: an overwrite waits, never changes data under it
+        splits = (named.split_train, named.split_val, named.split_test)
         with (
             runs.run_lock(named.runs_root, str(named.name), main=dist_info.is_main, barrier=distributed.barrier),
+            reading(named.cache_root, named.dataset, named.modalities, splits),
             tracked(cfg, on_event if dist_info.is_main else None, enabled=dist_info.is_main) as emit,
         ):
             return _train(cfg, emit)

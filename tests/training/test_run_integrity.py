@@ -92,7 +92,7 @@ def test_train_never_adopts_the_finished_temp_run_of_another_config(tmp_path):
     again = train(*first)
     assert again.returncode == 0 and "run written to" in again.stdout, again.stderr
     record = runs.run_record(runs.final_dir(runs_root, "ph"))
-    assert (record.config.model_extra or {})["loss"] == "pcmc" and record.config.modalities == ["I", "T"]
+    assert record.config.loss == "pcmc" and record.config.modalities == ["I", "T"]
 
 
 # ---- symbolic links where pcmpipe keeps its own folders ----
