@@ -47,6 +47,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         fsync_path(tmp)
         replace(tmp, path)
+    except OSError as e:
+        if e.errno is None or e.filename is not None:
+            raise
+        # a writer that fills the disk seldom names its file (pyarrow, a plain f.write): name the one meant
+        raise OSError(e.errno, e.strerror, str(path)) from e
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -1,4 +1,5 @@
-"""The checksum of a set of tensors (weights, heads, checkpoints, saved embeddings).
+"""The checksum of a set of tensors (weights, heads, checkpoints, saved embeddings), and the one writer of the
+safetensors files that carry it (`save_tensors`).
 
 Its own module, importing torch alone: `pcmpipe.backbones` (where weights specs live) imports open_clip and
 transformers, 0.25 GiB resident and seconds of start-up, which a training run that only writes checksums never
@@ -8,7 +9,10 @@ needs (docs/performance.md, stage-two memory).
 from __future__ import annotations
 
 import hashlib
+import json
+import struct
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 
@@ -22,3 +26,47 @@ def state_sha256(state: Mapping[str, torch.Tensor]) -> str:
         # a uint8 view hashes every dtype (bf16 included) without a lossy conversion
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str], what: str) -> str:
+    """Write `tensors` as the safetensors file `path` with `metadata` plus `sha256` (their `state_sha256`) ->
+    that digest. The one writer of pcmpipe's safetensors files (heads, checkpoints, embeddings, towers).
+
+    Durable and all-or-nothing (pcmpipe.atomic), and byte-identical for the same tensors and metadata:
+    safetensors writes its metadata from a Rust HashMap, randomly seeded in every process (PYTHONHASHSEED has no
+    say), so the header is written again with the keys sorted (`_sorted_header`). A failed write (a full disk raises
+    SafetensorError, not OSError) is one line naming `path` (pcmpipe.errors.file_errors). `what` names the file
+    in that line ("heads file").
+    """
+    from safetensors.torch import save_file
+
+    from pcmpipe import atomic
+    from pcmpipe.errors import file_errors
+
+    flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    digest = state_sha256(flat)
+    with file_errors(path, "write", what), atomic.atomic_path(path) as tmp:
+        save_file(flat, str(tmp), metadata={**metadata, "sha256": digest})
+        _sorted_header(tmp)
+    return digest
+
+
+def _sorted_header(path: Path) -> None:
+    """Rewrite a safetensors file's JSON header in place with its `__metadata__` keys sorted.
+
+    The header is 8 bytes of little-endian length, then that many bytes of JSON (padded with spaces), then the
+    tensor data at offsets relative to the header's end. Only the order of the metadata's keys changes, and
+    Python's compact JSON escapes strings as serde_json does, so the sorted header has the same length and
+    the data does not move; it is padded to the old length in case it ever comes out shorter.
+    """
+    with open(path, "r+b") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(size))
+        meta = header.pop("__metadata__", None)
+        if meta is not None:
+            header = {"__metadata__": dict(sorted(meta.items())), **header}
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if len(text) > size:  # never seen: the data would have to move; leave the file as safetensors wrote it
+            return
+        f.seek(8)
+        f.write(text + b" " * (size - len(text)))

@@ -66,14 +66,28 @@ class file_errors:  # noqa: N801 (used as a context manager, like contextlib's l
             return False
         if isinstance(e, (OSError, *_foreign_types())):
             detail = _detail(e)
-            if "No space left" in detail or "Disk quota" in detail:  # safetensors' and FAISS's own words
-                import errno
+            if code := _os_error_code(detail):  # a full disk or a file-size limit, in another library's words
+                import os
 
-                raise OSError(errno.ENOSPC, "No space left on device", str(self.path)) from None
+                raise OSError(code, os.strerror(code), str(self.path)) from None
             hint = f"; {self.hint}" if self.hint else ""
             done = _DONE.get(self.action, self.action)
             raise UserError(f"{self.what} {self.path} cannot be {done} ({type(e).__name__}: {detail}){hint}") from None
         return False
+
+
+def _os_error_code(detail: str) -> int | None:
+    """The errno a foreign error reports for a full disk or a file-size limit: FAISS's C library words, or a
+    Rust I/O error's '(os error 27)' (safetensors: 'I/O error: File too large (os error 27)')."""
+    import errno
+    import re
+
+    if "No space left" in detail or "Disk quota" in detail:
+        return errno.ENOSPC
+    found = re.search(r"\(os error (\d+)\)", detail)
+    if found and int(found.group(1)) in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return int(found.group(1))
+    return None
 
 
 def _detail(e: BaseException) -> str:

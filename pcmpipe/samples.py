@@ -366,11 +366,14 @@ def _check_known(cache_root: str | Path, dataset: str, modality: str) -> None:
     from pcmpipe.datasets import DATASETS
 
     root = Path(cache_root)
-    datasets = sorted(set(DATASETS) | set(cached_datasets(root)))
-    if dataset not in datasets:
+    cached = cached_datasets(root)
+    if dataset not in set(DATASETS) | set(cached):
+        # Any name is a dataset once it is cached (a generic dataset.yaml, imported vectors): a name that is
+        # not cached yet is far more often a dataset not extracted yet than a typo, so say how to make it.
         raise UserError(
-            f"unknown dataset {dataset!r}; valid choices: {', '.join(datasets)} "
-            f"(datasets are known by name or by a cache under {root}/)"
+            f"no cache of dataset {dataset!r} under {root}/ (cached there: {', '.join(cached) or 'none'}); make "
+            f"one with `pcmpipe extract --dataset {dataset} --root DATA --cache-root {root}` or `pcmpipe "
+            f"import-features MODALITY --dataset {dataset} --split SPLIT --cache-root {root} ...`"
         )
     modalities = sorted(set(MODALITIES) | set(cached_modalities(root, dataset)))
     if modality not in modalities:

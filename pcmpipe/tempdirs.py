@@ -8,6 +8,7 @@ behind; the next run removes those whose process is gone and never touches a liv
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,22 +21,30 @@ def make(parent: Path, prefix: str) -> Path:
 
 
 def dead(parent: Path, prefix: str) -> list[Path]:
-    """The `make(parent, prefix)` directories whose process no longer exists."""
+    """The `make(parent, prefix)` directories whose process no longer exists. Only names `make` gives match (the
+    random part has no '.' or '-'), so another prefix's `.<prefix>-1-x.import-2-y` never does."""
     found = []
+    named = re.compile(rf"^\.{re.escape(prefix)}-(\d+)-[A-Za-z0-9_]+$")
     for d in sorted(parent.glob(f".{prefix}-*-*")):
+        m = named.match(d.name)
+        if m is None:  # not our naming
+            continue
         try:
-            pid = int(d.name[len(prefix) + 2 :].split("-")[0])
-            os.kill(pid, 0)  # signal 0: only asks whether the process exists
+            os.kill(int(m.group(1)), 0)  # signal 0: only asks whether the process exists
         except ProcessLookupError:
             found.append(d)
-        except (ValueError, PermissionError):  # not our naming, or another user's live process
+        except (PermissionError, OverflowError):  # another user's live process, or no pid at all
             continue
     return found
 
 
 def remove_dead(parent: Path, prefix: str) -> list[Path]:
-    """Delete the directories of `dead(parent, prefix)`; returns them."""
+    """Delete the directories of `dead(parent, prefix)`; returns them. A symbolic link of that name loses the
+    link only: what it points to is never touched."""
     gone = dead(parent, prefix)
     for d in gone:
-        shutil.rmtree(d, ignore_errors=True)
+        if d.is_symlink():
+            d.unlink()
+        else:
+            shutil.rmtree(d, ignore_errors=True)
     return gone

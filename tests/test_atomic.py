@@ -3,6 +3,7 @@ write that fails leaves the old file as it was; a kill mid-write (a real process
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -36,6 +37,18 @@ def test_a_failed_write_keeps_the_old_file(tmp_path):
             tmp.write_bytes(b"half")
             raise RuntimeError("writer died")
     assert path.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["shard.bin"]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+def test_a_full_disk_names_the_file_that_was_being_written(tmp_path):
+    """A writer's own ENOSPC seldom names a file (a plain write, pyarrow); the error is given the file meant, so
+    the CLI guard can say which one and how much room is left. /dev/full is a real device that is always full."""
+    path = tmp_path / "part-00000.parquet"
+    with pytest.raises(OSError) as err:
+        with atomic.atomic_path(path), open("/dev/full", "wb") as full:
+            full.write(b"x" * 100)
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(path)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_killed_writer_leaves_the_old_file(tmp_path):

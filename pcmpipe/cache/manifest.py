@@ -13,13 +13,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pcmpipe.atomic import replace, write_text
-from pcmpipe.cache.shard import ShardError, ShardSchema, read_ids
-from pcmpipe.errors import UserError
+from pydantic import ValidationError
 
-FORMAT_VERSION = 1
+from pcmpipe.atomic import replace, write_text
+
 # the file names belong to the tree (MANIFEST and rank_manifest_name are re-exported here for the writer)
-from pcmpipe.cache.layout import (  # noqa: E402, F401
+from pcmpipe.cache.layout import (  # noqa: F401
     LEGACY_NAMES,
     MANIFEST,
     legacy_files,
@@ -27,6 +26,10 @@ from pcmpipe.cache.layout import (  # noqa: E402, F401
     rank_manifest_name,
     rank_manifests,
 )
+from pcmpipe.cache.manifest_model import FORMAT_VERSION, Manifest
+from pcmpipe.cache.shard import ShardError, ShardSchema, read_ids
+from pcmpipe.errors import UserError, file_errors
+from pcmpipe.readback import first_error, parse_json, read_json
 
 
 def canonical_json(obj) -> str:
@@ -71,79 +74,38 @@ def differing_fields(a: dict, b: dict) -> list[str]:
 
 
 def load_manifest(path: Path) -> dict:
-    """Parse a manifest; UserError if it is not one this version of pcmpipe can read."""
+    """Parse a manifest and validate it against `manifest_model.Manifest` (the format's definition); one
+    UserError line naming the file (and the field) if it is not one this version of pcmpipe can read.
+
+    Returns the parsed JSON as it is (a dict whose every key a reader indexes has the type the model states;
+    keys this version does not know are kept)."""
+    where = f"cache manifest {path}"
+    redo = f"delete {path.parent} and rebuild it (pcmpipe extract, or import-features for imported vectors)"
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise UserError(
-            f"cannot read cache manifest {path} ({type(e).__name__}); delete {path.parent} and rerun the extraction"
-        ) from e
+        manifest = read_json(path, "cache manifest")
+    except UserError as e:  # not UTF-8, not JSON, nested too deeply, too large: readback's words after "it"
+        raise UserError(f"cannot read {where}: it {str(e).removeprefix(where).strip()}; {redo}") from None
+    except OSError as e:
+        raise UserError(f"cannot read {where} ({e.strerror or type(e).__name__}); {redo}") from None
     if not isinstance(manifest, dict) or "fingerprint" not in manifest or "shards" not in manifest:
-        raise UserError(f"{path} is not a pcmpipe cache manifest; delete {path.parent} and rerun the extraction")
+        raise UserError(f"{path} is not a pcmpipe cache manifest; {redo}")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    if version != FORMAT_VERSION or isinstance(version, bool):
         raise UserError(
-            f"cache {path.parent} has format version {version}, this pcmpipe reads version "
+            f"{where} has format version {version!r}, this pcmpipe reads version "
             f"{FORMAT_VERSION}; upgrade pcmpipe or rerun the extraction into a new directory"
         )
-    problem = manifest_problem(manifest)
-    if problem:
-        raise UserError(f"cache manifest {path} is damaged ({problem}); delete {path.parent} and rerun the extraction")
+    try:
+        Manifest.model_validate(manifest)
+    except ValidationError as e:
+        raise UserError(f"{where} is damaged ({first_error(e)}); {redo}") from None
     return manifest
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-# key -> check of its value; every reader indexes these without further checks (a hand-edited or damaged
-# manifest must fail here, in one line, not as a KeyError or TypeError deep in a reader)
-_REQUIRED: dict[str, Any] = {
-    "meta": lambda v: isinstance(v, dict),
-    "features": lambda v: isinstance(v, dict) and bool(v),
-    "key": lambda v: isinstance(v, str),
-    "links": lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v),
-    "format": lambda v: isinstance(v, str),
-    "fingerprint": lambda v: isinstance(v, str),
-    "shards": lambda v: isinstance(v, list),
-    "num_rows": _is_int,
-    "complete": lambda v: isinstance(v, bool),
-}
-
-
-def manifest_problem(manifest: dict) -> str:
-    """What makes a parsed manifest unusable ('' when nothing): a missing key or a value of the wrong type."""
-    for key, ok in _REQUIRED.items():
-        if key not in manifest:
-            return f"missing key {key!r}"
-        if not ok(manifest[key]):
-            return f"{key!r} has the wrong type or value ({type(manifest[key]).__name__})"
-    for name, spec in manifest["features"].items():
-        shape = spec.get("shape") if isinstance(spec, dict) else None
-        if not (isinstance(shape, list) and all(_is_int(d) for d in shape) and isinstance(spec.get("dtype"), str)):
-            return f"feature {name!r} needs a shape (list of ints) and a dtype"
-    for i, shard in enumerate(manifest["shards"]):
-        if not isinstance(shard, dict) or not isinstance(shard.get("file"), str) or not _is_int(shard.get("rows")):
-            return f"shard entry {i} needs a file name and a row count"
-        if not isinstance(shard.get("sha256"), str) or ("bytes" in shard and not _is_int(shard["bytes"])):
-            return f"shard entry {i} ({shard['file']}) needs a sha256 (and its size in bytes, where recorded)"
-        if Path(shard["file"]).name != shard["file"] or shard["file"].startswith("."):
-            return f"shard entry {i} names {shard['file']!r}, not a file of this directory"
-    sides = manifest.get("side_files", [])
-    if not isinstance(sides, list) or not all(
-        isinstance(f, dict)
-        and isinstance(f.get("file"), str)
-        and _is_int(f.get("bytes"))
-        and isinstance(f.get("sha256"), str)
-        for f in sides
-    ):
-        return "'side_files' needs a file name, size and sha256 per entry"
-    return ""
 
 
 def write_manifest(path: Path, manifest: dict) -> None:
     manifest["num_rows"] = sum(s["rows"] for s in manifest["shards"])
-    write_text(path, json.dumps(manifest, indent=1, sort_keys=False) + "\n")
+    with file_errors(path, "write", "cache manifest"):  # a full disk names the manifest, not "a file"
+        write_text(path, json.dumps(manifest, indent=1, sort_keys=False) + "\n")
 
 
 def schema_of(manifest: dict) -> ShardSchema:
@@ -239,10 +201,10 @@ def hide_legacy_names(directory: str | Path) -> list[str]:
 def _rewrite_side_names(old: Path, new: Path) -> None:
     """Write manifest `old` to `new` with its side files under their hidden names, then drop `old`."""
     try:
-        manifest = json.loads(old.read_text(encoding="utf-8"))
+        manifest = parse_json(old.read_text(encoding="utf-8"), str(old))
         for side in manifest.get("side_files", []):
             side["file"] = LEGACY_NAMES.get(side["file"], side["file"])
-    except (ValueError, AttributeError, TypeError, KeyError):  # damaged: keep its bytes, reading it will say so
+    except (UserError, ValueError, AttributeError, TypeError, KeyError):  # damaged: keep its bytes, reading says so
         replace(old, new)
         return
     write_text(new, json.dumps(manifest, indent=1, sort_keys=False) + "\n")

@@ -13,7 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from pcmpipe.cache.layout import manifest_in, manifest_path, manifests_under, parts_of, rank_manifests, side_file_in
+from pcmpipe.cache.layout import (
+    POINT_AT_A_CACHE,
+    describe,
+    manifest_in,
+    manifest_path,
+    manifests_under,
+    parts_of,
+    side_file_in,
+)
 from pcmpipe.cache.manifest import load_manifest, schema_of
 from pcmpipe.cache.shard import (
     ShardError,
@@ -25,6 +33,8 @@ from pcmpipe.cache.shard import (
     shard_rows,
 )
 from pcmpipe.errors import UserError
+
+MAKE_CACHE = "create it with `pcmpipe extract` (or `pcmpipe import-features` for your own vectors)"
 
 
 class CacheReader:
@@ -148,21 +158,25 @@ def _take(buf, rows, names, columns):
     return head, rest, left
 
 
-def open_cache(directory: str | Path, *, verify: bool = True) -> CacheReader:
+def open_cache(
+    directory: str | Path, *, verify: bool = True, what: str = "cache", make: str | None = None
+) -> CacheReader:
     """Open a complete cache for reading. verify=True checks every shard's sha256 (else row counts only).
 
     UserError if the directory or manifest is missing, the cache is incomplete, or a shard is missing,
-    truncated or corrupt (the message names the shard).
+    truncated or corrupt (the message names the shard). Where `directory` holds no cache the message says what
+    it is (missing, a file, a run, an index folder, a folder holding caches) with `what` naming what the caller
+    expected ("embeddings", "gallery") and `make` how to make one (default: extract or import-features).
     """
     directory = Path(directory)
     path = manifest_in(directory)
     if not path.exists():
-        if rank_manifests(directory):
-            raise UserError(
-                f"cache {directory} has per-rank manifests only; merge them first "
-                "(pcmpipe.cache.manifest.merge_manifests)"
-            )
-        raise UserError(f"no cache at {directory} ({path.name} missing); run the extraction first")
+        found, instead = describe(directory)
+        if instead == POINT_AT_A_CACHE:  # something else pcmpipe wrote: how to make the expected thing comes first
+            advice = make or instead
+        else:
+            advice = instead or make or MAKE_CACHE
+        raise UserError(f"no {what} at {directory}: {found}; {advice}")
     manifest = load_manifest(path)
     if not manifest["complete"]:
         total = manifest.get("expected_rows")

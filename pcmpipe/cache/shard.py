@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from pcmpipe.atomic import atomic_path
+from pcmpipe.errors import file_errors
 
 if TYPE_CHECKING:
     import ctypes
@@ -76,8 +77,11 @@ def sha256_file(path: Path) -> str:
 def write_shard(
     path: Path, fmt: str, schema: ShardSchema, columns: dict[str, np.ndarray], features: dict[str, np.ndarray]
 ) -> str:
-    """Write one shard atomically and return its sha256. Arrays are already validated and cast."""
-    with atomic_path(path) as tmp:
+    """Write one shard atomically and return its sha256. Arrays are already validated and cast.
+
+    A write that fails (a full disk: pyarrow's and h5py's errors carry no file name) names the shard, not its
+    temp file, so the CLI's one line says which file could not be written."""
+    with file_errors(path, "write", "cache shard"), atomic_path(path) as tmp:
         if fmt == "parquet":
             _write_parquet(tmp, schema, columns, features)
         else:

@@ -31,6 +31,18 @@ app = typer.Typer(
 err_console = Console(stderr=True)
 
 
+@app.callback()
+def _options(
+    verbose: bool = typer.Option(
+        False, "--verbose", help="also show other libraries' progress bars, warnings and logs (hidden by default)"
+    ),
+) -> None:
+    """Cross-modal coordination across many modalities: extract features, train PCMC/PCMR heads, report."""
+    from pcmpipe.cli.quiet import quiet_third_party
+
+    quiet_third_party(verbose)  # before any command imports transformers or builds a backbone
+
+
 @contextlib.contextmanager
 def _guard():
     """User errors end in one line and exit 2; KeyboardInterrupt exits 130 without a traceback."""

@@ -32,25 +32,31 @@ def import_features_cmd(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="replace an existing cache of this name with other contents"
     ),
+    lock_timeout: float | None = typer.Option(
+        None,
+        "--lock-timeout",
+        help="seconds to wait for another job writing or training on the same cache split, then stop (default: wait)",
+    ),
 ) -> None:
     """Write your own per-sample or per-class vectors as a cached modality (validated; all or nothing)."""
     with _guard():
-        from pcmpipe.cache.importer import import_features
+        from pcmpipe.cache.importer import Inputs, import_features
+        from pcmpipe.limits import check_positive
 
+        wait = True if lock_timeout is None else check_positive("--lock-timeout", lock_timeout, allow_zero=True)
+        source = Inputs(
+            npy=npy, ids=ids, parquet=parquet, id_column=id_column, vector_column=vector_column, key=key,
+            links=_csv(links) or [],
+        )  # fmt: skip
         r = import_features(
             name,
             dataset=dataset,
             split=split,
-            npy=npy,
-            ids=ids,
-            parquet=parquet,
-            id_column=id_column,
-            vector_column=vector_column,
-            key=key,
-            links=_csv(links) or [],
+            source=source,
             fmt=fmt,
             cache_root=cache_root,
             overwrite=overwrite,
+            lock_wait=wait,
         )
         what = "already imported, nothing to do" if r.skipped else f"wrote {r.rows} rows"
         typer.echo(f"{r.path}: {what} ({list(r.shape)} {r.dtype}, fingerprint {r.fingerprint[:12]})")

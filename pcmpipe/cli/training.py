@@ -94,9 +94,41 @@ def _metric_order(name: str) -> tuple:
     return (0, int(name[2:]), "") if name.startswith("r@") and name[2:].isdigit() else (1, 0, name)
 
 
+def _print_level(console, run_name: str, result: dict, level: str) -> None:
+    """One match level's table: each direction X->Y with the size of Y's gallery, and under it the score a
+    random ranking gets from that gallery (chance), so a small gallery's high recall reads as what it is."""
+    from rich.table import Table
+
+    console.print(
+        f"{run_name}: {result['dataset']} {result['split']} split, {level}-level match (percent)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    rows = {k: v for k, v in result[level].items() if "->" in k and isinstance(v, dict)}
+    chance = result.get("chance", {}).get(level, {})
+    metrics = sorted({m for v in rows.values() for m in v}, key=_metric_order)
+    table = Table()
+    table.add_column("direction")
+    table.add_column("gallery", justify="right")
+    for m in metrics:
+        table.add_column(m, justify="right")
+    for direction, vals in rows.items():
+        size = result.get("gallery", {}).get(direction.split("->")[1])
+        table.add_row(direction, "-" if size is None else str(size), *[_cell(vals, m) for m in metrics])
+        if direction in chance:
+            table.add_row("  chance", "", *[_cell(chance[direction], m) for m in metrics], style="dim")
+    console.print(table)
+
+
+def _cell(values: dict, metric: str) -> str:
+    return f"{values[metric]:.1f}" if metric in values else "-"
+
+
 @app.command("evaluate")
 def evaluate_cmd(
-    run_dir: Path = typer.Argument(..., help="a finished run directory, e.g. cache/runs/<name>"),
+    run_dir: Path = typer.Argument(
+        ..., help="a finished run directory, e.g. cache/runs/<name>, or a folder written by `pcmpipe export`"
+    ),
     match: str | None = typer.Option(
         None, "--match", help="instance or class (default: every level available)", metavar=metavar(MatchLevel)
     ),
@@ -115,7 +147,6 @@ def evaluate_cmd(
     """Score a trained run's heads on every retrieval direction and print the table."""
     with _guard():
         from rich.console import Console
-        from rich.table import Table
 
         from pcmpipe.backbones import resolve_device
         from pcmpipe.training.evaluate import evaluate_run
@@ -138,22 +169,8 @@ def evaluate_cmd(
         )
         console = Console()
         for level in ("instance", "class"):
-            if level not in result:
-                continue
-            console.print(
-                f"{run_dir.name}: {result['dataset']} {result['split']} split, {level}-level match (percent)",
-                highlight=False,
-                soft_wrap=True,
-            )
-            table = Table()
-            rows = {k: v for k, v in result[level].items() if "->" in k and isinstance(v, dict)}
-            metrics = sorted({m for v in rows.values() for m in v}, key=_metric_order)
-            table.add_column("direction")
-            for m in metrics:
-                table.add_column(m, justify="right")
-            for direction, vals in rows.items():
-                table.add_row(direction, *[f"{vals[m]:.1f}" if m in vals else "-" for m in metrics])
-            console.print(table)
+            if level in result:
+                _print_level(console, run_dir.name, result, level)
         if out is not None:
             write_json(out, result)
             typer.echo(f"wrote {out}")

@@ -59,7 +59,7 @@ class TrainingRenderer:
 
     def _start(self, event: TrainingStarted) -> None:
         self.close()
-        if not self.console.is_terminal:
+        if not self.console.is_terminal or not event.steps_reported:  # no step events: a bar would stand still
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 

@@ -14,12 +14,28 @@ RUN_HELP = "a finished run directory (cache/runs/<name>) or a folder written by 
 
 
 def _texts(text: list[str] | None, text_file: Path | None) -> list[str]:
+    from pcmpipe.textfile import read_text
+
     out = list(text or [])
     if text_file is not None:
         if not text_file.is_file():
             raise UserError(f"--text-file {text_file} does not exist")
-        out += [line.strip() for line in text_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        out += [line.strip() for line in read_text(text_file, "--text-file").splitlines() if line.strip()]
     return out
+
+
+def _check_embed_args(run_dir: Path, modality: str, out: Path, given: list[bool], **sizes) -> None:
+    """What `embed` can refuse before torch is imported (seconds): the modality, the inputs, sizes, --out."""
+    from pcmpipe.runs.outdir import check_embed_settings, check_out
+    from pcmpipe.training.run_record import modalities_of, read_record
+
+    mods = modalities_of(read_record(run_dir))
+    if modality not in mods:
+        raise UserError(f"run {run_dir.name} has no modality {modality!r}; it has {', '.join(mods)}")
+    if sum(given) != 1:
+        raise UserError("pass exactly one kind of input: files/folders, --text/--text-file, or --cache DIR")
+    check_embed_settings(**sizes)
+    check_out(out, "--out", "embeddings")
 
 
 @app.command("embed")
@@ -39,43 +55,58 @@ def embed_cmd(
         None, "--workers", help="image/audio decoding processes (default as `pcmpipe extract`; 0 = main process)"
     ),
     strict: bool = typer.Option(False, "--strict", help="stop at the first unusable input instead of skipping it"),
+    rows_per_shard: int = typer.Option(4096, "--rows-per-shard", help="rows per finished shard (the unit of resume)"),
 ) -> None:
     """Embed new inputs with a trained run (backbone + head) into a cache of normalised embeddings."""
     with _guard():
+        texts = _texts(text, text_file)
+        given = [bool(inputs), bool(texts), cache is not None]
+        sizes = {"dtype": dtype, "batch_size": batch_size, "workers": workers or 0, "rows_per_shard": rows_per_shard}
+        _check_embed_args(run_dir, modality, out, given, **sizes)
+        from rich.console import Console
+
+        from pcmpipe.cli.render import ExtractBar
         from pcmpipe.extract.runner import default_workers
         from pcmpipe.runs import load_run
         from pcmpipe.runs.embed import embed_cache_to_cache, embed_inputs_to_cache
         from pcmpipe.runs.inputs import expand_files
 
         run = load_run(run_dir)
-        texts = _texts(text, text_file)
-        given = [bool(inputs), bool(texts), cache is not None]
-        if sum(given) != 1:
-            raise UserError("pass exactly one kind of input: files/folders, --text/--text-file, or --cache DIR")
-        if cache is not None:
-            result = embed_cache_to_cache(run, modality, cache, out, dtype=dtype)
-        else:
-            kind = run.kind(modality)
-            if texts and kind != "text":
-                raise UserError(f"modality {modality} takes {kind or 'vector'} inputs, not --text")
-            if inputs and kind not in ("image", "audio"):
-                raise UserError(
-                    f"modality {modality} takes {kind or 'vector'} inputs, not files; use --text or --cache"
+        with ExtractBar(Console(stderr=True)) as bar:
+
+            def progress(done: int, total: int) -> None:
+                bar(f"embed {modality}", done, total)
+
+            if cache is not None:
+                result = embed_cache_to_cache(
+                    run, modality, cache, out, dtype=dtype, rows_per_shard=rows_per_shard, progress=progress
                 )
-            items = texts if texts else [str(p) for p in expand_files(inputs or [], str(kind))]
-            result = embed_inputs_to_cache(
-                run,
-                modality,
-                items,
-                out,
-                dtype=dtype,
-                batch_size=batch_size,
-                strict=strict,
-                workers=default_workers("cpu") if workers is None else workers,
-            )
-        for rid, reason in result["skipped"].items():
-            err_console.print(f"[yellow]skipped {rid}: {reason}[/]", highlight=False, soft_wrap=True)
-        typer.echo(f"wrote {result['rows']} {modality} embeddings ({dtype}) to {result['out']}")
+            else:
+                kind = run.kind(modality)
+                if texts and kind != "text":
+                    raise UserError(f"modality {modality} takes {kind or 'vector'} inputs, not --text")
+                if inputs and kind not in ("image", "audio"):
+                    raise UserError(
+                        f"modality {modality} takes {kind or 'vector'} inputs, not files; use --text or --cache"
+                    )
+                items = texts if texts else [str(p) for p in expand_files(inputs or [], str(kind))]
+                result = embed_inputs_to_cache(
+                    run, modality, items, out, dtype=dtype, batch_size=batch_size, strict=strict,
+                    workers=default_workers("cpu") if workers is None else workers, rows_per_shard=rows_per_shard,
+                    progress=progress,
+                )  # fmt: skip
+        _report_embed(result, modality, dtype)
+
+
+def _report_embed(result: dict, modality: str, dtype: str) -> None:
+    for rid, reason in result["skipped"].items():
+        err_console.print(f"[yellow]skipped {rid}: {reason}[/]", highlight=False, soft_wrap=True)
+    if result["replaced"]:
+        err_console.print(f"[yellow]rebuilt {result['out']}: {result['replaced']}[/]", highlight=False, soft_wrap=True)
+    if result["reused"]:
+        typer.echo(f"{result['out']} already holds these {result['rows']} {modality} embeddings; nothing to do")
+        return
+    typer.echo(f"wrote {result['rows']} {modality} embeddings ({dtype}) to {result['out']}")
 
 
 @app.command("index")
@@ -83,74 +114,130 @@ def index_cmd(
     emb_dir: Path = typer.Argument(..., help="an embeddings cache written by `pcmpipe embed`"),
     out: Path | None = typer.Option(None, "--out", help="index folder (default: <EMB_DIR>.index beside it)"),
     kind: str = typer.Option("flat", "--kind", help="flat (exact), ivf or ivfpq", metavar="<flat|ivf|ivfpq>"),
-    nlist: int | None = typer.Option(None, "--nlist", help="ivf/ivfpq: k-means cells (default ~4 sqrt(N))"),
-    nprobe: int = typer.Option(8, "--nprobe", help="ivf/ivfpq: cells visited per query"),
-    pq_m: int = typer.Option(16, "--pq-m", help="ivfpq: bytes per vector (divides the dimension)"),
+    nlist: int | None = typer.Option(
+        None, "--nlist", help="ivf/ivfpq: k-means cells, 1 to N (default ~4 sqrt(N), at most N/39)"
+    ),
+    nprobe: int | None = typer.Option(
+        None, "--nprobe", help="ivf/ivfpq: cells visited per query, 1 to nlist (default min(8, nlist))"
+    ),
+    pq_m: int | None = typer.Option(
+        None, "--pq-m", help="ivfpq: bytes per vector, a divisor of the dimension (default: the largest up to 16)"
+    ),
 ) -> None:
-    """Build a FAISS index (inner product on normalised vectors) over one modality's embeddings."""
+    """Build an index (inner product on normalised vectors) over one modality's embeddings."""
     with _guard():
+        from pcmpipe.index.folder import check_output
+        from pcmpipe.index.params import check_flags, fit_params
+
+        check_flags(kind, nlist, nprobe, pq_m)
+        _embeddings_dir(emb_dir)
+        target = check_output(out if out is not None else emb_dir.with_name(emb_dir.name + ".index"))
         from pcmpipe.cache import open_cache
-        from pcmpipe.index import build_index, save_index
+        from pcmpipe.runs.gallery import check_named
 
         reader = open_cache(emb_dir)
         if "embedding" not in reader.feature_names:
             raise UserError(f"{emb_dir} holds features, not embeddings; make them with `pcmpipe embed`")
+        check_named(f"embeddings cache {emb_dir}", reader.meta, None, None)
+        shape = reader.shapes["embedding"]
+        params = fit_params(kind, reader.num_rows, shape[0] if len(shape) == 1 else 0, nlist, nprobe, pq_m)
+        for note in params.advice:
+            err_console.print(f"[yellow]note: {note}[/]", highlight=False, soft_wrap=True)
+        from pcmpipe.index import build_index, save_index
+
         cols, feats = reader.read(["embedding"])
-        index = build_index(feats["embedding"], kind, nlist=nlist, pq_m=pq_m)
-        if hasattr(index, "nprobe"):
-            index.nprobe = nprobe
-        target = out if out is not None else emb_dir.with_name(emb_dir.name + ".index")
-        meta: dict = {
-            "kind": kind,
-            "source": str(emb_dir),
-            "source_fingerprint": reader.fingerprint,
-            "meta": reader.meta,
-        }
-        if hasattr(index, "nprobe"):
-            meta.update(nlist=int(index.nlist), nprobe=nprobe)
-        save_index(target, index, cols["id"], meta)
+        index = build_index(feats["embedding"], kind, nlist=params.nlist, nprobe=params.nprobe, pq_m=params.pq_m)
+        meta: dict = {"kind": kind, "source": str(emb_dir), "source_fingerprint": reader.fingerprint}
+        if params.pq_m is not None:
+            meta["pq_m"] = params.pq_m
+        save_index(target, index, cols["id"], {**meta, "meta": reader.meta})
         typer.echo(f"indexed {len(cols['id'])} embeddings ({kind}) into {target}")
+
+
+def _embeddings_dir(path: Path) -> None:
+    """What EMB_DIR is when it is not an embeddings cache, and what to pass instead (no heavy import)."""
+    from pcmpipe.runs.gallery import folder_kind
+
+    found = folder_kind(path, "an embeddings cache (the --out of `pcmpipe embed`)")
+    if found == "index":
+        raise UserError(
+            f"{path} is an index folder already; search it with `pcmpipe search RUN --gallery {path}`, "
+            "or index the embeddings cache it was built from"
+        )
+    if found == "run":
+        raise UserError(
+            f"{path} is a run directory, not embeddings; embed rows with it first (`pcmpipe embed {path} "
+            "--modality M ... --out DIR`), then `pcmpipe index DIR`"
+        )
 
 
 @app.command("search")
 def search_cmd(
     run_dir: Path = typer.Argument(..., help=RUN_HELP),
     query: str | None = typer.Option(None, "--query", help="a text, or an image/audio file of the --from modality"),
-    query_id: str | None = typer.Option(None, "--query-id", help="a row id of the run's stored --from embeddings"),
+    query_id: str | None = typer.Option(
+        None, "--query-id", help="a row id of the run's stored --from embeddings (its test split)"
+    ),
     from_: str = typer.Option(..., "--from", help="the query's modality, e.g. T"),
     to: str = typer.Option(..., "--to", help="the modality to search, e.g. I"),
     k: int = typer.Option(10, "-k", "--k", help="how many results"),
     gallery: Path | None = typer.Option(
-        None, "--gallery", help="an embeddings cache (`pcmpipe embed`) or index folder (`pcmpipe index`) of --to"
+        None,
+        "--gallery",
+        help="an embeddings cache (`pcmpipe embed`) or index folder (`pcmpipe index`) of --to, embedded by this run "
+        "(default: the run's stored test embeddings)",
     ),
     as_json: bool = typer.Option(False, "--json", help="print JSON (for scripts) instead of a table"),
 ) -> None:
     """Search from any of a run's modalities to any other; prints ids and cosine scores."""
     with _guard():
-        from pcmpipe.runs import load_run
-        from pcmpipe.runs.loaded import search_gallery
+        # every check that needs no torch comes first: a wrong name is answered in a fraction of a second
+        from pcmpipe.runs.gallery import gallery_kind, read_run_record, search_gallery, stored_embedding
 
         if (query is None) == (query_id is None):
             raise UserError("pass one of --query (text or file) or --query-id (a stored row id)")
-        run = load_run(run_dir)
-        if query_id is not None:
-            q = run.embedding_of(from_, query_id)
+        if k < 1:
+            raise UserError(f"-k must be at least 1, got {k}")
+        record = read_run_record(run_dir)
+        record.check_modality(from_, "--from")
+        record.check_modality(to, "--to")
+        if gallery is not None:
+            gallery_kind(gallery)
+        if query_id is not None:  # a stored row: no backbone, no heads
+            hits = search_gallery(record, to, stored_embedding(record, from_, query_id), k, gallery)[0]
         else:
-            q = run.embed(from_, [str(query)])
-        hits = search_gallery(run, to, q, k, gallery)[0]
+            from pcmpipe.runs import load_run
+
+            run = load_run(run_dir)
+            hits = search_gallery(run, to, run.embed(from_, [str(query)]), k, gallery)[0]
         if as_json:
             typer.echo(json.dumps([{"id": i, "score": s} for i, s in hits]))
             return
-        from rich.console import Console
-        from rich.table import Table
+        _print_hits(
+            hits, f"{from_} -> {to}: {query if query is not None else query_id}", _searched(record, to, gallery)
+        )
 
-        table = Table(title=f"{from_} -> {to}: {query if query is not None else query_id}")
-        table.add_column("rank", justify="right")
-        table.add_column("id")
-        table.add_column("score", justify="right")
-        for rank, (rid, score) in enumerate(hits, 1):
-            table.add_row(str(rank), rid, f"{score:.4f}")
-        Console().print(table)
+
+def _searched(record, to: str, gallery: Path | None) -> str:
+    """The line under the results that says what was searched."""
+    if gallery is not None:
+        return f"searched {to} gallery {gallery}"
+    return f"searched the {to} embeddings of the {record.split_test} split stored in {record.path.name}"
+
+
+def _print_hits(hits: list[tuple[str, float]], title: str, caption: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("rank", justify="right")
+    table.add_column("id")
+    table.add_column("score", justify="right")
+    for rank, (rid, score) in enumerate(hits, 1):
+        table.add_row(str(rank), rid, f"{score:.4f}")
+    console = Console()
+    console.print(table)
+    console.print(caption, style="dim", highlight=False, soft_wrap=True)
 
 
 @app.command("export")
@@ -162,4 +249,8 @@ def export_cmd(
     with _guard():
         from pcmpipe.runs.export import export_run
 
-        typer.echo(f"exported {run_dir.name} to {export_run(run_dir, out)}")
+        result = export_run(run_dir, out)
+        if result.reused:
+            typer.echo(f"{out} already holds this export of {run_dir.name}; nothing to do")
+            return
+        typer.echo(f"exported {run_dir.name} to {result.out}")

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal, get_args
 from pydantic import Field, field_validator, model_validator
 
 from pcmpipe.config.base import Settings
+from pcmpipe.config.bounds import check_sizes
 from pcmpipe.limits import max_threads
 
 Loss = Literal["pcmc", "pcmr"]
@@ -40,6 +41,20 @@ DEFAULT_BATCH_SIZE = 128
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 NAME_RE = re.compile(NAME_PATTERN)
 MODALITY_RE = re.compile(r"^[A-Za-z0-9_-]+$")  # no ".": modality names key nn.ModuleDict entries
+# Entries of a runs root that start with these are pcmpipe's own, not runs: `.tmp-<name>` (a run in progress),
+# `.damaged-<name>`, `.<name>.lock`, `_pipelines/`. A run named `.tmp-x` would be taken for run x's temp folder.
+RESERVED_RUN_PREFIXES = (".", "_")
+
+
+def run_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a run directory, or None: a reserved first character, or `.`/`..`."""
+    if name.startswith(RESERVED_RUN_PREFIXES):
+        return (
+            f"run name {name!r} starts with {name[0]!r}, which marks pcmpipe's own entries under a runs root "
+            "(.tmp-<name>, .damaged-<name>, .<name>.lock, _pipelines); start it with a letter or digit"
+        )
+    return None
+
 
 # Fields that do not change the numbers a run produces; left out of the fingerprint so that renaming a
 # run or moving where runs are written does not make a finished run look different.
@@ -168,6 +183,14 @@ class TrainConfig(Settings):
             raise ValueError(f"--threads must be <= {most} (4 per CPU core of this machine), got {value}")
         return value
 
+    @field_validator("name")
+    @classmethod
+    def _name_not_reserved(cls, value: str | None) -> str | None:
+        problem = None if value is None else run_name_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
     @model_validator(mode="before")
     @classmethod
     def _recorded_before_new_settings(cls, data: Any) -> Any:
@@ -201,6 +224,12 @@ class TrainConfig(Settings):
     def _check_scale(self) -> TrainConfig:
         if not self.logit_scale_init <= self.logit_scale_max:
             raise ValueError("the logit scale init must be in (0, logit_scale_max]")
+        return self
+
+    @model_validator(mode="after")
+    def _fits_the_machine(self) -> TrainConfig:
+        """Settings that size memory, processes or output, bounded before any work (pcmpipe.config.bounds)."""
+        check_sizes(self, self.flags)
         return self
 
     # ---- derived values ----

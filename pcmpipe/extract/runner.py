@@ -30,17 +30,20 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+import torch
+
 from pcmpipe import distributed as D
 from pcmpipe.augment.views import VIEWS_FEATURE, ViewSpec
 from pcmpipe.backbones import Backbone, create_backbone, resolve_device
 from pcmpipe.backbones.hubert import HubertBackbone
-from pcmpipe.cache.layout import manifest_in
+from pcmpipe.cache.layout import check_name, manifest_in, refuse_link
 from pcmpipe.cache.lock import exclusive
 from pcmpipe.cache.manifest import hide_legacy_names, load_manifest
 from pcmpipe.cache.writer import FORMATS, ShardWriter
 from pcmpipe.datasets import SPLITS, open_dataset
 from pcmpipe.datasets.synthetic import SYNTHETIC_MARKER
 from pcmpipe.errors import UserError
+from pcmpipe.extract import bounds
 from pcmpipe.extract.batching import PaddingMeter
 from pcmpipe.extract.plan import FEATURE, SplitSpec, choose_backbone, compare, split_spec, split_views
 from pcmpipe.extract.record_source import RecordSource, record_source
@@ -124,23 +127,19 @@ def extract(
     """
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if batch_size < 1 or rows_per_shard < 1:
-        raise UserError("--batch-size and rows per shard must be at least 1")
-    if limit is not None and limit < 1:
-        raise UserError(f"--limit must be at least 1, got {limit}")
-    if max_padding is not None and not 0.0 <= max_padding < 1.0:
-        raise UserError(f"--max-padding must be a fraction in [0, 1), e.g. 0.05, got {max_padding}")
     if dtype not in STORED_DTYPES:
         raise UserError(f"--dtype must be one of {', '.join(STORED_DTYPES)}, got {dtype!r}")
-    if views < 0:
-        raise UserError(f"--views must be 0 (clean features only) or more, got {views}")
-    if workers is not None and workers < 0:
-        raise UserError(f"--workers must be 0 (decode in the main process) or more, got {workers}")
+    bounds.check_settings(
+        batch_size=batch_size, workers=workers, rows_per_shard=rows_per_shard, limit=limit, views=views,
+        max_padding=max_padding, lock_wait=lock_wait,
+    )  # fmt: skip
     ds = open_dataset(dataset, root, **dict(dataset_options or {}))
     modalities = list(modalities or ds.modalities)
     splits = list(splits or SPLITS)
+    check_name("dataset", ds.name)  # the cache tree's reserved names ("runs", hidden names), before any work
     for m in modalities:
         ds.key(m)  # UserError naming the dataset's modalities
+        check_name("modality", m)
     for s in splits:
         if s not in SPLITS:
             raise UserError(f"unknown split {s!r}; choose from {', '.join(SPLITS)}")
@@ -151,16 +150,12 @@ def extract(
     kinds = {m: ds.kind(m) for m in modalities}
     choice = {m: choose_backbone(m, k, backbones or {}, weights or {}) for m, k in kinds.items() if k is not None}
     summary = ExtractSummary(dataset, str(cache_root), str(dev))
-    models: dict[tuple[str, str, str], Backbone] = {}
+    models = _backbones(modalities, splits, choice, kinds, dev, views=views, batch_size=batch_size,
+                        workers=workers, rows_per_shard=rows_per_shard)  # fmt: skip
     report = progress if progress is not None and dist.is_main else _silent
     for m in modalities:
         for split in splits:
-            backbone = None
-            if m in choice:
-                if choice[m] not in models:  # T and P share one text tower
-                    name, w, kind = choice[m]
-                    models[choice[m]] = create_backbone(name, w, device=dev, kind=kind)
-                backbone = models[choice[m]]
+            backbone = models[choice[m]] if m in choice else None
             part = _extract_part(
                 ds,
                 m,
@@ -184,6 +179,35 @@ def extract(
             )
             summary.parts.append(part)
     return summary
+
+
+def _backbones(
+    modalities: list[str],
+    splits: list[str],
+    choice: dict[str, tuple[str, str, str]],
+    kinds: dict[str, str | None],
+    dev: str | torch.device,
+    **sizes: int,
+) -> dict[tuple[str, str, str], Backbone]:
+    """Every backbone the run needs (T and P share one text tower), each checked against this machine's memory
+    with the settings it runs with, before any split is read (`bounds.check_memory_use`)."""
+    models: dict[tuple[str, str, str], Backbone] = {}
+    for m in modalities:
+        if m not in choice:
+            continue
+        if choice[m] not in models:
+            name, w, kind = choice[m]
+            models[choice[m]] = create_backbone(name, w, device=dev, kind=kind)
+        views = sizes["views"]
+        k = max((v.k for s in splits if (v := split_views(views, 0, m, kinds[m], s)) is not None), default=0)
+        bounds.check_memory_use(
+            models[choice[m]],
+            views=k,
+            batch_size=sizes["batch_size"],
+            workers=sizes["workers"],
+            rows_per_shard=sizes["rows_per_shard"],
+        )
+    return models
 
 
 def _silent(task: str, done: int, total: int) -> None:
@@ -220,6 +244,8 @@ def _extract_part(
         options=dataset_options, dtype=dtype, listing=source.listing, views=views,
     )  # fmt: skip
     name = backbone.name if backbone is not None else "vectors"
+    if source.rows:  # a streamed dataset does not know its rows before reading them
+        bounds.check_disk(spec.directory, source.rows, spec.features, f"cache {ds.name}/{m}/{split}")
     with contextlib.ExitStack() as held:
         if D.is_main():  # one lock per split; the other ranks wait for rank 0's verdict below
             held.enter_context(exclusive(spec.directory, f"cache {ds.name}/{m}/{split}", wait=lock_wait))
@@ -260,6 +286,7 @@ def _write_part(
         if plan.action == "refuse" and not overwrite:
             problem = f"{plan.reason}; use another --cache-root or --overwrite to rebuild it"
         elif plan.action in ("rebuild", "refuse"):  # refuse with overwrite: the user asked for a fresh cache
+            refuse_link(directory, "extract (rebuilding a split)")
             shutil.rmtree(directory)  # the lock file lies beside the directory: the lock stays held
             rebuilt = plan.reason if plan.action == "rebuild" else ""
     problem = D.gather_objects(problem)[0]  # also the barrier after a deletion

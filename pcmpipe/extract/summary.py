@@ -13,7 +13,7 @@ from pathlib import Path
 from pcmpipe.atomic import write_lines
 from pcmpipe.cache.layout import ERRORS as ERRORS_FILE
 from pcmpipe.cache.layout import errors_in
-from pcmpipe.errors import UserError
+from pcmpipe.errors import UserError, file_errors
 
 # progress(task, done, total): items of one (dataset, modality, split) done so far, out of total
 ExtractProgress = Callable[[str, int, int], None]
@@ -63,7 +63,8 @@ class ExtractSummary:
 def write_errors(directory: Path, errors: list[dict]) -> Path:
     """Replace `directory/.errors.jsonl` (one JSON object per skipped input) atomically; returns its path."""
     path = directory / ERRORS_FILE
-    write_lines(path, errors, sort_keys=True)
+    with file_errors(path, "write", "errors file"):  # a full disk names this file, not "a file"
+        write_lines(path, errors, sort_keys=True)
     return path
 
 
@@ -74,7 +75,7 @@ def read_errors(directory: Path) -> list[dict]:
         return []
     try:
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: a line nested 10^5 levels deep
         raise UserError(
             f"errors file {path} is damaged ({type(e).__name__}); rerun the extraction with --overwrite"
         ) from e

@@ -101,7 +101,6 @@ def demo_pipeline(data_root: Path, cache_root: Path, fast: bool = False) -> dict
             "lr": 1e-3,
             "weight_decay": 0.2,
             "seed": 0,
-            "progress": False,
             "cache_root": str(cache_root),
             "runs_root": str(runs_root(cache_root)),
         },

@@ -7,13 +7,13 @@ untrained_metrics.json, metrics.jsonl, zeroshot.json, enrichment.json) or from t
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pcmpipe import readback
 from pcmpipe.errors import UserError
-from pcmpipe.training.rundir import COMPLETE_MARKER, read_metrics
+from pcmpipe.training.rundir import COMPLETE_MARKER, MAX_RUN_FILE, read_metrics
 
 PIPELINE_RECORDS = "_pipelines"
 
@@ -21,14 +21,17 @@ PIPELINE_RECORDS = "_pipelines"
 def _read(path: Path, problems: list[str] | None = None) -> Any | None:
     """A JSON file, or None when absent or unreadable; an unreadable one that exists is noted in `problems`
     (one line naming it), so the report says why a value is missing instead of dropping it silently."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not path.is_file():
         return None
-    except (OSError, ValueError, RecursionError) as e:  # RecursionError: nested 10^5 deep
+    try:
+        return readback.read_json(path, "file", max_bytes=MAX_RUN_FILE)  # bounded size and nesting
+    except OSError as e:
         if problems is not None:
             problems.append(f"{path} is damaged ({type(e).__name__}); its values are shown as missing")
-        return None
+    except UserError as e:
+        if problems is not None:
+            problems.append(f"{e}; its values are shown as missing")
+    return None
 
 
 @dataclass

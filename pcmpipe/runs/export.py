@@ -9,21 +9,28 @@
     DIR/embeddings/           the run's test embeddings (a gallery to search without any cache)
     DIR/<kind>_backbone.safetensors   fine-tuned towers, when the run unfroze any
 
-`load_run(DIR)` reads it back, so `pcmpipe embed DIR ...` and `pcmpipe search DIR ...` work on it with no cache
-and no network (the backbones are rebuilt from their names and weights strings).
+The folder is built beside DIR and renamed into place when whole: a kill or a full disk never leaves half an
+export, and rerunning the command finishes it. `load_run(DIR)` reads it back, so `pcmpipe embed DIR ...` and
+`pcmpipe search DIR ...` work on it with no cache and no network (the backbones are rebuilt from their names
+and weights strings, which name only known weights or files inside DIR).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from pcmpipe import atomic
-from pcmpipe.errors import UserError
-from pcmpipe.runs.loaded import EXPORT_KIND, load_run
+from pcmpipe.cache.lock import exclusive
+from pcmpipe.errors import UserError, file_errors
+from pcmpipe.runs.loaded import load_run
+from pcmpipe.runs.outdir import check_out, is_empty_dir, remove, swap_in, temp_for
 from pcmpipe.training import rundir
+from pcmpipe.training.run_record import EXPORT_KIND, ExportRecord, read_record
 from pcmpipe.version import __version__
 
 
@@ -116,23 +123,58 @@ def model_card(config: dict, metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def export_run(run_dir: str | Path, out: str | Path) -> Path:
-    """Write the export folder `out` (new or empty) for the finished run `run_dir`; returns `out`."""
-    run_dir, out = Path(run_dir), Path(out)
-    run = load_run(run_dir)
-    if run.record.get("kind") == EXPORT_KIND:
-        raise UserError(f"{run_dir} is already an exported run; copy the folder instead")
-    if out.exists() and any(out.iterdir()):
+@dataclass(frozen=True)
+class Exported:
+    """What `export_run` did: the folder, and whether it already held this export (nothing written)."""
+
+    out: Path
+    reused: bool = False
+
+
+def _holds_this_export(out: Path, config: dict) -> bool:
+    """True when `out` is a whole export with this `config`: its config.json is the one this export writes,
+    and its heads and embeddings match their checksums. Any other non-empty folder is refused; an export of the
+    same run that was edited or damaged is rebuilt."""
+    if not out.is_dir() or is_empty_dir(out):
+        return False
+    try:
+        rec = read_record(out)
+    except UserError:
+        rec = None
+    if not isinstance(rec, ExportRecord) or rec.fingerprint != config["fingerprint"]:
         raise UserError(f"{out} is not empty; export into a new or empty directory")
-    out.mkdir(parents=True, exist_ok=True)
-    backbones = {}
-    for m, bb in run.backbones.items():
-        if bb is not None and Path(str(bb["weights"])).is_file() and Path(bb["weights"]).parent == run_dir:
-            # a fine-tuned tower: ship its weights and name them relative to the folder
-            shutil.copy2(bb["weights"], out / Path(bb["weights"]).name)
-            bb = {**bb, "weights": Path(bb["weights"]).name}
-        backbones[m] = bb
-    config = {
+    try:
+        if rundir.read_json(out / "config.json") != json.loads(json.dumps(config)):
+            return False
+        load_run(out)
+        if (out / "embeddings").is_dir():
+            rundir.load_embeddings(out)
+        return True
+    except UserError:
+        return False
+
+
+def _copy(src: Path, dest: Path, final: Path) -> None:
+    """Copy one file (or a flat folder's files) into the export being built; a failed write names the file's
+    final place, not the temp folder (shutil names both ends of a failed copy)."""
+    if src.is_dir():
+        dest.mkdir()
+        for f in sorted(src.iterdir()):
+            _copy(f, dest / f.name, final / f.name)
+        return
+    try:
+        shutil.copy2(src, dest)
+    except OSError as e:
+        if e.errno is None:
+            raise
+        raise OSError(e.errno, e.strerror, str(final)) from None
+
+
+def _config(run, run_dir: Path) -> dict:
+    towers = _towers(run, run_dir)
+    # a fine-tuned tower's weights are named relative to the folder
+    backbones = {m: {**bb, "weights": towers[m].name} if m in towers else bb for m, bb in run.backbones.items()}
+    return {
         "kind": EXPORT_KIND,
         "run": run_dir.name,
         "modalities": run.modalities,
@@ -148,11 +190,58 @@ def export_run(run_dir: str | Path, out: str | Path) -> Path:
         },
         "pcmpipe_version": __version__,
     }
-    shutil.copy2(run_dir / "heads.safetensors", out / "heads.safetensors")
+
+
+def _towers(run, run_dir: Path) -> dict[str, Path]:
+    """modality -> weights file of each tower fine-tuning unfroze (shipped in the export)."""
+    return {
+        m: Path(bb["weights"])
+        for m, bb in run.backbones.items()
+        if bb is not None and Path(str(bb["weights"])).is_file() and Path(bb["weights"]).parent == run_dir
+    }
+
+
+def _write(run, run_dir: Path, out: Path, tmp: Path, config: dict) -> None:
+    """Every file of the export into `tmp` (which becomes `out`); config.json last."""
+    for src in _towers(run, run_dir).values():
+        _copy(src, tmp / src.name, out / src.name)
+    _copy(run_dir / "heads.safetensors", tmp / "heads.safetensors", out / "heads.safetensors")
     metrics = rundir.read_json(run_dir / rundir.COMPLETE_MARKER)
-    atomic.write_json(out / rundir.COMPLETE_MARKER, metrics)
     if (run_dir / "embeddings").is_dir():
-        shutil.copytree(run_dir / "embeddings", out / "embeddings")
-    atomic.write_text(out / "README.md", model_card(config, metrics))
-    atomic.write_json(out / "config.json", config)  # last: a folder with config.json is a whole export
-    return out
+        _copy(run_dir / "embeddings", tmp / "embeddings", out / "embeddings")
+    for name, write in (
+        (rundir.COMPLETE_MARKER, lambda path: atomic.write_json(path, metrics)),
+        ("README.md", lambda path: atomic.write_text(path, model_card(config, metrics))),
+        ("config.json", lambda path: atomic.write_json(path, config)),
+    ):
+        with file_errors(out / name, "write", "export file"):
+            write(tmp / name)
+
+
+def export_run(run_dir: str | Path, out: str | Path) -> Exported:
+    """Write the export folder `out` (new or empty) for the finished run `run_dir`.
+
+    The folder is built in `.<out>.export-tmp` beside it and renamed into place at the end (runs/outdir), under
+    a lock on `out`: a full disk or a kill leaves `out` as it was, and the rerun starts the export again. A
+    rerun onto a whole export of the same run writes nothing (`reused`)."""
+    run_dir, out = Path(run_dir), Path(out)
+    run = load_run(run_dir)
+    if run.record.get("kind") == EXPORT_KIND:
+        raise UserError(f"{run_dir} is already an exported run; copy the folder instead")
+    check_out(out, "export folder", "export")
+    config = _config(run, run_dir)
+    with exclusive(out, f"export {out}", wait=True):
+        check_out(out, "export folder", "export")
+        if _holds_this_export(out, config):
+            return Exported(out, reused=True)
+        tmp = temp_for(out, "export")
+        if tmp.exists() or tmp.is_symlink():
+            remove(tmp)  # a killed export's: nothing in it is trusted
+        tmp.mkdir(parents=True)
+        try:
+            _write(run, run_dir, out, tmp, config)
+            swap_in(tmp, out)
+        finally:
+            if tmp.exists():
+                remove(tmp)
+    return Exported(out)

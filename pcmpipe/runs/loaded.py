@@ -3,32 +3,40 @@
 A run knows, per modality, its trained head and the backbone its features came from: the backbone name and
 weights are read from the manifests of the caches the run was trained on (`config.json` records them), or, for an
 exported folder, from its `config.json`. The backbone is built lazily on the first raw input, and checked against
-the weights checksum the cache recorded, so a run never silently embeds with other weights.
+the weights checksum the cache recorded, so a run never silently embeds with other weights. A feature cache
+passed to `embed --cache` must come from the same backbone and weights (`Run.expects`).
+
+config.json is read through `pcmpipe.training.run_record` (bounded, validated: a damaged or crafted file is one
+line), and a weights string is only ever a known weights name or, in an export, a file inside the export.
 
 Embeddings are the heads' outputs L2-normalised: the cosine the losses trained, as inner products.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from pcmpipe.backbones import Backbone, backbone_kind, create_backbone
-from pcmpipe.cache import cache_dir, open_cache
+from pcmpipe.cache import cache_dir
 from pcmpipe.cache.layout import manifest_in
 from pcmpipe.cache.manifest import load_manifest
-from pcmpipe.errors import UserError
+from pcmpipe.errors import UserError, file_errors
 from pcmpipe.heads import ProjectionHead
 from pcmpipe.index import EmbeddingIndex, normalise
+from pcmpipe.limits import check_int, check_workers
+from pcmpipe.runs.gallery import open_gallery, search_gallery, stored_embedding, stored_gallery  # noqa: F401
 from pcmpipe.runs.inputs import encode_inputs
+from pcmpipe.runs.outdir import MAX_BATCH_SIZE
 from pcmpipe.training import rundir
+from pcmpipe.training.run_record import EXPORT_KIND, ExportRecord, LiveTower, RunRecord, read_record, settings_of
 
-EXPORT_KIND = "pcmpipe-heads"  # config.json "kind" of an exported folder
+__all__ = ["EXPORT_KIND", "Run", "load_run"]
 # Keys of a backbone record: enough to rebuild it and to check it is the one the features came from.
 BACKBONE_KEYS = ("backbone", "weights", "weights_sha256")
 
@@ -64,6 +72,16 @@ class Run:
         self._check_modality(modality)
         bb = self.backbones.get(modality)
         return backbone_kind(bb["backbone"]) if bb else None
+
+    def expects(self, modality: str) -> dict[str, str]:
+        """What a feature cache's meta must record for its rows to go through this modality's head: the backbone
+        and weights checksum where the run has a backbone (a fine-tuned tower's own checksum included), else
+        the modality's name (vectors: imported, attributes, synthetic)."""
+        self._check_modality(modality)
+        spec = self.backbones.get(modality)
+        if spec is None:
+            return {"modality": modality}
+        return {k: str(spec[k]) for k in ("backbone", "weights_sha256") if spec.get(k)}
 
     def backbone(self, modality: str, device: str | torch.device = "cpu") -> Backbone:
         """The backbone that made this modality's features (built once, checked against the recorded weights)."""
@@ -131,6 +149,8 @@ class Run:
         positions (0, 1, ...); file ids to file stems. workers: image/audio decoding processes (0: this one)."""
         if isinstance(inputs, str | Path):
             raise TypeError("inputs is a list of texts or paths, not one string")
+        check_int("batch_size", batch_size, low=1, high=MAX_BATCH_SIZE, why="inputs per forward pass")
+        check_workers("workers", workers)
         bb = self.backbone(modality)
         if ids is None and bb.modality_kind == "text":
             ids = [str(i) for i in range(len(inputs))]
@@ -141,25 +161,19 @@ class Run:
         return emb.ids, emb.features, emb.skipped
 
     # ---- galleries and search ----
+    @property
+    def split_test(self) -> str:
+        """The split whose embeddings the run stored (what `gallery` searches by default)."""
+        return str(self.config.get("split_test", "test"))
+
     def gallery(self, modality: str) -> tuple[np.ndarray, np.ndarray]:
         """(ids, normalised embeddings) the run stored for its test split (`embeddings/<m>.safetensors`)."""
         self._check_modality(modality)
-        folder = self.path / "embeddings"
-        if not (folder / f"{modality}.safetensors").is_file():
-            raise UserError(
-                f"{self.path} stores no {modality} embeddings to search; embed a gallery with "
-                f"`pcmpipe embed {self.path} --modality {modality} ... --out DIR` and pass --gallery DIR"
-            )
-        emb = rundir.load_embeddings(self.path)[modality]
-        return np.asarray(emb.columns["id"], dtype=str), normalise(emb.embedding.numpy())
+        return stored_gallery(self.path, modality, self.split_test)
 
     def embedding_of(self, modality: str, row_id: str) -> np.ndarray:
         """The stored test embedding [1, dim] of one row (a cached id) of the run."""
-        ids, emb = self.gallery(modality)
-        hit = np.flatnonzero(ids == str(row_id))
-        if not hit.size:
-            raise UserError(f"no {modality} row with id {row_id!r} among the {len(ids)} stored in {self.path.name}")
-        return emb[hit[:1]]
+        return stored_embedding(self, modality, row_id)
 
     def search(
         self,
@@ -186,99 +200,102 @@ def heads_dim(heads: torch.nn.ModuleDict) -> int:
     return head.dim
 
 
-def search_gallery(
-    run: Run, to: str, queries: np.ndarray, k: int, gallery: Any = None
-) -> list[list[tuple[str, float]]]:
-    """Top-k (id, score) per query row against a gallery (see Run.search); normalised queries [Q, dim]."""
-    if k < 1:
-        raise UserError("-k must be at least 1")
-    if isinstance(gallery, str | Path):
-        gallery = open_gallery(gallery, run.dim)
-    if isinstance(gallery, EmbeddingIndex):
-        ids, scores = gallery.search(queries, k)
-        return [[(str(i), float(s)) for i, s in zip(ri, rs) if i != ""] for ri, rs in zip(ids, scores)]
-    g_ids, g_emb = gallery if gallery is not None else run.gallery(to)
-    if g_emb.shape[1] != queries.shape[1]:
-        raise UserError(f"gallery vectors have {g_emb.shape[1]} dimensions, the run's embeddings {queries.shape[1]}")
-    sim = torch.as_tensor(normalise(queries)) @ torch.as_tensor(normalise(g_emb)).T
-    top = torch.topk(sim, min(k, sim.shape[1]), dim=1)
-    g_ids = np.asarray(g_ids, dtype=str)
-    return [
-        [(str(g_ids[j]), float(s)) for j, s in zip(rows.tolist(), vals.tolist())]
-        for rows, vals in zip(top.indices, top.values)
-    ]
-
-
-def open_gallery(path: str | Path, dim: int | None = None) -> EmbeddingIndex | tuple[np.ndarray, np.ndarray]:
-    """A folder from `pcmpipe index` (-> EmbeddingIndex) or `pcmpipe embed` (-> (ids, normalised vectors))."""
-    from pcmpipe.index import open_index
-    from pcmpipe.index.store import INDEX_FILE
-
-    path = Path(path)
-    if (path / INDEX_FILE).is_file():
-        return open_index(path)
-    reader = open_cache(path, verify=False)
-    if "embedding" not in reader.feature_names:
-        raise UserError(f"{path} is a feature cache, not embeddings; make one with `pcmpipe embed RUN ... --out DIR`")
-    cols, feats = reader.read(["embedding"])
-    emb = feats["embedding"].astype(np.float32)
-    if dim is not None and emb.shape[1] != dim:
-        raise UserError(f"embeddings in {path} have {emb.shape[1]} dimensions, the run's {dim}")
-    return np.asarray(cols["id"], dtype=str), normalise(emb)
-
-
 # ---- loading ----
-def _cache_meta(run_dir: Path, rec: dict, modality: str) -> dict | None:
+# Weights names that are never paths (pcmpipe.backbones.weights.parse_weights reads any other string that names
+# an existing file as a checkpoint), and an open_clip pretrained tag: letters, digits, "_" and "-" only.
+KNOWN_WEIGHTS = re.compile(r"^(default|random(:-?[0-9]+)?|hf:[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+)$")
+WEIGHTS_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+def safe_weights(weights: str, where: str, folder: Path | None = None) -> str:
+    """A recorded weights string that can only load what it should: a known weights name or tag, or (for an
+    export, `folder`) a file inside the folder, resolved, so neither `..`, an absolute path nor a symbolic
+    link reaches outside it. -> the string to build the backbone with; one UserError line otherwise."""
+    if KNOWN_WEIGHTS.match(weights):
+        return weights
+    if folder is not None and weights not in ("", ".", "..") and "/" not in weights and "\\" not in weights:
+        inside = folder / weights
+        if inside.exists() or inside.is_symlink():
+            real = inside.resolve()
+            if real.is_relative_to(folder.resolve()) and real.is_file():
+                return str(real)
+            raise UserError(f"{where}: weights {weights!r} lead outside {folder}; an export names only its own files")
+    if WEIGHTS_TAG.match(weights) and not Path(weights).exists():
+        return weights
+    inside_note = f"a file inside {folder} nor " if folder is not None else ""
+    raise UserError(
+        f"{where}: weights {weights[:80]!r} is neither {inside_note}a known weights name (default, an open_clip "
+        "tag, hf:ORG/NAME, random[:SEED])"
+    )
+
+
+def _cache_meta(run_dir: Path, rec: RunRecord, modality: str) -> dict | None:
     """The manifest meta of the cache the run trained `modality` on (recorded path, else beside the run)."""
-    cfg = rec["config"]
-    entry = rec.get("caches", {}).get(cfg.get("split_train", "train"), {}).get(modality, {})
-    candidates = [Path(entry["path"])] if entry.get("path") else []
+    cfg = rec.config
+    entry = rec.caches.get(cfg.split_train, {}).get(modality)
+    candidates = [Path(entry.path)] if entry is not None and entry.path else []
     # runs live at <cache_root>/runs/<name> by default: a relative path recorded elsewhere still resolves
-    candidates.append(cache_dir(run_dir.resolve().parent.parent, cfg["dataset"], modality, cfg["split_train"]))
+    candidates.append(cache_dir(run_dir.resolve().parent.parent, cfg.dataset, modality, cfg.split_train))
     for directory in candidates:
         if manifest_in(directory).is_file():
-            return load_manifest(manifest_in(directory))["meta"]
+            meta = load_manifest(manifest_in(directory)).get("meta")
+            return meta if isinstance(meta, dict) else None
     return None
 
 
-def backbones_of(run_dir: Path, rec: dict) -> dict[str, dict | None]:
+def _tower(run_dir: Path, modality: str, tower: LiveTower) -> dict:
+    """The backbone record of a tower fine-tuning unfroze: its weights file in the run and their checksum (the
+    file's metadata records it), so an embedding cache from the frozen tower is never taken for its features."""
+    from safetensors import safe_open
+
+    path = run_dir / f"{tower.kind}_backbone.safetensors"
+    sha = None
+    if path.is_file():
+        with file_errors(path, "read", "fine-tuned tower"), safe_open(str(path), framework="pt") as f:
+            sha = (f.metadata() or {}).get("tower_sha256")
+    return {"backbone": tower.name, "weights": str(path), "weights_sha256": sha}
+
+
+def backbones_of(run_dir: Path, rec: RunRecord) -> dict[str, dict | None]:
     """modality -> backbone record (BACKBONE_KEYS) of a training run; None where features had no backbone."""
     out: dict[str, dict | None] = {}
-    live = rec.get("backbones", {})
-    for m in rec["config"]["modalities"]:
-        if m in live:  # an unfrozen tower of fine-tuning: its best epoch's weights are in the run
-            out[m] = {"backbone": live[m]["name"], "weights": str(run_dir / f"{live[m]['kind']}_backbone.safetensors")}
+    for m in rec.config.modalities:
+        if m in rec.backbones:  # an unfrozen tower of fine-tuning: its best epoch's weights are in the run
+            out[m] = _tower(run_dir, m, rec.backbones[m])
             continue
         meta = _cache_meta(run_dir, rec, m)
-        if meta is not None and meta.get("backbone") and meta.get("weights") is not None:
+        out[m] = None
+        if meta is not None and isinstance(meta.get("backbone"), str) and isinstance(meta.get("weights"), str):
             try:
                 backbone_kind(meta["backbone"])
             except UserError:
-                out[m] = None  # "synthetic", "imported", ...: not a backbone pcmpipe can build
-                continue
-            out[m] = {k: meta.get(k) for k in BACKBONE_KEYS}
-        else:
-            out[m] = None
+                continue  # "synthetic", "imported", ...: not a backbone pcmpipe can build
+            where = f"the {m} cache of run {run_dir}"
+            out[m] = {k: meta.get(k) for k in BACKBONE_KEYS} | {"weights": safe_weights(meta["weights"], where)}
+    return out
+
+
+def _export_backbones(path: Path, rec: ExportRecord) -> dict[str, dict | None]:
+    """An export's backbone records, each weights string checked to stay inside the folder (safe_weights)."""
+    out: dict[str, dict | None] = {}
+    for m, bb in rec.backbones.items():
+        where = f"export {path} (backbones.{m}.weights)"
+        out[m] = None if bb is None else {**bb.model_dump(), "weights": safe_weights(bb.weights, where, path)}
     return out
 
 
 def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
-    """A finished run directory (`cache/runs/<name>`) or a folder written by `pcmpipe export`."""
+    """A finished run directory (`cache/runs/<name>`) or a folder written by `pcmpipe export`. A damaged or
+    crafted config.json is one UserError line naming the field (pcmpipe.training.run_record)."""
     path = Path(path)
-    if not (path / "config.json").is_file():
-        raise UserError(f"{path} is not a run directory or an exported run (no config.json)")
-    rec = rundir.read_json(path / "config.json")
-    heads, scale = rundir.load_heads(path, device)
-    if rec.get("kind") == EXPORT_KIND:
-        # fine-tuned towers ship inside the folder, named relative to it
-        backbones = {
-            m: ({**bb, "weights": str(path / bb["weights"])} if bb and (path / str(bb["weights"])).is_file() else bb)
-            for m, bb in rec["backbones"].items()
-        }
-        cfg, fp = rec["training_config"], rec["fingerprint"]
+    rec = read_record(path)
+    if isinstance(rec, ExportRecord):
+        backbones = _export_backbones(path, rec)
     else:
         if not rundir.is_complete(path):
             raise UserError(f"run {path} is not finished (no {rundir.COMPLETE_MARKER}); train it to the end first")
-        backbones, cfg, fp = backbones_of(path, rec), rec["config"], rec["fingerprint"]
+        backbones = backbones_of(path, rec)
+    heads, scale = rundir.load_heads(path, device)
     shapes = {m: tuple(h.in_shape) for m, h in heads.items()}
-    return Run(path, cfg, heads, scale, shapes, backbones, fp, rec)
+    cfg = settings_of(rec).model_dump(mode="json")
+    return Run(path, cfg, heads, scale, shapes, backbones, rec.fingerprint, rec.model_dump(mode="json"))

@@ -155,15 +155,17 @@ def evaluate_run(
     """Re-score a finished run's heads on a split of its caches (default: its test split), or on any cached
     `dataset` and split whose features come from the backbones the run was trained on.
 
-    Returns {"run", "dataset", "split", "ks", level: metrics}. The run's own caches must be the ones it recorded
+    Returns {"run", "dataset", "split", "ks", level: metrics, "gallery": {modality: rows},
+    "chance": {level: metrics of a random ranking}}. The run's own caches must be the ones it recorded
     (same fingerprint); another dataset's caches must carry the same backbone and weights checksum, otherwise
-    the numbers would silently describe other features.
+    the numbers would silently describe other features. `run_dir` may also be a folder written by `pcmpipe
+    export`: its recorded settings and cache fingerprints stand in for the run's.
     """
     from pcmpipe.samples import load_modality
-    from pcmpipe.training.rundir import load_heads, run_config
+    from pcmpipe.training.rundir import load_heads
 
     run_dir = Path(run_dir)
-    rec = run_config(run_dir)
+    rec, exported = _record(run_dir)
     cfg = rec["config"]
     split = split or cfg["split_test"]
     ks = sorted({int(k) for k in ks})
@@ -192,7 +194,7 @@ def evaluate_run(
                 f"{d.fingerprint[:12]} vs {fp[:12]}); retrain or restore the cache"
             )
         if not own:
-            _check_same_backbone(rec, m, d)
+            _check_same_backbone(_trained_meta(rec, m, exported), m, d)
     heads, _ = load_heads(run_dir, device)
     for m, d in mods.items():
         if tuple(d.shape) != tuple(heads[m].in_shape):
@@ -203,8 +205,12 @@ def evaluate_run(
         d.features = d.resident().to(device)  # load_modality without stream_above reads them into memory
     emb = embed_rows(torch.nn.ModuleDict({m: heads[m] for m in mods}), mods, int(cfg.get("eval_batch", 4096)))
     out: dict = {"run": str(run_dir), "dataset": dataset, "split": split, "ks": ks}
+    # the gallery's size and a random ranking's score: r@10 = 100 over a gallery of 10 rows is chance
+    out["gallery"] = {m: int(len(d.columns["id"])) for m, d in mods.items()}
+    out["chance"] = {}
     for level in levels or levels_available(mods):
         out[level] = score(emb, mods, level, ks=ks)
+        out["chance"][level] = chance(mods, level, ks=ks)
     return out
 
 
@@ -221,17 +227,40 @@ def _covered(cache_root, dataset: str, split: str, modalities: list[str]) -> lis
     return found
 
 
-def _check_same_backbone(rec: dict, modality: str, data: ModalityData) -> None:
-    """Another dataset's cache must come from the backbone (name and weights checksum) the run trained on."""
-    from pathlib import Path
+def _record(run_dir: Path) -> tuple[dict, dict | None]:
+    """(the run's config.json as a run directory shapes it, validated; an export's backbones, else None)."""
+    from pcmpipe.training.run_record import ExportRecord, read_record
 
+    rec = read_record(run_dir)
+    if isinstance(rec, ExportRecord):
+        shaped = {
+            "config": rec.training_config.model_dump(mode="json"),
+            "caches": {s: {m: c.model_dump(mode="json") for m, c in mods.items()} for s, mods in rec.caches.items()},
+            "fingerprint": rec.fingerprint,
+        }
+        return shaped, {m: None if bb is None else bb.model_dump(mode="json") for m, bb in rec.backbones.items()}
+    return rec.model_dump(mode="json"), None
+
+
+def _trained_meta(rec: dict, modality: str, exported: dict | None) -> dict | None:
+    """What the run's `modality` features were computed with (backbone, weights checksum), or None if unknown:
+    an export records it beside the heads, a run directory in the manifest of its training cache."""
     from pcmpipe.cache import open_cache
 
-    cfg = rec["config"]
-    path = rec.get("caches", {}).get(cfg["split_train"], {}).get(modality, {}).get("path")
+    if exported is not None:
+        return exported.get(modality)
+    path = rec.get("caches", {}).get(rec["config"]["split_train"], {}).get(modality, {}).get("path")
     if not path or not Path(path).is_dir():
-        return  # the training cache is gone: the shape check in evaluate_run is all that can be done
-    trained = open_cache(path, verify=False).meta
+        return None  # the training cache is gone: the shape check in evaluate_run is all that can be done
+    return open_cache(path, verify=False).meta
+
+
+def _check_same_backbone(trained: dict | None, modality: str, data: ModalityData) -> None:
+    """Another dataset's cache must come from the backbone (name and weights checksum) the run trained on."""
+    from pcmpipe.cache import open_cache
+
+    if trained is None:
+        return
     here = open_cache(data.directory, verify=False).meta
     for key in ("backbone", "weights_sha256"):
         if trained.get(key) != here.get(key):

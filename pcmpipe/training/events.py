@@ -24,11 +24,14 @@ class TrainingStarted:
     epochs: int
     steps: int  # optimizer steps per epoch
     first_epoch: int  # 1, or the epoch a resume continues with
+    # whether StepDone events follow (the `progress` setting): a progress bar without them would never move
+    steps_reported: bool = True
 
 
 @dataclass(frozen=True)
 class StepDone:
-    """Sent every ~1/20 of an epoch (a value read from the device syncs it)."""
+    """Sent every ~1/20 of an epoch and at its last step (a value read from the device syncs it), by both
+    recipes, in memory and streamed, when the `progress` setting is on."""
 
     epoch: int
     step: int
@@ -65,6 +68,11 @@ class TargetShare:
     epoch: int
     target: dict[str, float]
     ids: dict[str, float]
+
+
+def report_step(step: int, steps: int) -> bool:
+    """Whether step `step` (1-based) of `steps` sends a StepDone: about 20 a epoch, and the last one."""
+    return step % max(1, steps // 20) == 0 or step == steps
 
 
 Event = Note | TrainingStarted | StepDone | EpochDone | RunFinished | TargetShare

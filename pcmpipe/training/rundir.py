@@ -11,28 +11,39 @@ prepare the temp directory, `finalise` renames it once the completion marker is 
 Files: config.json, metrics.jsonl, untrained_metrics.json, heads.safetensors, test_metrics.json,
 embeddings/<m>.safetensors (tensor "embedding" [N, dim], raw head outputs of the test rows) and
 embeddings/<m>.json ({"key": ..., "columns": {"id": [...], <link>: [...]}}, rows aligned with the tensor).
+Every structured file is read back bounded and validated (pcmpipe.readback): config.json as a `RunRecord`,
+embeddings/<m>.json as `EmbeddingRows` (pcmpipe.training.run_record, re-exported here).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
+from pydantic import BaseModel
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from pcmpipe import atomic
-from pcmpipe.checksums import state_sha256
+from pcmpipe import atomic, readback
+from pcmpipe.checksums import save_tensors, state_sha256
+from pcmpipe.config.schema import run_name_problem
 from pcmpipe.errors import UserError
 from pcmpipe.evaluation.embeddings import RunEmbeddings
 from pcmpipe.training.events import EpochDone, OnEvent
+from pcmpipe.training.run_record import EmbeddingRows as EmbeddingRows
+from pcmpipe.training.run_record import RecordedCache as RecordedCache
+from pcmpipe.training.run_record import RecordedSettings as RecordedSettings
+from pcmpipe.training.run_record import RunRecord as RunRecord
+from pcmpipe.training.run_record import record_config as record_config
+from pcmpipe.training.run_record import software_versions as software_versions
 from pcmpipe.training.state import (
     CHECKPOINT,
     Checkpoint,
@@ -42,6 +53,7 @@ from pcmpipe.training.state import (
     save_checkpoint,
 )
 
+M = TypeVar("M", bound=BaseModel)
 COMPLETE_MARKER = "test_metrics.json"
 # Written by pcmpipe before 0.x as a torch pickle; unpickling runs arbitrary code, so it is never loaded.
 LEGACY_CHECKPOINT = "checkpoint.pt"
@@ -72,15 +84,21 @@ def write_json(path: str | Path, obj: Any) -> None:
     atomic.write_json(path, obj)
 
 
-def read_json(path: str | Path) -> Any:
-    """A run file's JSON; a damaged one (truncated, not JSON, not UTF-8) is one UserError naming it."""
+# Run files are written by pcmpipe and a few MB at most (an embeddings/<m>.json of 10^6 ids is ~50 MB); one of
+# gigabytes is not a run file, and is refused from its size before it is read.
+MAX_RUN_FILE = 256 << 20
+_DAMAGED = "delete the run directory to train it again"
+
+
+def read_json(path: str | Path, what: str = "run file") -> Any:
+    """A run file's JSON, read through pcmpipe.readback (bounded size and nesting): a damaged one (truncated,
+    not JSON, not UTF-8, 10^5 nested brackets) is one UserError naming it. FileNotFoundError when absent."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(2, "No such file or directory", str(path))
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: nested 10^5 deep
-        raise UserError(
-            f"{path} is damaged ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
-            "delete the run directory to train it again"
-        ) from None
+        return readback.read_json(path, what, max_bytes=MAX_RUN_FILE)
+    except UserError as e:
+        raise UserError(f"{e}; {_DAMAGED}") from None
 
 
 def write_metrics(run_dir: Path, history: list[dict]) -> None:
@@ -94,10 +112,15 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return []
+    curve = "the run's training curve cannot be read"
     try:
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise UserError(f"{path} is damaged ({type(e).__name__}); the run's training curve cannot be read") from None
+        text = readback.read_bytes(path, "training curve", max_bytes=MAX_RUN_FILE).decode("utf-8")
+        lines = enumerate(text.splitlines(), 1)
+        rows = [readback.parse_json(line, f"its line {i}") for i, line in lines if line.strip()]
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is damaged ({type(e).__name__}); {curve}") from None
+    except UserError as e:
+        raise UserError(f"{path} is damaged ({e}); {curve}") from None
     if not all(isinstance(r, dict) for r in rows):
         raise UserError(f"{path} is damaged (a line is not a JSON object); the run's training curve cannot be read")
     return rows
@@ -109,15 +132,10 @@ def save_heads(
 ) -> None:
     """heads.safetensors: head parameters as '<modality>.<param>', the logit scale, and the input shapes in the
     metadata so the file alone rebuilds the heads."""
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    tensors = dict(state)
     tensors["logit_scale"] = torch.tensor(float(logit_scale), dtype=torch.float32)
-    meta = {
-        "shapes": json.dumps({m: list(s) for m, s in shapes.items()}),
-        "dim": str(dim),
-        "sha256": state_sha256(tensors),
-    }
-    with atomic.atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    meta = {"shapes": json.dumps({m: list(s) for m, s in shapes.items()}), "dim": str(dim)}
+    save_tensors(path, tensors, meta, "heads file")
 
 
 def _load_verified(path: Path, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -161,9 +179,7 @@ def load_heads(run_dir: str | Path, device: str | torch.device = "cpu"):
 def save_embeddings(run_dir: Path, modality: str, emb: torch.Tensor, key: str, columns: dict[str, np.ndarray]) -> None:
     out = run_dir / "embeddings"
     out.mkdir(exist_ok=True)
-    tensors = {"embedding": emb.detach().to("cpu", torch.float32).contiguous()}
-    with atomic.atomic_path(out / f"{modality}.safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata={"sha256": state_sha256(tensors)})
+    save_tensors(out / f"{modality}.safetensors", {"embedding": emb.float()}, {}, "embeddings file")
     write_json(out / f"{modality}.json", {"key": key, "columns": {k: [str(x) for x in v] for k, v in columns.items()}})
 
 
@@ -178,10 +194,11 @@ def load_embeddings(run_dir: str | Path) -> dict[str, RunEmbeddings]:
         st = folder / f"{m}.safetensors"
         if not st.is_file() or not (folder / f"{m}.json").is_file():
             raise UserError(f"{st} or {m}.json beside it is missing; delete the run directory and train it again")
-        meta = read_json(folder / f"{m}.json")
+        rows = folder / f"{m}.json"
+        meta = _validated(EmbeddingRows, read_json(rows), str(rows))
         try:
-            cols = {k: np.asarray(v, dtype=str) for k, v in meta["columns"].items()}
-            out[m] = RunEmbeddings(_load_verified(st)[0]["embedding"], meta["key"], cols)
+            cols = {k: np.asarray(v, dtype=str) for k, v in meta.columns.items()}
+            out[m] = RunEmbeddings(_load_verified(st)[0]["embedding"], meta.key, cols)
         except (OSError, SafetensorError, KeyError, ValueError, TypeError, AttributeError) as e:
             raise UserError(
                 f"{st} (or {m}.json beside it) is damaged ({type(e).__name__}); delete the run directory and "
@@ -212,10 +229,12 @@ def claim(
     """Decide what a run of config `fingerprint` named `name` has to do. Under torchrun every rank calls this;
     only rank 0 (`main`) renames, and `barrier` keeps the others from looking while it does. The caller holds
     the run's lock (`run_lock`) around the whole claim -> finalise span."""
+    _check_name(name)
     final, tmp = final_dir(runs_root, name), temp_dir(runs_root, name)
+    _refuse_link(tmp)
     notes: list[str] = []
     if final.exists():
-        if run_config(final).get("fingerprint") != fingerprint:
+        if run_record(final).fingerprint != fingerprint:
             raise UserError(f"run directory {final} exists with another config; pass another --name or delete it")
         if result_ok(final):
             return Claim("done", final, tmp, notes=[f"run {final} is already complete (same config); nothing to do"])
@@ -224,12 +243,19 @@ def claim(
         aside = Path(runs_root) / f".damaged-{name}"
         barrier()
         if main:
-            if aside.exists():
-                shutil.rmtree(aside)
+            remove_tree(aside)
             atomic.replace(final, aside)
         barrier()
         notes.append(f"{final / COMPLETE_MARKER} is damaged or missing; moved the run to {aside} and training it again")
     if result_ok(tmp):  # killed between the completion marker and the rename
+        # adopted only when it is this config's run: a finished run of another config under this name (another
+        # loss, modalities, epochs) would otherwise be reported as this one
+        if (found := run_record(tmp).fingerprint) != fingerprint:
+            raise UserError(
+                f"{tmp} holds a finished run of another config (fingerprint {found[:12]}, this config "
+                f"{fingerprint[:12]}), left by a job stopped before its last rename; move it to "
+                f"{Path(runs_root) / '<another name>'} to keep it, or delete it, or pass another --name"
+            )
         barrier()  # every rank has looked before rank 0 renames
         if main:
             finalise(tmp, final)
@@ -258,9 +284,10 @@ def run_lock(
     neither resume from the first's live checkpoint nor rename its temp directory away. Rank 0 alone takes it
     under torchrun; the barrier keeps the other ranks from claiming before it holds it. A second process
     refuses in one line (pcmpipe.cache.lock: `<runs_root>/.<name>.lock`, an OS file lock, so one left by a
-    killed process is free again the moment the process is gone)."""
+    killed process is free again the moment the process is gone; a job that ends deletes it)."""
     from pcmpipe.cache.lock import exclusive
 
+    _check_name(name)  # before its lock file is named after it
     if not main:
         barrier()
         yield
@@ -268,16 +295,41 @@ def run_lock(
     root = Path(runs_root)
     root.mkdir(parents=True, exist_ok=True)  # an OSError: the CLI guard names the path (cli/app.py)
     # refuse rather than wait: a second `train --name X` is far more often a mistake than a queue
-    with exclusive(final_dir(root, name), f"run {name} ({final_dir(root, name)})", wait=False):
+    what = f"run {name} ({final_dir(root, name)})"
+    with exclusive(final_dir(root, name), what, wait=False, hint="let it finish, or train under another --name"):
         barrier()
         yield
+
+
+def _check_name(name: str) -> None:
+    """The schema refuses reserved run names; a caller that builds a config without validation meets them here."""
+    if problem := run_name_problem(name):
+        raise UserError(problem)
+
+
+def _refuse_link(tmp: Path) -> None:
+    """A run's temp directory that is a symbolic link is refused, never followed: resuming from it or writing
+    into it would change files outside the runs root, and deleting it would delete what it points to."""
+    if tmp.is_symlink():
+        raise UserError(
+            f"{tmp} is a symbolic link (to {os.readlink(tmp)}), where pcmpipe keeps a run in progress; it never "
+            "follows links there: remove the link (what it points to is left alone) and rerun"
+        )
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a folder pcmpipe owns (a temp or set-aside run). A symbolic link in its place goes itself, and
+    what it points to is left alone (shutil.rmtree refuses links, and following one would delete elsewhere)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
 
 
 def start_fresh(tmp: Path, record: dict[str, Any]) -> None:
     """An empty temp directory with the run's config.json (a start that died before its first checkpoint, or
     a legacy one, has nothing worth keeping)."""
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    remove_tree(tmp)
     tmp.mkdir(parents=True)
     write_json(tmp / "config.json", record)
 
@@ -297,60 +349,29 @@ def finalise(tmp: Path, final: Path) -> None:
     atomic.replace(tmp, final)
 
 
-def software_versions() -> dict:
-    import platform
-
-    import numpy
-
-    from pcmpipe.version import __version__
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "pcmpipe": __version__,
-    }
-
-
-def _data_origin(caches: dict) -> str | None:
-    """'synthetic' when any cache the run reads is, 'real' when every one says real, else None (not recorded)."""
-    from pcmpipe.cache.layout import manifest_in
-    from pcmpipe.cache.manifest import load_manifest
-    from pcmpipe.cache.reader import data_origin
-
-    dirs = [c.get("path") for split in caches.values() if isinstance(split, dict) for c in split.values()]
-    found = {data_origin(load_manifest(manifest_in(d))) if d and manifest_in(d).is_file() else None for d in dirs}
-    return "synthetic" if "synthetic" in found else "real" if found == {"real"} else None
-
-
-def record_config(
-    cfg, fingerprint: str, caches: dict, shapes: dict, base: list, samples: dict, device, **extra: Any
-) -> dict[str, Any]:
-    """config.json of a run: resolved settings, fingerprint, the caches it read, shapes, sizes, versions.
-    `extra` adds a recipe's own entries (fine-tuning: stage, backbones)."""
-    return {
-        "config": cfg.to_dict(),
-        # the cache root resolved, so `pcmpipe evaluate` finds the cache from any working directory
-        "cache_root_resolved": str(Path(cfg.cache_root).resolve()),
-        "seed": cfg.seed,
-        "fingerprint": fingerprint,
-        "caches": caches,
-        "data_origin": _data_origin(caches),
-        **extra,
-        "shapes": {m: list(s) for m, s in shapes.items()},
-        "base": base,
-        "samples": samples,
-        "device": str(device),
-        "versions": software_versions(),
-    }
-
-
-def run_config(run_dir: str | Path) -> dict[str, Any]:
-    """The config.json of a run (resolved settings under "config")."""
+def _read_record(run_dir: str | Path) -> tuple[dict[str, Any], RunRecord]:
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise UserError(f"{run_dir} is not a run directory (no config.json)")
-    return read_json(path)
+    value = read_json(path, "run config")
+    return value, _validated(RunRecord, value, f"run config {path}")
+
+
+def run_record(run_dir: str | Path) -> RunRecord:
+    """The config.json of a run, validated (`RunRecord`); one UserError line when absent, damaged or crafted."""
+    return _read_record(run_dir)[1]
+
+
+def run_config(run_dir: str | Path) -> dict[str, Any]:
+    """The config.json of a run as plain data (resolved settings under "config"), checked to be a `RunRecord`."""
+    return _read_record(run_dir)[0]
+
+
+def _validated(model: type[M], value: Any, where: str) -> M:
+    try:
+        return readback.validate(model, value, where)
+    except UserError as e:
+        raise UserError(f"{e}; {_DAMAGED}") from None
 
 
 def end_epoch(

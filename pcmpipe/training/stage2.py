@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from pcmpipe import distributed
+from pcmpipe.cache.lock import reading
 from pcmpipe.config import TrainConfig, config_fingerprint
 from pcmpipe.errors import UserError
 from pcmpipe.heads import ProjectionHead
@@ -47,7 +48,15 @@ from pcmpipe.samples import (
 from pcmpipe.samples_stream import StreamedSplit, load_training, resolve_stream
 from pcmpipe.training import rundir as runs
 from pcmpipe.training.evaluate import embed_rows, evaluate_all, levels_available, mean_r1, non_finite, score
-from pcmpipe.training.events import Note, OnEvent, RunFinished, ShareMonitor, StepDone, TrainingStarted
+from pcmpipe.training.events import (
+    Note,
+    OnEvent,
+    RunFinished,
+    ShareMonitor,
+    StepDone,
+    TrainingStarted,
+    report_step,
+)
 from pcmpipe.training.optim import adamw, clamp_logit_scale, cosine_schedule, param_groups, resolve_device
 from pcmpipe.training.state import EpochProgress, Resumable, TrainState, restore, save_checkpoint
 from pcmpipe.training.tracking import tracked
@@ -149,8 +158,11 @@ def train(cfg: TrainConfig, on_event: OnEvent | None = None) -> Path:
     try:
         named = cfg.resolved()  # the run's name, for its lock (held from the claim to the rename)
         # one rank reports (and tracks); the others would send the same events again
+        # every cache split the run reads is held shared to its end: an overwrite waits, never changes data under it
+        splits = (named.split_train, named.split_val, named.split_test)
         with (
             runs.run_lock(named.runs_root, str(named.name), main=dist_info.is_main, barrier=distributed.barrier),
+            reading(named.cache_root, named.dataset, named.modalities, splits),
             tracked(cfg, on_event if dist_info.is_main else None, enabled=dist_info.is_main) as emit,
         ):
             return _train(cfg, emit)
@@ -251,7 +263,7 @@ def _train(cfg: TrainConfig, emit: OnEvent) -> Path:
         )
     distributed.barrier()  # the run directory exists before any rank goes on
 
-    emit(TrainingStarted(cfg.name, cfg.epochs, steps, state.epoch + 1))
+    emit(TrainingStarted(cfg.name, cfg.epochs, steps, state.epoch + 1, steps_reported=cfg.progress))
     try:
         _loop(cfg, train_d, val_d, parts, steps, state, tmp, emit, fp, progress)
     except UserError:
@@ -401,7 +413,7 @@ def _loop(
                     shares.counts() if shares is not None else {},
                 )
                 save_checkpoint(tmp, fp, state, parts, partial)
-            if cfg.progress and (s + 1) % refresh == 0:
+            if cfg.progress and report_step(s + 1, steps):
                 emit(StepDone(epoch, s + 1, steps, float(losses[s])))
         train_time = time.perf_counter() - t0
         mine = None

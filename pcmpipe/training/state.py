@@ -27,11 +27,9 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import nn
 
-from pcmpipe.atomic import atomic_path
-from pcmpipe.checksums import state_sha256
+from pcmpipe.checksums import save_tensors, state_sha256
 from pcmpipe.errors import UserError
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -193,8 +191,7 @@ def save_checkpoint(
         meta["progress"] = {"steps_done": progress.steps_done, "world": progress.world, "train_s": progress.train_s}
     # safetensors refuses tensors that share memory or are not contiguous: give it plain CPU copies
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    with atomic_path(run_dir / CHECKPOINT) as tmp:
-        save_file(flat, str(tmp), metadata={"pcmpipe": json.dumps(meta), "sha256": state_sha256(flat)})
+    save_tensors(run_dir / CHECKPOINT, flat, {"pcmpipe": json.dumps(meta)}, "checkpoint")
 
 
 def load_checkpoint(run_dir: Path) -> Checkpoint | None:

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from pcmpipe.cache import open_cache
 from pcmpipe.cache.layout import is_cache_file, manifest_in
+from pcmpipe.cache.lock import lock_file
 from pcmpipe.cli import app
 
 runner = CliRunner()
@@ -25,9 +26,12 @@ def cli(*args: str):
 
 
 def leftovers(root: Path) -> list[str]:
-    """Anything an import left behind: hidden temp directories or half caches (not a cache's own hidden files)."""
+    """Anything an import left behind: hidden temp directories or half caches (not a cache's own hidden files,
+    nor the split's lock file, which stays on purpose: see pcmpipe/cache/lock.py)."""
     return sorted(
-        str(p.relative_to(root)) for p in root.rglob("*") if p.name.startswith(".") and not is_cache_file(p.name)
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.name.startswith(".") and not is_cache_file(p.name) and p != lock_file(p.parent / p.name[1:-5])
     )
 
 

@@ -129,7 +129,7 @@ def test_resume_after_sigkill_matches_uninterrupted(cache, tmp_path):
         (["--lr", "1e30"], "loss became NaN at epoch 1 step"),
         (["--loss", "clip"], "unknown loss 'clip'; valid choices: pcmc, pcmr"),
         (["--modalities", "I,Q"], "unknown modality 'Q'; valid choices:"),
-        (["--dataset", "nope"], "unknown dataset 'nope'; valid choices:"),
+        (["--dataset", "nope"], "no cache of dataset 'nope' under"),
         (["--epochs", "many"], "setting epochs='many' has the wrong type"),
         (["--set", "learning_rate=1"], "unknown training setting learning_rate; did you mean lr?"),
         (["--modalities", "I,A"], "no cached features at"),

@@ -255,4 +255,4 @@ def test_cli_extract_views(flickr, tmp_path):
     reader = open_cache(cache_dir(tmp_path, "flickr8k", "I", "train"))
     assert reader.shapes["views"][0] == 1 and reader.meta["augment"]["seed"] == 3
     bad = cli("--views", "-1")
-    assert bad.returncode == 2 and "--views must be 0" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "--views must be between 0 and" in bad.stderr and "Traceback" not in bad.stderr

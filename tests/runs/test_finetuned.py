@@ -17,7 +17,9 @@ from pcmpipe.backbones import create_backbone
 from pcmpipe.cache import open_cache
 from pcmpipe.cli import app
 from pcmpipe.datasets import open_dataset
+from pcmpipe.errors import UserError
 from pcmpipe.extract.sources import encode
+from pcmpipe.runs.embed import embed_cache_to_cache
 from pcmpipe.runs.export import export_run
 from pcmpipe.training.finetune import FinetuneConfig, finetune
 from pcmpipe.training.rundir import load_embeddings
@@ -74,7 +76,7 @@ def test_a_finetuned_run_embeds_with_its_own_tower(trained, tuned, tmp_path):
 
 
 def test_a_finetuned_export_carries_its_tower(trained, tuned, tmp_path):
-    out = export_run(tuned, tmp_path / "export")
+    out = export_run(tuned, tmp_path / "export").out
     config = json.loads((out / "config.json").read_text())
     assert config["backbones"]["I"]["weights"] == "image_backbone.safetensors"
     assert (out / "image_backbone.safetensors").is_file()
@@ -84,3 +86,13 @@ def test_a_finetuned_export_carries_its_tower(trained, tuned, tmp_path):
     np.testing.assert_allclose(back.embed("I", paths), want, atol=2e-4)
     ref = pcmpipe.load_run(tuned)
     assert back.search(paths[0], from_="I", to="T", k=3) == ref.search(paths[0], from_="I", to="T", k=3)
+
+
+def test_a_finetuned_head_refuses_the_frozen_towers_cache(trained, tuned, tmp_path):
+    """The tuned I head takes the tuned tower's features: a cache extracted with the frozen weights is refused
+    (its weights checksum is not the tower's), while the frozen T tower's own cache still goes through."""
+    run = pcmpipe.load_run(tuned)
+    caches = trained["cache"] / "flickr8k"
+    with pytest.raises(UserError, match="weights sha256"):
+        embed_cache_to_cache(run, "I", caches / "I" / "test", tmp_path / "stale")
+    assert embed_cache_to_cache(run, "T", caches / "T" / "test", tmp_path / "t")["rows"] == 10

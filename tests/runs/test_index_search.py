@@ -18,7 +18,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 PLANTED = 10  # near-duplicates per query
 
 
-def _planted_gallery(run, out: Path, rows: int = 4000, dtype: str = "float16") -> dict[str, set[str]]:
+def _planted_gallery(
+    run, out: Path, rows: int = 4000, dtype: str = "float16", meta: dict | None = None
+) -> dict[str, set[str]]:
     """An embeddings cache (`pcmpipe embed`'s format) of `rows` clustered vectors plus, for each of the run's
     stored T test rows, PLANTED copies of its embedding with a little noise -> query id -> planted ids."""
     rng = np.random.default_rng(0)
@@ -34,7 +36,9 @@ def _planted_gallery(run, out: Path, rows: int = 4000, dtype: str = "float16") -
     emb = np.concatenate(vecs).astype(np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     order = rng.permutation(len(ids))  # planted rows spread through the gallery (and its blocks)
-    writer = ShardWriter(out, features={"embedding": ((run.dim,), dtype)}, key="id", links=[], meta={"test": 1})
+    # what `pcmpipe embed` records: searched as the run's I rows (the gallery check compares these)
+    meta = {"run": run.path.name, "run_fingerprint": run.fingerprint, "modality": "I"} if meta is None else meta
+    writer = ShardWriter(out, features={"embedding": ((run.dim,), dtype)}, key="id", links=[], meta=meta)
     with writer as w:
         w.add([ids[i] for i in order], {}, {"embedding": emb[order].astype(dtype)})
     return planted

@@ -76,12 +76,12 @@ def test_embeddings_cache_fp16_and_through_the_head(trained, tmp_path):
     assert via["rows"] == len(paths) and "image_id" in cols
     _, f16 = raw.read()
     np.testing.assert_allclose(f16["embedding"].astype(np.float32), feats["embedding"], atol=2e-3)
-    with pytest.raises(UserError, match="already holds"):
-        embed_cache_to_cache(run, "I", trained["cache"] / "flickr8k" / "I" / "test", tmp_path / "head32")
+    again = embed_cache_to_cache(run, "I", trained["cache"] / "flickr8k" / "I" / "test", tmp_path / "head32")
+    assert again["reused"] and again["rows"] == len(paths)
 
 
 def test_export_reads_back_without_cache_or_network(trained, tmp_path):
-    out = export_run(trained["run"], tmp_path / "export")
+    out = export_run(trained["run"], tmp_path / "export").out
     card = (out / "README.md").read_text()
     front = yaml.safe_load(card.split("---")[1])
     assert front["library_name"] == "pcmpipe" and front["datasets"] == ["flickr8k"]
@@ -101,8 +101,11 @@ def test_export_reads_back_without_cache_or_network(trained, tmp_path):
     (alone / "config.json").write_text(json.dumps(config))
     with pytest.raises(UserError, match="differ from the ones modality T was trained on"):
         pcmpipe.load_run(alone).embed("T", ["a red ball"])
+    assert export_run(trained["run"], out).reused  # a whole export of this run: nothing to do
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match="not empty"):
-        export_run(trained["run"], out)
+        export_run(trained["run"], tmp_path / "busy")
 
 
 def test_cli_embed_index_search_agree_with_the_api(trained, tmp_path):

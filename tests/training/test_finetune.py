@@ -383,3 +383,19 @@ def test_prompts_of_a_text_finetuned_run_go_through_its_own_tower(cub, tmp_path)
 def test_standardisation_is_refused_by_fine_tuning(cub, tmp_path):
     with pytest.raises(UserError, match="--standardize is a stage-two setting"):
         finetune(_cfg(cub, tmp_path, standardize="center"))
+
+
+def test_the_finetune_bar_reaches_the_last_step_of_every_epoch(cub, tmp_path):
+    """Fine-tuning reports its steps as stage two does: the CLI's bar (tests/bar_trace.py) moves to the last step
+    of every epoch (it stood at 0 for the whole run: the loop sent no step events)."""
+    from bar_trace import BarTrace, terminal
+
+    from pcmpipe.cli.training_progress import TrainingRenderer
+
+    renderer = TrainingRenderer(terminal())
+    trace = BarTrace(renderer, renderer)
+    try:
+        finetune(_cfg(cub, tmp_path, progress=True, epochs=2, patience=2, batch_size=25), on_event=trace)
+    finally:
+        renderer.close()
+    assert trace.epochs == [(1, 1), (1, 2)] and trace.reached_the_end_of_every_epoch(), trace.shown

@@ -19,7 +19,7 @@ from pcmpipe.errors import UserError
 from pcmpipe.losses import LOSSES, LossParams, TargetShares
 from pcmpipe.training import rundir as runs
 from pcmpipe.training.evaluate import embed_rows, mean_r1, score
-from pcmpipe.training.events import OnEvent, ShareMonitor, TrainingStarted
+from pcmpipe.training.events import OnEvent, ShareMonitor, StepDone, TrainingStarted, report_step
 from pcmpipe.training.finetune.data import LiveInputs, eval_modalities, live_loader, live_transform
 from pcmpipe.training.finetune.model import Coordinator, save_backbone
 from pcmpipe.training.optim import clamp_logit_scale
@@ -57,7 +57,7 @@ def run_epochs(
     loss_fn, loss_params = LOSSES[cfg.loss], LossParams(model.log_scale, cfg.threshold, cfg.rho, cfg.target, cfg.rho_on)
     shares = TargetShares() if cfg.loss == "pcmr" else None
     monitor = ShareMonitor(cfg.target, cfg.threshold, emit)
-    emit(TrainingStarted(cfg.name, cfg.epochs, steps, state.epoch + 1))
+    emit(TrainingStarted(cfg.name, cfg.epochs, steps, state.epoch + 1, steps_reported=cfg.progress))
     while state.running(cfg.epochs, cfg.patience):
         epoch = state.epoch + 1
         t0 = time.perf_counter()
@@ -102,6 +102,8 @@ def run_epochs(
             parts.scheduler.step()
             clamp_logit_scale(model.log_scale, cfg.logit_scale_max)
             losses[s] = loss.detach().float().cpu()
+            if cfg.progress and report_step(s + 1, steps):
+                emit(StepDone(epoch, s + 1, steps, float(losses[s])))
         train_time = time.perf_counter() - t0
 
         val_mods = eval_modalities(model, live, val_d, val_recs, cfg, device)

@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
-from pcmpipe.atomic import atomic_path
 from pcmpipe.backbones import Backbone
 from pcmpipe.backbones.clip import encode_text_trimmed
 from pcmpipe.backbones.weights import state_sha256
+from pcmpipe.checksums import save_tensors
 from pcmpipe.heads import build_heads
 
 # modality kind -> the names a user gives to --unfreeze, and the modality each drives in CUB/Flickr8k
@@ -144,6 +143,5 @@ def save_backbone(path: Path, state: dict[str, torch.Tensor], backbone: Backbone
         "finetune_run": run_name,
         "tower_sha256": sha,
     }
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    save_tensors(path, tensors, meta, "fine-tuned tower")
     return sha
