@@ -78,7 +78,7 @@ class _Deep:
         self.value, self.depth = value, depth
 
 
-def _nodes(value: Any) -> list[tuple[Any, Any]]:
+def nodes(value: Any) -> list[tuple[Any, Any]]:
     """(parent, key) of every node below the root, depth first; the root is (None, None)."""
     out: list[tuple[Any, Any]] = [(None, None)]
     stack = [value]
@@ -97,8 +97,8 @@ def _nodes(value: Any) -> list[tuple[Any, Any]]:
 
 def mutate_value(value: Any, m: tuple) -> Any:
     """`value` (parsed, owned by the caller) with one node changed as `m` says -> the new root."""
-    nodes = _nodes(value)
-    parent, key = nodes[m[1] % len(nodes)]
+    found = nodes(value)
+    parent, key = found[m[1] % len(found)]
     current = value if parent is None else parent[key]
     if m[0] == "swap":
         new = m[2]
@@ -146,7 +146,7 @@ def dump_yaml(value: Any) -> str:
 
 
 def _has_deep(value: Any) -> bool:
-    return any(isinstance(parent[key] if parent is not None else value, _Deep) for parent, key in _nodes(value))
+    return any(isinstance(parent[key] if parent is not None else value, _Deep) for parent, key in nodes(value))
 
 
 def apply(data: bytes, muts: list[tuple], fmt: str | None) -> bytes:

@@ -7,6 +7,7 @@ reads through here, so a partial shard is never read.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -88,13 +89,15 @@ class CacheReader:
         at = 0
         for shard in self.manifest["shards"]:
             file = self.directory / shard["file"]
-            part = read_columns(file, self.fmt, self.columns)
+            with _named_in_manifest(file, self.directory):
+                part = read_columns(file, self.fmt, self.columns)
             k = len(part["id"])
             if at + k > self.num_rows:  # more rows than the manifest says: count them, report below
                 at += k
                 continue
             for f in names:
-                got = read_feature_into(file, self.fmt, f, out[f][at : at + k])
+                with _named_in_manifest(file, self.directory):
+                    got = read_feature_into(file, self.fmt, f, out[f][at : at + k])
                 if got != k:
                     raise UserError(
                         f"shard {shard['file']} of cache {self.directory} is corrupt (feature {f} has "
@@ -123,9 +126,10 @@ class CacheReader:
         buf = np.empty((rows, *self.shapes[name]), dtype=np.float32)
         seen = 0
         for shard in self.manifest["shards"]:
-            for k in iter_feature_into(self.directory / shard["file"], self.fmt, name, buf):
-                seen += k
-                yield buf[:k]
+            with _named_in_manifest(self.directory / shard["file"], self.directory):
+                for k in iter_feature_into(self.directory / shard["file"], self.fmt, name, buf):
+                    seen += k
+                    yield buf[:k]
         self._check_rows(seen, f"rows of {name}")
 
     def iter_batches(
@@ -138,14 +142,30 @@ class CacheReader:
         buf: list[tuple[dict, dict]] = []
         held = 0
         for shard in self.manifest["shards"]:
-            for part in iter_shard(self.directory / shard["file"], self.fmt, self._schema, batch_rows, names):
-                buf.append(part)
-                held += len(part[0]["id"])
-                while held >= batch_rows:
-                    batch, buf, held = _take(buf, batch_rows, names, self.columns)
-                    yield batch
+            file = self.directory / shard["file"]
+            with _named_in_manifest(file, self.directory):
+                for part in iter_shard(file, self.fmt, self._schema, batch_rows, names):
+                    buf.append(part)
+                    held += len(part[0]["id"])
+                    while held >= batch_rows:
+                        batch, buf, held = _take(buf, batch_rows, names, self.columns)
+                        yield batch
         if held:
             yield _take(buf, held, names, self.columns)[0]
+
+
+@contextlib.contextmanager
+def _named_in_manifest(file: Path, directory: Path) -> Iterator[None]:
+    """A column or feature the manifest names but the shard lacks (pyarrow and h5py raise KeyError): the manifest
+    was edited or damaged after its shards were checked against it."""
+    try:
+        yield
+    except KeyError as e:
+        detail = str(e.args[0] if e.args else e)[:120]
+        raise UserError(
+            f"shard {file.name} of cache {directory} does not hold what its manifest names ({detail}); the manifest "
+            "is damaged: delete the cache directory and rerun the extraction"
+        ) from None
 
 
 def _take(buf, rows, names, columns):
