@@ -79,3 +79,19 @@ def test_the_crafted_png_is_tiny(tmp_path):
     with Image.open(path) as im:
         im.load()
         assert im.size == (400_000, 1)
+
+
+def test_fine_tuning_refuses_an_elongated_image_in_one_line(tmp_path):
+    """Fine-tuning decodes images itself (augmented, every epoch): the same bound, as one line naming the file."""
+    import torch
+
+    from pcmpipe.backbones import create_backbone
+    from pcmpipe.datasets import Record
+    from pcmpipe.training.finetune.data import LiveInputs
+
+    path = wide_png(tmp_path / "strip.png", 150)  # 150:1, past MAX_ASPECT; resized only 224 x 33,600
+    preprocess = create_backbone("clip-tiny-image", weights="random:0", device="cpu").preprocess
+    records = {"I": [Record("strip", {"image_id": "strip"}, path=path)]}
+    inputs = LiveInputs(records, {"I": "image"}, {"I": torch.tensor([0])}, preprocess, False, None, 0, 1)
+    with pytest.raises(MediaTooLarge, match=rf"strip.png is 150 x 1 pixels, an aspect ratio of 150:1 .*{MAX_ASPECT}:1"):
+        inputs[0]
