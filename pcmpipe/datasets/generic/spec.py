@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from pcmpipe.errors import UserError
 from pcmpipe.readback import read_yaml, validate
@@ -117,6 +117,13 @@ class DatasetSpecFile(BaseModel):
         default_factory=dict, description="NAME: KIND:COLUMN or NAME: {kind, column, id}, each modality once"
     )
     links: list[str] = Field(default_factory=list, description="more id columns rows carry (e.g. class_id)")
+
+    @field_validator("modalities", "links", mode="before")
+    @classmethod
+    def _empty(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:  # `links:` with nothing after it
+            return {} if info.field_name == "modalities" else []
+        return value
 
     @field_validator("files", mode="before")
     @classmethod
