@@ -219,7 +219,7 @@ def pipeline_from_dict(
     for i, ev in enumerate(doc.get("evaluations") or []):
         if not isinstance(ev, dict) or ev.get("kind") not in EVAL_KINDS:
             raise UserError(f"{where}: evaluation {i + 1} needs kind: one of {', '.join(EVAL_KINDS)}")
-        if ev.get("run") not in runs:
+        if not isinstance(ev.get("run"), str) or ev["run"] not in runs:
             raise UserError(f"{where}: evaluation {i + 1} refers to run {ev.get('run')!r}, not defined in `runs`")
         opts = {k: v for k, v in ev.items() if k not in ("kind", "run")}
         evaluations.append(EvalSpec(kind=ev["kind"], run=ev["run"], options=opts))
@@ -316,7 +316,7 @@ def _run_spec(name: str, defaults: dict, spec: Any, settings: dict, where: str, 
         raise UserError(
             f"{where}: run {name}: finetune may list {', '.join(FINETUNE_PARTS)}, got {', '.join(map(str, bad))}"
         )
-    if merged.get("dataset") not in data:
+    if not isinstance(merged.get("dataset"), str) or merged["dataset"] not in data:
         raise UserError(f"{where}: run {name} trains on {merged.get('dataset')!r} but `data` has no such dataset")
     # A tower can only be fine-tuned when its modality is trained (I for image, T for text).
     mods = merged.get("modalities") or []

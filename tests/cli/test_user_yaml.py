@@ -70,8 +70,9 @@ def test_values_yaml_cannot_construct_are_one_line(tmp_path, text, fragment):
     [
         ({"modalities": True}, "setting modalities=True has the wrong type"),  # found by fuzzing
         ({"finetune": True}, "finetune may list image, text, got True"),
+        ({"dataset": []}, "trains on [] but `data` has no such dataset"),  # found by fuzzing: unhashable
     ],
-    ids=["modalities", "finetune"],
+    ids=["modalities", "finetune", "dataset"],
 )
 def test_pipeline_run_settings_of_the_wrong_type_are_one_line(tmp_path, change, fragment):
     import yaml
@@ -87,3 +88,14 @@ def test_pipeline_run_settings_of_the_wrong_type_are_one_line(tmp_path, change, 
 def test_pipeline_top_level_of_the_wrong_type_is_one_line(tmp_path):
     (tmp_path / "p.yaml").write_text("name: p\ndata: a string\nruns: {a: {}}\ntables: [{kind: [x]}]\n")
     one_line(["run", str(tmp_path / "p.yaml"), "--dry-run"], "data: Input should be a valid dictionary")
+
+
+def test_pipeline_evaluation_naming_a_list_as_its_run_is_one_line(tmp_path):
+    import yaml
+
+    from pcmpipe.pipelines.spec import SPECS
+
+    doc = yaml.safe_load((SPECS / "table1_flickr8k.yaml").read_text())
+    doc["evaluations"] = [{"kind": "zeroshot", "run": ["a"]}]
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(doc))
+    one_line(["run", str(tmp_path / "p.yaml"), "--dry-run"], "evaluation 1 refers to run ['a'], not defined")
