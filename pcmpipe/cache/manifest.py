@@ -99,6 +99,12 @@ def load_manifest(path: Path) -> dict:
         Manifest.model_validate(manifest)
     except ValidationError as e:
         raise UserError(f"{where} is damaged ({first_error(e)}); {redo}") from None
+    # The fingerprint is the hash of what the cache is (meta, feature shapes and dtypes, key, links, format): an
+    # edited or damaged field would otherwise describe shards it no longer fits (a shape [32] read as [] gives
+    # other values, silently), so the recorded hash must still be the hash of the recorded content.
+    recorded = {f: manifest.get(f) for f in ("meta", "features", "key", "links", "format")}
+    if fingerprint(recorded) != manifest["fingerprint"]:
+        raise UserError(f"{where} is damaged (its fields no longer hash to its fingerprint); {redo}")
     return manifest
 
 

@@ -219,8 +219,6 @@ KINDS = {
 }
 # readers whose known defect another change has to fix: xfail(strict) so that the lead flips each once it has landed
 XFAIL = {
-    "cache-manifest": "cache area: a manifest whose feature shape no longer matches its shards ([32] cut to []) "
-    "reads back other values with no error: the reader never compares a shard's schema with the manifest",
     "embeddings-safetensors": "runs area: a safetensors file without a sha256 is taken as written before "
     "checksums existed, so deleting its __metadata__ and flipping a value reads back other embeddings",
     "checkpoint": "runs area: checkpoint.safetensors's sha256 covers its tensors, not its JSON metadata (the "
