@@ -7,7 +7,6 @@ reads through here, so a partial shard is never read.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,9 +29,11 @@ from pcmpipe.cache.shard import (
     iter_shard,
     read_columns,
     read_feature_into,
+    read_ids,
     sha256_file,
     shard_rows,
 )
+from pcmpipe.cache.shards import CacheShard, named_in_manifest, shards_of
 from pcmpipe.errors import UserError
 
 MAKE_CACHE = "create it with `pcmpipe extract` (or `pcmpipe import-features` for your own vectors)"
@@ -89,14 +90,14 @@ class CacheReader:
         at = 0
         for shard in self.manifest["shards"]:
             file = self.directory / shard["file"]
-            with _named_in_manifest(file, self.directory):
+            with named_in_manifest(file, self.directory):
                 part = read_columns(file, self.fmt, self.columns)
             k = len(part["id"])
             if at + k > self.num_rows:  # more rows than the manifest says: count them, report below
                 at += k
                 continue
             for f in names:
-                with _named_in_manifest(file, self.directory):
+                with named_in_manifest(file, self.directory):
                     got = read_feature_into(file, self.fmt, f, out[f][at : at + k])
                 if got != k:
                     raise UserError(
@@ -116,6 +117,11 @@ class CacheReader:
                 "delete the cache directory and rerun the extraction"
             )
 
+    def iter_shards(self) -> Iterator[CacheShard]:
+        """The cache's shards in row order, each with its place in the cache and its own readers: what a reader
+        that streams the cache shard by shard needs (`pcmpipe.samples.stream`), without naming shard files."""
+        return shards_of(self.directory, self.manifest)
+
     def iter_feature(self, name: str, rows: int) -> Iterator[np.ndarray]:
         """Every row of feature `name` in shard order, as float32 arrays of at most `rows` rows.
 
@@ -126,7 +132,7 @@ class CacheReader:
         buf = np.empty((rows, *self.shapes[name]), dtype=np.float32)
         seen = 0
         for shard in self.manifest["shards"]:
-            with _named_in_manifest(self.directory / shard["file"], self.directory):
+            with named_in_manifest(self.directory / shard["file"], self.directory):
                 for k in iter_feature_into(self.directory / shard["file"], self.fmt, name, buf):
                     seen += k
                     yield buf[:k]
@@ -143,7 +149,7 @@ class CacheReader:
         held = 0
         for shard in self.manifest["shards"]:
             file = self.directory / shard["file"]
-            with _named_in_manifest(file, self.directory):
+            with named_in_manifest(file, self.directory):
                 for part in iter_shard(file, self.fmt, self._schema, batch_rows, names):
                     buf.append(part)
                     held += len(part[0]["id"])
@@ -152,20 +158,6 @@ class CacheReader:
                         yield batch
         if held:
             yield _take(buf, held, names, self.columns)[0]
-
-
-@contextlib.contextmanager
-def _named_in_manifest(file: Path, directory: Path) -> Iterator[None]:
-    """A column or feature the manifest names but the shard lacks (pyarrow and h5py raise KeyError): the manifest
-    was edited or damaged after its shards were checked against it."""
-    try:
-        yield
-    except KeyError as e:
-        detail = str(e.args[0] if e.args else e)[:120]
-        raise UserError(
-            f"shard {file.name} of cache {directory} does not hold what its manifest names ({detail}); the manifest "
-            "is damaged: delete the cache directory and rerun the extraction"
-        ) from None
 
 
 def _take(buf, rows, names, columns):
@@ -248,6 +240,11 @@ def damaged_shards(directory: Path, manifest: dict, *, hashes: bool = True) -> l
         elif file.stat().st_size != side["bytes"] or sha256_file(file) != side["sha256"]:
             out.append((side["file"], "corrupt (size or sha256 differs from the manifest)"))
     return out
+
+
+def shard_ids(directory: Path, manifest: dict) -> set[str]:
+    """The ids of every listed shard of a cache (complete or not); ShardError or OSError where one is unreadable."""
+    return {i for s in shards_of(directory, manifest) for i in read_ids(s.path, s.fmt)}
 
 
 def backbone_identity(meta: dict) -> dict:

@@ -27,8 +27,7 @@ from pcmpipe.augment.views import AUGMENTED_KINDS, VIEWS_FEATURE, ViewSpec
 from pcmpipe.backbones import DEFAULT_BACKBONES, backbone_kinds
 from pcmpipe.cache.layout import cache_dir, manifest_in
 from pcmpipe.cache.manifest import differing_fields, feature_spec, load_manifest
-from pcmpipe.cache.reader import damaged_shards
-from pcmpipe.cache.shard import read_ids
+from pcmpipe.cache.reader import damaged_shards, shard_ids
 from pcmpipe.cache.writer import cache_fingerprint
 from pcmpipe.errors import UserError
 from pcmpipe.extract.summary import read_errors
@@ -184,7 +183,7 @@ def _listing_change(spec: SplitSpec, found: dict) -> str:
     if not found["complete"]:
         return ""  # a resume adds the missing ids; an unfinished old cache has nothing to compare yet
     try:
-        have = {i for s in found["shards"] for i in read_ids(spec.directory / s["file"], found["format"])}
+        have = shard_ids(spec.directory, found)
         have |= {str(e.get("id")) for e in read_errors(spec.directory)}
     except Exception:  # an unreadable shard or errors file: reported as damage by the caller's checks
         return ""

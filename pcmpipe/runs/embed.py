@@ -283,7 +283,7 @@ def embed_cache_to_cache(
     names = [n for n in reader.feature_names if n != VIEWS_FEATURE]
     if len(names) != 1:
         raise UserError(f"cache {cache} holds features {reader.feature_names}; embed a cache with one feature")
-    shards = "".join(str(s.get("sha256")) for s in reader.manifest["shards"])
+    shards = "".join(str(s.sha256) for s in reader.iter_shards())
     source = {"cache_fingerprint": reader.fingerprint, "shards_sha256": hashlib.sha256(shards.encode()).hexdigest()}
     features = {FEATURE: ((run.dim,), dtype)}
     meta = _meta(run, modality, source)
