@@ -1,4 +1,4 @@
-"""Stage-two peak memory against the training split's size: streamed (pcmpipe.samples_stream) vs in memory.
+"""Stage-two peak memory against the training split's size: streamed (pcmpipe.samples.stream) vs in memory.
 
 Image-text pairs (one caption per image, as in LAION-style data): I 512 + T 512, float16 on disk, so 3 x 10^6 pairs
 are about 6 GiB of features. For each size the cache is written (then deleted), and `pcmpipe.training.stage2.train`

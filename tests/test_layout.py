@@ -152,6 +152,22 @@ def test_only_the_cache_package_names_the_manifest_file():
     assert offenders == []
 
 
+def test_only_the_cache_package_reads_shard_files():
+    """A cache's shard list and its files' encoding stay in pcmpipe/cache/: other code streams a cache through
+    `CacheReader.iter_shards()` and reads whole caches through `open_cache` (docs/design.md, Import rules)."""
+    modules = _modules()
+    offenders = []
+    for name, path in modules.items():
+        if name == "pcmpipe.cache" or name.startswith("pcmpipe.cache."):
+            continue
+        if "pcmpipe.cache.shard" in imported(name, path, modules):
+            offenders.append(f"{name} imports pcmpipe.cache.shard")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and node.value == "shards":
+                offenders.append(f"{name}:{node.lineno} names a manifest's shard list")
+    assert offenders == []
+
+
 def _within(name: str, prefixes: tuple[str, ...]) -> bool:
     return any(name == p or name.startswith(p + ".") for p in prefixes)
 

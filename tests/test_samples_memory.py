@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from pcmpipe.samples import ModalityData
+from pcmpipe.samples import CacheInfo, ModalityData, moments
 from pcmpipe.training.evaluate import non_finite
 
 
@@ -31,20 +31,20 @@ def test_moments_equal_the_float64_formula_from_bounded_chunks(one_thread):
         return chunks(rows)
 
     d.chunks = spy  # type: ignore[method-assign]
-    mean, std = d.moments(with_scale=True)
+    mean, std = moments(d, with_scale=True)
     full = x.double()
     assert torch.equal(mean, full.mean(dim=0).float())
     assert std is not None and torch.equal(std, full.std(dim=0).clamp_min(1e-6).float())
     # about 32 MB of float64 at a time, not the whole split: 2**22 values a chunk
     assert asked and all(rows * 13 * 40 <= 1 << 22 for rows in asked)
-    assert d.moments(with_scale=False)[1] is None
+    assert moments(d, with_scale=False)[1] is None
 
 
-def test_streamed_moments_read_bounded_chunks(tmp_path, monkeypatch, one_thread):
-    """The streamed split's moments pass: 65,536-row chunks were its largest transient at 3 x 10^6 rows."""
-    from pcmpipe.cache import ShardWriter
+def test_streamed_moments_read_bounded_chunks_and_equal_the_in_memory_ones(tmp_path, monkeypatch, one_thread):
+    """A streamed split's moments: the same function over chunks decoded from the cache (65,536-row chunks were its
+    largest transient at 3 x 10^6 rows), cut where the in-memory tensor is sliced, so both modes give the same bits."""
+    from pcmpipe.cache import ShardWriter, open_cache
     from pcmpipe.cache.reader import CacheReader
-    from pcmpipe.training.stage2 import _streamed_moments
 
     rng = np.random.default_rng(0)
     x = (rng.standard_normal((3000, 13, 40)) * 3 + 1).astype(np.float16)
@@ -61,10 +61,12 @@ def test_streamed_moments_read_bounded_chunks(tmp_path, monkeypatch, one_thread)
         return iter_feature(self, name, rows)
 
     monkeypatch.setattr(CacheReader, "iter_feature", spy)
-    mean, std = _streamed_moments(str(tmp_path), with_scale=True)
+    fp = open_cache(tmp_path).fingerprint
+    streamed = moments(CacheInfo("S", (13, 40), 3000, fp, str(tmp_path), feature="feat"), with_scale=True)
+    held = moments(_modality(torch.from_numpy(x)), with_scale=True)
+    assert torch.equal(streamed[0], held[0]) and streamed[1] is not None and torch.equal(streamed[1], held[1])
     full = torch.from_numpy(x).double()
-    assert torch.allclose(mean, full.mean(dim=0).float(), rtol=0, atol=1e-6)
-    assert std is not None and torch.allclose(std, full.std(dim=0).float(), rtol=1e-6, atol=0)
+    assert torch.equal(streamed[0], full.mean(dim=0).float())
     assert asked and all(rows * 13 * 40 <= 1 << 22 for rows in asked)  # about 16 MB of float32 at a time
 
 
@@ -72,9 +74,9 @@ def test_moments_of_features_on_a_gpu_stay_there(one_thread):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device here")
     x = torch.randn(500, 7, dtype=torch.float16)
-    mean, std = _modality(x.cuda()).moments(with_scale=True)
+    mean, std = moments(_modality(x.cuda()), with_scale=True)
     assert mean.device.type == "cuda" and std is not None
-    assert torch.equal(mean.cpu(), _modality(x).moments(with_scale=True)[0])
+    assert torch.equal(mean.cpu(), moments(_modality(x), with_scale=True)[0])
 
 
 def test_finiteness_check_reads_bounded_chunks(monkeypatch, one_thread):

@@ -1,4 +1,4 @@
-"""Streamed training samples (pcmpipe.samples_stream) against the in-memory join, the seeded order and its resume,
+"""Streamed training samples (pcmpipe.samples.stream) against the in-memory join, the seeded order and its resume,
 shards per rank, the automatic choice by the memory budget, and fp16 features kept in half precision."""
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from synthetic_cache import write_modality, write_synthetic_cache
 from pcmpipe.cache import ShardWriter, open_cache
 from pcmpipe.cache.layout import manifests_under
 from pcmpipe.config import TrainConfig, config_fingerprint
-from pcmpipe.samples import load_split
-from pcmpipe.samples_stream import StreamedSplit, resolve_stream
+from pcmpipe.samples import StreamedSplit, load_split, resolve_stream
 from pcmpipe.training.stage2 import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -119,7 +118,7 @@ def test_seeded_order_covers_each_sample_once_and_resumes_mid_epoch(cache):
 
 def test_each_rank_reads_its_own_shards(cache):
     ranks = [StreamedSplit(cache, "synth", MODS, "train", rank=r, world=2, buffer_rows=100) for r in (0, 1)]
-    files = [{u.file for u in s.mine} for s in ranks]
+    files = [{u.shard.file for u in s.mine} for s in ranks]
     assert files[0] and files[1] and not files[0] & files[1]
     steps = ranks[0].steps(32)
     assert steps == ranks[1].steps(32) == min(sum(u.rows for u in s.mine) // 16 for s in ranks)
@@ -172,3 +171,4 @@ def test_fp16_cache_stays_half_in_memory_and_batches_are_float32(tmp_path):
     stream = StreamedSplit(tmp_path, "synth", MODS, "train", shuffle=False, buffer_rows=64)
     half.shuffle = False
     assert _same(_epoch(half), _epoch(stream))
+

@@ -77,7 +77,7 @@ LEGACY_VALUES: dict[str, Any] = {
     "target": "features",
     "standardize": "none",
     "rho_on": "norm",
-    # Streamed training data (pcmpipe.samples_stream) visits samples in another order than the in-memory
+    # Streamed training data (pcmpipe.samples.stream) visits samples in another order than the in-memory
     # permutation, so the loading mode a run used is part of its fingerprint: `stream` is resolved to True or
     # None (in memory) when the run starts, and the shuffle settings count too.
     "stream": None,
@@ -143,7 +143,7 @@ class TrainConfig(Settings):
     # validation instead of held in memory (None: always held). Same numbers either way.
     stream_val_mb: float | None = Field(8.0, ge=0, description="CPU: stream validation features above this many MiB")
     # Training data larger than this (features as held: fp16 caches at 2 bytes a value) is streamed from its
-    # cache shard by shard (pcmpipe.samples_stream) instead of loaded; not fingerprinted, but the mode it picks
+    # cache shard by shard (pcmpipe.samples.stream) instead of loaded; not fingerprinted, but the mode it picks
     # is (`stream`).
     memory_budget_mb: float = Field(4096.0, gt=0, description="stream the training split above this many MiB")
     stream: bool | None = Field(None, description="stream the training split: None (auto, by the budget), true, false")

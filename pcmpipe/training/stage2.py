@@ -3,7 +3,8 @@
 Recipe (paper defaults, docs/training.md): AdamW lr 1e-4, weight decay 0.2 on weight matrices only, cosine
 schedule stepped per batch over epochs * steps, at most 50 epochs, early stopping after 5 epochs without a
 gain in the mean validation r@1 over all directions. Batches are index_select gathers on whole-split feature
-tensors (pcmpipe.samples); the loop keeps per-step host work to a minimum (no .item() per step on GPU).
+tensors, or windows read from the cache (pcmpipe.samples); the loop keeps per-step host work to a minimum (no
+.item() per step on GPU).
 
 The run is written into `<runs_root>/.tmp-<name>/` with a checkpoint per epoch and renamed to
 `<runs_root>/<name>/` when test metrics are written (pcmpipe.training.rundir's protocol, shared with
@@ -36,16 +37,17 @@ from pcmpipe.errors import UserError
 from pcmpipe.heads import ProjectionHead
 from pcmpipe.losses import LOSSES, LossParams, TargetShares
 from pcmpipe.samples import (
-    ModalityData,
     SplitData,
     SplitInfo,
+    TrainingSplit,
     check_compatible,
-    feature_name,
     load_split,
-    moment_chunk_rows,
+    load_training,
     peek_split,
+    resolve_stream,
+    standardisation,
 )
-from pcmpipe.samples_stream import StreamedSplit, load_training, resolve_stream
+from pcmpipe.samples.views import VIEW_RULE
 from pcmpipe.training import rundir as runs
 from pcmpipe.training.evaluate import embed_rows, evaluate_all, levels_available, mean_r1, non_finite, score
 from pcmpipe.training.events import (
@@ -62,10 +64,10 @@ from pcmpipe.training.state import EpochProgress, Resumable, TrainState, restore
 from pcmpipe.training.tracking import tracked
 
 
-def _load_data(cfg: TrainConfig, device: torch.device) -> tuple[SplitData | StreamedSplit, SplitData, SplitInfo]:
-    """Train (and val, unless streamed) in memory; the test caches only checked (loaded after training,
-    `_test_split`)."""
-    train = load_training(cfg)  # in memory, or streamed above cfg.memory_budget_mb (pcmpipe.samples_stream)
+def _load_data(cfg: TrainConfig, device: torch.device) -> tuple[TrainingSplit, SplitData, SplitInfo]:
+    """Train (in memory or streamed: `cfg.stream`) and val in memory; the test caches only checked (loaded after
+    training, `_test_split`)."""
+    train = load_training(cfg)
     test = peek_split(cfg.cache_root, cfg.dataset, cfg.modalities, cfg.split_test)
     check_compatible(train, test)
     # On CPU, large validation features are decoded from the cache at each validation (ModalityData.chunks)
@@ -77,47 +79,6 @@ def _load_data(cfg: TrainConfig, device: torch.device) -> tuple[SplitData | Stre
     val = load_split(cfg.cache_root, cfg.dataset, cfg.modalities, cfg.split_val, stream_above=stream_above, half=True)
     check_compatible(train, val)
     return train, val, test
-
-
-def standardisation(
-    cfg: TrainConfig, train: SplitData | StreamedSplit
-) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
-    """m -> (mean, scale or None) of the train split's rows of m (`cfg.standardize`); {} when off.
-
-    Over each modality's own cached rows, not the training samples: an image with five captions counts once.
-    A streamed split's features are not in memory: its moments are summed over the cache chunk by chunk.
-    """
-    if cfg.standardize == "none":
-        return {}
-    out: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
-    for m, d in train.modalities.items():
-        if isinstance(d, ModalityData):
-            out[m] = d.moments(cfg.standardize == "scale")  # chunk by chunk: no float64 copy of the split
-        else:
-            out[m] = _streamed_moments(d.directory, cfg.standardize == "scale")
-    return out
-
-
-def _streamed_moments(directory: str, with_scale: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    from pcmpipe.cache import open_cache
-
-    n, total, squares = 0, torch.zeros(()), torch.zeros(())
-    reader = open_cache(directory)
-    # the training feature (whatever its name: imports choose theirs), not the augmented views beside it
-    name = feature_name(reader, "", Path(directory))
-    # Chunks of about 4 Mi values, as ModalityData.moments: this pass was the largest transient of a streamed
-    # run (65,536-row chunks: the float32 buffer, pyarrow's decoded batch, the float64 copy and its square, up
-    # to ~0.3 GiB for 512-wide fp16 rows, noisy from shard to shard). The square is taken in place.
-    rows = moment_chunk_rows(tuple(reader.shapes[name]))
-    for chunk in reader.iter_feature(name, rows):
-        x = torch.from_numpy(chunk).double()
-        n, total = n + len(x), total + x.sum(0)
-        squares = squares + x.square_().sum(0)
-    mean = total / n
-    if not with_scale:
-        return mean.float(), None
-    var = (squares - n * mean * mean) / max(n - 1, 1)  # unbiased, as torch.std
-    return mean.float(), var.clamp_min(0).sqrt().clamp_min(1e-6).float()
 
 
 def _build(
@@ -172,8 +133,18 @@ def train(cfg: TrainConfig, on_event: OnEvent | None = None) -> Path:
             distributed.cleanup()  # leave the process group this call joined
 
 
+def _loading_mode(cfg: TrainConfig, emit: OnEvent) -> TrainConfig:
+    """The resolved config with its loading mode (`samples.resolve_stream`), part of the fingerprint; a mode the
+    budget chose rather than the user is said."""
+    resolved = resolve_stream(cfg.resolved())
+    if cfg.stream is None and resolved.stream:
+        emit(Note(f"streaming the {cfg.split_train} split (above memory_budget_mb {cfg.memory_budget_mb:g} MiB); "
+                  "the run's fingerprint records stream=true"))  # fmt: skip
+    return resolved
+
+
 def _train(cfg: TrainConfig, emit: OnEvent) -> Path:
-    cfg = resolve_stream(cfg.resolved())  # the loading mode is part of the fingerprint
+    cfg = _loading_mode(cfg, emit)
     assert cfg.name is not None and cfg.batch_size is not None, "resolved() fills the run name and batch size"
     fp = config_fingerprint(cfg)
     main = distributed.is_main()
@@ -204,7 +175,7 @@ def _train(cfg: TrainConfig, emit: OnEvent) -> Path:
             f"{cfg.batch_size}; lower --batch-size"
         )
     shapes = {m: d.shape for m, d in train_d.modalities.items()}
-    stats = standardisation(cfg, train_d)
+    stats = standardisation(train_d.modalities, cfg.standardize)
     heads, log_scale = _build(cfg, shapes, device, stats)
     opt = adamw(param_groups(heads, [log_scale], cfg.weight_decay), cfg.lr, fused=True)
     parts = Resumable(
@@ -221,10 +192,13 @@ def _train(cfg: TrainConfig, emit: OnEvent) -> Path:
     state = TrainState(best_scale=float(log_scale.detach().exp()))
     # A streamed run records which shards each rank reads (a collective: every rank takes part); with the seed
     # this is the whole order, as each rank's epoch order is a function of (seed, epoch, rank, its shards).
-    shards = distributed.gather_objects(_shards_read(train_d)) if isinstance(train_d, StreamedSplit) else None
+    mine = train_d.shards_read()
+    shards = None if mine is None else distributed.gather_objects(mine)
     progress = None  # the partial epoch of a mid-epoch checkpoint
     distributed.barrier()  # every rank has read the checkpoint (or its absence) before rank 0 changes tmp
+    views = any(d.view_count for d in train_d.modalities.values())
     if claim.checkpoint is not None:
+        _check_view_rule(cfg, views, tmp)
         state = restore(claim.checkpoint, parts, tmp)
         progress = _partial_epoch(cfg, claim.checkpoint.progress, steps, tmp)
         if main:
@@ -259,6 +233,7 @@ def _train(cfg: TrainConfig, emit: OnEvent) -> Path:
                 device,
                 argv=sys.argv,
                 **({"stream_shards": shards} if shards is not None else {}),
+                **({"view_rule": VIEW_RULE} if cfg.stream and views else {}),
             ),
         )
     distributed.barrier()  # the run directory exists before any rank goes on
@@ -309,9 +284,15 @@ def _test_split(cfg: TrainConfig, info: SplitInfo, device: torch.device) -> Spli
     return test.to(device)
 
 
-def _shards_read(split: StreamedSplit) -> list[str]:
-    """This rank's shards, as `<modality>/<file>` in the order assigned (pcmpipe.samples_stream)."""
-    return [f"{u.modality}/{u.file.name}" for u in split.mine]
+def _check_view_rule(cfg: TrainConfig, views: bool, tmp: Path) -> None:
+    """A streamed run with augmented views resumes only where it was begun under today's view rule
+    (`pcmpipe.samples.views`); before it, streamed runs drew views per batch, so the rest of the run would
+    differ from what it began."""
+    if cfg.stream and views and runs.run_config(tmp).get("view_rule") != VIEW_RULE:
+        raise UserError(
+            f"{cfg.name} was begun streamed with augmented views by an earlier pcmpipe that drew them by another "
+            f"rule; it cannot resume to the same numbers: delete {tmp} and train it again"
+        )
 
 
 def _partial_epoch(cfg: TrainConfig, progress: EpochProgress | None, steps: int, tmp: Path) -> EpochProgress | None:

@@ -26,8 +26,7 @@ from pcmpipe.report.recipe import recipe_changes
 from pcmpipe.report.results import load_runs
 from pcmpipe.runs import load_run
 from pcmpipe.runs.embed import embed_cache_to_cache
-from pcmpipe.samples import load_split
-from pcmpipe.samples_stream import StreamedSplit, load_training, resolve_stream
+from pcmpipe.samples import StreamedSplit, load_split, load_training, resolve_stream
 from pcmpipe.training.stage2 import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -195,6 +194,100 @@ def test_streamed_stage_two_draws_views_too(tmp_path):
     for start in (1, 3):  # a resumed epoch draws what the uninterrupted one drew
         resumed = stream.epoch_batches(1, 4, 12, start_step=start)
         assert all(torch.equal(a[0]["T"], b[0]["T"]) for a, b in zip(first[start:], resumed))
+
+
+def _planted_two_bases(root, k):
+    """The planted I and T, plus S (keyed by caption, with views too) holding the captions T lacks: T drops every
+    fifth caption, S every third, so the sample table ends with S-only samples (T absent)."""
+    images = [f"train{i:03d}" for i in range(N_IMAGES)]
+    captions = [f"{i}#{c}" for i in images for c in range(CAPTIONS)]
+    _write(root, "I", "train", "image_id", images, {}, k)
+    for m, drop in (("T", 5), ("S", 3)):
+        ids = [c for n, c in enumerate(captions) if n % drop != 1]
+        _write(root, m, "train", "caption_id", ids, {"image_id": [c.split("#")[0] for c in ids]}, k)
+    return root
+
+
+@pytest.mark.parametrize("resident", [0, 1 << 30])  # looked-up rows and views spilled to a file, or held
+def test_streamed_and_in_memory_batches_are_the_same_with_views(tmp_path, resident):
+    """One view rule: unshuffled, both modes give the same batches, augmented views included, epoch after epoch
+    and from a mid-epoch resume."""
+    root = _planted_two_bases(tmp_path, K)
+    mods = ["I", "T", "S"]
+    memory = load_split(root, "planted", mods, "train", views=True)
+    memory.shuffle, memory.view_seed = False, 5
+    stream = StreamedSplit(root, "planted", mods, "train", seed=5, shuffle=False, buffer_rows=16,
+                           resident_bytes=resident)  # fmt: skip
+    assert (len(stream), stream.base, stream.complete()) == (len(memory), ["T", "S"], memory.complete())
+    assert not bool(memory.present["T"].all())  # S-only samples: T absent, its placeholder row drawn too
+    steps = stream.steps(12)
+    for epoch in (1, 2):
+        a, b = list(memory.epoch_batches(epoch, steps, 12)), list(stream.epoch_batches(epoch, steps, 12))
+        assert len(a) == len(b) == steps
+        for (xa, pa, _), (xb, pb, _) in zip(a, b):
+            assert all(torch.equal(xa[m], xb[m]) and torch.equal(pa[m], pb[m]) for m in mods)
+        assert all(set(_decode(b, m)[1].tolist()) == {0, 1, 2} for m in mods)
+    resumed = list(stream.epoch_batches(2, steps, 12, start_step=3))
+    assert all(torch.equal(x[0]["T"], y[0]["T"]) for x, y in zip(b[3:], resumed))
+
+
+def _train_views(root, runs_root, **kw):
+    base = dict(dataset="planted", modalities="I,T,S", epochs=2, patience=2, batch_size=12, dim=8, progress=False,
+                device="cpu", threads=1, shuffle=False, name="v")  # fmt: skip
+    return TrainConfig.from_dict({**base, "cache_root": str(root), "runs_root": str(runs_root), **kw})
+
+
+def _results(run):
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return [(r["loss"], r["val"]) for r in lines], json.loads((run / "test_metrics.json").read_text())
+
+
+def test_streamed_training_with_views_equals_in_memory_training(tmp_path):
+    root = _planted_two_bases(tmp_path / "c", K)
+    for split in ("val", "test"):
+        _planted(tmp_path / "c", 0, splits=(split,))
+        _write(root, "S", split, "caption_id", *_captions(split), 0)
+    memory = train(_train_views(root, tmp_path / "memory"))
+    streamed = train(_train_views(root, tmp_path / "streamed", stream=True, memory_budget_mb=1e-4))
+    assert _results(memory) == _results(streamed)
+    recorded = [json.loads((r / "config.json").read_text()) for r in (memory, streamed)]
+    assert "view_rule" not in recorded[0] and recorded[1]["view_rule"] == "sample-table"
+
+
+def _captions(split):
+    captions = [f"{split}{i:03d}#{c}" for i in range(N_IMAGES) for c in range(CAPTIONS)]
+    return captions, {"image_id": [c.split("#")[0] for c in captions]}
+
+
+def test_a_streamed_run_with_views_begun_under_the_earlier_rule_is_refused(tmp_path, monkeypatch):
+    """Streamed runs once drew views per batch: one interrupted under that rule cannot resume to its numbers, so
+    it is refused in one line (its record lacks "view_rule"); one begun under today's rule resumes."""
+    from pcmpipe.training import rundir as runs
+    from pcmpipe.training import stage2
+    from pcmpipe.training.state import save_checkpoint
+
+    root = _planted_two_bases(tmp_path / "c", K)
+    for split in ("val", "test"):
+        _planted(tmp_path / "c", 0, splits=(split,))
+        _write(root, "S", split, "caption_id", *_captions(split), 0)
+    cfg = _train_views(root, tmp_path / "runs", stream=True, memory_budget_mb=1e-4, shuffle=True, checkpoint_every=1)
+
+    def save_then_stop(*args, **kwargs):
+        save_checkpoint(*args, **kwargs)
+        raise KeyboardInterrupt  # right after the first mid-epoch checkpoint
+
+    with monkeypatch.context() as m:
+        m.setattr(stage2, "save_checkpoint", save_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg)
+    tmp = runs.temp_dir(tmp_path / "runs", "v")
+    record = json.loads((tmp / "config.json").read_text())
+    (tmp / "config.json").write_text(json.dumps({k: v for k, v in record.items() if k != "view_rule"}))
+    with pytest.raises(UserError, match="begun streamed with augmented views by an earlier pcmpipe"):
+        train(cfg)
+    (tmp / "config.json").write_text(json.dumps(record))
+    resumed = train(cfg)
+    assert _results(resumed) == _results(train(cfg.model_copy(update={"runs_root": str(tmp_path / "ref")})))
 
 
 def test_training_uses_views_and_records_them(tmp_path):
