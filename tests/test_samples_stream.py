@@ -172,3 +172,16 @@ def test_fp16_cache_stays_half_in_memory_and_batches_are_float32(tmp_path):
     half.shuffle = False
     assert _same(_epoch(half), _epoch(stream))
 
+
+@pytest.mark.parametrize("mode", [{"stream": False}, {"memory_budget_mb": 0.01}])  # forced in memory; auto-streamed
+def test_a_pipeline_finds_its_run_done_whatever_the_loading_mode(cache, tmp_path, mode):
+    """The planner's fingerprint of a run is the one the trainer records: with `stream` resolved as training
+    resolves it, so neither `stream: false` nor a mode the budget chose makes a finished run look missing."""
+    from pcmpipe.pipelines.run import run_is_done
+    from pcmpipe.pipelines.spec import RunSpec
+
+    cfg = _cfg(cache, tmp_path, name="r", epochs=1, **mode)
+    spec = RunSpec("r", cfg)
+    assert not run_is_done(spec)
+    train(cfg)
+    assert run_is_done(spec)

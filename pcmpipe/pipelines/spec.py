@@ -66,8 +66,13 @@ class RunSpec:
 
     @property
     def fingerprint(self) -> str:
-        """The fingerprint the trainer (or fine-tuner) records in the run's config.json."""
-        return config_fingerprint(self.train)
+        """The fingerprint the trainer (or fine-tuner) records in the run's config.json: stage two's with its
+        loading mode resolved as training resolves it (`stream` left to the budget reads the caches' manifests)."""
+        if self.finetune:
+            return config_fingerprint(self.train)
+        from pcmpipe.samples import resolve_stream
+
+        return config_fingerprint(resolve_stream(self.train))
 
 
 @dataclass
