@@ -121,7 +121,7 @@ class StreamedSplit:
         for b in self.base:
             for shard in readers[b][0].iter_shards():
                 unit = Unit(b, shard, shard.rows, start)
-                _, blk = self.source.samples_of(unit)
+                blk = self.source.block(unit)
                 unit.rows = len(blk.kept)
                 start += unit.rows
                 for m, ok in blk.present.items():

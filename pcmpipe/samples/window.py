@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pcmpipe.cache.shards import CacheShard
-from pcmpipe.samples.table import Join
+from pcmpipe.samples.table import Block, Join
 
 
 @dataclass
@@ -34,8 +34,8 @@ class Window:
 
 @dataclass
 class WindowReader:
-    """How a streamed split reads its windows: the join, and per base modality the columns it needs, its
-    training feature's name, shape and dtype in memory."""
+    """How a streamed split reads its windows: the join, the columns it reads of each base modality, and each
+    modality's training feature (name, one row's shape, dtype in memory)."""
 
     join: Join
     columns: dict[str, list[str]]
@@ -43,10 +43,10 @@ class WindowReader:
     shapes: dict[str, tuple[int, ...]]
     dtypes: dict[str, np.dtype]
 
-    def samples_of(self, unit: Unit):
-        """(its rows' columns, the join's block) of a unit."""
+    def block(self, unit: Unit) -> Block:
+        """The join's block of a unit: which of its rows are samples, and every modality's row for each."""
         columns = unit.shard.columns(self.columns[unit.modality])
-        return columns, self.join.block(unit.modality, columns, unit.shard.offset)
+        return self.join.block(unit.modality, columns, unit.shard.offset)
 
     def load(self, group: list[Unit]) -> Window:
         """Read a window's units: the features of their own modality, the join's rows of every modality."""
@@ -63,7 +63,7 @@ class WindowReader:
         samples = np.zeros(size, np.int64)
         at = 0
         for u in group:
-            _, blk = self.samples_of(u)
+            blk = self.block(u)
             k, held, name = len(blk.kept), filled[u.modality], self.names[u.modality]
             if k == u.shard.rows:
                 u.shard.read_feature_into(name, feats[u.modality][held : held + k])
