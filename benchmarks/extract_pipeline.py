@@ -64,6 +64,7 @@ def main() -> None:
     args = _timing.parse_args(__doc__.splitlines()[0], extra)
     import pcmpipe.extract.runner as extract_mod
     from pcmpipe.backbones import create_backbone
+    from pcmpipe.config import ExtractConfig
     from pcmpipe.datasets import open_dataset
     from pcmpipe.datasets.synthetic import synth
     from pcmpipe.extract.sources import encode
@@ -89,17 +90,21 @@ def main() -> None:
                 cache = Path(tmp) / f"cache-{m}-{len(runs)}"
                 runs.append(cache)
                 extract_mod.extract(
-                    "flickr8k",
-                    data,
-                    modalities=[m],
-                    splits=["train"],
-                    device=args.device,
-                    batch_size=args.batch,
-                    workers=workers,
-                    cache_root=cache,
-                    limit=args.items,
-                    backbones={KIND[m]: name},
-                    weights={KIND[m]: "random:0"},
+                    ExtractConfig.from_dict(
+                        {
+                            "dataset": "flickr8k",
+                            "root": data,
+                            "modalities": [m],
+                            "splits": ["train"],
+                            "device": args.device,
+                            "batch_size": args.batch,
+                            "workers": workers,
+                            "cache_root": cache,
+                            "limit": args.items,
+                            "backbones": {KIND[m]: name},
+                            "weights": {KIND[m]: "random:0"},
+                        }
+                    )
                 )
                 shutil.rmtree(cache)
 

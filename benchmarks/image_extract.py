@@ -53,6 +53,7 @@ def main() -> None:
     args = _timing.parse_args(__doc__.splitlines()[0], image_args(144, "synthetic Flickr8k images (2/3 in train)"))
     import pcmpipe.extract.runner as extract_mod
     from pcmpipe.backbones import create_backbone
+    from pcmpipe.config import ExtractConfig
     from pcmpipe.datasets import open_dataset
     from pcmpipe.datasets.synthetic import synth
     from pcmpipe.extract.sources import encode
@@ -81,16 +82,20 @@ def main() -> None:
             cache = Path(tmp) / f"cache{len(runs)}"
             runs.append(cache)
             extract_mod.extract(
-                "flickr8k",
-                data,
-                modalities=["I"],
-                splits=["train"],
-                device=args.device,
-                batch_size=args.batch,
-                workers=workers,
-                cache_root=cache,
-                backbones={"image": name},
-                weights={"image": "random:0"},
+                ExtractConfig.from_dict(
+                    {
+                        "dataset": "flickr8k",
+                        "root": data,
+                        "modalities": ["I"],
+                        "splits": ["train"],
+                        "device": args.device,
+                        "batch_size": args.batch,
+                        "workers": workers,
+                        "cache_root": cache,
+                        "backbones": {"image": name},
+                        "weights": {"image": "random:0"},
+                    }
+                )
             )
             shutil.rmtree(cache)
 

@@ -48,15 +48,19 @@ def _bytes(directory: Path) -> int:
 
 def extract_cost(data: Path, cache: Path, views: int, device: str) -> dict:
     from pcmpipe.cache.layout import cache_dir
+    from pcmpipe.config import ExtractConfig
     from pcmpipe.extract import extract
 
     # a throwaway extraction first: model construction and first-call costs go there, not into either timing
-    extract("flickr8k", data, modalities=["I", "T"], splits=["train"], backbones=TINY, weights=RANDOM, device=device,
-            workers=0, cache_root=cache.with_name(cache.name + ".warm"), limit=2, views=views)  # fmt: skip
-    t0 = time.perf_counter()
-    summary = extract(
-        "flickr8k", data, backbones=TINY, weights=RANDOM, device=device, workers=0, cache_root=cache, views=views
+    common = dict(dataset="flickr8k", root=data, backbones=TINY, weights=RANDOM, device=device, workers=0, views=views)
+    warm = cache.with_name(cache.name + ".warm")
+    extract(
+        ExtractConfig.from_dict(
+            {**common, "modalities": ["I", "T"], "splits": ["train"], "cache_root": warm, "limit": 2}
+        )
     )
+    t0 = time.perf_counter()
+    summary = extract(ExtractConfig.from_dict({**common, "cache_root": cache}))
     seconds = time.perf_counter() - t0
     train = {m: _bytes(cache_dir(cache, "flickr8k", m, "train")) for m in ("I", "T")}
     parts = {f"{p.modality} {p.split}": round(p.seconds, 2) for p in summary.parts}

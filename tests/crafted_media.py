@@ -98,10 +98,10 @@ def _limit_address_space(extra: int) -> int:
 def check_under_memory_limit(root: Path) -> dict:
     """Extraction (skip and list; --strict) and embed's `encode_inputs` over each kind's files, under the limit."""
     import torch
+    from extraction import extract
 
     from pcmpipe.backbones import create_backbone
     from pcmpipe.errors import UserError
-    from pcmpipe.extract import extract
     from pcmpipe.runs.inputs import encode_inputs
 
     torch.set_num_threads(1)

@@ -211,7 +211,7 @@ EXTRACT_MODALITIES = ["T", "S", "I"]
 
 
 def _extract(data: Path, cache: Path) -> None:
-    from pcmpipe.extract import extract
+    from extraction import extract
 
     extract(
         "flickr8k",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from pcmpipe.cli.app import _csv, _guard, app, err_console
+from pcmpipe.cli.app import _guard, app, err_console
 from pcmpipe.cli.options import FORMAT_METAVAR, hidden_alias
 
 
@@ -92,14 +92,15 @@ def extract_cmd(
 
         from pcmpipe import distributed
         from pcmpipe.cli.render import ExtractBar, extract_table
+        from pcmpipe.config import ExtractConfig
         from pcmpipe.extract import extract
 
-        with ExtractBar(Console(stderr=True)) as bar:
-            summary = extract(
-                dataset,
-                root if root is not None else Path("data") / dataset,
-                modalities=_csv(modalities),
-                splits=_csv(splits or split),
+        cfg = ExtractConfig.from_dict(
+            dict(
+                dataset=dataset,
+                root=root,
+                modalities=modalities,
+                splits=splits or split,
                 backbones={"image": image_backbone, "text": text_backbone, "audio": audio_backbone},
                 weights={"image": weights_image, "text": weights_text, "audio": weights_audio},
                 device=device,
@@ -113,11 +114,13 @@ def extract_cmd(
                 rows_per_shard=rows_per_shard,
                 max_padding=max_padding,
                 dtype=dtype,
-                progress=bar,
-                lock_wait=True if lock_timeout is None else lock_timeout,
+                lock_timeout=lock_timeout,
                 views=views,
                 views_seed=views_seed,
             )
+        )
+        with ExtractBar(Console(stderr=True)) as bar:
+            summary = extract(cfg, progress=bar)
         main = distributed.is_main()
         distributed.cleanup()  # under torchrun: leave the process group extract joined
         if not main:

@@ -2,10 +2,12 @@
 
 - schema.py: `TrainConfig` (stage two) and its fingerprint; the choices (`Loss`, `Device`, ...) as Literals
 - finetune.py: `FinetuneConfig` (stage two plus the unfrozen towers)
+- extract.py: `ExtractConfig` (stage one: `pcmpipe extract`, a pipeline's `extract:` options)
 - merge.py: defaults < YAML < flags < `--set key=value`, in one function for every command
 - base.py: what schemas share, and the one place a pydantic ValidationError becomes a UserError line
 """
 
+from pcmpipe.config.extract import ExtractConfig
 from pcmpipe.config.finetune import FinetuneConfig
 from pcmpipe.config.merge import load_config, merge_settings, parse_set, parse_value, read_yaml
 from pcmpipe.config.schema import (
@@ -31,6 +33,7 @@ __all__ = [
     "MATCH_LEVELS",
     "MODALITY_RE",
     "NAME_RE",
+    "ExtractConfig",
     "FinetuneConfig",
     "TrainConfig",
     "config_fingerprint",

@@ -8,10 +8,11 @@ the close setting ("unknown setting learning_rate; did you mean lr?") instead of
 from __future__ import annotations
 
 import difflib
+import os
 import typing
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from pcmpipe.errors import UserError
 
@@ -36,6 +37,26 @@ class Settings(BaseModel):
     required_hint: typing.ClassVar[str] = ""
     # settings whose command-line flag is not `--<name-with-dashes>` (finetune's --workers is num_workers)
     flags: typing.ClassVar[dict[str, str]] = {}
+    # how error messages name a setting whose field name is not the user's word (extract's `fmt` is "format")
+    labels: typing.ClassVar[dict[str, str]] = {}
+    # the help's placeholder of a setting where its type says too little (`<path>`, `<auto|cpu|cuda|cuda:N>`)
+    metavars: typing.ClassVar[dict[str, str]] = {}
+    # settings that have no flag of their own (mappings): a file, a pipeline or `--set` gives them
+    not_flags: typing.ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_values(cls, data: Any) -> Any:
+        """A path object is its text (library callers pass Path); a bool where a number belongs is a mistake
+        (pydantic reads `epochs: true` as 1)."""
+        if not isinstance(data, dict):
+            return data
+        numbers = (int, float, int | None, float | None)
+        for k, v in data.items():
+            f = cls.model_fields.get(k)
+            if isinstance(v, bool) and f is not None and f.annotation in numbers:
+                raise ValueError(f"setting {k}={v!r} has the wrong type (expected a number)")
+        return {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in data.items()}
 
     @classmethod
     def from_dict(cls, data: Any) -> Any:
@@ -93,7 +114,8 @@ def user_message(cls: type[BaseModel], error: ValidationError) -> str:
     if not name:  # a check across settings (model validator): its message says everything
         return msg
     if err["type"] == "literal_error":
-        return f"unknown {name} {value!r}; valid choices: {', '.join(map(str, choices(cls, name)))}"
+        label = getattr(cls, "labels", {}).get(name, name)
+        return f"unknown {label} {value!r}; valid choices: {', '.join(map(str, choices(cls, name)))}"
     flag = getattr(cls, "flags", {}).get(name, f"--{name.replace('_', '-')}")
     if err["type"] in _BOUNDS:
         key, op = _BOUNDS[err["type"]]

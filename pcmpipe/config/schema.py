@@ -161,18 +161,7 @@ class TrainConfig(Settings):
         default_factory=list, description="also log to tensorboard, wandb and/or mlflow (comma-separated)"
     )
 
-    # ---- checks ----
-    @model_validator(mode="before")
-    @classmethod
-    def _no_bools_for_numbers(cls, data: Any) -> Any:
-        """pydantic reads `epochs: true` as 1; a bool where a number belongs is a mistake."""
-        if isinstance(data, dict):
-            for k, v in data.items():
-                f = cls.model_fields.get(k)
-                if isinstance(v, bool) and f is not None and f.annotation in (int, float, int | None, float | None):
-                    raise ValueError(f"setting {k}={v!r} has the wrong type (expected a number)")
-        return data
-
+    # ---- checks (a bool where a number belongs: Settings._plain_values) ----
     @field_validator("threads")
     @classmethod
     def _threads_fit_the_machine(cls, value: int | None) -> int | None:

@@ -1,15 +1,15 @@
 """Stage one: dataset records -> backbone -> feature shards, resumable at any point (`pcmpipe extract`).
 
-    summary = extract("flickr8k", "data/flickr8k", modalities=["I", "T", "S"], cache_root="cache")
+    summary = extract(ExtractConfig.from_dict({"dataset": "flickr8k", "modalities": "I,T,S", "cache_root": "cache"}))
 
 Per (modality, split) the cache `cache_root/dataset/modality/split` is written by one `ShardWriter`:
   * a complete cache with the same fingerprint is skipped without reading any input;
   * otherwise ids in finished shards (`done_ids`) are skipped and the rest encoded, so a run killed at any
     moment (SIGKILL included) and started again ends with exactly the rows of an uninterrupted run;
   * a cache built with other settings (weights, preprocessing, precision, format, limit) is never mixed
-    in: UserError, unless `overwrite=True`, which deletes that one cache directory and rebuilds it.
+    in: UserError, unless `cfg.overwrite`, which deletes that one cache directory and rebuilds it.
 Inputs that cannot be encoded are skipped and listed in `.errors.jsonl` beside the manifest (or, with
-`strict=True`, the first one ends the run with a UserError).
+`cfg.strict`, the first one ends the run with a UserError).
 
 Modalities: I (image tower), T and P (text tower), S (speech encoder), A and C (the dataset's own
 vectors, written as they are). Every cache has the feature `features`, float32 [N, *shape] (or float16); with
@@ -27,8 +27,10 @@ import itertools
 import os
 import shutil
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -39,8 +41,9 @@ from pcmpipe.backbones.hubert import HubertBackbone
 from pcmpipe.cache.layout import check_name, manifest_in, refuse_link
 from pcmpipe.cache.lock import exclusive
 from pcmpipe.cache.manifest import hide_legacy_names, load_manifest
-from pcmpipe.cache.writer import FORMATS, ShardWriter
-from pcmpipe.datasets import SPLITS, open_dataset
+from pcmpipe.cache.writer import ShardWriter
+from pcmpipe.config.extract import ExtractConfig
+from pcmpipe.datasets import open_dataset
 from pcmpipe.datasets.synthetic import SYNTHETIC_MARKER
 from pcmpipe.errors import UserError
 from pcmpipe.extract import bounds
@@ -48,7 +51,6 @@ from pcmpipe.extract.batching import PaddingMeter
 from pcmpipe.extract.plan import FEATURE, SplitSpec, choose_backbone, compare, split_spec, split_views
 from pcmpipe.extract.record_source import RecordSource, record_source
 from pcmpipe.extract.sources import (
-    SPEECH_MAX_PADDING,
     Encoded,
     Skipped,
     audio_batches,
@@ -71,7 +73,6 @@ class _BlockEnd:
 
 
 _BLOCK_END = _BlockEnd()
-STORED_DTYPES = ("float32", "float16")  # encoders compute in float32 (autocast on CUDA); float16 halves the cache
 
 
 def default_workers(device: object = "cpu") -> int:
@@ -86,104 +87,84 @@ def default_workers(device: object = "cpu") -> int:
     return max(1, min(4, cores // 4))
 
 
-def extract(
-    dataset: str,
-    root: str | Path,
-    *,
-    modalities: Sequence[str] | None = None,
-    splits: Sequence[str] | None = None,
-    backbones: Mapping[str, str] | None = None,
-    weights: Mapping[str, str] | None = None,
-    device: str = "auto",
-    fmt: str = "parquet",
-    batch_size: int = 64,
-    workers: int | None = None,
-    cache_root: str | Path = "cache",
-    strict: bool = False,
-    limit: int | None = None,
-    overwrite: bool = False,
-    rows_per_shard: int = 4096,
-    dataset_options: Mapping | None = None,
-    max_padding: float | None = SPEECH_MAX_PADDING,
-    dtype: str = "float32",
-    progress: ExtractProgress | None = None,
-    lock_wait: bool | float = True,
-    views: int = 0,
-    views_seed: int = 0,
-) -> ExtractSummary:
-    """Extract every requested (modality, split) of `dataset` into `cache_root`; returns the summary.
+def extract(cfg: ExtractConfig, *, progress: ExtractProgress | None = None) -> ExtractSummary:
+    """Extract every requested (modality, split) of `cfg.dataset` into `cfg.cache_root`; returns the summary.
 
-    backbones / weights: keyed by modality ('I', 'T', 'P', 'S') or kind ('image', 'text', 'audio'), the
-    modality winning; missing entries take the paper's backbone and 'default' weights. limit: only the
-    first `limit` records (by id) of each (modality, split), recorded in the fingerprint. max_padding: at
-    most this fraction of each speech batch is padding (in [0, 1); None: no bound); features do not depend on
-    it (HuBERT's padding is masked), only the speed does, so it is not part of the fingerprint. dtype: how the
-    features are stored, float32 or float16 (half the bytes; part of the fingerprint).
+    The settings are `pcmpipe.config.ExtractConfig`'s (the same as `pcmpipe extract`'s flags): backbones and
+    weights per kind, or per modality in `cfg.backbones` / `cfg.weights` (the modality winning); `limit` keeps the
+    first records (by id) of each (modality, split) and is part of the fingerprint; `max_padding` bounds each speech
+    batch's padding (only the speed depends on it); `dtype` is how features are stored (float16: half the bytes;
+    fingerprinted); `lock_timeout` refuses another job's split after that many seconds (None: wait); `views` adds
+    K augmented views of the train split's images and captions (`plan.split_views`; docs/extraction.md).
     progress(task, done, total) is called as items finish ('flickr8k I train', rows done, rows of this
-    process); under torchrun only rank 0 reports. lock_wait: another job writing the same split is waited for
-    (True), refused at once (False) or waited for that many seconds, then refused in one line.
-    views: K augmented views (timm images, EDA captions, seeded by views_seed, item id and view) of every image
-    and caption of the train split, stored beside the clean features (`plan.split_views`; docs/extraction.md).
+    process); under torchrun only rank 0 reports.
     """
-    if fmt not in FORMATS:
-        raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if dtype not in STORED_DTYPES:
-        raise UserError(f"--dtype must be one of {', '.join(STORED_DTYPES)}, got {dtype!r}")
     bounds.check_settings(
-        batch_size=batch_size, workers=workers, rows_per_shard=rows_per_shard, limit=limit, views=views,
-        max_padding=max_padding, lock_wait=lock_wait,
+        batch_size=cfg.batch_size, workers=cfg.workers, rows_per_shard=cfg.rows_per_shard, limit=cfg.limit,
+        views=cfg.views, max_padding=cfg.max_padding, lock_wait=cfg.lock_wait(),
     )  # fmt: skip
-    ds = open_dataset(dataset, root, **dict(dataset_options or {}))
-    modalities = list(modalities or ds.modalities)
-    splits = list(splits or SPLITS)
+    ds = open_dataset(cfg.dataset, cfg.dataset_root(), **cfg.dataset_options)
+    modalities = list(cfg.modalities or ds.modalities)
     check_name("dataset", ds.name)  # the cache tree's reserved names ("runs", hidden names), before any work
     for m in modalities:
         ds.key(m)  # UserError naming the dataset's modalities
         check_name("modality", m)
-    for s in splits:
-        if s not in SPLITS:
-            raise UserError(f"unknown split {s!r}; choose from {', '.join(SPLITS)}")
     dist = D.init_from_env()  # one process: nothing to join
-    dev = D.device_for(dist) if dist.world_size > 1 and device == "auto" else resolve_device(device)
-    workers = default_workers(dev) if workers is None else workers
+    dev = D.device_for(dist) if dist.world_size > 1 and cfg.device == "auto" else resolve_device(cfg.device)
+    workers = default_workers(dev) if cfg.workers is None else cfg.workers
     # modalities without a kind carry precomputed vectors: no backbone
     kinds = {m: ds.kind(m) for m in modalities}
-    choice = {m: choose_backbone(m, k, backbones or {}, weights or {}) for m, k in kinds.items() if k is not None}
-    summary = ExtractSummary(dataset, str(cache_root), str(dev))
-    models = _backbones(modalities, splits, choice, kinds, dev, views=views, batch_size=batch_size,
-                        workers=workers, rows_per_shard=rows_per_shard)  # fmt: skip
+    names, weights = cfg.backbone_names(), cfg.weights_names()
+    choice = {m: choose_backbone(m, k, names, weights) for m, k in kinds.items() if k is not None}
+    summary = ExtractSummary(cfg.dataset, str(cfg.cache_root), str(dev))
+    models = _backbones(modalities, cfg.splits, choice, kinds, dev, views=cfg.views, batch_size=cfg.batch_size,
+                        workers=workers, rows_per_shard=cfg.rows_per_shard)  # fmt: skip
     report = progress if progress is not None and dist.is_main else _silent
     for m in modalities:
-        for split in splits:
-            backbone = models[choice[m]] if m in choice else None
-            part = _extract_part(
+        for split in cfg.splits:
+            part = _Part(
+                cfg,
                 ds,
                 m,
                 split,
-                backbone,
-                report=report,
-                summary=summary,
-                fmt=fmt,
-                batch_size=batch_size,
-                workers=workers,
-                cache_root=Path(cache_root),
-                strict=strict,
-                limit=limit,
-                overwrite=overwrite,
-                rows_per_shard=rows_per_shard,
-                dataset_options=dict(dataset_options or {}),
-                max_padding=max_padding,
-                lock_wait=lock_wait,
-                dtype=dtype,
-                views=split_views(views, views_seed, m, kinds[m], split),
+                models[choice[m]] if m in choice else None,
+                workers,
+                split_views(cfg.views, cfg.views_seed, m, kinds[m], split),
+                report,
+                summary,
             )
-            summary.parts.append(part)
+            summary.parts.append(_extract_part(part))
     return summary
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One (modality, split) of an extraction: the settings, what encodes it and where it reports."""
+
+    cfg: ExtractConfig
+    ds: Any  # the opened dataset (pcmpipe.datasets)
+    m: str
+    split: str
+    backbone: Backbone | None  # None: the dataset's own vectors
+    workers: int  # resolved from cfg.workers and the device
+    views: ViewSpec | None
+    report: ExtractProgress
+    summary: ExtractSummary
+
+    @property
+    def task(self) -> str:
+        """How progress names the part: 'flickr8k I train'."""
+        return f"{self.ds.name} {self.m} {self.split}"
+
+    @property
+    def where(self) -> str:
+        """How messages name the part's cache: 'cache flickr8k/I/train'."""
+        return f"cache {self.ds.name}/{self.m}/{self.split}"
 
 
 def _backbones(
     modalities: list[str],
-    splits: list[str],
+    splits: Sequence[str],
     choice: dict[str, tuple[str, str, str]],
     kinds: dict[str, str | None],
     dev: str | torch.device,
@@ -214,145 +195,56 @@ def _silent(task: str, done: int, total: int) -> None:
     """The progress callback of a caller that asked for none (and of ranks other than 0)."""
 
 
-def _extract_part(
-    ds,
-    m: str,
-    split: str,
-    backbone: Backbone | None,
-    *,
-    report: ExtractProgress,
-    summary: ExtractSummary,
-    fmt: str,
-    batch_size: int,
-    workers: int,
-    cache_root: Path,
-    strict: bool,
-    limit: int | None,
-    overwrite: bool,
-    rows_per_shard: int,
-    dataset_options: dict,
-    max_padding: float | None,
-    lock_wait: bool | float,
-    dtype: str = "float32",
-    views: ViewSpec | None = None,
-) -> PartSummary:
+def _extract_part(p: _Part) -> PartSummary:
     started = time.perf_counter()
+    cfg = p.cfg
     # the listing, or this rank's shards of a streamed dataset, in blocks that become one cache shard each
-    source = record_source(ds, m, split, limit, block=rows_per_shard)
+    source = record_source(p.ds, p.m, p.split, cfg.limit, block=cfg.rows_per_shard)
     spec = split_spec(
-        ds, m, split, source.listed, backbone, cache_root=cache_root, fmt=fmt, limit=limit,
-        options=dataset_options, dtype=dtype, listing=source.listing, views=views,
+        p.ds, p.m, p.split, source.listed, p.backbone, cache_root=Path(cfg.cache_root), fmt=cfg.fmt,
+        limit=cfg.limit, options=cfg.dataset_options, dtype=cfg.dtype, listing=source.listing, views=p.views,
     )  # fmt: skip
-    name = backbone.name if backbone is not None else "vectors"
     if source.rows:  # a streamed dataset does not know its rows before reading them
-        bounds.check_disk(spec.directory, source.rows, spec.features, f"cache {ds.name}/{m}/{split}")
+        bounds.check_disk(spec.directory, source.rows, spec.features, p.where)
     with contextlib.ExitStack() as held:
         if D.is_main():  # one lock per split; the other ranks wait for rank 0's verdict below
-            held.enter_context(exclusive(spec.directory, f"cache {ds.name}/{m}/{split}", wait=lock_wait))
-        return _write_part(
-            ds, m, split, backbone, source, spec, name, started, report=report, summary=summary,
-            batch_size=batch_size, workers=workers, strict=strict, overwrite=overwrite,
-            rows_per_shard=rows_per_shard, max_padding=max_padding, views=views,
-        )  # fmt: skip
+            held.enter_context(exclusive(spec.directory, p.where, wait=cfg.lock_wait()))
+        return _write_part(p, source, spec, started)
 
 
-def _write_part(
-    ds,
-    m: str,
-    split: str,
-    backbone: Backbone | None,
-    source: RecordSource,
-    spec: SplitSpec,
-    name: str,
-    started: float,
-    *,
-    report: ExtractProgress,
-    summary: ExtractSummary,
-    batch_size: int,
-    workers: int,
-    strict: bool,
-    overwrite: bool,
-    rows_per_shard: int,
-    max_padding: float | None,
-    views: ViewSpec | None = None,
-) -> PartSummary:
+def _write_part(p: _Part, source: RecordSource, spec: SplitSpec, started: float) -> PartSummary:
     """Encode one split into its cache, under the split's lock (held by the caller on rank 0)."""
-    directory, key, links, features, fmt = spec.directory, spec.key, spec.links, spec.features, spec.fmt
-    meta = spec.meta
-    problem, rebuilt = None, ""
-    if D.is_main():  # one process decides (and deletes what is rebuilt); the others wait for its verdict
-        hide_legacy_names(directory)  # a cache written before its files were hidden: same shards, hidden names
-        plan = compare(spec)
-        if plan.action == "refuse" and not overwrite:
-            problem = f"{plan.reason}; use another --cache-root or --overwrite to rebuild it"
-        elif plan.action in ("rebuild", "refuse"):  # refuse with overwrite: the user asked for a fresh cache
-            refuse_link(directory, "extract (rebuilding a split)")
-            shutil.rmtree(directory)  # the lock file lies beside the directory: the lock stays held
-            rebuilt = plan.reason if plan.action == "rebuild" else ""
-    problem = D.gather_objects(problem)[0]  # also the barrier after a deletion
-    if problem:
-        raise UserError(problem)
-    part = PartSummary(m, split, name, "rebuilt" if rebuilt else "new", directory=str(directory), reason=rebuilt)
-    task, total = f"{ds.name} {m} {split}", source.rows or 0
-    errors: list[dict] = []
+    directory = spec.directory
+    rebuilt = _clear_stale(p.cfg, spec)
+    name = p.backbone.name if p.backbone is not None else "vectors"
+    part = PartSummary(p.m, p.split, name, "rebuilt" if rebuilt else "new", directory=str(directory), reason=rebuilt)
+    total = source.rows or 0
     meter = PaddingMeter()
     with ShardWriter(
         directory,
-        features=features,
-        key=key,
-        links=links,
-        meta=meta,
-        fmt=fmt,
-        rows_per_shard=rows_per_shard,
+        features=spec.features,
+        key=spec.key,
+        links=spec.links,
+        meta=spec.meta,
+        fmt=spec.fmt,
+        rows_per_shard=p.cfg.rows_per_shard,
         rank=D.writer_rank(),
         expected_rows=source.rows,
         listing=spec.listing,
         lock=False,  # held above, around the reuse check too
-        origin="synthetic" if (Path(ds.root) / SYNTHETIC_MARKER).is_file() else "real",
+        origin="synthetic" if (Path(p.ds.root) / SYNTHETIC_MARKER).is_file() else "real",
     ) as writer:
         if writer.complete:  # every rank sees the same merged manifest, so all of them return here
             part.status, part.rows = "cached", writer.num_rows
             part.skipped = len(read_errors(directory))
-            report(task, total, total)
+            p.report(p.task, total, total)
             part.seconds = time.perf_counter() - started
             return part
         if writer.done_ids:
             part.status = "resumed"
-        done = len(writer.done_ids)
-        report(task, done, total)
-        shape = features[FEATURE][0]
-        items = (
-            item
-            for pending in source.chunks(writer.done_ids)  # one block at a time, then its shard is written
-            for item in itertools.chain(
-                _batches(backbone, pending, shape, batch_size, workers, meter, max_padding, views), (_BLOCK_END,)
-            )
-        )
+        errors: list[dict] = []
         try:
-            for item in items:
-                if isinstance(item, _BlockEnd):  # a block is one shard, even when skipped inputs left it short
-                    writer.end_shard()
-                    continue
-                if isinstance(item, Skipped):
-                    err = {"modality": m, "split": split, "id": item.record.id, "reason": item.reason}
-                    if item.record.path is not None:
-                        err["path"] = str(item.record.path)
-                    errors.append(err)
-                    done += 1
-                    report(task, done, total)
-                    if strict:
-                        raise UserError(
-                            f"{ds.name} {m} {split} id {item.record.id}: {item.reason} "
-                            "(--strict stops at the first bad input; drop it to skip and list them)"
-                        )
-                    continue
-                arrays = {FEATURE: item.features}
-                if item.views is not None:
-                    arrays[VIEWS_FEATURE] = item.views
-                writer.add([r.id for r in item.records], {c: [r.links[c] for r in item.records] for c in links}, arrays)
-                part.new_rows += len(item.records)
-                done += len(item.records)
-                report(task, done, total)
+            _encode_into(p, writer, source, spec, part, meter, errors)
             if not D.is_distributed():  # every input seen: the errors file is final, listed in the manifest
                 write_errors(directory, errors)
                 writer.add_side_file(ERRORS_FILE)
@@ -370,26 +262,84 @@ def _write_part(
     part.skipped = len(errors)
     part.padding = meter.fraction
     part.seconds = time.perf_counter() - started
-    summary.errors.extend(errors)
+    p.summary.errors.extend(errors)
     return part
 
 
-def _batches(
-    backbone: Backbone | None,
-    records: list,
-    shape: tuple[int, ...],
-    batch_size: int,
-    workers: int,
+def _clear_stale(cfg: ExtractConfig, spec: SplitSpec) -> str:
+    """Whether the split's cache may be reused: rank 0 deletes one to rebuild (returning why) or refuses one
+    built with other settings unless `cfg.overwrite`; the other ranks wait for its verdict."""
+    directory = spec.directory
+    problem, rebuilt = None, ""
+    if D.is_main():  # one process decides (and deletes what is rebuilt); the others wait for its verdict
+        hide_legacy_names(directory)  # a cache written before its files were hidden: same shards, hidden names
+        plan = compare(spec)
+        if plan.action == "refuse" and not cfg.overwrite:
+            problem = f"{plan.reason}; use another --cache-root or --overwrite to rebuild it"
+        elif plan.action in ("rebuild", "refuse"):  # refuse with overwrite: the user asked for a fresh cache
+            refuse_link(directory, "extract (rebuilding a split)")
+            shutil.rmtree(directory)  # the lock file lies beside the directory: the lock stays held
+            rebuilt = plan.reason if plan.action == "rebuild" else ""
+    problem = D.gather_objects(problem)[0]  # also the barrier after a deletion
+    if problem:
+        raise UserError(problem)
+    return rebuilt
+
+
+def _encode_into(
+    p: _Part,
+    writer: ShardWriter,
+    source: RecordSource,
+    spec: SplitSpec,
+    part: PartSummary,
     meter: PaddingMeter,
-    max_padding: float | None,
-    views: ViewSpec | None = None,
-) -> Iterator[Encoded | Skipped]:
+    errors: list[dict],
+) -> None:
+    """Encode the records the writer has not got, one block (one shard) at a time; skipped inputs go to
+    `errors` (the first one ends the run with --strict)."""
+    task, total, done = p.task, source.rows or 0, len(writer.done_ids)
+    p.report(task, done, total)
+    shape = spec.features[FEATURE][0]
+    items = (
+        item
+        for pending in source.chunks(writer.done_ids)  # one block at a time, then its shard is written
+        for item in itertools.chain(_batches(p, pending, shape, meter), (_BLOCK_END,))
+    )
+    for item in items:
+        if isinstance(item, _BlockEnd):  # a block is one shard, even when skipped inputs left it short
+            writer.end_shard()
+            continue
+        if isinstance(item, Skipped):
+            err = {"modality": p.m, "split": p.split, "id": item.record.id, "reason": item.reason}
+            if item.record.path is not None:
+                err["path"] = str(item.record.path)
+            errors.append(err)
+            done += 1
+            p.report(task, done, total)
+            if p.cfg.strict:
+                raise UserError(
+                    f"{task} id {item.record.id}: {item.reason} "
+                    "(--strict stops at the first bad input; drop it to skip and list them)"
+                )
+            continue
+        arrays = {FEATURE: item.features}
+        if item.views is not None:
+            arrays[VIEWS_FEATURE] = item.views
+        links = spec.links
+        writer.add([r.id for r in item.records], {c: [r.links[c] for r in item.records] for c in links}, arrays)
+        part.new_rows += len(item.records)
+        done += len(item.records)
+        p.report(task, done, total)
+
+
+def _batches(p: _Part, records: list, shape: tuple[int, ...], meter: PaddingMeter) -> Iterator[Encoded | Skipped]:
+    backbone, batch_size = p.backbone, p.cfg.batch_size
     if backbone is None:
         yield from vector_batches(records, shape)
     elif backbone.modality_kind == "image":
-        yield from image_batches(backbone, records, batch_size, workers, views)
+        yield from image_batches(backbone, records, batch_size, p.workers, p.views)
     elif backbone.modality_kind == "text":
-        yield from text_batches(backbone, records, batch_size, views)
+        yield from text_batches(backbone, records, batch_size, p.views)
     else:
         assert isinstance(backbone, HubertBackbone)  # the registry's only audio backbone
-        yield from audio_batches(backbone, records, batch_size, workers, meter, max_padding)
+        yield from audio_batches(backbone, records, batch_size, p.workers, meter, p.cfg.max_padding)

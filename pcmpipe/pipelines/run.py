@@ -233,17 +233,8 @@ def make_plan(p: Pipeline, on_event: OnEvent | None = None) -> list[Step]:
 def _extract(spec: DataSpec, cache_root: Path, modalities: list[str], emit: OnEvent) -> None:
     from pcmpipe.extract import extract
 
-    opts = dict(spec.options.get("extract") or {})  # e.g. batch_size, fmt, device, workers
-    extract(
-        spec.dataset,
-        spec.root,
-        modalities=modalities,
-        backbones=dict(spec.backbones),
-        weights=dict(spec.weights),
-        cache_root=cache_root,
-        progress=lambda task, done, total: emit(StepProgress(task, done, total)),
-        **opts,
-    )
+    progress = lambda task, done, total: emit(StepProgress(task, done, total))  # noqa: E731
+    extract(spec.extract_config(cache_root, modalities), progress=progress)
 
 
 def _train(spec: RunSpec, emit: OnEvent) -> None:

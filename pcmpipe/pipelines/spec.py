@@ -24,8 +24,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pcmpipe.config import FinetuneConfig, TrainConfig, config_fingerprint, merge_settings, parse_set
+from pcmpipe.config import ExtractConfig, FinetuneConfig, TrainConfig, config_fingerprint, merge_settings, parse_set
 from pcmpipe.config.base import unknown_key_message
+from pcmpipe.config.extract import BACKBONE_KINDS
 from pcmpipe.config.schema import MODALITY_RE
 from pcmpipe.errors import UserError
 from pcmpipe.readback import read_yaml, validate
@@ -40,8 +41,12 @@ SPECS = Path(__file__).parent / "specs"  # the shipped pipeline files, loadable 
 # the paper's largest pipeline is 8 KB and about 600 values: one far larger (or an alias bomb) is no pipeline
 MAX_PIPELINE_BYTES = 1 << 22
 MAX_PIPELINE_VALUES = 100_000
-# arguments of `extract` the pipeline fills in for every extraction step: not settable under `data.<ds>.extract`
-_SET_BY_PIPELINE = ("dataset", "root", "modalities", "backbones", "weights", "cache_root", "progress")
+# extract settings the pipeline fills in for every extraction step (from `data.<ds>` itself and the runs): not
+# settable under `data.<ds>.extract`
+_SET_BY_PIPELINE = (
+    "dataset", "root", "modalities", "backbones", "weights", "cache_root",
+    *(f"{kind}_backbone" for kind in BACKBONE_KINDS), *(f"weights_{kind}" for kind in BACKBONE_KINDS),
+)  # fmt: skip
 
 
 @dataclass
@@ -54,6 +59,20 @@ class DataSpec:
     backbones: dict[str, str] = field(default_factory=dict)  # modality -> backbone registry name
     weights: dict[str, str] = field(default_factory=dict)  # modality -> weights tag
     options: dict[str, Any] = field(default_factory=dict)  # extra extraction settings (e.g. fmt)
+
+    def extract_config(self, cache_root: str | Path, modalities: list[str]) -> ExtractConfig:
+        """The extraction of `modalities` this data needs: its `extract:` settings with its root and backbones."""
+        return ExtractConfig.from_dict(
+            {
+                **(self.options.get("extract") or {}),
+                "dataset": self.dataset,
+                "root": self.root,
+                "modalities": modalities,
+                "backbones": dict(self.backbones),
+                "weights": dict(self.weights),
+                "cache_root": str(cache_root),
+            }
+        )
 
 
 @dataclass
@@ -277,30 +296,24 @@ def _names(value: Any, where: str) -> dict[str, str]:
 
 
 def _check_extract_options(dataset: str, options: Any, where: str) -> None:
-    """An `extract:` mapping must name arguments of `pcmpipe.extract.extract` with values of their types, so a typo
-    fails at `--dry-run` instead of as a TypeError when the step runs (read from the signature: never stale)."""
+    """An `extract:` mapping must name ExtractConfig settings with values it accepts, so a typo fails at
+    `--dry-run` instead of when the step runs; a dataset's reader options are checked against the reader."""
     import inspect
-    import typing
-
-    from pydantic import TypeAdapter, ValidationError
 
     from pcmpipe.datasets import DATASETS
-    from pcmpipe.extract import extract
 
     if options is None:
         return
     if not isinstance(options, dict):
         raise UserError(f"{where} must be a mapping of extract options (e.g. batch_size: 32), got {options!r}")
-    allowed = [n for n in inspect.signature(extract).parameters if n not in _SET_BY_PIPELINE]
-    hints = typing.get_type_hints(extract)
-    for key, value in options.items():
+    allowed = [n for n in ExtractConfig.model_fields if n not in _SET_BY_PIPELINE]
+    for key in options:
         if key not in allowed:
             raise UserError(f"{where}: {unknown_key_message(str(key), allowed, 'extract option')}")
-        try:
-            TypeAdapter(hints[key]).validate_python(value, strict=True)
-        except ValidationError as e:
-            msg = e.errors(include_url=False)[0]["msg"]
-            raise UserError(f"{where}: {key}={value!r} has the wrong type ({msg[0].lower() + msg[1:]})") from None
+    try:
+        ExtractConfig.from_dict({**options, "dataset": dataset})
+    except UserError as e:
+        raise UserError(f"{where}: {e}") from None
     reader = DATASETS.get(dataset)
     if reader is not None and isinstance(options.get("dataset_options"), dict):
         takes = [n for n in inspect.signature(reader).parameters if n != "root"]

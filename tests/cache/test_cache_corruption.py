@@ -14,6 +14,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # nothing in this file may download
 
 import numpy as np
 import pytest
+from extraction import extract
 from synthetic_cache import write_synthetic_cache
 from typer.testing import CliRunner
 
@@ -23,7 +24,6 @@ from pcmpipe.cli import app
 from pcmpipe.config import TrainConfig
 from pcmpipe.datasets.synthetic import synth
 from pcmpipe.errors import UserError
-from pcmpipe.extract import extract
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 DAMAGES = ("flip", "truncate", "delete")

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from extraction import extract
 from typer.testing import CliRunner
 
 from pcmpipe.cache import ShardWriter, cache_dir, list_caches, merge_manifests, open_cache
@@ -21,7 +22,6 @@ from pcmpipe.cache.layout import ERRORS, LEGACY_NAMES, MANIFEST, errors_in, mani
 from pcmpipe.cache.manifest import hide_legacy_names
 from pcmpipe.cli import app
 from pcmpipe.datasets.synthetic import synth
-from pcmpipe.extract import extract
 from pcmpipe.pipelines.run import extraction_state
 from pcmpipe.pipelines.spec import DataSpec
 

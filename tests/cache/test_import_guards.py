@@ -128,8 +128,9 @@ def test_a_link_named_like_a_dead_temp_folder_loses_only_the_link(tmp_path):
 
 
 def test_extract_rebuilding_a_linked_split_is_refused(tmp_path):
+    from extraction import extract
+
     from pcmpipe.datasets.synthetic import synth
-    from pcmpipe.extract import extract
 
     synth("cub", tmp_path / "cub", images=1, seed=2)
     kw = dict(modalities=["A"], splits=["test"], cache_root=tmp_path / "c", device="cpu")

@@ -114,7 +114,7 @@ def huge_npy() -> bytes:
 @pytest.mark.parametrize("data", [b"", huge_npy()], ids=["empty", "huge-shape"])
 def test_bad_npy_members_are_skipped_and_listed(tmp_path, data):
     """The extraction lists an unusable vector ('no vector') and goes on, as it does for bad media."""
-    from pcmpipe.extract import extract
+    from extraction import extract
 
     write_shard(tmp_path, [*GOOD[:2], ("0003.txt", b"x"), ("0003.npy", data)])
     summary = extract("mine", tmp_path, modalities=["A"], cache_root=tmp_path / "cache", device="cpu")
@@ -162,8 +162,7 @@ def test_dataset_spec_mistakes_are_one_line(tmp_path, text, fragment):
 
 def test_hf_column_of_numbers_declared_as_images_is_skipped_and_listed(tmp_path, one_thread):
     import datasets
-
-    from pcmpipe.extract import extract
+    from extraction import extract
 
     data = {"id": ["a", "b"], "pic": [5, 7]}
     datasets.DatasetDict({"train": datasets.Dataset.from_dict(data)}).save_to_disk(str(tmp_path / "hf"))

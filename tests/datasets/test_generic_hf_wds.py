@@ -12,12 +12,12 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 import numpy as np
 import pytest
+from extraction import extract
 from user_data import caption_rows, write_csv
 
 from pcmpipe.cache import cache_dir, open_cache
 from pcmpipe.datasets import open_dataset
 from pcmpipe.errors import UserError
-from pcmpipe.extract import extract
 
 TINY = {"image": "clip-tiny-image", "text": "clip-tiny-text", "audio": "hubert-tiny"}
 RANDOM = {"image": "random:0", "text": "random:0", "audio": "random:0"}

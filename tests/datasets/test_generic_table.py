@@ -12,6 +12,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 import numpy as np
 import pytest
+from extraction import extract
 from typer.testing import CliRunner
 from user_data import caption_rows, write_csv
 
@@ -20,7 +21,6 @@ from pcmpipe.cache.layout import errors_in
 from pcmpipe.cli import app
 from pcmpipe.datasets import open_dataset
 from pcmpipe.errors import UserError
-from pcmpipe.extract import extract
 
 SPEC = """
 files: {files}

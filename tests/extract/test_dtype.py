@@ -10,11 +10,11 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 import numpy as np
 import pytest
+from extraction import extract
 
 from pcmpipe.cache import ShardWriter, cache_dir, open_cache
 from pcmpipe.datasets.synthetic import synth
 from pcmpipe.errors import UserError
-from pcmpipe.extract import extract
 
 TINY = {"image": "clip-tiny-image", "text": "clip-tiny-text", "audio": "hubert-tiny"}
 RANDOM = {"image": "random:0", "text": "random:0", "audio": "random:0"}
@@ -55,7 +55,7 @@ def test_float16_cache_keeps_shape_in_schema(fmt, tmp_path, one_thread):
 
             with h5py.File(shard) as h:
                 assert h["features"].shape[1:] == shape and h["features"].dtype == np.float16
-    with pytest.raises(UserError, match="--dtype"):
+    with pytest.raises(UserError, match="unknown dtype"):
         extract("flickr8k", root, cache_root=tmp_path / "bad", dtype="int8", **kw)
 
 

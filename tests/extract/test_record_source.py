@@ -7,12 +7,12 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from extraction import extract
 
 from pcmpipe.cache import cache_dir, open_cache
 from pcmpipe.datasets import DATASETS, Flickr8k
 from pcmpipe.datasets.synthetic import synth
 from pcmpipe.errors import UserError
-from pcmpipe.extract import extract
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TEXT = {"backbones": {"text": "clip-tiny-text"}, "weights": {"text": "random:0"}, "workers": 0, "batch_size": 2}

@@ -15,6 +15,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # nothing in this file may download
 
 import numpy as np
 import pytest
+from extraction import extract
 from synthetic_cache import write_modality, write_synthetic_cache
 
 from pcmpipe.cache import cache_dir, open_cache
@@ -22,7 +23,7 @@ from pcmpipe.cache.layout import errors_in
 from pcmpipe.config import TrainConfig
 from pcmpipe.datasets.synthetic import synth
 from pcmpipe.errors import UserError
-from pcmpipe.extract import extract, plan_split
+from pcmpipe.extract import plan_split
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = {"image": "clip-tiny-image", "text": "clip-tiny-text"}

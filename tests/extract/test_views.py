@@ -12,13 +12,13 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import numpy as np
 import pytest
 import torch
+from extraction import extract
 
 from pcmpipe.augment.views import ViewSpec, view_seed
 from pcmpipe.cache import ShardWriter, cache_dir, open_cache
 from pcmpipe.config import TrainConfig
 from pcmpipe.datasets.synthetic import synth
 from pcmpipe.errors import UserError
-from pcmpipe.extract import extract
 from pcmpipe.extract.plan import split_views
 from pcmpipe.pipelines.run import extraction_state
 from pcmpipe.pipelines.spec import DataSpec

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from extraction import extract
 
 from pcmpipe.cache import cache_dir, open_cache
 from pcmpipe.cache.layout import ERRORS
 from pcmpipe.cache.manifest import MANIFEST, load_manifest
 from pcmpipe.datasets.synthetic import synth
-from pcmpipe.extract import extract
 
 TINY = {"image": "clip-tiny-image", "text": "clip-tiny-text", "audio": "hubert-tiny"}
 RANDOM = {"image": "random:0", "text": "random:0", "audio": "random:0"}
@@ -31,6 +31,7 @@ SCRIPT = textwrap.dedent(
     """
     import os, sys
     from pcmpipe.datasets import DATASETS, Flickr8k
+    from pcmpipe.config import ExtractConfig
     from pcmpipe.extract import extract
 
     root, out, log = sys.argv[1:4]
@@ -55,8 +56,9 @@ SCRIPT = textwrap.dedent(
 
     DATASETS["flickr8k-sharded"] = ShardedFlickr8k
     backbones = {"image": "clip-tiny-image", "text": "clip-tiny-text", "audio": "hubert-tiny"}
-    extract("flickr8k-sharded", root, modalities=["I", "T", "S"], splits=["train"], backbones=backbones,
-            weights={k: "random:0" for k in backbones}, cache_root=out, workers=0, batch_size=2, rows_per_shard=3)
+    extract(ExtractConfig.from_dict(dict(dataset="flickr8k-sharded", root=root, modalities=["I", "T", "S"],
+            splits=["train"], backbones=backbones, weights={k: "random:0" for k in backbones}, cache_root=out,
+            workers=0, batch_size=2, rows_per_shard=3)))
     """
 )
 

@@ -16,11 +16,11 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # nothing in this file may download
 
 import numpy as np
 import pytest
+from extraction import extract
 
 from pcmpipe.cache import cache_dir, open_cache
 from pcmpipe.cache.layout import manifests_under
 from pcmpipe.datasets.synthetic import synth
-from pcmpipe.extract import extract
 
 TINY = {"image": "clip-tiny-image", "text": "clip-tiny-text", "audio": "hubert-tiny"}
 RANDOM = {"image": "random:0", "text": "random:0", "audio": "random:0"}

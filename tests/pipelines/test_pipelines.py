@@ -251,8 +251,9 @@ def _fingerprint_of(cache: Path) -> str:
 
 def test_a_cache_made_with_other_weights_is_not_cached_for_the_plan(tmp_path, one_thread):
     """The demo's random-weight features are not table 1's: the planner says so and extract refuses them."""
+    from extraction import extract
+
     from pcmpipe.datasets.synthetic import synth
-    from pcmpipe.extract import extract
 
     root, cache = tmp_path / "flickr8k", tmp_path / "cache"
     synth("flickr8k", root, images=6, seed=1)

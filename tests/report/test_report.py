@@ -219,9 +219,10 @@ def test_html_renders_in_headless_chromium_without_console_errors(tmp_path):
 def test_plain_train_runs_say_where_their_data_came_from(tmp_path):
     """No pipeline record: a run records its caches' origin (extraction notes a `pcmpipe synth` root), so the
     report says SYNTHETIC for synthetic data, the dataset's name for real data, and 'not recorded' for old runs."""
+    from extraction import extract
+
     from pcmpipe.config import TrainConfig
     from pcmpipe.datasets.synthetic import SYNTHETIC_MARKER, synth
-    from pcmpipe.extract import extract
     from pcmpipe.training.stage2 import train
 
     root = tmp_path / "flickr8k"

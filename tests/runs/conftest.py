@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from extraction import extract
 
 from pcmpipe.config import TrainConfig
 from pcmpipe.datasets.synthetic import synth
-from pcmpipe.extract import extract
 from pcmpipe.training.stage2 import train
 
 TINY = {"image": "clip-tiny-image", "text": "clip-tiny-text"}

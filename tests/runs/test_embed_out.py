@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from extraction import extract
 from typer.testing import CliRunner
 
 import pcmpipe
 from pcmpipe.cache import open_cache
 from pcmpipe.cli import app
 from pcmpipe.errors import UserError
-from pcmpipe.extract import extract
 from pcmpipe.runs.embed import embed_cache_to_cache, embed_inputs_to_cache
 
 pytestmark = pytest.mark.usefixtures("one_thread")

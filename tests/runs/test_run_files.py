@@ -139,7 +139,7 @@ def test_evaluate_scores_an_export_as_its_run(trained, exported):
 
 def test_an_export_is_scored_on_another_cache_only_with_its_backbones(trained, exported, tmp_path):
     """--dataset/--cache-root on an export: the other cache must come from the export's backbones and weights."""
-    from pcmpipe.extract import extract
+    from extraction import extract
 
     other = tmp_path / "cache"
     extract(

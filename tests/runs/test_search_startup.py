@@ -61,11 +61,11 @@ def hf_run(tmp_path_factory) -> Path:
     """A run whose T modality comes from a transformers text encoder saved to a folder: building it prints
     transformers' "Loading weights" bar."""
     import torch
+    from extraction import extract
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     from pcmpipe.config import TrainConfig
     from pcmpipe.datasets.synthetic import synth
-    from pcmpipe.extract import extract
     from pcmpipe.training.stage2 import train
 
     root = tmp_path_factory.mktemp("hf")

@@ -129,7 +129,8 @@ def test_config_validation(cub, tmp_path):
 
 def test_image_finetune_moves_the_image_tower_only_and_recaches(cub, tmp_path):
     """I live and trained, C from the cache; the saved tower re-extracts through the normal extract path."""
-    from pcmpipe.extract import extract
+    from extraction import extract
+
     from pcmpipe.samples import load_modality
     from pcmpipe.training.rundir import load_heads
 

@@ -182,6 +182,7 @@ class Sources:
 
     def _extract(self, m: str, split: str) -> None:
         """Write the missing cache of a frozen modality with the configured frozen backbone (or its vectors)."""
+        from pcmpipe.config import ExtractConfig
         from pcmpipe.extract import extract
 
         cfg = self.cfg
@@ -191,16 +192,20 @@ class Sources:
         backbones = {k: cfg.backbone_spec(k)[0] for k in ("image", "text")}
         weights = {k: cfg.backbone_spec(k)[1] for k in ("image", "text")}
         extract(
-            cfg.dataset,
-            cfg.data_root,
-            modalities=[m],
-            splits=[split],
-            backbones=backbones,
-            weights=weights,
-            device=str(self.device),
-            batch_size=min(cfg.encode_batch, 256),
-            workers=cfg.num_workers,
-            cache_root=cfg.cache_root,
+            ExtractConfig.from_dict(
+                {
+                    "dataset": cfg.dataset,
+                    "root": cfg.data_root,
+                    "modalities": [m],
+                    "splits": [split],
+                    "backbones": backbones,
+                    "weights": weights,
+                    "device": str(self.device),
+                    "batch_size": min(cfg.encode_batch, 256),
+                    "workers": cfg.num_workers,
+                    "cache_root": cfg.cache_root,
+                }
+            )
         )
 
     def split(self, split: str):
