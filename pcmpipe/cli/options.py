@@ -1,24 +1,29 @@
 """Typer options built from the settings schema, and the help rendering every command shares.
 
 A setting's flag, help text, default and choices are read from its field in pcmpipe.config, so they are
-written once. Flags are parsed as text and validated by the schema, which gives every mistake in one line
-whatever its source (flag, YAML file or `--set`).
+written once: `settings_command(Model)` gives a command one option per setting plus `--config FILE` and
+`--set key=value`, and hands it what was typed (`GivenSettings`, merged by `pcmpipe.config.merge_settings`).
+Flags are parsed as text and validated by the schema, which gives every mistake in one line whatever its
+source (flag, YAML file or `--set`).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import types
 import typing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import typer
-from pydantic import BaseModel
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
-from pcmpipe.config import TrainConfig
-from pcmpipe.config.base import literal_values
+from pcmpipe.config.base import Settings, literal_values
 
-SET_HELP = "override any setting: key=value, a YAML value (repeatable), e.g. --set stream_val_mb=8"
+SET_HELP = "override any setting: key=value, a YAML value (repeatable), e.g. --set {}"
 CONFIG_HELP = "YAML file of settings; flags override it, --set overrides both"
 FORMAT_METAVAR = (
     "<parquet|hdf5>"  # the cache's shard formats (pcmpipe.cache.shard.FORMATS, not imported for help speed)
@@ -26,21 +31,104 @@ FORMAT_METAVAR = (
 _TYPE_NAMES = {int: "int", float: "float", str: "str"}
 
 
-def setting(name: str, *flags: str, model: type[BaseModel] = TrainConfig, help: str | None = None) -> Any:
-    """The option of schema field `name`: `--name-with-dashes`, the field's help and choices; None when not given."""
-    field = model.model_fields[name]
-    decls = flags or (f"--{name.replace('_', '-')}",)
-    default = None if field.is_required() else field.get_default(call_default_factory=True)
-    text = describe(help or field.description or "", default)
-    if _bare(field.annotation) is bool:
-        n = decls[0].removeprefix("--")
-        return typer.Option(None, f"--{n}/--no-{n}", help=text, metavar="")
-    return typer.Option(None, *decls, help=text, metavar=metavar(field.annotation))
+@dataclass
+class GivenSettings:
+    """What a command's user typed: a settings file, the flags given (not their defaults) and `--set` items."""
+
+    model: type[Settings]
+    config: Path | None = None
+    flags: dict[str, Any] = field(default_factory=dict)
+    sets: list[str] = field(default_factory=list)
+
+    def load(self) -> Any:
+        """The validated settings: defaults < the file < the flags < `--set` (pcmpipe.config.merge)."""
+        from pcmpipe.config import merge_settings
+
+        return self.model.from_dict(merge_settings(self.config, self.flags, self.sets, model=self.model))
 
 
-def set_option() -> Any:
+# the two options every settings command takes besides its settings; `names` may place them
+CONFIG, SET = "config", "set"
+
+
+def settings_command(
+    model: type[Settings],
+    names: Sequence[str] | None = None,
+    *,
+    help: dict[str, str] | None = None,
+    aliases: dict[str, str] | None = None,
+    shown_defaults: bool = False,
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command one option per setting of `model`, plus `--config FILE` and `--set key=value`.
+
+    The command function takes `given: GivenSettings` (and any parameters of its own, declared as usual);
+    `given.load()` is the validated config. names: the settings with a flag, in help order, where "config" and
+    "set" place those two (default: every field but `model.not_flags`, then config and set). help: help text of
+    this command that differs from the field's description. aliases: an old, hidden spelling of a setting's flag.
+    shown_defaults: typer's own `[default: X]` after the help, plain on switches and the required settings
+    required on the command line (extract's help), instead of `(default X)` and everything optional.
+    """
+    order = list(names or [n for n in model.model_fields if n not in model.not_flags] + [CONFIG, SET])
+
+    def wrap(command: Callable[..., None]) -> Callable[..., None]:
+        own = [p for p in inspect.signature(command).parameters.values() if p.name != "given"]
+        params = [_param(model, n, (help or {}).get(n), shown_defaults) for n in order]
+        params += [_alias_param(n, flag) for n, flag in (aliases or {}).items()]
+
+        @functools.wraps(command)
+        def run(_ctx: typer.Context, **values: Any) -> None:
+            given = GivenSettings(model, values.pop(CONFIG, None), sets=list(values.pop(SET, None) or []))
+            for name in [n for n in order if n not in (CONFIG, SET)] + [f"{n}_alias" for n in aliases or {}]:
+                value = values.pop(name)
+                source = _ctx.get_parameter_source(name)  # a default (or a value typer filled in) was not typed
+                if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP") and value is not None:
+                    given.flags.setdefault(name.removesuffix("_alias"), value)
+            command(given=given, **values)
+
+        context = inspect.Parameter("_ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+        run.__signature__ = inspect.Signature([context, *own, *params])  # type: ignore[attr-defined]
+        return run
+
+    return wrap
+
+
+def _param(model: type[Settings], name: str, help: str | None, shown_defaults: bool) -> inspect.Parameter:
+    """One keyword parameter of a generated command: typer reads its annotation and its Option default."""
+    if name == CONFIG:
+        option = typer.Option(None, "--config", help=CONFIG_HELP)
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Path | None)
+    if name == SET:
+        option = set_option(model.set_example)
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=list[str] | None)
+    field_info = model.model_fields[name]
+    flag = model.flags.get(name, f"--{name.replace('_', '-')}")
+    text = help or field_info.description or ""
+    default = None if field_info.is_required() else field_info.get_default(call_default_factory=True)
+    shown_metavar = model.metavars.get(name) or metavar(field_info.annotation)
+    if _bare(field_info.annotation) is bool:
+        if shown_defaults:  # a plain switch, off by default (`--strict`)
+            option = typer.Option(default, flag, help=text, metavar="")
+            return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=bool)
+        n = flag.removeprefix("--")
+        option = typer.Option(None, f"--{n}/--no-{n}", help=describe(text, default), metavar="")
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=bool | None)
+    if shown_defaults:  # typer shows the default (lists as they are typed: train,val,test) or [required]
+        shown = format_default(default) if isinstance(default, list) else ... if field_info.is_required() else default
+        option = typer.Option(shown, flag, help=text, metavar=shown_metavar)
+    else:
+        option = typer.Option(None, flag, help=describe(text, default), metavar=shown_metavar)
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=str | None)
+
+
+def _alias_param(name: str, flag: str) -> inspect.Parameter:
+    return inspect.Parameter(
+        f"{name}_alias", inspect.Parameter.KEYWORD_ONLY, default=hidden_alias(flag), annotation=str | None
+    )
+
+
+def set_option(example: str) -> Any:
     """`--set key=value` (repeatable): any setting, parsed as a YAML value; wins over the file and the flags."""
-    return typer.Option(None, "--set", help=SET_HELP, metavar="<key=value>")
+    return typer.Option(None, "--set", help=SET_HELP.format(example), metavar="<key=value>")
 
 
 def hidden_alias(*flags: str) -> Any:

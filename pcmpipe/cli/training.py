@@ -9,77 +9,29 @@ import typer
 
 from pcmpipe import atomic
 from pcmpipe.cli.app import _csv, _guard, app
-from pcmpipe.cli.options import CONFIG_HELP, hidden_alias, metavar, set_option, setting
-from pcmpipe.config import MATCH_LEVELS, FinetuneConfig
+from pcmpipe.cli.options import CONFIG, SET, GivenSettings, metavar, settings_command
+from pcmpipe.config import MATCH_LEVELS, FinetuneConfig, TrainConfig
 from pcmpipe.config.schema import Device, MatchLevel
 from pcmpipe.errors import UserError
 
-
 # ---- train / evaluate (stage two) ----
+# the training settings with a flag of their own, in help order; every other one is given with --set
+TRAIN_FLAGS = (
+    "loss", "dataset", "modalities", "split_train", "split_val", "split_test", "epochs", "patience", "batch_size",
+    "lr", "weight_decay", "rho", "rho_on", "threshold", "target", "standardize", "logit_scale", "seed", "match",
+    "cache_root", "runs_root", "name", CONFIG, "device", "threads", "log_to", SET,
+)  # fmt: skip
+
+
 @app.command("train")
-def train_cmd(
-    loss: str | None = setting("loss"),
-    dataset: str | None = setting("dataset"),
-    modalities: str | None = setting("modalities"),
-    split_train: str | None = setting("split_train"),
-    split_val: str | None = setting("split_val"),
-    split_test: str | None = setting("split_test"),
-    epochs: str | None = setting("epochs"),
-    patience: str | None = setting("patience"),
-    batch_size: str | None = setting("batch_size"),
-    lr: str | None = setting("lr"),
-    weight_decay: str | None = setting("weight_decay"),
-    rho: str | None = setting("rho"),
-    rho_on: str | None = setting("rho_on"),
-    threshold: str | None = setting("threshold"),
-    target: str | None = setting("target"),
-    standardize: str | None = setting("standardize"),
-    logit_scale: str | None = setting("logit_scale"),
-    seed: str | None = setting("seed"),
-    match: str | None = setting("match"),
-    cache_root: str | None = setting("cache_root"),
-    runs_root: str | None = setting("runs_root"),
-    name: str | None = setting("name"),
-    config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
-    device: str | None = setting("device"),
-    threads: str | None = setting("threads"),
-    log_to: str | None = setting("log_to"),
-    set_: list[str] | None = set_option(),
-) -> None:
+@settings_command(TrainConfig, TRAIN_FLAGS)
+def train_cmd(given: GivenSettings) -> None:
     """Train PCMC/PCMR projection heads on cached features; resumes an interrupted run of the same config."""
     with _guard():
         from pcmpipe.cli.training_progress import TrainingRenderer
-        from pcmpipe.config import TrainConfig, merge_settings
         from pcmpipe.training.stage2 import train
 
-        flags = dict(
-            loss=loss,
-            dataset=dataset,
-            modalities=modalities,
-            split_train=split_train,
-            split_val=split_val,
-            split_test=split_test,
-            epochs=epochs,
-            patience=patience,
-            batch_size=batch_size,
-            lr=lr,
-            weight_decay=weight_decay,
-            rho=rho,
-            rho_on=rho_on,
-            threshold=threshold,
-            target=target,
-            standardize=standardize,
-            logit_scale=logit_scale,
-            seed=seed,
-            match=match,
-            cache_root=cache_root,
-            runs_root=runs_root,
-            name=name,
-            device=device,
-            threads=threads,
-            log_to=log_to,
-        )
-        cfg = TrainConfig.from_dict(merge_settings(config, flags, set_))
+        cfg = given.load()
         renderer = TrainingRenderer()
         try:
             run_dir = train(cfg, on_event=renderer)
@@ -182,79 +134,33 @@ def evaluate_cmd(
 
 
 # ---- finetune (end-to-end: unfrozen CLIP towers at lr 1e-6 with augmentation) ----
+FINETUNE_FLAGS = (
+    "data_root", "dataset", "modalities", "unfreeze", "loss", "lr", "backbone_lr", "weight_decay", "epochs",
+    "patience", "batch_size", "image_backbone", "text_backbone", "weights_image", "weights_text", "augment",
+    "eda_alpha", "grad_checkpointing", "amp", "num_workers", "seed", "match", "cache_root", "runs_root", "name",
+    CONFIG, "device", "log_to", SET,
+)  # fmt: skip
+# where fine-tuning reads a setting otherwise than stage two does
+FINETUNE_HELP = {
+    "lr": "heads' learning rate",
+    "num_workers": "image decoding/augmentation processes",
+    "seed": "seed of heads, shuffling and augmentation",
+    "cache_root": "feature cache of the frozen modalities",
+}
+
+
 @app.command("finetune")
-def finetune_cmd(
-    root: str | None = setting("data_root", "--root", model=FinetuneConfig),
-    data_root: str | None = hidden_alias("--data-root"),
-    dataset: str | None = setting("dataset", model=FinetuneConfig),
-    modalities: str | None = setting("modalities", model=FinetuneConfig),
-    unfreeze: str | None = setting("unfreeze", model=FinetuneConfig),
-    loss: str | None = setting("loss", model=FinetuneConfig),
-    lr: str | None = setting("lr", model=FinetuneConfig, help="heads' learning rate"),
-    backbone_lr: str | None = setting("backbone_lr", model=FinetuneConfig),
-    weight_decay: str | None = setting("weight_decay", model=FinetuneConfig),
-    epochs: str | None = setting("epochs", model=FinetuneConfig),
-    patience: str | None = setting("patience", model=FinetuneConfig),
-    batch_size: str | None = setting("batch_size", model=FinetuneConfig),
-    image_backbone: str | None = setting("image_backbone", model=FinetuneConfig),
-    text_backbone: str | None = setting("text_backbone", model=FinetuneConfig),
-    weights_image: str | None = setting("weights_image", model=FinetuneConfig),
-    weights_text: str | None = setting("weights_text", model=FinetuneConfig),
-    augment: bool | None = setting("augment", model=FinetuneConfig),
-    eda_alpha: str | None = setting("eda_alpha", model=FinetuneConfig),
-    grad_checkpointing: bool | None = setting("grad_checkpointing", model=FinetuneConfig),
-    amp: bool | None = setting("amp", model=FinetuneConfig),
-    workers: str | None = setting(
-        "num_workers", "--workers", model=FinetuneConfig, help="image decoding/augmentation processes"
-    ),
-    seed: str | None = setting("seed", model=FinetuneConfig, help="seed of heads, shuffling and augmentation"),
-    match: str | None = setting("match", model=FinetuneConfig),
-    cache_root: str | None = setting("cache_root", model=FinetuneConfig, help="feature cache of the frozen modalities"),
-    runs_root: str | None = setting("runs_root", model=FinetuneConfig),
-    name: str | None = setting("name", model=FinetuneConfig),
-    config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
-    device: str | None = setting("device", model=FinetuneConfig),
-    log_to: str | None = setting("log_to", model=FinetuneConfig),
-    set_: list[str] | None = set_option(),
-) -> None:
+@settings_command(FinetuneConfig, FINETUNE_FLAGS, help=FINETUNE_HELP, aliases={"data_root": "--data-root"})
+def finetune_cmd(given: GivenSettings) -> None:
     """Fine-tune CLIP towers and heads end to end from raw data; resumes an interrupted run of the same config."""
     with _guard():
         from pcmpipe.cli.training_progress import TrainingRenderer
-        from pcmpipe.config import merge_settings
         from pcmpipe.training.finetune import finetune
 
-        flags = dict(
-            data_root=root or data_root,
-            dataset=dataset,
-            modalities=modalities,
-            unfreeze=unfreeze,
-            loss=loss,
-            lr=lr,
-            backbone_lr=backbone_lr,
-            weight_decay=weight_decay,
-            epochs=epochs,
-            patience=patience,
-            batch_size=batch_size,
-            image_backbone=image_backbone,
-            text_backbone=text_backbone,
-            weights_image=weights_image,
-            weights_text=weights_text,
-            augment=augment,
-            eda_alpha=eda_alpha,
-            grad_checkpointing=grad_checkpointing,
-            amp=amp,
-            num_workers=workers,
-            seed=seed,
-            match=match,
-            cache_root=cache_root,
-            runs_root=runs_root,
-            name=name,
-            device=device,
-            log_to=log_to,
-        )
+        cfg = given.load()
         renderer = TrainingRenderer()
         try:
-            run_dir = finetune(FinetuneConfig.from_dict(merge_settings(config, flags, set_)), on_event=renderer)
+            run_dir = finetune(cfg, on_event=renderer)
         finally:
             renderer.close()
         typer.echo(f"run written to {run_dir}")

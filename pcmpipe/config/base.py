@@ -43,6 +43,7 @@ class Settings(BaseModel):
     metavars: typing.ClassVar[dict[str, str]] = {}
     # settings that have no flag of their own (mappings): a file, a pipeline or `--set` gives them
     not_flags: typing.ClassVar[tuple[str, ...]] = ()
+    set_example: typing.ClassVar[str] = "stream_val_mb=8"  # the help's example of `--set key=value`
 
     @model_validator(mode="before")
     @classmethod

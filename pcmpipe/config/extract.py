@@ -43,6 +43,7 @@ class ExtractConfig(Settings):
     metavars: ClassVar[dict[str, str]] = {"root": "<path>", "cache_root": "<path>", "device": "<auto|cpu|cuda|cuda:N>"}
     # mappings keyed by modality: set in a file, a pipeline or with --set, not as flags of their own
     not_flags: ClassVar[tuple[str, ...]] = ("backbones", "weights", "dataset_options")
+    set_example: ClassVar[str] = "'backbones={P: clip-vit-b32-text}'"
 
     dataset: str = Field(description="flickr8k, cub, or a name for your own data (see --root)")
     root: str | None = Field(

@@ -1,6 +1,6 @@
 """Where settings come from, merged in one place: defaults < YAML file < CLI flags < `--set key=value`.
 
-Every command that takes settings (train, finetune, run) goes through here, so a value means the same
+Every command that takes settings (extract, train, finetune, run) goes through here, so a value means the same
 whether it is typed in a file, as a flag or as `--set`; the schema (pcmpipe.config.schema) then validates it.
 """
 
@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from pcmpipe.cache.layout import runs_root
+from pcmpipe.config.base import Settings
 from pcmpipe.config.schema import TrainConfig
 from pcmpipe.errors import UserError
 from pcmpipe.readback import check_shape
@@ -59,18 +60,20 @@ def merge_settings(
     flags: dict[str, Any] | None = None,
     sets: list[str] | None = None,
     defaults: dict[str, Any] | None = None,
+    model: type[Settings] = TrainConfig,
 ) -> dict[str, Any]:
     """defaults < the YAML file `config` < flags that were given (not None) < `--set key=value` items.
 
-    Runs live beside the cache they came from: without an explicit runs_root, a cache_root from any source
-    places them under <cache_root>/runs.
+    Runs live beside the cache they came from: where `model` has a runs_root, a cache_root from any source
+    places them under <cache_root>/runs unless runs_root is given.
     """
     settings = dict(defaults or {})
     if config is not None:
         settings.update(read_yaml(config))
     settings.update({k: v for k, v in (flags or {}).items() if v is not None})
     settings.update(dict(parse_set(item) for item in sets or []))
-    if settings.get("cache_root") is not None and settings.get("runs_root") is None:
+    has_runs = "runs_root" in model.model_fields
+    if has_runs and settings.get("cache_root") is not None and settings.get("runs_root") is None:
         settings["runs_root"] = str(runs_root(str(settings["cache_root"])))
     return settings
 
