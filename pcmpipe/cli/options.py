@@ -13,7 +13,7 @@ import functools
 import inspect
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,6 @@ CONFIG, SET = "config", "set"
 
 def settings_command(
     model: type[Settings],
-    names: Sequence[str] | None = None,
     *,
     help: dict[str, str] | None = None,
     aliases: dict[str, str] | None = None,
@@ -62,13 +61,13 @@ def settings_command(
     """Give a command one option per setting of `model`, plus `--config FILE` and `--set key=value`.
 
     The command function takes `given: GivenSettings` (and any parameters of its own, declared as usual);
-    `given.load()` is the validated config. names: the settings with a flag, in help order, where "config" and
-    "set" place those two (default: every field but `model.not_flags`, then config and set). help: help text of
+    `given.load()` is the validated config. The settings with a flag, and their order, are `model.cli_order`
+    (where "config" and "set" place those two) or every field but `model.not_flags`. help: help text of
     this command that differs from the field's description. aliases: an old, hidden spelling of a setting's flag.
     shown_defaults: typer's own `[default: X]` after the help, plain on switches and the required settings
     required on the command line (extract's help), instead of `(default X)` and everything optional.
     """
-    order = list(names or [n for n in model.model_fields if n not in model.not_flags] + [CONFIG, SET])
+    order = list(model.cli_order or [*model.flag_names(), CONFIG, SET])
 
     def wrap(command: Callable[..., None]) -> Callable[..., None]:
         own = [p for p in inspect.signature(command).parameters.values() if p.name != "given"]
@@ -101,7 +100,7 @@ def _param(model: type[Settings], name: str, help: str | None, shown_defaults: b
         option = set_option(model.set_example)
         return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=list[str] | None)
     field_info = model.model_fields[name]
-    flag = model.flags.get(name, f"--{name.replace('_', '-')}")
+    flag = model.flag_of(name)
     text = help or field_info.description or ""
     default = None if field_info.is_required() else field_info.get_default(call_default_factory=True)
     shown_metavar = model.metavars.get(name) or metavar(field_info.annotation)

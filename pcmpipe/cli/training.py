@@ -9,22 +9,15 @@ import typer
 
 from pcmpipe import atomic
 from pcmpipe.cli.app import _csv, _guard, app
-from pcmpipe.cli.options import CONFIG, SET, GivenSettings, metavar, settings_command
+from pcmpipe.cli.options import GivenSettings, metavar, settings_command
 from pcmpipe.config import MATCH_LEVELS, FinetuneConfig, TrainConfig
 from pcmpipe.config.schema import Device, MatchLevel
 from pcmpipe.errors import UserError
 
+
 # ---- train / evaluate (stage two) ----
-# the training settings with a flag of their own, in help order; every other one is given with --set
-TRAIN_FLAGS = (
-    "loss", "dataset", "modalities", "split_train", "split_val", "split_test", "epochs", "patience", "batch_size",
-    "lr", "weight_decay", "rho", "rho_on", "threshold", "target", "standardize", "logit_scale", "seed", "match",
-    "cache_root", "runs_root", "name", CONFIG, "device", "threads", "log_to", SET,
-)  # fmt: skip
-
-
 @app.command("train")
-@settings_command(TrainConfig, TRAIN_FLAGS)
+@settings_command(TrainConfig)
 def train_cmd(given: GivenSettings) -> None:
     """Train PCMC/PCMR projection heads on cached features; resumes an interrupted run of the same config."""
     with _guard():
@@ -134,12 +127,6 @@ def evaluate_cmd(
 
 
 # ---- finetune (end-to-end: unfrozen CLIP towers at lr 1e-6 with augmentation) ----
-FINETUNE_FLAGS = (
-    "data_root", "dataset", "modalities", "unfreeze", "loss", "lr", "backbone_lr", "weight_decay", "epochs",
-    "patience", "batch_size", "image_backbone", "text_backbone", "weights_image", "weights_text", "augment",
-    "eda_alpha", "grad_checkpointing", "amp", "num_workers", "seed", "match", "cache_root", "runs_root", "name",
-    CONFIG, "device", "log_to", SET,
-)  # fmt: skip
 # where fine-tuning reads a setting otherwise than stage two does
 FINETUNE_HELP = {
     "lr": "heads' learning rate",
@@ -150,7 +137,7 @@ FINETUNE_HELP = {
 
 
 @app.command("finetune")
-@settings_command(FinetuneConfig, FINETUNE_FLAGS, help=FINETUNE_HELP, aliases={"data_root": "--data-root"})
+@settings_command(FinetuneConfig, help=FINETUNE_HELP, aliases={"data_root": "--data-root"})
 def finetune_cmd(given: GivenSettings) -> None:
     """Fine-tune CLIP towers and heads end to end from raw data; resumes an interrupted run of the same config."""
     with _guard():

@@ -8,6 +8,7 @@ the close setting ("unknown setting learning_rate; did you mean lr?") instead of
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import typing
 from typing import Any
@@ -44,6 +45,19 @@ class Settings(BaseModel):
     # settings that have no flag of their own (mappings): a file, a pipeline or `--set` gives them
     not_flags: typing.ClassVar[tuple[str, ...]] = ()
     set_example: typing.ClassVar[str] = "stream_val_mb=8"  # the help's example of `--set key=value`
+    # the settings with a flag of their own, in help order, where "config" and "set" place `--config FILE` and
+    # `--set key=value`; empty: every setting but `not_flags`, then those two (pcmpipe.cli.options)
+    cli_order: typing.ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def flag_names(cls) -> list[str]:
+        """The settings with a flag of their own, in help order (the others are given with `--set`)."""
+        names = cls.cli_order or tuple(n for n in cls.model_fields if n not in cls.not_flags)
+        return [n for n in names if n in cls.model_fields]
+
+    @classmethod
+    def flag_of(cls, name: str) -> str:
+        return cls.flags.get(name, f"--{name.replace('_', '-')}")
 
     @model_validator(mode="before")
     @classmethod
@@ -77,6 +91,27 @@ class Settings(BaseModel):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump()
+
+    def to_cli_args(self) -> list[str]:
+        """The command-line arguments that give this config back (after the command's name): each setting that
+        differs from its default, as its flag where it has one and as `--set key=<JSON>` (a YAML value) otherwise,
+        so a printed command reproduces the config, and its fingerprint, exactly."""
+        args: list[str] = []
+        flagged = set(self.flag_names())
+        for name, info in type(self).model_fields.items():
+            value = getattr(self, name)
+            if not info.is_required() and value == info.get_default(call_default_factory=True):
+                continue
+            as_flag = name in flagged and value is not None and not (isinstance(value, bool) and not value)
+            if as_flag and isinstance(value, bool):
+                args.append(self.flag_of(name))  # a switch: `--strict`, `--augment`
+            elif as_flag and isinstance(value, list):
+                args += [self.flag_of(name), ",".join(map(str, value))]
+            elif as_flag and not isinstance(value, dict):
+                args += [self.flag_of(name), str(value)]
+            else:  # no flag, or a value a flag cannot say (None, false, a mapping)
+                args += ["--set", f"{name}={json.dumps(value, sort_keys=True)}"]
+        return args
 
     def replace(self, **changes: Any) -> Any:
         """A copy with some settings changed, validated again."""

@@ -30,6 +30,13 @@ class FinetuneConfig(TrainConfig):
     kind: ClassVar[str] = "fine-tuning setting"
     required: ClassVar[tuple[str, ...]] = ()
     flags: ClassVar[dict[str, str]] = {"num_workers": "--workers", "data_root": "--root"}
+    # `pcmpipe finetune`'s flags, in help order; every other setting is given with --set
+    cli_order: ClassVar[tuple[str, ...]] = (
+        "data_root", "dataset", "modalities", "unfreeze", "loss", "lr", "backbone_lr", "weight_decay", "epochs",
+        "patience", "batch_size", "image_backbone", "text_backbone", "weights_image", "weights_text", "augment",
+        "eda_alpha", "grad_checkpointing", "amp", "num_workers", "seed", "match", "cache_root", "runs_root", "name",
+        "config", "device", "log_to", "set",
+    )  # fmt: skip
 
     # the paper fine-tunes on CUB with all four of its modalities
     dataset: str = Field("cub", pattern=NAME_PATTERN, description="dataset name")

@@ -102,6 +102,12 @@ class TrainConfig(Settings):
     kind: ClassVar[str] = "training setting"
     required: ClassVar[tuple[str, ...]] = ("dataset", "modalities")
     required_hint: ClassVar[str] = " (e.g. --dataset flickr8k --modalities I,T,S)"
+    # `pcmpipe train`'s flags, in help order; every other setting is given with --set
+    cli_order: ClassVar[tuple[str, ...]] = (
+        "loss", "dataset", "modalities", "split_train", "split_val", "split_test", "epochs", "patience",
+        "batch_size", "lr", "weight_decay", "rho", "rho_on", "threshold", "target", "standardize", "logit_scale",
+        "seed", "match", "cache_root", "runs_root", "name", "config", "device", "threads", "log_to", "set",
+    )  # fmt: skip
 
     dataset: str = Field(pattern=NAME_PATTERN, description="flickr8k, cub, or any dataset cached under --cache-root")
     modalities: list[str] = Field(description="comma-separated, e.g. I,T,S")
@@ -222,6 +228,14 @@ class TrainConfig(Settings):
         return self
 
     # ---- derived values ----
+    def to_cli_args(self) -> list[str]:
+        """As `Settings.to_cli_args`, and the runs root whenever the cache root is given: runs otherwise go under
+        <cache_root>/runs (`merge_settings`), which may not be where this config puts them."""
+        args = super().to_cli_args()
+        if "--cache-root" in args and "--runs-root" not in args:
+            args += ["--runs-root", self.runs_root]
+        return args
+
     def resolved(self) -> Any:
         """Fill the `None` defaults (batch size, run name) so the run records what it actually used."""
         out = self.model_copy(update={"modalities": list(self.modalities)})

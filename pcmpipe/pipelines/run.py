@@ -12,13 +12,14 @@ trains (pcmpipe.training.events); the CLI renders both (pcmpipe.cli.render).
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from pcmpipe.config import FinetuneConfig, TrainConfig
+from pcmpipe.config import FinetuneConfig
 from pcmpipe.datasets.base import SPLITS
 from pcmpipe.errors import UserError
 from pcmpipe.pipelines.spec import PIPELINE_RECORDS, DataSpec, EvalSpec, Pipeline, RunSpec
@@ -150,31 +151,13 @@ def needed_modalities(p: Pipeline, dataset: str) -> list[str]:
 
 
 def _extract_command(spec: DataSpec, cache_root: Path, mods: list[str]) -> str:
-    parts = [
-        f"pcmpipe extract --dataset {spec.dataset} --root {spec.root} --cache-root {cache_root}",
-        f"--modalities {','.join(mods)}",
-    ]
-    parts += [f"--{kind}-backbone {value}" for kind, value in spec.backbones.items()]
-    parts += [f"--weights-{kind} {value}" for kind, value in spec.weights.items()]
-    if (spec.options.get("extract") or {}).get("views"):
-        parts.append(f"--views {spec.options['extract']['views']}")
-    return " ".join(parts)
+    """The `pcmpipe extract` command that writes the caches this plan needs, with every setting it extracts with."""
+    return shlex.join(["pcmpipe", "extract", *spec.extract_config(cache_root, mods).to_cli_args()])
 
 
 def _train_command(spec: RunSpec) -> str:
-    c = spec.train
-    cmd = "pcmpipe finetune" if spec.finetune else "pcmpipe train"
-    out = (
-        f"{cmd} --dataset {c.dataset} --modalities {','.join(c.modalities)} --loss {c.loss} --name {spec.name}"
-        f" --match {c.match} --seed {c.seed} --cache-root {c.cache_root} --runs-root {c.runs_root}"
-    )
-    if c.loss == "pcmr" and c.rho != 1.0:
-        out += f" --rho {c.rho}"
-    if c.loss == "pcmr" and c.rho_on != TrainConfig.model_fields["rho_on"].default:
-        out += f" --rho-on {c.rho_on}"
-    if spec.finetune:
-        out += f" --unfreeze {','.join(spec.finetune)} --root {getattr(c, 'data_root', '?')}"
-    return out
+    """The `pcmpipe train` (or `finetune`) command that trains this run: the same config, so the same fingerprint."""
+    return shlex.join(["pcmpipe", "finetune" if spec.finetune else "train", *spec.train.to_cli_args()])
 
 
 def make_plan(p: Pipeline, on_event: OnEvent | None = None) -> list[Step]:
