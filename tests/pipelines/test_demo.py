@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -29,6 +30,31 @@ def test_demo_pipeline_is_a_valid_synthetic_pipeline(tmp_path):
     assert all(w.startswith("random") for d in p.data.values() for w in d.weights.values())
     assert all(r.train.runs_root == str(tmp_path / "cache" / "runs") for r in p.runs.values())
     assert {e.kind for e in p.evaluations} == {"zeroshot", "enrichment"}
+
+
+# The demo's runs as the built-in dict gave them before the demo became demo.yaml (`pcmpipe demo` with its default
+# --out demo): the same fingerprints, so the same numbers, and a demo run before the move is found done.
+DEMO_FINGERPRINTS = {
+    False: {
+        "demo-flickr8k-pcmc-ITS": "40e824c7b28511597c2b5119b01e6185630d723e0086dcfb7b2e7b69c3978b70",
+        "demo-flickr8k-pcmr-ITS": "dd8e063f6e95250f3f235820289774219ab9c38a1b826f5597a3792dc009c89b",
+        "demo-cub-pcmc-ITAC": "00503eef5f0a48ef000b4f2780bd3e01ee0b0c8b03533de5c2d322c3b7ebf653",
+        "demo-cub-pcmr-ITAC": "7e8df9edeafb046fd355c18ce6e10062567c434141c1b3d66642a6706161d84e",
+    },
+    True: {
+        "demo-flickr8k-pcmc-ITS": "f355b5ba9eb0e524f2934976ca57ee78705deaaf1493eede7a16f072a90f62b6",
+        "demo-flickr8k-pcmr-ITS": "96619d4d67b37d9b0661ec8ef36e0fb3b2323711799f5bf146d07b53f7369f44",
+        "demo-cub-pcmc-ITAC": "3670ec7e4488da49b8cd0912dbeabd29b112edf340720135e3ebc5b661cce01d",
+        "demo-cub-pcmr-ITAC": "c9cab0bb55c32a5360c139e6ef48cb35b99a200df7a22ebdca157422ba3bfd76",
+    },
+}
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_demo_spec_keeps_the_demo_runs(tmp_path, monkeypatch, fast):
+    monkeypatch.chdir(tmp_path)  # no cache under demo/ here: the loading mode resolves as on a fresh machine
+    p = pipeline_from_dict(demo_pipeline(Path("demo/data"), Path("demo/cache"), fast=fast))
+    assert {name: spec.fingerprint for name, spec in p.runs.items()} == DEMO_FINGERPRINTS[fast]
 
 
 def test_demo_refuses_to_mix_sizes(tmp_path):
