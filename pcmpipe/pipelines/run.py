@@ -168,10 +168,11 @@ def _train_command(spec: RunSpec) -> str:
         f"{cmd} --dataset {c.dataset} --modalities {','.join(c.modalities)} --loss {c.loss} --name {spec.name}"
         f" --match {c.match} --seed {c.seed} --cache-root {c.cache_root} --runs-root {c.runs_root}"
     )
-    if c.loss == "pcmr" and c.rho != 1.0:
-        out += f" --rho {c.rho}"
-    if c.loss == "pcmr" and c.rho_on != TrainConfig.model_fields["rho_on"].default:
-        out += f" --rho-on {c.rho_on}"
+    # every reading or departure the run does not take at its default (`--recipe paper` changes them), so the
+    # command trains the run the plan names
+    for key in ("standardize", *(("rho", "rho_on", "target", "threshold") if c.loss == "pcmr" else ())):
+        if getattr(c, key) != TrainConfig.model_fields[key].default:
+            out += f" --{key.replace('_', '-')} {getattr(c, key)}"
     if spec.finetune:
         out += f" --unfreeze {','.join(spec.finetune)} --root {getattr(c, 'data_root', '?')}"
     return out

@@ -16,7 +16,7 @@ from pcmpipe.report import plots
 from pcmpipe.report.examples import examples_figure
 from pcmpipe.report.model import Report, Section
 from pcmpipe.report.paper import paper_source
-from pcmpipe.report.recipe import build_line, recipe_lines, seed_line
+from pcmpipe.report.recipe import LEGEND, build_line, recipe_lines, seed_line
 from pcmpipe.report.render.html import report_html
 from pcmpipe.report.render.markdown import report_markdown
 from pcmpipe.report.results import RunResult, cache_manifest, load_pipeline_records, load_runs, matching_runs
@@ -85,7 +85,7 @@ def data_provenance(record: dict | None, runs: list[RunResult]) -> list[str]:
                 lines.append(f"{ds} test split: {man.get('num_rows')} {m} rows (the paper's: {real})")
         levels = sorted({r.match for r in ds_runs})
         lines.append(f"{ds} match level: {', '.join(levels)}")
-    return lines + recipe_lines(runs)
+    return lines + recipe_lines(runs, list((record or {}).get("evaluations") or []))
 
 
 def _section(record: dict, runs: dict[str, RunResult], cache: dict) -> Section:
@@ -192,6 +192,7 @@ def build_report(runs_root: Path) -> Report:
         seed_line([r for r in runs.values() if r.complete] or list(runs.values())),
         f"paper values: {paper_source()}",
         "cells: ours / paper / Δ = ours − paper (percentage points); — = missing, never zero",
+        LEGEND,
         *problems,
     ]
     return Report(title="pcmpipe report", preamble=preamble, sections=sections)
