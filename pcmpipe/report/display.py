@@ -19,13 +19,14 @@ def fmt(value: float | None, signed: bool = False) -> str:
 
 
 def display_rows(table: Table) -> list[tuple[str, str, list[str]]]:
-    """-> [(style, label, cell strings)], style in {'ours', 'paper', 'delta', 'paper-only', 'derived', 'chance'}."""
+    """-> [(style, label, cell strings)], style in {'ours', 'paper', 'delta', 'paper-only', 'derived', 'chance',
+    'baseline'}."""
     out: list[tuple[str, str, list[str]]] = []
     for row in table.rows:
         if row.kind == "paper":
             out.append(("paper-only", row.label, [fmt(c.paper) for c in row.cells]))
             continue
-        if row.kind in ("derived", "chance"):
+        if row.kind in ("derived", "chance", "baseline"):
             out.append((row.kind, row.label, [fmt(c.ours, signed=row.kind == "derived") for c in row.cells]))
             continue
         out.append(("ours", row.label, [fmt(c.ours) for c in row.cells]))
