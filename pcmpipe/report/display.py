@@ -32,7 +32,10 @@ def display_rows(table: Table) -> list[tuple[str, str, list[str]]]:
         out.append(("ours", row.label, [fmt(c.ours) for c in row.cells]))
         if any(c.paper is not None for c in row.cells):
             out.append(("paper", "  paper", [fmt(c.paper) for c in row.cells]))
-            out.append(("delta", "  Δ (ours − paper)", [fmt(c.delta, signed=True) for c in row.cells]))
+            if table.delta_withheld:  # a difference from the paper would be noise: the row says why instead
+                out.append(("delta", f"  no Δ: {table.delta_withheld}", ["n/a" for _ in row.cells]))
+            else:
+                out.append(("delta", "  Δ (ours − paper)", [fmt(c.delta, signed=True) for c in row.cells]))
     return out
 
 

@@ -44,6 +44,7 @@ class Table:
     notes: list[str] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)  # the runs whose files filled it (for provenance)
     unit: str = "%"
+    delta_withheld: str | None = None  # why no Δ against the paper is shown (synthetic data, random weights)
 
     @property
     def has_paper(self) -> bool:
