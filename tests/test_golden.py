@@ -73,13 +73,17 @@ def test_every_command_has_a_snapshot():
 # Eq. 7 target on real feature geometry, docs/conventions.md) differ from the legacy values "features" and "none",
 # so a config that relies on the defaults is a new experiment. Recorded runs keep their fingerprints (their
 # config.json lacks the new settings and loads with the legacy values; the v1 run below is still done).
-# Fine-tuning keeps standardize="none" (its live features move), so only its target changed.
 # They changed a second time for rho_on="entries" (Eq. 6's power on each residual entry, docs/conventions.md
 # "PCMR power factor"); the *_NORM pins are the values before it, which rho_on="norm" must still give.
+# The fine-tuning pins changed a third time when fine-tuning took stage two's default standardize="center" (one
+# preprocessing per table: its fine-tuned rows stand beside centred frozen rows, docs/conventions.md). A fine-tuning
+# config with standardize="none" keeps the value it had (FINETUNE_FINGERPRINT_UNCENTRED), so runs recorded before
+# keep theirs.
 TRAIN_FINGERPRINT = "805a39317ac30d980266acdb57cbce306d9f4dda60ec9e9c3d4014cdb2a48021"
-FINETUNE_FINGERPRINT = "d2997e438cba64a38eec6743a59f90a593a0773b9200fb1ede849bac5fc8e452"
+FINETUNE_FINGERPRINT = "fe57df902fb3340f0e3799913f0454d50e043c7f099602c30640776616b1385b"
+FINETUNE_FINGERPRINT_UNCENTRED = "d2997e438cba64a38eec6743a59f90a593a0773b9200fb1ede849bac5fc8e452"
 TRAIN_FINGERPRINT_NORM = "8fd6bfbd0f18d512e5d88dd693b8fb86080596163e91ef0ad9729d32af1e9745"
-FINETUNE_FINGERPRINT_NORM = "5c71330d964f894d56ce01b3f97ef4f23f5ccd229a4831842d816d52a1ac19bd"
+FINETUNE_FINGERPRINT_NORM = "956fbdd30eb4d1814ad7e31eb130b6765adc729450697909a800741ef0ab9850"
 CACHE_FINGERPRINT = "2e6107cb90f6e9761358175b42f1387f06de39649857d8ccf5aba357a8320802"
 
 
@@ -121,6 +125,7 @@ def test_finetune_config_fingerprint():
     cfg = FinetuneConfig.from_dict({"dataset": "cub", "modalities": ["I", "T", "A", "C"], "data_root": "data/cub"})
     assert config_fingerprint(cfg) == FINETUNE_FINGERPRINT
     assert config_fingerprint(cfg.model_copy(update={"rho_on": "norm"})) == FINETUNE_FINGERPRINT_NORM
+    assert config_fingerprint(cfg.model_copy(update={"standardize": "none"})) == FINETUNE_FINGERPRINT_UNCENTRED
 
 
 def test_cache_fingerprint():

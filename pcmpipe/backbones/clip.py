@@ -22,6 +22,7 @@ from open_clip.transform import PreprocessCfg, image_transform_v2
 from open_clip.transformer import text_global_pool
 
 from pcmpipe.backbones.base import Backbone
+from pcmpipe.backbones.open_clip_floor import require_open_clip
 from pcmpipe.backbones.weights import WeightsSpec, fetch_published, seeded, state_sha256
 from pcmpipe.errors import UserError
 
@@ -53,6 +54,7 @@ def load_clip(arch: str, weights: WeightsSpec) -> tuple[torch.nn.Module, Preproc
     UserError for an unknown tag, a tag on the tiny architecture, a download that fails (offline) or a
     checkpoint that does not fit the architecture.
     """
+    require_open_clip()  # an older open_clip fails later, on the first caption (open_clip_floor.py)
     model_name, make_cfg = ARCHS[arch]
     cfg = make_cfg()
     pre = PreprocessCfg(size=cfg["vision_cfg"]["image_size"])

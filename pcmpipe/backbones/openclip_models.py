@@ -24,6 +24,7 @@ import torch
 
 from pcmpipe.backbones.base import Backbone
 from pcmpipe.backbones.clip import _is_text_key, _load_checkpoint, _preprocess_meta
+from pcmpipe.backbones.open_clip_floor import require_open_clip
 from pcmpipe.backbones.weights import WeightsSpec, fetch_published, seeded, state_sha256
 from pcmpipe.errors import UserError
 
@@ -36,6 +37,7 @@ def split_model(arch: str) -> tuple[str, str | None]:
 
 def load_open_clip(arch: str, weights: WeightsSpec) -> tuple[Any, Any, dict, str, str]:
     """-> (model in eval mode on CPU, inference transform, model config, weights label, model name as resolved)."""
+    require_open_clip()
     import open_clip
 
     model_name, tag = split_model(arch)

@@ -27,6 +27,13 @@ def run_cmd(
         help="override: epochs=2 (every run) or data.cub.root=/x (the file); repeatable",
         metavar="<key=value>",
     ),
+    recipe: str | None = typer.Option(
+        None,
+        "--recipe",
+        help="ours (default) or paper: every run from the paper's literal text (standardize none, target "
+        "projections, rho_on norm), written under <cache-root>/runs-paper",
+        metavar="<ours|paper>",
+    ),
 ) -> None:
     """Run the experiments of one paper table or figure: only what is missing (features, runs, evaluations)."""
     with _guard():
@@ -36,7 +43,9 @@ def run_cmd(
         from pcmpipe.pipelines.run import run_pipeline
         from pcmpipe.pipelines.spec import load_pipeline
 
-        p = load_pipeline(pipeline, overrides=set_ or [], roots=root or [], cache_root=cache_root, runs_root=runs_root)
+        p = load_pipeline(
+            pipeline, overrides=set_ or [], roots=root or [], cache_root=cache_root, runs_root=runs_root, recipe=recipe
+        )
         renderer = PipelineRenderer(Console())
         try:
             run_pipeline(p, dry_run=dry_run, on_event=renderer)

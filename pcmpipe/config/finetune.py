@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from pcmpipe.config.schema import NAME_PATTERN, Standardize, TrainConfig, config_fingerprint
+from pcmpipe.config.schema import NAME_PATTERN, TrainConfig, config_fingerprint
 
 # tower kind -> the modality it encodes: a tower can only be unfrozen when its modality is trained
 from pcmpipe.modalities import UNFREEZABLE as TOWER_MODALITY
@@ -25,7 +25,8 @@ def _both_towers() -> list[Tower]:
 
 
 class FinetuneConfig(TrainConfig):
-    """TrainConfig (same defaults: lr 1e-4 for the heads, wd 0.2, cosine, patience 5, CUB batch 128) plus:"""
+    """TrainConfig (same defaults: lr 1e-4 for the heads, wd 0.2, cosine, patience 5, CUB batch 128, and the same
+    `standardize`, so a fine-tuned row and a frozen row of one table see one preprocessing) plus:"""
 
     kind: ClassVar[str] = "fine-tuning setting"
     required: ClassVar[tuple[str, ...]] = ()
@@ -51,8 +52,6 @@ class FinetuneConfig(TrainConfig):
     text_backbone: str = Field(DEFAULT_BACKBONES["text"], description="backbone of T")
     weights_image: str = Field("default", description=_CLIP_WEIGHTS)  # see pcmpipe.backbones.weights
     weights_text: str = Field("default", description=_CLIP_WEIGHTS)
-    # the live towers' features move as they train: a train-split mean taken once would be stale by epoch two
-    standardize: Standardize = Field("none", description="none: fine-tuning does not standardise its live features")
     augment: bool = Field(True, description="timm images + EDA captions")  # on the unfrozen modalities' inputs
     eda_alpha: float = Field(0.1, ge=0, le=1, description="EDA alpha")
     grad_checkpointing: bool = Field(True, description="activation checkpointing in the towers")

@@ -4,7 +4,8 @@ A config comes from CLI flags, a YAML file or a pipeline section; all of them go
 `TrainConfig.from_dict` (pcmpipe.config.base), usually after `pcmpipe.config.merge.merge_settings`.
 Validation checks names and values only: whether a dataset or modality is cached is checked where the run
 opens its caches (pcmpipe.samples), so a config can be checked away from its cache.
-Defaults follow the paper's recipe (Sec. 4, "Model design and training strategy").
+Defaults follow the paper's Sec. 4 settings ("Model design and training strategy"), except the readings and
+departures listed in pcmpipe.config.paper_recipe.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pcmpipe.config import ExtractConfig, FinetuneConfig, TrainConfig, config_fingerprint, merge_settings, parse_set
 from pcmpipe.config.base import unknown_key_message
 from pcmpipe.config.extract import BACKBONE_KINDS
+from pcmpipe.config.paper_recipe import PAPER_SETTINGS, Recipe
 from pcmpipe.config.schema import MODALITY_RE
 from pcmpipe.errors import UserError
 from pcmpipe.readback import read_yaml, validate
@@ -36,7 +37,7 @@ PIPELINE_RECORDS = "_pipelines"  # directory under runs_root holding one JSON re
 EVAL_KINDS = ("zeroshot", "enrichment")
 EVAL_FILES = {"zeroshot": "zeroshot.json", "enrichment": "enrichment.json"}
 FINETUNE_PARTS = ("image", "text")  # which CLIP towers a `finetune:` list may unfreeze
-_PIPELINE_KEYS = {"name", "title", "data", "defaults", "runs", "evaluations", "tables"}
+_PIPELINE_KEYS = {"name", "title", "recipe", "data", "defaults", "runs", "evaluations", "tables"}
 SPECS = Path(__file__).parent / "specs"  # the shipped pipeline files, loadable by name
 # the paper's largest pipeline is 8 KB and about 600 values: one far larger (or an alias bomb) is no pipeline
 MAX_PIPELINE_BYTES = 1 << 22
@@ -117,6 +118,7 @@ class Pipeline:
     evaluations: list[EvalSpec]
     tables: list[dict[str, Any]]
     command: str = ""  # how a user runs this pipeline again, for the plan (e.g. `pcmpipe run table1_flickr8k`)
+    recipe: str = "ours"  # "paper": every run starts from the paper's literal text (pcmpipe.config.paper_recipe)
 
     @property
     def runs_root(self) -> Path:
@@ -133,6 +135,7 @@ class Pipeline:
         return {
             "name": self.name,
             "title": self.title,
+            "recipe": self.recipe,
             "path": str(self.path) if self.path else None,
             "data": {k: vars(v) for k, v in self.data.items()},
             "runs": {
@@ -154,6 +157,7 @@ def load_pipeline(
     roots: list[str] | None = None,
     cache_root: str | None = None,
     runs_root: str | None = None,
+    recipe: str | None = None,
 ) -> Pipeline:
     """Read a pipeline YAML into typed configs.
 
@@ -161,9 +165,12 @@ def load_pipeline(
         (`epochs=2`) is a TrainConfig setting applied to every run.
     roots: dataset roots (`--root`): `PATH` for a one-dataset pipeline, or `DATASET=PATH` (repeatable).
     cache_root / runs_root: where features and runs live (default: TrainConfig's, cache/ and cache/runs).
+    recipe: `paper` (`--recipe paper`) or `ours`; default: the file's `recipe:` key, else `ours`.
     """
     path = find_pipeline(path)
     doc = read_yaml(path, "pipeline file", max_bytes=MAX_PIPELINE_BYTES, max_nodes=MAX_PIPELINE_VALUES)
+    if recipe is not None and isinstance(doc, dict):
+        doc["recipe"] = recipe
     p = pipeline_from_dict(doc, path=path, overrides=overrides, roots=roots, cache_root=cache_root, runs_root=runs_root)
     p.command = f"pcmpipe run {path.stem if path.parent.resolve() == SPECS.resolve() else path}"
     return p
@@ -197,6 +204,7 @@ class PipelineDoc(BaseModel):
 
     name: str | None = Field(None, description="the pipeline's name (default: the file's stem)")
     title: str | None = Field(None, description="the report's title for it")
+    recipe: Recipe = Field("ours", description="ours (pcmpipe's defaults) or paper (the paper's literal text)")
     data: dict[str, Any] | None = Field(None, description="dataset -> {root, modalities, backbones, weights, ...}")
     defaults: dict[str, Any] | None = Field(None, description="settings every run starts from")
     runs: dict[str, dict[str, Any] | None] | None = Field(None, description="run name -> its settings")
@@ -229,7 +237,12 @@ def pipeline_from_dict(
     name = str(doc.get("name") or (path.stem if path else "pipeline"))
     data = {ds: _data_spec(ds, spec, where) for ds, spec in (doc.get("data") or {}).items()}
 
-    defaults = dict(doc.get("defaults") or {})
+    recipe = str(doc.get("recipe") or "ours")
+    # `recipe: paper` starts every run from the paper's literal text; the file's own settings still win, so a
+    # table that varies one of them keeps doing so. Its runs keep their names, so they go to their own runs root.
+    defaults = {**(PAPER_SETTINGS if recipe == "paper" else {}), **(doc.get("defaults") or {})}
+    if recipe == "paper" and not runs_root:
+        runs_root = f"{cache_root or 'cache'}/runs-paper"
     # the settings every run gets: --cache-root / --runs-root, then plain `--set key=value` items
     run_settings = merge_settings(
         flags={"cache_root": cache_root or None, "runs_root": runs_root or None}, sets=plain_sets
@@ -255,6 +268,7 @@ def pipeline_from_dict(
         check_table(t, set(runs), f"{where}: table {i + 1}")
     return Pipeline(
         name=name,
+        recipe=recipe,
         title=str(doc.get("title") or name),
         path=path,
         data=data,

@@ -16,7 +16,7 @@ from pcmpipe.report import plots
 from pcmpipe.report.examples import examples_figure
 from pcmpipe.report.model import Report, Section
 from pcmpipe.report.paper import paper_source
-from pcmpipe.report.recipe import build_line, recipe_lines, seed_line
+from pcmpipe.report.recipe import LEGEND, build_line, recipe_lines, seed_line
 from pcmpipe.report.render.html import report_html
 from pcmpipe.report.render.markdown import report_markdown
 from pcmpipe.report.results import RunResult, cache_manifest, load_pipeline_records, load_runs, matching_runs
@@ -85,7 +85,18 @@ def data_provenance(record: dict | None, runs: list[RunResult]) -> list[str]:
                 lines.append(f"{ds} test split: {man.get('num_rows')} {m} rows (the paper's: {real})")
         levels = sorted({r.match for r in ds_runs})
         lines.append(f"{ds} match level: {', '.join(levels)}")
-    return lines + recipe_lines(runs)
+    return lines + recipe_lines(runs, list((record or {}).get("evaluations") or []))
+
+
+def delta_withheld(provenance: list[str]) -> str | None:
+    """Why a section's numbers get no Δ against the paper: its data are synthetic or its features come from
+    random weights (then any difference is noise, -80 or +50 points alike); None for real data and weights."""
+    why = [
+        what
+        for what, mark in (("synthetic data", "SYNTHETIC data"), ("random weights", "[RANDOM weights]"))
+        if any(mark in line for line in provenance)
+    ]
+    return " and ".join(why) if why else None
 
 
 def _section(record: dict, runs: dict[str, RunResult], cache: dict) -> Section:
@@ -98,8 +109,10 @@ def _section(record: dict, runs: dict[str, RunResult], cache: dict) -> Section:
         missing_runs=missing,
     )
     sec.provenance += skipped
+    withheld = delta_withheld(sec.provenance)
     for layout in record["tables"]:
         table = build_table(layout, runs)
+        table.delta_withheld = withheld
         if layout["kind"] == "m_modalities":
             fig = plots.m_modalities_bars(layout["title"], m_modalities_values(layout, runs), layout["metric"])
             if fig:
@@ -141,10 +154,12 @@ def _figure(layout: dict, runs: dict[str, RunResult], record: dict, cache: dict)
 
 
 def learning_section(runs: dict[str, RunResult], records: list[dict]) -> Section | None:
-    """Every finished run: trained vs untrained heads vs chance, and the training curves."""
+    """Every finished run: trained vs untrained heads vs chance, and the training curves. The data, features and
+    recipe lines are printed for the runs no pipeline section has described already, never twice."""
     done = [r for r in runs.values() if r.complete]
     if not done:
         return None
+    described = {n for rec in records for n in rec.get("runs", {})}
     layout = {
         "kind": "learning",
         "title": "Trained vs untrained vs chance (every finished run, test split)",
@@ -153,7 +168,11 @@ def learning_section(runs: dict[str, RunResult], records: list[dict]) -> Section
     data: dict = {}
     for rec in records:  # what the pipelines say about each dataset (synthetic or not, root)
         data.update(rec.get("data") or {})
-    sec = Section(title="All runs: did the heads learn?", provenance=data_provenance({"data": data}, done))
+    rest = [r for r in done if r.name not in described]
+    provenance = data_provenance({"data": data}, rest) if rest else []
+    if len(rest) < len(done):
+        provenance.insert(0, "data, features and recipe of the runs in the sections above: as stated there")
+    sec = Section(title="All runs: did the heads learn?", provenance=provenance)
     shown = {n for rec in records for t in rec.get("tables", []) if t.get("kind") == "learning" for n in t["runs"]}
     if not {r.name for r in done} <= shown:  # a pipeline's own learning table already lists them all: once
         sec.tables.append(build_table(layout, runs))
@@ -166,6 +185,18 @@ def learning_section(runs: dict[str, RunResult], records: list[dict]) -> Section
     curves = plots.training_curves(done)
     sec.figures += [f for f in (bars, curves) if f is not None]
     return sec
+
+
+ABBREVIATIONS = (
+    "abbreviations: I image, T caption (text), S spoken caption, A attributes, C class, P class-name prompt; "
+    "X->Y: queries of X against a gallery of Y; X+Y: the mean of X->Y and Y->X; r@k: recall at k (the share of "
+    "queries with a match among their k nearest); R-P: R-precision (the share of a query's R matches in its top "
+    "R); T1: mean per-class top-1 accuracy (zero-shot, Table 4)"
+)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def build_report(runs_root: Path) -> Report:
@@ -187,11 +218,13 @@ def build_report(runs_root: Path) -> Report:
         sections.append(learn)
     preamble = [
         build_line(),
-        f"runs root: {runs_root} ({sum(r.complete for r in runs.values())} finished runs, "
-        f"{len(records)} pipeline records)",
+        f"runs root: {runs_root} ({_count(sum(r.complete for r in runs.values()), 'finished run')}, "
+        f"{_count(len(records), 'pipeline record')})",
         seed_line([r for r in runs.values() if r.complete] or list(runs.values())),
         f"paper values: {paper_source()}",
         "cells: ours / paper / Δ = ours − paper (percentage points); — = missing, never zero",
+        LEGEND,
+        ABBREVIATIONS,
         *problems,
     ]
     return Report(title="pcmpipe report", preamble=preamble, sections=sections)

@@ -19,19 +19,23 @@ def fmt(value: float | None, signed: bool = False) -> str:
 
 
 def display_rows(table: Table) -> list[tuple[str, str, list[str]]]:
-    """-> [(style, label, cell strings)], style in {'ours', 'paper', 'delta', 'paper-only', 'derived', 'chance'}."""
+    """-> [(style, label, cell strings)], style in {'ours', 'paper', 'delta', 'paper-only', 'derived', 'chance',
+    'baseline'}."""
     out: list[tuple[str, str, list[str]]] = []
     for row in table.rows:
         if row.kind == "paper":
             out.append(("paper-only", row.label, [fmt(c.paper) for c in row.cells]))
             continue
-        if row.kind in ("derived", "chance"):
+        if row.kind in ("derived", "chance", "baseline"):
             out.append((row.kind, row.label, [fmt(c.ours, signed=row.kind == "derived") for c in row.cells]))
             continue
         out.append(("ours", row.label, [fmt(c.ours) for c in row.cells]))
         if any(c.paper is not None for c in row.cells):
             out.append(("paper", "  paper", [fmt(c.paper) for c in row.cells]))
-            out.append(("delta", "  Δ (ours − paper)", [fmt(c.delta, signed=True) for c in row.cells]))
+            if table.delta_withheld:  # a difference from the paper would be noise: the row says why instead
+                out.append(("delta", f"  no Δ: {table.delta_withheld}", ["n/a" for _ in row.cells]))
+            else:
+                out.append(("delta", "  Δ (ours − paper)", [fmt(c.delta, signed=True) for c in row.cells]))
     return out
 
 

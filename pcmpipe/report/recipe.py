@@ -1,9 +1,11 @@
-"""What a report's runs are: how their recorded settings differ from the paper's recipe, their seeds, and the
+"""What a report's runs are: how their recorded settings stand against the paper's text, their seeds, and the
 report's own date, version and commit.
 
-The paper's recipe is the schema's defaults (pcmpipe.config: "Defaults follow the paper's recipe"), with
-the batch size per dataset (80 Flickr8k, 128 CUB). A run's settings come from its config.json as the trainer
-recorded them, so the list is never kept by hand: a run that changes a setting shows it.
+The paper's text is `pcmpipe.config.paper_recipe` (Sec. 4's values, and every reading or departure of
+pcmpipe's defaults with its reason). A run's settings come from its config.json as the trainer recorded them,
+so the lists are never kept by hand: a run that changes a setting shows it. `recipe_lines` gives, in order:
+the settings every run takes from the paper's text ("the paper's recipe"), the readings, the departures, and
+any other setting a run changed.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from pcmpipe.config.paper_recipe import CHOICES, PAPER_TEXT, Choice, paper_literal
 from pcmpipe.report.results import RunResult
 
 # What a run is rather than how it is trained (its data, modalities, loss, where it lives, how fast it runs):
@@ -22,6 +25,11 @@ IDENTITY = {
     "runs_root", "name", "device", "num_workers", "eval_batch", "stream_val_mb", "compile", "progress",
     "threads", "data_root", "encode_batch", "grad_checkpointing", "amp",
 }  # fmt: skip
+PCMR_ONLY = {"rho", "rho_on", "target", "threshold"}  # a PCMC run never reads them: not listed for it
+LEGEND = (
+    "recipe lines: the paper's recipe = as the paper's text says; reading = our interpretation of a passage the "
+    "paper leaves ambiguous; departure = where pcmpipe does other than the text; changed = a setting a run changed"
+)
 
 
 def _schema(config: dict[str, Any]):
@@ -31,11 +39,15 @@ def _schema(config: dict[str, Any]):
 
 
 def paper_value(config: dict[str, Any], key: str) -> Any:
-    """The recipe's value of `key` for this run's kind of config (the batch size by dataset)."""
+    """The paper's value of `key` for this run's kind of config: its text's where it gives one (the batch size by
+    dataset), else the schema's default."""
     from pcmpipe.config import DATASET_BATCH_SIZE, DEFAULT_BATCH_SIZE
 
     if key == "batch_size":
         return DATASET_BATCH_SIZE.get(str(config.get("dataset")), DEFAULT_BATCH_SIZE)
+    literal = paper_literal(key)
+    if literal is not None:
+        return literal
     field = _schema(config).model_fields[key]
     return field.get_default(call_default_factory=True)
 
@@ -54,14 +66,18 @@ def _show(v: Any) -> str:
     return str(v)
 
 
+def _applies(run: RunResult, key: str) -> bool:
+    return key in _schema(run.config).model_fields and (key not in PCMR_ONLY or run.config.get("loss") == "pcmr")
+
+
 def recipe_changes(runs: list[RunResult]) -> dict[str, dict[str, list[str]]]:
-    """{setting: {"value (paper P)": [run names]}} for every recorded setting that differs from the recipe,
-    plus "augmentation" for runs on cached features (the paper augments in all cases)."""
+    """{setting: {"value (paper P)": [run names]}} for every recorded setting that differs from the paper's value
+    (its text's, else the schema default), plus "augmentation" for runs on cached features (the paper augments
+    in all cases). Settings a run never reads (PCMR's for a PCMC run) are left out."""
     out: dict[str, dict[str, list[str]]] = {}
     for run in sorted(runs, key=lambda r: r.name):
-        fields = _schema(run.config).model_fields
         for key, value in sorted(run.config.items()):
-            if key in IDENTITY or key not in fields:
+            if key in IDENTITY or not _applies(run, key):
                 continue
             paper = paper_value(run.config, key)
             if not _same(value, paper):
@@ -77,17 +93,69 @@ def _cached_augmentation(run: RunResult) -> str:
     caches = (run.meta.get("caches") or {}).get(str(run.config.get("split_train", "train"))) or {}
     k = max([int(c.get("views", 0)) for c in caches.values() if isinstance(c, dict)], default=0)
     if k:
-        return (
-            f"{k} augmented views per train image and caption, cached once, one drawn per sample per epoch "
-            "(paper: fresh timm / EDA augmentation every step)"
-        )
-    return "none: features cached once, unaugmented (paper: timm images, EDA captions)"
+        return f"{k} augmented views per train image and caption, cached once, one drawn per sample per epoch"
+    return "none: features cached once, unaugmented"
 
 
-def recipe_lines(runs: list[RunResult]) -> list[str]:
-    """One line per changed setting: 'settings changed from the paper's recipe: lr 0.001 (paper 0.0001) in ...'."""
-    lines = []
+def _choice_values(choice: Choice, runs: list[RunResult], evaluations: list[dict]) -> dict[str, list[str]]:
+    """{what the runs do: [run names]} for one choice; {} when no run of the list is concerned."""
+    out: dict[str, list[str]] = {}
+    for run in sorted(runs, key=lambda r: r.name):
+        cfg = run.config
+        if choice.literal is not None:
+            value = cfg.get(choice.name)
+            shown = None if value is None or not _applies(run, choice.name) else _show(value)
+        elif choice.name == "zero-shot T":
+            per = [
+                str(e.get("per", "caption"))
+                for e in evaluations
+                if e.get("kind") == "zeroshot" and e.get("run") == run.name
+            ]
+            shown = f"per {per[0]}" if per else None
+        elif choice.name == "CUB match level":
+            shown = str(cfg.get("match")) if cfg.get("dataset") == "cub" else None
+        elif choice.name == "augmentation":
+            shown = None if cfg.get("unfreeze") else _cached_augmentation(run)
+        elif choice.name == "optimiser":
+            shown = "AdamW"
+        else:  # logit_scale: PCMC's temperature
+            shown = str(cfg.get("logit_scale")) if cfg.get("loss") == "pcmc" else None
+        if shown is not None and not (choice.literal is not None and _same(cfg.get(choice.name), choice.literal)):
+            out.setdefault(shown, []).append(run.name)
+    return out
+
+
+def _where(values: dict[str, list[str]], total: int) -> str:
+    if len(values) == 1:
+        ((value, names),) = values.items()
+        return f"{value} ({len(names)} of {total} runs)"
+    return "; ".join(f"{v} in {', '.join(names)}" for v, names in values.items())
+
+
+def paper_recipe_line(runs: list[RunResult]) -> str | None:
+    """The settings of the paper's text that every run concerned keeps: 'the paper's recipe: lr 0.0001, ...'."""
+    kept = []
+    for key in [*PAPER_TEXT, "batch_size", *(c.name for c in CHOICES if c.literal is not None)]:
+        concerned = [r for r in runs if key in r.config and _applies(r, key)]
+        if concerned and all(_same(r.config[key], paper_value(r.config, key)) for r in concerned):
+            kept.append(f"{key} {_show(concerned[0].config[key]) if key != 'batch_size' else 'as the paper'}")
+    return "the paper's recipe (its text, Sec. 4) in every run: " + ", ".join(kept) if kept else None
+
+
+def recipe_lines(runs: list[RunResult], evaluations: list[dict] | None = None) -> list[str]:
+    """The recipe section of a report (module docstring): one line per reading, departure and changed setting."""
+    lines = [line for line in (paper_recipe_line(runs),) if line]
+    for choice in sorted(CHOICES, key=lambda c: c.kind != "reading"):
+        values = _choice_values(choice, runs, evaluations or [])
+        if values:
+            lines.append(
+                f"{choice.kind}: {choice.name} = {_where(values, len(runs))}: {choice.reason} "
+                f"(paper: {choice.paper}; {choice.see})"
+            )
+    choice_names = {c.name for c in CHOICES}
     for key, values in recipe_changes(runs).items():
+        if key in choice_names:  # listed above, with its reason
+            continue
         parts = [f"{v} in {', '.join(names)}" if len(values) > 1 else v for v, names in values.items()]
         where = "" if len(values) > 1 else f" ({len(next(iter(values.values())))} of {len(runs)} runs)"
         lines.append(f"changed from the paper's recipe: {key} = " + "; ".join(parts) + where)

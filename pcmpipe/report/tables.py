@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from statistics import mean
 from typing import Any
 
+from pcmpipe.report.baseline import BASELINE_LABEL, baseline_values
 from pcmpipe.report.paper import paper_value
 from pcmpipe.report.results import RunResult
 
@@ -30,7 +31,7 @@ class Cell:
 class Row:
     label: str
     cells: list[Cell]
-    kind: str = "run"  # run | paper (a baseline the paper prints; we have no run of it) | derived | chance
+    kind: str = "run"  # run | paper (a baseline the paper prints; we have no run of it) | derived | chance | baseline
     run: str | None = None
 
 
@@ -43,6 +44,7 @@ class Table:
     notes: list[str] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)  # the runs whose files filled it (for provenance)
     unit: str = "%"
+    delta_withheld: str | None = None  # why no Δ against the paper is shown (synthetic data, random weights)
 
     @property
     def has_paper(self) -> bool:
@@ -101,6 +103,9 @@ def _run_rows(layout: dict, runs: dict[str, RunResult], value) -> tuple[list[str
 def _metric_groups(layout: dict, runs: dict[str, RunResult], value, notes: list[str] | None = None) -> Table:
     """A table whose columns are grouped by metric (metric x column), one row per run."""
     metrics, columns, rows = _run_rows(layout, runs, value)
+    base = baseline_values(layout, runs, metrics, columns)
+    if base is not None:  # where two modalities already share a space (CLIP's I and T): what the heads add
+        rows.append(Row(label=BASELINE_LABEL, cells=[Cell(v) for v in base], kind="baseline"))
     return Table(
         title=layout["title"],
         columns=columns * len(metrics),

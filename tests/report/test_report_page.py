@@ -174,6 +174,15 @@ def test_rendered_page_says_what_it_is_without_glitches(built):
     assert "changed from the paper's recipe: lr = 0.001 (paper 0.0001)" in text
     assert "changed from the paper's recipe: epochs = 3 (paper 50) (2 of 2 runs)" in text
     assert "cub: SYNTHETIC data" in text and "data origin not recorded" not in text  # from the marker file
+    # the caveat block once: the last section points to it instead of printing it again
+    assert text.count("cub: SYNTHETIC data") == 1 and text.count("the paper's recipe (its text") == 1
+    assert "as stated there" in text
+    # synthetic data: no Δ against the paper, the row says why
+    assert "Δ (ours − paper)" not in dom and "no Δ: synthetic data" in text and "n/a" in text
+    # abbreviations defined before first use; counts in the right number
+    assert text.index("T1: mean per-class top-1 accuracy") < text.index("Page check")
+    assert "r@k: recall at k" in text and "R-P: R-precision" in text
+    assert "(2 finished runs, 1 pipeline record)" in text
     # the trained-vs-untrained table once (the pipeline's own), not again in the last section
     assert dom.count("<td>trained</td>") + dom.count(">trained</th>") == 1
     assert "each database item is the mean" in text and "the database vectors are</li>" not in dom

@@ -381,9 +381,31 @@ def test_prompts_of_a_text_finetuned_run_go_through_its_own_tower(cub, tmp_path)
     assert not torch.allclose(vecs, through(create_backbone("clip-tiny-text", "random:0")), atol=1e-4)
 
 
-def test_standardisation_is_refused_by_fine_tuning(cub, tmp_path):
-    with pytest.raises(UserError, match="--standardize is a stage-two setting"):
-        finetune(_cfg(cub, tmp_path, standardize="center"))
+def test_fine_tuning_centres_as_stage_two_with_the_initial_towers_train_mean(cub, tmp_path):
+    """One preprocessing per comparison: fine-tuning centres by default, as stage two does. A frozen modality's
+    mean is its cached train rows'; the live tower's is that of its initial weights' train cache (extracted once),
+    the mean a frozen run of the same table centres with, kept fixed while the tower moves."""
+    from pcmpipe.samples import load_modality
+    from pcmpipe.samples.moments import moments
+    from pcmpipe.training.rundir import load_heads
+
+    assert FinetuneConfig.model_fields["standardize"].default == "center"
+    cfg = _cfg(cub, tmp_path, modalities="I,C")
+    run = finetune(cfg)
+    heads, _ = load_heads(run)
+    rec = json.loads((run / "config.json").read_text())
+    for m in ("I", "C"):
+        train = load_modality(cfg.cache_root, "cub", m, "train")
+        torch.testing.assert_close(heads[m].input_mean, moments(train, False)[0])
+        assert heads[m].standardised
+    initial = load_modality(cfg.cache_root, "cub", "I", "train")
+    assert (
+        rec["caches"]["train"]["I"]["live"] and rec["caches"]["train"]["I"]["standardised_from"] == initial.fingerprint
+    )
+    manifest = json.loads(manifest_in(Path(initial.directory)).read_text())
+    assert manifest["meta"]["weights_sha256"] == create_backbone("clip-tiny-image", "random:0").meta["weights_sha256"]
+    plain, _ = load_heads(finetune(_cfg(cub, tmp_path, modalities="I,C", standardize="none", epochs=1)))
+    assert not plain["I"].standardised and not plain["C"].input_mean.any()
 
 
 def test_the_finetune_bar_reaches_the_last_step_of_every_epoch(cub, tmp_path):

@@ -24,6 +24,7 @@ th,td{border:1px solid #ddd;padding:.2em .5em;text-align:right}
 th{background:#f3f3f3}td.label{text-align:left;white-space:nowrap}
 tr.ours td{font-weight:600}tr.paper td{color:#555}tr.delta td{color:#777;font-style:italic}
 tr.paper-only td{color:#555;background:#fafafa}tr.chance td{color:#888}tr.derived td{font-style:italic}
+tr.baseline td{color:#666}
 blockquote{margin:.3em 0;padding:.3em .8em;border-left:4px solid #c60;background:#fff7ee;font-size:.85em}
 .notes{font-size:.8em;color:#444}figure{margin:1em 0}figcaption{font-size:.8em;color:#555}
 .synthetic{border-left-color:#b00;background:#fee}img{max-width:100%}

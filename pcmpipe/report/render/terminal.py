@@ -18,6 +18,7 @@ def print_report(report: Report, console: Console) -> None:
         "paper-only": "dim",
         "derived": "italic",
         "chance": "dim",
+        "baseline": "dim",
     }
     console.print(f"[bold]{report.title}[/]")
     for p in report.preamble:

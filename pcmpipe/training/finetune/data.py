@@ -232,6 +232,30 @@ class Sources:
         self.provenance[split] = prov
         return join(split, mods), records
 
+    def standardisation(self, split: str, data, standardize: str) -> dict:
+        """m -> (mean, scale or None) for `standardize`, as stage two computes them (`samples.standardisation`).
+
+        A frozen modality's moments are of its cached rows. A live modality has no fixed rows, so its moments
+        are those of its tower's *initial* weights on the split: the cache of that backbone (extracted once when
+        missing, like a frozen modality's), so a fine-tuned run starts from exactly the standardisation of the
+        frozen run it is compared with, and keeps it while the tower moves (docs/conventions.md).
+        """
+        from pcmpipe.samples import standardisation
+
+        if standardize == "none":
+            return {}
+        rows = {}
+        for m, d in data.modalities.items():
+            if m in self.live:
+                d = cached_or_none(self.cfg.cache_root, self.cfg.dataset, m, split)
+                if d is None:
+                    self._extract(m, split)
+                    d = load_modality(self.cfg.cache_root, self.cfg.dataset, m, split)
+                _check_backbone(d.directory, *self.cfg.backbone_spec(self.live[m].modality_kind))
+                self.provenance[split][m]["standardised_from"] = d.fingerprint
+            rows[m] = d
+        return standardisation(rows, standardize)
+
 
 def eval_modalities(model, live: dict, data, records: dict, cfg, device) -> dict:
     """The split's modalities for evaluation: live ones re-encoded by the current towers (inference transform)."""

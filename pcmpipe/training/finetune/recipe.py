@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 
 from pcmpipe.config import FinetuneConfig, config_fingerprint
 from pcmpipe.errors import UserError
+from pcmpipe.heads import ProjectionHead
 from pcmpipe.training import rundir as runs
 from pcmpipe.training.evaluate import evaluate_all, mean_r1
 from pcmpipe.training.events import Note, OnEvent, RunFinished
@@ -84,9 +85,6 @@ def _finetune(cfg: FinetuneConfig, emit: OnEvent) -> Path:
     # resolved() fills the name and batch size; the schema refuses a config without data_root
     assert cfg.name is not None and cfg.batch_size is not None and cfg.data_root is not None
     fp = config_fingerprint(cfg)
-    if cfg.standardize != "none":
-        # the statistics would be of features that move as the towers train; stage two has fixed ones
-        raise UserError("--standardize is a stage-two setting; fine-tuning takes --standardize none")
     claim = runs.claim(cfg.runs_root, cfg.name, fp)
     for note in claim.notes:
         emit(Note(note))
@@ -109,6 +107,9 @@ def _finetune(cfg: FinetuneConfig, emit: OnEvent) -> Path:
             f"{cfg.batch_size}; lower --batch-size"
         )
     shapes = {m: (live[m].feature_shape if m in live else d.shape) for m, d in train_d.modalities.items()}
+    # stage two's input standardisation, from the train split's frozen features (a live tower's: its initial
+    # weights'), fixed for the run (docs/conventions.md, "Input standardisation when a tower is unfrozen")
+    stats = sources.standardisation(cfg.split_train, train_d, cfg.standardize)
     torch.manual_seed(cfg.seed)  # head init, as in stage two
     # `live` follows the config's --unfreeze order: towers, optimizer groups and checkpoint keys never depend on
     # set or str-hash order (PYTHONHASHSEED), so a resumed run lines its optimizer state up with the same tensors
@@ -120,6 +121,10 @@ def _finetune(cfg: FinetuneConfig, emit: OnEvent) -> Path:
         cfg.logit_scale_init,
         learnable_scale=cfg.logit_scale == "learnable" and cfg.loss == "pcmc",
     ).to(device)
+    for m, (mean, scale) in stats.items():
+        head = model.heads[m]
+        assert isinstance(head, ProjectionHead), "build_heads makes ProjectionHeads"
+        head.set_standardisation(mean, scale)  # copied into the head's buffers, on the head's device
     model.set_grad_checkpointing(cfg.grad_checkpointing and bool(live))
     opt = adamw(optimizer_groups(model, cfg.lr, cfg.backbone_lr, cfg.weight_decay), cfg.lr, fused=False)
     amp = autocast_dtype(device, cfg.amp)

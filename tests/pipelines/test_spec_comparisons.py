@@ -1,0 +1,54 @@
+"""Every table and figure of the shipped pipelines compares runs with one preprocessing (standardisation, PCMR
+target and power reading, match level), unless the layout says it varies that setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pcmpipe.pipelines.comparisons import compared_runs, mixed_comparisons
+from pcmpipe.pipelines.spec import load_pipeline, pipeline_from_dict
+
+PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
+FILES = sorted(PIPELINES.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", FILES, ids=[f.stem for f in FILES])
+def test_no_shipped_table_mixes_two_preprocessings(path):
+    assert mixed_comparisons(load_pipeline(path)) == []
+
+
+def test_fine_tuned_and_frozen_rows_share_the_standardisation():
+    """Table 2's frozen rows (stage two) and fine-tuned rows (finetune) centre alike; so do Table 3's bi-modal A+C
+    run (stage two: nothing to unfreeze) and the fine-tuned tri-modal runs it is compared with."""
+    t2 = load_pipeline(PIPELINES / "table2_6_7_cub.yaml")
+    assert {r.train.standardize for r in t2.runs.values()} == {"center"}
+    assert {bool(r.finetune) for r in t2.runs.values()} == {True, False}
+    t3 = load_pipeline(PIPELINES / "table3_cub_added_modality.yaml")
+    assert t3.runs["cub-pcmc-AC-finetuned"].finetune == []
+    assert {r.train.standardize for r in t3.runs.values()} == {"center"}
+
+
+def _doc(second: dict, varies: list[str] | None = None) -> dict:
+    table = {"kind": "directions", "title": "t", "metrics": ["r@1"], "columns": ["I->T"]}
+    table["rows"] = [{"label": "a", "run": "a"}, {"label": "b", "run": "b"}]
+    if varies:
+        table["varies"] = varies
+    return {
+        "name": "p",
+        "data": {"flickr8k": {"root": "data/flickr8k", "modalities": ["I", "T"]}},
+        "defaults": {"dataset": "flickr8k", "modalities": ["I", "T"], "loss": "pcmr"},
+        "runs": {"a": {}, "b": second},
+        "tables": [table],
+    }
+
+
+def test_a_mixed_comparison_is_named_unless_the_layout_varies_it():
+    p = pipeline_from_dict(_doc({"standardize": "none"}))
+    assert compared_runs(p.tables[0]) == ["a", "b"]
+    assert mixed_comparisons(p) == ["p: t: standardize differs: 'center' in a; 'none' in b"]
+    assert mixed_comparisons(pipeline_from_dict(_doc({"standardize": "none"}, varies=["standardize"]))) == []
+    # PCMR's readings count among PCMR runs only: a PCMC row ignores target and rho_on
+    assert mixed_comparisons(pipeline_from_dict(_doc({"target": "projections"})))[0].startswith("p: t: target")
+    assert mixed_comparisons(pipeline_from_dict(_doc({"loss": "pcmc", "rho_on": "norm"}))) == []
