@@ -85,6 +85,12 @@ def extract_cmd(
         help="train split: also K augmented views per image (timm) and caption (EDA); stage two draws one per epoch",
     ),
     views_seed: int = typer.Option(0, "--views-seed", help="seed of the augmented views (with the item id and view)"),
+    precision: str = typer.Option(
+        "auto",
+        "--precision",
+        help="forward-pass arithmetic: auto (fp16 autocast on CUDA, fp32 on CPU), fp32, fp16 or bf16 autocast",
+        metavar="<auto|fp32|fp16|bf16>",
+    ),
 ) -> None:
     """Encode a dataset's modalities with frozen backbones into the feature cache; resumable, skips what is done."""
     with _guard():
@@ -117,6 +123,7 @@ def extract_cmd(
                 lock_wait=True if lock_timeout is None else lock_timeout,
                 views=views,
                 views_seed=views_seed,
+                precision=precision,
             )
         main = distributed.is_main()
         distributed.cleanup()  # under torchrun: leave the process group extract joined

@@ -44,6 +44,7 @@ from pcmpipe.datasets import SPLITS, open_dataset
 from pcmpipe.datasets.synthetic import SYNTHETIC_MARKER
 from pcmpipe.errors import UserError
 from pcmpipe.extract import bounds
+from pcmpipe.extract import precision as arithmetic
 from pcmpipe.extract.batching import PaddingMeter
 from pcmpipe.extract.plan import FEATURE, SplitSpec, choose_backbone, compare, split_spec, split_views
 from pcmpipe.extract.record_source import RecordSource, record_source
@@ -110,6 +111,7 @@ def extract(
     lock_wait: bool | float = True,
     views: int = 0,
     views_seed: int = 0,
+    precision: str | None = None,
 ) -> ExtractSummary:
     """Extract every requested (modality, split) of `dataset` into `cache_root`; returns the summary.
 
@@ -124,6 +126,7 @@ def extract(
     (True), refused at once (False) or waited for that many seconds, then refused in one line.
     views: K augmented views (timm images, EDA captions, seeded by views_seed, item id and view) of every image
     and caption of the train split, stored beside the clean features (`plan.split_views`; docs/extraction.md).
+    precision: forward arithmetic fp32 | fp16 | bf16 (None: fp16 on CUDA, fp32 on CPU); in the fingerprint.
     """
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -131,7 +134,7 @@ def extract(
         raise UserError(f"--dtype must be one of {', '.join(STORED_DTYPES)}, got {dtype!r}")
     bounds.check_settings(
         batch_size=batch_size, workers=workers, rows_per_shard=rows_per_shard, limit=limit, views=views,
-        max_padding=max_padding, lock_wait=lock_wait,
+        max_padding=max_padding, lock_wait=lock_wait, precision=precision,
     )  # fmt: skip
     ds = open_dataset(dataset, root, **dict(dataset_options or {}))
     modalities = list(modalities or ds.modalities)
@@ -152,6 +155,8 @@ def extract(
     summary = ExtractSummary(dataset, str(cache_root), str(dev))
     models = _backbones(modalities, splits, choice, kinds, dev, views=views, batch_size=batch_size,
                         workers=workers, rows_per_shard=rows_per_shard)  # fmt: skip
+    for bb in models.values():
+        arithmetic.prepare(bb, precision)
     report = progress if progress is not None and dist.is_main else _silent
     for m in modalities:
         for split in splits:
