@@ -30,6 +30,7 @@ SCRIPTS = [
     "pcmr_target.py",
     "views.py",
     "precision.py",
+    "gpu.py",
 ]
 
 
