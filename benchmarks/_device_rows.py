@@ -109,16 +109,16 @@ def image(args) -> dict:
 
         res = _timing.compare(ours, bare, repeats=1 if args.smoke else 2, warmup=0 if args.smoke else 1,
                               device=args.device)  # fmt: skip
-    part = summaries[-1].parts[0]
-    fallback = getattr(part, "decode_fallback", None)
+    from pcmpipe.extract.decode import on_device
+
+    fallback, where = summaries[-1].parts[0].decode_fallback, "the device" if on_device(bb) else "the CPU (PIL)"
     rate, bare_rate = n / res["ours_s"], n / res["baseline_s"]
     ratio = res["baseline_s"] / res["ours_s"]
     return _row(
         "image",
         ">= 4,000 images/s on one H100 and >= 0.9 x bare forward",
         f"ours {rate:,.0f} images/s, bare forward {bare_rate:,.0f} images/s ({n:,} JPEGs of Flickr8k sizes, batch "
-        f"{batch}, {workers} workers, decoded on {getattr(part, 'decode', 'cpu')}, {fallback or 0} fell back to "
-        f"the CPU; {args.precision})",
+        f"{batch}, {workers} workers, decoded on {where}, {fallback} of them on the CPU path; {args.precision})",
         f"{ratio:.2f} x bare forward",
         rate >= 4000 and ratio >= 0.9,
         images=n, batch=batch, workers=workers, ours_s=res["ours_all"], bare_s=res["baseline_all"],

@@ -46,6 +46,7 @@ from pcmpipe.errors import UserError
 from pcmpipe.extract import bounds
 from pcmpipe.extract import precision as arithmetic
 from pcmpipe.extract.batching import PaddingMeter
+from pcmpipe.extract.decode import image_batches
 from pcmpipe.extract.plan import FEATURE, SplitSpec, choose_backbone, compare, split_spec, split_views
 from pcmpipe.extract.record_source import RecordSource, record_source
 from pcmpipe.extract.sources import (
@@ -53,7 +54,6 @@ from pcmpipe.extract.sources import (
     Encoded,
     Skipped,
     audio_batches,
-    image_batches,
     text_batches,
     vector_batches,
 )
@@ -126,7 +126,6 @@ def extract(
     (True), refused at once (False) or waited for that many seconds, then refused in one line.
     views: K augmented views (timm images, EDA captions, seeded by views_seed, item id and view) of every image
     and caption of the train split, stored beside the clean features (`plan.split_views`; docs/extraction.md).
-    precision: forward arithmetic fp32 | fp16 | bf16 (None: fp16 on CUDA, fp32 on CPU); in the fingerprint.
     """
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -356,6 +355,7 @@ def _write_part(
                     arrays[VIEWS_FEATURE] = item.views
                 writer.add([r.id for r in item.records], {c: [r.links[c] for r in item.records] for c in links}, arrays)
                 part.new_rows += len(item.records)
+                part.decode_fallback += item.fallback
                 done += len(item.records)
                 report(task, done, total)
             if not D.is_distributed():  # every input seen: the errors file is final, listed in the manifest

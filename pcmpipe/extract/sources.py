@@ -49,6 +49,7 @@ class Encoded:
     records: list[Record]
     features: np.ndarray  # float32 [B, *shape]
     views: np.ndarray | None = None  # float32 [B, K, *shape]: the augmented views (`--views K`), else None
+    fallback: int = 0  # images of this batch decoded on the CPU where the device decodes the rest (extract.decode)
 
 
 @dataclass
@@ -112,10 +113,10 @@ def decoding_loader(
 
 
 def _loader(dataset, batches: list[list[int]], workers: int, device: torch.device):
-    return decoding_loader(dataset, batches, workers, _collate, pin=device.type == "cuda")
+    return decoding_loader(dataset, batches, workers, collate_items, pin=device.type == "cuda")
 
 
-def _collate(items):
+def collate_items(items):
     """[(index, payload | None, error | None)] -> (ok indices, payloads, [(index, error)])."""
     ok = [(i, x) for i, x, err in items if err is None]
     return [i for i, _ in ok], [x for _, x in ok], [(i, err) for i, x, err in items if err is not None]
