@@ -44,6 +44,7 @@ def train_cmd(
     device: str | None = setting("device"),
     threads: str | None = setting("threads"),
     log_to: str | None = setting("log_to"),
+    compile_step: bool | None = setting("compile"),
     set_: list[str] | None = set_option(),
 ) -> None:
     """Train PCMC/PCMR projection heads on cached features; resumes an interrupted run of the same config."""
@@ -78,6 +79,7 @@ def train_cmd(
             device=device,
             threads=threads,
             log_to=log_to,
+            compile=compile_step,
         )
         cfg = TrainConfig.from_dict(merge_settings(config, flags, set_))
         renderer = TrainingRenderer()

@@ -31,6 +31,7 @@ SCRIPTS = [
     "views.py",
     "precision.py",
     "gpu.py",
+    "loss_step.py",
 ]
 
 
