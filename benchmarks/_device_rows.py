@@ -1,7 +1,9 @@
-"""The five measurements of benchmarks/gpu.py, one function each: args -> one row of the GPU table (as a dict).
+"""The five measurements of benchmarks/gpu.py, one function each: (args, emit) -> one row of the GPU table (a dict).
 
 Each row dict holds what (the table's key: fixed, so a rerun replaces the row), target, measured, ratio, ok
-(True / False / None) and figures (every number, for the JSON). Sizes are the issue's unless `args.smoke`.
+(True / False / None) and figures (every number, for the JSON). Sizes are the issue's unless `args.smoke`. A
+measurement with a long optional part calls `emit(row)` with the row so far first: if its cap ends it there,
+that row is what is reported.
 Models have seeded random weights (no download on a device machine); speed depends on the architecture only.
 """
 
@@ -11,6 +13,7 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +69,7 @@ def image_table(folder: Path, n: int, distinct: int = 256) -> list[Path]:
     return paths
 
 
-def image(args) -> dict:
+def image(args, emit: Callable[[dict], None]) -> dict:
     """`extract` end to end from JPEG files (decode, resize, forward, write) vs the forward alone on tensors
     already preprocessed and on the device, same backbone object, batch and precision."""
     from PIL import Image
@@ -81,8 +84,10 @@ def image(args) -> dict:
     workers = runner.default_workers(args.device)
     with tempfile.TemporaryDirectory(prefix="pcmpipe-gpu-img-") as tmp:
         paths = image_table(Path(tmp) / "data", n, distinct=8 if args.smoke else 256)
-        distinct = torch.stack([bb.preprocess(Image.open(p).convert("RGB")) for p in paths[:256]])
-        pre = distinct.repeat((n + len(distinct) - 1) // len(distinct), 1, 1, 1)[:n].to(args.device)
+        distinct = torch.stack([bb.preprocess(Image.open(p).convert("RGB")) for p in paths[:256]]).to(args.device)
+        pre = distinct.repeat((n + len(distinct) - 1) // len(distinct), 1, 1, 1)[:n]
+        if pre.is_cuda:  # as extraction hands batches to the tower (pcmpipe.extract.decode)
+            pre = pre.contiguous(memory_format=torch.channels_last)
         summaries = []
 
         def ours():
@@ -126,7 +131,7 @@ def image(args) -> dict:
     )  # fmt: skip
 
 
-def text(args) -> dict:
+def text(args, emit: Callable[[dict], None]) -> dict:
     """Extraction's text path (length-sorted batches cut to their longest caption) vs stock `encode_text` on the
     full 77-token context, both under the same autocast and inference mode."""
     from text_extract import captions
@@ -167,7 +172,7 @@ def text(args) -> dict:
     )  # fmt: skip
 
 
-def speech(args) -> dict:
+def speech(args, emit: Callable[[dict], None]) -> dict:
     """HuBERT-Base over 1-10 s utterances in extraction's batches (`speech_batches`): audio seconds per second."""
     from speech_extract import RATE, utterances
 
@@ -215,7 +220,7 @@ def _epochs(cache: Path, runs: Path, name: str, device: str, epochs: int, **cfg)
     return [json.loads(line)["train_time_s"] for line in lines if line]
 
 
-def train(args) -> dict:
+def train(args, emit: Callable[[dict], None]) -> dict:
     """Stage two's trainer (as is, and with `compile: true`) vs the plain PyTorch loop on the same device; the
     best epoch of each (the first pays for CUDA start-up and, compiled, for the compilation)."""
     import plain_loop
@@ -226,10 +231,17 @@ def train(args) -> dict:
         cache, runs = Path(tmp) / "cache", Path(tmp) / "runs"
         write_cache(cache, images, 5, evals)
         ours = _epochs(cache, runs, "plain", args.device, epochs)
-        compiled = None if args.smoke else _epochs(cache, runs, "compiled", args.device, epochs, compile=True)
         data = plain_loop.load(cache, DATASET)
         base = plain_loop.run(data, epochs, seed=0, device=args.device)
-    rows = len(data["T"])
+        row = _train_row(len(data["T"]), epochs, ours, base, None)
+        if not args.smoke:  # compiling takes the longest: the row so far stands if the cap ends it
+            emit(row)
+            row = _train_row(len(data["T"]), epochs, ours, base, _epochs(cache, runs, "compiled", args.device,
+                                                                        epochs, compile=True))  # fmt: skip
+    return row
+
+
+def _train_row(rows: int, epochs: int, ours: list[float], base: list[float], compiled: list[float] | None) -> dict:
     best, best_base = min(ours), min(base)
     best_compiled = min(compiled) if compiled else None
     return _row(
@@ -244,7 +256,7 @@ def train(args) -> dict:
     )  # fmt: skip
 
 
-def search(args) -> dict:
+def search(args, emit: Callable[[dict], None]) -> dict:
     """`FlatIndex` over a gallery held on the device (fp16, widened block by block) vs the floor: one float32
     product of the queries with the gallery widened beforehand, into a preallocated [Q, N] output."""
     from search import gallery

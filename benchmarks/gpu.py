@@ -44,11 +44,16 @@ SHARES = {"image": 0.28, "text": 0.10, "speech": 0.17, "train": 0.30, "search": 
 
 
 def _child(name: str, args: argparse.Namespace, out: str) -> None:
-    """One measurement in this (child) process; its row, or the error, goes to the JSON file `out`."""
+    """One measurement in this (child) process; its row (or the row so far, `emit`), or its error, goes to the
+    JSON file `out`."""
     if args.threads:
         torch.set_num_threads(args.threads)
+
+    def emit(row: dict) -> None:
+        Path(out).write_text(json.dumps({**row, "partial": True}))
+
     try:
-        row = _device_rows.SECTIONS[name](args)
+        row = _device_rows.SECTIONS[name](args, emit)
     except BaseException as e:  # the parent reports it as the row; the other measurements still run
         lines = traceback.format_exc().strip().splitlines()
         row = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}", "trace": lines[-8:]}
@@ -57,7 +62,7 @@ def _child(name: str, args: argparse.Namespace, out: str) -> None:
 
 def run_section(name: str, args: argparse.Namespace, cap: float) -> dict:
     """Run measurement `name` in a child process for at most `cap` seconds -> its row (a failed or killed one
-    says why in its measured cell)."""
+    says why in its measured cell; one killed after `emit` keeps the row it emitted, marked as cut)."""
     ctx = mp.get_context("spawn" if args.device.startswith("cuda") else "fork")
     with tempfile.TemporaryDirectory(prefix="pcmpipe-gpu-") as tmp:
         out = Path(tmp) / "row.json"
@@ -71,11 +76,13 @@ def run_section(name: str, args: argparse.Namespace, cap: float) -> dict:
         seconds = time.perf_counter() - t0
         row = json.loads(out.read_text()) if out.is_file() else None
     base = {"what": _device_rows.WHAT[name], "target": "", "ratio": "", "ok": None, "figures": {}}
+    why = f"ran past its cap of {cap:.0f} s" if seconds >= cap else f"exited with code {proc.exitcode}"
     if row is None:
-        why = f"ran past its cap of {cap:.0f} s" if seconds >= cap else f"exited with code {proc.exitcode}"
         row = {**base, "measured": f"not measured: {why}"}
     elif "error" in row:
         row = {**base, "measured": f"not measured: {row['error']}", "figures": {"trace": row["trace"]}}
+    elif row.pop("partial", False):
+        row["measured"] += f" (the rest {why})"
     row["seconds"], row["cap_s"] = seconds, cap
     return row
 

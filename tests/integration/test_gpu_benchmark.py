@@ -48,3 +48,24 @@ def test_a_measurement_past_its_cap_is_killed_and_reported(tmp_path: Path) -> No
     assert row["measured"] == "not measured: ran past its cap of 0 s" or "ran past its cap" in row["measured"]
     assert row["ok"] is None and row["seconds"] < 30
     assert "ran past its cap" in doc.read_text()
+
+
+def test_the_row_emitted_before_the_cap_is_kept(monkeypatch) -> None:
+    import argparse
+    import time
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import _device_rows
+        import gpu
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+
+    def slow(args, emit):  # a measurement whose optional part outlives its cap
+        emit({"what": _device_rows.WHAT["train"], "target": "t", "measured": "ours 0.50 s", "ratio": "r", "ok": True})
+        time.sleep(60)
+
+    monkeypatch.setitem(_device_rows.SECTIONS, "train", slow)
+    row = gpu.run_section("train", argparse.Namespace(device="cpu", threads=None), cap=3.0)
+    assert row["measured"] == "ours 0.50 s (the rest ran past its cap of 3 s)"
+    assert row["ok"] is True and "partial" not in row and 3.0 <= row["seconds"] < 30
