@@ -182,7 +182,7 @@ def best_of(fn: Callable[[], object], reps: int, seconds: float, device: str | t
 def machine(device: str | torch.device = "cpu") -> str:
     """One line naming the hardware the numbers were taken on."""
     if torch.device(device).type == "cuda":
-        return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
+        return f"{torch.cuda.get_device_name()} (torch {torch.__version__}, CUDA {torch.version.cuda})"
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -219,30 +219,38 @@ def command_line() -> str:
 
 
 def write_row(
-    doc: Path, what: str, target: str, measured: str, ratio: str, ok: bool | None, device: str | torch.device = "cpu"
+    doc: Path,
+    what: str,
+    target: str,
+    measured: str,
+    ratio: str,
+    ok: bool | None,
+    device: str | torch.device = "cpu",
+    table: tuple[str, str] = (TABLE_BEGIN, TABLE_END),
 ) -> str:
     """Insert or replace the table row whose first cell is `what` in `doc`; returns the row.
 
-    The table sits between TABLE_BEGIN and TABLE_END; a missing file or table is created. Other rows and the
-    rest of the document are left untouched.
+    The table sits between the markers `table` (begin, end; default: the CPU table's); a missing file or table
+    is created. Other rows and the rest of the document are left untouched.
     """
+    begin, end = table
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     verdict = "n/a" if ok is None else ("yes" if ok else "**no**")
     cells = [what, target, measured, ratio, verdict, f"{machine(device)}, {date}", f"`{command_line()}`"]
     row = "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
     text = doc.read_text() if doc.exists() else "# Performance\n"
-    if TABLE_BEGIN not in text:
-        text = text.rstrip("\n") + f"\n\n{TABLE_BEGIN}\n{HEADER}\n{TABLE_END}\n"
-    head, rest = text.split(TABLE_BEGIN, 1)
-    table, tail = rest.split(TABLE_END, 1)
-    lines = [ln for ln in table.strip("\n").splitlines() if ln.strip()]
+    if begin not in text:
+        text = text.rstrip("\n") + f"\n\n{begin}\n{HEADER}\n{end}\n"
+    head, rest = text.split(begin, 1)
+    rows, tail = rest.split(end, 1)
+    lines = [ln for ln in rows.strip("\n").splitlines() if ln.strip()]
     body = [ln for ln in lines[2:]]
     key = re.compile(r"^\|\s*" + re.escape(what.replace("|", "\\|")) + r"\s*\|")
     body = [row if key.match(ln) else ln for ln in body]
     if not any(ln == row for ln in body):
         body.append(row)
     doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(f"{head}{TABLE_BEGIN}\n{HEADER}\n" + "\n".join(body) + f"\n{TABLE_END}{tail}")
+    doc.write_text(f"{head}{begin}\n{HEADER}\n" + "\n".join(body) + f"\n{end}{tail}")
     return row
 
 

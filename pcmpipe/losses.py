@@ -15,6 +15,7 @@ Conventions (see docs/conventions.md for the reasoning):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import combinations
@@ -197,6 +198,7 @@ def pcmr_loss(
     present: dict[str, Tensor] | None = None,
     rho: float = 1.0,
     rho_on: str = "entries",
+    stacked: bool | None = None,
 ) -> Tensor:
     """Pairwise cross-modal regression loss (PCMR, Eq. 6, masked by Eq. 9).
 
@@ -209,6 +211,10 @@ def pcmr_loss(
     cites [21]. rho_on="norm" is the literal ||R||_F^(2 + rho), where rho only rescales the whole gradient
     (docs/conventions.md, "PCMR power factor"). Both are computed from squares, (R^2)^(1 + rho/2), which unlike
     abs or sqrt has a finite gradient where the residual is exactly 0; rho must be >= 0 for that to hold.
+
+    stacked: form all pairs' residuals at once (`_stacked_squares`) instead of pair by pair; None: on CUDA only,
+    where a step of small kernels is bound by their launches (docs/performance.md, "stacked similarities").
+    The same value up to the order of float additions.
     """
     if rho < 0:
         raise ValueError(f"rho must be >= 0, got {rho}")
@@ -227,6 +233,9 @@ def pcmr_loss(
             raise ValueError(f"target must be [B, B] = [{B}, {B}], got {tuple(target.shape)}")
     power = 1.0 + rho / 2.0
     total = first.sum() * 0.0  # a single modality has no pairs
+    if (first.device.type == "cuda" if stacked is None else stacked) and len(z) > 2:
+        sq = _stacked_squares(z, masks, pres, target)
+        return total + (sq.pow(power).sum() if rho_on == "entries" else sq.sum((1, 2)).pow(power).sum())
     for a, b in combinations(sorted(z), 2):
         sim = z[a] @ z[b].T  # [B, B]
         if masks[a] is None and masks[b] is None:
@@ -236,6 +245,37 @@ def pcmr_loss(
             sq = (h * (sim - target)) ** 2
         total = total + (sq.pow(power).sum() if rho_on == "entries" else sq.sum().pow(power))
     return total
+
+
+def _stacked_squares(
+    z: dict[str, Tensor], masks: dict[str, Tensor | None], pres: dict[str, Tensor], target: Tensor
+) -> Tensor:
+    """The squared (masked) residuals of every pair i < j, stacked: [P, B, B] in `combinations` order.
+
+    One product of the first M - 1 modalities' rows with the last M - 1's: its (i, j - 1) blocks on and above
+    the block diagonal are the P = M(M-1)/2 pairs (M = 3: 4 blocks for 3 pairs), gathered in one indexing; the
+    subtraction, mask and square then run once over all pairs instead of once per pair."""
+    names = sorted(z)
+    B, M = target.shape[0], len(names)
+    first, second = zip(*combinations(range(M), 2))
+    rows = torch.cat([z[n] for n in names[:-1]])  # [(M - 1) B, D]
+    cols = torch.cat([z[n] for n in names[1:]])
+    blocks = (rows @ cols.T).view(M - 1, B, M - 1, B).transpose(1, 2)  # [M - 1, M - 1, B, B]
+    diff = blocks[list(first), [j - 1 for j in second]] - target  # [P, B, B]
+    if any(masks[n] is not None for n in names):
+        p = torch.stack([pres[n] for n in names])  # [M, B]
+        diff = (p[list(first)][:, :, None] & p[list(second)][:, None, :]).to(diff.dtype) * diff
+    return diff**2
+
+
+@functools.cache
+def compiled(loss: Callable[..., Tensor], backend: str) -> Callable[..., Tensor]:
+    """`loss` (pcmc_loss or pcmr_loss) under torch.compile with `backend`, one compiled function per pair, so
+    every step reuses its graphs. The losses are chains of small element-wise kernels around [B, B] products:
+    on a GPU their launches, not their arithmetic, bound a step, and compiling fuses them. "inductor" is what
+    training uses (`compile: true`); "aot_eager" captures the same graph (forward and backward) but runs torch's
+    own kernels, which is how tests check the captured step gives exactly the eager numbers."""
+    return torch.compile(loss, backend=backend, dynamic=False)
 
 
 @dataclass(frozen=True)
@@ -248,6 +288,7 @@ class LossParams:
     rho: float = 1.0
     target: str = "features"
     rho_on: str = "entries"
+    compile: str | None = None  # a torch.compile backend for the loss arithmetic (`compiled`); None: eager
 
 
 class TargetShares:
@@ -307,7 +348,8 @@ def _pcmc_step(
     rows: Callable[[], dict[str, Tensor]] | None = None,
     shares: TargetShares | None = None,
 ) -> Tensor:
-    return pcmc_loss(emb, present, logit_scale=params.log_scale.exp())
+    loss = compiled(pcmc_loss, params.compile) if params.compile else pcmc_loss
+    return loss(emb, present, logit_scale=params.log_scale.exp())
 
 
 def _pcmr_step(
@@ -330,7 +372,8 @@ def _pcmr_step(
     if shares is not None and ids is not None:
         implied = comps if params.target == "shared" else target_components(ids, "shared", present=present)
         shares.add(comps, implied, present)
-    return pcmr_loss(emb, target=combine_target(comps), present=present, rho=params.rho, rho_on=params.rho_on)
+    loss = compiled(pcmr_loss, params.compile) if params.compile else pcmr_loss
+    return loss(emb, target=combine_target(comps), present=present, rho=params.rho, rho_on=params.rho_on)
 
 
 # The registry both trainers dispatch through, one call signature:

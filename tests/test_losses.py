@@ -175,11 +175,12 @@ def test_pcmc_gradients_finite_with_masks_in_float32():
 # ---------------------------------------------------------------- PCMR
 
 
+@pytest.mark.parametrize("stacked", [False, True])  # pair by pair, and all pairs from one product
 @pytest.mark.parametrize("rho_on", ["entries", "norm"])
 @pytest.mark.parametrize("rho", [0.0, 1.0, 0.5])
-def test_pcmr_identity_target_matches_loops(rho, rho_on):
+def test_pcmr_identity_target_matches_loops(rho, rho_on, stacked):
     emb = _emb(["I", "T", "S"], B=5, D=4, seed=9)
-    got = float(pcmr_loss(emb, rho=rho, rho_on=rho_on))
+    got = float(pcmr_loss(emb, rho=rho, rho_on=rho_on, stacked=stacked))
     assert abs(got - _ref_pcmr(emb, None, None, rho, rho_on)) < 1e-9
 
 
@@ -195,15 +196,16 @@ def test_pcmr_rho_zero_vs_one():
     assert abs(float(pcmr_loss(emb, rho=1.0, rho_on="norm")) - float((resid**2).sum()) ** 1.5) < 1e-9
 
 
+@pytest.mark.parametrize("stacked", [False, True])
 @pytest.mark.parametrize("seed", range(4))
-def test_pcmr_masked_with_target_matches_loops(seed):
-    names = ["I", "T", "A"]
+def test_pcmr_masked_with_target_matches_loops(seed, stacked):
+    names = ["I", "T", "A", "S"][: 3 + seed % 2]  # 3 and 4 modalities
     emb = _emb(names, B=6, D=3, seed=seed + 20)
     present = _random_present(names, 6, seed + 30)
     target = (torch.rand(6, 6, generator=torch.Generator().manual_seed(seed)) > 0.7).double()
     target = ((target + target.T + torch.eye(6)) > 0).double()
     for rho_on in ("entries", "norm"):
-        got = float(pcmr_loss(emb, target=target, present=present, rho=1.0, rho_on=rho_on))
+        got = float(pcmr_loss(emb, target=target, present=present, rho=1.0, rho_on=rho_on, stacked=stacked))
         assert abs(got - _ref_pcmr(emb, target, present, 1.0, rho_on)) < 1e-9
 
 

@@ -21,6 +21,7 @@ class Backbone:
         feature_shape: shape of one sample's features, e.g. (512,) or (13, 768).
         meta: JSON-able fingerprint inputs: backbone, architecture, weights, weights_sha256, preprocess.
         device: torch.device the model lives on.
+        precision: the arithmetic extraction encodes in (fp32, fp16 or bf16 autocast); None: the device's default.
     """
 
     name: str
@@ -31,6 +32,8 @@ class Backbone:
     feature_shape: tuple[int, ...]
     meta: dict
     device: torch.device
+    # extraction's arithmetic, fp32 | fp16 | bf16 (`pcmpipe.extract.precision`); None: the device's default
+    precision: str | None = None
 
     def __init__(self, name: str, arch: str, weights: Any, device: torch.device) -> None:
         """Every backbone is built the same way, by `create_backbone`: registry name, architecture key,

@@ -69,7 +69,9 @@ def extract_table(summary: ExtractSummary) -> Table:
         pad_edge=False,
     )
     audio = any(p.padding is not None for p in summary.parts)
+    fallback = any(p.decode_fallback for p in summary.parts)  # images the GPU decoder left to the CPU path
     names = ("mod", "split", "backbone", "status", "rows", "new", "skip", "items/s", "time") + ("pad",) * audio
+    names += ("cpu-decoded",) * fallback
     for name in names:
         t.add_column(name, justify="left" if name in ("mod", "split", "backbone", "status") else "right")
     for p in summary.parts:
@@ -86,6 +88,8 @@ def extract_table(summary: ExtractSummary) -> Table:
         ]
         if audio:
             cells.append(f"{100 * p.padding:.0f}%" if p.padding is not None else "-")
+        if fallback:
+            cells.append(str(p.decode_fallback))
         t.add_row(*cells)
     return t
 

@@ -92,6 +92,11 @@ class ExtractConfig(Settings):
         "per epoch",
     )
     views_seed: int = Field(0, description="seed of the augmented views (with the item id and view)")
+    # the forward pass's arithmetic (pcmpipe.extract.precision): part of the fingerprint, fp32 as every earlier cache
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto",
+        description="forward-pass arithmetic: auto (fp16 autocast on CUDA, fp32 on CPU), fp32, fp16 or bf16 autocast",
+    )
     # per modality (I, T, P, S, ...): a backbone or weights that differ from their kind's (the modality wins)
     backbones: dict[str, str] = Field(default_factory=dict, description="modality -> backbone, over its kind's")
     weights: dict[str, str] = Field(default_factory=dict, description="modality -> weights, over its kind's")

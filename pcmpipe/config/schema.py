@@ -160,7 +160,9 @@ class TrainConfig(Settings):
     # Stage two also checkpoints within an epoch every this many steps (None: after each epoch only), so a kill
     # loses at most that many steps; the resumed run continues the same batch order to the same numbers.
     checkpoint_every: int | None = Field(None, ge=1, description="stage two: also checkpoint every this many steps")
-    compile: bool = Field(False, description="torch.compile the heads (off: they are tiny, compile time dominates)")
+    # the step (heads and loss arithmetic) fused by torch.compile: on a GPU a step of small kernels is bound by
+    # their launches; on CPU compile time dominates runs this small
+    compile: bool = Field(False, description="torch.compile the training step: heads and loss (off by default)")
     progress: bool = Field(True, description="rich progress bar on a terminal")
     threads: int | None = Field(None, ge=1, description="CPU threads for training (default: torch's choice)")
     # metrics.jsonl is always written; these are extra sinks (pcmpipe.training.tracking)

@@ -102,13 +102,14 @@ def split_spec(
     listing: the digest of a streamed dataset's shards (which never lists its records; `records` is then its
     first record only, for the links and the vectors' shape); None: the digest of `records`. views: see
     `split_views`; only then does the cache get a `views` feature and the fingerprint an `augment` entry."""
-    from pcmpipe.extract.sources import precision_of, vector_shape
+    from pcmpipe.extract import precision
+    from pcmpipe.extract.sources import vector_shape
 
     key = ds.key(m)
     links = sorted({c for r in records[:1] for c in r.links if c != key})
     if backbone is not None:
         shape = tuple(backbone.feature_shape)
-        meta = {**backbone.meta, "precision": precision_of(backbone.device)}
+        meta = {**backbone.meta, "precision": precision.label(backbone)}
     else:
         shape = vector_shape(records) or (1,)
         meta = {"source": f"{ds.name} precomputed vectors", "dataset_options": dict(options)}

@@ -47,14 +47,15 @@ from pcmpipe.datasets import open_dataset
 from pcmpipe.datasets.synthetic import SYNTHETIC_MARKER
 from pcmpipe.errors import UserError
 from pcmpipe.extract import bounds
+from pcmpipe.extract import precision as arithmetic
 from pcmpipe.extract.batching import PaddingMeter
+from pcmpipe.extract.decode import image_batches
 from pcmpipe.extract.plan import FEATURE, SplitSpec, choose_backbone, compare, split_spec, split_views
 from pcmpipe.extract.record_source import RecordSource, record_source
 from pcmpipe.extract.sources import (
     Encoded,
     Skipped,
     audio_batches,
-    image_batches,
     text_batches,
     vector_batches,
 )
@@ -101,7 +102,7 @@ def extract(cfg: ExtractConfig, *, progress: ExtractProgress | None = None) -> E
     """
     bounds.check_settings(
         batch_size=cfg.batch_size, workers=cfg.workers, rows_per_shard=cfg.rows_per_shard, limit=cfg.limit,
-        views=cfg.views, max_padding=cfg.max_padding, lock_wait=cfg.lock_wait(),
+        views=cfg.views, max_padding=cfg.max_padding, lock_wait=cfg.lock_wait(), precision=cfg.precision,
     )  # fmt: skip
     ds = open_dataset(cfg.dataset, cfg.dataset_root(), **cfg.dataset_options)
     modalities = list(cfg.modalities or ds.modalities)
@@ -119,6 +120,8 @@ def extract(cfg: ExtractConfig, *, progress: ExtractProgress | None = None) -> E
     summary = ExtractSummary(cfg.dataset, str(cfg.cache_root), str(dev))
     models = _backbones(modalities, cfg.splits, choice, kinds, dev, views=cfg.views, batch_size=cfg.batch_size,
                         workers=workers, rows_per_shard=cfg.rows_per_shard)  # fmt: skip
+    for bb in models.values():
+        arithmetic.prepare(bb, cfg.precision)
     report = progress if progress is not None and dist.is_main else _silent
     for m in modalities:
         for split in cfg.splits:
@@ -328,6 +331,7 @@ def _encode_into(
         links = spec.links
         writer.add([r.id for r in item.records], {c: [r.links[c] for r in item.records] for c in links}, arrays)
         part.new_rows += len(item.records)
+        part.decode_fallback += item.fallback
         done += len(item.records)
         p.report(task, done, total)
 

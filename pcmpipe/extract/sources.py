@@ -3,8 +3,8 @@
 Each generator yields `Encoded(records, features)` for rows to write and `Skipped(record, reason)` for
 inputs that cannot be encoded (missing or unreadable file, empty caption, too-short audio, bad vector).
 Decoding runs in DataLoader workers (images, audio), which die with the process that started them, even when
-it is SIGKILLed; encoding runs in the main process under `torch.inference_mode()`, with autocast (bf16, else
-fp16) on CUDA only.
+it is SIGKILLed; encoding runs in the main process under `torch.inference_mode()` and the backbone's autocast
+(`pcmpipe.extract.precision`: fp16 on CUDA, none on CPU, unless `--precision` says otherwise).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from pcmpipe.backbones.hubert import HubertBackbone
 from pcmpipe.datasets import Record, load_audio
 from pcmpipe.datasets.media import MAX_SECONDS, MediaTooLarge, check_image_size
 from pcmpipe.errors import UserError
+from pcmpipe.extract import precision
 from pcmpipe.extract.batching import PaddingMeter, fixed_batches, length_batches
 
 # at most this many (padded) waveform samples per HuBERT batch: 80 s of 16 kHz audio keeps the first
@@ -48,6 +49,7 @@ class Encoded:
     records: list[Record]
     features: np.ndarray  # float32 [B, *shape]
     views: np.ndarray | None = None  # float32 [B, K, *shape]: the augmented views (`--views K`), else None
+    fallback: int = 0  # images of this batch decoded on the CPU where the device decodes the rest (extract.decode)
 
 
 @dataclass
@@ -56,22 +58,9 @@ class Skipped:
     reason: str
 
 
-def precision_of(device: torch.device) -> str:
-    """What the cache meta records: numerics differ between fp32 on CPU and autocast on GPU."""
-    if device.type != "cuda":
-        return "float32"
-    return "autocast-bf16" if torch.cuda.is_bf16_supported() else "autocast-fp16"
-
-
-def _autocast(device: torch.device):
-    if device.type != "cuda":
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-
-
 def encode(backbone: Backbone, batch) -> np.ndarray:
-    """backbone.encode under inference mode (+ autocast on CUDA) -> float32 numpy [B, *shape]."""
-    with torch.inference_mode(), _autocast(backbone.device):
+    """backbone.encode under inference mode and the backbone's autocast (`precision`) -> float32 numpy [B, *shape]."""
+    with torch.inference_mode(), precision.autocast(backbone):
         out = backbone.encode(batch)
     return out.float().cpu().numpy()
 
@@ -124,10 +113,10 @@ def decoding_loader(
 
 
 def _loader(dataset, batches: list[list[int]], workers: int, device: torch.device):
-    return decoding_loader(dataset, batches, workers, _collate, pin=device.type == "cuda")
+    return decoding_loader(dataset, batches, workers, collate_items, pin=device.type == "cuda")
 
 
-def _collate(items):
+def collate_items(items):
     """[(index, payload | None, error | None)] -> (ok indices, payloads, [(index, error)])."""
     ok = [(i, x) for i, x, err in items if err is None]
     return [i for i, _ in ok], [x for _, x in ok], [(i, err) for i, x, err in items if err is not None]

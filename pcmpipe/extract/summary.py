@@ -33,6 +33,7 @@ class PartSummary:
     skipped: int = 0  # inputs listed in .errors.jsonl
     seconds: float = 0.0
     padding: float | None = None  # audio: fraction of padded samples in the batches
+    decode_fallback: int = 0  # images decoded on the CPU where the device decoded the others (extract.decode)
     directory: str = ""
     reason: str = ""
 

@@ -55,7 +55,8 @@ class FlatIndex:
 
     @torch.inference_mode()
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        q = torch.as_tensor(np.ascontiguousarray(queries, dtype=np.float32))
+        # the queries go to the vectors' device: a FlatIndex built from a CUDA tensor searches on the GPU
+        q = torch.as_tensor(np.ascontiguousarray(queries, dtype=np.float32)).to(self.vectors.device)
         if q.ndim != 2 or q.shape[1] != self.d:
             raise ValueError(f"queries of shape {tuple(q.shape)} for an index of dimension {self.d}")
         # as FAISS: k columns, the ones past the gallery's size padded with row -1
@@ -66,18 +67,22 @@ class FlatIndex:
             return scores, rows
         for q0 in range(0, q.shape[0], QUERY_BLOCK):
             s, r = self._search_block(q[q0 : q0 + QUERY_BLOCK], found)
-            scores[q0 : q0 + QUERY_BLOCK, :found], rows[q0 : q0 + QUERY_BLOCK, :found] = s.numpy(), r.numpy()
+            scores[q0 : q0 + QUERY_BLOCK, :found], rows[q0 : q0 + QUERY_BLOCK, :found] = (
+                s.cpu().numpy(),
+                r.cpu().numpy(),
+            )
         return scores, rows
 
     def _search_block(self, q: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        n_q = q.shape[0]
-        step = rows_per_block(n_q)
+        n_q, dev = q.shape[0], self.vectors.device
+        # on a GPU there is no cache to fit: blocks 64 x larger, so fewer launches and fewer syncs (nonzero)
+        step = rows_per_block(n_q) if dev.type == "cpu" else min(self.ntotal, rows_per_block(n_q) * 64)
         widen = self.vectors.dtype != torch.float32
-        wide = torch.empty((step, self.d), dtype=torch.float32) if widen else None
-        buf = torch.empty((n_q, step), dtype=torch.float32)
-        best = torch.full((n_q, k), -torch.inf)
-        best_rows = torch.zeros((n_q, k), dtype=torch.int64)
-        everyone = torch.arange(n_q)
+        wide = torch.empty((step, self.d), dtype=torch.float32, device=dev) if widen else None
+        buf = torch.empty((n_q, step), dtype=torch.float32, device=dev)
+        best = torch.full((n_q, k), -torch.inf, device=dev)
+        best_rows = torch.zeros((n_q, k), dtype=torch.int64, device=dev)
+        everyone = torch.arange(n_q, device=dev)
         for r0 in range(0, self.ntotal, step):
             block = self.vectors[r0 : r0 + step]
             n = block.shape[0]

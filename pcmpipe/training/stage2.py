@@ -185,9 +185,8 @@ def _train(cfg: TrainConfig, emit: OnEvent) -> Path:
         cosine_schedule(opt, cfg.epochs * steps),
         torch.Generator().manual_seed(cfg.seed),
     )
-    if cfg.compile:
-        for m in heads:
-            heads[m].compile()
+    for m in heads if cfg.compile else ():  # `compile: true`: the heads here, the loss arithmetic in _loop
+        heads[m].compile()
 
     state = TrainState(best_scale=float(log_scale.detach().exp()))
     # A streamed run records which shards each rank reads (a collective: every rank takes part); with the seed
@@ -323,7 +322,8 @@ def _loop(
     bs = cfg.batch_size
     main = distributed.is_main()
     params = [*heads.parameters(), log_scale]
-    loss_fn, loss_params = LOSSES[cfg.loss], LossParams(log_scale, cfg.threshold, cfg.rho, cfg.target, cfg.rho_on)
+    loss_fn, backend = LOSSES[cfg.loss], "inductor" if cfg.compile else None
+    loss_params = LossParams(log_scale, cfg.threshold, cfg.rho, cfg.target, cfg.rho_on, backend)
     shares = TargetShares() if cfg.loss == "pcmr" else None
     # the features target's view of the inputs: standardised as the heads see them
     standardise = {m: h.standardise for m, h in heads.items() if isinstance(h, ProjectionHead)}

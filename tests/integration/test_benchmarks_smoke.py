@@ -29,6 +29,9 @@ SCRIPTS = [
     "embed.py",
     "pcmr_target.py",
     "views.py",
+    "precision.py",
+    "gpu.py",
+    "loss_step.py",
 ]
 
 
