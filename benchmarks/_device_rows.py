@@ -75,6 +75,7 @@ def image(args, emit: Callable[[dict], None]) -> dict:
     from PIL import Image
 
     import pcmpipe.extract.runner as runner
+    from pcmpipe.config import ExtractConfig
     from pcmpipe.extract.sources import encode
 
     name = "clip-tiny-image" if args.smoke else "clip-vit-b32-image"
@@ -94,18 +95,22 @@ def image(args, emit: Callable[[dict], None]) -> dict:
             cache = Path(tmp) / f"cache{len(summaries)}"
             summaries.append(
                 runner.extract(
-                    "bench",
-                    Path(tmp) / "data",
-                    modalities=["I"],
-                    splits=["train"],
-                    device=args.device,
-                    batch_size=batch,
-                    workers=workers,
-                    cache_root=cache,
-                    backbones={"image": name},
-                    weights={"image": "random:0"},
-                    precision=args.precision,
-                )  # fmt: skip
+                    ExtractConfig.from_dict(
+                        {
+                            "dataset": "bench",
+                            "root": str(Path(tmp) / "data"),
+                            "modalities": ["I"],
+                            "splits": ["train"],
+                            "device": args.device,
+                            "batch_size": batch,
+                            "workers": workers,
+                            "cache_root": str(cache),
+                            "image_backbone": name,
+                            "weights_image": "random:0",
+                            "precision": args.precision,
+                        }
+                    )
+                )
             )
 
         def bare():

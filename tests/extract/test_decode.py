@@ -107,10 +107,10 @@ def test_tensor_path_is_refused_for_a_transform_it_does_not_restate():
 
 def test_extraction_counts_the_fallback_in_its_summary(tmp_path, monkeypatch, one_thread):
     """The runner's wiring, with the device path switched on for a CPU backbone (the only device here)."""
+    from extraction import extract
     from rich.console import Console
 
     from pcmpipe.cli.render import extract_table
-    from pcmpipe.extract import extract
 
     data = tmp_path / "data"
     data.mkdir()
