@@ -61,3 +61,27 @@ def test_bf16_autocast_keeps_retrieval_on_planted_pairs(tmp_path, one_thread):
     assert res["min_cosine"] > 0.999, res  # bf16 keeps 8 mantissa bits; the features stay within 0.1 % in angle
     assert 20.0 < res["r1_fp32"] < 100.0, res  # the planted task is neither trivial nor hopeless here
     assert abs(res["r1_bf16"] - res["r1_fp32"]) <= 0.2, res
+
+
+@pytest.mark.parametrize("name", ["clip-tiny-image", "clip-tiny-text", "hubert-tiny"])
+def test_every_backbone_encodes_in_every_precision(name, one_thread):
+    import numpy as np
+    import torch
+
+    from pcmpipe.extract.sources import encode
+
+    bb = create_backbone(name, weights="random:0")
+    rng = np.random.default_rng(0)
+    if bb.modality_kind == "audio":
+        x = bb.preprocess([(0.1 * rng.standard_normal(32_000)).astype(np.float32) for _ in range(3)])
+    elif bb.modality_kind == "text":
+        x = bb.preprocess(["a dog runs on the grass", "two people sit on a bench"])
+    else:
+        x = torch.from_numpy(rng.standard_normal((2, 3, 64, 64)).astype(np.float32))
+    ref = None
+    for p in ("fp32", "bf16", "fp16"):
+        arithmetic.prepare(bb, p)
+        f = encode(bb, x)
+        assert f.dtype == np.float32 and np.isfinite(f).all()
+        ref = f if ref is None else ref
+        assert np.abs(f - ref).max() <= 0.02 * np.abs(ref).max(), (p, np.abs(f - ref).max())
