@@ -24,7 +24,7 @@ from pcmpipe.report.build import build_report, write_report
 from pcmpipe.report.examples import Example, nearest_images, pick
 from pcmpipe.report.recipe import recipe_changes, seed_line
 from pcmpipe.report.results import load_runs
-from pcmpipe.report.tsne import class_styles
+from pcmpipe.report.tsne import class_styles, robust_limits
 from pcmpipe.training.rundir import save_embeddings
 from tests.report.test_report import CHROMIUM, chromium_console, write_run
 
@@ -158,6 +158,13 @@ def test_figure2_retrievals_follow_the_embeddings(built):
     )
 
 
+def test_panel_limits_ignore_a_few_outliers():
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.standard_normal(400), [80.0, -95.0]])
+    lo, hi = robust_limits(values)
+    assert -4 < lo < -2 and 2 < hi < 4  # the bulk fills the panel; the two far points are left out
+
+
 def test_fifty_classes_get_fifty_styles():
     styles = class_styles([str(k) for k in range(1, 51)])
     assert len(set(styles.values())) == 50
@@ -193,5 +200,5 @@ def test_rendered_page_says_what_it_is_without_glitches(built):
     assert len(captions) == 4 and all(not c.strip().endswith(":") for c in captions), captions  # none empty
     assert any("one loss panel per loss (PCMC, PCMR)" in c for c in captions)
     assert any(c.startswith("Figure 2 check: 500 caption queries") for c in captions)
-    assert any("50 classes, each one colour x marker" in c for c in captions)
+    assert any("50 classes, each one colour x marker, labelled with its class id" in c for c in captions)
     assert dom.count('alt="Figure 2 check"') == 1 and dom.count('alt="Figure 3 check"') == 1
