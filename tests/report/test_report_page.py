@@ -147,6 +147,12 @@ def test_figure2_retrievals_follow_the_embeddings(built):
     img_ids = embs["I"].columns["image_id"]
     assert [e.before for e in found] == [str(img_ids[k]) for k in before]
     assert [e.after for e in found] == [str(img_ids[k]) for k in after]
+    # database enrichment: the same caption queries against mean(image, its class)
+    db_found, _ = nearest_images(runs["c-pcmc"], "T", "I", ["C"], side="database")
+    i_cls = [cls_row[v] for v in embs["I"].columns["class_id"].tolist()]
+    db_after = (t @ norm((i + c[i_cls]) / 2, dim=-1).T).argmax(1)
+    assert [e.before for e in db_found] == [str(img_ids[k]) for k in before]
+    assert [e.after for e in db_found] == [str(img_ids[k]) for k in db_after]
     fixed = sum(e.right_after and not e.right_before for e in found)
     assert fixed > 0 and sum(e.right_after for e in found) > sum(e.right_before for e in found)
     chosen = pick(found, 4)
