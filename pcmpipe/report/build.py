@@ -14,6 +14,7 @@ from pcmpipe.datasets.synthetic import SYNTHETIC_MARKER
 from pcmpipe.errors import UserError
 from pcmpipe.report import plots
 from pcmpipe.report.examples import examples_figure
+from pcmpipe.report.levels import build_levels
 from pcmpipe.report.model import Report, Section
 from pcmpipe.report.paper import paper_source
 from pcmpipe.report.recipe import LEGEND, build_line, recipe_lines, seed_line
@@ -111,8 +112,7 @@ def _section(record: dict, runs: dict[str, RunResult], cache: dict) -> Section:
     sec.provenance += skipped
     withheld = delta_withheld(sec.provenance)
     for layout in record["tables"]:
-        table = build_table(layout, runs)
-        table.delta_withheld = withheld
+        table = build_levels(layout, runs, withheld)
         if layout["kind"] == "m_modalities":
             fig = plots.m_modalities_bars(layout["title"], m_modalities_values(layout, runs), layout["metric"])
             if fig:

@@ -1,9 +1,10 @@
 """Figure 3: t-SNE of a run's test embeddings, one panel per modality (text, image, class in the paper).
 
 One joint t-SNE of all the plotted rows (one embedding space, so where a class's text, image and class
-points fall can be compared), drawn as one panel per modality, each zoomed to its own points. Classes are told apart by
-colour x marker: 10 colours x 8 markers give 80 distinct styles, enough for the 50 unseen CUB classes
-(tab20 alone repeats its colours after 20 classes).
+points fall can be compared), drawn as one panel per modality, each zoomed to its own points with robust limits
+(percentiles, so an outlier does not squash the panel). Classes are told apart by colour x marker (10 colours x
+8 markers give 80 distinct styles, enough for the 50 unseen CUB classes; tab20 alone repeats after 20) and by
+their class id written at each class's median, instead of a legend of 50 entries.
 """
 
 from __future__ import annotations
@@ -16,6 +17,17 @@ from pcmpipe.report.results import RunResult
 CLASS_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 NUM_COLOURS = 10  # tab10
 MODALITY_NAMES = {"T": "text", "I": "image", "C": "class", "A": "attributes", "S": "speech", "P": "prompt"}
+
+
+LOW_PCT = 1.0  # axes span the 1st to 99th percentile of a panel's points (plus a margin): outliers do not squash it
+
+
+def robust_limits(values: np.ndarray, margin: float = 0.08) -> tuple[float, float]:
+    """(low, high) for one axis: the LOW_PCT and 100 - LOW_PCT percentiles widened by `margin` of their span, so
+    one or two far outliers do not squeeze every other point into a corner."""
+    lo, hi = np.percentile(values, [LOW_PCT, 100 - LOW_PCT])
+    pad = max(float(hi - lo), 1e-6) * margin
+    return float(lo - pad), float(hi + pad)
 
 
 def class_styles(classes: list[str]) -> dict[str, tuple[int, str]]:
@@ -73,39 +85,36 @@ def tsne_figure(
     cmap = plt.get_cmap("tab10")
     fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 4.4), squeeze=False)
     mods_a, classes_a = np.array(mods), np.array(classes)
+    hidden = 0
     for ax, m in zip(axes[0], shown):
+        panel = pts[mods_a == m]
+        (x0, x1), (y0, y1) = robust_limits(panel[:, 0]), robust_limits(panel[:, 1])
+        hidden += int(((panel[:, 0] < x0) | (panel[:, 0] > x1) | (panel[:, 1] < y0) | (panel[:, 1] > y1)).sum())
         for c, (colour, marker) in styles.items():
             sel = (mods_a == m) & (classes_a == c)
-            if sel.any():
-                size = 60 if m == "C" else 14
-                ax.scatter(
-                    pts[sel, 0],
-                    pts[sel, 1],
-                    color=cmap(colour),
-                    marker=marker,
-                    s=size,
-                    linewidths=0.3,
-                    edgecolors="black" if m == "C" else "none",
-                    label=c,
-                )
+            if not sel.any():
+                continue
+            ax.scatter(
+                pts[sel, 0],
+                pts[sel, 1],
+                color=cmap(colour),
+                marker=marker,
+                s=60 if m == "C" else 14,
+                linewidths=0.3,
+                edgecolors="black" if m == "C" else "none",
+            )
+            # the class id at its points' median: 50 classes told apart without a 50-entry legend
+            cx, cy = np.median(pts[sel, 0]), np.median(pts[sel, 1])
+            if x0 <= cx <= x1 and y0 <= cy <= y1:
+                ax.annotate(c, (cx, cy), fontsize=5, ha="center", va="center", color=cmap(colour), weight="bold")
+        ax.set_xlim(x0, x1), ax.set_ylim(y0, y1)
         ax.set_title(f"{MODALITY_NAMES.get(m, m)} ({m}, {int((mods_a == m).sum())} points)", fontsize=9)
         ax.set_xticks([]), ax.set_yticks([])
-    handles = [
-        plt.Line2D([], [], color=cmap(colour), marker=marker, linestyle="", markersize=4, label=c)
-        for c, (colour, marker) in styles.items()
-    ]
-    fig.legend(
-        handles=handles,
-        loc="lower center",
-        ncol=min(len(handles), 17),
-        fontsize=5,
-        title="class id",
-        title_fontsize=6,
-        bbox_to_anchor=(0.5, -0.02 - 0.025 * (len(handles) // 17)),
-    )
     fig.suptitle(title, fontsize=9)
     caption = (
         f"{len(x)} test embeddings of {run.name}, one joint t-SNE (seed {seed}) shown per modality; "
-        f"{len(styles)} classes, each one colour x marker"
+        f"{len(styles)} classes, each one colour x marker, labelled with its class id at its points' median; "
+        f"each panel's axes span percentiles {LOW_PCT:g} to {100 - LOW_PCT:g} of its points plus a margin "
+        f"({hidden} outlying point{'' if hidden == 1 else 's'} not shown)"
     )
     return Figure(title=title, png=png_bytes(fig), caption=caption)

@@ -24,7 +24,7 @@ from pcmpipe.report.build import build_report, write_report
 from pcmpipe.report.examples import Example, nearest_images, pick
 from pcmpipe.report.recipe import recipe_changes, seed_line
 from pcmpipe.report.results import load_runs
-from pcmpipe.report.tsne import class_styles
+from pcmpipe.report.tsne import class_styles, robust_limits
 from pcmpipe.training.rundir import save_embeddings
 from tests.report.test_report import CHROMIUM, chromium_console, write_run
 
@@ -147,6 +147,12 @@ def test_figure2_retrievals_follow_the_embeddings(built):
     img_ids = embs["I"].columns["image_id"]
     assert [e.before for e in found] == [str(img_ids[k]) for k in before]
     assert [e.after for e in found] == [str(img_ids[k]) for k in after]
+    # database enrichment: the same caption queries against mean(image, its class)
+    db_found, _ = nearest_images(runs["c-pcmc"], "T", "I", ["C"], side="database")
+    i_cls = [cls_row[v] for v in embs["I"].columns["class_id"].tolist()]
+    db_after = (t @ norm((i + c[i_cls]) / 2, dim=-1).T).argmax(1)
+    assert [e.before for e in db_found] == [str(img_ids[k]) for k in before]
+    assert [e.after for e in db_found] == [str(img_ids[k]) for k in db_after]
     fixed = sum(e.right_after and not e.right_before for e in found)
     assert fixed > 0 and sum(e.right_after for e in found) > sum(e.right_before for e in found)
     chosen = pick(found, 4)
@@ -156,6 +162,13 @@ def test_figure2_retrievals_follow_the_embeddings(built):
         pick([Example("1#0", "1", "2", "1", False, True), Example("0#0", "0", "0", "0", True, True)], 1)[0].caption_id
         == "1#0"
     )
+
+
+def test_panel_limits_ignore_a_few_outliers():
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.standard_normal(400), [80.0, -95.0]])
+    lo, hi = robust_limits(values)
+    assert -4 < lo < -2 and 2 < hi < 4  # the bulk fills the panel; the two far points are left out
 
 
 def test_fifty_classes_get_fifty_styles():
@@ -193,5 +206,5 @@ def test_rendered_page_says_what_it_is_without_glitches(built):
     assert len(captions) == 4 and all(not c.strip().endswith(":") for c in captions), captions  # none empty
     assert any("one loss panel per loss (PCMC, PCMR)" in c for c in captions)
     assert any(c.startswith("Figure 2 check: 500 caption queries") for c in captions)
-    assert any("50 classes, each one colour x marker" in c for c in captions)
+    assert any("50 classes, each one colour x marker, labelled with its class id" in c for c in captions)
     assert dom.count('alt="Figure 2 check"') == 1 and dom.count('alt="Figure 3 check"') == 1
