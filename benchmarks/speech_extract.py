@@ -65,8 +65,9 @@ def main() -> None:
 
     args = _timing.parse_args(__doc__.splitlines()[0], extra)
     from pcmpipe.backbones import create_backbone
-    from pcmpipe.extract.batching import PaddingMeter, length_batches
-    from pcmpipe.extract.sources import MAX_AUDIO_SAMPLES, SPEECH_MAX_PADDING, speech_batches
+    from pcmpipe.backbones.batching import length_batches
+    from pcmpipe.backbones.speech import MAX_AUDIO_SAMPLES, SPEECH_MAX_PADDING, speech_batches
+    from pcmpipe.extract.batching import PaddingMeter
 
     if args.smoke:
         args.backbone, args.utterances, args.batch = "hubert-tiny", 12, 4

@@ -35,7 +35,6 @@ import torch
 from pcmpipe import distributed as D
 from pcmpipe.augment.views import VIEWS_FEATURE, ViewSpec
 from pcmpipe.backbones import Backbone, create_backbone, resolve_device
-from pcmpipe.backbones.hubert import HubertBackbone
 from pcmpipe.cache.layout import check_name, manifest_in, refuse_link
 from pcmpipe.cache.lock import exclusive
 from pcmpipe.cache.manifest import hide_legacy_names, load_manifest
@@ -391,5 +390,4 @@ def _batches(
     elif backbone.modality_kind == "text":
         yield from text_batches(backbone, records, batch_size, views)
     else:
-        assert isinstance(backbone, HubertBackbone)  # the registry's only audio backbone
         yield from audio_batches(backbone, records, batch_size, workers, meter, max_padding)
