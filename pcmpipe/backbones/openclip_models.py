@@ -34,6 +34,14 @@ def split_model(arch: str) -> tuple[str, str | None]:
     return (model, tag) if sep and model else (arch, None)
 
 
+def pretrained_tags() -> list[tuple[str, str]]:
+    """(model, tag) for every pretrained weight set open_clip has a config for: its own table, no network.
+    `open_clip:MODEL@TAG` loads one (downloaded on first use)."""
+    import open_clip
+
+    return [(str(model), str(tag)) for model, tag in open_clip.list_pretrained()]
+
+
 def load_open_clip(arch: str, weights: WeightsSpec) -> tuple[Any, Any, dict, str, str]:
     """-> (model in eval mode on CPU, inference transform, model config, weights label, model name as resolved)."""
     import open_clip

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from pcmpipe.backbones.registry import DEFAULT_BACKBONES
 from pcmpipe.cli.app import _csv, _guard, app, err_console
 from pcmpipe.cli.options import FORMAT_METAVAR, hidden_alias
 
@@ -37,15 +38,17 @@ def extract_cmd(
         help="decoding processes for images and audio (default: CPUs/4 on CPU, min(8, CPUs) on GPU; 0 = main process)",
     ),
     image_backbone: str = typer.Option(
-        "clip-vit-b32-image", "--image-backbone", help="backbone for image modalities (I), or open_clip:MODEL@TAG"
+        DEFAULT_BACKBONES["image"], "--image-backbone", help="backbone for image modalities (I), or open_clip:MODEL@TAG"
     ),
     text_backbone: str = typer.Option(
-        "clip-vit-b32-text",
+        DEFAULT_BACKBONES["text"],
         "--text-backbone",
         help="backbone for text (T, P): also open_clip:MODEL@TAG, hf-text:MODEL",
     ),
     audio_backbone: str = typer.Option(
-        "hubert-base", "--audio-backbone", help="backbone for speech (S), or hf-audio:MODEL (wav2vec2, WavLM, ...)"
+        DEFAULT_BACKBONES["audio"],
+        "--audio-backbone",
+        help="backbone for speech (S), or hf-audio:MODEL (wav2vec2, WavLM, ...)",
     ),
     weights_image: str = typer.Option(
         "default", "--weights-image", help="default (openai) | open_clip tag | random[:SEED] | PATH"
