@@ -4,9 +4,6 @@ torch, `pcmpipe backbones` lists it, and extraction batches through the backbone
 from __future__ import annotations
 
 import inspect
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -18,17 +15,12 @@ from pcmpipe.backbones.speech import MAX_AUDIO_SAMPLES, SpeechBackbone
 from pcmpipe.datasets import Record
 from pcmpipe.errors import UserError
 from pcmpipe.extract.sources import Encoded, text_batches
+from tests.fresh_imports import loaded_after
 
 
 def test_the_registry_and_the_cli_defaults_import_no_torch():
-    code = (
-        "import sys\n"
-        "import pcmpipe.backbones.registry, pcmpipe.config.finetune, pcmpipe.cli\n"
-        "print(sorted(m for m in ('torch', 'open_clip', 'transformers') if m in sys.modules))\n"
-    )
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    assert out.stdout.strip() == "[]"
+    modules = "pcmpipe.backbones.registry, pcmpipe.config.finetune, pcmpipe.cli"
+    assert loaded_after(modules, ("torch", "open_clip", "transformers")) == []
 
 
 def test_defaults_come_from_the_registry():
