@@ -141,9 +141,9 @@ def text(args, emit: Callable[[dict], None]) -> dict:
     full 77-token context, both under the same autocast and inference mode."""
     from text_extract import captions
 
+    from pcmpipe.backbones.batching import length_batches
     from pcmpipe.backbones.clip import token_lengths
     from pcmpipe.extract import precision as arithmetic
-    from pcmpipe.extract.batching import length_batches
     from pcmpipe.extract.sources import encode
 
     name = "clip-tiny-text" if args.smoke else "clip-vit-b32-text"
@@ -181,7 +181,8 @@ def speech(args, emit: Callable[[dict], None]) -> dict:
     """HuBERT-Base over 1-10 s utterances in extraction's batches (`speech_batches`): audio seconds per second."""
     from speech_extract import RATE, utterances
 
-    from pcmpipe.extract.sources import encode, speech_batches
+    from pcmpipe.backbones.speech import speech_batches
+    from pcmpipe.extract.sources import encode
 
     name = "hubert-tiny" if args.smoke else "hubert-base"
     n = 6 if args.smoke else args.utterances

@@ -34,9 +34,9 @@ KIND = {"I": "image", "T": "text", "S": "audio"}
 
 def preprocessed_batches(modality: str, backbone, records, batch_size: int) -> list:
     """The inputs of every batch extraction would form, decoded and preprocessed now (outside the timing)."""
+    from pcmpipe.backbones.batching import fixed_batches, length_batches
+    from pcmpipe.backbones.speech import speech_batches
     from pcmpipe.datasets import load_audio
-    from pcmpipe.extract.batching import fixed_batches, length_batches
-    from pcmpipe.extract.sources import speech_batches
 
     if modality == "I":
         from PIL import Image

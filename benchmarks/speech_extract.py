@@ -3,7 +3,7 @@
 Utterances of 1-10 s (uniform, 16 kHz noise: the model's cost depends on the length, not the content) go
 through `HubertBackbone.preprocess` + `encode` in batches of at most `--batch` utterances and at most 80 s of
 padded audio (`MAX_AUDIO_SAMPLES`) each:
-* ours: `pcmpipe.extract.sources.speech_batches`, the rule `pcmpipe extract` applies by default: sorted by
+* ours: `pcmpipe.backbones.speech.speech_batches`, the rule `pcmpipe extract` applies by default: sorted by
   duration, and at most `SPEECH_MAX_PADDING` (5 %) of each batch is padding (`--max-padding`);
 * baseline: the same two caps filled greedily in the utterances' given (unsorted) order, with no padding
   bound: what one writes without sorting (in unsorted order a padding bound would only cut batches to one or
@@ -65,8 +65,9 @@ def main() -> None:
 
     args = _timing.parse_args(__doc__.splitlines()[0], extra)
     from pcmpipe.backbones import create_backbone
-    from pcmpipe.extract.batching import PaddingMeter, length_batches
-    from pcmpipe.extract.sources import MAX_AUDIO_SAMPLES, SPEECH_MAX_PADDING, speech_batches
+    from pcmpipe.backbones.batching import length_batches
+    from pcmpipe.backbones.speech import MAX_AUDIO_SAMPLES, SPEECH_MAX_PADDING, speech_batches
+    from pcmpipe.extract.batching import PaddingMeter
 
     if args.smoke:
         args.backbone, args.utterances, args.batch = "hubert-tiny", 12, 4

@@ -3,7 +3,7 @@
 Both paths encode the same captions with the same CLIP ViT-B/32 text tower (random weights, seeded; the
 architecture, not the values, sets the speed) in batches of the same size:
 * stock: `model.encode_text(tokenizer(captions))` over the captions in their order (77 tokens each);
-* ours: token lengths -> `pcmpipe.extract.batching.length_batches` -> `encode_text_trimmed` (each batch cut
+* ours: token lengths -> `pcmpipe.backbones.batching.length_batches` -> `encode_text_trimmed` (each batch cut
   to its longest caption), the path `ClipTextBackbone.encode` takes.
 The outputs are compared row by row (max abs difference, must be <= 1e-4).
 
@@ -46,8 +46,8 @@ def main() -> None:
 
     args = _timing.parse_args(__doc__.splitlines()[0], extra)
     from pcmpipe.backbones import create_backbone
+    from pcmpipe.backbones.batching import length_batches
     from pcmpipe.backbones.clip import encode_text_trimmed, token_lengths
-    from pcmpipe.extract.batching import length_batches
 
     name = "clip-tiny-text" if args.smoke else "clip-vit-b32-text"
     if args.smoke:

@@ -28,6 +28,7 @@ COMMANDS = [
     "",
     "synth",
     "download",
+    "backbones",
     "extract",
     "import-features",
     "cache-info",

@@ -3,16 +3,13 @@ the training modules do not import the encoders' libraries (docs/performance.md,
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
 
 from pcmpipe.samples import CacheInfo, ModalityData, moments
 from pcmpipe.training.evaluate import non_finite
+from tests.fresh_imports import loaded_after
 
 
 def _modality(x: torch.Tensor) -> ModalityData:
@@ -98,11 +95,5 @@ def test_finiteness_check_reads_bounded_chunks(monkeypatch, one_thread):
 
 def test_training_does_not_import_the_encoder_stack():
     """open_clip and transformers cost a training run 0.25 GiB resident: only extraction needs them."""
-    code = (
-        "import sys\n"
-        "import pcmpipe.training.stage2, pcmpipe.training.state, pcmpipe.training.rundir\n"
-        "print(sorted(m for m in ('open_clip', 'transformers', 'torchvision') if m in sys.modules))\n"
-    )
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    assert out.stdout.strip() == "[]"
+    modules = "pcmpipe.training.stage2, pcmpipe.training.state, pcmpipe.training.rundir"
+    assert loaded_after(modules, ("open_clip", "transformers", "torchvision")) == []

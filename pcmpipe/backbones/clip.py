@@ -12,7 +12,6 @@ Features are `encode_image` / `encode_text` outputs: [B, embed_dim] (512 for ViT
 from __future__ import annotations
 
 import copy
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +21,7 @@ from open_clip.transform import PreprocessCfg, image_transform_v2
 from open_clip.transformer import text_global_pool
 
 from pcmpipe.backbones.base import Backbone
+from pcmpipe.backbones.clip_towers import image_preprocess_meta, load_checkpoint, tower_state
 from pcmpipe.backbones.open_clip_floor import require_open_clip
 from pcmpipe.backbones.weights import WeightsSpec, fetch_published, seeded, state_sha256
 from pcmpipe.errors import UserError
@@ -42,10 +42,6 @@ ARCHS: dict[str, tuple[str | None, Callable[[], dict]]] = {
     "vit-b32": ("ViT-B-32", lambda: {**open_clip.get_model_config("ViT-B-32"), "quick_gelu": True}),
     "tiny": (None, lambda: copy.deepcopy(TINY_CONFIG)),
 }
-
-
-def _is_text_key(name: str) -> bool:
-    return not name.startswith("visual.") and name not in ("logit_scale", "logit_bias")
 
 
 def load_clip(arch: str, weights: WeightsSpec) -> tuple[torch.nn.Module, PreprocessCfg, dict]:
@@ -91,48 +87,8 @@ def load_clip(arch: str, weights: WeightsSpec) -> tuple[torch.nn.Module, Preproc
     with seeded(weights.seed):
         model = open_clip.model.CLIP(**cfg)
     if checkpoint:
-        _load_checkpoint(model, checkpoint)
+        load_checkpoint(model, checkpoint)
     return model.eval(), pre, cfg
-
-
-def _load_checkpoint(model: torch.nn.Module, path: str) -> None:
-    """open_clip's loader (state dicts, {'state_dict': ...}, safetensors); TorchScript archives (OpenAI's
-    original ViT-B-32.pt) are read with torch.jit.load, whose state dict uses the same names."""
-    try:
-        open_clip.load_checkpoint(model, path, strict=True)
-        return
-    except Exception as e:
-        first = e
-    try:
-        with warnings.catch_warnings():  # torch marks jit.load deprecated; it is the only reader of these files
-            warnings.simplefilter("ignore", FutureWarning)
-            state = torch.jit.load(path, map_location="cpu").state_dict()
-    except Exception:
-        msg = str(first).splitlines()[0] if str(first) else ""
-        raise UserError(
-            f"cannot load CLIP weights from {path} ({type(first).__name__}: {msg[:200]}); "
-            "pass an open_clip/OpenAI checkpoint of this architecture"
-        ) from None
-    # a TorchScript archive also carries non-weight entries (input_resolution, context_length, vocab_size,
-    # traced buffers such as attn_mask); only the model's own keys are loaded, and all of them must be there
-    expected = model.state_dict()
-    state = {k: v for k, v in state.items() if k in expected}
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        why = str(e).splitlines()[0][:200]
-        raise UserError(f"checkpoint {path} does not fit this CLIP architecture ({why})") from None
-
-
-def _preprocess_meta(pre: PreprocessCfg) -> dict:
-    return {
-        "size": pre.size,
-        "resize_mode": pre.resize_mode,
-        "interpolation": pre.interpolation,
-        "crop": "center",
-        "mean": [round(float(v), 8) for v in pre.mean],
-        "std": [round(float(v), 8) for v in pre.std],
-    }
 
 
 def _load_onto(
@@ -158,8 +114,8 @@ class ClipImageBackbone(Backbone):
             "backbone": name,
             "architecture": _arch_label(arch, cfg),
             "weights": weights.label,
-            "weights_sha256": state_sha256(self.model.visual.state_dict()),
-            "preprocess": _preprocess_meta(pre),
+            "weights_sha256": state_sha256(tower_state(self.model, "image")),
+            "preprocess": image_preprocess_meta(pre),
         }
 
     def encode(self, batch: torch.Tensor) -> torch.Tensor:
@@ -175,12 +131,11 @@ class ClipTextBackbone(Backbone):
     def __init__(self, name: str, arch: str, weights: WeightsSpec, device: torch.device):
         _, cfg = _load_onto(self, name, arch, weights, device)
         self.preprocess = open_clip.get_tokenizer("ViT-B-32", context_length=cfg["text_cfg"]["context_length"])
-        text_state = {k: v for k, v in self.model.state_dict().items() if _is_text_key(k)}
         self.meta = {
             "backbone": name,
             "architecture": _arch_label(arch, cfg),
             "weights": weights.label,
-            "weights_sha256": state_sha256(text_state),
+            "weights_sha256": state_sha256(tower_state(self.model, "text")),
             "preprocess": {
                 "tokenizer": "open_clip SimpleTokenizer (CLIP BPE, lower-cased, ftfy)",
                 "context_length": cfg["text_cfg"]["context_length"],

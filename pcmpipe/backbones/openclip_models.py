@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from pcmpipe.backbones.base import Backbone
-from pcmpipe.backbones.clip import _is_text_key, _load_checkpoint, _preprocess_meta
+from pcmpipe.backbones.clip_towers import image_preprocess_meta, load_checkpoint, tower_state
 from pcmpipe.backbones.open_clip_floor import require_open_clip
 from pcmpipe.backbones.weights import WeightsSpec, fetch_published, seeded, state_sha256
 from pcmpipe.errors import UserError
@@ -33,6 +33,14 @@ def split_model(arch: str) -> tuple[str, str | None]:
     """'ViT-B-32@laion2b_s34b_b79k' -> ('ViT-B-32', 'laion2b_s34b_b79k'); schemas keep their '@'-free ids."""
     model, sep, tag = arch.rpartition("@")
     return (model, tag) if sep and model else (arch, None)
+
+
+def pretrained_tags() -> list[tuple[str, str]]:
+    """(model, tag) for every pretrained weight set open_clip has a config for: its own table, no network.
+    `open_clip:MODEL@TAG` loads one (downloaded on first use)."""
+    import open_clip
+
+    return [(str(model), str(tag)) for model, tag in open_clip.list_pretrained()]
 
 
 def load_open_clip(arch: str, weights: WeightsSpec) -> tuple[Any, Any, dict, str, str]:
@@ -82,7 +90,7 @@ def load_open_clip(arch: str, weights: WeightsSpec) -> tuple[Any, Any, dict, str
         msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
         raise UserError(f"cannot build open_clip {arch} ({type(e).__name__}: {msg})") from None
     if weights.kind == "path":
-        _load_checkpoint(model, weights.value)
+        load_checkpoint(model, weights.value)
     cfg = open_clip.get_model_config(model_name) or {}
     label = tag if weights.kind == "default" and tag else weights.label
     return model.eval(), transform, cfg, label, model_name
@@ -95,16 +103,11 @@ class _OpenClipTower(Backbone):
         self.name, self.device = name, device
         self.model = model.to(device)
         self.feature_shape = (int(cfg["embed_dim"]),)
-        tower = (
-            self.model.visual.state_dict()
-            if self.modality_kind == "image"
-            else {k: v for k, v in self.model.state_dict().items() if _is_text_key(k)}
-        )
         meta = {
             "backbone": f"open_clip:{model_name}",
             "architecture": cfg,
             "weights": label,
-            "weights_sha256": state_sha256(tower),
+            "weights_sha256": state_sha256(tower_state(self.model, self.modality_kind)),
         }
         return transform, meta
 
@@ -120,7 +123,7 @@ class OpenClipImageBackbone(_OpenClipTower):
 
         self.preprocess, meta = self._build(name, arch, weights, device)
         pre = PreprocessCfg(**open_clip.get_model_preprocess_cfg(self.model))
-        self.meta = {**meta, "preprocess": _preprocess_meta(pre)}
+        self.meta = {**meta, "preprocess": image_preprocess_meta(pre)}
 
     def encode(self, batch: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(batch.to(self.device, non_blocking=True))

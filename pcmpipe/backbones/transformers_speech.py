@@ -4,17 +4,16 @@
     create_backbone("hf-audio:/models/my-wav2vec2", weights="random:0")
 
 The cache keeps what it keeps for HuBERT-Base: the time-mean of every hidden state, [num_layers + 1, hidden]
-per utterance (SUPERB-style layer weights live in the stage-two head). These models share HuBERT's front end
-(a strided convolution stack, `_get_feat_extract_output_lengths`, a GroupNorm after the first convolution in
-the "group" variants), so `HubertBackbone`'s exact batching and pooling apply to them unchanged; only the
-loading differs (AutoModel + AutoFeatureExtractor). A model without that front end is refused.
+per utterance. These models share HuBERT's front end, so `SpeechBackbone`'s exact batching and pooling
+(speech.py) apply to them unchanged; only the loading differs (AutoModel + AutoFeatureExtractor). A model
+without that front end is refused.
 """
 
 from __future__ import annotations
 
 import torch
 
-from pcmpipe.backbones.hubert import HubertBackbone
+from pcmpipe.backbones.speech import SpeechBackbone
 from pcmpipe.backbones.transformers_load import load_pretrained
 from pcmpipe.backbones.weights import WeightsSpec
 from pcmpipe.errors import UserError
@@ -27,7 +26,7 @@ def _default_extractor():
     return Wav2Vec2FeatureExtractor(do_normalize=False, return_attention_mask=True)
 
 
-class TransformersSpeechBackbone(HubertBackbone):
+class TransformersSpeechBackbone(SpeechBackbone):
     """preprocess(list of 16 kHz float32 waves) -> dict(input_values, attention_mask); encode -> [B, L + 1, D]."""
 
     def __init__(self, name: str, arch: str, weights: WeightsSpec, device: torch.device):  # noqa: D107

@@ -247,12 +247,6 @@ def shard_ids(directory: Path, manifest: dict) -> set[str]:
     return {i for s in shards_of(directory, manifest) for i in read_ids(s.path, s.fmt)}
 
 
-def backbone_identity(meta: dict) -> dict:
-    """What in a cache's meta names the encoder that made its features (backbone, weights and their checksum,
-    preprocessing): equal for every split of one modality built together, unlike the dataset listing."""
-    return {k: meta[k] for k in ("backbone", "architecture", "weights", "weights_sha256", "preprocess") if k in meta}
-
-
 def source_of(meta: dict) -> str:
     """'clip-tiny-image random:0 (sha256 1a2b3c4d5e6f)': the backbone and weights of a cache, for display."""
     if "backbone" not in meta:

@@ -5,7 +5,7 @@ code 2. Heavy modules (torch, transformers) are imported inside the commands so 
 One module per command group; importing it registers its commands on `app`.
 """
 
-from pcmpipe.cli import cache, datasets, experiments, extract, training, use  # noqa: F401  (registers the commands)
+from pcmpipe.cli import backbones, cache, datasets, experiments, extract, training, use  # noqa: F401  (registers the commands)
 from pcmpipe.cli.app import app
 from pcmpipe.cli.options import FlagCommand
 
@@ -20,6 +20,7 @@ _ORDER = [
     "cache-info",
     "train",
     "evaluate",
+    "backbones",
     "extract",
     "finetune",
     "embed",

@@ -18,6 +18,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from pcmpipe.backbones.registry import BackboneListing
 from pcmpipe.cli.training_progress import TrainingRenderer
 from pcmpipe.extract.summary import ExtractSummary
 from pcmpipe.pipelines.run import Note, PlanReady, StepFinished, StepProgress, StepStarted
@@ -91,6 +92,31 @@ def extract_table(summary: ExtractSummary) -> Table:
         if fallback:
             cells.append(str(p.decode_fallback))
         t.add_row(*cells)
+    return t
+
+
+def backbones_table(rows: list[BackboneListing]) -> Table:
+    """`pcmpipe backbones`: one row per registered name or family pattern, with the kinds it is the default of."""
+    t = Table(title="backbones (--image-backbone, --text-backbone, --audio-backbone)", title_justify="left")
+    for col in ("name", "kind", "default for", "what"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        # Text, not markup: a family's pattern has brackets ('open_clip:MODEL[@TAG]') that rich would eat
+        t.add_row(Text(r.name), ", ".join(r.kinds), ", ".join(r.default_for) or "-", Text(r.description))
+    return t
+
+
+def pretrained_table(row: BackboneListing) -> Table:
+    """A family's pretrained tags, one row per model: `PREFIX:MODEL@TAG` loads one."""
+    by_model: dict[str, list[str]] = {}
+    for model, tag in row.pretrained:
+        by_model.setdefault(model, []).append(tag)
+    prefix = row.name.partition(":")[0]
+    t = Table(title=f"{prefix} pretrained tags ({prefix}:MODEL@TAG)", title_justify="left")
+    t.add_column("model", no_wrap=True)
+    t.add_column("tags", overflow="fold")
+    for model, tags in by_model.items():
+        t.add_row(Text(model), Text(", ".join(tags)))
     return t
 
 

@@ -13,15 +13,13 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from pcmpipe.backbones.registry import DEFAULT_BACKBONES
 from pcmpipe.config.base import Settings
 from pcmpipe.config.schema import csv_list
 
 Format = Literal["parquet", "hdf5"]  # the cache's shard formats (pcmpipe.cache.writer.FORMATS)
 StoredDtype = Literal["float32", "float16"]  # encoders compute in float32; float16 halves the cache
 Split = Literal["train", "val", "test"]
-# The paper's backbones per modality kind; pcmpipe.backbones.DEFAULT_BACKBONES holds the same names (a test
-# checks), restated here because config/ sits below backbones/ and must not import torch for `--help`.
-DEFAULT_BACKBONES = {"image": "clip-vit-b32-image", "text": "clip-vit-b32-text", "audio": "hubert-base"}
 BACKBONE_KINDS = tuple(DEFAULT_BACKBONES)
 _CLIP_WEIGHTS = "default (openai) | open_clip tag | random[:SEED] | PATH"
 # how a stored setting is written back as a flag, where its name is not the flag's (`to_cli_args`)

@@ -10,13 +10,13 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from pcmpipe.backbones.registry import DEFAULT_BACKBONES
 from pcmpipe.config.schema import NAME_PATTERN, TrainConfig, config_fingerprint
 
 # tower kind -> the modality it encodes: a tower can only be unfrozen when its modality is trained
 from pcmpipe.modalities import UNFREEZABLE as TOWER_MODALITY
 
 Tower = Literal["image", "text"]
-DEFAULT_BACKBONES = {"image": "clip-vit-b32-image", "text": "clip-vit-b32-text"}
 _CLIP_WEIGHTS = "default (openai) | open_clip tag | random[:SEED] | PATH"
 
 

@@ -18,7 +18,7 @@ MAX_PIXELS = 89_478_485
 # allocates (input size)^2 x aspect: at 224 pixels a 100:1 image resizes to 224 x 22,400 (15 MB as RGB)
 MAX_ASPECT = 100
 # Audio: rates outside these are no recording (4 kHz is below telephone speech; 384 kHz is the highest that
-# studio converters use). One clip is at most one speech batch (pcmpipe.extract.sources.MAX_AUDIO_SAMPLES):
+# studio converters use). One clip is at most one speech batch (pcmpipe.backbones.speech.MAX_AUDIO_SAMPLES):
 # HuBERT's self-attention over 80 s (4,000 frames) already takes about 0.8 GB per layer.
 MIN_RATE = 4_000
 MAX_RATE = 384_000

@@ -33,10 +33,10 @@ from torchvision.transforms.v2 import functional as TF
 
 from pcmpipe.augment.views import ViewSpec
 from pcmpipe.backbones import Backbone
+from pcmpipe.backbones.batching import fixed_batches
 from pcmpipe.datasets import Record
 from pcmpipe.datasets.media import check_image_size
 from pcmpipe.extract import sources
-from pcmpipe.extract.batching import fixed_batches
 
 # Largest difference between this path's preprocessed input and the PIL path's after normalisation, and the mean
 # over all values. On the CPU decode_jpeg and PIL decode to the same pixels and the resize differs by one grey level

@@ -37,7 +37,6 @@ import torch
 from pcmpipe import distributed as D
 from pcmpipe.augment.views import VIEWS_FEATURE, ViewSpec
 from pcmpipe.backbones import Backbone, create_backbone, resolve_device
-from pcmpipe.backbones.hubert import HubertBackbone
 from pcmpipe.cache.layout import check_name, manifest_in, refuse_link
 from pcmpipe.cache.lock import exclusive
 from pcmpipe.cache.manifest import hide_legacy_names, load_manifest
@@ -345,5 +344,4 @@ def _batches(p: _Part, records: list, shape: tuple[int, ...], meter: PaddingMete
     elif backbone.modality_kind == "text":
         yield from text_batches(backbone, records, batch_size, p.views)
     else:
-        assert isinstance(backbone, HubertBackbone)  # the registry's only audio backbone
         yield from audio_batches(backbone, records, batch_size, p.workers, meter, p.cfg.max_padding)

@@ -28,19 +28,14 @@ import torch
 
 from pcmpipe.augment.views import ViewSpec, image_view_transform, view_seed
 from pcmpipe.backbones import Backbone
-from pcmpipe.backbones.hubert import HubertBackbone
+from pcmpipe.backbones.batching import fixed_batches
+from pcmpipe.backbones.speech import SPEECH_MAX_PADDING
 from pcmpipe.datasets import Record, load_audio
-from pcmpipe.datasets.media import MAX_SECONDS, MediaTooLarge, check_image_size
+from pcmpipe.datasets.media import MediaTooLarge, check_image_size
 from pcmpipe.errors import UserError
 from pcmpipe.extract import precision
-from pcmpipe.extract.batching import PaddingMeter, fixed_batches, length_batches
+from pcmpipe.extract.batching import PaddingMeter
 
-# at most this many (padded) waveform samples per HuBERT batch: 80 s of 16 kHz audio keeps the first
-# convolution's output (512 channels x 3,200 frames per second, fp32) near 0.5 GB
-MAX_AUDIO_SAMPLES = MAX_SECONDS * 16_000
-# at most this fraction of a speech batch's padded samples is padding (`pcmpipe extract --max-padding`): on CPU
-# HuBERT's cost follows the samples processed, so smaller, evenly filled batches beat larger padded ones
-SPEECH_MAX_PADDING = 0.05
 VECTOR_BATCH = 4096
 
 
@@ -239,7 +234,8 @@ def image_batches(
     files = ImageFiles(records, backbone.preprocess)
     if views is not None:
         files = ImageViewFiles(records, ImageViews(backbone.preprocess, views, backbone.meta))
-    loader = _loader(files, fixed_batches(len(records), batch_size), workers, backbone.device)
+    # preprocessed images are all one size: length 1 each, so the backbone's rule keeps the records' order
+    loader = _loader(files, backbone.batches([1] * len(records), batch_size), workers, backbone.device)
     for ok, tensors, errors in loader:
         for i, err in errors:
             yield Skipped(records[i], err)
@@ -294,27 +290,19 @@ def _encode_texts(backbone: Backbone, texts: list[str], batch_size: int) -> Iter
     """(positions in `texts`, features) per length-sorted batch."""
     tokens = backbone.preprocess(texts)  # [N, context] int64
     lengths = backbone.token_lengths(tokens).tolist()
-    for batch in length_batches(lengths, batch_size):
+    for batch in backbone.batches(lengths, batch_size):
         yield batch, encode(backbone, tokens[batch])
 
 
-def speech_batches(
-    samples: Sequence[int], batch_size: int, max_padding: float | None = SPEECH_MAX_PADDING
-) -> list[list[int]]:
-    """The speech batching rule: sorted by length, at most `batch_size` utterances, MAX_AUDIO_SAMPLES padded
-    samples and a padding fraction of `max_padding` (None: no bound) per batch."""
-    return length_batches(samples, batch_size, MAX_AUDIO_SAMPLES, max_padding)
-
-
 def audio_batches(
-    backbone: HubertBackbone,
+    backbone: Backbone,
     records: list[Record],
     batch_size: int,
     workers: int,
     meter: PaddingMeter | None = None,
     max_padding: float | None = SPEECH_MAX_PADDING,
 ) -> Iterator:
-    """Speech sorted by duration (read from file headers) and batched by `speech_batches`."""
+    """Speech batched by the backbone's rule (`Backbone.batches`) on durations read from the file headers."""
     import scipy.signal  # noqa: F401  (load_audio's resampler: imported once here, before workers fork)
     import soundfile as sf
 
@@ -325,10 +313,8 @@ def audio_batches(
             durations.append(int(info.frames * 16_000 / info.samplerate))
         except Exception:  # unreadable header: the worker reports why; sort it first
             durations.append(0)
-    min_samples = _min_samples(backbone)
-    loader = _loader(
-        AudioFiles(records, min_samples), speech_batches(durations, batch_size, max_padding), workers, backbone.device
-    )
+    batches = backbone.batches(durations, batch_size, max_padding)
+    loader = _loader(AudioFiles(records, backbone.min_length()), batches, workers, backbone.device)
     for ok, waves, errors in loader:
         for i, err in errors:
             yield Skipped(records[i], err)
@@ -336,12 +322,6 @@ def audio_batches(
             if meter is not None:
                 meter.add([w.size for w in waves])
             yield Encoded([records[i] for i in ok], encode(backbone, backbone.preprocess(waves)))
-
-
-def _min_samples(backbone: HubertBackbone) -> int:
-    """Fewest samples that give one transformer frame (400 for HuBERT: 25 ms receptive field)."""
-    frames = backbone.num_frames(torch.arange(1, 16_001))
-    return int(torch.nonzero(frames >= 1)[0, 0]) + 1
 
 
 def vector_batches(records: list[Record], shape: tuple[int, ...]) -> Iterator:

@@ -84,6 +84,7 @@ def extraction_state(cache_root: Path, data: DataSpec, modality: str, splits=SPL
     checksum and the rest of the fingerprint are compared by `extract` itself, which refuses a cache built
     with other settings."""
     from pcmpipe.backbones import parse_weights
+    from pcmpipe.backbones.identity import same_encoder
     from pcmpipe.cache.reader import read_manifest
     from pcmpipe.extract.plan import choose_backbone, split_views
     from pcmpipe.modalities import KINDS
@@ -92,7 +93,7 @@ def extraction_state(cache_root: Path, data: DataSpec, modality: str, splits=SPL
     wanted = None
     if kind is not None:
         name, weights, _ = choose_backbone(modality, kind, data.backbones, data.weights)
-        wanted = (name, parse_weights(weights).label)
+        wanted = {"backbone": name, "weights": parse_weights(weights).label}
     for split in splits:
         try:
             manifest = read_manifest(cache_root, data.dataset, modality, split) or {}
@@ -102,9 +103,10 @@ def extraction_state(cache_root: Path, data: DataSpec, modality: str, splits=SPL
             return "missing"
         meta = manifest.get("meta") or {}
         # imported or hand-made features carry no weights: the user placed them there on purpose
-        if wanted is not None and "weights" in meta and (meta.get("backbone"), meta.get("weights")) != wanted:
+        if wanted is not None and "weights" in meta and not same_encoder(wanted, meta):
             have = f"{meta.get('backbone')} ({meta.get('weights')})"
-            return f"stale: {modality} {split} was built with {have}, the plan names {wanted[0]} ({wanted[1]})"
+            plan = f"{wanted['backbone']} ({wanted['weights']})"
+            return f"stale: {modality} {split} was built with {have}, the plan names {plan}"
         # the plan's `extract: {views: K}` (train images and captions only): a cache with other views is not its own
         views = split_views(int((data.options.get("extract") or {}).get("views", 0)), 0, modality, kind, split)
         want, have_k = views.k if views else 0, (meta.get("augment") or {}).get("views", 0)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from pcmpipe.augment.views import VIEWS_FEATURE
+from pcmpipe.backbones.identity import same_encoder
 from pcmpipe.cache import ShardWriter, open_cache
 from pcmpipe.cache.layout import manifest_in
 from pcmpipe.cache.lock import exclusive
@@ -247,7 +248,8 @@ def check_source(run: Run, modality: str, meta: dict, cache: str | Path) -> None
     """A feature cache's rows go through the head only when they are the features it was trained on: same
     backbone and weights checksum (or, for vectors, the same modality), as its meta records them."""
     want = run.expects(modality)
-    if all(meta.get(k) == v for k, v in want.items()):
+    spec = run.backbones.get(modality)
+    if same_encoder(spec, meta) if spec else meta.get("modality") == modality:
         return
 
     def said(d: dict) -> str:

@@ -113,7 +113,7 @@ def iter_encoded(
         if kind == "image":
             batches = image_batches(backbone, records, batch_size, workers)
         else:
-            batches = audio_batches(backbone, records, batch_size, workers)  # type: ignore[arg-type]
+            batches = audio_batches(backbone, records, batch_size, workers)
     for item in batches:
         if isinstance(item, Encoded) and head is not None:
             item = Encoded(item.records, head(item.features))

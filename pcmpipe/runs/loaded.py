@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from pcmpipe.backbones import Backbone, backbone_kind, create_backbone
+from pcmpipe.backbones.identity import same_encoder
 from pcmpipe.cache import cache_dir
 from pcmpipe.cache.layout import manifest_in
 from pcmpipe.cache.manifest import load_manifest
@@ -74,9 +75,9 @@ class Run:
         return backbone_kind(bb["backbone"]) if bb else None
 
     def expects(self, modality: str) -> dict[str, str]:
-        """What a feature cache's meta must record for its rows to go through this modality's head: the backbone
-        and weights checksum where the run has a backbone (a fine-tuned tower's own checksum included), else
-        the modality's name (vectors: imported, attributes, synthetic)."""
+        """What this modality's head was trained on, as messages name it: the backbone and weights checksum where
+        the run has a backbone (a fine-tuned tower's own checksum included), else the modality's name (vectors:
+        imported, attributes, synthetic). Whether a cache fits is `same_encoder`'s answer (`embed.check_source`)."""
         self._check_modality(modality)
         spec = self.backbones.get(modality)
         if spec is None:
@@ -94,8 +95,9 @@ class Run:
             )
         if modality not in self._built:
             bb = create_backbone(spec["backbone"], spec["weights"], device=device)
-            want = spec.get("weights_sha256")
-            if want and bb.meta.get("weights_sha256") != want:
+            # built from the recorded name, which a family's meta records as resolved: the weights decide
+            if not same_encoder({**spec, "backbone": bb.meta.get("backbone")}, bb.meta):
+                want = str(spec.get("weights_sha256"))
                 raise UserError(
                     f"the weights {spec['weights']!r} of {spec['backbone']} differ from the ones modality {modality} "
                     f"was trained on (sha256 {str(bb.meta.get('weights_sha256'))[:12]} vs {want[:12]}); "

@@ -144,13 +144,14 @@ def check_compatible(reference: Any, other: Any) -> None:
 def check_same_backbone(modality: str, a: tuple[str, str], b: tuple[str, str]) -> None:
     """Two splits (split, cache directory) of one modality must come from one encoder: equal shapes are not
     enough (features of random:1 beside random:0 train and test with no warning). Compares the manifests'
-    backbone identity, not the whole fingerprint, which also holds the split and its listing."""
+    encoders (`same_encoder`), not the whole fingerprint, which also holds the split and its listing."""
+    from pcmpipe.backbones.identity import same_encoder
     from pcmpipe.cache.layout import manifest_in
     from pcmpipe.cache.manifest import load_manifest
-    from pcmpipe.cache.reader import backbone_identity, source_of
+    from pcmpipe.cache.reader import source_of
 
     metas = [load_manifest(manifest_in(directory))["meta"] for _, directory in (a, b)]
-    if backbone_identity(metas[0]) != backbone_identity(metas[1]):
+    if not same_encoder(metas[0], metas[1]):
         raise UserError(
             f"mismatched caches for {modality}: {a[0]} was built by {source_of(metas[0]) or 'unknown'} ({a[1]}) but "
             f"{b[0]} by {source_of(metas[1]) or 'unknown'} ({b[1]}); re-extract {b[0]} with the weights of {a[0]}"

@@ -256,15 +256,16 @@ def _trained_meta(rec: dict, modality: str, exported: dict | None) -> dict | Non
 
 
 def _check_same_backbone(trained: dict | None, modality: str, data: ModalityData) -> None:
-    """Another dataset's cache must come from the backbone (name and weights checksum) the run trained on."""
+    """Another dataset's cache must come from the encoder the run trained on (`same_encoder`)."""
+    from pcmpipe.backbones.identity import same_encoder
     from pcmpipe.cache import open_cache
+    from pcmpipe.cache.reader import source_of
 
     if trained is None:
         return
     here = open_cache(data.directory, verify=False).meta
-    for key in ("backbone", "weights_sha256"):
-        if trained.get(key) != here.get(key):
-            raise UserError(
-                f"{data.directory} was extracted with {key} {str(here.get(key))[:16]}, the run's {modality} with "
-                f"{str(trained.get(key))[:16]}; extract it with the run's backbone and weights"
-            )
+    if not same_encoder(trained, here):
+        raise UserError(
+            f"{data.directory} was extracted with {source_of(here) or 'no recorded backbone'}, the run's {modality} "
+            f"with {source_of(trained) or 'no recorded backbone'}; extract it with the run's backbone and weights"
+        )

@@ -19,20 +19,15 @@ import torch
 from extraction import extract
 
 from pcmpipe.backbones import create_backbone
+from pcmpipe.backbones.batching import length_batches
+from pcmpipe.backbones.speech import MAX_AUDIO_SAMPLES, SPEECH_MAX_PADDING, speech_batches
 from pcmpipe.cache import cache_dir, open_cache
 from pcmpipe.cache.layout import errors_in, manifest_in
 from pcmpipe.datasets import load_audio, open_dataset
 from pcmpipe.datasets.synthetic import synth
 from pcmpipe.errors import UserError
-from pcmpipe.extract.batching import PaddingMeter, length_batches
-from pcmpipe.extract.sources import (
-    MAX_AUDIO_SAMPLES,
-    SPEECH_MAX_PADDING,
-    Encoded,
-    Skipped,
-    speech_batches,
-    text_batches,
-)
+from pcmpipe.extract.batching import PaddingMeter
+from pcmpipe.extract.sources import Encoded, Skipped, text_batches
 
 TINY = {"image": "clip-tiny-image", "text": "clip-tiny-text", "audio": "hubert-tiny"}
 RANDOM = {"image": "random:0", "text": "random:0", "audio": "random:0"}

@@ -147,6 +147,8 @@ def test_an_export_is_scored_on_another_cache_only_with_its_backbones(trained, e
         backbones={"image": "clip-tiny-image", "text": "clip-tiny-text"},
         weights={"image": "random:1", "text": "random:0"}, cache_root=other,
     )  # fmt: skip
-    with pytest.raises(UserError, match="extracted with weights_sha256"):
+    with pytest.raises(
+        UserError, match=r"extracted with clip-tiny-image random:1 .*, the run's I with clip-tiny-image"
+    ):
         evaluate_run(exported, dataset="flickr8k", cache_root=str(other))
     assert os.path.isdir(other / "flickr8k" / "I" / "test")
