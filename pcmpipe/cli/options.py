@@ -25,9 +25,6 @@ from pcmpipe.config.base import Settings, literal_values
 
 SET_HELP = "override any setting: key=value, a YAML value (repeatable), e.g. --set {}"
 CONFIG_HELP = "YAML file of settings; flags override it, --set overrides both"
-FORMAT_METAVAR = (
-    "<parquet|hdf5>"  # the cache's shard formats (pcmpipe.cache.shard.FORMATS, not imported for help speed)
-)
 _TYPE_NAMES = {int: "int", float: "float", str: "str"}
 
 

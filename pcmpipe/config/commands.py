@@ -1,4 +1,5 @@
-"""The settings of the smaller commands: `evaluate` (`EvaluateConfig`) and `synth` (`SynthConfig`).
+"""The settings of the smaller commands: `evaluate` (`EvaluateConfig`), `synth` (`SynthConfig`), `index`
+(`IndexConfig`) and `import-features` (`ImportConfig`).
 
 Like the stage schemas, each field is a setting once (flag, help, choices, default), and the command takes
 `--config FILE` and `--set key=value` (pcmpipe.cli.options.settings_command). `arguments` are the command's
@@ -12,9 +13,11 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from pcmpipe.config.base import Settings
+from pcmpipe.config.extract import Format
 from pcmpipe.config.schema import Device, MatchLevel, csv_list
 
 Speech = Literal["tones", "espeak", "auto"]
+IndexKind = Literal["flat", "ivf", "ivfpq"]  # pcmpipe.index.INDEX_KINDS
 
 
 class EvaluateConfig(Settings):
@@ -70,3 +73,65 @@ class SynthConfig(Settings):
     speech: Speech = Field(
         "tones", description="flickr8k spoken captions: tones (deterministic), espeak, or auto (espeak-ng if installed)"
     )
+
+
+class IndexConfig(Settings):
+    """What `pcmpipe index` builds over an embeddings cache; the sizes are checked against the gallery when it
+    is read (pcmpipe.index.params)."""
+
+    kind: ClassVar[str] = "index setting"
+    arguments: ClassVar[tuple[str, ...]] = ("emb_dir",)
+    # `kind` names the settings in messages (Settings.kind), so the index's kind is the field index_kind
+    flags: ClassVar[dict[str, str]] = {"index_kind": "--kind"}
+    labels: ClassVar[dict[str, str]] = {"index_kind": "index kind"}
+    metavars: ClassVar[dict[str, str]] = {"emb_dir": "<path>", "out": "<path>"}
+    set_example: ClassVar[str] = "nprobe=16"
+
+    emb_dir: str = Field(description="an embeddings cache written by `pcmpipe embed`")
+    out: str | None = Field(None, description="index folder (default: <EMB_DIR>.index beside it)")
+    index_kind: IndexKind = Field("flat", description="flat (exact), ivf or ivfpq")
+    nlist: int | None = Field(None, description="ivf/ivfpq: k-means cells, 1 to N (default ~4 sqrt(N), at most N/39)")
+    nprobe: int | None = Field(
+        None, description="ivf/ivfpq: cells visited per query, 1 to nlist (default min(8, nlist))"
+    )
+    pq_m: int | None = Field(
+        None, description="ivfpq: bytes per vector, a divisor of the dimension (default: the largest up to 16)"
+    )
+
+
+class ImportConfig(Settings):
+    """What `pcmpipe import-features` writes as a cached modality, and from which files."""
+
+    kind: ClassVar[str] = "import setting"
+    arguments: ClassVar[tuple[str, ...]] = ("name",)
+    required: ClassVar[tuple[str, ...]] = ("name", "dataset", "split")
+    flags: ClassVar[dict[str, str]] = {"fmt": "--format"}
+    labels: ClassVar[dict[str, str]] = {"fmt": "--format"}  # the message import-features has always given
+    metavars: ClassVar[dict[str, str]] = {"npy": "<path>", "ids": "<path>", "parquet": "<path>", "cache_root": "<path>"}
+    set_example: ClassVar[str] = "key=caption_id"
+
+    name: str = Field(description="modality name for the new features ([A-Za-z0-9_-]+), e.g. MYEMB")
+    dataset: str = Field(description="dataset the ids belong to, e.g. flickr8k or cub")
+    split: str = Field(description="train, val or test")
+    npy: str | None = Field(None, description="array [N, D] (or [N, *shape]) saved with numpy.save")
+    ids: str | None = Field(
+        None, description="with --npy: one id per line, or a .tsv with a header (id + link columns)"
+    )
+    parquet: str | None = Field(None, description="table with an id column and a list-of-numbers vector column")
+    id_column: str = Field("id", description="id column of --parquet or of a TSV --ids file")
+    vector_column: str | None = Field(None, description="vector column of --parquet")
+    key: str = Field("image_id", description="what an id is: image_id, caption_id, class_id or your own")
+    links: list[str] | None = Field(None, description="comma-separated link columns to keep, e.g. class_id")
+    fmt: Format = Field("parquet", description="parquet or hdf5")
+    cache_root: str = Field("cache", description="cache root (default cache/)")
+    overwrite: bool = Field(False, description="replace an existing cache of this name with other contents")
+    lock_timeout: float | None = Field(
+        None,
+        description="seconds to wait for another job writing or training on the same cache split, then stop "
+        "(default: wait)",
+    )
+
+    @field_validator("links", mode="before")
+    @classmethod
+    def _split_links(cls, value: Any) -> Any:
+        return csv_list(value)
