@@ -8,9 +8,9 @@ positional arguments.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 
 from pcmpipe.config.base import Settings
 from pcmpipe.config.extract import Format
@@ -121,7 +121,9 @@ class ImportConfig(Settings):
     id_column: str = Field("id", description="id column of --parquet or of a TSV --ids file")
     vector_column: str | None = Field(None, description="vector column of --parquet")
     key: str = Field("image_id", description="what an id is: image_id, caption_id, class_id or your own")
-    links: list[str] | None = Field(None, description="comma-separated link columns to keep, e.g. class_id")
+    links: Annotated[list[str] | None, BeforeValidator(csv_list)] = Field(
+        None, description="comma-separated link columns to keep, e.g. class_id"
+    )
     fmt: Format = Field("parquet", description="parquet or hdf5")
     cache_root: str = Field("cache", description="cache root (default cache/)")
     overwrite: bool = Field(False, description="replace an existing cache of this name with other contents")
@@ -130,8 +132,3 @@ class ImportConfig(Settings):
         description="seconds to wait for another job writing or training on the same cache split, then stop "
         "(default: wait)",
     )
-
-    @field_validator("links", mode="before")
-    @classmethod
-    def _split_links(cls, value: Any) -> Any:
-        return csv_list(value)
