@@ -177,7 +177,7 @@ def test_fp16_cache_stays_half_in_memory_and_batches_are_float32(tmp_path):
 def test_a_pipeline_finds_its_run_done_whatever_the_loading_mode(cache, tmp_path, mode):
     """The planner's fingerprint of a run is the one the trainer records: with `stream` resolved as training
     resolves it, so neither `stream: false` nor a mode the budget chose makes a finished run look missing."""
-    from pcmpipe.pipelines.run import run_is_done
+    from pcmpipe.pipelines.plan import run_is_done
     from pcmpipe.pipelines.spec import RunSpec
 
     cfg = _cfg(cache, tmp_path, name="r", epochs=1, **mode)

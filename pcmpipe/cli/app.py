@@ -1,4 +1,4 @@
-"""The typer app and what every command shares: the error guard and list parsing.
+"""The typer app and what every command shares: the error guard.
 
 Every command body runs inside `_guard`, which turns a `UserError` into one red line on stderr and exit
 code 2, and so are filesystem errors (a full disk, a read-only or missing folder, a file where a folder
@@ -131,10 +131,3 @@ def encoding_message(e: UnicodeEncodeError) -> str:
         f"the name {_shown(e.object)} is not valid UTF-8 (a file or folder name in another encoding), which "
         "the cache and run files cannot record; rename it or choose a UTF-8 path"
     )
-
-
-def _csv(value: str | None) -> list[str] | None:
-    """'I,T,S' -> ['I', 'T', 'S']; None stays None."""
-    if value is None:
-        return None
-    return [v.strip() for v in value.split(",") if v.strip()]

@@ -6,60 +6,42 @@ from pathlib import Path
 
 import typer
 
-from pcmpipe.cli.app import _csv, _guard, app
-from pcmpipe.cli.options import FORMAT_METAVAR
+from pcmpipe.cli.app import _guard, app
+from pcmpipe.cli.options import GivenSettings, settings_command
+from pcmpipe.config.commands import ImportConfig
 
 
 # ---- import-features / cache-info (cache) ----
 @app.command("import-features")
-def import_features_cmd(
-    name: str = typer.Argument(..., help="modality name for the new features ([A-Za-z0-9_-]+), e.g. MYEMB"),
-    dataset: str = typer.Option(..., "--dataset", help="dataset the ids belong to, e.g. flickr8k or cub"),
-    split: str = typer.Option(..., "--split", help="train, val or test"),
-    npy: Path | None = typer.Option(None, "--npy", help="array [N, D] (or [N, *shape]) saved with numpy.save"),
-    ids: Path | None = typer.Option(
-        None, "--ids", help="with --npy: one id per line, or a .tsv with a header (id + link columns)"
-    ),
-    parquet: Path | None = typer.Option(
-        None, "--parquet", help="table with an id column and a list-of-numbers vector column"
-    ),
-    id_column: str = typer.Option("id", "--id-column", help="id column of --parquet or of a TSV --ids file"),
-    vector_column: str | None = typer.Option(None, "--vector-column", help="vector column of --parquet"),
-    key: str = typer.Option("image_id", "--key", help="what an id is: image_id, caption_id, class_id or your own"),
-    links: str | None = typer.Option(None, "--links", help="comma-separated link columns to keep, e.g. class_id"),
-    fmt: str = typer.Option("parquet", "--format", help="parquet or hdf5", metavar=FORMAT_METAVAR),
-    cache_root: Path = typer.Option(Path("cache"), "--cache-root", help="cache root (default cache/)"),
-    overwrite: bool = typer.Option(
-        False, "--overwrite", help="replace an existing cache of this name with other contents"
-    ),
-    lock_timeout: float | None = typer.Option(
-        None,
-        "--lock-timeout",
-        help="seconds to wait for another job writing or training on the same cache split, then stop (default: wait)",
-    ),
-) -> None:
+@settings_command(ImportConfig, shown_defaults=True)
+def import_features_cmd(given: GivenSettings) -> None:
     """Write your own per-sample or per-class vectors as a cached modality (validated; all or nothing)."""
     with _guard():
         from pcmpipe.cache.importer import Inputs, import_features
         from pcmpipe.limits import check_positive
 
-        wait = True if lock_timeout is None else check_positive("--lock-timeout", lock_timeout, allow_zero=True)
+        cfg = given.load()
+        wait = True if cfg.lock_timeout is None else check_positive("--lock-timeout", cfg.lock_timeout, allow_zero=True)
         source = Inputs(
-            npy=npy, ids=ids, parquet=parquet, id_column=id_column, vector_column=vector_column, key=key,
-            links=_csv(links) or [],
+            npy=_path(cfg.npy), ids=_path(cfg.ids), parquet=_path(cfg.parquet), id_column=cfg.id_column,
+            vector_column=cfg.vector_column, key=cfg.key, links=cfg.links or [],
         )  # fmt: skip
         r = import_features(
-            name,
-            dataset=dataset,
-            split=split,
+            cfg.name,
+            dataset=cfg.dataset,
+            split=cfg.split,
             source=source,
-            fmt=fmt,
-            cache_root=cache_root,
-            overwrite=overwrite,
+            fmt=cfg.fmt,
+            cache_root=Path(cfg.cache_root),
+            overwrite=cfg.overwrite,
             lock_wait=wait,
         )
         what = "already imported, nothing to do" if r.skipped else f"wrote {r.rows} rows"
         typer.echo(f"{r.path}: {what} ({list(r.shape)} {r.dtype}, fingerprint {r.fingerprint[:12]})")
+
+
+def _path(text: str | None) -> Path | None:
+    return None if text is None else Path(text)
 
 
 @app.command("cache-info")

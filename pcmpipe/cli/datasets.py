@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 
 from pcmpipe.cli.app import _guard, app, err_console
+from pcmpipe.cli.options import GivenSettings, settings_command
+from pcmpipe.config.commands import SynthConfig
 from pcmpipe.datasets.archive import UnpackLimits
 from pcmpipe.errors import UserError
 
@@ -20,32 +22,21 @@ MAX_SYNTH_WHY = {"flickr8k": "10x the 8,091 images of Flickr8k", "cub": "images 
 
 # ---- synth (datasets) ----
 @app.command("synth")
-def synth_cmd(
-    dataset: str = typer.Argument(..., help="flickr8k or cub"),
-    out: Path = typer.Option(..., "--out", help="new (or empty) directory to write the dataset into"),
-    images: int | None = typer.Option(
-        None, "--images", help="flickr8k: images in all (default 60, split 4:1:1); cub: images per class (default 3)"
-    ),
-    seed: int = typer.Option(0, "--seed", help="same seed and flags -> same files"),
-    text_subdir: bool = typer.Option(
-        False, "--text-subdir", help="flickr8k: text files under Flickr8k_text/; cub: captions under cub_text/text_c10"
-    ),
-    speech: str = typer.Option(
-        "tones",
-        "--speech",
-        help="flickr8k spoken captions: tones (deterministic), espeak, or auto (espeak-ng if installed)",
-        metavar="<tones|espeak|auto>",
-    ),
-) -> None:
+@settings_command(SynthConfig, shown_defaults=True)
+def synth_cmd(given: GivenSettings) -> None:
     """Write a small synthetic dataset in the exact on-disk layout of the real one."""
     with _guard():
         from pcmpipe.datasets.synthetic import synth
 
-        most = MAX_SYNTH_IMAGES.get(dataset)
-        if most is not None and images is not None and images > most:
-            raise UserError(f"--images for {dataset} must be <= {most} ({MAX_SYNTH_WHY[dataset]}), got {images}")
-        summary = synth(dataset, out, images=images, seed=seed, text_subdir=text_subdir, speech=speech)
-        typer.echo(f"wrote synthetic {dataset} to {out}: {summary}")
+        cfg = given.load()
+        most = MAX_SYNTH_IMAGES.get(cfg.dataset)
+        if most is not None and cfg.images is not None and cfg.images > most:
+            why = MAX_SYNTH_WHY[cfg.dataset]
+            raise UserError(f"--images for {cfg.dataset} must be <= {most} ({why}), got {cfg.images}")
+        summary = synth(
+            cfg.dataset, Path(cfg.out), images=cfg.images, seed=cfg.seed, text_subdir=cfg.text_subdir, speech=cfg.speech
+        )
+        typer.echo(f"wrote synthetic {cfg.dataset} to {cfg.out}: {summary}")
 
 
 # ---- download (datasets) ----

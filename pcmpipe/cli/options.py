@@ -25,9 +25,6 @@ from pcmpipe.config.base import Settings, literal_values
 
 SET_HELP = "override any setting: key=value, a YAML value (repeatable), e.g. --set {}"
 CONFIG_HELP = "YAML file of settings; flags override it, --set overrides both"
-FORMAT_METAVAR = (
-    "<parquet|hdf5>"  # the cache's shard formats (pcmpipe.cache.shard.FORMATS, not imported for help speed)
-)
 _TYPE_NAMES = {int: "int", float: "float", str: "str"}
 
 
@@ -67,7 +64,7 @@ def settings_command(
     shown_defaults: typer's own `[default: X]` after the help, plain on switches and the required settings
     required on the command line (extract's help), instead of `(default X)` and everything optional.
     """
-    order = list(model.cli_order or [*model.flag_names(), CONFIG, SET])
+    order = [*model.arguments, *(model.cli_order or [*model.flag_names(), CONFIG, SET])]
 
     def wrap(command: Callable[..., None]) -> Callable[..., None]:
         own = [p for p in inspect.signature(command).parameters.values() if p.name != "given"]
@@ -101,6 +98,11 @@ def _param(model: type[Settings], name: str, help: str | None, shown_defaults: b
         return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=list[str] | None)
     field_info = model.model_fields[name]
     flag = model.flag_of(name)
+    if name in model.arguments:  # typer names an argument by its parameter and shows its type (path or str)
+        kind = Path if model.metavars.get(name) == "<path>" else str
+        default = ... if field_info.is_required() else field_info.default
+        argument = typer.Argument(default, help=help or field_info.description)
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=argument, annotation=kind)
     text = help or field_info.description or ""
     default = None if field_info.is_required() else field_info.get_default(call_default_factory=True)
     shown_metavar = model.metavars.get(name) or metavar(field_info.annotation)

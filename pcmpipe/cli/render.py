@@ -21,7 +21,7 @@ from rich.text import Text
 from pcmpipe.backbones.registry import BackboneListing
 from pcmpipe.cli.training_progress import TrainingRenderer
 from pcmpipe.extract.summary import ExtractSummary
-from pcmpipe.pipelines.run import Note, PlanReady, StepFinished, StepProgress, StepStarted
+from pcmpipe.pipelines.events import Note, PlanReady, StepFinished, StepProgress, StepStarted
 
 
 class RateColumn(ProgressColumn):

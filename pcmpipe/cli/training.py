@@ -8,11 +8,10 @@ from pathlib import Path
 import typer
 
 from pcmpipe import atomic
-from pcmpipe.cli.app import _csv, _guard, app
-from pcmpipe.cli.options import GivenSettings, metavar, settings_command
-from pcmpipe.config import MATCH_LEVELS, FinetuneConfig, TrainConfig
-from pcmpipe.config.schema import Device, MatchLevel
-from pcmpipe.errors import UserError
+from pcmpipe.cli.app import _guard, app
+from pcmpipe.cli.options import GivenSettings, settings_command
+from pcmpipe.config import FinetuneConfig, TrainConfig
+from pcmpipe.config.commands import EvaluateConfig
 
 
 # ---- train / evaluate (stage two) ----
@@ -70,25 +69,8 @@ def _cell(values: dict, metric: str) -> str:
 
 
 @app.command("evaluate")
-def evaluate_cmd(
-    run_dir: Path = typer.Argument(
-        ..., help="a finished run directory, e.g. cache/runs/<name>, or a folder written by `pcmpipe export`"
-    ),
-    match: str | None = typer.Option(
-        None, "--match", help="instance or class (default: every level available)", metavar=metavar(MatchLevel)
-    ),
-    split: str | None = typer.Option(None, "--split", help="cached split to score (default: the run's test split)"),
-    dataset: str | None = typer.Option(
-        None, "--dataset", help="score another cached dataset extracted with the run's backbones (default: the run's)"
-    ),
-    cache_root: Path | None = typer.Option(None, "--cache-root", help="cache root of --dataset (default: the run's)"),
-    recall_k: str = typer.Option("1,5", "--recall-k", help="comma-separated k of recall@k, e.g. 1,5,10"),
-    out: Path | None = typer.Option(None, "--out", help="also write the metrics as JSON here"),
-    csv_out: Path | None = typer.Option(None, "--csv", help="also write the metrics as CSV here (one row per value)"),
-    device: str = typer.Option(
-        "auto", "--device", help="auto (cuda if available), cpu or cuda", metavar=metavar(Device)
-    ),
-) -> None:
+@settings_command(EvaluateConfig, shown_defaults=True)
+def evaluate_cmd(given: GivenSettings) -> None:
     """Score a trained run's heads on every retrieval direction and print the table."""
     with _guard():
         from rich.console import Console
@@ -97,33 +79,29 @@ def evaluate_cmd(
         from pcmpipe.training.evaluate import evaluate_run
         from pcmpipe.training.rundir import write_json
 
-        if match is not None and match not in MATCH_LEVELS:
-            raise UserError(f"unknown match {match!r}; valid choices: {', '.join(MATCH_LEVELS)}")
-        try:
-            ks = [int(k) for k in _csv(recall_k) or []]
-        except ValueError:
-            raise UserError(f"--recall-k {recall_k!r}: give comma-separated integers, e.g. 1,5,10") from None
+        cfg = given.load()
+        run_dir = Path(cfg.run_dir)
         result = evaluate_run(
             run_dir,
-            match=match,
-            split=split,
-            device=str(resolve_device(device)),
-            ks=ks,
-            dataset=dataset,
-            cache_root=None if cache_root is None else str(cache_root),
+            match=cfg.match,
+            split=cfg.split,
+            device=str(resolve_device(cfg.device)),
+            ks=cfg.recall_k,
+            dataset=cfg.dataset,
+            cache_root=cfg.cache_root,
         )
         console = Console()
         for level in ("instance", "class"):
             if level in result:
                 _print_level(console, run_dir.name, result, level)
-        if out is not None:
-            write_json(out, result)
-            typer.echo(f"wrote {out}")
-        if csv_out is not None:
+        if cfg.out is not None:
+            write_json(Path(cfg.out), result)
+            typer.echo(f"wrote {cfg.out}")
+        if cfg.csv is not None:
             from pcmpipe.evaluation.metrics import metrics_csv
 
-            atomic.write_text(csv_out, metrics_csv(result))
-            typer.echo(f"wrote {csv_out}")
+            atomic.write_text(Path(cfg.csv), metrics_csv(result))
+            typer.echo(f"wrote {cfg.csv}")
 
 
 # ---- finetune (end-to-end: unfrozen CLIP towers at lr 1e-6 with augmentation) ----

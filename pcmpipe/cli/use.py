@@ -8,6 +8,8 @@ from pathlib import Path
 import typer
 
 from pcmpipe.cli.app import _guard, app, err_console
+from pcmpipe.cli.options import GivenSettings, settings_command
+from pcmpipe.config.commands import IndexConfig
 from pcmpipe.errors import UserError
 
 RUN_HELP = "a finished run directory (cache/runs/<name>) or a folder written by `pcmpipe export`"
@@ -110,25 +112,16 @@ def _report_embed(result: dict, modality: str, dtype: str) -> None:
 
 
 @app.command("index")
-def index_cmd(
-    emb_dir: Path = typer.Argument(..., help="an embeddings cache written by `pcmpipe embed`"),
-    out: Path | None = typer.Option(None, "--out", help="index folder (default: <EMB_DIR>.index beside it)"),
-    kind: str = typer.Option("flat", "--kind", help="flat (exact), ivf or ivfpq", metavar="<flat|ivf|ivfpq>"),
-    nlist: int | None = typer.Option(
-        None, "--nlist", help="ivf/ivfpq: k-means cells, 1 to N (default ~4 sqrt(N), at most N/39)"
-    ),
-    nprobe: int | None = typer.Option(
-        None, "--nprobe", help="ivf/ivfpq: cells visited per query, 1 to nlist (default min(8, nlist))"
-    ),
-    pq_m: int | None = typer.Option(
-        None, "--pq-m", help="ivfpq: bytes per vector, a divisor of the dimension (default: the largest up to 16)"
-    ),
-) -> None:
+@settings_command(IndexConfig, shown_defaults=True)
+def index_cmd(given: GivenSettings) -> None:
     """Build an index (inner product on normalised vectors) over one modality's embeddings."""
     with _guard():
         from pcmpipe.index.folder import check_output
         from pcmpipe.index.params import check_flags, fit_params
 
+        cfg = given.load()
+        kind, nlist, nprobe, pq_m, emb_dir = cfg.index_kind, cfg.nlist, cfg.nprobe, cfg.pq_m, Path(cfg.emb_dir)
+        out = None if cfg.out is None else Path(cfg.out)
         check_flags(kind, nlist, nprobe, pq_m)
         _embeddings_dir(emb_dir)
         target = check_output(out if out is not None else emb_dir.with_name(emb_dir.name + ".index"))

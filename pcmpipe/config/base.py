@@ -48,12 +48,14 @@ class Settings(BaseModel):
     # the settings with a flag of their own, in help order, where "config" and "set" place `--config FILE` and
     # `--set key=value`; empty: every setting but `not_flags`, then those two (pcmpipe.cli.options)
     cli_order: typing.ClassVar[tuple[str, ...]] = ()
+    # settings given as the command's positional arguments, in order (evaluate's run directory)
+    arguments: typing.ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def flag_names(cls) -> list[str]:
         """The settings with a flag of their own, in help order (the others are given with `--set`)."""
         names = cls.cli_order or tuple(n for n in cls.model_fields if n not in cls.not_flags)
-        return [n for n in names if n in cls.model_fields]
+        return [n for n in names if n in cls.model_fields and n not in cls.arguments]
 
     @classmethod
     def flag_of(cls, name: str) -> str:
@@ -96,9 +98,11 @@ class Settings(BaseModel):
         """The command-line arguments that give this config back (after the command's name): each setting that
         differs from its default, as its flag where it has one and as `--set key=<JSON>` (a YAML value) otherwise,
         so a printed command reproduces the config, and its fingerprint, exactly."""
-        args: list[str] = []
+        args: list[str] = [str(getattr(self, name)) for name in self.arguments]
         flagged = set(self.flag_names())
         for name, info in type(self).model_fields.items():
+            if name in self.arguments:
+                continue
             value = getattr(self, name)
             if not info.is_required() and value == info.get_default(call_default_factory=True):
                 continue

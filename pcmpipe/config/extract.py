@@ -9,9 +9,9 @@ messages it has always given.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from pcmpipe.backbones.registry import DEFAULT_BACKBONES
 from pcmpipe.config.base import Settings
@@ -47,8 +47,12 @@ class ExtractConfig(Settings):
     root: str | None = Field(
         None, description="dataset root (default data/<dataset>); your own data: its dataset.yaml or the folder of it"
     )
-    modalities: list[str] | None = Field(None, description="comma list, default all: I,T,S (flickr8k); I,T,A,C,P (cub)")
-    splits: list[Split] = Field(default_factory=_all_splits, description="comma list of train, val, test")
+    modalities: Annotated[list[str] | None, BeforeValidator(csv_list)] = Field(
+        None, description="comma list, default all: I,T,S (flickr8k); I,T,A,C,P (cub)"
+    )
+    splits: Annotated[list[Split], BeforeValidator(csv_list)] = Field(
+        default_factory=_all_splits, description="comma list of train, val, test"
+    )
     device: str = Field("auto", description="auto (cuda if available), cpu, cuda, cuda:N")
     fmt: Format = Field("parquet", description="shard format: parquet or hdf5")
     batch_size: int = Field(64, description="items per forward pass (speech: also at most 80 s of audio)")
@@ -116,11 +120,6 @@ class ExtractConfig(Settings):
                         data[field_of.format(kind)] = entries[kind]
                 data[mapping] = {str(k): v for k, v in entries.items() if k not in BACKBONE_KINDS}
         return data
-
-    @field_validator("modalities", "splits", mode="before")
-    @classmethod
-    def _split_lists(cls, value: Any) -> Any:
-        return csv_list(value)
 
     @field_validator("modalities")
     @classmethod

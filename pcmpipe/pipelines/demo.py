@@ -25,7 +25,7 @@ from typing import Any
 
 from pcmpipe.cache.layout import runs_root
 from pcmpipe.errors import UserError
-from pcmpipe.pipelines.run import Note, OnEvent
+from pcmpipe.pipelines.events import Note, OnEvent
 
 # the demo's pipeline document, in the schema of pipelines/*.yaml; shipped inside the package
 DEMO_SPEC = Path(__file__).with_name("demo.yaml")

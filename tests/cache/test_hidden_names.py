@@ -22,7 +22,7 @@ from pcmpipe.cache.layout import ERRORS, LEGACY_NAMES, MANIFEST, errors_in, mani
 from pcmpipe.cache.manifest import hide_legacy_names
 from pcmpipe.cli import app
 from pcmpipe.datasets.synthetic import synth
-from pcmpipe.pipelines.run import extraction_state
+from pcmpipe.pipelines.plan import extraction_state
 from pcmpipe.pipelines.spec import DataSpec
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "v1" / "cache"

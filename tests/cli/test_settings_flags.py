@@ -77,3 +77,25 @@ def test_help_comes_from_the_schema(command, model):
     if command == "extract":
         assert f"[default: {ExtractConfig.model_fields['rows_per_shard'].default}]" in text
         assert "[default: train,val,test]" in text
+
+
+def test_synth_and_evaluate_take_a_settings_file(tmp_path):
+    """synth: the file's size and seed, --set over the file; the same files as the flags write. evaluate: a file's
+    mistake is one line naming the setting."""
+    path = tmp_path / "synth.yaml"
+    path.write_text("images: 6\nseed: 9\n")
+    res = CliRunner().invoke(app, ["synth", "flickr8k", "--out", str(tmp_path / "a"), "--config", str(path)])
+    assert res.exit_code == 0, res.output
+    args = ["--out", str(tmp_path / "b"), "--images", "6", "--seed", "9"]
+    assert CliRunner().invoke(app, ["synth", "flickr8k", *args]).exit_code == 0
+    a, b = (sorted(p.relative_to(tmp_path / d) for p in (tmp_path / d).rglob("*")) for d in "ab")
+    assert a == b and all(
+        (tmp_path / "a" / p).read_bytes() == (tmp_path / "b" / p).read_bytes()
+        for p in a
+        if (tmp_path / "a" / p).is_file()
+    )
+    res = CliRunner().invoke(app, ["synth", "flickr8k", "--out", str(tmp_path / "c"), "--set", "speech=loud"], env=WIDE)
+    assert res.exit_code == 2 and "unknown speech 'loud'; valid choices: tones, espeak, auto" in res.stderr
+    (tmp_path / "eval.yaml").write_text("recall_k: one\n")
+    res = CliRunner().invoke(app, ["evaluate", str(tmp_path), "--config", str(tmp_path / "eval.yaml")], env=WIDE)
+    assert res.exit_code == 2 and "comma-separated integers" in res.stderr, res.output

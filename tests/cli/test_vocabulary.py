@@ -112,7 +112,7 @@ def test_run_names_what_exists(tmp_path):
 
 def test_the_demo_plan_advertises_a_command_that_exists(tmp_path):
     from pcmpipe.pipelines.demo import demo_pipeline
-    from pcmpipe.pipelines.run import make_plan
+    from pcmpipe.pipelines.plan import make_plan
     from pcmpipe.pipelines.spec import pipeline_from_dict
 
     p = pipeline_from_dict(demo_pipeline(tmp_path / "data", tmp_path / "cache", fast=True), path=None)

@@ -20,7 +20,7 @@ from pcmpipe.config import TrainConfig
 from pcmpipe.datasets.synthetic import synth
 from pcmpipe.errors import UserError
 from pcmpipe.extract.plan import split_views
-from pcmpipe.pipelines.run import extraction_state
+from pcmpipe.pipelines.plan import extraction_state
 from pcmpipe.pipelines.spec import DataSpec
 from pcmpipe.report.recipe import recipe_changes
 from pcmpipe.report.results import load_runs

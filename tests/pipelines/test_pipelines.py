@@ -13,7 +13,9 @@ from typer.testing import CliRunner
 from pcmpipe.cli import app
 from pcmpipe.config import TrainConfig
 from pcmpipe.errors import UserError
-from pcmpipe.pipelines.run import PlanReady, StepFinished, StepStarted, make_plan, run_pipeline
+from pcmpipe.pipelines.events import PlanReady, StepFinished, StepStarted
+from pcmpipe.pipelines.plan import make_plan
+from pcmpipe.pipelines.run import run_pipeline
 from pcmpipe.pipelines.spec import load_pipeline, pipeline_from_dict
 from pcmpipe.report.build import build_report
 from pcmpipe.report.display import display_rows

@@ -16,7 +16,8 @@ from pcmpipe.cache.layout import cache_dir, manifest_in
 from pcmpipe.cli import app
 from pcmpipe.config import ExtractConfig, TrainConfig
 from pcmpipe.datasets.synthetic import synth
-from pcmpipe.pipelines.run import make_plan
+from pcmpipe.pipelines.actions import run_step
+from pcmpipe.pipelines.plan import make_plan
 from pcmpipe.pipelines.spec import load_pipeline
 from pcmpipe.training.rundir import final_dir, run_config
 
@@ -72,8 +73,7 @@ def test_printed_extract_command_writes_the_caches_the_pipeline_writes(tmp_path)
 
     planned = load_pipeline(tmp_path / "p.yaml", cache_root=str(tmp_path / "planned"))
     [own] = [s for s in make_plan(planned) if s.kind == "extract"]
-    assert own.action is not None
-    own.action()
+    run_step(own, planned, lambda event: None)
     for m in ("I", "T"):
         for split in ("train", "val", "test"):
             a, b = (json.loads(manifest_in(cache_dir(root, "flickr8k", m, split)).read_text()) for root in

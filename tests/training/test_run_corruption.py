@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 
 from pcmpipe.cli import app
 from pcmpipe.errors import UserError
-from pcmpipe.pipelines.run import make_plan, run_pipeline
+from pcmpipe.pipelines.plan import make_plan
+from pcmpipe.pipelines.run import run_pipeline
 from pcmpipe.pipelines.spec import load_pipeline
 from pcmpipe.report.build import build_report
 from pcmpipe.report.render.markdown import report_markdown

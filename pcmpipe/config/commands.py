@@ -1,0 +1,134 @@
+"""The settings of the smaller commands: `evaluate` (`EvaluateConfig`), `synth` (`SynthConfig`), `index`
+(`IndexConfig`) and `import-features` (`ImportConfig`).
+
+Like the stage schemas, each field is a setting once (flag, help, choices, default), and the command takes
+`--config FILE` and `--set key=value` (pcmpipe.cli.options.settings_command). `arguments` are the command's
+positional arguments.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BeforeValidator, Field, field_validator
+
+from pcmpipe.config.base import Settings
+from pcmpipe.config.extract import Format
+from pcmpipe.config.schema import Device, MatchLevel, csv_list
+
+Speech = Literal["tones", "espeak", "auto"]
+IndexKind = Literal["flat", "ivf", "ivfpq"]  # pcmpipe.index.INDEX_KINDS
+
+
+class EvaluateConfig(Settings):
+    """What `pcmpipe evaluate` scores, and where it writes the metrics."""
+
+    kind: ClassVar[str] = "evaluate setting"
+    arguments: ClassVar[tuple[str, ...]] = ("run_dir",)
+    metavars: ClassVar[dict[str, str]] = {"run_dir": "<path>", "cache_root": "<path>", "out": "<path>", "csv": "<path>"}
+    set_example: ClassVar[str] = "recall_k=[1,5,10]"
+
+    run_dir: str = Field(
+        description="a finished run directory, e.g. cache/runs/<name>, or a folder written by `pcmpipe export`"
+    )
+    match: MatchLevel | None = Field(None, description="instance or class (default: every level available)")
+    split: str | None = Field(None, description="cached split to score (default: the run's test split)")
+    dataset: str | None = Field(
+        None, description="score another cached dataset extracted with the run's backbones (default: the run's)"
+    )
+    cache_root: str | None = Field(None, description="cache root of --dataset (default: the run's)")
+    recall_k: list[int] = Field(
+        default_factory=lambda: [1, 5], description="comma-separated k of recall@k, e.g. 1,5,10"
+    )
+    out: str | None = Field(None, description="also write the metrics as JSON here")
+    csv: str | None = Field(None, description="also write the metrics as CSV here (one row per value)")
+    device: Device = Field("auto", description="auto (cuda if available), cpu or cuda")
+
+    @field_validator("recall_k", mode="before")
+    @classmethod
+    def _ks(cls, value: Any) -> Any:
+        parts = csv_list(value)
+        if isinstance(parts, list) and all(isinstance(k, int) or str(k).strip().isdigit() for k in parts):
+            return [int(k) for k in parts]
+        raise ValueError(f"--recall-k {value!r}: give comma-separated integers, e.g. 1,5,10")
+
+
+class SynthConfig(Settings):
+    """What `pcmpipe synth` writes: a small synthetic dataset in the real one's on-disk layout."""
+
+    kind: ClassVar[str] = "synth setting"
+    arguments: ClassVar[tuple[str, ...]] = ("dataset",)
+    metavars: ClassVar[dict[str, str]] = {"out": "<path>"}
+    set_example: ClassVar[str] = "images=12"
+
+    dataset: str = Field(description="flickr8k or cub")
+    out: str = Field(description="new (or empty) directory to write the dataset into")
+    images: int | None = Field(
+        None, description="flickr8k: images in all (default 60, split 4:1:1); cub: images per class (default 3)"
+    )
+    seed: int = Field(0, description="same seed and flags -> same files")
+    text_subdir: bool = Field(
+        False, description="flickr8k: text files under Flickr8k_text/; cub: captions under cub_text/text_c10"
+    )
+    speech: Speech = Field(
+        "tones", description="flickr8k spoken captions: tones (deterministic), espeak, or auto (espeak-ng if installed)"
+    )
+
+
+class IndexConfig(Settings):
+    """What `pcmpipe index` builds over an embeddings cache; the sizes are checked against the gallery when it
+    is read (pcmpipe.index.params)."""
+
+    kind: ClassVar[str] = "index setting"
+    arguments: ClassVar[tuple[str, ...]] = ("emb_dir",)
+    # `kind` names the settings in messages (Settings.kind), so the index's kind is the field index_kind
+    flags: ClassVar[dict[str, str]] = {"index_kind": "--kind"}
+    labels: ClassVar[dict[str, str]] = {"index_kind": "index kind"}
+    metavars: ClassVar[dict[str, str]] = {"emb_dir": "<path>", "out": "<path>"}
+    set_example: ClassVar[str] = "nprobe=16"
+
+    emb_dir: str = Field(description="an embeddings cache written by `pcmpipe embed`")
+    out: str | None = Field(None, description="index folder (default: <EMB_DIR>.index beside it)")
+    index_kind: IndexKind = Field("flat", description="flat (exact), ivf or ivfpq")
+    nlist: int | None = Field(None, description="ivf/ivfpq: k-means cells, 1 to N (default ~4 sqrt(N), at most N/39)")
+    nprobe: int | None = Field(
+        None, description="ivf/ivfpq: cells visited per query, 1 to nlist (default min(8, nlist))"
+    )
+    pq_m: int | None = Field(
+        None, description="ivfpq: bytes per vector, a divisor of the dimension (default: the largest up to 16)"
+    )
+
+
+class ImportConfig(Settings):
+    """What `pcmpipe import-features` writes as a cached modality, and from which files."""
+
+    kind: ClassVar[str] = "import setting"
+    arguments: ClassVar[tuple[str, ...]] = ("name",)
+    required: ClassVar[tuple[str, ...]] = ("name", "dataset", "split")
+    flags: ClassVar[dict[str, str]] = {"fmt": "--format"}
+    labels: ClassVar[dict[str, str]] = {"fmt": "--format"}  # the message import-features has always given
+    metavars: ClassVar[dict[str, str]] = {"npy": "<path>", "ids": "<path>", "parquet": "<path>", "cache_root": "<path>"}
+    set_example: ClassVar[str] = "key=caption_id"
+
+    name: str = Field(description="modality name for the new features ([A-Za-z0-9_-]+), e.g. MYEMB")
+    dataset: str = Field(description="dataset the ids belong to, e.g. flickr8k or cub")
+    split: str = Field(description="train, val or test")
+    npy: str | None = Field(None, description="array [N, D] (or [N, *shape]) saved with numpy.save")
+    ids: str | None = Field(
+        None, description="with --npy: one id per line, or a .tsv with a header (id + link columns)"
+    )
+    parquet: str | None = Field(None, description="table with an id column and a list-of-numbers vector column")
+    id_column: str = Field("id", description="id column of --parquet or of a TSV --ids file")
+    vector_column: str | None = Field(None, description="vector column of --parquet")
+    key: str = Field("image_id", description="what an id is: image_id, caption_id, class_id or your own")
+    links: Annotated[list[str] | None, BeforeValidator(csv_list)] = Field(
+        None, description="comma-separated link columns to keep, e.g. class_id"
+    )
+    fmt: Format = Field("parquet", description="parquet or hdf5")
+    cache_root: str = Field("cache", description="cache root (default cache/)")
+    overwrite: bool = Field(False, description="replace an existing cache of this name with other contents")
+    lock_timeout: float | None = Field(
+        None,
+        description="seconds to wait for another job writing or training on the same cache split, then stop "
+        "(default: wait)",
+    )
