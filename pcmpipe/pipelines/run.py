@@ -21,6 +21,7 @@ from pathlib import Path
 from pcmpipe.config import FinetuneConfig, TrainConfig
 from pcmpipe.datasets.base import SPLITS
 from pcmpipe.errors import UserError
+from pcmpipe.pipelines.comparisons import mixed_comparisons
 from pcmpipe.pipelines.spec import PIPELINE_RECORDS, DataSpec, EvalSpec, Pipeline, RunSpec
 from pcmpipe.training.events import Event as TrainingEvent
 from pcmpipe.training.events import Note  # one-line messages: the same kind the trainers send
@@ -334,6 +335,8 @@ def run_pipeline(p: Pipeline, *, dry_run: bool = False, on_event: OnEvent | None
     emit = on_event or _ignore
     steps = make_plan(p, emit)
     emit(PlanReady(p.name, p.title, list(steps)))
+    for problem in mixed_comparisons(p):  # a table that mixes two preprocessings: said, not refused
+        emit(Note(f"warning: {problem} (list the setting under the table's `varies:` if that is the point)"))
     if dry_run:
         return steps
     write_record(p)
