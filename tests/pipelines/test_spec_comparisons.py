@@ -52,3 +52,12 @@ def test_a_mixed_comparison_is_named_unless_the_layout_varies_it():
     # PCMR's readings count among PCMR runs only: a PCMC row ignores target and rho_on
     assert mixed_comparisons(pipeline_from_dict(_doc({"target": "projections"})))[0].startswith("p: t: target")
     assert mixed_comparisons(pipeline_from_dict(_doc({"loss": "pcmc", "rho_on": "norm"}))) == []
+
+
+def test_the_plan_warns_about_a_mixed_comparison():
+    from pcmpipe.pipelines.run import Note, run_pipeline
+
+    notes = []
+    run_pipeline(pipeline_from_dict(_doc({"standardize": "none"})), dry_run=True, on_event=notes.append)
+    warned = [e.text for e in notes if isinstance(e, Note)]
+    assert len(warned) == 1 and warned[0].startswith("warning: p: t: standardize differs")
