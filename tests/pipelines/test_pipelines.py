@@ -149,6 +149,7 @@ def _synthetic_pipeline(cache: Path) -> dict:
                 "title": "t",
                 "metrics": ["r@1"],
                 "columns": ["I->T", "T->I"],
+                "varies": ["match"],  # the two runs are matched at their own levels on purpose
                 "rows": [{"label": "PCMC", "run": "s-pcmc"}, {"label": "PCMR", "run": "s-pcmr"}],
             },
             {
