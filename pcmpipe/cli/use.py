@@ -189,7 +189,7 @@ def search_cmd(
     ),
     as_json: bool = typer.Option(False, "--json", help="print JSON (for scripts) instead of a table"),
 ) -> None:
-    """Search from any of a run's modalities to any other; prints ids and cosine scores."""
+    """Search from any of a run's modalities to any other; prints ids, scores and each row's caption or file."""
     with _guard():
         # every check that needs no torch comes first: a wrong name is answered in a fraction of a second
         from pcmpipe.runs.gallery import gallery_kind, read_run_record, search_gallery, stored_embedding
@@ -204,18 +204,23 @@ def search_cmd(
         if gallery is not None:
             gallery_kind(gallery)
         if query_id is not None:  # a stored row: no backbone, no heads
-            hits = search_gallery(record, to, stored_embedding(record, from_, query_id), k, gallery)[0]
+            pairs = search_gallery(record, to, stored_embedding(record, from_, query_id), k, gallery)[0]
         else:
             from pcmpipe.runs import load_run
 
             run = load_run(run_dir)
-            hits = search_gallery(run, to, run.embed(from_, [str(query)]), k, gallery)[0]
+            pairs = search_gallery(run, to, run.embed(from_, [str(query)]), k, gallery)[0]
+        from pcmpipe.runs.payload import Hit, item_sources
+
+        sources = item_sources(run_dir) if gallery is None else None
+        hits = sources.attach(to, pairs) if sources is not None else [Hit(i, s) for i, s in pairs]
         if as_json:
-            typer.echo(json.dumps([{"id": i, "score": s} for i, s in hits]))
+            typer.echo(json.dumps([h.as_dict() for h in hits]))
             return
-        _print_hits(
-            hits, f"{from_} -> {to}: {query if query is not None else query_id}", _searched(record, to, gallery)
-        )
+        caption = _searched(record, to, gallery)
+        if sources is not None and sources.note(to):
+            caption += f"; no captions or files shown: {sources.note(to)}"
+        _print_hits(hits, f"{from_} -> {to}: {query if query is not None else query_id}", caption)
 
 
 def _searched(record, to: str, gallery: Path | None) -> str:
@@ -225,16 +230,21 @@ def _searched(record, to: str, gallery: Path | None) -> str:
     return f"searched the {to} embeddings of the {record.split_test} split stored in {record.path.name}"
 
 
-def _print_hits(hits: list[tuple[str, float]], title: str, caption: str) -> None:
+def _print_hits(hits: list, title: str, caption: str) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=title)
     table.add_column("rank", justify="right")
     table.add_column("id")
     table.add_column("score", justify="right")
-    for rank, (rid, score) in enumerate(hits, 1):
-        table.add_row(str(rank), rid, f"{score:.4f}")
+    shown = any(h.text is not None or h.path is not None for h in hits)
+    if shown:
+        table.add_column("caption or file")
+    for rank, hit in enumerate(hits, 1):
+        cells = [str(rank), escape(hit.id), f"{hit.score:.4f}"]
+        table.add_row(*cells, escape(hit.text or hit.path or "")) if shown else table.add_row(*cells)
     console = Console()
     console.print(table)
     console.print(caption, style="dim", highlight=False, soft_wrap=True)

@@ -310,6 +310,7 @@ def _write_part(
         lock=False,  # held above, around the reuse check too
         origin="synthetic" if (Path(ds.root) / SYNTHETIC_MARKER).is_file() else "real",
     ) as writer:
+        writer.record_data_root(ds.root)
         if writer.complete:  # every rank sees the same merged manifest, so all of them return here
             part.status, part.rows = "cached", writer.num_rows
             part.skipped = len(read_errors(directory))
