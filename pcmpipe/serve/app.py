@@ -27,6 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pcmpipe.errors import UserError
+from pcmpipe.runs.payload import Hit
 from pcmpipe.serve import queries as Q
 from pcmpipe.serve.auth import token_ok
 from pcmpipe.serve.batcher import Batcher
@@ -79,86 +80,100 @@ def _install_auth(app: FastAPI, token: str | None) -> None:
         return await call_next(request)
 
 
-def create_app(served: dict[str, ServedRun], *, token: str | None = None, max_upload: int = MAX_UPLOAD_BYTES):
-    """The FastAPI app over `served` (pcmpipe.serve.catalog.load_served). token: required on every route."""
-    state: dict = {}
+class Service:
+    """What the routes share: the runs, the batcher (started with the app), thumbnails, the upload folder."""
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI):
-        state["batcher"] = Batcher(
+    def __init__(self, served: dict[str, ServedRun], token: str | None, max_upload: int) -> None:
+        self.served, self.max_upload = served, max_upload
+        self.suffix = f"?token={token}" if token else ""  # media URLs carry it: an <img> sends no header
+        self.thumbs = Thumbnails()
+        self.batcher: Batcher | None = None
+        self.uploads: Q.UploadDir | None = None
+
+    def start(self) -> None:
+        served = self.served
+        self.batcher = Batcher(
             lambda g, items: Q.encode_group(served, g, items), lambda t, q: Q.search_group(served, t, q)
         )
-        state["uploads"] = Q.UploadDir()
-        yield
-        state["batcher"].close()
-        state["uploads"].close()
+        self.uploads = Q.UploadDir()
 
-    app = FastAPI(
-        title="pcmpipe serve",
-        lifespan=lifespan,
-        docs_url=None,
-        redoc_url=None,
-        openapi_url=None,
-        redirect_slashes=False,
-    )
-    _install_errors(app)
-    _install_auth(app, token)
-    thumbs = Thumbnails()
-    suffix = f"?token={token}" if token else ""
+    def stop(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
+        if self.uploads is not None:
+            self.uploads.close()
 
-    async def run_query(run: ServedRun, group_kind: str, item, from_: str, to: str | None, k: int):
+    async def query(self, run: ServedRun, group_kind: str, item, from_: str, to: str | None, k: int):
+        """Queue one query on the batcher and wait for its hits (or its embedding when `to` is None)."""
+        assert self.batcher is not None, "the app's lifespan starts the batcher"
         run.run.kind(from_)  # an unknown modality is one line before anything is queued
         target = None
         if to is not None:
             run.run.kind(to)
             target = (run.name, to, k)
-        future = state["batcher"].submit((run.name, from_, group_kind), item, target)
-        return await asyncio.wrap_future(future)
+        return await asyncio.wrap_future(self.batcher.submit((run.name, from_, group_kind), item, target))
 
-    def answer(run: ServedRun, from_: str, to: str, hits: list) -> dict:
+    def answer(self, run: ServedRun, from_: str, to: str, hits: list) -> dict:
         return {
             "run": run.name,
             "from": from_,
             "to": to,
             "searched": run.galleries[to].source,
             "note": run.describe_payload(to),
-            "hits": [Q.hit_json(run, to, h, suffix) for h in hits],
+            "hits": [Q.hit_json(run, to, h, self.suffix) for h in hits],
         }
 
-    def direct(run: ServedRun, query: Q.Query) -> tuple[str, object]:
-        if query.id is not None:
-            return "vector", run.vector_of(query.from_, query.id)
-        return "text", query.text
+    async def uploaded(self, run: ServedRun, file: UploadFile, from_: str) -> Path:
+        """An uploaded query file, checked (size, type, image header), written to the private upload folder."""
+        assert self.uploads is not None
+        data = await file.read(self.max_upload + 1)
+        kind = run.run.kind(from_) or "vector"
+        return self.uploads.write(data, check_upload(data, kind, self.max_upload))
 
+    def stored_file(self, run: str, modality: str, row_id: str) -> Path:
+        """The file of a stored row, only from under the run's recorded dataset roots (media.inside_roots)."""
+        served_run = Q.pick_run(self.served, run)
+        _, path = served_run.item(modality, row_id)
+        if path is None:
+            raise NotServable(f"run {run} has no media file for {modality} row {row_id[:80]!r}")
+        return inside_roots(path, served_run.sources.roots())
+
+
+def _direct(run: ServedRun, query: Q.Query) -> tuple[str, object]:
+    """A JSON query's input: a stored row's vector (by id) or a text."""
+    if query.id is not None:
+        return "vector", run.vector_of(query.from_, query.id)
+    return "text", query.text
+
+
+def _json_routes(app: FastAPI, svc: Service) -> None:
     @app.get("/api/health")
     async def health() -> dict:
-        return {"status": "ok", "runs": list(served), "batches": dict(state["batcher"].stats)}
+        stats = dict(svc.batcher.stats) if svc.batcher is not None else {}
+        return {"status": "ok", "runs": list(svc.served), "batches": stats}
 
     @app.get("/api/runs")
     async def runs() -> dict:
-        return {"runs": [r.describe() for r in served.values()]}
+        return {"runs": [r.describe() for r in svc.served.values()]}
 
     @app.post("/api/search")
     async def search(query: Q.Query) -> dict:
-        run = Q.pick_run(served, query.run)
+        run = Q.pick_run(svc.served, query.run)
         if query.to is None:
             raise UserError("to: the modality to search is missing")
-        kind, item = direct(run, query)
-        hits = await run_query(run, kind, item, query.from_, query.to, query.k)
-        return answer(run, query.from_, query.to, hits)
+        kind, item = _direct(run, query)
+        hits = await svc.query(run, kind, item, query.from_, query.to, query.k)
+        return svc.answer(run, query.from_, query.to, hits)
 
     @app.post("/api/embed")
     async def embed(query: Q.Query) -> dict:
-        run = Q.pick_run(served, query.run)
-        kind, item = direct(run, query)
-        vec = await run_query(run, kind, item, query.from_, None, 1)
+        run = Q.pick_run(svc.served, query.run)
+        kind, item = _direct(run, query)
+        vec = await svc.query(run, kind, item, query.from_, None, 1)
         return {"run": run.name, "modality": query.from_, "embedding": [round(float(x), 7) for x in vec]}
 
-    async def uploaded(run: ServedRun, file: UploadFile, from_: str) -> Path:
-        data = await file.read(max_upload + 1)
-        kind = run.run.kind(from_) or "vector"
-        return state["uploads"].write(data, check_upload(data, kind, max_upload))
 
+def _upload_routes(app: FastAPI, svc: Service) -> None:
     @app.post("/api/search/file")
     async def search_file(
         file: UploadFile = File(...),
@@ -167,13 +182,13 @@ def create_app(served: dict[str, ServedRun], *, token: str | None = None, max_up
         k: int = Form(10, ge=1, le=Q.MAX_K),
         run: str | None = Form(None, max_length=200),
     ) -> dict:
-        served_run = Q.pick_run(served, run)
-        path = await uploaded(served_run, file, from_)
+        served_run = Q.pick_run(svc.served, run)
+        path = await svc.uploaded(served_run, file, from_)
         try:
-            hits = await run_query(served_run, "file", path, from_, to, k)
+            hits = await svc.query(served_run, "file", path, from_, to, k)
         finally:
             path.unlink(missing_ok=True)
-        return answer(served_run, from_, to, hits)
+        return svc.answer(served_run, from_, to, hits)
 
     @app.post("/api/embed/file")
     async def embed_file(
@@ -181,45 +196,59 @@ def create_app(served: dict[str, ServedRun], *, token: str | None = None, max_up
         from_: str = Form(..., alias="from", max_length=32),
         run: str | None = Form(None, max_length=200),
     ) -> dict:
-        served_run = Q.pick_run(served, run)
-        path = await uploaded(served_run, file, from_)
+        served_run = Q.pick_run(svc.served, run)
+        path = await svc.uploaded(served_run, file, from_)
         try:
-            vec = await run_query(served_run, "file", path, from_, None, 1)
+            vec = await svc.query(served_run, "file", path, from_, None, 1)
         finally:
             path.unlink(missing_ok=True)
         return {"run": served_run.name, "modality": from_, "embedding": [round(float(x), 7) for x in vec]}
 
-    def stored_file(run: str, modality: str, row_id: str) -> tuple[ServedRun, Path]:
-        served_run = Q.pick_run(served, run)
-        text, path = served_run.item(modality, row_id)
-        if path is None:
-            raise NotServable(f"run {run} has no media file for {modality} row {row_id[:80]!r}")
-        return served_run, inside_roots(path, served_run.sources.roots())
 
+def _media_routes(app: FastAPI, svc: Service) -> None:
     @app.get("/api/item/{run}/{modality}/{row_id:path}")
     def item(run: str, modality: str, row_id: str) -> dict:
-        served_run = Q.pick_run(served, run)
+        served_run = Q.pick_run(svc.served, run)
         text, path = served_run.item(modality, row_id)
         if text is None and path is None:
             raise NotServable(f"run {run} knows no caption or file of {modality} row {row_id[:80]!r}")
-        from pcmpipe.runs.payload import Hit
-
-        return Q.hit_json(served_run, modality, Hit(row_id, 0.0, text, path), suffix) | {"modality": modality}
+        return Q.hit_json(served_run, modality, Hit(row_id, 0.0, text, path), svc.suffix) | {"modality": modality}
 
     @app.get("/api/media/{run}/{modality}/{row_id:path}")
     def media(run: str, modality: str, row_id: str) -> FileResponse:
-        _, real = stored_file(run, modality, row_id)
+        real = svc.stored_file(run, modality, row_id)
         return FileResponse(real, media_type=media_type(real))
 
     @app.get("/api/thumb/{run}/{modality}/{row_id:path}")
     def thumb(run: str, modality: str, row_id: str) -> Response:
-        _, real = stored_file(run, modality, row_id)
+        real = svc.stored_file(run, modality, row_id)
         headers = {"Cache-Control": "private, max-age=3600"}
-        return Response(thumbs.get(real), media_type="image/jpeg", headers=headers)
+        return Response(svc.thumbs.get(real), media_type="image/jpeg", headers=headers)
 
     @app.get("/")
     def index() -> FileResponse:
         return FileResponse(EXPLORER / "index.html", media_type="text/html")
 
     app.mount("/explorer", StaticFiles(directory=EXPLORER), name="explorer")
+
+
+def create_app(served: dict[str, ServedRun], *, token: str | None = None, max_upload: int = MAX_UPLOAD_BYTES):
+    """The FastAPI app over `served` (pcmpipe.serve.catalog.load_served). token: required on every route."""
+    svc = Service(served, token, max_upload)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        svc.start()
+        yield
+        svc.stop()
+
+    app = FastAPI(
+        title="pcmpipe serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
+        redirect_slashes=False,
+    )  # fmt: skip
+    _install_errors(app)
+    _install_auth(app, token)
+    _json_routes(app, svc)
+    _upload_routes(app, svc)
+    _media_routes(app, svc)
     return app
