@@ -113,7 +113,12 @@ def _report_embed(result: dict, modality: str, dtype: str) -> None:
 def index_cmd(
     emb_dir: Path = typer.Argument(..., help="an embeddings cache written by `pcmpipe embed`"),
     out: Path | None = typer.Option(None, "--out", help="index folder (default: <EMB_DIR>.index beside it)"),
-    kind: str = typer.Option("flat", "--kind", help="flat (exact), ivf or ivfpq", metavar="<flat|ivf|ivfpq>"),
+    kind: str = typer.Option(
+        "auto",
+        "--kind",
+        help="auto (from size and --memory-budget), flat (exact), ivf or ivfpq",
+        metavar="<auto|flat|ivf|ivfpq>",
+    ),
     nlist: int | None = typer.Option(
         None, "--nlist", help="ivf/ivfpq: k-means cells, 1 to N (default ~4 sqrt(N), at most N/39)"
     ),
@@ -123,13 +128,16 @@ def index_cmd(
     pq_m: int | None = typer.Option(
         None, "--pq-m", help="ivfpq: bytes per vector, a divisor of the dimension (default: the largest up to 16)"
     ),
+    memory_budget: float = typer.Option(
+        4096.0, "--memory-budget", help="auto: MiB the index may take in memory (picks flat, ivf or ivfpq)"
+    ),
 ) -> None:
     """Build an index (inner product on normalised vectors) over one modality's embeddings."""
     with _guard():
         from pcmpipe.index.folder import check_output
-        from pcmpipe.index.params import check_flags, fit_params
+        from pcmpipe.index.params import check_flags
 
-        check_flags(kind, nlist, nprobe, pq_m)
+        check_flags("flat" if kind == "auto" else kind, nlist, nprobe, pq_m)
         _embeddings_dir(emb_dir)
         target = check_output(out if out is not None else emb_dir.with_name(emb_dir.name + ".index"))
         from pcmpipe.cache import open_cache
@@ -140,18 +148,46 @@ def index_cmd(
             raise UserError(f"{emb_dir} holds features, not embeddings; make them with `pcmpipe embed`")
         check_named(f"embeddings cache {emb_dir}", reader.meta, None, None)
         shape = reader.shapes["embedding"]
-        params = fit_params(kind, reader.num_rows, shape[0] if len(shape) == 1 else 0, nlist, nprobe, pq_m)
-        for note in params.advice:
-            err_console.print(f"[yellow]note: {note}[/]", highlight=False, soft_wrap=True)
-        from pcmpipe.index import build_index, save_index
+        kind, pq_m, why = _resolve_kind(kind, pq_m, reader.num_rows, shape[0] if len(shape) == 1 else 0, memory_budget)
+        result = _build(reader, kind, nlist, nprobe, pq_m, target, emb_dir)
+        chosen = f", chosen: {why}" if why else ""
+        typer.echo(f"indexed {result['rows']} embeddings ({kind}{chosen}) into {target}")
+        typer.echo(result["recall"])
 
-        cols, feats = reader.read(["embedding"])
-        index = build_index(feats["embedding"], kind, nlist=params.nlist, nprobe=params.nprobe, pq_m=params.pq_m)
-        meta: dict = {"kind": kind, "source": str(emb_dir), "source_fingerprint": reader.fingerprint}
-        if params.pq_m is not None:
-            meta["pq_m"] = params.pq_m
-        save_index(target, index, cols["id"], {**meta, "meta": reader.meta})
-        typer.echo(f"indexed {len(cols['id'])} embeddings ({kind}) into {target}")
+
+def _resolve_kind(kind: str, pq_m: int | None, rows: int, dim: int, budget: float) -> tuple[str, int | None, str]:
+    """--kind auto -> (kind, pq_m, why) from the gallery's size and the budget; an explicit kind as given."""
+    if kind != "auto":
+        return kind, pq_m, ""
+    from pcmpipe.index.auto import fit
+
+    choice = fit(rows, dim, budget)
+    return choice.kind, pq_m if pq_m is not None else choice.pq_m, f"{choice.why}, ~{choice.bytes / (1 << 20):,.1f} MiB"
+
+
+def _build(reader, kind: str, nlist, nprobe, pq_m, target: Path, emb_dir: Path) -> dict:
+    """Build and save the index; its recall@10 against exact search measured and recorded in index.json."""
+    from pcmpipe.index import build_index, save_index
+    from pcmpipe.index.auto import RECALL_K, RECALL_QUERIES, recall_at_k
+    from pcmpipe.index.params import fit_params
+
+    shape = reader.shapes["embedding"]
+    params = fit_params(kind, reader.num_rows, shape[0] if len(shape) == 1 else 0, nlist, nprobe, pq_m)
+    for note in params.advice:
+        err_console.print(f"[yellow]note: {note}[/]", highlight=False, soft_wrap=True)
+    cols, feats = reader.read(["embedding"])
+    index = build_index(feats["embedding"], kind, nlist=params.nlist, nprobe=params.nprobe, pq_m=params.pq_m)
+    meta: dict = {"kind": kind, "source": str(emb_dir), "source_fingerprint": reader.fingerprint}
+    if params.pq_m is not None:
+        meta["pq_m"] = params.pq_m
+    queries = min(RECALL_QUERIES, len(cols["id"]))
+    if kind == "flat":
+        line = f"recall@{RECALL_K}: 1 (exact search)"
+    else:
+        meta["recall_at_10"] = recall_at_k(index, feats["embedding"])
+        line = f"recall@{RECALL_K} against flat on {queries} gallery rows as queries: {meta['recall_at_10']:.3f}"
+    save_index(target, index, cols["id"], {**meta, "meta": reader.meta})
+    return {"rows": len(cols["id"]), "recall": line}
 
 
 def _embeddings_dir(path: Path) -> None:
