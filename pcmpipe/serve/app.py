@@ -69,6 +69,17 @@ def _install_errors(app: FastAPI) -> None:
         return _error(500, f"internal error ({type(err).__name__}); the service log has no more either")
 
 
+def _install_size_limit(app: FastAPI, limit: int) -> None:
+    """A request declaring a body larger than an upload (plus its form fields) is refused before it is read."""
+
+    @app.middleware("http")
+    async def _size(request: Request, call_next):
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit + (64 << 10):
+            return _error(413, f"the request has {int(declared):,} bytes; this service takes uploads up to {limit:,}")
+        return await call_next(request)
+
+
 def _install_auth(app: FastAPI, token: str | None) -> None:
     if token is None:
         return
@@ -247,7 +258,8 @@ def create_app(served: dict[str, ServedRun], *, token: str | None = None, max_up
         redirect_slashes=False,
     )  # fmt: skip
     _install_errors(app)
-    _install_auth(app, token)
+    _install_size_limit(app, max_upload)
+    _install_auth(app, token)  # added last, so it runs first: no unauthenticated request is even measured
     _json_routes(app, svc)
     _upload_routes(app, svc)
     _media_routes(app, svc)

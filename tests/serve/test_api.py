@@ -96,6 +96,12 @@ def test_uploads_are_bounded_and_checked_before_decoding(server, name, content, 
     _one_line_error(r, 400, fragment)
 
 
+def test_a_body_far_over_the_limit_is_refused_from_its_declared_size(server):
+    big = b"\xff\xd8\xff" + b"0" * (3 << 20)
+    r = _post(server, "/api/search/file", data={"from": "I", "to": "T"}, files={"file": ("huge.jpg", big)})
+    _one_line_error(r, 413, "this service takes uploads up to 1,048,576")
+
+
 @pytest.mark.parametrize(
     ("path", "body", "status", "fragment"),
     [
