@@ -29,6 +29,7 @@ SCRIPTS = [
     "embed.py",
     "pcmr_target.py",
     "views.py",
+    "serve_load.py",
 ]
 
 
