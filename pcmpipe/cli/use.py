@@ -212,7 +212,7 @@ def search_cmd(
     run_dir: Path = typer.Argument(..., help=RUN_HELP),
     query: str | None = typer.Option(None, "--query", help="a text, or an image/audio file of the --from modality"),
     query_id: str | None = typer.Option(
-        None, "--query-id", help="a row id of the run's stored --from embeddings (its test split)"
+        None, "--query-id", help="a row id of --from in any split of the run (the stored test rows first)"
     ),
     from_: str = typer.Option(..., "--from", help="the query's modality, e.g. T"),
     to: str = typer.Option(..., "--to", help="the modality to search, e.g. I"),
@@ -239,8 +239,10 @@ def search_cmd(
         record.check_modality(to, "--to")
         if gallery is not None:
             gallery_kind(gallery)
+        split = record.split_test
         if query_id is not None:  # a stored row: no backbone, no heads
-            pairs = search_gallery(record, to, stored_embedding(record, from_, query_id), k, gallery)[0]
+            split, q = _row(record, from_, query_id, stored_embedding)
+            pairs = search_gallery(record, to, q, k, gallery)[0]
         else:
             from pcmpipe.runs import load_run
 
@@ -256,7 +258,23 @@ def search_cmd(
         caption = _searched(record, to, gallery)
         if sources is not None and sources.note(to):
             caption += f"; no captions or files shown: {sources.note(to)}"
-        _print_hits(hits, f"{from_} -> {to}: {query if query is not None else query_id}", caption)
+        what = query if query is not None else f"{query_id} (a row of the {split} split)"
+        _print_hits(hits, f"{from_} -> {to}: {what}", caption)
+
+
+def _row(record, modality: str, row_id: str, stored_embedding) -> tuple:
+    """(split, embedding) of a row id: the run's stored test rows first (no torch), then its other cached splits
+    through the head."""
+    try:
+        return record.split_test, stored_embedding(record, modality, row_id)
+    except UserError as err:
+        from pcmpipe.runs.rows import row_embedding, splits_of
+
+        found = row_embedding(record.path, modality, row_id, record.split_test)
+        if found is None:
+            others = sorted(set(splits_of(record.path, modality)) - {record.split_test})
+            raise UserError(f"{err}, nor in its cached {', '.join(others) or 'other'} splits") from None
+        return found
 
 
 def _searched(record, to: str, gallery: Path | None) -> str:
