@@ -205,3 +205,12 @@ def test_unsafe_or_wrong_flags_are_one_line(served_run, args, fragment):
     r = CliRunner().invoke(app, ["serve", str(served_run["run"]), *args], env={"COLUMNS": "300", "NO_COLOR": "1"})
     assert r.exit_code == 2, r.output
     assert len(r.stderr.strip().splitlines()) == 1 and fragment in r.stderr, r.stderr
+
+
+def test_a_killed_service_restarts_with_nothing_to_repair(served_run, start_server):
+    first = start_server(served_run["run"], "--port", "0")
+    first.proc.kill()  # SIGKILL: no shutdown code runs
+    first.proc.wait()
+    again = start_server(served_run["run"], "--port", "0")
+    r = _post(again, "/api/search", json={"from": "T", "to": "I", "text": "a dog", "k": 2})
+    assert r.status_code == 200 and len(r.json()["hits"]) == 2
