@@ -42,6 +42,7 @@ COMMANDS = [
     "index",
     "search",
     "export",
+    "serve",
 ]
 HELP_ENV = {"COLUMNS": "120", "TERM": "dumb", "NO_COLOR": "1"}
 

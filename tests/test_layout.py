@@ -20,7 +20,7 @@ LAYERS = {
     "evaluation": 3, "extract": 3,
     "training": 4,
     "report": 5, "runs": 5,
-    "pipelines": 6,
+    "pipelines": 6, "serve": 6,
     "cli": 7, "__main__": 7,
 }  # fmt: skip
 

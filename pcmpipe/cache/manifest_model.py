@@ -104,3 +104,6 @@ class Manifest(_Part):
     )
     side_files: list[SideFile] = Field(default_factory=list, description="other finished files, checked like shards")
     origin: str | None = Field(None, description="'synthetic' or 'real': whether extraction read `pcmpipe synth` data")
+    data_root: str | None = Field(
+        None, description="extract: the dataset root (absolute) its rows were read from; where search finds media"
+    )

@@ -190,7 +190,7 @@ class ShardWriter:
         if own.exists():
             found = self._check_fingerprint(own)
             self._manifest["shards"] = found["shards"]
-            for kept in ("listing", "origin"):
+            for kept in ("listing", "origin", "data_root"):
                 if kept in found and kept not in self._manifest:
                     self._manifest[kept] = found[kept]
             if found.get("expected_rows") is not None and self._manifest["expected_rows"] is None:
@@ -326,6 +326,11 @@ class ShardWriter:
             raise RuntimeError(f"writer for {self.directory} is {'complete' if self.complete else 'closed'}")
         if self._pending_rows:
             self._flush(self._pending_rows)
+
+    def record_data_root(self, root: str | Path) -> None:
+        """Record the dataset root the rows were read from (absolute, beside the fingerprint, not in it), so a
+        search over a run trained on this cache can show each row's caption or media file."""
+        self._manifest["data_root"] = str(Path(root).expanduser().resolve())
 
     def add_side_file(self, name: str) -> None:
         """List a finished file beside the shards (extract's .errors.jsonl) in the manifest with its size and

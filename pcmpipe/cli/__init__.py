@@ -5,7 +5,7 @@ code 2. Heavy modules (torch, transformers) are imported inside the commands so 
 One module per command group; importing it registers its commands on `app`.
 """
 
-from pcmpipe.cli import backbones, cache, datasets, experiments, extract, training, use  # noqa: F401  (registers the commands)
+from pcmpipe.cli import backbones, cache, datasets, experiments, extract, serve, training, use  # noqa: F401  (registers the commands)
 from pcmpipe.cli.app import app
 from pcmpipe.cli.options import FlagCommand
 
@@ -27,6 +27,7 @@ _ORDER = [
     "index",
     "search",
     "export",
+    "serve",
 ]
 app.registered_commands.sort(key=lambda c: _ORDER.index(c.name) if c.name in _ORDER else len(_ORDER))
 for _command in app.registered_commands:

@@ -117,12 +117,12 @@ def index_cmd(given: GivenSettings) -> None:
     """Build an index (inner product on normalised vectors) over one modality's embeddings."""
     with _guard():
         from pcmpipe.index.folder import check_output
-        from pcmpipe.index.params import check_flags, fit_params
+        from pcmpipe.index.params import check_flags
 
         cfg = given.load()
         kind, nlist, nprobe, pq_m, emb_dir = cfg.index_kind, cfg.nlist, cfg.nprobe, cfg.pq_m, Path(cfg.emb_dir)
-        out = None if cfg.out is None else Path(cfg.out)
-        check_flags(kind, nlist, nprobe, pq_m)
+        out, memory_budget = (None if cfg.out is None else Path(cfg.out)), cfg.memory_budget
+        check_flags("flat" if kind == "auto" else kind, nlist, nprobe, pq_m)
         _embeddings_dir(emb_dir)
         target = check_output(out if out is not None else emb_dir.with_name(emb_dir.name + ".index"))
         from pcmpipe.cache import open_cache
@@ -133,18 +133,46 @@ def index_cmd(given: GivenSettings) -> None:
             raise UserError(f"{emb_dir} holds features, not embeddings; make them with `pcmpipe embed`")
         check_named(f"embeddings cache {emb_dir}", reader.meta, None, None)
         shape = reader.shapes["embedding"]
-        params = fit_params(kind, reader.num_rows, shape[0] if len(shape) == 1 else 0, nlist, nprobe, pq_m)
-        for note in params.advice:
-            err_console.print(f"[yellow]note: {note}[/]", highlight=False, soft_wrap=True)
-        from pcmpipe.index import build_index, save_index
+        kind, pq_m, why = _resolve_kind(kind, pq_m, reader.num_rows, shape[0] if len(shape) == 1 else 0, memory_budget)
+        result = _build(reader, kind, nlist, nprobe, pq_m, target, emb_dir)
+        chosen = f", chosen: {why}" if why else ""
+        typer.echo(f"indexed {result['rows']} embeddings ({kind}{chosen}) into {target}")
+        typer.echo(result["recall"])
 
-        cols, feats = reader.read(["embedding"])
-        index = build_index(feats["embedding"], kind, nlist=params.nlist, nprobe=params.nprobe, pq_m=params.pq_m)
-        meta: dict = {"kind": kind, "source": str(emb_dir), "source_fingerprint": reader.fingerprint}
-        if params.pq_m is not None:
-            meta["pq_m"] = params.pq_m
-        save_index(target, index, cols["id"], {**meta, "meta": reader.meta})
-        typer.echo(f"indexed {len(cols['id'])} embeddings ({kind}) into {target}")
+
+def _resolve_kind(kind: str, pq_m: int | None, rows: int, dim: int, budget: float) -> tuple[str, int | None, str]:
+    """--kind auto -> (kind, pq_m, why) from the gallery's size and the budget; an explicit kind as given."""
+    if kind != "auto":
+        return kind, pq_m, ""
+    from pcmpipe.index.auto import fit
+
+    choice = fit(rows, dim, budget)
+    return choice.kind, pq_m if pq_m is not None else choice.pq_m, f"{choice.why}, ~{choice.bytes / (1 << 20):,.1f} MiB"
+
+
+def _build(reader, kind: str, nlist, nprobe, pq_m, target: Path, emb_dir: Path) -> dict:
+    """Build and save the index; its recall@10 against exact search measured and recorded in index.json."""
+    from pcmpipe.index import build_index, save_index
+    from pcmpipe.index.auto import RECALL_K, RECALL_QUERIES, recall_at_k
+    from pcmpipe.index.params import fit_params
+
+    shape = reader.shapes["embedding"]
+    params = fit_params(kind, reader.num_rows, shape[0] if len(shape) == 1 else 0, nlist, nprobe, pq_m)
+    for note in params.advice:
+        err_console.print(f"[yellow]note: {note}[/]", highlight=False, soft_wrap=True)
+    cols, feats = reader.read(["embedding"])
+    index = build_index(feats["embedding"], kind, nlist=params.nlist, nprobe=params.nprobe, pq_m=params.pq_m)
+    meta: dict = {"kind": kind, "source": str(emb_dir), "source_fingerprint": reader.fingerprint}
+    if params.pq_m is not None:
+        meta["pq_m"] = params.pq_m
+    queries = min(RECALL_QUERIES, len(cols["id"]))
+    if kind == "flat":
+        line = f"recall@{RECALL_K}: 1 (exact search)"
+    else:
+        meta["recall_at_10"] = recall_at_k(index, feats["embedding"])
+        line = f"recall@{RECALL_K} against flat on {queries} gallery rows as queries: {meta['recall_at_10']:.3f}"
+    save_index(target, index, cols["id"], {**meta, "meta": reader.meta})
+    return {"rows": len(cols["id"]), "recall": line}
 
 
 def _embeddings_dir(path: Path) -> None:
@@ -169,7 +197,7 @@ def search_cmd(
     run_dir: Path = typer.Argument(..., help=RUN_HELP),
     query: str | None = typer.Option(None, "--query", help="a text, or an image/audio file of the --from modality"),
     query_id: str | None = typer.Option(
-        None, "--query-id", help="a row id of the run's stored --from embeddings (its test split)"
+        None, "--query-id", help="a row id of --from in any split of the run (the stored test rows first)"
     ),
     from_: str = typer.Option(..., "--from", help="the query's modality, e.g. T"),
     to: str = typer.Option(..., "--to", help="the modality to search, e.g. I"),
@@ -182,7 +210,7 @@ def search_cmd(
     ),
     as_json: bool = typer.Option(False, "--json", help="print JSON (for scripts) instead of a table"),
 ) -> None:
-    """Search from any of a run's modalities to any other; prints ids and cosine scores."""
+    """Search from any of a run's modalities to any other; prints ids, scores and each row's caption or file."""
     with _guard():
         # every check that needs no torch comes first: a wrong name is answered in a fraction of a second
         from pcmpipe.runs.gallery import gallery_kind, read_run_record, search_gallery, stored_embedding
@@ -196,19 +224,42 @@ def search_cmd(
         record.check_modality(to, "--to")
         if gallery is not None:
             gallery_kind(gallery)
+        split = record.split_test
         if query_id is not None:  # a stored row: no backbone, no heads
-            hits = search_gallery(record, to, stored_embedding(record, from_, query_id), k, gallery)[0]
+            split, q = _row(record, from_, query_id, stored_embedding)
+            pairs = search_gallery(record, to, q, k, gallery)[0]
         else:
             from pcmpipe.runs import load_run
 
             run = load_run(run_dir)
-            hits = search_gallery(run, to, run.embed(from_, [str(query)]), k, gallery)[0]
+            pairs = search_gallery(run, to, run.embed(from_, [str(query)]), k, gallery)[0]
+        from pcmpipe.runs.payload import Hit, item_sources
+
+        sources = item_sources(run_dir) if gallery is None else None
+        hits = sources.attach(to, pairs) if sources is not None else [Hit(i, s) for i, s in pairs]
         if as_json:
-            typer.echo(json.dumps([{"id": i, "score": s} for i, s in hits]))
+            typer.echo(json.dumps([h.as_dict() for h in hits]))
             return
-        _print_hits(
-            hits, f"{from_} -> {to}: {query if query is not None else query_id}", _searched(record, to, gallery)
-        )
+        caption = _searched(record, to, gallery)
+        if sources is not None and sources.note(to):
+            caption += f"; no captions or files shown: {sources.note(to)}"
+        what = query if query is not None else f"{query_id} (a row of the {split} split)"
+        _print_hits(hits, f"{from_} -> {to}: {what}", caption)
+
+
+def _row(record, modality: str, row_id: str, stored_embedding) -> tuple:
+    """(split, embedding) of a row id: the run's stored test rows first (no torch), then its other cached splits
+    through the head."""
+    try:
+        return record.split_test, stored_embedding(record, modality, row_id)
+    except UserError as err:
+        from pcmpipe.runs.rows import row_embedding, splits_of
+
+        found = row_embedding(record.path, modality, row_id, record.split_test)
+        if found is None:
+            others = sorted(set(splits_of(record.path, modality)) - {record.split_test})
+            raise UserError(f"{err}, nor in its cached {', '.join(others) or 'other'} splits") from None
+        return found
 
 
 def _searched(record, to: str, gallery: Path | None) -> str:
@@ -218,16 +269,21 @@ def _searched(record, to: str, gallery: Path | None) -> str:
     return f"searched the {to} embeddings of the {record.split_test} split stored in {record.path.name}"
 
 
-def _print_hits(hits: list[tuple[str, float]], title: str, caption: str) -> None:
+def _print_hits(hits: list, title: str, caption: str) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=title)
     table.add_column("rank", justify="right")
     table.add_column("id")
     table.add_column("score", justify="right")
-    for rank, (rid, score) in enumerate(hits, 1):
-        table.add_row(str(rank), rid, f"{score:.4f}")
+    shown = any(h.text is not None or h.path is not None for h in hits)
+    if shown:
+        table.add_column("caption or file")
+    for rank, hit in enumerate(hits, 1):
+        cells = [str(rank), escape(hit.id), f"{hit.score:.4f}"]
+        table.add_row(*cells, escape(hit.text or hit.path or "")) if shown else table.add_row(*cells)
     console = Console()
     console.print(table)
     console.print(caption, style="dim", highlight=False, soft_wrap=True)

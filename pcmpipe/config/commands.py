@@ -17,7 +17,7 @@ from pcmpipe.config.extract import Format
 from pcmpipe.config.schema import Device, MatchLevel, csv_list
 
 Speech = Literal["tones", "espeak", "auto"]
-IndexKind = Literal["flat", "ivf", "ivfpq"]  # pcmpipe.index.INDEX_KINDS
+IndexKind = Literal["auto", "flat", "ivf", "ivfpq"]  # pcmpipe.index.INDEX_KINDS
 
 
 class EvaluateConfig(Settings):
@@ -89,13 +89,18 @@ class IndexConfig(Settings):
 
     emb_dir: str = Field(description="an embeddings cache written by `pcmpipe embed`")
     out: str | None = Field(None, description="index folder (default: <EMB_DIR>.index beside it)")
-    index_kind: IndexKind = Field("flat", description="flat (exact), ivf or ivfpq")
+    index_kind: IndexKind = Field(
+        "auto", description="auto (from size and --memory-budget), flat (exact), ivf or ivfpq"
+    )
     nlist: int | None = Field(None, description="ivf/ivfpq: k-means cells, 1 to N (default ~4 sqrt(N), at most N/39)")
     nprobe: int | None = Field(
         None, description="ivf/ivfpq: cells visited per query, 1 to nlist (default min(8, nlist))"
     )
     pq_m: int | None = Field(
         None, description="ivfpq: bytes per vector, a divisor of the dimension (default: the largest up to 16)"
+    )
+    memory_budget: float = Field(
+        4096.0, gt=0, description="auto: MiB the index may take in memory (picks flat, ivf or ivfpq)"
     )
 
 

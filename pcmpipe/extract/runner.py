@@ -236,6 +236,7 @@ def _write_part(p: _Part, source: RecordSource, spec: SplitSpec, started: float)
         lock=False,  # held above, around the reuse check too
         origin="synthetic" if (Path(p.ds.root) / SYNTHETIC_MARKER).is_file() else "real",
     ) as writer:
+        writer.record_data_root(p.ds.root)
         if writer.complete:  # every rank sees the same merged manifest, so all of them return here
             part.status, part.rows = "cached", writer.num_rows
             part.skipped = len(read_errors(directory))

@@ -77,6 +77,9 @@ class IndexMeta(BaseModel):
     nlist: int | None = Field(None, ge=1, description="ivf/ivfpq: k-means cells")
     nprobe: int | None = Field(None, ge=1, description="ivf/ivfpq: cells visited per query")
     pq_m: int | None = Field(None, ge=1, description="ivfpq: bytes per vector")
+    recall_at_10: float | None = Field(
+        None, ge=0, le=1, description="ivf/ivfpq: recall@10 against exact search, measured when it was built"
+    )
     source: str | None = Field(None, description="the embeddings cache the index was built from, as given")
     source_fingerprint: str | None = Field(None, description="that cache's fingerprint")
     meta: EmbeddingsMeta | None = Field(None, description="that cache's meta: the run and modality of the rows")

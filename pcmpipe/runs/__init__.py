@@ -6,7 +6,7 @@
 
 Modules: `loaded` (Run, load_run: heads, backbones), `gallery` (what a run searches, checked), `inputs` (raw
 inputs -> backbone features), `embed` (embeddings written as a cache), `export` (a Hub-style folder), `outdir`
-(where those two write).
+(where those two write), `payload` (a result's caption or media file), `rows` (a row by id in any split).
 """
 
 from __future__ import annotations

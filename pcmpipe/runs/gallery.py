@@ -87,7 +87,7 @@ def stored_embedding(run: SearchableRun, modality: str, row_id: str) -> np.ndarr
     if not hit.size:
         raise UserError(
             f"no {modality} row with id {row_id!r} among the {len(ids)} of the {run.split_test} split stored in "
-            f"{run.path.name} (--query-id searches the run's stored test embeddings)"
+            f"{run.path.name}"
         )
     return emb[hit[:1]]
 

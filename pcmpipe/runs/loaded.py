@@ -34,6 +34,7 @@ from pcmpipe.limits import check_int, check_workers
 from pcmpipe.runs.gallery import open_gallery, search_gallery, stored_embedding, stored_gallery  # noqa: F401
 from pcmpipe.runs.inputs import encode_inputs
 from pcmpipe.runs.outdir import MAX_BATCH_SIZE
+from pcmpipe.runs.payload import Hit, ItemSources, item_sources
 from pcmpipe.training import rundir
 from pcmpipe.training.run_record import EXPORT_KIND, ExportRecord, LiveTower, RunRecord, read_record, settings_of
 
@@ -55,6 +56,7 @@ class Run:
     fingerprint: str
     record: dict = field(default_factory=dict, repr=False)  # the whole config.json
     _built: dict[str, Backbone] = field(default_factory=dict, repr=False)
+    _sources: ItemSources | None = field(default=None, repr=False)
 
     @property
     def modalities(self) -> list[str]:
@@ -177,6 +179,13 @@ class Run:
         """The stored test embedding [1, dim] of one row (a cached id) of the run."""
         return stored_embedding(self, modality, row_id)
 
+    @property
+    def sources(self) -> ItemSources:
+        """Where the stored rows of each modality came from (their caption or media file; runs.payload)."""
+        if self._sources is None:
+            self._sources = item_sources(self.path)
+        return self._sources
+
     def search(
         self,
         query: str | Path | np.ndarray,
@@ -184,15 +193,18 @@ class Run:
         to: str,
         k: int = 10,
         gallery: EmbeddingIndex | tuple[np.ndarray, np.ndarray] | str | Path | None = None,
-    ) -> list[tuple[str, float]]:
-        """The `k` rows of modality `to` closest to `query` (a text, a file, or one row's features of `from_`).
+    ) -> list[Hit]:
+        """The `k` rows of modality `to` closest to `query` (a text, a file, or one row's features of `from_`),
+        best first, each a `Hit` (id, score, and for the run's own rows their caption `text` or media `path`).
 
         gallery: an `EmbeddingIndex`, (ids, vectors), a folder written by `pcmpipe embed` / `pcmpipe index`, or
         None for the run's own stored test embeddings. Without an index the scores are one exact matmul."""
         self._check_modality(to)
         q = self.project(from_, query[None]) if isinstance(query, np.ndarray) else self.embed(from_, [query])
-        found = search_gallery(self, to, q, k, gallery)
-        return found[0]
+        found = search_gallery(self, to, q, k, gallery)[0]
+        if gallery is None:
+            return self.sources.attach(to, found)
+        return [Hit(i, s) for i, s in found]
 
 
 def heads_dim(heads: torch.nn.ModuleDict) -> int:

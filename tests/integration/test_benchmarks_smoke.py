@@ -32,6 +32,7 @@ SCRIPTS = [
     "precision.py",
     "gpu.py",
     "loss_step.py",
+    "serve_load.py",
 ]
 
 

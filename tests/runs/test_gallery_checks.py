@@ -74,8 +74,11 @@ def test_a_gallery_of_another_run_or_modality_is_refused(galleries, gallery, to,
     # the run's own I rows, as an embeddings cache or an index, answer what its stored test embeddings answer
     g = galleries
     stored = json.loads(_ok(*_search(g, "--to", "I", "--json")))
+    assert all(Path(h["path"]).is_file() for h in stored)  # the run's own rows carry their image file
     for own in (g["I"], Path(f"{g['I']}.index")):
-        assert json.loads(_ok(*_search(g, "--to", "I", "--json", "--gallery", own))) == pytest.approx(stored)
+        got = json.loads(_ok(*_search(g, "--to", "I", "--json", "--gallery", own)))
+        assert [h["id"] for h in got] == [h["id"] for h in stored]
+        assert [h["score"] for h in got] == pytest.approx([h["score"] for h in stored])
 
 
 def test_a_gallery_that_names_no_run_is_refused(galleries, tmp_path):
@@ -176,7 +179,26 @@ def test_search_names_the_split_it_searched(galleries):
     out = _ok(*_search(galleries, "--to", "I"))
     assert "searched the I embeddings of the test split stored in walk" in out
     missing = ["search", galleries["run"], "--query-id", "nope", "--from", "T", "--to", "I"]
-    _one_line(*missing, fragment="no T row with id 'nope' among the 10 of the test split stored in walk")
+    _one_line(*missing, fragment="no T row with id 'nope' among the 10 of the test split stored in walk, nor in its")
+
+
+def test_query_id_finds_a_row_of_any_split(galleries, trained):
+    """A training caption's id searches from the embedding the head gives its cached features, and says so."""
+    import pcmpipe
+    from pcmpipe.cache import open_cache
+
+    run = pcmpipe.load_run(galleries["run"])
+    reader = open_cache(trained["cache"] / "flickr8k" / "T" / "train")
+    cols, feats = reader.read(["features"])
+    row = str(cols["id"][3])
+    want = run.search(feats["features"][3], from_="T", to="I", k=2)
+    got = json.loads(
+        _ok("search", galleries["run"], "--query-id", row, "--from", "T", "--to", "I", "-k", "2", "--json")
+    )
+    assert [h["id"] for h in got] == [h.id for h in want]
+    assert [h["score"] for h in got] == pytest.approx([h.score for h in want], abs=1e-5)
+    assert f"{row} (a row of the train split)" in _ok("search", galleries["run"], "--query-id", row, "--from", "T",
+                                                        "--to", "I")  # fmt: skip
 
 
 def test_evaluate_shows_the_gallery_size_and_chance(galleries, tmp_path):

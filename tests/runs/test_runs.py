@@ -53,12 +53,28 @@ def test_search_ranks_the_gallery_by_cosine(trained):
     q = run.embed("T", ["a dog runs on the beach"])
     hits = run.search("a dog runs on the beach", from_="T", to="I", k=5)
     order = np.argsort(-(gallery @ q[0]), kind="stable")
-    assert [h[0] for h in hits] == [ids[j] for j in order[: len(hits)]]
-    assert len(hits) == min(5, len(ids)) and all(a[1] >= b[1] for a, b in zip(hits, hits[1:]))
+    assert [h.id for h in hits] == [ids[j] for j in order[: len(hits)]]
+    assert len(hits) == min(5, len(ids)) and all(a.score >= b.score for a, b in zip(hits, hits[1:]))
     with pytest.raises(UserError, match="no modality 'S'"):
         run.search("x", from_="T", to="S")
     with pytest.raises(UserError, match="cannot embed T input"):
         run.embed("T", ["   "])
+
+
+def test_search_results_carry_their_caption_or_media_file(trained):
+    """Each hit of the run's own rows names what it is: the image file extraction read, or the caption's text."""
+    run = pcmpipe.load_run(trained["run"])
+    ds = open_dataset("flickr8k", trained["data"])
+    images = {r.id: str(r.path.resolve()) for r in ds.records("I", "test")}
+    texts = {r.id: r.text for r in ds.records("T", "test")}
+    for hit in run.search("a dog runs on the beach", from_="T", to="I", k=5):
+        assert Path(hit.path).resolve() == Path(images[hit.id]) and hit.text is None
+    found = run.search(str(next(iter(images.values()))), from_="I", to="T", k=3)
+    assert [h.text for h in found] == [texts[h.id] for h in found] and all(h.path is None for h in found)
+    out = CliRunner().invoke(app, ["search", str(trained["run"]), "--query", "a dog", "--from", "T", "--to", "T",
+                                   "-k", "2", "--json"])  # fmt: skip
+    assert out.exit_code == 0, out.output
+    assert [h["text"] for h in json.loads(out.stdout)] == [texts[h["id"]] for h in json.loads(out.stdout)]
 
 
 def test_embeddings_cache_fp16_and_through_the_head(trained, tmp_path):
