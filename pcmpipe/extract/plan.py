@@ -1,8 +1,8 @@
 """Whether one (modality, split) of an extraction is already cached: the question `extract` and the pipelines
 planner both ask, answered by comparing what extraction WOULD write with what the cache holds.
 
-    plan = plan_split("flickr8k", "data/flickr8k", "I", "train", cache_root="cache",
-                      backbone="clip-vit-b32-image", weights="default")
+    cfg = ExtractConfig.from_dict({"dataset": "flickr8k", "root": "data/flickr8k", "cache_root": "cache"})
+    plan = plan_split(cfg, "I", "train")
     plan.status, plan.reason     # 'cached' | 'stale' | 'new', and why
 
 A split is `cached` only when its manifest is complete, its fingerprint (backbone, weights and their sha256,
@@ -29,6 +29,7 @@ from pcmpipe.cache.layout import cache_dir, manifest_in
 from pcmpipe.cache.manifest import differing_fields, feature_spec, load_manifest
 from pcmpipe.cache.reader import damaged_shards, shard_ids
 from pcmpipe.cache.writer import cache_fingerprint
+from pcmpipe.config.extract import ExtractConfig
 from pcmpipe.errors import UserError
 from pcmpipe.extract.summary import read_errors
 from pcmpipe.modalities import MODALITIES
@@ -209,53 +210,32 @@ def choose_backbone(
     return name, weights.get(modality) or weights.get(kind) or "default", kind
 
 
-def plan_split(
-    dataset: str,
-    root: str | Path,
-    modality: str,
-    split: str,
-    *,
-    cache_root: str | Path = "cache",
-    backbone: str | None = None,
-    weights: str | None = None,
-    fmt: str = "parquet",
-    limit: int | None = None,
-    dataset_options: Mapping | None = None,
-    device: str = "cpu",
-    dtype: str = "float32",
-    views: int = 0,
-    views_seed: int = 0,
-) -> SplitPlan:
-    """Would `extract` find (dataset, modality, split) cached? For planners: loads the backbone (its weights'
-    sha256 is part of the answer) and reads the dataset's listing, but encodes nothing and writes nothing.
-
-    backbone / weights: as `extract`'s for this modality (None: the paper's backbone, 'default' weights).
-    """
-    from pcmpipe.backbones import create_backbone
+def plan_split(cfg: ExtractConfig, modality: str, split: str) -> SplitPlan:
+    """Would `extract(cfg)` find (modality, split) cached? For planners: loads the backbone (its weights' sha256 is
+    part of the answer) and reads the dataset's listing, but encodes nothing and writes nothing."""
+    from pcmpipe.backbones import create_backbone, resolve_device
     from pcmpipe.datasets import open_dataset
 
-    ds = open_dataset(dataset, root, **dict(dataset_options or {}))
+    ds = open_dataset(cfg.dataset, cfg.dataset_root(), **cfg.dataset_options)
     records = ds.records(modality, split)
-    if limit is not None:
-        records = records[:limit]
+    if cfg.limit is not None:
+        records = records[: cfg.limit]
     bb = None
     kind = ds.kind(modality)
     if kind is not None:
-        name, w, kind = choose_backbone(
-            modality, kind, {modality: backbone} if backbone else {}, {modality: weights or ""}
-        )
-        bb = create_backbone(name, w, device=device, kind=kind)
+        name, w, kind = choose_backbone(modality, kind, cfg.backbone_names(), cfg.weights_names())
+        bb = create_backbone(name, w, device=resolve_device(cfg.device), kind=kind)
     spec = split_spec(
         ds,
         modality,
         split,
         records,
         bb,
-        cache_root=Path(cache_root),
-        fmt=fmt,
-        limit=limit,
-        options=dataset_options or {},
-        dtype=dtype,
-        views=split_views(views, views_seed, modality, kind, split),
+        cache_root=Path(cfg.cache_root),
+        fmt=cfg.fmt,
+        limit=cfg.limit,
+        options=cfg.dataset_options,
+        dtype=cfg.dtype,
+        views=split_views(cfg.views, cfg.views_seed, modality, kind, split),
     )
     return compare(spec)

@@ -20,7 +20,7 @@ from synthetic_cache import write_modality, write_synthetic_cache
 
 from pcmpipe.cache import cache_dir, open_cache
 from pcmpipe.cache.layout import errors_in
-from pcmpipe.config import TrainConfig
+from pcmpipe.config import ExtractConfig, TrainConfig
 from pcmpipe.datasets.synthetic import synth
 from pcmpipe.errors import UserError
 from pcmpipe.extract import plan_split
@@ -35,7 +35,9 @@ def _extract(root, cache, **kw):
 
 
 def _plan(root, cache, weights="random:0"):
-    return plan_split("flickr8k", root, "I", "train", cache_root=cache, backbone="clip-tiny-image", weights=weights)
+    settings = {"dataset": "flickr8k", "root": root, "cache_root": cache, "device": "cpu"}
+    cfg = ExtractConfig.from_dict({**settings, "backbones": {"I": "clip-tiny-image"}, "weights": {"I": weights}})
+    return plan_split(cfg, "I", "train")
 
 
 def test_added_items_damage_and_other_weights_are_never_cached(tmp_path):
