@@ -12,7 +12,9 @@ Files: config.json, metrics.jsonl, untrained_metrics.json, heads.safetensors, te
 embeddings/<m>.safetensors (tensor "embedding" [N, dim], raw head outputs of the test rows) and
 embeddings/<m>.json ({"key": ..., "columns": {"id": [...], <link>: [...]}}, rows aligned with the tensor).
 Every structured file is read back bounded and validated (pcmpipe.readback): config.json as a `RunRecord`,
-embeddings/<m>.json as `EmbeddingRows` (pcmpipe.training.run_record, re-exported here).
+embeddings/<m>.json as `EmbeddingRows` (pcmpipe.training.run_record, re-exported here). A finished run also
+holds files.json, the sha256 of each of those files, and every strict reader here compares its file with it
+(pcmpipe.training.run_files).
 """
 
 from __future__ import annotations
@@ -33,11 +35,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from pcmpipe import atomic, readback
-from pcmpipe.checksums import save_tensors, state_sha256
+from pcmpipe.checksums import check_tensors, save_tensors
 from pcmpipe.config.schema import run_name_problem
 from pcmpipe.errors import UserError
 from pcmpipe.evaluation.embeddings import RunEmbeddings
 from pcmpipe.training.events import EpochDone, OnEvent
+from pcmpipe.training.run_files import verify, write_manifest
 from pcmpipe.training.run_record import EmbeddingRows as EmbeddingRows
 from pcmpipe.training.run_record import RecordedCache as RecordedCache
 from pcmpipe.training.run_record import RecordedSettings as RecordedSettings
@@ -75,6 +78,7 @@ def result_ok(run_dir: str | Path) -> bool:
     """The completion marker exists AND reads as a JSON object: a truncated or bit-flipped test_metrics.json is
     not a result (the report shows it missing, and the planner and `train` redo the run)."""
     try:
+        verify(run_dir, COMPLETE_MARKER)
         return isinstance(read_json(Path(run_dir) / COMPLETE_MARKER), dict)
     except (OSError, UserError):
         return False
@@ -113,6 +117,7 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     if not path.is_file():
         return []
     curve = "the run's training curve cannot be read"
+    verify(run_dir, "metrics.jsonl")
     try:
         text = readback.read_bytes(path, "training curve", max_bytes=MAX_RUN_FILE).decode("utf-8")
         lines = enumerate(text.splitlines(), 1)
@@ -147,8 +152,7 @@ def _load_verified(path: Path, device: str | torch.device = "cpu") -> tuple[dict
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
     tensors = load_file(str(path), device=str(device))
-    if "sha256" in meta and meta["sha256"] != state_sha256(tensors):
-        raise ValueError("checksum mismatch")
+    check_tensors(tensors, meta)
     return tensors, meta
 
 
@@ -161,6 +165,7 @@ def load_heads(run_dir: str | Path, device: str | torch.device = "cpu"):
         raise UserError(f"{run_dir} has no heads.safetensors; is it a finished run? (see `pcmpipe train`)")
     # Written atomically, so damage comes from outside: a truncated file, flipped bytes, or a file written by
     # another tool without the metadata that rebuilds the heads. Each is one line naming the file.
+    verify(run_dir, "heads.safetensors")
     try:
         tensors, meta = _load_verified(path)
         shapes = {m: tuple(s) for m, s in json.loads(meta["shapes"]).items()}
@@ -195,6 +200,8 @@ def load_embeddings(run_dir: str | Path) -> dict[str, RunEmbeddings]:
         if not st.is_file() or not (folder / f"{m}.json").is_file():
             raise UserError(f"{st} or {m}.json beside it is missing; delete the run directory and train it again")
         rows = folder / f"{m}.json"
+        verify(run_dir, f"embeddings/{m}.safetensors")
+        verify(run_dir, f"embeddings/{m}.json")
         meta = _validated(EmbeddingRows, read_json(rows), str(rows))
         try:
             cols = {k: np.asarray(v, dtype=str) for k, v in meta.columns.items()}
@@ -342,10 +349,12 @@ def start_resume(tmp: Path, history: list[dict]) -> None:
 
 
 def finalise(tmp: Path, final: Path) -> None:
-    """The completion marker is written: drop the checkpoint and rename the temp directory to its final name.
-    The checkpoint goes only after the marker: a kill before this point resumes, one after it just renames."""
+    """The completion marker is written: drop the checkpoint, record every file's sha256 (files.json,
+    pcmpipe.training.run_files) and rename the temp directory to its final name. The checkpoint goes only after
+    the marker: a kill before this point resumes, one after it finishes here again (the manifest is rewritten)."""
     for name in (CHECKPOINT, LEGACY_CHECKPOINT):
         (tmp / name).unlink(missing_ok=True)
+    write_manifest(tmp)
     atomic.replace(tmp, final)
 
 
@@ -353,6 +362,7 @@ def _read_record(run_dir: str | Path) -> tuple[dict[str, Any], RunRecord]:
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise UserError(f"{run_dir} is not a run directory (no config.json)")
+    verify(run_dir, "config.json")
     value = read_json(path, "run config")
     return value, _validated(RunRecord, value, f"run config {path}")
 

@@ -29,15 +29,15 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from pcmpipe.checksums import save_tensors, state_sha256
+from pcmpipe.checksums import check_tensors, save_tensors
 from pcmpipe.errors import UserError
 
 CHECKPOINT = "checkpoint.safetensors"
 FORMAT = "pcmpipe-checkpoint/1"
 FORMAT_PARTIAL = "pcmpipe-checkpoint/2"  # with a partial epoch (module docstring)
 # safetensors checks its header but not the data: a flipped byte in a tensor would load as a silently wrong
-# weight, so the files pcmpipe writes carry `state_sha256` of their tensors in the metadata, and the
-# readers compare it
+# weight, so the files pcmpipe writes carry `state_sha256` of their tensors and a digest of the whole content in
+# the metadata (pcmpipe.checksums), and the readers compare them
 
 
 @dataclass
@@ -206,9 +206,9 @@ def load_checkpoint(run_dir: Path) -> Checkpoint | None:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
         if meta.get("format") not in (FORMAT, FORMAT_PARTIAL):
             raise ValueError(f"format {meta.get('format')!r}")
-        # checkpoints written before the checksum have none; every later one must match it
-        if "sha256" in header and header["sha256"] != state_sha256(tensors):
-            raise ValueError("checksum mismatch")
+        # checkpoints written before a digest carry none; every later one must match: the tensors' sha256, and
+        # the content digest over them and the JSON (state, optimizer groups, scheduler) that resumes the run
+        check_tensors(tensors, header)
         ckpt = Checkpoint(meta["fingerprint"], tensors, meta)
         ckpt.progress  # noqa: B018 -- a partial epoch's record must be whole too (KeyError here, not mid-resume)
     except (OSError, SafetensorError, KeyError, ValueError, TypeError) as e:  # written atomically: damage from outside

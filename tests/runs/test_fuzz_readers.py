@@ -218,12 +218,7 @@ KINDS = {
     "pipeline": Kind("settings", "p.yaml", _pipeline, "yaml"),
 }
 # readers whose known defect another change has to fix: xfail(strict) so that the lead flips each once it has landed
-XFAIL = {
-    "embeddings-safetensors": "runs area: a safetensors file without a sha256 is taken as written before "
-    "checksums existed, so deleting its __metadata__ and flipping a value reads back other embeddings",
-    "checkpoint": "runs area: checkpoint.safetensors's sha256 covers its tensors, not its JSON metadata (the "
-    "training state, optimizer groups, scheduler): a flipped digit of the best score or the lr resumes silently",
-}
+XFAIL: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")

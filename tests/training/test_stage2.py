@@ -489,8 +489,9 @@ def test_evaluate_finds_a_relative_cache_root_from_another_directory(tmp_path, m
     want = runs.read_json(run / runs.COMPLETE_MARKER)["instance"]
     assert evaluate_run(run, match="instance")["instance"] == want
     rec = runs.run_config(run)
-    del rec["cache_root_resolved"]  # as an older pcmpipe wrote it
+    del rec["cache_root_resolved"]  # as an older pcmpipe wrote it, without files.json
     runs.write_json(run / "config.json", rec)
+    (run / "files.json").unlink()
     assert evaluate_run(run, match="instance")["instance"] == want
     (tmp_path / "cache" / "synth").rename(tmp_path / "cache" / "moved")  # the message says where it looked
     with pytest.raises(UserError, match=f"evaluate looked under {tmp_path / 'cache'};"):
