@@ -150,7 +150,7 @@ def evaluate_cmd(
 
         from pcmpipe.backbones import resolve_device
         from pcmpipe.training.evaluate import evaluate_run
-        from pcmpipe.training.rundir import write_json
+        from pcmpipe.training.rundir.files import write_json
 
         if match is not None and match not in MATCH_LEVELS:
             raise UserError(f"unknown match {match!r}; valid choices: {', '.join(MATCH_LEVELS)}")

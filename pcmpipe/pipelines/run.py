@@ -24,7 +24,9 @@ from pcmpipe.errors import UserError
 from pcmpipe.pipelines.spec import PIPELINE_RECORDS, DataSpec, EvalSpec, Pipeline, RunSpec
 from pcmpipe.training.events import Event as TrainingEvent
 from pcmpipe.training.events import Note  # one-line messages: the same kind the trainers send
-from pcmpipe.training.rundir import final_dir, is_complete, read_json, result_ok, run_config, write_json
+from pcmpipe.training.rundir.files import is_complete, read_json, result_ok, write_json
+from pcmpipe.training.rundir.protocol import final_dir
+from pcmpipe.training.rundir.record import run_config
 
 
 @dataclass
@@ -261,7 +263,7 @@ def _train(spec: RunSpec, emit: OnEvent) -> None:
 
 def _text_head(run_dir: Path):
     """The run's T head, through which zero-shot's P output passes the cached prompt features."""
-    from pcmpipe.training.rundir import load_heads
+    from pcmpipe.training.rundir.tensors import load_heads
 
     heads, _ = load_heads(run_dir)
     if "T" not in heads:
@@ -271,7 +273,7 @@ def _text_head(run_dir: Path):
 
 def run_evaluation(ev: EvalSpec, spec: RunSpec, cache_root: Path) -> Path:
     """Compute a zero-shot or enrichment table on a finished run; write it next to the run's test metrics."""
-    from pcmpipe.training.rundir import load_embeddings
+    from pcmpipe.training.rundir.tensors import load_embeddings
 
     run_dir = final_dir(spec.train.runs_root, spec.name)
     if not is_complete(run_dir):
@@ -279,7 +281,6 @@ def run_evaluation(ev: EvalSpec, spec: RunSpec, cache_root: Path) -> Path:
     embs = load_embeddings(run_dir)
     if ev.kind == "zeroshot":
         from pcmpipe.evaluation.zeroshot import class_vectors, run_prompt_vectors, zero_shot_table
-        from pcmpipe.training.rundir import run_config
 
         outputs = {}
         for o in ev.options.get("outputs", ["C"]):

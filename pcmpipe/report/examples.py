@@ -36,7 +36,7 @@ class Example:
 def nearest_images(run: RunResult, query: str, database: str, enrich: list[str]) -> tuple[list[Example], str]:
     """Every query row's nearest database row before / after enrichment -> (examples, match level)."""
     from pcmpipe.evaluation.enrichment import fuse
-    from pcmpipe.training.rundir import load_embeddings
+    from pcmpipe.training.rundir.tensors import load_embeddings
 
     embs = load_embeddings(run.directory)
     enriched = fuse(embs, [query, *enrich])

@@ -48,7 +48,6 @@ from pcmpipe.samples import (
     standardisation,
 )
 from pcmpipe.samples.views import VIEW_RULE
-from pcmpipe.training import rundir as runs
 from pcmpipe.training.evaluate import embed_rows, evaluate_all, levels_available, mean_r1, non_finite, score
 from pcmpipe.training.events import (
     Note,
@@ -60,7 +59,10 @@ from pcmpipe.training.events import (
     report_step,
 )
 from pcmpipe.training.optim import adamw, clamp_logit_scale, cosine_schedule, param_groups, resolve_device
-from pcmpipe.training.state import EpochProgress, Resumable, TrainState, restore, save_checkpoint
+from pcmpipe.training.rundir import protocol
+from pcmpipe.training.rundir.files import UNTRAINED, write_json
+from pcmpipe.training.rundir.record import record_config, run_config
+from pcmpipe.training.state import EpochProgress, Resumable, TrainState, end_epoch, restore, save_checkpoint
 from pcmpipe.training.tracking import tracked
 
 
@@ -122,7 +124,7 @@ def train(cfg: TrainConfig, on_event: OnEvent | None = None) -> Path:
         # every cache split the run reads is held shared to its end: an overwrite waits, never changes data under it
         splits = (named.split_train, named.split_val, named.split_test)
         with (
-            runs.run_lock(named.runs_root, str(named.name), main=dist_info.is_main, barrier=distributed.barrier),
+            protocol.run_lock(named.runs_root, str(named.name), main=dist_info.is_main, barrier=distributed.barrier),
             reading(named.cache_root, named.dataset, named.modalities, splits),
             tracked(cfg, on_event if dist_info.is_main else None, enabled=dist_info.is_main) as emit,
         ):
@@ -148,7 +150,7 @@ def _train(cfg: TrainConfig, emit: OnEvent) -> Path:
     assert cfg.name is not None and cfg.batch_size is not None, "resolved() fills the run name and batch size"
     fp = config_fingerprint(cfg)
     main = distributed.is_main()
-    claim = runs.claim(cfg.runs_root, cfg.name, fp, main=main, barrier=distributed.barrier)
+    claim = protocol.claim(cfg.runs_root, cfg.name, fp, main=main, barrier=distributed.barrier)
     for note in claim.notes:
         emit(Note(note))
     if claim.status == "done":
@@ -202,7 +204,7 @@ def _train(cfg: TrainConfig, emit: OnEvent) -> Path:
         state = restore(claim.checkpoint, parts, tmp)
         progress = _partial_epoch(cfg, claim.checkpoint.progress, steps, tmp)
         if main:
-            runs.start_resume(tmp, state.history)
+            protocol.start_resume(tmp, state.history)
         at = f"after epoch {state.epoch}"
         if progress is not None:
             at = f"in epoch {state.epoch + 1} after step {progress.steps_done}/{steps}"
@@ -221,9 +223,9 @@ def _train(cfg: TrainConfig, emit: OnEvent) -> Path:
             }
             for d in (train_d, val_d, test_info)
         }
-        runs.start_fresh(
+        protocol.start_fresh(
             tmp,
-            runs.record_config(
+            record_config(
                 cfg,
                 fp,
                 caches,
@@ -254,18 +256,13 @@ def _train(cfg: TrainConfig, emit: OnEvent) -> Path:
     test_d = _test_split(cfg, test_info, device)
     untrained_heads, _ = _build(cfg, shapes, device, stats)  # the seeded init the run started from
     untrained, _ = evaluate_all(untrained_heads, test_d.modalities, cfg.eval_batch)
-    runs.write_json(tmp / "untrained_metrics.json", {"epoch": 0, "heads": "untrained (seeded init)", **untrained})
+    write_json(tmp / UNTRAINED, {"epoch": 0, "heads": "untrained (seeded init)", **untrained})
     if state.best_heads is not None:
         heads.load_state_dict(state.best_heads)
     metrics, emb = evaluate_all(heads, test_d.modalities, cfg.eval_batch)
-    runs.save_heads(tmp / "heads.safetensors", heads.state_dict(), shapes, cfg.dim, state.best_scale)
-    for m, md in test_d.modalities.items():
-        runs.save_embeddings(tmp, m, emb[m], md.key, md.columns)
-    runs.write_json(
-        tmp / runs.COMPLETE_MARKER,
-        {"epoch": state.best_epoch, "match": cfg.match, "val_mean_r@1": state.best, **metrics},
-    )
-    runs.finalise(tmp, final)
+    embedded = {m: (emb[m], md.key, md.columns) for m, md in test_d.modalities.items()}
+    result = state.result(cfg.match, metrics)
+    protocol.finish(claim, heads.state_dict(), shapes, cfg.dim, state.best_scale, embedded, result)
     emit(RunFinished(final, state.best_epoch, mean_r1(metrics[cfg.match]), mean_r1(untrained[cfg.match])))
     distributed.barrier()  # release the other ranks: the run directory is final
     return final
@@ -288,7 +285,7 @@ def _check_view_rule(cfg: TrainConfig, views: bool, tmp: Path) -> None:
     """A streamed run with augmented views resumes only where it was begun under today's view rule
     (`pcmpipe.samples.views`); before it, streamed runs drew views per batch, so the rest of the run would
     differ from what it began."""
-    if cfg.stream and views and runs.run_config(tmp).get("view_rule") != VIEW_RULE:
+    if cfg.stream and views and run_config(tmp).get("view_rule") != VIEW_RULE:
         raise UserError(
             f"{cfg.name} was begun streamed with augmented views by an earlier pcmpipe that drew them by another "
             f"rule; it cannot resume to the same numbers: delete {tmp} and train it again"
@@ -416,6 +413,4 @@ def _loop(
             "train_time_s": train_time,
             "time_s": time.perf_counter() - t0,
         }
-        runs.end_epoch(
-            tmp, fp, state, parts, rec, steps, epochs=cfg.epochs, patience=cfg.patience, emit=emit, write=main
-        )
+        end_epoch(tmp, fp, state, parts, rec, steps, epochs=cfg.epochs, patience=cfg.patience, emit=emit, write=main)

@@ -31,6 +31,8 @@ from torch import nn
 
 from pcmpipe.checksums import check_tensors, save_tensors
 from pcmpipe.errors import UserError
+from pcmpipe.training.events import EpochDone, OnEvent
+from pcmpipe.training.rundir.files import write_metrics
 
 CHECKPOINT = "checkpoint.safetensors"
 FORMAT = "pcmpipe-checkpoint/1"
@@ -70,6 +72,10 @@ class TrainState:
         else:
             self.bad_epochs += 1
         return improved
+
+    def result(self, match: str, metrics: dict[str, Any]) -> dict[str, Any]:
+        """The completion marker's content (test_metrics.json): the best epoch and its test metrics."""
+        return {"epoch": self.best_epoch, "match": match, "val_mean_r@1": self.best, **metrics}
 
     def finish_epoch(self, rec: dict, steps: int) -> None:
         self.history.append(rec)
@@ -239,3 +245,37 @@ def restore(ckpt: Checkpoint, parts: Resumable, where: Path) -> TrainState:
     has_best = record.pop("has_best_heads")
     best = {k[len("best_heads.") :]: v for k, v in ckpt.tensors.items() if k.startswith("best_heads.")}
     return TrainState(**record, best_heads=best if has_best else None)
+
+
+def end_epoch(
+    tmp: Path,
+    fingerprint: str,
+    state: TrainState,
+    parts: Resumable,
+    record: dict[str, Any],
+    steps: int,
+    *,
+    epochs: int,
+    patience: int,
+    emit: OnEvent,
+    write: bool = True,
+) -> None:
+    """The end of an epoch in both recipes: record it in the state, make it durable (checkpoint, then
+    metrics.jsonl; `write` is False on the ranks that do not write under torchrun), then report it."""
+    state.finish_epoch(record, steps)
+    if write:
+        save_checkpoint(tmp, fingerprint, state, parts)
+        write_metrics(tmp, state.history)
+    emit(
+        EpochDone(
+            state.epoch,
+            epochs,
+            record["loss"],
+            record["val_mean_r@1"],
+            state.best,
+            state.best_epoch,
+            record["lr"],
+            record["time_s"],
+            state.stopped_early(patience),
+        )
+    )

@@ -90,10 +90,10 @@ def _run(folder: Path) -> Any:
 
 def _run_files(folder: Path) -> Any:
     """The readers of a run's JSON files: load_run, the report's tolerant reader and the planner's check."""
-    from pcmpipe.report.results import load_run as report_run
+    from pcmpipe.report.results import read_results
     from pcmpipe.training import rundir
 
-    result = report_run(folder)
+    result = read_results(folder)
     if result is not None:
         [result.metric(d, "r@1", source=s) for d in ("I->T", "T->I") for s in ("test", "untrained", "chance")]
     rundir.result_ok(folder)

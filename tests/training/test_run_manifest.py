@@ -16,7 +16,7 @@ from synthetic_cache import write_synthetic_cache
 from pcmpipe.config import TrainConfig
 from pcmpipe.errors import UserError
 from pcmpipe.training import rundir as runs
-from pcmpipe.training.run_files import FILES, held_files, read_manifest
+from pcmpipe.training.rundir.manifest import FILES, held_files, read_manifest
 from pcmpipe.training.stage2 import train
 from pcmpipe.training.state import CHECKPOINT, load_checkpoint
 

@@ -17,13 +17,12 @@ import torch
 
 from pcmpipe.errors import UserError
 from pcmpipe.losses import LOSSES, LossParams, TargetShares
-from pcmpipe.training import rundir as runs
 from pcmpipe.training.evaluate import embed_rows, mean_r1, score
 from pcmpipe.training.events import OnEvent, ShareMonitor, StepDone, TrainingStarted, report_step
 from pcmpipe.training.finetune.data import LiveInputs, eval_modalities, live_loader, live_transform
 from pcmpipe.training.finetune.model import Coordinator, save_backbone
 from pcmpipe.training.optim import clamp_logit_scale
-from pcmpipe.training.state import Resumable, TrainState
+from pcmpipe.training.state import Resumable, TrainState, end_epoch
 
 
 def _group_lrs(opt) -> dict[str, float]:
@@ -132,4 +131,4 @@ def run_epochs(
             "train_time_s": train_time,
             "time_s": time.perf_counter() - t0,
         }
-        runs.end_epoch(tmp, fp, state, parts, rec, steps, epochs=cfg.epochs, patience=cfg.patience, emit=emit)
+        end_epoch(tmp, fp, state, parts, rec, steps, epochs=cfg.epochs, patience=cfg.patience, emit=emit)
