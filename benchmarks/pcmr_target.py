@@ -76,7 +76,7 @@ def run(root: Path, loss: str, target: str, standardize: str, recipe: dict, devi
     recipe: epochs, patience, lr, batch_size, rho, rho_on and seed."""
     from pcmpipe.config import TrainConfig
     from pcmpipe.training.evaluate import mean_r1
-    from pcmpipe.training.rundir import read_metrics
+    from pcmpipe.training.rundir.files import read_metrics
     from pcmpipe.training.stage2 import train
 
     cfg = TrainConfig.from_dict(

@@ -1,5 +1,11 @@
 """The checksum of a set of tensors (weights, heads, checkpoints, saved embeddings), and the one writer of the
-safetensors files that carry it (`save_tensors`).
+safetensors files that carry it (`save_tensors`), with the check its readers make (`check_tensors`).
+
+Each file carries two digests in its metadata: `sha256` over the tensors alone (`state_sha256`: what a weights
+checksum means elsewhere), and `content_sha256` over that digest and every other metadata entry, so that the JSON a
+file keeps beside its tensors (a checkpoint's training state, optimizer groups and scheduler; the heads' shapes)
+cannot change unnoticed either. Files written before a digest existed carry none and are checked for what they do
+carry.
 
 Its own module, importing torch alone: `pcmpipe.backbones` (where weights specs live) imports open_clip and
 transformers, 0.25 GiB resident and seconds of start-up, which a training run that only writes checksums never
@@ -28,9 +34,34 @@ def state_sha256(state: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+# the metadata keys that hold the digests themselves (never part of what `content_sha256` covers)
+DIGEST_KEYS = ("sha256", "content_sha256")
+
+
+def content_sha256(tensors_sha256: str, metadata: Mapping[str, str]) -> str:
+    """sha256 over the tensors' digest and the metadata (digests left out), keys sorted: one digest per file
+    content, whatever order safetensors writes the header in."""
+    rest = {k: v for k, v in metadata.items() if k not in DIGEST_KEYS}
+    text = json.dumps([tensors_sha256, rest], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def check_tensors(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> None:
+    """Compare a file's tensors and metadata with the digests its metadata records -> ValueError("checksum
+    mismatch") on a difference. A digest the file does not carry (written before it existed) is not checked."""
+    if "sha256" not in metadata and "content_sha256" not in metadata:
+        return
+    digest = state_sha256(tensors)
+    if "sha256" in metadata and metadata["sha256"] != digest:
+        raise ValueError("checksum mismatch")
+    if "content_sha256" in metadata and metadata["content_sha256"] != content_sha256(digest, metadata):
+        raise ValueError("checksum mismatch")
+
+
 def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str], what: str) -> str:
-    """Write `tensors` as the safetensors file `path` with `metadata` plus `sha256` (their `state_sha256`) ->
-    that digest. The one writer of pcmpipe's safetensors files (heads, checkpoints, embeddings, towers).
+    """Write `tensors` as the safetensors file `path` with `metadata` plus `sha256` (their `state_sha256`) and
+    `content_sha256` (that digest and the metadata, `content_sha256`) -> the tensors' digest. The one writer of
+    pcmpipe's safetensors files (heads, checkpoints, embeddings, towers).
 
     Durable and all-or-nothing (pcmpipe.atomic), and byte-identical for the same tensors and metadata:
     safetensors writes its metadata from a Rust HashMap, randomly seeded in every process (PYTHONHASHSEED has no
@@ -46,7 +77,8 @@ def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata
     flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     digest = state_sha256(flat)
     with file_errors(path, "write", what), atomic.atomic_path(path) as tmp:
-        save_file(flat, str(tmp), metadata={**metadata, "sha256": digest})
+        signed = {**metadata, "sha256": digest}
+        save_file(flat, str(tmp), metadata={**signed, "content_sha256": content_sha256(digest, signed)})
         _sorted_header(tmp)
     return digest
 

@@ -116,9 +116,12 @@ def tensors(path: Path) -> dict[str, bytes]:
 
 
 def outcome(run: Path) -> dict:
-    """What an interrupted run must reproduce exactly (timings and config.json's argv aside)."""
+    """What an interrupted run must reproduce exactly (timings and config.json's argv aside, and so files.json,
+    which records the bytes of both)."""
     history = [{k: v for k, v in r.items() if "time" not in k} for r in runs.read_metrics(run)]
-    results = {p.name: runs.read_json(p) for p in sorted(run.glob("*.json")) if p.name != "config.json"}
+    results = {
+        p.name: runs.read_json(p) for p in sorted(run.glob("*.json")) if p.name not in ("config.json", "files.json")
+    }
     return {"history": history, **results, **{str(p.relative_to(run)): tensors(p) for p in run.rglob("*.safetensors")}}
 
 

@@ -64,7 +64,6 @@ def _stop(*args, **kwargs):
 def _interrupted_run(root: Path) -> None:
     """A run stopped right after its first epoch's checkpoint (before that epoch's metrics are written)."""
     from pcmpipe.config import TrainConfig
-    from pcmpipe.training import rundir
     from pcmpipe.training.stage2 import train
 
     cfg = TrainConfig.from_dict(
@@ -72,7 +71,7 @@ def _interrupted_run(root: Path) -> None:
          "progress": False, "device": "cpu"}
     )  # fmt: skip
     with pytest.MonkeyPatch.context() as m, pytest.raises(KeyboardInterrupt):
-        m.setattr(rundir, "write_metrics", _stop)
+        m.setattr("pcmpipe.training.state.write_metrics", _stop)
         train(cfg)
     assert (root / "runs" / ".tmp-part" / "checkpoint.safetensors").is_file()
 

@@ -168,6 +168,26 @@ def test_only_the_cache_package_reads_shard_files():
     assert offenders == []
 
 
+# a run directory's own files (pcmpipe/training/rundir/files.py, manifest.py; state.py's checkpoint)
+RUN_FILE_NAMES = {
+    "config.json", "heads.safetensors", "metrics.jsonl", "test_metrics.json", "untrained_metrics.json",
+    "files.json", "checkpoint.safetensors",
+}  # fmt: skip
+
+
+def test_runs_report_and_pipelines_read_runs_through_the_run_directory_package():
+    """One owner of the run directory (docs/run-directory.md): runs/, report/ and pipelines/ never name a run's
+    files; they ask pcmpipe.training.rundir to read or write them."""
+    offenders = []
+    for name, path in _modules().items():
+        if not _within(name, ("pcmpipe.runs", "pcmpipe.report", "pcmpipe.pipelines")):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and node.value in RUN_FILE_NAMES:
+                offenders.append(f"{name}:{node.lineno} names {node.value}")
+    assert offenders == []
+
+
 def _within(name: str, prefixes: tuple[str, ...]) -> bool:
     return any(name == p or name.startswith(p + ".") for p in prefixes)
 

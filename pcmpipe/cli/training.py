@@ -77,7 +77,7 @@ def evaluate_cmd(given: GivenSettings) -> None:
 
         from pcmpipe.backbones import resolve_device
         from pcmpipe.training.evaluate import evaluate_run
-        from pcmpipe.training.rundir import write_json
+        from pcmpipe.training.rundir.files import write_json
 
         cfg = given.load()
         run_dir = Path(cfg.run_dir)

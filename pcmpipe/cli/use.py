@@ -29,7 +29,7 @@ def _texts(text: list[str] | None, text_file: Path | None) -> list[str]:
 def _check_embed_args(run_dir: Path, modality: str, out: Path, given: list[bool], **sizes) -> None:
     """What `embed` can refuse before torch is imported (seconds): the modality, the inputs, sizes, --out."""
     from pcmpipe.runs.outdir import check_embed_settings, check_out
-    from pcmpipe.training.run_record import modalities_of, read_record
+    from pcmpipe.training.rundir.record import modalities_of, read_record
 
     mods = modalities_of(read_record(run_dir))
     if modality not in mods:

@@ -1,6 +1,6 @@
 """What the evaluations compute on: one modality's embeddings with the id columns that say what each row is.
 
-It lives here, below training/, because evaluation reads runs but never trains: training/rundir.py writes and
+It lives here, below training/, because evaluation reads runs but never trains: training/rundir/ writes and
 loads these, zero-shot and enrichment only take them as data.
 """
 

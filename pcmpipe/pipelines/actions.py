@@ -10,7 +10,8 @@ from pcmpipe.errors import UserError
 from pcmpipe.pipelines.events import OnEvent, StepProgress
 from pcmpipe.pipelines.plan import Step
 from pcmpipe.pipelines.spec import DataSpec, EvalSpec, Pipeline, RunSpec
-from pcmpipe.training.rundir import final_dir, is_complete, write_json
+from pcmpipe.training.rundir.files import is_complete, write_json
+from pcmpipe.training.rundir.protocol import final_dir
 
 
 def run_step(step: Step, p: Pipeline, emit: OnEvent) -> None:
@@ -48,7 +49,7 @@ def _train(spec: RunSpec, emit: OnEvent) -> None:
 
 def _text_head(run_dir: Path):
     """The run's T head, through which zero-shot's P output passes the cached prompt features."""
-    from pcmpipe.training.rundir import load_heads
+    from pcmpipe.training.rundir.tensors import load_heads
 
     heads, _ = load_heads(run_dir)
     if "T" not in heads:
@@ -58,7 +59,7 @@ def _text_head(run_dir: Path):
 
 def run_evaluation(ev: EvalSpec, spec: RunSpec, cache_root: Path) -> Path:
     """Compute a zero-shot or enrichment table on a finished run; write it next to the run's test metrics."""
-    from pcmpipe.training.rundir import load_embeddings
+    from pcmpipe.training.rundir.tensors import load_embeddings
 
     run_dir = final_dir(spec.train.runs_root, spec.name)
     if not is_complete(run_dir):
@@ -66,7 +67,7 @@ def run_evaluation(ev: EvalSpec, spec: RunSpec, cache_root: Path) -> Path:
     embs = load_embeddings(run_dir)
     if ev.kind == "zeroshot":
         from pcmpipe.evaluation.zeroshot import class_vectors, run_prompt_vectors, zero_shot_table
-        from pcmpipe.training.rundir import run_config
+        from pcmpipe.training.rundir.record import run_config
 
         outputs = {}
         for o in ev.options.get("outputs", ["C"]):

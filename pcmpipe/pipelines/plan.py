@@ -16,7 +16,9 @@ from pathlib import Path
 from pcmpipe.datasets.base import SPLITS
 from pcmpipe.errors import UserError
 from pcmpipe.pipelines.spec import DataSpec, EvalSpec, Pipeline, RunSpec
-from pcmpipe.training.rundir import final_dir, is_complete, read_json, result_ok, run_config
+from pcmpipe.training.rundir.files import is_complete, read_json, result_ok
+from pcmpipe.training.rundir.protocol import final_dir
+from pcmpipe.training.rundir.record import run_config
 
 
 @dataclass

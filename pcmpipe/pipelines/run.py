@@ -14,7 +14,7 @@ from pcmpipe.pipelines.comparisons import mixed_comparisons
 from pcmpipe.pipelines.events import Note, OnEvent, PlanReady, StepFinished, StepStarted, ignore
 from pcmpipe.pipelines.plan import Step, make_plan
 from pcmpipe.pipelines.spec import PIPELINE_RECORDS, Pipeline
-from pcmpipe.training.rundir import write_json
+from pcmpipe.training.rundir.files import write_json
 
 
 def write_record(p: Pipeline) -> Path:

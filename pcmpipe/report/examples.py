@@ -51,7 +51,7 @@ def nearest_images(
     side "query": the query is the mean of its own and its `enrich` partners' embeddings ({}->I of Table 5);
     side "database": every database item is the mean of its own and its partners' embeddings (T->{})."""
     from pcmpipe.evaluation.enrichment import fuse
-    from pcmpipe.training.rundir import load_embeddings
+    from pcmpipe.training.rundir.tensors import load_embeddings
 
     embs = load_embeddings(run.directory)
     q, db = embs[query], embs[database]

@@ -2,7 +2,9 @@
 
 Every number the report prints comes through this module from a file a run wrote (test_metrics.json,
 untrained_metrics.json, metrics.jsonl, zeroshot.json, enrichment.json) or from the paper data file
-(pcmpipe.report.paper). A value that is not there is None, which the tables print as "—", never as 0.
+(pcmpipe.report.paper). A value that is not there is None, which the tables print as "—", never as 0. Run
+files are read through the run directory's tolerant readers (pcmpipe.training.rundir.files): a damaged one is a
+problem named in the report and a missing value, and a file the run wrote must match its files.json.
 """
 
 from __future__ import annotations
@@ -11,27 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pcmpipe import readback
 from pcmpipe.errors import UserError
-from pcmpipe.training.rundir import COMPLETE_MARKER, MAX_RUN_FILE, read_metrics
+from pcmpipe.training.rundir.files import COMPLETE_MARKER, CONFIG, UNTRAINED, read_metrics, read_object, read_tolerant
 
 PIPELINE_RECORDS = "_pipelines"
-
-
-def _read(path: Path, problems: list[str] | None = None) -> Any | None:
-    """A JSON file, or None when absent or unreadable; an unreadable one that exists is noted in `problems`
-    (one line naming it), so the report says why a value is missing instead of dropping it silently."""
-    if not path.is_file():
-        return None
-    try:
-        return readback.read_json(path, "file", max_bytes=MAX_RUN_FILE)  # bounded size and nesting
-    except OSError as e:
-        if problems is not None:
-            problems.append(f"{path} is damaged ({type(e).__name__}); its values are shown as missing")
-    except UserError as e:
-        if problems is not None:
-            problems.append(f"{e}; its values are shown as missing")
-    return None
 
 
 @dataclass
@@ -86,22 +71,23 @@ def _at(node: Any, *keys: Any) -> Any:
     return node
 
 
-def load_run(directory: Path) -> RunResult | None:
-    """A run directory -> RunResult, or None when it is not a run (no config.json, or a damaged one)."""
+def read_results(directory: Path) -> RunResult | None:
+    """What the report shows of a run directory -> RunResult, or None when it is not a run (no config.json, or
+    a damaged one). Not `pcmpipe.load_run`, which loads a finished run's heads to embed and search."""
     problems: list[str] = []
-    cfg = _read(directory / "config.json", problems)
+    cfg = read_tolerant(directory / CONFIG, problems, directory)
     if not isinstance(cfg, dict):
         return None
     inner = cfg.get("config")
     config = inner if isinstance(inner, dict) else cfg
     meta = {k: v for k, v in cfg.items() if k != "config"}
     objects = {
-        n: _object(directory / f, problems)
-        for n, f in (
-            ("test", COMPLETE_MARKER),
-            ("untrained", "untrained_metrics.json"),
-            ("zeroshot", "zeroshot.json"),
-            ("enrichment", "enrichment.json"),
+        n: read_object(directory / f, problems, directory if own else None)
+        for n, f, own in (
+            ("test", COMPLETE_MARKER, True),
+            ("untrained", UNTRAINED, True),
+            ("zeroshot", "zeroshot.json", False),  # written by `pcmpipe run` after the run finished
+            ("enrichment", "enrichment.json", False),
         )
     }
     try:
@@ -120,15 +106,6 @@ def load_run(directory: Path) -> RunResult | None:
     )
 
 
-def _object(path: Path, problems: list[str]) -> dict | None:
-    """A JSON object file (a result), or None; valid JSON that is not an object counts as damaged too."""
-    value = _read(path, problems)
-    if value is not None and not isinstance(value, dict):
-        problems.append(f"{path} is damaged (not a JSON object); its values are shown as missing")
-        return None
-    return value
-
-
 def load_runs(runs_root: Path, problems: list[str] | None = None) -> dict[str, RunResult]:
     """Every finished-or-not run under runs_root (in-progress `.tmp-*` directories are left out). Damaged files
     are noted in `problems`: a run's own (RunResult.problems) and a config.json too damaged to place the run."""
@@ -137,13 +114,13 @@ def load_runs(runs_root: Path, problems: list[str] | None = None) -> dict[str, R
         return out
     for d in sorted(runs_root.iterdir()):
         if d.is_dir() and not d.name.startswith((".", "_")):
-            r = load_run(d)
+            r = read_results(d)
             if r is not None:
                 out[r.name] = r
                 if problems is not None:
                     problems.extend(r.problems)
-            elif problems is not None and (d / "config.json").is_file():
-                problems.append(f"{d / 'config.json'} is damaged; run {d.name} is left out of the report")
+            elif problems is not None and (d / CONFIG).is_file():
+                problems.append(f"{d / CONFIG} is damaged; run {d.name} is left out of the report")
     return out
 
 
@@ -154,7 +131,7 @@ def load_pipeline_records(runs_root: Path, problems: list[str] | None = None) ->
     records = []
     if folder.is_dir():
         for p in sorted(folder.glob("*.json")):
-            rec = _read(p)
+            rec = read_tolerant(p)
             if isinstance(rec, dict) and isinstance(rec.get("tables"), list) and isinstance(rec.get("runs"), dict):
                 records.append(rec)
             elif problems is not None:

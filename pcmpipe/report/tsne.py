@@ -38,7 +38,7 @@ def class_styles(classes: list[str]) -> dict[str, tuple[int, str]]:
 
 def _sample(run: RunResult, modalities: list[str], max_points: int, seed: int):
     """(vectors [N, D] normalised, modality per row, class per row) of a seeded sample of the test rows."""
-    from pcmpipe.training.rundir import load_embeddings
+    from pcmpipe.training.rundir.tensors import load_embeddings
 
     try:
         embs = load_embeddings(run.directory)

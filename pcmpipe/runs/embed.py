@@ -38,11 +38,11 @@ from pcmpipe.runs.outdir import (
     check_embed_settings,
     check_out,
     is_empty_dir,
-    is_run_folder,
     remove,
     swap_in,
     temp_for,
 )
+from pcmpipe.training.rundir.files import is_run_folder
 
 FEATURE = "embedding"
 ROWS_PER_BATCH = 4096  # feature-cache rows per pass through the head (bounded memory on large caches)

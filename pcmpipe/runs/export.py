@@ -29,8 +29,10 @@ from pcmpipe.cache.lock import exclusive
 from pcmpipe.errors import UserError, file_errors
 from pcmpipe.runs.loaded import load_run
 from pcmpipe.runs.outdir import check_out, is_empty_dir, remove, swap_in, temp_for
-from pcmpipe.training import rundir
-from pcmpipe.training.run_record import EXPORT_KIND, ExportRecord, read_record
+from pcmpipe.training.rundir.files import COMPLETE_MARKER, CONFIG, EMBEDDINGS, HEADS, read_json
+from pcmpipe.training.rundir.manifest import verify
+from pcmpipe.training.rundir.record import EXPORT_KIND, ExportRecord, read_record
+from pcmpipe.training.rundir.tensors import load_embeddings
 from pcmpipe.version import __version__
 
 
@@ -144,11 +146,11 @@ def _holds_this_export(out: Path, config: dict) -> bool:
     if not isinstance(rec, ExportRecord) or rec.fingerprint != config["fingerprint"]:
         raise UserError(f"{out} is not empty; export into a new or empty directory")
     try:
-        if rundir.read_json(out / "config.json") != json.loads(json.dumps(config)):
+        if read_json(out / CONFIG) != json.loads(json.dumps(config)):
             return False
         load_run(out)
-        if (out / "embeddings").is_dir():
-            rundir.load_embeddings(out)
+        if (out / EMBEDDINGS).is_dir():
+            load_embeddings(out)
         return True
     except UserError:
         return False
@@ -202,17 +204,27 @@ def _towers(run, run_dir: Path) -> dict[str, Path]:
 
 
 def _write(run, run_dir: Path, out: Path, tmp: Path, config: dict) -> None:
-    """Every file of the export into `tmp` (which becomes `out`); config.json last."""
-    for src in _towers(run, run_dir).values():
+    """Every file of the export into `tmp` (which becomes `out`), each first compared with the run's files.json
+    (a damaged run is not exported); config.json last."""
+    towers = _towers(run, run_dir).values()
+    embeddings = sorted((run_dir / EMBEDDINGS).glob("*")) if (run_dir / EMBEDDINGS).is_dir() else []
+    for rel in (
+        *(t.name for t in towers),
+        HEADS,
+        COMPLETE_MARKER,
+        *(f"{EMBEDDINGS}/{p.name}" for p in embeddings),
+    ):
+        verify(run_dir, rel)
+    for src in towers:
         _copy(src, tmp / src.name, out / src.name)
-    _copy(run_dir / "heads.safetensors", tmp / "heads.safetensors", out / "heads.safetensors")
-    metrics = rundir.read_json(run_dir / rundir.COMPLETE_MARKER)
-    if (run_dir / "embeddings").is_dir():
-        _copy(run_dir / "embeddings", tmp / "embeddings", out / "embeddings")
+    _copy(run_dir / HEADS, tmp / HEADS, out / HEADS)
+    metrics = read_json(run_dir / COMPLETE_MARKER)
+    if embeddings:
+        _copy(run_dir / EMBEDDINGS, tmp / EMBEDDINGS, out / EMBEDDINGS)
     for name, write in (
-        (rundir.COMPLETE_MARKER, lambda path: atomic.write_json(path, metrics)),
+        (COMPLETE_MARKER, lambda path: atomic.write_json(path, metrics)),
         ("README.md", lambda path: atomic.write_text(path, model_card(config, metrics))),
-        ("config.json", lambda path: atomic.write_json(path, config)),
+        (CONFIG, lambda path: atomic.write_json(path, config)),
     ):
         with file_errors(out / name, "write", "export file"):
             write(tmp / name)

@@ -59,7 +59,7 @@ class StoredRun:
 
 def read_run_record(path: str | Path) -> StoredRun:
     """fingerprint, modalities and test split from config.json (a run's, or an export's); one line otherwise."""
-    from pcmpipe.training.run_record import read_record, settings_of
+    from pcmpipe.training.rundir.record import read_record, settings_of
 
     record = read_record(path)
     settings = settings_of(record)
@@ -69,14 +69,15 @@ def read_run_record(path: str | Path) -> StoredRun:
 def stored_gallery(run_dir: Path, modality: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     """(ids, normalised embeddings) the run stored for its test split (`embeddings/<m>.safetensors`)."""
     from pcmpipe.index import normalise
-    from pcmpipe.training import rundir
+    from pcmpipe.training.rundir.files import EMBEDDINGS
+    from pcmpipe.training.rundir.tensors import load_embeddings
 
-    if not (run_dir / "embeddings" / f"{modality}.safetensors").is_file():
+    if not (run_dir / EMBEDDINGS / f"{modality}.safetensors").is_file():
         raise UserError(
             f"{run_dir} stores no {modality} embeddings of its {split} split to search; embed a gallery with "
             f"`pcmpipe embed {run_dir} --modality {modality} ... --out DIR` and pass --gallery DIR"
         )
-    emb = rundir.load_embeddings(run_dir)[modality]
+    emb = load_embeddings(run_dir)[modality]
     return np.asarray(emb.columns["id"], dtype=str), normalise(emb.embedding.numpy())
 
 
@@ -96,6 +97,7 @@ def folder_kind(path: str | Path, wanted: str = "an embeddings cache or an index
     """'index', 'embeddings' or 'run' for a folder that looks like one, from its file names alone (no heavy
     import); otherwise one line saying what the path is and what to pass (`wanted`) instead."""
     from pcmpipe.cache.layout import manifest_in
+    from pcmpipe.training.rundir.files import is_run_folder
 
     path = Path(path)
     if not path.exists():
@@ -106,7 +108,7 @@ def folder_kind(path: str | Path, wanted: str = "an embeddings cache or an index
         return "index"
     if manifest_in(path).is_file():
         return "embeddings"
-    if (path / "config.json").is_file() and (path / "heads.safetensors").is_file():
+    if is_run_folder(path):
         return "run"
     raise UserError(f"{path} is not {wanted} (it has no manifest or index.json); {EMBED_HINT}")
 

@@ -6,7 +6,7 @@ exported folder, from its `config.json`. The backbone is built lazily on the fir
 the weights checksum the cache recorded, so a run never silently embeds with other weights. A feature cache
 passed to `embed --cache` must come from the same backbone and weights (`Run.expects`).
 
-config.json is read through `pcmpipe.training.run_record` (bounded, validated: a damaged or crafted file is one
+config.json is read through `pcmpipe.training.rundir.record` (bounded, validated: a damaged or crafted file is one
 line), and a weights string is only ever a known weights name or, in an export, a file inside the export.
 
 Embeddings are the heads' outputs L2-normalised: the cosine the losses trained, as inner products.
@@ -35,8 +35,9 @@ from pcmpipe.runs.gallery import open_gallery, search_gallery, stored_embedding,
 from pcmpipe.runs.inputs import encode_inputs
 from pcmpipe.runs.outdir import MAX_BATCH_SIZE
 from pcmpipe.runs.payload import Hit, ItemSources, item_sources
-from pcmpipe.training import rundir
-from pcmpipe.training.run_record import EXPORT_KIND, ExportRecord, LiveTower, RunRecord, read_record, settings_of
+from pcmpipe.training.rundir.files import COMPLETE_MARKER, is_complete
+from pcmpipe.training.rundir.record import EXPORT_KIND, ExportRecord, LiveTower, RunRecord, read_record, settings_of
+from pcmpipe.training.rundir.tensors import load_heads
 
 __all__ = ["EXPORT_KIND", "Run", "load_run"]
 # Keys of a backbone record: enough to rebuild it and to check it is the one the features came from.
@@ -300,16 +301,16 @@ def _export_backbones(path: Path, rec: ExportRecord) -> dict[str, dict | None]:
 
 def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     """A finished run directory (`cache/runs/<name>`) or a folder written by `pcmpipe export`. A damaged or
-    crafted config.json is one UserError line naming the field (pcmpipe.training.run_record)."""
+    crafted config.json is one UserError line naming the field (pcmpipe.training.rundir.record)."""
     path = Path(path)
     rec = read_record(path)
     if isinstance(rec, ExportRecord):
         backbones = _export_backbones(path, rec)
     else:
-        if not rundir.is_complete(path):
-            raise UserError(f"run {path} is not finished (no {rundir.COMPLETE_MARKER}); train it to the end first")
+        if not is_complete(path):
+            raise UserError(f"run {path} is not finished (no {COMPLETE_MARKER}); train it to the end first")
         backbones = backbones_of(path, rec)
-    heads, scale = rundir.load_heads(path, device)
+    heads, scale = load_heads(path, device)
     shapes = {m: tuple(h.in_shape) for m, h in heads.items()}
     cfg = settings_of(rec).model_dump(mode="json")
     return Run(path, cfg, heads, scale, shapes, backbones, rec.fingerprint, rec.model_dump(mode="json"))

@@ -18,6 +18,7 @@ from pathlib import Path
 from pcmpipe import atomic
 from pcmpipe.errors import UserError
 from pcmpipe.limits import check_int, check_workers
+from pcmpipe.training.rundir.files import is_run_folder
 
 DTYPES = ("float32", "float16")
 # 4,096 images of 224 x 224 x 3 float32 are 2.4 GB of pixels before the backbone's activations
@@ -45,11 +46,6 @@ def remove(path: Path) -> None:
         path.unlink()
     elif path.is_dir():
         shutil.rmtree(path)
-
-
-def is_run_folder(path: Path) -> bool:
-    """A run directory or an exported run: what `load_run` opens."""
-    return (path / "config.json").is_file() and (path / "heads.safetensors").is_file()
 
 
 def check_out(out: Path, flag: str, what: str) -> None:

@@ -126,7 +126,7 @@ class ItemSources:
 def item_sources(run_dir: str | Path, split: str | None = None) -> ItemSources:
     """Where each modality's rows of the run's `split` (default: its test split, the stored one) came from,
     as the caches it read recorded it. Never raises for a missing or old cache: that modality gets a note."""
-    from pcmpipe.training.run_record import ExportRecord, read_record
+    from pcmpipe.training.rundir.record import ExportRecord, read_record
 
     run_dir = Path(run_dir)
     record = read_record(run_dir)

@@ -18,7 +18,7 @@ FEATURE = "features"  # the feature extraction writes (pcmpipe.extract.plan.FEAT
 
 def splits_of(run_dir: str | Path, modality: str) -> dict[str, Path]:
     """split -> cache directory the run read for `modality` (recorded, existing); none for an export."""
-    from pcmpipe.training.run_record import ExportRecord, read_record
+    from pcmpipe.training.rundir.record import ExportRecord, read_record
 
     record = read_record(run_dir)
     if isinstance(record, ExportRecord):

@@ -162,7 +162,7 @@ def evaluate_run(
     export`: its recorded settings and cache fingerprints stand in for the run's.
     """
     from pcmpipe.samples import load_modality
-    from pcmpipe.training.rundir import load_heads
+    from pcmpipe.training.rundir.tensors import load_heads
 
     run_dir = Path(run_dir)
     rec, exported = _record(run_dir)
@@ -229,7 +229,7 @@ def _covered(cache_root, dataset: str, split: str, modalities: list[str]) -> lis
 
 def _record(run_dir: Path) -> tuple[dict, dict | None]:
     """(the run's config.json as a run directory shapes it, validated; an export's backbones, else None)."""
-    from pcmpipe.training.run_record import ExportRecord, read_record
+    from pcmpipe.training.rundir.record import ExportRecord, read_record
 
     rec = read_record(run_dir)
     if isinstance(rec, ExportRecord):

@@ -3,8 +3,8 @@
 Recipe (paper defaults, docs/training.md): AdamW lr 1e-4, weight decay 0.2 on weight matrices only, cosine
 schedule stepped per batch over epochs * steps, at most 50 epochs, early stopping after 5 epochs without a
 gain in the mean validation r@1 over all directions. Batches are index_select gathers on whole-split feature
-tensors, or windows read from the cache (pcmpipe.samples); the loop keeps per-step host work to a minimum (no
-.item() per step on GPU).
+tensors, or windows read from the cache (pcmpipe.samples); the epochs themselves are
+pcmpipe.training.stage2_epochs.
 
 The run is written into `<runs_root>/.tmp-<name>/` with a checkpoint per epoch and renamed to
 `<runs_root>/<name>/` when test metrics are written (pcmpipe.training.rundir's protocol, shared with
@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -35,7 +34,6 @@ from pcmpipe.cache.lock import reading
 from pcmpipe.config import TrainConfig, config_fingerprint
 from pcmpipe.errors import UserError
 from pcmpipe.heads import ProjectionHead
-from pcmpipe.losses import LOSSES, LossParams, TargetShares
 from pcmpipe.samples import (
     SplitData,
     SplitInfo,
@@ -48,19 +46,19 @@ from pcmpipe.samples import (
     standardisation,
 )
 from pcmpipe.samples.views import VIEW_RULE
-from pcmpipe.training import rundir as runs
-from pcmpipe.training.evaluate import embed_rows, evaluate_all, levels_available, mean_r1, non_finite, score
+from pcmpipe.training.evaluate import evaluate_all, levels_available, mean_r1, non_finite
 from pcmpipe.training.events import (
     Note,
     OnEvent,
     RunFinished,
-    ShareMonitor,
-    StepDone,
     TrainingStarted,
-    report_step,
 )
-from pcmpipe.training.optim import adamw, clamp_logit_scale, cosine_schedule, param_groups, resolve_device
-from pcmpipe.training.state import EpochProgress, Resumable, TrainState, restore, save_checkpoint
+from pcmpipe.training.optim import adamw, cosine_schedule, param_groups, resolve_device
+from pcmpipe.training.rundir import protocol
+from pcmpipe.training.rundir.files import UNTRAINED, write_json
+from pcmpipe.training.rundir.record import record_config, run_config
+from pcmpipe.training.stage2_epochs import run_epochs
+from pcmpipe.training.state import EpochProgress, Resumable, TrainState, restore
 from pcmpipe.training.tracking import tracked
 
 
@@ -122,7 +120,7 @@ def train(cfg: TrainConfig, on_event: OnEvent | None = None) -> Path:
         # every cache split the run reads is held shared to its end: an overwrite waits, never changes data under it
         splits = (named.split_train, named.split_val, named.split_test)
         with (
-            runs.run_lock(named.runs_root, str(named.name), main=dist_info.is_main, barrier=distributed.barrier),
+            protocol.run_lock(named.runs_root, str(named.name), main=dist_info.is_main, barrier=distributed.barrier),
             reading(named.cache_root, named.dataset, named.modalities, splits),
             tracked(cfg, on_event if dist_info.is_main else None, enabled=dist_info.is_main) as emit,
         ):
@@ -148,15 +146,39 @@ def _train(cfg: TrainConfig, emit: OnEvent) -> Path:
     assert cfg.name is not None and cfg.batch_size is not None, "resolved() fills the run name and batch size"
     fp = config_fingerprint(cfg)
     main = distributed.is_main()
-    claim = runs.claim(cfg.runs_root, cfg.name, fp, main=main, barrier=distributed.barrier)
+    claim = protocol.claim(cfg.runs_root, cfg.name, fp, main=main, barrier=distributed.barrier)
     for note in claim.notes:
         emit(Note(note))
     if claim.status == "done":
         return claim.final
-    final, tmp = claim.final, claim.tmp
 
     device = resolve_device(cfg.device)
     train_d, val_d, test_info = _load_data(cfg, device)
+    steps = _checked(cfg, train_d, val_d, device)
+    shapes = {m: d.shape for m, d in train_d.modalities.items()}
+    stats = standardisation(train_d.modalities, cfg.standardize)
+    parts = _parts(cfg, shapes, device, stats, steps)
+    state, progress = _begin(cfg, fp, claim, parts, steps, (train_d, val_d, test_info), device, emit)
+
+    emit(TrainingStarted(cfg.name, cfg.epochs, steps, state.epoch + 1, steps_reported=cfg.progress))
+    try:
+        run_epochs(cfg, train_d, val_d, parts, steps, state, claim.tmp, emit, fp, progress)
+    except UserError:
+        if main:  # every rank sees the same global loss, so every rank raises
+            shutil.rmtree(claim.tmp, ignore_errors=True)  # a diverged run is not worth resuming: leave nothing behind
+        raise
+
+    if not main:
+        distributed.barrier()  # rank 0 writes the test metrics and renames the run directory
+        return claim.final
+    del train_d, val_d  # the training features go before the test split comes in (peak memory)
+    return _finish(cfg, claim, parts, stats, state, test_info, shapes, device, emit)
+
+
+def _checked(cfg: TrainConfig, train_d: TrainingSplit, val_d: SplitData, device: torch.device) -> int:
+    """Refuse features float32 cannot train on, a match level the caches lack, or a split smaller than one
+    batch; move train and val to `device` -> steps per epoch."""
+    assert cfg.batch_size is not None, "resolved() fills the batch size"
     for d in (train_d, val_d):
         if bad := non_finite(d.modalities):
             raise UserError(
@@ -174,8 +196,11 @@ def _train(cfg: TrainConfig, emit: OnEvent) -> Path:
             f"the {cfg.split_train} split has {len(train_d)} samples, fewer than --batch-size "
             f"{cfg.batch_size}; lower --batch-size"
         )
-    shapes = {m: d.shape for m, d in train_d.modalities.items()}
-    stats = standardisation(train_d.modalities, cfg.standardize)
+    return steps
+
+
+def _parts(cfg: TrainConfig, shapes: dict[str, tuple[int, ...]], device: torch.device, stats, steps: int) -> Resumable:
+    """The seeded heads, their optimizer, schedule and order generator: what a checkpoint restores."""
     heads, log_scale = _build(cfg, shapes, device, stats)
     opt = adamw(param_groups(heads, [log_scale], cfg.weight_decay), cfg.lr, fused=True)
     parts = Resumable(
@@ -185,10 +210,26 @@ def _train(cfg: TrainConfig, emit: OnEvent) -> Path:
         cosine_schedule(opt, cfg.epochs * steps),
         torch.Generator().manual_seed(cfg.seed),
     )
-    for m in heads if cfg.compile else ():  # `compile: true`: the heads here, the loss arithmetic in _loop
+    for m in heads if cfg.compile else ():  # `compile: true`: the heads here, the loss arithmetic in the epochs
         heads[m].compile()
+    return parts
 
-    state = TrainState(best_scale=float(log_scale.detach().exp()))
+
+def _begin(
+    cfg: TrainConfig,
+    fp: str,
+    claim: protocol.Claim,
+    parts: Resumable,
+    steps: int,
+    data: tuple[TrainingSplit, SplitData, SplitInfo],
+    device: torch.device,
+    emit: OnEvent,
+) -> tuple[TrainState, EpochProgress | None]:
+    """Resume from the claim's checkpoint, or start the temp directory with the config record -> the state to
+    continue from and the partial epoch of a mid-epoch checkpoint."""
+    train_d, val_d, test_info = data
+    tmp, main = claim.tmp, distributed.is_main()
+    state = TrainState(best_scale=float(parts.log_scale.detach().exp()))
     # A streamed run records which shards each rank reads (a collective: every rank takes part); with the seed
     # this is the whole order, as each rank's epoch order is a function of (seed, epoch, rank, its shards).
     mine = train_d.shards_read()
@@ -201,70 +242,71 @@ def _train(cfg: TrainConfig, emit: OnEvent) -> Path:
         state = restore(claim.checkpoint, parts, tmp)
         progress = _partial_epoch(cfg, claim.checkpoint.progress, steps, tmp)
         if main:
-            runs.start_resume(tmp, state.history)
+            protocol.start_resume(tmp, state.history)
         at = f"after epoch {state.epoch}"
         if progress is not None:
             at = f"in epoch {state.epoch + 1} after step {progress.steps_done}/{steps}"
         emit(Note(f"resuming {cfg.name} {at}"))
     elif main:
-        caches = {
-            d.split: {
-                m: {
-                    "path": md.directory,
-                    "fingerprint": md.fingerprint,
-                    "rows": md.rows,
-                    # training draws one of K augmented views per epoch (`extract --views K`)
-                    **({"views": md.view_count} if md.view_count else {}),
-                }
-                for m, md in d.modalities.items()
-            }
-            for d in (train_d, val_d, test_info)
-        }
-        runs.start_fresh(
-            tmp,
-            runs.record_config(
-                cfg,
-                fp,
-                caches,
-                shapes,
-                train_d.base,
-                {d.split: len(d) for d in (train_d, val_d)},
-                device,
-                argv=sys.argv,
-                **({"stream_shards": shards} if shards is not None else {}),
-                **({"view_rule": VIEW_RULE} if cfg.stream and views else {}),
-            ),
+        record = record_config(
+            cfg,
+            fp,
+            _caches(train_d, val_d, test_info),
+            {m: d.shape for m, d in train_d.modalities.items()},
+            train_d.base,
+            {d.split: len(d) for d in (train_d, val_d)},
+            device,
+            argv=sys.argv,
+            **({"stream_shards": shards} if shards is not None else {}),
+            **({"view_rule": VIEW_RULE} if cfg.stream and views else {}),
         )
+        protocol.start_fresh(tmp, record)
     distributed.barrier()  # the run directory exists before any rank goes on
+    return state, progress
 
-    emit(TrainingStarted(cfg.name, cfg.epochs, steps, state.epoch + 1, steps_reported=cfg.progress))
-    try:
-        _loop(cfg, train_d, val_d, parts, steps, state, tmp, emit, fp, progress)
-    except UserError:
-        if main:  # every rank sees the same global loss, so every rank raises
-            shutil.rmtree(tmp, ignore_errors=True)  # a diverged run is not worth resuming: leave nothing behind
-        raise
 
-    if not main:
-        distributed.barrier()  # rank 0 writes the test metrics and renames the run directory
-        return final
-    # Best epoch -> test metrics, embeddings, heads; the completion marker last, then the rename.
-    del train_d, val_d  # the training features go before the test split comes in (peak memory)
+def _caches(*splits: TrainingSplit | SplitData | SplitInfo) -> dict[str, dict[str, dict]]:
+    """split -> modality -> the cache the run reads (config.json's "caches")."""
+    return {
+        d.split: {
+            m: {
+                "path": md.directory,
+                "fingerprint": md.fingerprint,
+                "rows": md.rows,
+                # training draws one of K augmented views per epoch (`extract --views K`)
+                **({"views": md.view_count} if md.view_count else {}),
+            }
+            for m, md in d.modalities.items()
+        }
+        for d in splits
+    }
+
+
+def _finish(
+    cfg: TrainConfig,
+    claim: protocol.Claim,
+    parts: Resumable,
+    stats,
+    state: TrainState,
+    test_info: SplitInfo,
+    shapes: dict[str, tuple[int, ...]],
+    device: torch.device,
+    emit: OnEvent,
+) -> Path:
+    """Rank 0, once training is over: the untrained and the best epoch's test metrics, then the run
+    directory's finish phase (heads, embeddings, the completion marker, files.json, the rename)."""
+    heads = parts.modules["heads"]
+    assert isinstance(heads, nn.ModuleDict), "_parts stores build_heads' ModuleDict under 'heads'"
     test_d = _test_split(cfg, test_info, device)
     untrained_heads, _ = _build(cfg, shapes, device, stats)  # the seeded init the run started from
     untrained, _ = evaluate_all(untrained_heads, test_d.modalities, cfg.eval_batch)
-    runs.write_json(tmp / "untrained_metrics.json", {"epoch": 0, "heads": "untrained (seeded init)", **untrained})
+    write_json(claim.tmp / UNTRAINED, {"epoch": 0, "heads": "untrained (seeded init)", **untrained})
     if state.best_heads is not None:
         heads.load_state_dict(state.best_heads)
     metrics, emb = evaluate_all(heads, test_d.modalities, cfg.eval_batch)
-    runs.save_heads(tmp / "heads.safetensors", heads.state_dict(), shapes, cfg.dim, state.best_scale)
-    for m, md in test_d.modalities.items():
-        runs.save_embeddings(tmp, m, emb[m], md.key, md.columns)
-    runs.write_json(
-        tmp / runs.COMPLETE_MARKER,
-        {"epoch": state.best_epoch, "match": cfg.match, "val_mean_r@1": state.best, **metrics},
-    )
-    runs.finalise(tmp, final)
+    embedded = {m: (emb[m], md.key, md.columns) for m, md in test_d.modalities.items()}
+    result = state.result(cfg.match, metrics)
+    final = protocol.finish(claim, heads.state_dict(), shapes, cfg.dim, state.best_scale, embedded, result)
     emit(RunFinished(final, state.best_epoch, mean_r1(metrics[cfg.match]), mean_r1(untrained[cfg.match])))
     distributed.barrier()  # release the other ranks: the run directory is final
     return final
@@ -287,7 +329,7 @@ def _check_view_rule(cfg: TrainConfig, views: bool, tmp: Path) -> None:
     """A streamed run with augmented views resumes only where it was begun under today's view rule
     (`pcmpipe.samples.views`); before it, streamed runs drew views per batch, so the rest of the run would
     differ from what it began."""
-    if cfg.stream and views and runs.run_config(tmp).get("view_rule") != VIEW_RULE:
+    if cfg.stream and views and run_config(tmp).get("view_rule") != VIEW_RULE:
         raise UserError(
             f"{cfg.name} was begun streamed with augmented views by an earlier pcmpipe that drew them by another "
             f"rule; it cannot resume to the same numbers: delete {tmp} and train it again"
@@ -309,113 +351,3 @@ def _partial_epoch(cfg: TrainConfig, progress: EpochProgress | None, steps: int,
             f"{progress.world} (torchrun --nproc_per_node {progress.world}), not {world}"
         )
     return progress
-
-
-def _loop(
-    cfg, train_d, val_d, parts: Resumable, steps, state: TrainState, tmp, emit: OnEvent, fp, progress=None
-) -> None:
-    """Epochs from state.epoch + 1 until cfg.epochs or early stop; checkpoint after each epoch, and every
-    `cfg.checkpoint_every` steps within one. `progress`: the partial epoch to finish first."""
-    heads, log_scale, opt = parts.modules["heads"], parts.log_scale, parts.optimizer
-    assert isinstance(heads, nn.ModuleDict), "_train stores build_heads' ModuleDict under 'heads'"
-    device = log_scale.device
-    bs = cfg.batch_size
-    main = distributed.is_main()
-    params = [*heads.parameters(), log_scale]
-    loss_fn, backend = LOSSES[cfg.loss], "inductor" if cfg.compile else None
-    loss_params = LossParams(log_scale, cfg.threshold, cfg.rho, cfg.target, cfg.rho_on, backend)
-    shares = TargetShares() if cfg.loss == "pcmr" else None
-    # the features target's view of the inputs: standardised as the heads see them
-    standardise = {m: h.standardise for m, h in heads.items() if isinstance(h, ProjectionHead)}
-    monitor = ShareMonitor(cfg.target, cfg.threshold, emit)
-    losses = torch.zeros(steps, device=device)  # per-step losses, read once per refresh, not per step
-    buffers = train_d.buffers(len(distributed.local_rows(torch.arange(bs))))  # this rank's rows, reused every step
-    # Modalities with a row for every sample need no mask: the losses then skip the mask arithmetic.
-    complete = train_d.complete()
-    refresh = max(1, steps // 20)
-    check_every = 1 if device.type == "cpu" else refresh  # a NaN check syncs the GPU; on CPU it is free
-    every = cfg.checkpoint_every
-    while state.running(cfg.epochs, cfg.patience):
-        epoch = state.epoch + 1
-        t0 = time.perf_counter()
-        start = 0
-        if progress is not None:  # the epoch a mid-epoch checkpoint interrupted: its first steps are done
-            start = progress.steps_done
-            losses[:start] = progress.losses.to(device)
-            parts.generator.set_state(progress.generator)
-            if shares is not None:
-                shares.restore(progress.extra, device)
-            t0 -= progress.train_s
-            progress = None
-        # the epoch's order is drawn from this state; a mid-epoch checkpoint keeps it to draw the order again
-        epoch_generator = parts.generator.get_state()
-        heads.train()
-        batches = train_d.epoch_batches(epoch, steps, bs, parts.generator, out=buffers, start_step=start)
-        for s, (inputs, local_present, local_rows) in enumerate(batches, start):
-            # Under torchrun: this rank's slice of the global batch in, the global batch's embeddings out.
-            local_present = {m: p for m, p in local_present.items() if m not in complete}
-            emb, present = distributed.gather_features({m: heads[m](x) for m, x in inputs.items()}, local_present)
-            # The target's inputs are gathered only when the loss needs them (PCMR), within this step. The
-            # features target compares the features as the heads see them (standardised when that is on).
-            loss = loss_fn(
-                emb,
-                present,
-                lambda inputs=inputs: distributed.gather_features(
-                    {m: standardise[m](x) for m, x in inputs.items()}, None, with_grad=False
-                )[0],
-                loss_params,
-                # the global batch's cached rows, gathered only when the target compares them
-                rows=lambda rows=local_rows: distributed.gather_features(rows, None, with_grad=False)[0],
-                shares=shares,
-            )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            distributed.average_gradients(params)
-            opt.step()
-            parts.scheduler.step()
-            clamp_logit_scale(log_scale, cfg.logit_scale_max)
-            losses[s] = loss.detach()
-            due = every is not None and (s + 1) % every == 0 and s + 1 < steps  # the epoch's end checkpoints anyway
-            if due or (s + 1) % check_every == 0 or s + 1 == steps:  # never checkpoint a diverged run
-                bad = ~torch.isfinite(losses[: s + 1])
-                if bool(bad.any()):
-                    first = int(bad.nonzero()[0])
-                    raise UserError(
-                        f"loss became NaN at epoch {epoch} step {first + 1}; lower --lr (now {cfg.lr:g}) "
-                        "or check the cached features for NaN/inf"
-                    )
-            if due and main:
-                partial = EpochProgress(
-                    s + 1,
-                    losses[: s + 1].clone(),
-                    epoch_generator,
-                    distributed.get_world_size(),
-                    time.perf_counter() - t0,
-                    shares.counts() if shares is not None else {},
-                )
-                save_checkpoint(tmp, fp, state, parts, partial)
-            if cfg.progress and report_step(s + 1, steps):
-                emit(StepDone(epoch, s + 1, steps, float(losses[s])))
-        train_time = time.perf_counter() - t0
-        mine = None
-        if main:  # the other ranks hold the same heads; they wait here for rank 0's scores
-            mine = score(embed_rows(heads, val_d.modalities, cfg.eval_batch), val_d.modalities, cfg.match)
-        val = distributed.gather_objects(mine)[0]  # every rank takes the same early-stopping decision
-        assert isinstance(val, dict), "rank 0's scores"
-        val_r1 = mean_r1(val)
-        improved = state.record(val_r1, heads, log_scale)
-        rec = {
-            "epoch": epoch,
-            "loss": float(losses.mean()),
-            "lr": opt.param_groups[0]["lr"],
-            "logit_scale": float(log_scale.detach().exp()),
-            "val_mean_r@1": val_r1,
-            "best": improved,
-            "val": val,
-            **({"target_share": monitor.epoch(epoch, shares.shares())} if shares is not None else {}),
-            "train_time_s": train_time,
-            "time_s": time.perf_counter() - t0,
-        }
-        runs.end_epoch(
-            tmp, fp, state, parts, rec, steps, epochs=cfg.epochs, patience=cfg.patience, emit=emit, write=main
-        )

@@ -29,15 +29,17 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from pcmpipe.checksums import save_tensors, state_sha256
+from pcmpipe.checksums import check_tensors, save_tensors
 from pcmpipe.errors import UserError
+from pcmpipe.training.events import EpochDone, OnEvent
+from pcmpipe.training.rundir.files import write_metrics
 
 CHECKPOINT = "checkpoint.safetensors"
 FORMAT = "pcmpipe-checkpoint/1"
 FORMAT_PARTIAL = "pcmpipe-checkpoint/2"  # with a partial epoch (module docstring)
 # safetensors checks its header but not the data: a flipped byte in a tensor would load as a silently wrong
-# weight, so the files pcmpipe writes carry `state_sha256` of their tensors in the metadata, and the
-# readers compare it
+# weight, so the files pcmpipe writes carry `state_sha256` of their tensors and a digest of the whole content in
+# the metadata (pcmpipe.checksums), and the readers compare them
 
 
 @dataclass
@@ -70,6 +72,10 @@ class TrainState:
         else:
             self.bad_epochs += 1
         return improved
+
+    def result(self, match: str, metrics: dict[str, Any]) -> dict[str, Any]:
+        """The completion marker's content (test_metrics.json): the best epoch and its test metrics."""
+        return {"epoch": self.best_epoch, "match": match, "val_mean_r@1": self.best, **metrics}
 
     def finish_epoch(self, rec: dict, steps: int) -> None:
         self.history.append(rec)
@@ -206,9 +212,9 @@ def load_checkpoint(run_dir: Path) -> Checkpoint | None:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
         if meta.get("format") not in (FORMAT, FORMAT_PARTIAL):
             raise ValueError(f"format {meta.get('format')!r}")
-        # checkpoints written before the checksum have none; every later one must match it
-        if "sha256" in header and header["sha256"] != state_sha256(tensors):
-            raise ValueError("checksum mismatch")
+        # checkpoints written before a digest carry none; every later one must match: the tensors' sha256, and
+        # the content digest over them and the JSON (state, optimizer groups, scheduler) that resumes the run
+        check_tensors(tensors, header)
         ckpt = Checkpoint(meta["fingerprint"], tensors, meta)
         ckpt.progress  # noqa: B018 -- a partial epoch's record must be whole too (KeyError here, not mid-resume)
     except (OSError, SafetensorError, KeyError, ValueError, TypeError) as e:  # written atomically: damage from outside
@@ -239,3 +245,37 @@ def restore(ckpt: Checkpoint, parts: Resumable, where: Path) -> TrainState:
     has_best = record.pop("has_best_heads")
     best = {k[len("best_heads.") :]: v for k, v in ckpt.tensors.items() if k.startswith("best_heads.")}
     return TrainState(**record, best_heads=best if has_best else None)
+
+
+def end_epoch(
+    tmp: Path,
+    fingerprint: str,
+    state: TrainState,
+    parts: Resumable,
+    record: dict[str, Any],
+    steps: int,
+    *,
+    epochs: int,
+    patience: int,
+    emit: OnEvent,
+    write: bool = True,
+) -> None:
+    """The end of an epoch in both recipes: record it in the state, make it durable (checkpoint, then
+    metrics.jsonl; `write` is False on the ranks that do not write under torchrun), then report it."""
+    state.finish_epoch(record, steps)
+    if write:
+        save_checkpoint(tmp, fingerprint, state, parts)
+        write_metrics(tmp, state.history)
+    emit(
+        EpochDone(
+            state.epoch,
+            epochs,
+            record["loss"],
+            record["val_mean_r@1"],
+            state.best,
+            state.best_epoch,
+            record["lr"],
+            record["time_s"],
+            state.stopped_early(patience),
+        )
+    )

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from pcmpipe.errors import UserError
+from pcmpipe.evaluation.embeddings import RunEmbeddings
 from pcmpipe.evaluation.enrichment import enrichment_table, fuse, parse_block, recall_at_1
 from pcmpipe.evaluation.metrics import recall_at_k
-from pcmpipe.training.rundir import RunEmbeddings
 
 
 def _emb(vectors, key, **columns) -> RunEmbeddings:

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from pcmpipe.errors import UserError
+from pcmpipe.evaluation.embeddings import RunEmbeddings
 from pcmpipe.evaluation.zeroshot import combine_inputs, per_image, zero_shot_t1, zero_shot_table
-from pcmpipe.training.rundir import RunEmbeddings
 
 
 def _emb(vectors, key, **columns) -> RunEmbeddings:

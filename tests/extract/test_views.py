@@ -263,7 +263,6 @@ def test_a_streamed_run_with_views_begun_under_the_earlier_rule_is_refused(tmp_p
     """Streamed runs once drew views per batch: one interrupted under that rule cannot resume to its numbers, so
     it is refused in one line (its record lacks "view_rule"); one begun under today's rule resumes."""
     from pcmpipe.training import rundir as runs
-    from pcmpipe.training import stage2
     from pcmpipe.training.state import save_checkpoint
 
     root = _planted_two_bases(tmp_path / "c", K)
@@ -277,7 +276,7 @@ def test_a_streamed_run_with_views_begun_under_the_earlier_rule_is_refused(tmp_p
         raise KeyboardInterrupt  # right after the first mid-epoch checkpoint
 
     with monkeypatch.context() as m:
-        m.setattr(stage2, "save_checkpoint", save_then_stop)
+        m.setattr("pcmpipe.training.stage2_epochs.save_checkpoint", save_then_stop)
         with pytest.raises(KeyboardInterrupt):
             train(cfg)
     tmp = runs.temp_dir(tmp_path / "runs", "v")

@@ -144,7 +144,12 @@ def _outcome(run_dir: Path) -> dict:
         "files": {
             str(p.relative_to(run_dir)): _tensors_and_metadata(p) for p in sorted(run_dir.rglob("*.safetensors"))
         },
-        "extra": {p.name: runs.read_json(p) for p in sorted(run_dir.glob("*.json")) if p.name != "config.json"},
+        # config.json records argv and paths, and files.json the bytes of it and of metrics.jsonl (with timings)
+        "extra": {
+            p.name: runs.read_json(p)
+            for p in sorted(run_dir.glob("*.json"))
+            if p.name not in ("config.json", "files.json")
+        },
     }
 
 

@@ -80,7 +80,7 @@ def _interrupt_after_first_epoch(cache: Path, runs_root: Path, loss: str, monkey
         {**_settings(loss), "cache_root": str(cache), "runs_root": str(runs_root), "name": loss}
     )
     with monkeypatch.context() as m:
-        m.setattr(runs, "write_metrics", interrupted)  # called right after each epoch's checkpoint
+        m.setattr("pcmpipe.training.state.write_metrics", interrupted)  # called right after each epoch's checkpoint
         with pytest.raises(KeyboardInterrupt):
             train(cfg)
     tmp = runs.temp_dir(runs_root, loss)

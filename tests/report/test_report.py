@@ -245,9 +245,10 @@ def test_plain_train_runs_say_where_their_data_came_from(tmp_path):
             else "flickr8k: real flickr8k data; root ?"
         )
     assert origins == {"synthetic": "synthetic", "real": "real"}
-    # a run recorded before runs noted their data origin
+    # a run recorded before runs noted their data origin (and before files.json)
     config = run / "config.json"
     config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text()).items() if k != "data_origin"}))
+    (run / "files.json").unlink()
     assert (
         build_report(tmp_path / "runs-real").sections[0].provenance[0].startswith("flickr8k: data origin not recorded")
     )

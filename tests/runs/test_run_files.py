@@ -32,9 +32,12 @@ def _copy(folder: Path, where: Path) -> Path:
 
 
 def _edit(folder: Path, change) -> None:
+    """A crafted config.json, in a run without files.json (which would refuse any edit before the config is
+    parsed: tests/training/test_run_manifest.py), so that what the config's validation says is tested."""
     path = folder / "config.json"
     value = change(json.loads(path.read_text()))
     path.write_text(value if isinstance(value, str) else json.dumps(value))
+    (folder / "files.json").unlink(missing_ok=True)
 
 
 def _one_line(args: list) -> str:

@@ -108,7 +108,7 @@ def test_a_partial_epoch_without_its_losses_is_one_line_not_a_wrong_resume(cache
 
     cfg = TrainConfig.from_dict(settings(cache, tmp_path, epochs=1, checkpoint_every=5))
     with monkeypatch.context() as m:
-        m.setattr(stage2, "save_checkpoint", save_then_stop)
+        m.setattr("pcmpipe.training.stage2_epochs.save_checkpoint", save_then_stop)
         with pytest.raises(KeyboardInterrupt):
             stage2.train(cfg)
     tmp = runs.temp_dir(tmp_path, "r")

@@ -46,7 +46,7 @@ def pristine(tmp_path_factory) -> dict:
     run_pipeline(load_pipeline(spec, cache_root=str(cache), runs_root=str(runs_root)))
     # an interrupted run under another name: its temp directory holds the epoch-1 checkpoint
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(runs, "write_metrics", _stop)  # right after the first epoch's checkpoint
+        m.setattr("pcmpipe.training.state.write_metrics", _stop)  # right after the first epoch's checkpoint
         assert CliRunner().invoke(app, _train_args(cache, runs_root, "part")).exit_code == 130
     assert (runs_root / ".tmp-part" / CHECKPOINT).is_file()
     evaluated = CliRunner().invoke(app, ["evaluate", str(runs_root / NAME), "--device", "cpu"])

@@ -317,7 +317,7 @@ def test_resume_from_a_kill_in_the_final_phase(cache, tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     with monkeypatch.context() as m:
-        m.setattr(runs, "save_embeddings", interrupted)
+        m.setattr("pcmpipe.training.rundir.protocol.save_embeddings", interrupted)
         with pytest.raises(KeyboardInterrupt):
             train(cfg)
     tmp = tmp_path / "runs" / ".tmp-late2"
@@ -401,7 +401,7 @@ def test_checkpoint_is_safetensors_with_json_and_restores_exactly(cache, tmp_pat
 
     cfg = _cfg(cache, tmp_path, epochs=3, name="ckpt")
     with monkeypatch.context() as m:
-        m.setattr(runs, "write_metrics", stop)  # right after the first epoch's checkpoint
+        m.setattr("pcmpipe.training.state.write_metrics", stop)  # right after the first epoch's checkpoint
         with pytest.raises(KeyboardInterrupt):
             train(cfg)
     tmp = runs.temp_dir(tmp_path / "runs", "ckpt")
@@ -489,8 +489,9 @@ def test_evaluate_finds_a_relative_cache_root_from_another_directory(tmp_path, m
     want = runs.read_json(run / runs.COMPLETE_MARKER)["instance"]
     assert evaluate_run(run, match="instance")["instance"] == want
     rec = runs.run_config(run)
-    del rec["cache_root_resolved"]  # as an older pcmpipe wrote it
+    del rec["cache_root_resolved"]  # as an older pcmpipe wrote it, without files.json
     runs.write_json(run / "config.json", rec)
+    (run / "files.json").unlink()
     assert evaluate_run(run, match="instance")["instance"] == want
     (tmp_path / "cache" / "synth").rename(tmp_path / "cache" / "moved")  # the message says where it looked
     with pytest.raises(UserError, match=f"evaluate looked under {tmp_path / 'cache'};"):

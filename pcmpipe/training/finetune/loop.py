@@ -17,32 +17,25 @@ import torch
 
 from pcmpipe.errors import UserError
 from pcmpipe.losses import LOSSES, LossParams, TargetShares
-from pcmpipe.training import rundir as runs
 from pcmpipe.training.evaluate import embed_rows, mean_r1, score
 from pcmpipe.training.events import OnEvent, ShareMonitor, StepDone, TrainingStarted, report_step
 from pcmpipe.training.finetune.data import LiveInputs, eval_modalities, live_loader, live_transform
 from pcmpipe.training.finetune.model import Coordinator, save_backbone
 from pcmpipe.training.optim import clamp_logit_scale
-from pcmpipe.training.state import Resumable, TrainState
+from pcmpipe.training.state import Resumable, TrainState, end_epoch
 
 
 def _group_lrs(opt) -> dict[str, float]:
     return {g.get("name", str(i)): g["lr"] for i, g in enumerate(opt.param_groups)}
 
 
-def run_epochs(
-    cfg, fp, model: Coordinator, live, splits, parts: Resumable, amp, steps, state: TrainState, tmp, emit: OnEvent
-) -> None:
-    """Epochs from state.epoch + 1 until cfg.epochs or early stop; checkpoint after each epoch."""
+def _inputs(cfg, live: dict, train_d, train_recs) -> LiveInputs:
+    """The training split's raw inputs of the live modalities, augmented (images and EDA captions)."""
     from pcmpipe.augment import EDA
 
-    opt, scaler = parts.optimizer, parts.scaler
-    train_d, train_recs = splits[cfg.split_train]
-    val_d, val_recs = splits[cfg.split_val]
-    device = model.log_scale.device
     transforms = {m: live_transform(bb, cfg.augment) for m, bb in live.items() if bb.modality_kind == "image"}
     image_tf = next(iter(transforms.values()), None)
-    inputs_ds = LiveInputs(
+    return LiveInputs(
         train_recs,
         {m: bb.modality_kind for m, bb in live.items()},
         train_d.idx,
@@ -52,6 +45,44 @@ def run_epochs(
         cfg.seed,
         len(train_d),
     )
+
+
+def _batch(samples: torch.Tensor, raw: dict, train_d, live: dict, tokenizers: dict) -> tuple[dict, dict]:
+    """A step's inputs per modality (tokens, pixels, or cached features gathered) and presence masks."""
+    inputs, present = {}, {}
+    for m, d in train_d.modalities.items():
+        present[m] = train_d.present[m].index_select(0, samples)
+        if m in tokenizers:
+            inputs[m] = tokenizers[m](raw[m]).to(samples.device)
+        elif m in live:
+            inputs[m] = torch.stack(raw[m]).to(samples.device, non_blocking=True)
+        else:
+            inputs[m] = d.features.index_select(0, train_d.idx[m].index_select(0, samples))
+    return inputs, present
+
+
+def _validate(cfg, model: Coordinator, live: dict, val_split, state: TrainState, tmp, device) -> tuple[dict, bool]:
+    """Score the validation split and record the epoch for early stopping; an improvement writes each unfrozen
+    tower's weights (the best epoch's) -> (scores, improved)."""
+    val_d, val_recs = val_split
+    val_mods = eval_modalities(model, live, val_d, val_recs, cfg, device)
+    val = score(embed_rows(model.heads, val_mods, cfg.eval_batch), val_mods, cfg.match)
+    improved = state.record(mean_r1(val), model.heads, model.log_scale)
+    if improved:
+        for m in model.towers:
+            path = tmp / f"{model.kinds[m]}_backbone.safetensors"
+            save_backbone(path, model.backbone_state(m), live[m], model.kinds[m], cfg.name)
+    return val, improved
+
+
+def run_epochs(
+    cfg, fp, model: Coordinator, live, splits, parts: Resumable, amp, steps, state: TrainState, tmp, emit: OnEvent
+) -> None:
+    """Epochs from state.epoch + 1 until cfg.epochs or early stop; checkpoint after each epoch."""
+    opt, scaler = parts.optimizer, parts.scaler
+    train_d, train_recs = splits[cfg.split_train]
+    device = model.log_scale.device
+    inputs_ds = _inputs(cfg, live, train_d, train_recs)
     tokenizers = {m: bb.preprocess for m, bb in live.items() if bb.modality_kind == "text"}
     n, bs = len(train_d), cfg.batch_size
     loss_fn, loss_params = LOSSES[cfg.loss], LossParams(model.log_scale, cfg.threshold, cfg.rho, cfg.target, cfg.rho_on)
@@ -69,15 +100,7 @@ def run_epochs(
         lr_start = _group_lrs(opt)
         for s, (samples, raw) in enumerate(loader):
             samples = samples.to(device)
-            inputs, present = {}, {}
-            for m, d in train_d.modalities.items():
-                present[m] = train_d.present[m].index_select(0, samples)
-                if m in tokenizers:
-                    inputs[m] = tokenizers[m](raw[m]).to(device)
-                elif m in live:
-                    inputs[m] = torch.stack(raw[m]).to(device, non_blocking=True)
-                else:
-                    inputs[m] = d.features.index_select(0, train_d.idx[m].index_select(0, samples))
+            inputs, present = _batch(samples, raw, train_d, live, tokenizers)
             with torch.autocast("cuda", dtype=amp) if amp is not None else torch.autocast("cpu", enabled=False):
                 feats = {m: (model.features(m, x) if m in live else x) for m, x in inputs.items()}
             emb = {m: model.heads[m](f.float()) for m, f in feats.items()}
@@ -106,30 +129,18 @@ def run_epochs(
                 emit(StepDone(epoch, s + 1, steps, float(losses[s])))
         train_time = time.perf_counter() - t0
 
-        val_mods = eval_modalities(model, live, val_d, val_recs, cfg, device)
-        val = score(embed_rows(model.heads, val_mods, cfg.eval_batch), val_mods, cfg.match)
-        val_r1 = mean_r1(val)
-        improved = state.record(val_r1, model.heads, model.log_scale)
-        if improved:
-            for m in model.towers:
-                save_backbone(
-                    tmp / f"{model.kinds[m]}_backbone.safetensors",
-                    model.backbone_state(m),
-                    live[m],
-                    model.kinds[m],
-                    cfg.name,
-                )
+        val, improved = _validate(cfg, model, live, splits[cfg.split_val], state, tmp, device)
         rec: dict[str, Any] = {
             "epoch": epoch,
             "loss": float(losses.mean()),
             "lr_start": lr_start,
             "lr": _group_lrs(opt),
             "logit_scale": float(model.log_scale.detach().exp()),
-            "val_mean_r@1": val_r1,
+            "val_mean_r@1": mean_r1(val),
             "best": improved,
             "val": val,
             **({"target_share": monitor.epoch(epoch, shares.shares())} if shares is not None else {}),
             "train_time_s": train_time,
             "time_s": time.perf_counter() - t0,
         }
-        runs.end_epoch(tmp, fp, state, parts, rec, steps, epochs=cfg.epochs, patience=cfg.patience, emit=emit)
+        end_epoch(tmp, fp, state, parts, rec, steps, epochs=cfg.epochs, patience=cfg.patience, emit=emit)

@@ -22,11 +22,13 @@ from safetensors.torch import load_file
 from pcmpipe.config import FinetuneConfig, config_fingerprint
 from pcmpipe.errors import UserError
 from pcmpipe.heads import ProjectionHead
-from pcmpipe.training import rundir as runs
 from pcmpipe.training.evaluate import evaluate_all, mean_r1
 from pcmpipe.training.events import Note, OnEvent, RunFinished
 from pcmpipe.training.finetune.model import Coordinator, in_tower, optimizer_groups, save_backbone
 from pcmpipe.training.optim import adamw, cosine_schedule, resolve_device
+from pcmpipe.training.rundir import protocol
+from pcmpipe.training.rundir.files import UNTRAINED, write_json
+from pcmpipe.training.rundir.record import record_config
 from pcmpipe.training.state import Resumable, TrainState, restore
 
 
@@ -62,7 +64,7 @@ def _record_config(
         m: {"name": sources.live[m].name, "kind": model.kinds[m], "base_weights": sources.live[m].meta.get("weights")}
         for m in model.towers
     }
-    return runs.record_config(cfg, fp, caches, shapes, base, sizes, device, stage="finetune", backbones=backbones)
+    return record_config(cfg, fp, caches, shapes, base, sizes, device, stage="finetune", backbones=backbones)
 
 
 def finetune(cfg: FinetuneConfig, on_event: OnEvent | None = None) -> Path:
@@ -71,7 +73,7 @@ def finetune(cfg: FinetuneConfig, on_event: OnEvent | None = None) -> Path:
     from pcmpipe.training.tracking import tracked
 
     named = cfg.resolved()  # the run's name, for its lock (held from the claim to the rename)
-    with runs.run_lock(named.runs_root, str(named.name)), tracked(cfg, on_event) as emit:
+    with protocol.run_lock(named.runs_root, str(named.name)), tracked(cfg, on_event) as emit:
         return _finetune(cfg, emit)
 
 
@@ -85,7 +87,7 @@ def _finetune(cfg: FinetuneConfig, emit: OnEvent) -> Path:
     # resolved() fills the name and batch size; the schema refuses a config without data_root
     assert cfg.name is not None and cfg.batch_size is not None and cfg.data_root is not None
     fp = config_fingerprint(cfg)
-    claim = runs.claim(cfg.runs_root, cfg.name, fp)
+    claim = protocol.claim(cfg.runs_root, cfg.name, fp)
     for note in claim.notes:
         emit(Note(note))
     if claim.status == "done":
@@ -141,16 +143,16 @@ def _finetune(cfg: FinetuneConfig, emit: OnEvent) -> Path:
     state = TrainState(best_scale=float(model.log_scale.detach().exp()))
     if claim.checkpoint is not None:
         state = restore(claim.checkpoint, parts, tmp)
-        runs.start_resume(tmp, state.history)
+        protocol.start_resume(tmp, state.history)
         emit(Note(f"resuming {cfg.name} after epoch {state.epoch}"))
     else:
         sizes = {s: len(d) for s, (d, _) in splits.items()}
-        runs.start_fresh(tmp, _record_config(cfg, fp, sources, model, shapes, train_d.base, sizes, device))
+        protocol.start_fresh(tmp, _record_config(cfg, fp, sources, model, shapes, train_d.base, sizes, device))
         test_d, test_recs = splits[cfg.split_test]
         untrained, _ = evaluate_all(
             model.heads, eval_modalities(model, live, test_d, test_recs, cfg, device), cfg.eval_batch
         )
-        runs.write_json(tmp / "untrained_metrics.json", {"epoch": 0, "heads": "untrained (seeded init)", **untrained})
+        write_json(tmp / UNTRAINED, {"epoch": 0, "heads": "untrained (seeded init)", **untrained})
 
     run_epochs(cfg, fp, model, live, splits, parts, amp, steps, state, tmp, emit)
     return _finish(cfg, model, live, splits, state, claim, shapes, emit, device)
@@ -170,15 +172,17 @@ def _finish(cfg, model, live, splits, state: TrainState, claim, shapes, emit: On
     test_d, test_recs = splits[cfg.split_test]
     mods = eval_modalities(model, live, test_d, test_recs, cfg, device)
     metrics, emb = evaluate_all(model.heads, mods, cfg.eval_batch)
-    runs.save_heads(tmp / "heads.safetensors", model.heads.state_dict(), shapes, cfg.dim, state.best_scale)
-    for m, d in mods.items():
-        runs.save_embeddings(tmp, m, emb[m], d.key, d.columns)
-    _save_best_backbones(cfg, model, live, tmp)
-    runs.write_json(
-        tmp / runs.COMPLETE_MARKER,
-        {"epoch": state.best_epoch, "match": cfg.match, "val_mean_r@1": state.best, **metrics},
+    embedded = {m: (emb[m], d.key, d.columns) for m, d in mods.items()}
+    protocol.finish(
+        claim,
+        model.heads.state_dict(),
+        shapes,
+        cfg.dim,
+        state.best_scale,
+        embedded,
+        state.result(cfg.match, metrics),
+        more=lambda tmp: _save_best_backbones(cfg, model, live, tmp),
     )
-    runs.finalise(tmp, claim.final)
     emit(RunFinished(claim.final, state.best_epoch, mean_r1(metrics[cfg.match])))
     return claim.final
 

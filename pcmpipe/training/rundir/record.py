@@ -4,8 +4,9 @@
 
 Every reader goes through these models and pcmpipe.readback (bounded size and nesting): the files may have been
 damaged, hand-edited or crafted, and a missing key or a string where a mapping belongs is one line naming the
-field, never a KeyError deep inside. `read_record` reads either config.json; pcmpipe.training.rundir reads a run's
-own files. Torch is imported only to record versions, so the CLI can check a modality name before the heavy imports.
+field, never a KeyError deep inside. `read_record` reads either config.json, `run_record` / `run_config` a run's
+(compared with its files.json where it has one). Torch is imported only to record versions, so the CLI can check a
+modality name before the heavy imports.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from pcmpipe import readback
 from pcmpipe.errors import UserError
-from pcmpipe.readback import read_json, validate
+from pcmpipe.training.rundir.files import CONFIG, read_json, validated
+from pcmpipe.training.rundir.manifest import verify
 
 EXPORT_KIND = "pcmpipe-heads"  # config.json "kind" of an exported folder
 # Modality names also key the heads' state dict (no "."); a name is never a path.
@@ -183,17 +186,18 @@ class ExportRecord(BaseModel):
 def read_record(path: str | Path) -> RunRecord | ExportRecord:
     """The validated config.json of a run directory or an exported folder; one UserError line otherwise."""
     path = Path(path)
-    file = path / "config.json"
+    file = path / CONFIG
     if path.exists() and not path.is_dir():
         raise UserError(f"{path} is a file, not a run directory or an exported run")
     if not file.is_file():
         raise UserError(f"{path} is not a run directory or an exported run (no config.json)")
-    value: Any = read_json(file, "run config")
+    verify(path, CONFIG)  # a run's files.json (an export has none)
+    value: Any = readback.read_json(file, "run config")
     if not isinstance(value, dict):
         raise UserError(f"run config {file} holds a JSON {type(value).__name__}, not an object; it is damaged")
     if value.get("kind") == EXPORT_KIND:
-        return validate(ExportRecord, value, f"export config {file}")
-    return validate(RunRecord, value, f"run config {file}")
+        return readback.validate(ExportRecord, value, f"export config {file}")
+    return readback.validate(RunRecord, value, f"run config {file}")
 
 
 def settings_of(record: RunRecord | ExportRecord) -> RecordedSettings:
@@ -203,3 +207,22 @@ def settings_of(record: RunRecord | ExportRecord) -> RecordedSettings:
 def modalities_of(record: RunRecord | ExportRecord) -> list[str]:
     """The modalities a run or export has heads for."""
     return list(record.modalities) if isinstance(record, ExportRecord) else list(record.config.modalities)
+
+
+def _read_record(run_dir: str | Path) -> tuple[dict[str, Any], RunRecord]:
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise UserError(f"{run_dir} is not a run directory (no config.json)")
+    verify(run_dir, CONFIG)
+    value = read_json(path, "run config")
+    return value, validated(RunRecord, value, f"run config {path}")
+
+
+def run_record(run_dir: str | Path) -> RunRecord:
+    """The config.json of a run, validated (`RunRecord`); one UserError line when absent, damaged or crafted."""
+    return _read_record(run_dir)[1]
+
+
+def run_config(run_dir: str | Path) -> dict[str, Any]:
+    """The config.json of a run as plain data (resolved settings under "config"), checked to be a `RunRecord`."""
+    return _read_record(run_dir)[0]
