@@ -21,7 +21,6 @@ from pcmpipe.backbones import create_backbone
 from pcmpipe.cache import cache_dir, open_cache
 from pcmpipe.cache.layout import errors_in, manifest_in
 from pcmpipe.datasets import load_audio, open_dataset
-from pcmpipe.datasets.synthetic import synth
 from pcmpipe.errors import UserError
 from pcmpipe.extract import extract
 from pcmpipe.extract.batching import PaddingMeter, length_batches
@@ -53,17 +52,13 @@ TINY_FLAGS = [
 
 
 @pytest.fixture(scope="module")
-def flickr(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("flickr8k")
-    synth("flickr8k", root, images=6, seed=1)  # 4 / 1 / 1 images, 5 captions each
-    return root
+def flickr(synth_dataset) -> Path:
+    return synth_dataset("flickr8k", images=6, seed=1)  # 4 / 1 / 1 images, 5 captions each
 
 
 @pytest.fixture(scope="module")
-def cub(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("cub")
-    synth("cub", root, images=1, seed=2)
-    return root
+def cub(synth_dataset) -> Path:
+    return synth_dataset("cub", images=1, seed=2)
 
 
 def _read(cache_root: Path, dataset: str, m: str, split: str):

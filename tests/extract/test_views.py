@@ -16,7 +16,6 @@ import torch
 from pcmpipe.augment.views import ViewSpec, view_seed
 from pcmpipe.cache import ShardWriter, cache_dir, open_cache
 from pcmpipe.config import TrainConfig
-from pcmpipe.datasets.synthetic import synth
 from pcmpipe.errors import UserError
 from pcmpipe.extract import extract
 from pcmpipe.extract.plan import split_views
@@ -36,10 +35,8 @@ K = 2
 
 
 @pytest.fixture(scope="module")
-def flickr(tmp_path_factory):
-    root = tmp_path_factory.mktemp("views") / "flickr"
-    synth("flickr8k", root, images=6, seed=1)
-    return root
+def flickr(synth_dataset):
+    return synth_dataset("flickr8k", images=6, seed=1)
 
 
 def _extract(root, cache_root, **kw):

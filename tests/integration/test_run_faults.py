@@ -219,12 +219,8 @@ def test_run_killed_anywhere_resumes_to_the_uninterrupted_pipeline(cache, tmp_pa
 
 
 @pytest.fixture(scope="module")
-def cub(tmp_path_factory) -> Path:
-    from pcmpipe.datasets.synthetic import synth
-
-    root = tmp_path_factory.mktemp("cub")
-    synth("cub", root, images=2, seed=0)  # 150 train / 150 val / 100 test images
-    return root
+def cub(synth_dataset) -> Path:
+    return synth_dataset("cub", images=2, seed=0)  # 150 train / 150 val / 100 test images
 
 
 def _finetune_args(cub: Path, tmp: Path, runs_root: Path) -> list[str]:
