@@ -51,6 +51,7 @@ def _read(cache_root, m, split="train"):
     return reader, {n: f[order] for n, f in feats.items()}
 
 
+@pytest.mark.slow  # five extractions, with and without augmented views
 def test_views_are_extracted_seeded_and_fingerprinted_only_when_asked(flickr, tmp_path):
     _extract(flickr, tmp_path / "plain")
     _extract(flickr, tmp_path / "views", views=K)
@@ -328,6 +329,7 @@ def test_the_paper_pipelines_extract_views_and_the_demo_fewer():
     assert all(d["extract"]["views"] == DEMO_VIEWS < 4 for d in doc["data"].values())
 
 
+@pytest.mark.slow  # two `pcmpipe extract` processes
 def test_cli_extract_views(flickr, tmp_path):
     import subprocess
     import sys

@@ -170,6 +170,7 @@ def test_sigkill_sweep_then_resume_is_byte_identical(flickr, reference, tmp_path
         assert len(set(cols["id"].tolist())) == len(cols["id"])
 
 
+@pytest.mark.slow  # three extraction processes after the reference's: half a CPU minute
 def test_two_extractions_into_one_new_cache(flickr, reference, tmp_path):
     cache = tmp_path / "shared"
     cmd = _command(flickr, cache)

@@ -329,6 +329,7 @@ def test_all_frozen_trains_heads_only(cub, tmp_path):
     }
 
 
+@pytest.mark.slow  # a text fine-tuning run, then zero-shot through its tower
 def test_prompts_of_a_text_finetuned_run_go_through_its_own_tower(cub, tmp_path):
     """Zero-shot's P output of a run that fine-tuned T: the prompts are encoded by the run's tower (the one its
     T head was trained on), not the frozen one. The run also trains PCMR with the shared target and logs the
@@ -361,6 +362,7 @@ def test_standardisation_is_refused_by_fine_tuning(cub, tmp_path):
         finetune(_cfg(cub, tmp_path, standardize="center"))
 
 
+@pytest.mark.slow  # a fine-tuning run of several epochs
 def test_the_finetune_bar_reaches_the_last_step_of_every_epoch(cub, tmp_path):
     """Fine-tuning reports its steps as stage two does: the CLI's bar (tests/bar_trace.py) moves to the last step
     of every epoch (it stood at 0 for the whole run: the loop sent no step events)."""

@@ -54,6 +54,7 @@ def settings(cache: Path, runs_root: Path, **kw) -> dict:
     return {**SETTINGS, "cache_root": str(cache), "runs_root": str(runs_root), "name": "r", **kw}
 
 
+@pytest.mark.slow  # a reference run, a run SIGKILLed within an epoch and its resume, each a real process
 @pytest.mark.parametrize(("mode", "loss"), [("memory", "pcmc"), ("streamed", "pcmr")])
 def test_sigkill_within_an_epoch_resumes_to_the_uninterrupted_run(cache, tmp_path, mode, loss):
     from pcmpipe.training.stage2 import train
