@@ -1,6 +1,6 @@
 """One real file of every kind pcmpipe writes or reads back, each written by pcmpipe itself (for the fuzz test).
 
-`build_pristine(trained, root)` takes tests/runs/conftest.py's `trained` (a synthetic Flickr8k, its I/T caches
+`build_pristine(trained, root)` takes tests/conftest.py's `trained` (a synthetic Flickr8k, its I/T caches
 and a finished run) and lays out under root:
 
     cache/                 a copy of the Parquet caches and the run (cache/runs/walk: config.json, metrics.jsonl,

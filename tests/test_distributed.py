@@ -210,14 +210,14 @@ def _worker_loop(outdir: Path) -> None:
 EXTRACT_MODALITIES = ["T", "S", "I"]
 
 
-def _extract(data: Path, cache: Path) -> None:
+def _extract(data: Path, cache: Path, splits: list[str] | None = None) -> None:
     from extraction import extract
 
     extract(
         "flickr8k",
         data,
         modalities=EXTRACT_MODALITIES,
-        splits=["train"],
+        splits=splits or ["train"],
         device="cpu",
         workers=0,
         backbones={"image": "clip-tiny-image", "text": "clip-tiny-text", "audio": "hubert-tiny"},
@@ -226,6 +226,17 @@ def _extract(data: Path, cache: Path) -> None:
         rows_per_shard=4,
         cache_root=cache,
     )
+
+
+def _extract_command(data: Path, cache: Path) -> list[str]:
+    """`pcmpipe extract` with `_extract`'s settings, every split."""
+    return [
+        "-m", "pcmpipe", "extract", "--dataset", "flickr8k", "--root", str(data), "--cache-root", str(cache),
+        "--modalities", ",".join(EXTRACT_MODALITIES), "--device", "cpu", "--workers", "0", "--batch-size", "3",
+        "--rows-per-shard", "4", "--image-backbone", "clip-tiny-image", "--text-backbone", "clip-tiny-text",
+        "--audio-backbone", "hubert-tiny", "--weights-image", "random:0", "--weights-text", "random:0",
+        "--weights-audio", "random:0",
+    ]  # fmt: skip
 
 
 def _worker_extract(outdir: Path, data: Path, kill_after: int) -> None:
@@ -261,18 +272,14 @@ _RENDEZVOUS_LOST = re.compile(
 
 
 def _run_torchrun(scenario: str, outdir: Path, nproc: int = 2, *extra: str, check: bool = True):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={nproc}",
-        str(HERE),
-        scenario,
-        str(outdir),
-        *extra,
-    ]
+    """This file's `scenario` on `nproc` ranks."""
+    return _torchrun([str(HERE), scenario, str(outdir), *extra], nproc, check)
+
+
+def _torchrun(target: list[str], nproc: int = 2, check: bool = True) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc_per_node nproc <target>` (a script and its arguments, or -m and a module)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "COLUMNS": "120"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *target]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     if proc.returncode != 0 and _RENDEZVOUS_LOST.search(proc.stdout + proc.stderr):
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
@@ -358,7 +365,8 @@ def _read_sorted(directory: Path) -> tuple[dict, np.ndarray]:
 @pytest.mark.slow
 def test_extract_under_torchrun_resumes_killed_rank_and_equals_single_process(tmp_path: Path) -> None:
     """2 ranks (gloo): disjoint parts, per-rank shards, merged manifest; rank 1 SIGKILLed mid-way and the
-    job rerun resumes its part (its finished shards kept byte for byte); same ids and features as 1 process."""
+    job rerun as `torchrun -m pcmpipe extract` over every split resumes its part (its finished shards kept byte
+    for byte); only rank 0 prints the summary; same fingerprints, ids and features as 1 process."""
     from pcmpipe.cache import cache_dir
     from pcmpipe.cache.shard import sha256_file
     from pcmpipe.datasets.synthetic import synth
@@ -366,7 +374,7 @@ def test_extract_under_torchrun_resumes_killed_rank_and_equals_single_process(tm
     data, single, multi = tmp_path / "data", tmp_path / "single", tmp_path / "multi"
     synth("flickr8k", data, images=12)
     torch.set_num_threads(1)
-    _extract(data, single)
+    _extract(data, single, splits=["train", "val", "test"])
 
     killed = _run_torchrun("extract", multi, 2, str(data), "2", check=False)
     assert killed.returncode != 0
@@ -375,13 +383,16 @@ def test_extract_under_torchrun_resumes_killed_rank_and_equals_single_process(tm
     assert not rank1["complete"] and len(rank1["shards"]) == 2 and not manifest_in(first).exists()
     kept = {s["file"]: sha256_file(first / s["file"]) for s in rank1["shards"]}
 
-    _run_torchrun("extract", multi, 2, str(data), "0")
+    done = _torchrun(_extract_command(data, multi))
+    assert done.stdout.count("extract flickr8k") == 1  # only rank 0 prints the summary
     assert {f: sha256_file(first / f) for f in kept} == kept
-    for m in EXTRACT_MODALITIES:
-        d_single, d_multi = cache_dir(single, "flickr8k", m, "train"), cache_dir(multi, "flickr8k", m, "train")
+    for m, s in [(m, s) for m in EXTRACT_MODALITIES for s in ("train", "val", "test")]:
+        d_single, d_multi = cache_dir(single, "flickr8k", m, s), cache_dir(multi, "flickr8k", m, s)
         merged = json.loads(manifest_in(d_multi).read_text())
-        files = [s["file"] for s in merged["shards"]]
-        assert merged["complete"] and {f.split("-")[1] for f in files} == {"r000", "r001"}, files
+        files = [sh["file"] for sh in merged["shards"]]
+        assert merged["complete"] and {p.name[:8] for p in d_multi.glob("part-*")} <= {"part-r00"}, files
+        if s == "train":  # the split with rows enough for both ranks
+            assert {f.split("-")[1] for f in files} == {"r000", "r001"}, files
         cols_a, feats_a = _read_sorted(d_single)
         cols_b, feats_b = _read_sorted(d_multi)
         assert cols_a.keys() == cols_b.keys() and len(cols_a["id"]) > 0

@@ -35,10 +35,8 @@ def to_float16(root, dataset: str = "synth") -> None:
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cache")
-    write_synthetic_cache(root, drop_speech=0.3, with_class_modality=True)
-    return root
+def cache(planted_cache):
+    return planted_cache(drop_speech=0.3, with_class_modality=True)
 
 
 @pytest.fixture(scope="module")

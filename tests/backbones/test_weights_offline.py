@@ -40,6 +40,7 @@ def flickr(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow  # a `pcmpipe extract` process each, importing torch and transformers
 @pytest.mark.parametrize("offline", [False, True], ids=["no-network", "HF_HUB_OFFLINE"])
 @pytest.mark.parametrize("modality, flag", [("I", "--weights-image"), ("S", "--weights-audio")])
 def test_default_weights_offline_fail_fast_with_one_line(flickr, tmp_path, modality, flag, offline):

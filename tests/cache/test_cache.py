@@ -304,6 +304,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a writer process SIGKILLed mid-run, per format
 @pytest.mark.parametrize("fmt", ["parquet", "hdf5"])
 def test_sigkill_then_resume(tmp_path, fmt):
     """A writer SIGKILLed mid-run loses at most the shard in flight; finished shards keep their bytes."""

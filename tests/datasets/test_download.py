@@ -308,6 +308,7 @@ def test_download_flickr8k_layout_end_to_end(tmp_path):
         assert [r.id for r in got.records(m, "train")] == [r.id for r in want.records(m, "train")]
 
 
+@pytest.mark.slow  # end to end: a synthetic CUB packed, "downloaded", verified and unpacked, then the CLI
 def test_download_cub_layout_end_to_end_and_cli_mismatch(tmp_path):
     src = tmp_path / "src"
     synth("cub", src, images=2, seed=4)

@@ -6,9 +6,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import balanced_accuracy_score
-from torchmetrics.classification import MulticlassAccuracy
-from torchmetrics.retrieval import RetrievalHitRate, RetrievalRPrecision
 
 from pcmpipe.evaluation.metrics import (
     peak_memory,
@@ -58,6 +55,9 @@ def test_hand_example_with_a_tie():
 
 @pytest.mark.parametrize("seed", range(3))
 def test_dense_metrics_match_torchmetrics(seed):
+    # imported here, not at the top: torchmetrics alone takes seconds, which every collection would pay
+    from torchmetrics.retrieval import RetrievalHitRate, RetrievalRPrecision
+
     sim, positives = _random_case(seed=seed)
     Q, N = sim.shape
     indexes = torch.arange(Q)[:, None].expand(Q, N).reshape(-1)
@@ -82,6 +82,9 @@ def test_dense_metrics_match_loops_with_ties_and_numpy_inputs():
 
 
 def test_per_class_accuracy_matches_sklearn_and_torchmetrics():
+    from sklearn.metrics import balanced_accuracy_score  # as above: seconds to import
+    from torchmetrics.classification import MulticlassAccuracy
+
     g = np.random.default_rng(2)
     target = g.integers(0, 7, size=300)
     pred = np.where(g.random(300) < 0.6, target, g.integers(0, 7, size=300))

@@ -24,7 +24,6 @@ from pcmpipe.backbones.speech import MAX_AUDIO_SAMPLES, SPEECH_MAX_PADDING, spee
 from pcmpipe.cache import cache_dir, open_cache
 from pcmpipe.cache.layout import errors_in, manifest_in
 from pcmpipe.datasets import load_audio, open_dataset
-from pcmpipe.datasets.synthetic import synth
 from pcmpipe.errors import UserError
 from pcmpipe.extract.batching import PaddingMeter
 from pcmpipe.extract.sources import Encoded, Skipped, text_batches
@@ -48,17 +47,13 @@ TINY_FLAGS = [
 
 
 @pytest.fixture(scope="module")
-def flickr(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("flickr8k")
-    synth("flickr8k", root, images=6, seed=1)  # 4 / 1 / 1 images, 5 captions each
-    return root
+def flickr(synth_dataset) -> Path:
+    return synth_dataset("flickr8k", images=6, seed=1)  # 4 / 1 / 1 images, 5 captions each
 
 
 @pytest.fixture(scope="module")
-def cub(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("cub")
-    synth("cub", root, images=1, seed=2)
-    return root
+def cub(synth_dataset) -> Path:
+    return synth_dataset("cub", images=1, seed=2)
 
 
 def _read(cache_root: Path, dataset: str, m: str, split: str):

@@ -11,7 +11,6 @@ import pytest
 from typer.testing import CliRunner
 
 from pcmpipe.cli import app
-from pcmpipe.datasets.synthetic import synth
 
 ENV = {"COLUMNS": "400", "TERM": "dumb", "NO_COLOR": "1"}
 TINY = ["--image-backbone", "clip-tiny-image", "--weights-image", "random:0"]
@@ -29,17 +28,13 @@ def one_line(res, *fragments: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def flickr(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("flickr8k")
-    synth("flickr8k", root, images=6)
-    return root
+def flickr(synth_dataset) -> Path:
+    return synth_dataset("flickr8k", images=6)
 
 
 @pytest.fixture(scope="module")
-def cub(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("cub")
-    synth("cub", root, images=1, seed=2)
-    return root
+def cub(synth_dataset) -> Path:
+    return synth_dataset("cub", images=1, seed=2)
 
 
 @pytest.mark.parametrize(

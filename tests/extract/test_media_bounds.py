@@ -34,6 +34,7 @@ def under_limit(tmp_path_factory) -> dict:
     return json.loads(proc.stdout.splitlines()[-1])
 
 
+@pytest.mark.slow  # its fixture extracts crafted media in a memory-capped process
 @pytest.mark.parametrize("kind", ["image", "audio"])
 def test_crafted_files_are_skipped_and_listed_under_a_memory_limit(under_limit, kind):
     got = under_limit[kind]

@@ -17,7 +17,6 @@ from extraction import extract
 from pcmpipe.augment.views import ViewSpec, view_seed
 from pcmpipe.cache import ShardWriter, cache_dir, open_cache
 from pcmpipe.config import TrainConfig
-from pcmpipe.datasets.synthetic import synth
 from pcmpipe.errors import UserError
 from pcmpipe.extract.plan import split_views
 from pcmpipe.pipelines.plan import extraction_state
@@ -36,10 +35,8 @@ K = 2
 
 
 @pytest.fixture(scope="module")
-def flickr(tmp_path_factory):
-    root = tmp_path_factory.mktemp("views") / "flickr"
-    synth("flickr8k", root, images=6, seed=1)
-    return root
+def flickr(synth_dataset):
+    return synth_dataset("flickr8k", images=6, seed=1)
 
 
 def _extract(root, cache_root, **kw):
@@ -54,6 +51,7 @@ def _read(cache_root, m, split="train"):
     return reader, {n: f[order] for n, f in feats.items()}
 
 
+@pytest.mark.slow  # five extractions, with and without augmented views
 def test_views_are_extracted_seeded_and_fingerprinted_only_when_asked(flickr, tmp_path):
     _extract(flickr, tmp_path / "plain")
     _extract(flickr, tmp_path / "views", views=K)
@@ -330,6 +328,7 @@ def test_the_paper_pipelines_extract_views_and_the_demo_fewer():
     assert all(d["extract"]["views"] == 0 for d in doc["data"].values())  # demo.yaml says why
 
 
+@pytest.mark.slow  # two `pcmpipe extract` processes
 def test_cli_extract_views(flickr, tmp_path):
     import subprocess
     import sys

@@ -55,6 +55,7 @@ def _alive(pid: int) -> bool:
     return st is not None and st[1] != "Z"  # a zombie has exited; only its exit status is left to collect
 
 
+@pytest.mark.slow  # a process with decoding workers, SIGKILLed
 def test_workers_die_when_their_parent_is_sigkilled():
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT], stdout=subprocess.PIPE, env=env)

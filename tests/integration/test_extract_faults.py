@@ -1,10 +1,11 @@
 """SIGKILL fault sweep of `pcmpipe extract`, and two extractions into one new cache at once.
 
 The sweep chains kills to stay cheap: one real `python -m pcmpipe extract` (tiny backbones, synthetic Flickr8k
-with speech, --workers 0) is killed with SIGKILL at a seeded random point, started again and killed at the next
-point, 20 times (PCMPIPE_FAULT_SWEEP_N raises it), then run to the end. The points are seeded shard counts plus a
-seeded delay, so kills land during start-up, mid-shard, between a shard's rename and its manifest update, and in
-every modality. The result must equal an uninterrupted run byte for byte (batch size 1: a resume changes no
+with speech, every split; every other start decodes in a worker process, --workers 1) is killed with SIGKILL at a
+seeded random point, started again and killed at the next point, 20 times (PCMPIPE_FAULT_SWEEP_N raises it), then
+run to the end. The points are seeded shard counts plus a seeded delay, so kills land during start-up, mid-shard,
+between a shard's rename and its manifest update, and in every modality. No kill may rewrite a shard a manifest
+already lists, and the result must equal an uninterrupted run byte for byte (batch size 1: a resume changes no
 batch, so no feature can differ), with no temp file, no stale lock owner record, no duplicated row and no
 surviving child process.
 """
@@ -24,21 +25,38 @@ from pathlib import Path
 import pytest
 
 from pcmpipe.cache import cache_dir, open_cache
-from pcmpipe.cache.layout import manifest_in
-from pcmpipe.datasets.synthetic import synth
+from pcmpipe.cache.layout import manifest_in, manifests_under
 
-PARTS = [(m, "train") for m in ("I", "T", "S")]
+PARTS = [(m, s) for m in ("I", "T", "S") for s in ("train", "val", "test")]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "COLUMNS": "120"}
 
 
-def _command(root: Path, cache_root: Path, *extra: str) -> list[str]:
+def _command(root: Path, cache_root: Path, *extra: str, workers: int = 0) -> list[str]:
     return [
         sys.executable, "-m", "pcmpipe", "extract", "--dataset", "flickr8k", "--root", str(root),
-        "--cache-root", str(cache_root), "--modalities", "I,T,S", "--split", "train", "--device", "cpu",
-        "--workers", "0", "--batch-size", "1", "--rows-per-shard", "2",
+        "--cache-root", str(cache_root), "--modalities", "I,T,S", "--device", "cpu",
+        "--workers", str(workers), "--batch-size", "1", "--rows-per-shard", "2",
         "--image-backbone", "clip-tiny-image", "--text-backbone", "clip-tiny-text", "--audio-backbone", "hubert-tiny",
         "--weights-image", "random:0", "--weights-text", "random:0", "--weights-audio", "random:0", *extra,
     ]  # fmt: skip
+
+
+def _listed_shards(cache_root: Path) -> dict[Path, tuple[int, str]]:
+    """Every shard file a manifest lists -> (mtime_ns, sha256 of its bytes)."""
+    out = {}
+    for manifest in manifests_under(cache_root) if cache_root.is_dir() else []:
+        for shard in json.loads(manifest.read_text())["shards"]:
+            path = manifest.parent / shard["file"]
+            out[path] = (path.stat().st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest())
+    return out
+
+
+def _complete(cache_root: Path, m: str, s: str) -> bool:
+    try:
+        open_cache(cache_dir(cache_root, "flickr8k", m, s), verify=False)
+        return True
+    except Exception:
+        return False
 
 
 def _shard_files(cache_root: Path) -> int:
@@ -85,7 +103,9 @@ def _kill_at(cmd: list[str], cache_root: Path, shards: int, delay: float) -> boo
     kids = _children(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    time.sleep(0.1)
+    deadline = time.monotonic() + 5  # a decoding worker gets SIGKILL from the kernel when its parent dies
+    while any(_alive(k) for k in kids) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert [k for k in kids if _alive(k)] == [], "a child of the killed extract outlived it"
     return True
 
@@ -101,10 +121,8 @@ def _snapshot(cache_root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def flickr(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("flickr8k")
-    synth("flickr8k", root, images=6, seed=5)  # 4 train images, 20 captions, 20 spoken captions
-    return root
+def flickr(synth_dataset) -> Path:
+    return synth_dataset("flickr8k", images=6, seed=5)  # 4 train images, 20 captions, 20 spoken captions
 
 
 @pytest.fixture(scope="module")
@@ -118,16 +136,33 @@ def reference(flickr, tmp_path_factory) -> Path:
 @pytest.mark.slow  # 20 process start-ups: several CPU minutes, over the 60 s this sweep was meant to take
 def test_sigkill_sweep_then_resume_is_byte_identical(flickr, reference, tmp_path):
     n = int(os.environ.get("PCMPIPE_FAULT_SWEEP_N", "20"))
-    total = _shard_files(reference)  # 2 + 10 + 10
+    total = _shard_files(reference)  # train 2 + 10 + 10, val and test 1 + 3 + 3 each
     rng = random.Random(12)
     points = sorted((rng.randrange(total), rng.uniform(0.0, 0.3)) for _ in range(n))
     cache = tmp_path / "swept"
-    cmd = _command(flickr, cache)
-    killed = sum(_kill_at(cmd, cache, shards, delay) for shards, delay in points)
+    landed, in_speech = [], False
+    for i, (shards, delay) in enumerate(points):
+        before = _listed_shards(cache)
+        landed.append(_kill_at(_command(flickr, cache, workers=i % 2), cache, shards, delay))
+        after = _listed_shards(cache)
+        assert {p: after[p] for p in before} == before, "a finished shard was rewritten"
+        in_speech |= landed[-1] and any(p.parts[-3] == "S" for p in after)
+    killed = sum(landed)
     assert killed >= min(n, 10), f"only {killed} of {n} kills landed before the run finished"
+    assert in_speech, "no kill landed once speech shards were written"
+    if landed[-1]:  # the last kill left the cache unfinished
+        assert not all(_complete(cache, m, s) for m, s in PARTS)
 
-    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
+    kept = _listed_shards(cache)
+    begun = {p.parent for p in kept} - {cache_dir(cache, "flickr8k", m, s) for m, s in PARTS if _complete(cache, m, s)}
+    # wide enough for the summary table's status column whatever the length of the cache path in its title
+    done = subprocess.run(
+        _command(flickr, cache), env={**ENV, "COLUMNS": "400"}, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr
+    assert not begun or "resumed" in done.stdout  # a split left with some of its shards is resumed
+    final = _listed_shards(cache)
+    assert {p: final[p] for p in kept} == kept, "a finished shard was rewritten"
     want, got = _snapshot(reference), _snapshot(cache)
     assert got == want  # shards, manifests, .errors.jsonl and the (empty) lock files; no temp or owner file left
     for m, s in PARTS:
@@ -135,6 +170,7 @@ def test_sigkill_sweep_then_resume_is_byte_identical(flickr, reference, tmp_path
         assert len(set(cols["id"].tolist())) == len(cols["id"])
 
 
+@pytest.mark.slow  # three extraction processes after the reference's: half a CPU minute
 def test_two_extractions_into_one_new_cache(flickr, reference, tmp_path):
     cache = tmp_path / "shared"
     cmd = _command(flickr, cache)

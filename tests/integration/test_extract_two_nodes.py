@@ -19,7 +19,6 @@ from extraction import extract
 from pcmpipe.cache import cache_dir, open_cache
 from pcmpipe.cache.layout import ERRORS
 from pcmpipe.cache.manifest import MANIFEST, load_manifest
-from pcmpipe.datasets.synthetic import synth
 
 TINY = {"image": "clip-tiny-image", "text": "clip-tiny-text", "audio": "hubert-tiny"}
 RANDOM = {"image": "random:0", "text": "random:0", "audio": "random:0"}
@@ -71,9 +70,8 @@ def _free_port() -> int:
 
 @pytest.mark.slow  # two torchrun launches: about 50 s idle, 150 s on 2 shared cores
 @pytest.mark.usefixtures("one_thread")
-def test_two_nodes_streaming_shards_write_the_single_process_cache(tmp_path: Path) -> None:
-    root, single, multi = tmp_path / "flickr8k", tmp_path / "single", tmp_path / "multi"
-    synth("flickr8k", root, images=6, seed=5)
+def test_two_nodes_streaming_shards_write_the_single_process_cache(synth_dataset, tmp_path: Path) -> None:
+    root, single, multi = synth_dataset("flickr8k", images=6, seed=5), tmp_path / "single", tmp_path / "multi"
     extract("flickr8k", root, modalities=list(MODALITIES), splits=["train"], backbones=TINY, weights=RANDOM,
             cache_root=single, workers=0, batch_size=2, rows_per_shard=3)  # fmt: skip
     script = tmp_path / "extract_sharded.py"

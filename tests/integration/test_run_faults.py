@@ -47,6 +47,7 @@ def cache(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow  # two 40-epoch trainings started together
 def test_two_trains_of_one_name_at_once_one_refuses_in_one_line(cache, tmp_path):
     """Started together: one trains to the end, the other refuses naming the run; it never resumes from the
     other's live checkpoint, and the one that trains never loses its temp directory."""
@@ -188,6 +189,7 @@ def _sweep(forker: _Forker, argv: list[str], reference: dict[Path, dict], span: 
             shutil.rmtree(parent)
 
 
+@pytest.mark.slow  # a SIGKILL sweep: 20 kills and the chains they resume
 def test_train_killed_anywhere_resumes_to_the_uninterrupted_run(cache, tmp_path):
     forker = _Forker(tmp_path)
     try:
@@ -224,12 +226,8 @@ def test_run_killed_anywhere_resumes_to_the_uninterrupted_pipeline(cache, tmp_pa
 
 
 @pytest.fixture(scope="module")
-def cub(tmp_path_factory) -> Path:
-    from pcmpipe.datasets.synthetic import synth
-
-    root = tmp_path_factory.mktemp("cub")
-    synth("cub", root, images=2, seed=0)  # 150 train / 150 val / 100 test images
-    return root
+def cub(synth_dataset) -> Path:
+    return synth_dataset("cub", images=2, seed=0)  # 150 train / 150 val / 100 test images
 
 
 def _finetune_args(cub: Path, tmp: Path, runs_root: Path) -> list[str]:
@@ -239,6 +237,7 @@ def _finetune_args(cub: Path, tmp: Path, runs_root: Path) -> list[str]:
     return args + ["--device", "cpu", "--runs-root", str(runs_root), "--set", "progress=false"]
 
 
+@pytest.mark.slow  # a SIGKILL sweep: 20 kills and the chains they resume
 def test_finetune_killed_anywhere_resumes_to_the_uninterrupted_run(cub, tmp_path):
     forker = _Forker(tmp_path)
     try:

@@ -22,10 +22,8 @@ for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("dist_cache")
-    write_synthetic_cache(root, drop_speech=0.3)  # missing speech: the gathered presence masks matter
-    return root
+def cache(planted_cache) -> Path:
+    return planted_cache(drop_speech=0.3)  # missing speech: the gathered presence masks matter
 
 
 def _settings(loss: str) -> dict:

@@ -23,7 +23,7 @@ from user_data import write_image
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "using.md"
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]  # end to end: every command a real process
 
 ANIMALS = ("dog", "cat", "bird", "horse")
 COLOURS = ("brown", "grey", "white", "black")

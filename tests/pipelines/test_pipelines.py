@@ -162,6 +162,7 @@ def _synthetic_pipeline(cache: Path) -> dict:
     }
 
 
+@pytest.mark.slow  # an end-to-end pipeline: two runs, an enrichment and the report
 def test_run_trains_what_is_missing_then_reuses_everything(tmp_path):
     cache = tmp_path / "cache"
     write_synthetic_cache(cache, "synth", with_class_modality=True, images={"train": 64, "val": 16, "test": 16})

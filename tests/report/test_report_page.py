@@ -19,7 +19,6 @@ import pytest
 import torch
 
 from pcmpipe.datasets import open_dataset
-from pcmpipe.datasets.synthetic import synth
 from pcmpipe.report.build import build_report, write_report
 from pcmpipe.report.examples import Example, nearest_images, pick
 from pcmpipe.report.recipe import recipe_changes, seed_line
@@ -56,10 +55,9 @@ def _embed(ds, root_runs: Path, name: str, seed: int = 0) -> None:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def built(tmp_path_factory, synth_dataset):
     tmp = tmp_path_factory.mktemp("page")
-    data = tmp / "cub"
-    synth("cub", data, images=1, seed=2)  # 50 test images, 500 captions
+    data = synth_dataset("cub", images=1, seed=2)  # 50 test images, 500 captions
     ds = open_dataset("cub", data)
     runs_root = tmp / "cache" / "runs"
     common = {"dataset": "cub", "modalities": ["I", "T", "C"], "match": "class", "seed": 0, "batch_size": 128}

@@ -34,6 +34,7 @@ def _tone(path: Path, seconds: float, rate: int, channels: int, freq: float) -> 
     sf.write(path, np.repeat(wave[:, None], channels, 1).astype(np.float32), rate)
 
 
+@pytest.mark.slow  # extracts speech with HuBERT and trains a run first
 def test_wav_files_embed_through_the_runs_speech_encoder(trained, speech_run, tmp_path):
     run = pcmpipe.load_run(speech_run)
     assert run.kind("S") == "audio" and run.backbones["S"]["backbone"] == "hubert-tiny"

@@ -251,6 +251,7 @@ def _params() -> list:
     return [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=XFAIL[n])) if n in XFAIL else n for n in KINDS]
 
 
+@pytest.mark.slow  # 150 examples per file kind: about 2 CPU minutes in all
 @pytest.mark.parametrize("name", _params())
 def test_a_damaged_file_is_one_line_or_reads_as_before(pristine, memory_ceiling, name):
     root, expected = pristine

@@ -51,6 +51,7 @@ def _search(runner, run_dir: Path, index: Path, qid: str) -> list[str]:
     return [h["id"] for h in json.loads(r.output)]
 
 
+@pytest.mark.slow  # trains IVF and PQ indexes
 def test_ivf_and_pq_indexes_from_the_cli_find_what_flat_finds(trained, tmp_path):
     runner, run_dir = CliRunner(), trained["run"]
     run = pcmpipe.load_run(run_dir)

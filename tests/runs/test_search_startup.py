@@ -47,6 +47,7 @@ def test_search_checks_its_arguments_before_importing_torch(trained, args, fragm
     assert "torch" not in modules and "faiss" not in modules
 
 
+@pytest.mark.slow  # a `pcmpipe search` process under -X importtime
 def test_search_from_a_stored_row_builds_no_backbone(trained):
     run = trained["run"]
     proc, modules = _pcmpipe("search", run, "--query-id", _query(run), "--from", "T", "--to", "I", importtime=True)

@@ -31,12 +31,8 @@ TINY = dict(
 
 
 @pytest.fixture(scope="module")
-def cub(tmp_path_factory) -> Path:
-    from pcmpipe.datasets.synthetic import synth
-
-    root = tmp_path_factory.mktemp("cub")
-    synth("cub", root, images=2, seed=0)  # 150 train / 150 val / 100 test images
-    return root
+def cub(synth_dataset) -> Path:
+    return synth_dataset("cub", images=2, seed=0)  # 150 train / 150 val / 100 test images
 
 
 def _cfg(cub: Path, tmp: Path, **kw) -> FinetuneConfig:
@@ -245,31 +241,6 @@ def _losses(run: Path) -> list[float]:
     return [json.loads(row)["loss"] for row in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.slow
-def test_resume_after_sigkill_equals_uninterrupted(cub, tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    runs = tmp_path / "cache" / "runs"
-    # the cache of C is extracted once by the first run; both runs then read it
-    done = subprocess.run(_command(cub, tmp_path, "straight", 3), env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-
-    _kill_after_first_checkpoint(_command(cub, tmp_path, "killed", 3), env, runs / ".tmp-killed")
-    assert not (runs / "killed").exists()
-
-    resumed = subprocess.run(_command(cub, tmp_path, "killed", 3), env=env, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resuming killed after epoch" in resumed.stdout + resumed.stderr
-    straight, killed = runs / "straight", runs / "killed"
-    assert len(_losses(killed)) == 3 and _losses(killed) == _losses(straight)
-    a, b = (
-        load_file(str(straight / "image_backbone.safetensors")),
-        load_file(str(killed / "image_backbone.safetensors")),
-    )
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    ta, tb = (json.loads((r / "test_metrics.json").read_text()) for r in (straight, killed))
-    assert ta["instance"] == tb["instance"]
-
-
 def _kill_after_first_checkpoint(cmd: list[str], env: dict, tmp_run: Path) -> None:
     """Start `cmd`, SIGKILL its process group once the epoch-1 checkpoint exists (during epoch 2)."""
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -305,8 +276,10 @@ def test_set_order_of_towers_depends_on_the_hash_seed():
 
 @pytest.mark.slow
 def test_resume_under_another_hash_seed_equals_uninterrupted(cub, tmp_path):
-    """Both towers unfrozen: checkpoint written under PYTHONHASHSEED=0, resumed under PYTHONHASHSEED=3. Tower,
-    optimizer-group and checkpoint-key order follow the config, never str hashing, so the runs agree."""
+    """Both towers unfrozen: SIGKILLed during epoch 2 with its checkpoint written under PYTHONHASHSEED=0, resumed
+    under PYTHONHASHSEED=3, it ends where the uninterrupted run ends: losses, towers and test metrics. Tower,
+    optimizer-group and checkpoint-key order follow the config, never str hashing, so the runs agree. (Kills at
+    any other point: the fault sweep of tests/integration/test_run_faults.py.)"""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     runs = tmp_path / "cache" / "runs"
     both = dict(modalities="I,T,C", unfreeze="image,text")
@@ -320,6 +293,7 @@ def test_resume_under_another_hash_seed_equals_uninterrupted(cub, tmp_path):
     _kill_after_first_checkpoint(
         _command(cub, tmp_path, "seeded", 3, **both), {**env, "PYTHONHASHSEED": "0"}, runs / ".tmp-seeded"
     )
+    assert not (runs / "seeded").exists()
     resumed = subprocess.run(
         _command(cub, tmp_path, "seeded", 3, **both), env={**env, "PYTHONHASHSEED": "3"}, capture_output=True, text=True
     )
@@ -329,6 +303,8 @@ def test_resume_under_another_hash_seed_equals_uninterrupted(cub, tmp_path):
     for kind in ("image", "text"):
         a, b = (load_file(str(runs / r / f"{kind}_backbone.safetensors")) for r in ("straight", "seeded"))
         assert all(torch.equal(a[k], b[k]) for k in a)
+    ta, tb = (json.loads((runs / r / "test_metrics.json").read_text()) for r in ("straight", "seeded"))
+    assert ta["instance"] == tb["instance"]
 
 
 def test_cli_errors_are_one_line(cub, tmp_path):
@@ -354,6 +330,7 @@ def test_all_frozen_trains_heads_only(cub, tmp_path):
     }
 
 
+@pytest.mark.slow  # a text fine-tuning run, then zero-shot through its tower
 def test_prompts_of_a_text_finetuned_run_go_through_its_own_tower(cub, tmp_path):
     """Zero-shot's P output of a run that fine-tuned T: the prompts are encoded by the run's tower (the one its
     T head was trained on), not the frozen one. The run also trains PCMR with the shared target and logs the
@@ -408,6 +385,7 @@ def test_fine_tuning_centres_as_stage_two_with_the_initial_towers_train_mean(cub
     assert not plain["I"].standardised and not plain["C"].input_mean.any()
 
 
+@pytest.mark.slow  # a fine-tuning run of several epochs
 def test_the_finetune_bar_reaches_the_last_step_of_every_epoch(cub, tmp_path):
     """Fine-tuning reports its steps as stage two does: the CLI's bar (tests/bar_trace.py) moves to the last step
     of every epoch (it stood at 0 for the whole run: the loop sent no step events)."""

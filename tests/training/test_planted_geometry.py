@@ -73,6 +73,7 @@ def test_the_default_target_learns_on_every_geometry(caches, tmp_path, cos):
     assert not [e for e in events if isinstance(e, Note) and e.text.startswith("warning")]
 
 
+@pytest.mark.slow  # two trainings on the most anisotropic geometry
 def test_the_features_target_collapses_on_anisotropic_features_and_warns_once(caches, tmp_path):
     events: list = []
     r1, chance, run = _train(caches[0.9975], tmp_path, events, target="features", standardize="none")

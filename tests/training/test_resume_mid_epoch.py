@@ -1,6 +1,7 @@
 """Stage two killed with a real SIGKILL within an epoch, then resumed, ends bit for bit where an uninterrupted
 run ends: the same metrics.jsonl (less timings), test metrics, heads and test embeddings. In memory (one
-seeded permutation per epoch) and streamed (a seeded order of shards and windows), PCMC and PCMR.
+seeded permutation per epoch) and streamed (a seeded order of shards and windows), PCMC and PCMR. (Kills at
+epoch ends and at any other point: the fault sweep of tests/integration/test_run_faults.py.)
 
 The moment of the kill: the run checkpoints every few steps (`checkpoint_every`) and is killed at its first
 checkpoint inside an epoch after the first (tests/mid_epoch_kill.py says how).
@@ -19,7 +20,7 @@ from synthetic_cache import write_synthetic_cache
 from pcmpipe.config import TrainConfig
 from pcmpipe.errors import UserError
 from pcmpipe.training import rundir as runs
-from pcmpipe.training.state import EpochProgress
+from pcmpipe.training.state import CHECKPOINT, EpochProgress
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
@@ -53,6 +54,7 @@ def settings(cache: Path, runs_root: Path, **kw) -> dict:
     return {**SETTINGS, "cache_root": str(cache), "runs_root": str(runs_root), "name": "r", **kw}
 
 
+@pytest.mark.slow  # a reference run, a run SIGKILLed within an epoch and its resume, each a real process
 @pytest.mark.parametrize(("mode", "loss"), [("memory", "pcmc"), ("streamed", "pcmr")])
 def test_sigkill_within_an_epoch_resumes_to_the_uninterrupted_run(cache, tmp_path, mode, loss):
     from pcmpipe.training.stage2 import train
@@ -62,7 +64,9 @@ def test_sigkill_within_an_epoch_resumes_to_the_uninterrupted_run(cache, tmp_pat
 
     runs_root = tmp_path / "runs"
     cmd = train_command(settings(cache, runs_root, checkpoint_every=2, **extra), tmp_path)
-    ckpt = kill_within_an_epoch(cmd, runs.temp_dir(runs_root, "r"), tmp_path / "killed.log", ENV)
+    tmp = runs.temp_dir(runs_root, "r")
+    ckpt = kill_within_an_epoch(cmd, tmp, tmp_path / "killed.log", ENV)
+    assert not (runs_root / "r").exists() and (tmp / CHECKPOINT).exists()  # no finished run yet, its checkpoint kept
     progress = ckpt.progress
     assert progress is not None and ckpt.meta["format"] == "pcmpipe-checkpoint/2"
     assert 0 < progress.steps_done < 15 and progress.steps_done % 2 == 0 and len(progress.losses) == progress.steps_done
@@ -72,7 +76,7 @@ def test_sigkill_within_an_epoch_resumes_to_the_uninterrupted_run(cache, tmp_pat
     note = f"resuming r in epoch {ckpt.epoch + 1} after step {progress.steps_done}/15"
     assert note in done.stdout, done.stdout
     run = runs_root / "r"
-    assert outcome(run) == outcome(reference)
+    assert outcome(run) == outcome(reference) and len(outcome(run)["history"]) == SETTINGS["epochs"]
     assert runs.run_config(run)["config"]["stream"] is (True if mode == "streamed" else None)
     assert not list(runs_root.rglob(".*.tmp")) and not list(runs_root.glob(".tmp-*"))
 

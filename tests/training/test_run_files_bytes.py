@@ -125,6 +125,7 @@ def test_two_trainings_of_one_config_write_the_same_bytes(cache, tmp_path):
     assert load_file(str(tmp_path / "runs11" / "b" / "heads.safetensors")).keys()  # loads with safetensors
 
 
+@pytest.mark.slow  # a `pcmpipe train` process
 def test_a_full_disk_while_writing_the_checkpoint_is_one_line_naming_it(cache, tmp_path):
     """A real write failure: RLIMIT_FSIZE caps file size (Python ignores SIGXFSZ, so the write fails with EFBIG,
     which safetensors raises as a SafetensorError, not an OSError). The run's config.json fits under the cap,

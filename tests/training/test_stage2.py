@@ -26,10 +26,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cache")
-    write_synthetic_cache(root, drop_speech=0.3, with_class_modality=True)
-    return root
+def cache(planted_cache):
+    return planted_cache(drop_speech=0.3, with_class_modality=True)
 
 
 def _cfg(cache, tmp_path, **kw):
@@ -306,7 +304,7 @@ def test_resume_from_a_kill_in_the_final_phase(cache, tmp_path, monkeypatch):
     """Interrupted after the last checkpoint while writing results: the rerun redoes only the final phase.
 
     The interruption is injected at a fixed point (writing embeddings) so the test is deterministic; the
-    SIGKILL of a real process mid-training is tested in test_cli_train.py.
+    SIGKILL of a real process mid-training is tested in test_resume_mid_epoch.py.
     """
     reference = runs.read_json(train(_cfg(cache, tmp_path, epochs=2, name="late")) / "test_metrics.json")
     cfg = _cfg(cache, tmp_path, epochs=2, name="late2")

@@ -69,6 +69,7 @@ def test_a_missing_sink_is_one_line_naming_the_install(cache, tmp_path, monkeypa
     assert not runs.exists() or not any(not p.name.startswith(".") for p in runs.iterdir())
 
 
+@pytest.mark.slow  # a training logged to an offline wandb run: wandb alone takes seconds
 @pytest.mark.skipif(importlib.util.find_spec("wandb") is None, reason="wandb not installed (pip install wandb)")
 def test_wandb_offline_run(cache, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -76,6 +77,7 @@ def test_wandb_offline_run(cache, tmp_path, monkeypatch):
     assert list(tracking_dir(tmp_path / "runs", "tracked", "wandb").rglob("*.wandb"))
 
 
+@pytest.mark.slow  # a training logged to a local MLflow store: about 25 s under load, most of it MLflow
 @pytest.mark.skipif(importlib.util.find_spec("mlflow") is None, reason="mlflow not installed (pip install mlflow)")
 def test_mlflow_local_store(cache, tmp_path):
     from mlflow.tracking import MlflowClient
