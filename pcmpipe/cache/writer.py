@@ -107,7 +107,6 @@ class ShardWriter:
         meta: dict,
         fmt: str = "parquet",
         rows_per_shard: int = 4096,
-        shard_prefix: str = "part",
         rank: int | None = None,
         expected_rows: int | None = None,
         listing: str | None = None,
@@ -130,9 +129,8 @@ class ShardWriter:
             self._manifest["origin"] = origin
         self.fingerprint: str = self._manifest["fingerprint"]
         self._schema = ShardSchema(key, tuple(self.links), spec, self.fingerprint)
-        if rank is not None and shard_prefix == "part":
-            shard_prefix = f"part-r{rank:03d}"
-        _check_name("shard prefix", shard_prefix)
+        # each rank of a distributed extraction writes its own shard names into the shared directory
+        shard_prefix = "part" if rank is None else f"part-r{rank:03d}"
         self.shard_prefix = shard_prefix
         self._rank = rank
         self._manifest_path = self.directory / (MANIFEST if rank is None else rank_manifest_name(rank))

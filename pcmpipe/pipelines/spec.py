@@ -24,12 +24,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pcmpipe.config import ExtractConfig, FinetuneConfig, TrainConfig, config_fingerprint, merge_settings, parse_set
+from pcmpipe.config import ExtractConfig, FinetuneConfig, TrainConfig, config_fingerprint, merge_settings
 from pcmpipe.config.base import unknown_key_message
 from pcmpipe.config.extract import BACKBONE_KINDS
 from pcmpipe.config.paper_recipe import PAPER_SETTINGS, Recipe
 from pcmpipe.config.schema import MODALITY_RE
 from pcmpipe.errors import UserError
+from pcmpipe.pipelines.overrides import apply_overrides, apply_roots
 from pcmpipe.readback import read_yaml, validate
 from pcmpipe.report.layouts import check_table
 
@@ -231,8 +232,8 @@ def pipeline_from_dict(
         raise UserError(
             f"{where}: unknown pipeline key(s) {', '.join(unknown)}; valid: {', '.join(sorted(_PIPELINE_KEYS))}"
         )
-    plain_sets = _apply_overrides(doc, overrides or [], where)
-    _apply_roots(doc, roots or [], where)
+    plain_sets = apply_overrides(doc, overrides or [], where)
+    apply_roots(doc, roots or [], where)
     validate(PipelineDoc, doc, where)
     name = str(doc.get("name") or (path.stem if path else "pipeline"))
     data = {ds: _data_spec(ds, spec, where) for ds, spec in (doc.get("data") or {}).items()}
@@ -372,33 +373,3 @@ def _finetune_config(settings: dict, unfreeze: list[str], data: DataSpec) -> Tra
         if kind in data.weights:
             extra[f"weights_{kind}"] = data.weights[kind]
     return FinetuneConfig.from_dict({**settings, **extra})
-
-
-def _apply_overrides(doc: dict, overrides: list[str], where: str) -> list[str]:
-    """Dotted keys edit `doc` in place; plain `key=value` items are returned, TrainConfig settings for every run."""
-    settings: list[str] = []
-    for item in overrides:
-        key, value = parse_set(item)
-        if "." not in key:
-            settings.append(item)
-            continue
-        node = doc
-        parts = key.split(".")
-        for p in parts[:-1]:
-            if not isinstance(node.get(p), dict):
-                raise UserError(f"--set {key}: {where} has no mapping at {p!r}")
-            node = node[p]
-        node[parts[-1]] = value
-    return settings
-
-
-def _apply_roots(doc: dict, roots: list[str], where: str) -> None:
-    data = doc.get("data") or {}
-    for item in roots:
-        ds, sep, value = item.partition("=")
-        if sep and ds in data:
-            data[ds]["root"] = value
-        elif len(data) == 1:
-            next(iter(data.values()))["root"] = item
-        else:
-            raise UserError(f"{where} uses datasets {', '.join(data)}: give --root DATASET=PATH for each")
