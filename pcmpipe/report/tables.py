@@ -1,13 +1,12 @@
 """Report tables: our numbers (from run files) beside the paper's (from paper_tables.json), with deltas.
 
-One builder per layout kind (pcmpipe.report.layouts.TABLE_KINDS), registered in the plain dict BUILDERS. A
+One builder per layout kind (pcmpipe.report.layouts.TABLE_KINDS), registered in pcmpipe.report.builders. A
 builder takes the layout mapping from the pipeline file and the loaded runs and returns a `Table`. Missing runs
 or metrics give `None` cells, printed "—"; nothing is ever filled with 0.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from statistics import mean
 from typing import Any
@@ -21,6 +20,7 @@ from pcmpipe.report.results import RunResult
 class Cell:
     ours: float | None = None
     paper: float | None = None
+    spread: float | None = None  # over seeds (pcmpipe.report.seeds): printed "mean ± spread"
 
     @property
     def delta(self) -> float | None:
@@ -369,21 +369,3 @@ def _paper_text(path: str) -> str:
     for p in path.split("/"):
         node = node.get(p) if isinstance(node, dict) else None
     return str(node) if node is not None else "—"
-
-
-BUILDERS: dict[str, Callable[[dict, dict[str, RunResult]], Table]] = {
-    "directions": build_directions,
-    "pair_average": build_pair_average,
-    "ablation": build_ablation,
-    "added_modality": build_added_modality,
-    "m_modalities": build_m_modalities,
-    "zeroshot": build_zeroshot,
-    "enrichment": build_enrichment,
-    "learning": build_learning,
-    "tsne": build_tsne,
-    "examples": build_examples,
-}
-
-
-def build_table(layout: dict, runs: dict[str, RunResult]) -> Table:
-    return BUILDERS[layout["kind"]](layout, runs)
