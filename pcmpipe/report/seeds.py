@@ -16,7 +16,7 @@ from __future__ import annotations
 from statistics import mean, stdev
 
 from pcmpipe.report.results import RunResult
-from pcmpipe.report.tables import Cell, Row, Table, mean_metric
+from pcmpipe.report.tables import Cell, Row, Table, mean_metric, metric_table
 
 
 def seed_cell(values: list[float | None]) -> Cell:
@@ -42,14 +42,8 @@ def build_readings(layout: dict, runs: dict[str, RunResult]) -> Table:
         rows.append(Row(label=spec["label"], cells=cells))
         used += [n for c in columns for n in per_column.get(c) or []]
     n = "/".join(str(k) for k in sorted(seeds))
-    return Table(
-        title=layout["title"],
-        columns=columns * len(metrics),
-        rows=rows,
-        groups=[(m, len(columns)) for m in metrics],
-        runs=used,
-        notes=[
-            f"each cell: mean ± sample standard deviation over {n} seeds of a run's mean over all directions "
-            "between its modalities (the run's match level); — where a seed's run is missing"
-        ],
+    note = (
+        f"each cell: mean ± sample standard deviation over {n} seeds of a run's mean over all directions "
+        "between its modalities (the run's match level); — where a seed's run is missing"
     )
+    return metric_table(layout, rows, runs=used, notes=[note])
