@@ -13,6 +13,7 @@ from pathlib import Path
 from pcmpipe.datasets.synthetic import SYNTHETIC_MARKER
 from pcmpipe.errors import UserError
 from pcmpipe.report import plots
+from pcmpipe.report.builders import build_table
 from pcmpipe.report.examples import examples_figure
 from pcmpipe.report.levels import build_levels
 from pcmpipe.report.model import Report, Section
@@ -21,7 +22,7 @@ from pcmpipe.report.recipe import LEGEND, build_line, recipe_lines, seed_line
 from pcmpipe.report.render.html import report_html
 from pcmpipe.report.render.markdown import report_markdown
 from pcmpipe.report.results import RunResult, cache_manifest, load_pipeline_records, load_runs, matching_runs
-from pcmpipe.report.tables import build_table, m_modalities_values, mean_metric
+from pcmpipe.report.tables import m_modalities_values, mean_metric
 from pcmpipe.report.tsne import tsne_figure
 
 REAL_TEST_SIZES = {"flickr8k": ("I", 1000), "cub": ("C", 50)}  # the paper's test split, for the scale line

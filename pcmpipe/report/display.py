@@ -7,7 +7,7 @@ paper has values for it) by a "paper" row and a "Δ" row (ours minus paper, in p
 from __future__ import annotations
 
 from pcmpipe.report.model import Section
-from pcmpipe.report.tables import Table
+from pcmpipe.report.tables import Cell, Table
 
 MISSING = "—"
 
@@ -16,6 +16,13 @@ def fmt(value: float | None, signed: bool = False) -> str:
     if value is None:
         return MISSING
     return f"{value:+.1f}" if signed else f"{value:.1f}"
+
+
+def fmt_ours(cell: Cell) -> str:
+    """Our value, with its spread over seeds where the cell has one ("41.2 ± 0.8")."""
+    if cell.ours is None or cell.spread is None:
+        return fmt(cell.ours)
+    return f"{cell.ours:.1f} ± {cell.spread:.1f}"
 
 
 def display_rows(table: Table) -> list[tuple[str, str, list[str]]]:
@@ -29,7 +36,7 @@ def display_rows(table: Table) -> list[tuple[str, str, list[str]]]:
         if row.kind in ("derived", "chance", "baseline"):
             out.append((row.kind, row.label, [fmt(c.ours, signed=row.kind == "derived") for c in row.cells]))
             continue
-        out.append(("ours", row.label, [fmt(c.ours) for c in row.cells]))
+        out.append(("ours", row.label, [fmt_ours(c) for c in row.cells]))
         if any(c.paper is not None for c in row.cells):
             out.append(("paper", "  paper", [fmt(c.paper) for c in row.cells]))
             if table.delta_withheld:  # a difference from the paper would be noise: the row says why instead

@@ -24,6 +24,7 @@ TABLE_KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "tsne": (("title", "run", "modalities"), ("run",)),
     "examples": (("title", "run", "enrich"), ("run",)),
     "learning": (("title", "runs"), ("runs",)),
+    "readings": (("title", "metrics", "columns", "rows"), ("rows",)),  # rows: {label, runs: {column: [seeds]}}
 }
 
 
@@ -34,6 +35,8 @@ def runs_named(value: Any) -> list[str]:
     if isinstance(value, dict):
         if "run" in value:
             return [str(value["run"])]
+        if "runs" in value:  # a row over several runs ({label, runs}): its label is no run
+            return runs_named(value["runs"])
         return [n for v in value.values() for n in runs_named(v)]
     if isinstance(value, list):
         return [n for v in value for n in runs_named(v)]
@@ -50,7 +53,27 @@ def check_table(layout: Any, runs: set[str], where: str) -> None:
     missing = [k for k in required if k not in layout]
     if missing:
         raise UserError(f"{where} ({layout['kind']}): missing key(s) {', '.join(missing)}")
+    if layout["kind"] == "readings":
+        _check_seed_rows(layout, where)
     for key in run_keys:
         for name in runs_named(layout[key]):
             if name not in runs:
                 raise UserError(f"{where}: names run {name!r}, which the pipeline's `runs` does not define")
+
+
+def _check_seed_rows(layout: dict, where: str) -> None:
+    """A `readings` row is {label, runs: {column: [run, ...]}} whose columns are the layout's."""
+    from pcmpipe.errors import UserError
+
+    columns = layout["columns"] if isinstance(layout["columns"], list) else []
+    rows = layout["rows"] if isinstance(layout["rows"], list) else [None]
+    for row in rows:
+        runs = row.get("runs") if isinstance(row, dict) else None
+        if not isinstance(row, dict) or "label" not in row or not isinstance(runs, dict):
+            raise UserError(f"{where} (readings): each row needs label and runs: {{column: [run per seed]}}")
+        for column, names in runs.items():
+            if column not in columns or not isinstance(names, list):
+                raise UserError(
+                    f"{where} (readings): row {row['label']!r}: runs must map columns ({', '.join(map(str, columns))})"
+                    f" to lists of runs, got {column!r}: {names!r:.60}"
+                )

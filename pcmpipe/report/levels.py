@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from pcmpipe.report.builders import build_table
 from pcmpipe.report.results import RunResult
-from pcmpipe.report.tables import Table, build_table
+from pcmpipe.report.tables import Table
 
 CLOSEST = "closest to the paper"
 

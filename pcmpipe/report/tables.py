@@ -1,13 +1,12 @@
 """Report tables: our numbers (from run files) beside the paper's (from paper_tables.json), with deltas.
 
-One builder per layout kind (pcmpipe.report.layouts.TABLE_KINDS), registered in the plain dict BUILDERS. A
+One builder per layout kind (pcmpipe.report.layouts.TABLE_KINDS), registered in pcmpipe.report.builders. A
 builder takes the layout mapping from the pipeline file and the loaded runs and returns a `Table`. Missing runs
 or metrics give `None` cells, printed "—"; nothing is ever filled with 0.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from statistics import mean
 from typing import Any
@@ -21,6 +20,7 @@ from pcmpipe.report.results import RunResult
 class Cell:
     ours: float | None = None
     paper: float | None = None
+    spread: float | None = None  # over seeds (pcmpipe.report.seeds): printed "mean ± spread"
 
     @property
     def delta(self) -> float | None:
@@ -100,20 +100,26 @@ def _run_rows(layout: dict, runs: dict[str, RunResult], value) -> tuple[list[str
     return metrics, columns, rows
 
 
+def metric_table(layout: dict, rows: list[Row], runs: list[str], notes: list[str]) -> Table:
+    """The layout's table with one column per metric x column, grouped under each metric."""
+    metrics, columns = list(layout["metrics"]), list(layout["columns"])
+    return Table(
+        title=layout["title"],
+        columns=columns * len(metrics),
+        rows=rows,
+        groups=[(m, len(columns)) for m in metrics],
+        runs=runs,
+        notes=notes,
+    )
+
+
 def _metric_groups(layout: dict, runs: dict[str, RunResult], value, notes: list[str] | None = None) -> Table:
     """A table whose columns are grouped by metric (metric x column), one row per run."""
     metrics, columns, rows = _run_rows(layout, runs, value)
     base = baseline_values(layout, runs, metrics, columns)
     if base is not None:  # where two modalities already share a space (CLIP's I and T): what the heads add
         rows.append(Row(label=BASELINE_LABEL, cells=[Cell(v) for v in base], kind="baseline"))
-    return Table(
-        title=layout["title"],
-        columns=columns * len(metrics),
-        rows=rows,
-        groups=[(m, len(columns)) for m in metrics],
-        runs=[s["run"] for s in layout["rows"]],
-        notes=notes or [],
-    )
+    return metric_table(layout, rows, runs=[s["run"] for s in layout["rows"]], notes=notes or [])
 
 
 def build_directions(layout: dict, runs: dict[str, RunResult]) -> Table:
@@ -142,14 +148,7 @@ def build_ablation(layout: dict, runs: dict[str, RunResult]) -> Table:
     notes = [f"average relative change: {'—' if rel_avg is None else f'{rel_avg:+.1f}%'}"]
     if layout.get("paper_note"):
         notes.append(f"paper: {_paper_text(layout['paper_note'])}")
-    return Table(
-        title=layout["title"],
-        columns=columns * len(metrics),
-        rows=rows,
-        groups=[(m, len(columns)) for m in metrics],
-        notes=notes,
-        runs=[layout["baseline"]["run"], layout["variant"]["run"]],
-    )
+    return metric_table(layout, rows, runs=[layout["baseline"]["run"], layout["variant"]["run"]], notes=notes)
 
 
 def build_added_modality(layout: dict, runs: dict[str, RunResult]) -> Table:
@@ -369,21 +368,3 @@ def _paper_text(path: str) -> str:
     for p in path.split("/"):
         node = node.get(p) if isinstance(node, dict) else None
     return str(node) if node is not None else "—"
-
-
-BUILDERS: dict[str, Callable[[dict, dict[str, RunResult]], Table]] = {
-    "directions": build_directions,
-    "pair_average": build_pair_average,
-    "ablation": build_ablation,
-    "added_modality": build_added_modality,
-    "m_modalities": build_m_modalities,
-    "zeroshot": build_zeroshot,
-    "enrichment": build_enrichment,
-    "learning": build_learning,
-    "tsne": build_tsne,
-    "examples": build_examples,
-}
-
-
-def build_table(layout: dict, runs: dict[str, RunResult]) -> Table:
-    return BUILDERS[layout["kind"]](layout, runs)

@@ -61,3 +61,14 @@ def test_the_plan_warns_about_a_mixed_comparison():
     run_pipeline(pipeline_from_dict(_doc({"standardize": "none"})), dry_run=True, on_event=notes.append)
     warned = [e.text for e in notes if isinstance(e, Note)]
     assert len(warned) == 1 and warned[0].startswith("warning: p: t: standardize differs")
+
+
+def test_runs_on_different_datasets_are_compared_within_each_dataset():
+    """The readings table puts Flickr8k (instance match) beside CUB (class match): not a mixed comparison; a
+    difference between two runs of one dataset still is."""
+    doc = _doc({"dataset": "cub", "match": "class"})
+    doc["data"]["cub"] = {"root": "data/cub", "modalities": ["I", "T"]}
+    assert mixed_comparisons(pipeline_from_dict(doc)) == []
+    doc["runs"]["c"] = {"dataset": "cub", "match": "instance"}
+    doc["tables"][0]["rows"].append({"label": "c", "run": "c"})
+    assert mixed_comparisons(pipeline_from_dict(doc)) == ["p: t: match differs: 'class' in b; 'instance' in c"]

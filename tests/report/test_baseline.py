@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from pcmpipe.report.baseline import BASELINE_LABEL, frozen_backbone_metrics, space_of
+from pcmpipe.report.builders import build_table
 from pcmpipe.report.display import display_rows
 from pcmpipe.report.results import load_runs
-from pcmpipe.report.tables import build_table
 from tests.report.test_report import write_run
 from tests.synthetic_cache import write_modality
 

@@ -22,12 +22,12 @@ from pcmpipe.cli import app
 from pcmpipe.pipelines.run import write_record
 from pcmpipe.pipelines.spec import load_pipeline
 from pcmpipe.report.build import build_report, write_report
+from pcmpipe.report.builders import build_table
 from pcmpipe.report.display import display_rows
 from pcmpipe.report.paper import paper_tables, paper_value
 from pcmpipe.report.render.html import report_html
 from pcmpipe.report.render.terminal import print_report
 from pcmpipe.report.results import load_runs
-from pcmpipe.report.tables import build_table
 
 PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
