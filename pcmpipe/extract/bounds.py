@@ -14,10 +14,7 @@ import math
 import shutil
 from pathlib import Path
 
-import torch
-
 from pcmpipe.errors import UserError
-from pcmpipe.extract import precision as arithmetic
 from pcmpipe.extract.sources import VIEW_CHUNK
 from pcmpipe.limits import check_int, check_memory, check_positive, check_workers
 
@@ -40,10 +37,8 @@ def check_settings(
     views: int,
     max_padding: float | None,
     lock_wait: bool | float,
-    precision: str | None = None,
 ) -> None:
     """One UserError line for the first setting out of bounds; nothing is opened or started before this."""
-    arithmetic.resolve(precision, torch.device("cpu"))  # the value alone; the device only picks a default
     check_workers("--workers", workers)
     check_int("--batch-size", batch_size, low=1, high=MAX_BATCH, why="65,536 images at 224 x 224 are 39 GB of input")
     check_int(

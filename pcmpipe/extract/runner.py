@@ -101,7 +101,7 @@ def extract(cfg: ExtractConfig, *, progress: ExtractProgress | None = None) -> E
     """
     bounds.check_settings(
         batch_size=cfg.batch_size, workers=cfg.workers, rows_per_shard=cfg.rows_per_shard, limit=cfg.limit,
-        views=cfg.views, max_padding=cfg.max_padding, lock_wait=cfg.lock_wait(), precision=cfg.precision,
+        views=cfg.views, max_padding=cfg.max_padding, lock_wait=cfg.lock_wait(),
     )  # fmt: skip
     ds = open_dataset(cfg.dataset, cfg.dataset_root(), **cfg.dataset_options)
     modalities = list(cfg.modalities or ds.modalities)
