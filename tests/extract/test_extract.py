@@ -346,7 +346,8 @@ def test_cli_max_padding_default_and_error(tmp_path):
     from pcmpipe.config import ExtractConfig
     from pcmpipe.config.extract import DEFAULT_BACKBONES as SCHEMA_BACKBONES
 
-    # the schema restates two constants of lower-level modules it may not import: they must agree
+    # the schema restates the speech padding bound (backbones.speech imports torch, which `--help` must not);
+    # its backbone defaults are the registry's own (torch-free) names
     assert ExtractConfig.model_fields["max_padding"].default == SPEECH_MAX_PADDING
     assert SCHEMA_BACKBONES == DEFAULT_BACKBONES
     res = CliRunner().invoke(
