@@ -150,8 +150,6 @@ def test_sigkill_sweep_then_resume_is_byte_identical(flickr, reference, tmp_path
     killed = sum(landed)
     assert killed >= min(n, 10), f"only {killed} of {n} kills landed before the run finished"
     assert in_speech, "no kill landed once speech shards were written"
-    if landed[-1]:  # the last kill left the cache unfinished
-        assert not all(_complete(cache, m, s) for m, s in PARTS)
 
     kept = _listed_shards(cache)
     begun = {p.parent for p in kept} - {cache_dir(cache, "flickr8k", m, s) for m, s in PARTS if _complete(cache, m, s)}
