@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -166,6 +167,17 @@ def _no_leftovers(root: Path) -> None:
     assert not left, left
 
 
+def _warm_span(forker: _Forker, argv: Callable[[Path], list[str]], tmp: Path, ref: str = "ref-runs") -> float:
+    """Run `argv(runs root)` to the end twice, the second time into `tmp / ref` (the reference) -> the seconds of
+    that second run. A fresh forker's first child pays the lazy imports and cold file reads (4 s against 0.7 s
+    for a tiny train): kill points spread over it would mostly land after a warm run had ended, and the sweep
+    would need six times the chains to land its kills."""
+    assert forker.run(argv(tmp / "warm-up"), kill_after=None) == 0
+    t0 = time.monotonic()
+    assert forker.run(argv(tmp / ref), kill_after=None) == 0
+    return time.monotonic() - t0  # one warm uninterrupted run: the kill points spread over its length
+
+
 def _sweep(forker: _Forker, argv: list[str], reference: dict[Path, dict], span: float, seed: str) -> int:
     """SIGKILL `argv` at seeded random points in [0, span) s, each time resuming the chain, until KILLS kills
     have landed on a live process; every chain that completes must give the runs of `reference` (run
@@ -193,9 +205,7 @@ def _sweep(forker: _Forker, argv: list[str], reference: dict[Path, dict], span: 
 def test_train_killed_anywhere_resumes_to_the_uninterrupted_run(cache, tmp_path):
     forker = _Forker(tmp_path)
     try:
-        t0 = time.monotonic()
-        assert forker.run(_train_args(cache, "ref", 4, tmp_path / "ref-runs"), kill_after=None) == 0
-        span = time.monotonic() - t0  # one uninterrupted run: the kill points spread over its length
+        span = _warm_span(forker, lambda root: _train_args(cache, "ref", 4, root), tmp_path)
         reference = _outcome(tmp_path / "ref-runs" / "ref")
         assert len(reference["history"]) == 4
         swept = tmp_path / "runs"
@@ -215,9 +225,7 @@ def test_run_killed_anywhere_resumes_to_the_uninterrupted_pipeline(cache, tmp_pa
         return ["run", str(spec), "--cache-root", str(cache), "--runs-root", str(runs_root)]
 
     try:
-        t0 = time.monotonic()
-        assert forker.run(argv(tmp_path / "ref"), kill_after=None) == 0
-        span = time.monotonic() - t0
+        span = _warm_span(forker, argv, tmp_path, "ref")
         swept = tmp_path / "runs"
         reference = {swept / n: _outcome(tmp_path / "ref" / n) for n in ("f-pcmc", "f-pcmr")}
         _sweep(forker, argv(swept), reference, span, "run")
@@ -241,9 +249,7 @@ def _finetune_args(cub: Path, tmp: Path, runs_root: Path) -> list[str]:
 def test_finetune_killed_anywhere_resumes_to_the_uninterrupted_run(cub, tmp_path):
     forker = _Forker(tmp_path)
     try:
-        t0 = time.monotonic()
-        assert forker.run(_finetune_args(cub, tmp_path, tmp_path / "ref-runs"), kill_after=None) == 0
-        span = time.monotonic() - t0
+        span = _warm_span(forker, lambda root: _finetune_args(cub, tmp_path, root), tmp_path)
         reference = _outcome(tmp_path / "ref-runs" / "ft")
         assert len(reference["history"]) == 2 and "image_backbone.safetensors" in reference["files"]
         swept = tmp_path / "runs"
