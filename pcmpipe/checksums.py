@@ -1,5 +1,6 @@
-"""The checksum of a set of tensors (weights, heads, checkpoints, saved embeddings), and the one writer of the
-safetensors files that carry it (`save_tensors`), with the check its readers make (`check_tensors`).
+"""Checksums: of a file's bytes (`file_sha256`: cache shards, index files, imported inputs), and of a set of
+tensors (weights, heads, checkpoints, saved embeddings) with the one writer of the safetensors files that carry it
+(`save_tensors`) and the check its readers make (`check_tensors`).
 
 Each file carries two digests in its metadata: `sha256` over the tensors alone (`state_sha256`: what a weights
 checksum means elsewhere), and `content_sha256` over that digest and every other metadata entry, so that the JSON a
@@ -7,9 +8,10 @@ file keeps beside its tensors (a checkpoint's training state, optimizer groups a
 cannot change unnoticed either. Files written before a digest existed carry none and are checked for what they do
 carry.
 
-Its own module, importing torch alone: `pcmpipe.backbones` (where weights specs live) imports open_clip and
-transformers, 0.25 GiB resident and seconds of start-up, which a training run that only writes checksums never
-needs (docs/performance.md, stage-two memory).
+Its own module, importing torch alone and only when a tensor is hashed: `pcmpipe.backbones` (where weights specs
+live) imports open_clip and transformers, 0.25 GiB resident and seconds of start-up, which a training run that only
+writes checksums never needs (docs/performance.md, stage-two memory); and the cache and index, which hash files,
+never import torch at all.
 """
 
 from __future__ import annotations
@@ -19,12 +21,25 @@ import json
 import struct
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, hex, read 1 MiB at a time."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def state_sha256(state: Mapping[str, torch.Tensor]) -> str:
     """sha256 over (name, dtype, shape, raw bytes) of every tensor, names sorted: one digest per set of weights."""
+    import torch
+
     h = hashlib.sha256()
     for name in sorted(state):
         t = state[name].detach().to("cpu").contiguous()

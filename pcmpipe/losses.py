@@ -340,26 +340,26 @@ class TargetShares:
             accs[name][m] = v.to(device)
 
 
-def _pcmc_step(
-    emb: dict[str, Tensor],
-    present: dict[str, Tensor] | None,
-    features: Callable[[], dict[str, Tensor]],
-    params: LossParams,
-    rows: Callable[[], dict[str, Tensor]] | None = None,
-    shares: TargetShares | None = None,
-) -> Tensor:
+@dataclass(frozen=True)
+class LossBatch:
+    """One training step's inputs to a loss. `emb`/`present` as above; `features()` returns the batch's backbone
+    features (the `features` target's inputs) and `rows()` each modality's cached row index [B] (the `shared`
+    target's inputs). Both are called only by the losses and targets that need them, so PCMC never pays for
+    gathering them across ranks."""
+
+    emb: dict[str, Tensor]
+    present: dict[str, Tensor] | None
+    features: Callable[[], dict[str, Tensor]]
+    rows: Callable[[], dict[str, Tensor]] | None = None
+
+
+def _pcmc_step(batch: LossBatch, params: LossParams, shares: TargetShares | None = None) -> Tensor:
     loss = compiled(pcmc_loss, params.compile) if params.compile else pcmc_loss
-    return loss(emb, present, logit_scale=params.log_scale.exp())
+    return loss(batch.emb, batch.present, logit_scale=params.log_scale.exp())
 
 
-def _pcmr_step(
-    emb: dict[str, Tensor],
-    present: dict[str, Tensor] | None,
-    features: Callable[[], dict[str, Tensor]],
-    params: LossParams,
-    rows: Callable[[], dict[str, Tensor]] | None = None,
-    shares: TargetShares | None = None,
-) -> Tensor:
+def _pcmr_step(batch: LossBatch, params: LossParams, shares: TargetShares | None = None) -> Tensor:
+    emb, present, rows = batch.emb, batch.present, batch.rows
     ids = rows() if rows is not None and (params.target == "shared" or shares is not None) else None
     if params.target == "shared":
         if ids is None:
@@ -368,7 +368,7 @@ def _pcmr_step(
     elif params.target == "projections":
         comps = target_components({m: e.detach() for m, e in emb.items()}, "projections", params.threshold, present)
     else:
-        comps = target_components(features(), params.target, params.threshold, present)
+        comps = target_components(batch.features(), params.target, params.threshold, present)
     if shares is not None and ids is not None:
         implied = comps if params.target == "shared" else target_components(ids, "shared", present=present)
         shares.add(comps, implied, present)
@@ -376,12 +376,8 @@ def _pcmr_step(
     return loss(emb, target=combine_target(comps), present=present, rho=params.rho, rho_on=params.rho_on)
 
 
-# The registry both trainers dispatch through, one call signature:
-#   LOSSES[name](emb, present, features, params, rows=None, shares=None) -> 0-d loss
-# emb/present as above; `features()` returns the batch's backbone features (the `features` target's inputs) and
-# `rows()` each modality's cached row index [B] (the `shared` target's inputs); both are called only by the
-# losses and targets that need them, so PCMC never pays for gathering them across ranks. `shares` collects the
-# target's per-modality share of marked pairs for the epoch log.
+# The registry both trainers dispatch through: LOSSES[name](batch, params, shares=None) -> 0-d loss. `shares`
+# collects the target's per-modality share of marked pairs for the epoch log.
 LOSSES: dict[str, Callable[..., Tensor]] = {"pcmc": _pcmc_step, "pcmr": _pcmr_step}
 
 __all__ = [
@@ -391,6 +387,7 @@ __all__ = [
     "target_components",
     "combine_target",
     "LOSSES",
+    "LossBatch",
     "LossParams",
     "TargetShares",
     "TARGET_MODES",

@@ -368,7 +368,7 @@ def test_extract_under_torchrun_resumes_killed_rank_and_equals_single_process(tm
     job rerun as `torchrun -m pcmpipe extract` over every split resumes its part (its finished shards kept byte
     for byte); only rank 0 prints the summary; same fingerprints, ids and features as 1 process."""
     from pcmpipe.cache import cache_dir
-    from pcmpipe.cache.shard import sha256_file
+    from pcmpipe.checksums import file_sha256
     from pcmpipe.datasets.synthetic import synth
 
     data, single, multi = tmp_path / "data", tmp_path / "single", tmp_path / "multi"
@@ -381,11 +381,11 @@ def test_extract_under_torchrun_resumes_killed_rank_and_equals_single_process(tm
     first = cache_dir(multi, "flickr8k", EXTRACT_MODALITIES[0], "train")
     rank1 = json.loads(rank_manifests(first)[1].read_text())
     assert not rank1["complete"] and len(rank1["shards"]) == 2 and not manifest_in(first).exists()
-    kept = {s["file"]: sha256_file(first / s["file"]) for s in rank1["shards"]}
+    kept = {s["file"]: file_sha256(first / s["file"]) for s in rank1["shards"]}
 
     done = _torchrun(_extract_command(data, multi))
     assert done.stdout.count("extract flickr8k") == 1  # only rank 0 prints the summary
-    assert {f: sha256_file(first / f) for f in kept} == kept
+    assert {f: file_sha256(first / f) for f in kept} == kept
     for m, s in [(m, s) for m in EXTRACT_MODALITIES for s in ("train", "val", "test")]:
         d_single, d_multi = cache_dir(single, "flickr8k", m, s), cache_dir(multi, "flickr8k", m, s)
         merged = json.loads(manifest_in(d_multi).read_text())

@@ -14,7 +14,7 @@ PRINTERS = ("pcmpipe.cli", "pcmpipe.report.render")
 # The layers of docs/design.md ("Import rules"): a module may import its own folder and lower layers only.
 LAYERS = {
     "errors": 0, "modalities": 0, "atomic": 0, "textfile": 0, "tempdirs": 0, "version": 0, "checksums": 0,
-    "limits": 0, "readback": 0,
+    "limits": 0, "readback": 0, "folderswap": 0,
     "cache": 1, "datasets": 1, "backbones": 1, "augment": 1, "config": 1,
     "samples": 2, "samples_stream": 2, "heads": 2, "losses": 2, "distributed": 2, "index": 2,
     "evaluation": 3, "extract": 3,

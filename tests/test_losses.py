@@ -332,7 +332,7 @@ def test_all_true_masks_equal_no_masks_values_and_gradients():
 
 # ---- the registry both trainers dispatch through ----
 def test_registry_is_the_dispatch_with_one_signature():
-    from pcmpipe.losses import LOSSES, LossParams
+    from pcmpipe.losses import LOSSES, LossBatch, LossParams
 
     g = torch.Generator().manual_seed(0)
     emb = {m: torch.randn(8, 6, generator=g) for m in ("I", "T", "S")}
@@ -345,10 +345,10 @@ def test_registry_is_the_dispatch_with_one_signature():
         raise AssertionError("PCMC does not read the backbone features")
 
     assert set(LOSSES) == {"pcmc", "pcmr"}
-    got = LOSSES["pcmc"](emb, present, no_features, params)
+    got = LOSSES["pcmc"](LossBatch(emb, present, no_features), params)
     assert torch.equal(got, pcmc_loss(emb, present, logit_scale=log_scale.exp()))
     calls = []
-    got = LOSSES["pcmr"](emb, present, lambda: calls.append(1) or feats, params)
+    got = LOSSES["pcmr"](LossBatch(emb, present, lambda: calls.append(1) or feats), params)
     target = pcmr_target(feats, threshold=0.5, present=present)
     assert calls == [1] and torch.equal(got, pcmr_loss(emb, target=target, present=present, rho=1.0))
 
@@ -373,7 +373,7 @@ def test_shared_target_marks_pairs_that_use_the_same_cached_row():
 
 
 def test_projection_target_reads_the_detached_head_outputs():
-    from pcmpipe.losses import LOSSES, LossParams, TargetShares, combine_target, target_components
+    from pcmpipe.losses import LOSSES, LossBatch, LossParams, TargetShares, combine_target, target_components
 
     emb = _emb(["I", "T"], B=6, D=4, seed=21)
     emb["I"] = emb["I"].detach().clone()
@@ -386,7 +386,7 @@ def test_projection_target_reads_the_detached_head_outputs():
 
     shares = TargetShares()
     rows = {"I": torch.arange(6), "T": torch.arange(6)}
-    loss = LOSSES["pcmr"](emb, None, no_features, params, rows=lambda: rows, shares=shares)
+    loss = LOSSES["pcmr"](LossBatch(emb, None, no_features, rows=lambda: rows), params, shares)
     target = combine_target(target_components({m: e.detach() for m, e in emb.items()}, "projections", 0.99))
     assert target[1, 4] == 1 and target.sum() == 8
     assert torch.equal(loss, pcmr_loss(emb, target=target, rho=1.0))
@@ -397,19 +397,19 @@ def test_projection_target_reads_the_detached_head_outputs():
 
 
 def test_shared_target_through_the_registry_and_its_shares():
-    from pcmpipe.losses import LOSSES, LossParams, TargetShares
+    from pcmpipe.losses import LOSSES, LossBatch, LossParams, TargetShares
 
     emb = _emb(["I", "T"], B=4, D=3, seed=22)
     rows = {"I": torch.tensor([0, 0, 1, 2]), "T": torch.arange(4)}
     params = LossParams(torch.tensor(0.0), target="shared")
     shares = TargetShares()
-    got = LOSSES["pcmr"](emb, None, lambda: {}, params, rows=lambda: rows, shares=shares)
+    got = LOSSES["pcmr"](LossBatch(emb, None, dict, rows=lambda: rows), params, shares)
     expected = torch.eye(4)
     expected[0, 1] = expected[1, 0] = 1.0
     assert torch.equal(got, pcmr_loss(emb, target=expected))
     s = shares.shares()
     assert s["target"] == s["ids"] == {"I": pytest.approx(2 / 12), "T": 0.0}
     with pytest.raises(ValueError, match="rows"):
-        LOSSES["pcmr"](emb, None, lambda: {}, params)
+        LOSSES["pcmr"](LossBatch(emb, None, dict), params)
     with pytest.raises(ValueError, match="unknown PCMR target"):
-        LOSSES["pcmr"](emb, None, lambda: {}, LossParams(torch.tensor(0.0), target="nearest"))
+        LOSSES["pcmr"](LossBatch(emb, None, dict), LossParams(torch.tensor(0.0), target="nearest"))

@@ -3,9 +3,9 @@
 Inputs are either a NumPy array [N, *shape] plus an ids file, or a Parquet table (`import_inputs`). Everything
 is validated before the first byte is written, the cache is written by the ordinary `ShardWriter` into a hidden
 temp directory beside the target, and only a finished cache is renamed into place, so a failed or killed import
-never leaves a half-written modality behind. `--overwrite` swaps the new cache in with one atomic exchange
-(Linux renameat2), so the modality is never missing; where the filesystem cannot exchange, the next run finishes
-or rolls back a swap that a kill interrupted.
+never leaves a half-written modality behind. `--overwrite` swaps the new cache in (pcmpipe.folderswap) with one atomic
+exchange (Linux renameat2), so the modality is never missing; where the filesystem cannot exchange, the next run
+finishes or rolls back a swap that a kill interrupted.
 
 The import holds the split's lock (`cache.lock.exclusive`, the lock `extract` takes) from the reuse check to the
 swap: a second import or an extraction of that split waits for it, and it waits for them, or, with a
@@ -17,25 +17,19 @@ files it points to (or leave the link behind under a temp name).
 
 from __future__ import annotations
 
-import ctypes
-import errno
-import os
 import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from pcmpipe import tempdirs
-from pcmpipe.atomic import fsync_path
-from pcmpipe.atomic import replace as durable_replace
+from pcmpipe import folderswap, tempdirs
 from pcmpipe.cache.import_inputs import Table, from_npy, from_parquet, validate
 from pcmpipe.cache.layout import cache_dir, manifest_in, refuse_link
 from pcmpipe.cache.lock import exclusive
 from pcmpipe.cache.manifest import load_manifest
-from pcmpipe.cache.shard import sha256_file
 from pcmpipe.cache.writer import FORMATS, NAME_RE, ShardWriter
+from pcmpipe.checksums import file_sha256
 from pcmpipe.errors import UserError
 from pcmpipe.limits import check_memory
 
@@ -68,55 +62,6 @@ class ImportResult:
     dtype: str
     fingerprint: str
     skipped: bool  # the same import was already complete: nothing written
-
-
-_RENAME_EXCHANGE = 2  # linux/fs.h: swap two paths in one step
-_AT_FDCWD = -100
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two directories atomically (Linux renameat2 RENAME_EXCHANGE); False where the OS or filesystem
-    cannot, so the caller falls back to two renames."""
-    if not sys.platform.startswith("linux"):
-        return False
-    fn = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
-    if fn is None:  # glibc before 2.28
-        return False
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # not supported here
-        return False
-    raise OSError(err, os.strerror(err), str(b))
-
-
-def _swap_in(new: Path, target: Path, split: str) -> None:
-    """Put the finished cache `new` at `target` and delete the old one, with no moment where `target` is missing.
-
-    With an atomic exchange the old cache ends up in `new`'s temp directory, which a kill leaves for the next
-    run to remove. Without one, the old cache is first moved to `.<split>.old-<pid>-*`; a kill between the two
-    renames is finished or rolled back by `_finish_dead_swaps` on the next run.
-    """
-    if _exchange(new, target):
-        fsync_path(target.parent)
-        shutil.rmtree(new)
-        return
-    aside = tempdirs.make(target.parent, f"{split}.old")
-    os.replace(target, aside / "cache")
-    durable_replace(new, target)
-    shutil.rmtree(aside)
-
-
-def _finish_dead_swaps(target: Path, split: str) -> None:
-    """A fallback swap killed between its renames: put the old cache back if nothing replaced it, else drop it."""
-    for aside in tempdirs.dead(target.parent, f"{split}.old"):
-        if aside.is_symlink():  # not one this code made: drop the link, never what it points to
-            aside.unlink()
-            continue
-        if (aside / "cache").is_dir() and not target.exists():
-            durable_replace(aside / "cache", target)
-        shutil.rmtree(aside, ignore_errors=True)
 
 
 def import_features(
@@ -154,7 +99,7 @@ def import_features(
         "dataset": dataset,
         "split": split,
         "modality": name,
-        "inputs": {p.name: sha256_file(p) for p in table.source},
+        "inputs": {p.name: file_sha256(p) for p in table.source},
         "options": {"id_column": source.id_column, "vector_column": source.vector_column},
     }
     spec = {"features": {FEATURE_NAME: (shape, dtype)}, "key": source.key, "links": links, "meta": meta, "fmt": fmt}
@@ -179,7 +124,7 @@ def _write_locked(
     """Write the cache into a temp directory and swap it in; the caller holds the split's lock."""
     (shape, dtype) = spec["features"][FEATURE_NAME]
     target.parent.mkdir(parents=True, exist_ok=True)
-    _finish_dead_swaps(target, split)
+    folderswap.finish_dead_swaps(target)
     tempdirs.remove_dead(target.parent, f"{split}.import")
     tmp = tempdirs.make(target.parent, f"{split}.import")
     try:
@@ -205,10 +150,7 @@ def _write_locked(
                 {FEATURE_NAME: np.asarray(table.vectors[part])},
             )
         writer.close()
-        if target.exists() and any(target.iterdir()):  # --overwrite: swap directories, drop the old one
-            _swap_in(tmp, target, split)
-        else:
-            durable_replace(tmp, target)  # an empty leftover directory is replaced too
+        folderswap.swap_in(tmp, target)  # --overwrite: the old cache is dropped, never missing where Linux can
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -12,7 +12,7 @@ Types are strict: JSON gives numbers, strings and booleans their own types, and 
 from __future__ import annotations
 
 from pathlib import PurePosixPath
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -21,13 +21,6 @@ FORMAT_VERSION = 1
 
 class _Part(BaseModel):
     model_config = ConfigDict(strict=True, extra="allow")
-
-
-def _plain_file_name(name: str) -> str:
-    """A file of the split directory itself: no folder part, not hidden (hidden names are the cache's own)."""
-    if not name or PurePosixPath(name).name != name or "\\" in name or name.startswith("."):
-        raise ValueError(f"{name!r} is not a file of this directory")
-    return name
 
 
 class FeatureSpec(_Part):
@@ -44,20 +37,32 @@ class FeatureSpec(_Part):
         return shape
 
 
-class ShardEntry(_Part):
-    """A finished shard, in read order."""
+class _CheckedFile(_Part):
+    """A finished file of the split directory, which readers check against its size and sha256 before use."""
 
-    file: str = Field(description="the shard's file name in the split directory, e.g. part-00000.parquet")
-    rows: int = Field(ge=0, description="rows in the shard")
+    # Whether the name may be hidden: the cache's own files are (`.errors.jsonl`), a shard never is, so that a
+    # shard list can never point a reader at the manifest or the lock.
+    hidden_name: ClassVar[bool] = False
+
+    file: str = Field(description="its name in the split directory, with no folder part")
     sha256: str = Field(description="sha256 of the file's bytes, hex")
-    bytes: int | None = Field(
-        None, ge=0, description="the file's size; absent in caches written before sizes were recorded"
-    )
 
     @field_validator("file")
     @classmethod
-    def _shard_name(cls, name: str) -> str:
-        return _plain_file_name(name)
+    def _in_directory(cls, name: str) -> str:
+        plain = name and PurePosixPath(name).name == name and "\\" not in name and name not in (".", "..")
+        if not plain or (name.startswith(".") and not cls.hidden_name):
+            raise ValueError(f"{name!r} is not a file of this directory")
+        return name
+
+
+class ShardEntry(_CheckedFile):
+    """A finished shard, in read order; its name is never hidden (e.g. part-00000.parquet)."""
+
+    rows: int = Field(ge=0, description="rows in the shard")
+    bytes: int | None = Field(
+        None, ge=0, description="the file's size; absent in caches written before sizes were recorded"
+    )
 
     @field_validator("bytes", mode="before")
     @classmethod
@@ -67,19 +72,12 @@ class ShardEntry(_Part):
         return value
 
 
-class SideFile(_Part):
-    """Another finished file of the cache (extraction's `.errors.jsonl`), checked like a shard."""
+class SideFile(_CheckedFile):
+    """Another finished file of the cache (extraction's `.errors.jsonl`, hidden), checked like a shard."""
 
-    file: str = Field(description="its name in the split directory (hidden), e.g. .errors.jsonl")
+    hidden_name: ClassVar[bool] = True
+
     bytes: int = Field(ge=0, description="its size")
-    sha256: str = Field(description="sha256 of its bytes, hex")
-
-    @field_validator("file")
-    @classmethod
-    def _in_directory(cls, name: str) -> str:
-        if not name or PurePosixPath(name).name != name or "\\" in name or name in (".", ".."):
-            raise ValueError(f"{name!r} is not a file of this directory")
-        return name
 
 
 class Manifest(_Part):

@@ -30,10 +30,10 @@ from pcmpipe.cache.shard import (
     read_columns,
     read_feature_into,
     read_ids,
-    sha256_file,
     shard_rows,
 )
 from pcmpipe.cache.shards import CacheShard, named_in_manifest, shards_of
+from pcmpipe.checksums import file_sha256
 from pcmpipe.errors import UserError
 
 MAKE_CACHE = "create it with `pcmpipe extract` (or `pcmpipe import-features` for your own vectors)"
@@ -231,13 +231,13 @@ def damaged_shards(directory: Path, manifest: dict, *, hashes: bool = True) -> l
             continue
         if rows != shard["rows"]:
             out.append((shard["file"], f"corrupt ({rows} rows, manifest says {shard['rows']})"))
-        elif hashes and sha256_file(file) != shard["sha256"]:
+        elif hashes and file_sha256(file) != shard["sha256"]:
             out.append((shard["file"], "corrupt (sha256 mismatch)"))
     for side in manifest.get("side_files", []):  # small files: always hashed
         file = side_file_in(directory, side["file"])
         if not file.is_file():
             out.append((side["file"], "missing"))
-        elif file.stat().st_size != side["bytes"] or sha256_file(file) != side["sha256"]:
+        elif file.stat().st_size != side["bytes"] or file_sha256(file) != side["sha256"]:
             out.append((side["file"], "corrupt (size or sha256 differs from the manifest)"))
     return out
 

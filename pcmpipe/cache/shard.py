@@ -13,7 +13,6 @@ fsync of the directory), so a reader or a resumed writer only ever sees whole fi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from pcmpipe.atomic import atomic_path
+from pcmpipe.checksums import file_sha256
 from pcmpipe.errors import file_errors
 
 if TYPE_CHECKING:
@@ -63,14 +63,6 @@ class ShardSchema:
         )
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 # ---------------------------------------------------------------- writing
 
 
@@ -86,7 +78,7 @@ def write_shard(
             _write_parquet(tmp, schema, columns, features)
         else:
             _write_hdf5(tmp, schema, columns, features)
-        digest = sha256_file(tmp)
+        digest = file_sha256(tmp)
     return digest
 
 

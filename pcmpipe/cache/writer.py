@@ -25,7 +25,8 @@ from pcmpipe.cache.manifest import (
     rank_manifest_name,
     write_manifest,
 )
-from pcmpipe.cache.shard import FORMATS, ShardError, ShardSchema, check_shard, read_ids, sha256_file, write_shard
+from pcmpipe.cache.shard import FORMATS, ShardError, ShardSchema, check_shard, read_ids, write_shard
+from pcmpipe.checksums import file_sha256
 from pcmpipe.errors import UserError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -196,7 +197,7 @@ class ShardWriter:
         listed = {s["file"] for s in self._manifest["shards"]}
         for shard in self._manifest["shards"]:
             path = self.directory / shard["file"]
-            if not path.exists() or sha256_file(path) != shard["sha256"]:
+            if not path.exists() or file_sha256(path) != shard["sha256"]:
                 state = "missing" if not path.exists() else "corrupt (sha256 mismatch)"
                 raise UserError(
                     f"finished shard {shard['file']} of cache {self.directory} is {state}; "
@@ -215,7 +216,7 @@ class ShardWriter:
                 path.unlink()
                 continue
             self.done_ids.update(ids)
-            self._manifest["shards"].append(_entry(path, len(ids), sha256_file(path)))
+            self._manifest["shards"].append(_entry(path, len(ids), file_sha256(path)))
         self._manifest["shards"].sort(key=lambda s: s["file"])
         self._next_index = 1 + max(
             (int(m.group(1)) for s in self._manifest["shards"] if (m := self._shard_re.match(s["file"]))),
@@ -334,7 +335,7 @@ class ShardWriter:
         """List a finished file beside the shards (extract's .errors.jsonl) in the manifest with its size and
         sha256, so a deleted or damaged one is caught like a damaged shard. Call before `close`."""
         path = self.directory / name
-        entry = {"file": name, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+        entry = {"file": name, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
         self._manifest["side_files"] = [f for f in self._manifest.get("side_files", []) if f["file"] != name] + [entry]
 
     def close(self) -> None:

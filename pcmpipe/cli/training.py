@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -20,17 +21,22 @@ from pcmpipe.config.commands import EvaluateConfig
 def train_cmd(given: GivenSettings) -> None:
     """Train PCMC/PCMR projection heads on cached features; resumes an interrupted run of the same config."""
     with _guard():
-        from pcmpipe.cli.training_progress import TrainingRenderer
         from pcmpipe.training.stage2 import train
 
-        cfg = given.load()
-        renderer = TrainingRenderer()
-        try:
-            run_dir = train(cfg, on_event=renderer)
-        finally:
-            renderer.close()
-        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank returns here; one line is enough
-            typer.echo(f"run written to {run_dir}")
+        _run_recipe(train, given.load())
+
+
+def _run_recipe(recipe: Callable[..., Path], cfg: TrainConfig | FinetuneConfig) -> None:
+    """Run a training recipe with the terminal's progress display, then say where the run was written."""
+    from pcmpipe.cli.training_progress import TrainingRenderer
+
+    renderer = TrainingRenderer()
+    try:
+        run_dir = recipe(cfg, on_event=renderer)
+    finally:
+        renderer.close()
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank returns here; one line is enough
+        typer.echo(f"run written to {run_dir}")
 
 
 def _metric_order(name: str) -> tuple:
@@ -119,13 +125,6 @@ FINETUNE_HELP = {
 def finetune_cmd(given: GivenSettings) -> None:
     """Fine-tune CLIP towers and heads end to end from raw data; resumes an interrupted run of the same config."""
     with _guard():
-        from pcmpipe.cli.training_progress import TrainingRenderer
         from pcmpipe.training.finetune import finetune
 
-        cfg = given.load()
-        renderer = TrainingRenderer()
-        try:
-            run_dir = finetune(cfg, on_event=renderer)
-        finally:
-            renderer.close()
-        typer.echo(f"run written to {run_dir}")
+        _run_recipe(finetune, given.load())

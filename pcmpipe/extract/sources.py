@@ -122,14 +122,46 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
 
 
+class _Unusable(Exception):
+    """A file that decoded but cannot be encoded (audio too short, NaN samples); the message is the item's error."""
+
+
 class _Files(torch.utils.data.Dataset):
-    """Records whose payload is a file; an item is (index, decoded input or None, error or None)."""
+    """Records whose payload is a file; an item is (index, decoded input or None, error or None).
+
+    Every kind reads an item the same way (`__getitem__`): find the file, `decode` it, and turn each refusal into
+    the item's error, named with the kind (`kind`). A kind gives its decoder (`decode`) and the exceptions by
+    which that decoder says a file is unreadable (`decode_errors`, asked only when one was raised).
+    """
+
+    kind = "file"
 
     def __init__(self, records: Sequence[Record]):
         self.records = records
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def __getitem__(self, i: int):
+        path, missing = self._path(i)
+        if path is None:
+            return i, None, missing
+        try:
+            return i, self.decode(path, i), None
+        except MediaTooLarge as e:  # refused from the header, before the decoder allocates anything
+            return i, None, f"{self.kind} too large ({e})"
+        except _Unusable as e:
+            return i, None, str(e)
+        except UserError as e:  # pcmpipe's own reading of the file refused it, in one line already
+            return i, None, f"unreadable {self.kind} ({str(e)[:200]})"
+        except self.decode_errors() as e:
+            return i, None, f"unreadable {self.kind} ({_one_line(e)})"
+
+    def decode(self, path: Path | BinaryIO, i: int):
+        raise NotImplementedError
+
+    def decode_errors(self) -> tuple[type[BaseException], ...]:
+        raise NotImplementedError
 
     def _path(self, i: int) -> tuple[Path | BinaryIO | None, str | None]:
         """The item's file (or its bytes, for a blob: a tar member, a Hugging Face cell), or why there is none."""
@@ -153,28 +185,27 @@ class _Files(torch.utils.data.Dataset):
 class ImageFiles(_Files):
     """Decode + transform one image per item -> (index, [3, S, S] or None, error or None)."""
 
+    kind = "image"
+
     def __init__(self, records: Sequence[Record], transform):
         super().__init__(records)
         self.transform = transform
 
-    def __getitem__(self, i: int):
+    def decode(self, path: Path | BinaryIO, i: int):
         from PIL import Image
 
-        path, missing = self._path(i)
-        if path is None:
-            return i, None, missing
-        try:
-            with warnings.catch_warnings():  # PIL warns of what check_image_size refuses anyway
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                im = Image.open(path)
-            with im:
-                check_image_size(*im.size, self._where(i))  # from the header: before a pixel is decoded
-                im.load()  # truncated or corrupt data fails here, not later in a worker-less place
-                return i, self.apply(im, i), None
-        except MediaTooLarge as e:
-            return i, None, f"image too large ({e})"
-        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
-            return i, None, f"unreadable image ({_one_line(e)})"
+        with warnings.catch_warnings():  # PIL warns of what check_image_size refuses anyway
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
+            check_image_size(*im.size, self._where(i))  # from the header: before a pixel is decoded
+            im.load()  # truncated or corrupt data fails here, not later in a worker-less place
+            return self.apply(im, i)
+
+    def decode_errors(self) -> tuple[type[BaseException], ...]:
+        from PIL import Image
+
+        return (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
     def apply(self, im, i: int):
         return self.transform(im)
@@ -183,27 +214,22 @@ class ImageFiles(_Files):
 class AudioFiles(_Files):
     """Decode one waveform per item (16 kHz mono float32) -> (index, [N] or None, error or None)."""
 
+    kind = "audio"
+
     def __init__(self, records: Sequence[Record], min_samples: int):
         super().__init__(records)
         self.min_samples = min_samples
 
-    def __getitem__(self, i: int):
-        path, missing = self._path(i)
-        if path is None:
-            return i, None, missing
-        try:
-            wave = load_audio(path, where=self._where(i))
-        except MediaTooLarge as e:
-            return i, None, f"audio too large ({e})"
-        except UserError as e:
-            return i, None, f"unreadable audio ({str(e)[:200]})"
-        except (OSError, ValueError, RuntimeError) as e:
-            return i, None, f"unreadable audio ({_one_line(e)})"
+    def decode(self, path: Path | BinaryIO, i: int) -> np.ndarray:
+        wave = load_audio(path, where=self._where(i))
         if wave.size < self.min_samples:
-            return i, None, f"audio too short ({wave.size} samples at 16 kHz, the encoder needs {self.min_samples})"
+            raise _Unusable(f"audio too short ({wave.size} samples at 16 kHz, the encoder needs {self.min_samples})")
         if not np.isfinite(wave).all():
-            return i, None, "audio holds NaN or infinite samples"
-        return i, wave, None
+            raise _Unusable("audio holds NaN or infinite samples")
+        return wave
+
+    def decode_errors(self) -> tuple[type[BaseException], ...]:
+        return (OSError, ValueError, RuntimeError)
 
 
 class ImageViews:

@@ -7,12 +7,12 @@
                         two files above
 
 Writing: the three files go into a hidden folder `.<out>.tmp-<pid>-<random>` beside `<out>`, are fsynced, and
-the folder replaces `<out>` under the exclusive lock of `<out>` (pcmpipe.cache.lock): an existing `<out>` is
-first renamed aside (`.<out>.old-<pid>-<random>`), then the new folder is renamed in, then the old one removed.
-Two jobs into one `<out>` write in parallel and swap in turn, so the folder holds one job's three files, never
-a mix. A job killed at any point leaves the old folder or the new one; killed between the two renames, it
-leaves the old one aside, and the next `index` into `<out>` puts it back before anything else (the folders of
-dead processes are found by their pid, pcmpipe.tempdirs).
+the folder replaces `<out>` under the exclusive lock of `<out>` (pcmpipe.cache.lock) through pcmpipe.folderswap:
+one atomic exchange where Linux offers it, else two renames with the old folder set aside. Two jobs into one
+`<out>` write in parallel and swap in turn, so the folder holds one job's three files, never a mix. A job killed
+at any point leaves the old folder or the new one; where it was killed between the two renames, the next `index`
+into `<out>` puts the old folder back before anything else (the folders of dead processes are found by their
+pid, pcmpipe.tempdirs).
 
 Opening: the folder is opened once and its files read through that handle, so a swap in the middle of a read
 cannot mix two versions; each file's sha256 must be the one index.json records, before FAISS parses a byte.
@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from pcmpipe import atomic, tempdirs
+from pcmpipe import atomic, folderswap, tempdirs
 from pcmpipe.cache.lock import exclusive
+from pcmpipe.checksums import file_sha256
 from pcmpipe.errors import UserError, file_errors
 from pcmpipe.index.params import INDEX_KINDS
 from pcmpipe.readback import parse_json, validate
@@ -136,7 +137,7 @@ def save_index(directory: str | Path, index: Any, ids: list[str] | np.ndarray, m
     try:
         _write_faiss(faiss, index, tmp, directory)
         _write(tmp, directory, IDS_FILE, _json(ids))
-        record["sha256"] = {INDEX_FILE: _sha256(tmp / INDEX_FILE), IDS_FILE: _sha256(tmp / IDS_FILE)}
+        record["sha256"] = {INDEX_FILE: file_sha256(tmp / INDEX_FILE), IDS_FILE: file_sha256(tmp / IDS_FILE)}
         validate(IndexMeta, record, f"index metadata for {directory}")  # what open_index will demand
         _write(tmp, directory, META_FILE, _json(record, indent=2))
         for name in (INDEX_FILE, IDS_FILE, META_FILE, "."):
@@ -178,37 +179,12 @@ def _write(tmp: Path, directory: Path, name: str, data: bytes) -> None:
         raise OSError(e.errno, e.strerror, str(directory / name)) from None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _swap_in(tmp: Path, directory: Path) -> None:
     """Replace `directory` by the complete folder `tmp` under the folder's lock (module docstring)."""
-    parent, aside = directory.parent, None
     with exclusive(directory, f"index folder {directory}"):
-        put_back(directory)
+        folderswap.finish_dead_swaps(directory)
         check_output(directory)
-        if directory.exists():
-            aside = tempdirs.make(parent, f"{directory.name}.old")
-            os.replace(directory, aside)  # onto the empty folder just made: a rename, never a copy
-        os.rename(tmp, directory)
-        atomic.fsync_path(parent)
-    if aside is not None:
-        shutil.rmtree(aside, ignore_errors=True)
-
-
-def put_back(directory: Path) -> None:
-    """Under the folder's lock: an old folder that a job killed between its two renames set aside goes back
-    in place when no folder took its place, and is removed otherwise."""
-    for old in tempdirs.dead(directory.parent, f"{directory.name}.old"):
-        if directory.exists():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(old, directory)
+        folderswap.swap_in(tmp, directory)
 
 
 # ---- opening ----

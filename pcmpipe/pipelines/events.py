@@ -16,6 +16,9 @@ __all__ = ["Event", "Note", "OnEvent", "PlanReady", "StepFinished", "StepProgres
 
 @dataclass(frozen=True)
 class PlanReady:
+    """Sent first, before any step runs (and alone under --dry-run): the pipeline's name and title, and every step
+    with its status (cached, missing or blocked) and the command that would make it."""
+
     name: str
     title: str
     steps: list[Step]
@@ -23,6 +26,8 @@ class PlanReady:
 
 @dataclass(frozen=True)
 class StepStarted:
+    """A missing step begins; cached steps send nothing. Its progress and notes follow, then `StepFinished`."""
+
     step: Step
 
 
@@ -37,6 +42,9 @@ class StepProgress:
 
 @dataclass(frozen=True)
 class StepFinished:
+    """The step `StepStarted` announced ended without an error (its status is now "done"), after `seconds` of
+    wall time; a failed step raises instead."""
+
     step: Step
     seconds: float
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from pcmpipe import folderswap
 from pcmpipe.augment.views import VIEWS_FEATURE
 from pcmpipe.backbones.identity import same_encoder
 from pcmpipe.cache import ShardWriter, open_cache
@@ -39,7 +40,6 @@ from pcmpipe.runs.outdir import (
     check_out,
     is_empty_dir,
     remove,
-    swap_in,
     temp_for,
 )
 from pcmpipe.training.rundir.files import is_run_folder
@@ -83,6 +83,7 @@ class EmbeddingsOut:
         self._lock.enter_context(exclusive(self.out, f"embeddings {self.out}", wait=True))
         try:
             check_out(self.out, "--out", "embeddings")  # again: the job we waited for may have written it
+            folderswap.finish_dead_swaps(self.out)
             if not self._done():
                 self.writer = self._open_temp()
         except BaseException:
@@ -152,7 +153,7 @@ class EmbeddingsOut:
             self.rows = self.writer.num_rows
             with self._writing():
                 self.writer.close()
-            swap_in(self.writer.directory, self.out)
+            folderswap.swap_in(self.writer.directory, self.out)
         finally:
             self._lock.close()
 

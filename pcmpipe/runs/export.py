@@ -24,11 +24,11 @@ from pathlib import Path
 
 import yaml
 
-from pcmpipe import atomic
+from pcmpipe import atomic, folderswap
 from pcmpipe.cache.lock import exclusive
 from pcmpipe.errors import UserError, file_errors
 from pcmpipe.runs.loaded import load_run
-from pcmpipe.runs.outdir import check_out, is_empty_dir, remove, swap_in, temp_for
+from pcmpipe.runs.outdir import check_out, is_empty_dir, remove, temp_for
 from pcmpipe.training.rundir.files import COMPLETE_MARKER, CONFIG, EMBEDDINGS, HEADS, read_json
 from pcmpipe.training.rundir.manifest import verify
 from pcmpipe.training.rundir.record import EXPORT_KIND, ExportRecord, read_record
@@ -244,6 +244,7 @@ def export_run(run_dir: str | Path, out: str | Path) -> Exported:
     config = _config(run, run_dir)
     with exclusive(out, f"export {out}", wait=True):
         check_out(out, "export folder", "export")
+        folderswap.finish_dead_swaps(out)
         if _holds_this_export(out, config):
             return Exported(out, reused=True)
         tmp = temp_for(out, "export")
@@ -252,7 +253,7 @@ def export_run(run_dir: str | Path, out: str | Path) -> Exported:
         tmp.mkdir(parents=True)
         try:
             _write(run, run_dir, out, tmp, config)
-            swap_in(tmp, out)
+            folderswap.swap_in(tmp, out)
         finally:
             if tmp.exists():
                 remove(tmp)

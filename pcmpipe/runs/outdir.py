@@ -4,18 +4,17 @@ CLI refuses a bad flag at once, not after the seconds torch takes to import).
 The output is built in one hidden temp folder beside it and swapped in whole when finished.
 
 A job locks its output (`cache.lock.exclusive` on `OUT`), builds the result in `.<OUT>.<tag>-tmp` beside it
-on the same filesystem, and renames that folder over `OUT` at the end. So `OUT` is either absent, the folder
-the user made, or a finished result: a kill or a full disk never leaves half a result under its name, and the
-next run with the same arguments finds the temp folder (resumes or redoes it) and needs no manual cleanup.
+on the same filesystem, and swaps that folder in at the end (`pcmpipe.folderswap`, which also finishes a swap a
+killed job left half done). So `OUT` is either absent, the folder the user made, or a finished result: a kill or
+a full disk never leaves half a result under its name, and the next run with the same arguments finds the temp
+folder (resumes or redoes it) and needs no manual cleanup.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
-from pcmpipe import atomic
 from pcmpipe.errors import UserError
 from pcmpipe.limits import check_int, check_workers
 from pcmpipe.training.rundir.files import is_run_folder
@@ -65,17 +64,3 @@ def check_out(out: Path, flag: str, what: str) -> None:
 
 def is_empty_dir(path: Path) -> bool:
     return path.is_dir() and not any(path.iterdir())
-
-
-def swap_in(temp: Path, out: Path) -> None:
-    """Rename the finished `temp` folder to `out` (absent or an empty folder: one atomic rename). A non-empty
-    `out` (a damaged earlier result being replaced) is first renamed aside and removed afterwards; a kill in
-    between leaves `temp` whole, which the next run swaps in."""
-    aside = temp_for(out, "old")
-    if out.exists() and not is_empty_dir(out):
-        if aside.exists() or aside.is_symlink():
-            remove(aside)
-        os.replace(out, aside)
-    atomic.replace(temp, out)
-    if aside.exists():
-        remove(aside)

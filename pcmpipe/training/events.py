@@ -20,6 +20,9 @@ class Note:
 
 @dataclass(frozen=True)
 class TrainingStarted:
+    """Sent once before a recipe's first step, by a fresh run and by a resume (`first_epoch` says which): what a
+    progress display needs to size itself. `StepDone` and `EpochDone` follow, then `RunFinished`."""
+
     name: str
     epochs: int
     steps: int  # optimizer steps per epoch

@@ -22,7 +22,7 @@ from pcmpipe import distributed
 from pcmpipe.config import TrainConfig
 from pcmpipe.errors import UserError
 from pcmpipe.heads import ProjectionHead
-from pcmpipe.losses import LOSSES, LossParams, TargetShares
+from pcmpipe.losses import LOSSES, LossBatch, LossParams, TargetShares
 from pcmpipe.samples import SplitData, TrainingSplit
 from pcmpipe.training.evaluate import embed_rows, mean_r1, score
 from pcmpipe.training.events import OnEvent, ShareMonitor, StepDone, report_step
@@ -47,16 +47,15 @@ class _Loss:
         emb, present = distributed.gather_features({m: heads[m](x) for m, x in inputs.items()}, local_present)
         # The target's inputs and the global batch's cached rows are gathered only when the loss needs them
         # (PCMR), within this step.
-        return self.fn(
+        batch = LossBatch(
             emb,
             present,
-            lambda: distributed.gather_features(
+            features=lambda: distributed.gather_features(
                 {m: self.standardise[m](x) for m, x in inputs.items()}, None, with_grad=False
             )[0],
-            self.params,
             rows=lambda: distributed.gather_features(local_rows, None, with_grad=False)[0],
-            shares=self.shares,
         )
+        return self.fn(batch, self.params, self.shares)
 
 
 def _loss(cfg: TrainConfig, heads: nn.ModuleDict, log_scale: torch.Tensor, train_d: TrainingSplit) -> _Loss:

@@ -15,7 +15,7 @@ import pytest
 
 from pcmpipe.cache import ShardWriter, cache_dir, list_caches, merge_manifests, open_cache
 from pcmpipe.cache.layout import is_cache_file, manifest_in, rank_manifests
-from pcmpipe.cache.shard import sha256_file
+from pcmpipe.checksums import file_sha256
 from pcmpipe.errors import UserError
 
 FEATURES = {"hubert": ((13, 768), "float32"), "vec": ((6,), "float16")}
@@ -96,7 +96,7 @@ def test_manifest_fields_and_fingerprint(tmp_path):
         "vec": {"shape": [6], "dtype": "float16"},
     }
     assert m["key"] == "caption_id" and m["links"] == ["image_id", "class_id"] and m["meta"] == META
-    assert m["shards"][0]["sha256"] == sha256_file(tmp_path / "c" / m["shards"][0]["file"])
+    assert m["shards"][0]["sha256"] == file_sha256(tmp_path / "c" / m["shards"][0]["file"])
     import hashlib
 
     canon = json.dumps(
@@ -212,13 +212,13 @@ def test_fingerprint_mismatch_refused(tmp_path):
 
 def test_complete_cache_is_a_skip(tmp_path):
     ids, _, _ = write_cache(tmp_path / "c", n=100)
-    before = {p.name: (p.stat().st_mtime_ns, sha256_file(p)) for p in (tmp_path / "c").iterdir()}
+    before = {p.name: (p.stat().st_mtime_ns, file_sha256(p)) for p in (tmp_path / "c").iterdir()}
     w = ShardWriter(tmp_path / "c", features=FEATURES, key="caption_id", links=["image_id", "class_id"], meta=META)
     assert w.complete and w.done_ids == set(ids)
     with pytest.raises(RuntimeError):
         w.add(*make_rows(1, start=500))
     w.close()
-    after = {p.name: (p.stat().st_mtime_ns, sha256_file(p)) for p in (tmp_path / "c").iterdir()}
+    after = {p.name: (p.stat().st_mtime_ns, file_sha256(p)) for p in (tmp_path / "c").iterdir()}
     assert after == before
 
 
@@ -328,7 +328,7 @@ def test_sigkill_then_resume(tmp_path, fmt):
         proc.wait()
         assert proc.returncode == -signal.SIGKILL, "child finished before it could be killed"
         for s in json.loads(manifest_in(d).read_text())["shards"]:
-            digest = sha256_file(d / s["file"])
+            digest = file_sha256(d / s["file"])
             assert finished.setdefault(s["file"], digest) == digest  # finished shards are never rewritten
             finished[s["file"]] = digest
     with pytest.raises(UserError, match="incomplete"):
@@ -342,7 +342,7 @@ def test_sigkill_then_resume(tmp_path, fmt):
     order = np.argsort(cols["id"])
     np.testing.assert_array_equal(out["vec"][order], feats["vec"][np.argsort(np.asarray(ids))])
     for name, digest in finished.items():
-        assert sha256_file(d / name) == digest
+        assert file_sha256(d / name) == digest
     assert not [p for p in d.iterdir() if p.name.startswith(".") and not is_cache_file(p.name)]
 
 

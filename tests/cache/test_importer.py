@@ -384,7 +384,7 @@ def _import(d: Path, npy: str, *extra: str):
 def test_overwrite_never_leaves_the_modality_missing(inputs, monkeypatch, exchange):
     import shutil
 
-    from pcmpipe.cache import importer
+    from pcmpipe import folderswap
 
     d, x, _ = inputs
     assert _import(d, "x.npy").exit_code == 0
@@ -402,7 +402,7 @@ def test_overwrite_never_leaves_the_modality_missing(inputs, monkeypatch, exchan
         return real_rmtree(path, *a, **k)
 
     if not exchange:
-        monkeypatch.setattr(importer, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(folderswap, "exchange", lambda a, b: False)
     monkeypatch.setattr(os, "replace", replace)
     monkeypatch.setattr(shutil, "rmtree", rmtree)
     res = _import(d, "y.npy", "--overwrite")
@@ -424,14 +424,12 @@ def test_a_swap_killed_between_its_renames_is_rolled_back_or_finished(inputs):
     dead.wait()
     # killed after moving the old cache aside, before the new one came in: the next run puts the old one back
     aside = target.parent / f".train.old-{dead.pid}-abc"
-    aside.mkdir()
-    os.replace(target, aside / "cache")
+    os.replace(target, aside)
     res = _import(d, "x.npy")
     assert res.exit_code == 0 and "already imported" in res.output, res.output
     np.testing.assert_array_equal(open_cache(target).read()[1]["features"], x)
     assert leftovers(d / "cache") == []
     # killed after the new cache came in, before the old one was deleted: the next run deletes it
-    aside.mkdir()
-    shutil.copytree(target, aside / "cache")
+    shutil.copytree(target, aside)
     assert _import(d, "x.npy").exit_code == 0
     assert leftovers(d / "cache") == [] and open_cache(target).num_rows == 12

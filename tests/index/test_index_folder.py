@@ -163,14 +163,14 @@ def test_an_old_folder_set_aside_by_a_killed_job_is_put_back(tmp_path):
     """A job killed between renaming the old folder aside and renaming the new one in leaves no index folder;
     the next job into it puts the old one back first (under the lock), so a failure after that keeps it."""
     from pcmpipe.cache.lock import exclusive
-    from pcmpipe.index.folder import put_back
+    from pcmpipe.folderswap import finish_dead_swaps
 
     aside = tmp_path / f".g.index.old-{_dead_pid()}-xyz"
     save_index(aside, build_index(_vectors()), _ids(), {"kind": "flat"})
     live = tmp_path / f".g.index.old-{os.getpid()}-abc"  # a running job's: never touched
     live.mkdir()
     with exclusive(tmp_path / "g.index", "test"):
-        put_back(tmp_path / "g.index")
+        finish_dead_swaps(tmp_path / "g.index")
     assert list(open_index(tmp_path / "g.index").ids) == _ids() and not aside.exists() and live.is_dir()
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pcmpipe.heads import build_heads
-from pcmpipe.losses import LOSSES, LossParams
+from pcmpipe.losses import LOSSES, LossBatch, LossParams
 
 
 @pytest.mark.parametrize("loss", ["pcmr", "pcmc"])
@@ -28,7 +28,7 @@ def test_compiled_step_equals_eager_exactly(loss, masked, one_thread):
             p.grad = None
         forward = {m: torch.compile(h, backend=backend) if backend else h for m, h in heads.items()}
         emb = {m: forward[m](v) for m, v in x.items()}
-        out = LOSSES[loss](emb, present, lambda: x, LossParams(log_scale, threshold=0.5, compile=backend))
+        out = LOSSES[loss](LossBatch(emb, present, lambda: x), LossParams(log_scale, threshold=0.5, compile=backend))
         out.backward()
         grads = [p.grad.clone() for p in heads.parameters()] + ([log_scale.grad.clone()] if loss == "pcmc" else [])
         results.append((out.detach(), grads))

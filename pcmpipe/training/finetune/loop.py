@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from pcmpipe.errors import UserError
-from pcmpipe.losses import LOSSES, LossParams, TargetShares
+from pcmpipe.losses import LOSSES, LossBatch, LossParams, TargetShares
 from pcmpipe.training.evaluate import embed_rows, mean_r1, score
 from pcmpipe.training.events import OnEvent, ShareMonitor, StepDone, TrainingStarted, report_step
 from pcmpipe.training.finetune.data import LiveInputs, eval_modalities, live_loader, live_transform
@@ -75,6 +75,17 @@ def _validate(cfg, model: Coordinator, live: dict, val_split, state: TrainState,
     return val, improved
 
 
+def _loss_batch(emb: dict, present: dict, feats: dict, samples: torch.Tensor, idx: dict) -> LossBatch:
+    """The step's loss inputs. PCMR's target compares same-view inputs (Eq. 7): a live modality's "input" is its
+    backbone feature; `rows` are the samples' cached rows of each modality (`idx[m]`: sample -> row)."""
+    return LossBatch(
+        emb,
+        present,
+        features=lambda: {m: x.float() for m, x in feats.items()},
+        rows=lambda: {m: i.index_select(0, samples) for m, i in idx.items()},
+    )
+
+
 def run_epochs(
     cfg, fp, model: Coordinator, live, splits, parts: Resumable, amp, steps, state: TrainState, tmp, emit: OnEvent
 ) -> None:
@@ -104,15 +115,7 @@ def run_epochs(
             with torch.autocast("cuda", dtype=amp) if amp is not None else torch.autocast("cpu", enabled=False):
                 feats = {m: (model.features(m, x) if m in live else x) for m, x in inputs.items()}
             emb = {m: model.heads[m](f.float()) for m, f in feats.items()}
-            # PCMR's target compares same-view inputs (Eq. 7); a live modality's "input" is its backbone feature
-            loss = loss_fn(
-                emb,
-                present,
-                lambda feats=feats: {m: x.float() for m, x in feats.items()},
-                loss_params,
-                rows=lambda samples=samples: {m: idx.index_select(0, samples) for m, idx in train_d.idx.items()},
-                shares=shares,
-            )
+            loss = loss_fn(_loss_batch(emb, present, feats, samples, train_d.idx), loss_params, shares)
             if not torch.isfinite(loss):
                 raise UserError(
                     f"loss became NaN at epoch {epoch} step {s + 1}; lower --lr/--backbone-lr "
