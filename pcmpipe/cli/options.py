@@ -92,39 +92,50 @@ def _param(model: type[Settings], name: str, help: str | None, shown_defaults: b
     """One keyword parameter of a generated command: typer reads its annotation and its Option default."""
     if name == CONFIG:
         option = typer.Option(None, "--config", help=CONFIG_HELP)
-        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Path | None)
+        return _keyword(name, option, Path | None)
     if name == SET:
-        option = set_option(model.set_example)
-        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=list[str] | None)
+        return _keyword(name, set_option(model.set_example), list[str] | None)
     field_info = model.model_fields[name]
-    flag = model.flag_of(name)
-    if name in model.arguments:  # typer names an argument by its parameter and shows its type (path or str)
-        kind = Path if model.metavars.get(name) == "<path>" else str
-        default = ... if field_info.is_required() else field_info.default
-        argument = typer.Argument(default, help=help or field_info.description)
-        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=argument, annotation=kind)
+    if name in model.arguments:
+        return _argument(model, name, help or field_info.description)
+    flags = [model.flag_of(name), *([model.short[name]] if name in model.short else [])]
     text = help or field_info.description or ""
     default = None if field_info.is_required() else field_info.get_default(call_default_factory=True)
     shown_metavar = model.metavars.get(name) or metavar(field_info.annotation)
+    if name in model.repeated:  # typed once per value (`--text a --text b`); typer shows <list[str]>
+        option = typer.Option(None, *flags, help=text, metavar=model.metavars.get(name))
+        return _keyword(name, option, list[str] | None)
     if _bare(field_info.annotation) is bool:
         if shown_defaults:  # a plain switch, off by default (`--strict`)
-            option = typer.Option(default, flag, help=text, metavar="")
-            return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=bool)
-        n = flag.removeprefix("--")
-        option = typer.Option(None, f"--{n}/--no-{n}", help=describe(text, default), metavar="")
-        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=bool | None)
+            return _keyword(name, typer.Option(default, *flags, help=text, metavar=""), bool)
+        n = flags[0].removeprefix("--")
+        option = typer.Option(None, f"--{n}/--no-{n}", *flags[1:], help=describe(text, default), metavar="")
+        return _keyword(name, option, bool | None)
     if shown_defaults:  # typer shows the default (lists as they are typed: train,val,test) or [required]
         shown = format_default(default) if isinstance(default, list) else ... if field_info.is_required() else default
-        option = typer.Option(shown, flag, help=text, metavar=shown_metavar)
+        option = typer.Option(shown, *flags, help=text, metavar=shown_metavar)
     else:
-        option = typer.Option(None, flag, help=describe(text, default), metavar=shown_metavar)
-    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=str | None)
+        option = typer.Option(None, *flags, help=describe(text, default), metavar=shown_metavar)
+    return _keyword(name, option, str | None)
+
+
+def _argument(model: type[Settings], name: str, help: str | None) -> inspect.Parameter:
+    """A positional argument: typer names it by its parameter and shows its type (path or str); a repeated one
+    takes the rest of the command line (embed's files)."""
+    field_info = model.model_fields[name]
+    kind: Any = Path if model.metavars.get(name) == "<path>" else str
+    required = field_info.is_required()
+    if name in model.repeated:
+        return _keyword(name, typer.Argument(... if required else None, help=help), list[kind] | None)
+    return _keyword(name, typer.Argument(... if required else field_info.default, help=help), kind)
+
+
+def _keyword(name: str, default: Any, annotation: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
 def _alias_param(name: str, flag: str) -> inspect.Parameter:
-    return inspect.Parameter(
-        f"{name}_alias", inspect.Parameter.KEYWORD_ONLY, default=hidden_alias(flag), annotation=str | None
-    )
+    return _keyword(f"{name}_alias", hidden_alias(flag), str | None)
 
 
 def set_option(example: str) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -10,94 +11,87 @@ import typer
 from pcmpipe.cli.app import _guard, app, err_console
 from pcmpipe.cli.options import GivenSettings, settings_command
 from pcmpipe.config.commands import IndexConfig
+from pcmpipe.config.use import EmbedConfig, ExportConfig, SearchConfig
 from pcmpipe.errors import UserError
 
-RUN_HELP = "a finished run directory (cache/runs/<name>) or a folder written by `pcmpipe export`"
 
-
-def _texts(text: list[str] | None, text_file: Path | None) -> list[str]:
+def _texts(text: list[str], text_file: str | None) -> list[str]:
     from pcmpipe.textfile import read_text
 
-    out = list(text or [])
+    out = list(text)
     if text_file is not None:
-        if not text_file.is_file():
-            raise UserError(f"--text-file {text_file} does not exist")
-        out += [line.strip() for line in read_text(text_file, "--text-file").splitlines() if line.strip()]
+        path = Path(text_file)
+        if not path.is_file():
+            raise UserError(f"--text-file {path} does not exist")
+        lines = [line.strip() for line in read_text(path, "--text-file").splitlines() if line.strip()]
+        if not lines:
+            raise UserError(f"--text-file {path} holds no texts (every line is empty)")
+        out += lines
     return out
 
 
-def _check_embed_args(run_dir: Path, modality: str, out: Path, given: list[bool], **sizes) -> None:
-    """What `embed` can refuse before torch is imported (seconds): the modality, the inputs, sizes, --out."""
+def _check_embed_args(cfg: EmbedConfig) -> None:
+    """What `embed` can refuse before torch is imported (seconds): the modality, the sizes, --out (the schema
+    checked the rest)."""
     from pcmpipe.runs.outdir import check_embed_settings, check_out
     from pcmpipe.training.rundir.record import modalities_of, read_record
 
+    run_dir = Path(cfg.run_dir)
     mods = modalities_of(read_record(run_dir))
-    if modality not in mods:
-        raise UserError(f"run {run_dir.name} has no modality {modality!r}; it has {', '.join(mods)}")
-    if sum(given) != 1:
-        raise UserError("pass exactly one kind of input: files/folders, --text/--text-file, or --cache DIR")
-    check_embed_settings(**sizes)
-    check_out(out, "--out", "embeddings")
+    if cfg.modality not in mods:
+        raise UserError(f"run {run_dir.name} has no modality {cfg.modality!r}; it has {', '.join(mods)}")
+    check_embed_settings(
+        dtype=cfg.dtype, batch_size=cfg.batch_size, workers=cfg.workers or 0, rows_per_shard=cfg.rows_per_shard
+    )
+    check_out(Path(cfg.out), "--out", "embeddings")
 
 
 @app.command("embed")
-def embed_cmd(
-    run_dir: Path = typer.Argument(..., help=RUN_HELP),
-    inputs: list[Path] | None = typer.Argument(None, help="image or audio files, or folders of them"),
-    modality: str = typer.Option(..., "--modality", help="which of the run's modalities the inputs are, e.g. I or T"),
-    out: Path = typer.Option(..., "--out", help="new cache directory for the embeddings"),
-    text: list[str] | None = typer.Option(None, "--text", help="a text to embed (repeatable)"),
-    text_file: Path | None = typer.Option(None, "--text-file", help="texts to embed, one per line"),
-    cache: Path | None = typer.Option(
-        None, "--cache", help="a feature cache directory of this modality: its rows go through the head only"
-    ),
-    dtype: str = typer.Option("float32", "--dtype", help="stored precision: float32 or float16"),
-    batch_size: int = typer.Option(64, "--batch-size", help="inputs per backbone forward pass"),
-    workers: int | None = typer.Option(
-        None, "--workers", help="image/audio decoding processes (default as `pcmpipe extract`; 0 = main process)"
-    ),
-    strict: bool = typer.Option(False, "--strict", help="stop at the first unusable input instead of skipping it"),
-    rows_per_shard: int = typer.Option(4096, "--rows-per-shard", help="rows per finished shard (the unit of resume)"),
-) -> None:
+@settings_command(EmbedConfig, shown_defaults=True)
+def embed_cmd(given: GivenSettings) -> None:
     """Embed new inputs with a trained run (backbone + head) into a cache of normalised embeddings."""
     with _guard():
-        texts = _texts(text, text_file)
-        given = [bool(inputs), bool(texts), cache is not None]
-        sizes = {"dtype": dtype, "batch_size": batch_size, "workers": workers or 0, "rows_per_shard": rows_per_shard}
-        _check_embed_args(run_dir, modality, out, given, **sizes)
+        cfg = given.load()
+        texts = _texts(cfg.text, cfg.text_file)
+        _check_embed_args(cfg)
         from rich.console import Console
 
         from pcmpipe.cli.render import ExtractBar
-        from pcmpipe.extract.runner import default_workers
         from pcmpipe.runs import load_run
-        from pcmpipe.runs.embed import embed_cache_to_cache, embed_inputs_to_cache
-        from pcmpipe.runs.inputs import expand_files
 
-        run = load_run(run_dir)
+        run = load_run(Path(cfg.run_dir))
         with ExtractBar(Console(stderr=True)) as bar:
 
             def progress(done: int, total: int) -> None:
-                bar(f"embed {modality}", done, total)
+                bar(f"embed {cfg.modality}", done, total)
 
-            if cache is not None:
-                result = embed_cache_to_cache(
-                    run, modality, cache, out, dtype=dtype, rows_per_shard=rows_per_shard, progress=progress
-                )
-            else:
-                kind = run.kind(modality)
-                if texts and kind != "text":
-                    raise UserError(f"modality {modality} takes {kind or 'vector'} inputs, not --text")
-                if inputs and kind not in ("image", "audio"):
-                    raise UserError(
-                        f"modality {modality} takes {kind or 'vector'} inputs, not files; use --text or --cache"
-                    )
-                items = texts if texts else [str(p) for p in expand_files(inputs or [], str(kind))]
-                result = embed_inputs_to_cache(
-                    run, modality, items, out, dtype=dtype, batch_size=batch_size, strict=strict,
-                    workers=default_workers("cpu") if workers is None else workers, rows_per_shard=rows_per_shard,
-                    progress=progress,
-                )  # fmt: skip
-        _report_embed(result, modality, dtype)
+            result = _embed(run, cfg, texts, progress)
+        _report_embed(result, cfg.modality, cfg.dtype)
+
+
+def _embed(run, cfg: EmbedConfig, texts: list[str], progress: Callable[[int, int], None]) -> dict:
+    """The embedding job the settings ask for: a feature cache through the head, or texts or files through the
+    backbone and the head -> the library's summary."""
+    from pcmpipe.extract.runner import default_workers
+    from pcmpipe.runs.embed import embed_cache_to_cache, embed_inputs_to_cache
+    from pcmpipe.runs.inputs import expand_files
+
+    modality, out = cfg.modality, Path(cfg.out)
+    if cfg.cache is not None:
+        return embed_cache_to_cache(
+            run, modality, Path(cfg.cache), out, dtype=cfg.dtype, rows_per_shard=cfg.rows_per_shard, progress=progress
+        )
+    kind = run.kind(modality)
+    if texts and kind != "text":
+        raise UserError(f"modality {modality} takes {kind or 'vector'} inputs, not --text")
+    if cfg.inputs and kind not in ("image", "audio"):
+        raise UserError(f"modality {modality} takes {kind or 'vector'} inputs, not files; use --text or --cache")
+    items = texts if texts else [str(p) for p in expand_files(cfg.inputs, str(kind))]
+    return embed_inputs_to_cache(
+        run, modality, items, out, dtype=cfg.dtype, batch_size=cfg.batch_size, strict=cfg.strict,
+        workers=default_workers("cpu") if cfg.workers is None else cfg.workers, rows_per_shard=cfg.rows_per_shard,
+        progress=progress,
+    )  # fmt: skip
 
 
 def _report_embed(result: dict, modality: str, dtype: str) -> None:
@@ -193,58 +187,41 @@ def _embeddings_dir(path: Path) -> None:
 
 
 @app.command("search")
-def search_cmd(
-    run_dir: Path = typer.Argument(..., help=RUN_HELP),
-    query: str | None = typer.Option(None, "--query", help="a text, or an image/audio file of the --from modality"),
-    query_id: str | None = typer.Option(
-        None, "--query-id", help="a row id of --from in any split of the run (the stored test rows first)"
-    ),
-    from_: str = typer.Option(..., "--from", help="the query's modality, e.g. T"),
-    to: str = typer.Option(..., "--to", help="the modality to search, e.g. I"),
-    k: int = typer.Option(10, "-k", "--k", help="how many results"),
-    gallery: Path | None = typer.Option(
-        None,
-        "--gallery",
-        help="an embeddings cache (`pcmpipe embed`) or index folder (`pcmpipe index`) of --to, embedded by this run "
-        "(default: the run's stored test embeddings)",
-    ),
-    as_json: bool = typer.Option(False, "--json", help="print JSON (for scripts) instead of a table"),
-) -> None:
+@settings_command(SearchConfig, shown_defaults=True)
+def search_cmd(given: GivenSettings) -> None:
     """Search from any of a run's modalities to any other; prints ids, scores and each row's caption or file."""
     with _guard():
         # every check that needs no torch comes first: a wrong name is answered in a fraction of a second
         from pcmpipe.runs.gallery import gallery_kind, read_run_record, search_gallery, stored_embedding
 
-        if (query is None) == (query_id is None):
-            raise UserError("pass one of --query (text or file) or --query-id (a stored row id)")
-        if k < 1:
-            raise UserError(f"-k must be at least 1, got {k}")
+        cfg = given.load()
+        run_dir, gallery, k = Path(cfg.run_dir), None if cfg.gallery is None else Path(cfg.gallery), cfg.k
         record = read_run_record(run_dir)
-        record.check_modality(from_, "--from")
-        record.check_modality(to, "--to")
+        record.check_modality(cfg.from_, "--from")
+        record.check_modality(cfg.to, "--to")
         if gallery is not None:
             gallery_kind(gallery)
         split = record.split_test
-        if query_id is not None:  # a stored row: no backbone, no heads
-            split, q = _row(record, from_, query_id, stored_embedding)
-            pairs = search_gallery(record, to, q, k, gallery)[0]
+        if cfg.query_id is not None:  # a stored row: no backbone, no heads
+            split, q = _row(record, cfg.from_, cfg.query_id, stored_embedding)
+            pairs = search_gallery(record, cfg.to, q, k, gallery)[0]
         else:
             from pcmpipe.runs import load_run
 
             run = load_run(run_dir)
-            pairs = search_gallery(run, to, run.embed(from_, [str(query)]), k, gallery)[0]
+            pairs = search_gallery(run, cfg.to, run.embed(cfg.from_, [str(cfg.query)]), k, gallery)[0]
         from pcmpipe.runs.payload import Hit, item_sources
 
         sources = item_sources(run_dir) if gallery is None else None
-        hits = sources.attach(to, pairs) if sources is not None else [Hit(i, s) for i, s in pairs]
-        if as_json:
+        hits = sources.attach(cfg.to, pairs) if sources is not None else [Hit(i, s) for i, s in pairs]
+        if cfg.as_json:
             typer.echo(json.dumps([h.as_dict() for h in hits]))
             return
-        caption = _searched(record, to, gallery)
-        if sources is not None and sources.note(to):
-            caption += f"; no captions or files shown: {sources.note(to)}"
-        what = query if query is not None else f"{query_id} (a row of the {split} split)"
-        _print_hits(hits, f"{from_} -> {to}: {what}", caption)
+        caption = _searched(record, cfg.to, gallery)
+        if sources is not None and sources.note(cfg.to):
+            caption += f"; no captions or files shown: {sources.note(cfg.to)}"
+        what = cfg.query if cfg.query is not None else f"{cfg.query_id} (a row of the {split} split)"
+        _print_hits(hits, f"{cfg.from_} -> {cfg.to}: {what}", caption)
 
 
 def _row(record, modality: str, row_id: str, stored_embedding) -> tuple:
@@ -290,14 +267,14 @@ def _print_hits(hits: list, title: str, caption: str) -> None:
 
 
 @app.command("export")
-def export_cmd(
-    run_dir: Path = typer.Argument(..., help="a finished run directory, e.g. cache/runs/<name>"),
-    out: Path = typer.Argument(..., help="new or empty folder to write"),
-) -> None:
+@settings_command(ExportConfig, shown_defaults=True)
+def export_cmd(given: GivenSettings) -> None:
     """Write a run as a Hub-style folder: safetensors heads, config.json and a README model card."""
     with _guard():
         from pcmpipe.runs.export import export_run
 
+        cfg = given.load()
+        run_dir, out = Path(cfg.run_dir), Path(cfg.out)
         result = export_run(run_dir, out)
         if result.reused:
             typer.echo(f"{out} already holds this export of {run_dir.name}; nothing to do")

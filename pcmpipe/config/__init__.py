@@ -4,6 +4,7 @@
 - finetune.py: `FinetuneConfig` (stage two plus the unfrozen towers)
 - extract.py: `ExtractConfig` (stage one: `pcmpipe extract`, a pipeline's `extract:` options)
 - commands.py: `EvaluateConfig`, `SynthConfig`, `IndexConfig`, `ImportConfig` (evaluate, synth, index, import-features)
+- use.py: `EmbedConfig`, `SearchConfig`, `ExportConfig`, `ServeConfig` (embed, search, export, serve)
 - merge.py: defaults < YAML < flags < `--set key=value`, in one function for every command
 - base.py: what schemas share, and the one place a pydantic ValidationError becomes a UserError line
 """

@@ -50,6 +50,11 @@ class Settings(BaseModel):
     cli_order: typing.ClassVar[tuple[str, ...]] = ()
     # settings given as the command's positional arguments, in order (evaluate's run directory)
     arguments: typing.ClassVar[tuple[str, ...]] = ()
+    # list settings given as several values: the last positional argument (embed's files) or an option typed once
+    # per value (`--text a --text b`); other lists are one comma-separated value (`--recall-k 1,5`)
+    repeated: typing.ClassVar[tuple[str, ...]] = ()
+    # a setting's short flag beside its long one (search's `-k`)
+    short: typing.ClassVar[dict[str, str]] = {}
 
     @classmethod
     def flag_names(cls) -> list[str]:
@@ -73,7 +78,7 @@ class Settings(BaseModel):
             f = cls.model_fields.get(k)
             if isinstance(v, bool) and f is not None and f.annotation in numbers:
                 raise ValueError(f"setting {k}={v!r} has the wrong type (expected a number)")
-        return {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in data.items()}
+        return {k: _plain(v) for k, v in data.items()}
 
     @classmethod
     def from_dict(cls, data: Any) -> Any:
@@ -98,7 +103,10 @@ class Settings(BaseModel):
         """The command-line arguments that give this config back (after the command's name): each setting that
         differs from its default, as its flag where it has one and as `--set key=<JSON>` (a YAML value) otherwise,
         so a printed command reproduces the config, and its fingerprint, exactly."""
-        args: list[str] = [str(getattr(self, name)) for name in self.arguments]
+        args: list[str] = []
+        for name in self.arguments:
+            value = getattr(self, name)
+            args += map(str, value) if name in self.repeated else [str(value)]
         flagged = set(self.flag_names())
         for name, info in type(self).model_fields.items():
             if name in self.arguments:
@@ -109,6 +117,8 @@ class Settings(BaseModel):
             as_flag = name in flagged and value is not None and not (isinstance(value, bool) and not value)
             if as_flag and isinstance(value, bool):
                 args.append(self.flag_of(name))  # a switch: `--strict`, `--augment`
+            elif as_flag and name in self.repeated:
+                args += [a for item in value for a in (self.flag_of(name), str(item))]
             elif as_flag and isinstance(value, list):
                 args += [self.flag_of(name), ",".join(map(str, value))]
             elif as_flag and not isinstance(value, dict):
@@ -120,6 +130,13 @@ class Settings(BaseModel):
     def replace(self, **changes: Any) -> Any:
         """A copy with some settings changed, validated again."""
         return type(self).from_dict({**self.to_dict(), **changes})
+
+
+def _plain(value: Any) -> Any:
+    """A path (or a list of paths, embed's files) as its text."""
+    if isinstance(value, list | tuple) and any(isinstance(v, os.PathLike) for v in value):
+        return [os.fspath(v) if isinstance(v, os.PathLike) else v for v in value]
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
 
 
 def unknown_key_message(key: str, valid: list[str], kind: str) -> str:

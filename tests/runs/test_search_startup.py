@@ -36,8 +36,9 @@ def _query(run: Path) -> str:
         (["--from", "X", "--to", "I"], "--from X: run walk has no modality 'X'"),
         (["--from", "T", "--to", "I", "-k", "0"], "-k must be at least 1, got 0"),
         (["--from", "T", "--to", "I", "--gallery", "emb/nope.index"], "emb/nope.index does not exist"),
+        (["--from", "T", "--to", "I", "--set", "k=0"], "-k must be at least 1, got 0"),
     ],
-    ids=["to", "from", "k", "gallery"],
+    ids=["to", "from", "k", "gallery", "set"],
 )
 def test_search_checks_its_arguments_before_importing_torch(trained, args, fragment):
     run = trained["run"]

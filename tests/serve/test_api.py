@@ -199,12 +199,26 @@ def test_a_token_is_checked_on_every_route(served_run, start_server):
         (["--token", "x" * 20, "--no-auth"], "not both"),
         (["--port", "70000"], "--port"),
         (["--gallery", "I"], "M=DIR"),
+        (["--set", "port=70000"], "--port must be between 0 and 65535"),
+        (["--set", "max_upload_mb=201"], "--max-upload-mb must be between 1 and 200"),
+        (["--set", "gallery=[I]"], "M=DIR"),
+        (["--set", "galery=[I=x]"], "unknown serve setting galery; did you mean gallery?"),
     ],
 )
 def test_unsafe_or_wrong_flags_are_one_line(served_run, args, fragment):
     r = CliRunner().invoke(app, ["serve", str(served_run["run"]), *args], env={"COLUMNS": "300", "NO_COLOR": "1"})
     assert r.exit_code == 2, r.output
     assert len(r.stderr.strip().splitlines()) == 1 and fragment in r.stderr, r.stderr
+
+
+def test_a_settings_file_reaches_the_service(served_run, start_server, tmp_path):
+    """The file's port and upload limit are the service's (--set over the file), as the flags' are."""
+    path = tmp_path / "serve.yaml"
+    path.write_text("port: 8\nmax_upload_mb: 5\n")
+    server = start_server(served_run["run"], "--config", path, "--set", "port=0", "--set", "max_upload_mb=2")
+    big = b"\xff\xd8\xff" + b"0" * (3 << 20)
+    r = _post(server, "/api/search/file", data={"from": "I", "to": "T"}, files={"file": ("huge.jpg", big)})
+    _one_line_error(r, 413, "this service takes uploads up to 2,097,152")
 
 
 def test_a_killed_service_restarts_with_nothing_to_repair(served_run, start_server):
