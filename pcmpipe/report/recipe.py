@@ -97,6 +97,13 @@ def _cached_augmentation(run: RunResult) -> str:
     return "none: features cached once, unaugmented"
 
 
+def _speech_level(run: RunResult) -> str | None:
+    """A Flickr8k run with T and S: its match level, where T<->S is its own caption (instance) or the image."""
+    if run.config.get("dataset") != "flickr8k" or not {"T", "S"} <= set(run.modalities):
+        return None
+    return str(run.config.get("match", "instance"))
+
+
 def _choice_values(choice: Choice, runs: list[RunResult], evaluations: list[dict]) -> dict[str, list[str]]:
     """{what the runs do: [run names]} for one choice; {} when no run of the list is concerned."""
     out: dict[str, list[str]] = {}
@@ -114,6 +121,8 @@ def _choice_values(choice: Choice, runs: list[RunResult], evaluations: list[dict
             shown = f"per {per[0]}" if per else None
         elif choice.name == "CUB match level":
             shown = str(cfg.get("match")) if cfg.get("dataset") == "cub" else None
+        elif choice.name == "Flickr8k T<->S match level":
+            shown = _speech_level(run)
         elif choice.name == "augmentation":
             shown = None if cfg.get("unfreeze") else _cached_augmentation(run)
         elif choice.name == "optimiser":
