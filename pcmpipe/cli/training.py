@@ -82,6 +82,7 @@ def evaluate_cmd(given: GivenSettings) -> None:
         from rich.console import Console
 
         from pcmpipe.backbones import resolve_device
+        from pcmpipe.evaluation.retrieval import LEVELS
         from pcmpipe.training.evaluate import evaluate_run
         from pcmpipe.training.rundir.files import write_json
 
@@ -97,7 +98,7 @@ def evaluate_cmd(given: GivenSettings) -> None:
             cache_root=cfg.cache_root,
         )
         console = Console()
-        for level in ("instance", "class"):
+        for level in LEVELS:
             if level in result:
                 _print_level(console, run_dir.name, result, level)
         if cfg.out is not None:
@@ -106,7 +107,7 @@ def evaluate_cmd(given: GivenSettings) -> None:
         if cfg.csv is not None:
             from pcmpipe.evaluation.metrics import metrics_csv
 
-            atomic.write_text(Path(cfg.csv), metrics_csv(result))
+            atomic.write_text(Path(cfg.csv), metrics_csv(result, LEVELS))
             typer.echo(f"wrote {cfg.csv}")
 
 

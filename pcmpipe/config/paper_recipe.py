@@ -74,6 +74,13 @@ CHOICES: tuple[Choice, ...] = (
         f'{CONVENTIONS}, "Directions, match levels, means"',
     ),
     Choice(
+        "Flickr8k T<->S match level",
+        "reading",
+        "no level is named for T<->S and Table 5's I+S cells: the same caption, or any caption of the image",
+        "the same caption (instance level), which early stopping uses; Tables 1 and 5 show image level beside it",
+        f'{CONVENTIONS}, "Directions, match levels, means"',
+    ),
+    Choice(
         "standardize",
         "departure",
         "backbone features go to the heads as they are (none)",

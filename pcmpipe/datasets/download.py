@@ -3,12 +3,11 @@
 Transfers go to `<root>/downloads/<file>.part` and resume with an HTTP Range request, both when the
 connection drops (retried here) and when the command is run again. A finished file is checked against
 its published md5; on a mismatch it is moved to `<file>.bad` (kept for inspection, never resumed from)
-and the command fails, so the next run starts afresh. The Flickr audio corpus's md5 could not be confirmed
-(docs/datasets.md): its md5 and sha256 are recorded in `<root>/downloads/DOWNLOADS.json` with every other
-file's. Files from a repository at a pinned commit (PCME's CUB split list) are checked against a sha256 pinned
-here, and copied into `<root>` as they are (they are not archives). Base URLs can be
-redirected to a mirror with `--base-url` or the PCMPIPE_DOWNLOAD_BASE environment variable (the file name
-is appended).
+and the command fails, so the next run starts afresh. Every file's md5 and sha256 are recorded in
+`<root>/downloads/DOWNLOADS.json`. Files from a repository at a pinned commit (PCME's CUB split list) are
+checked against a sha256 pinned here, and copied into `<root>` as they are (they are not archives). Base
+URLs can be redirected to a mirror with `--base-url` or the PCMPIPE_DOWNLOAD_BASE environment variable
+(the file name is appended).
 """
 
 from __future__ import annotations
@@ -63,10 +62,12 @@ SOURCES: dict[str, list[Source]] = {
             "https://github.com/jbrownlee/Datasets/releases/download/Flickr8k/Flickr8k_text.zip",
             "bf6c1abcb8e4a833b7f922104de18627",
         ),
-        # md5 not pinned: the only source found for one is a third-party copy of the corpus page, unconfirmed
-        # by the publisher's (docs/datasets.md, "Downloads"); a wrong pin would refuse every correct 4.2 GB
-        # download. Its md5 and sha256 are recorded in DOWNLOADS.json for the user to compare.
-        Source("https://groups.csail.mit.edu/sls/downloads/flickraudio/downloads/flickr_audio.tar.gz", None),
+        # the md5 listed under "Data downloads" on the corpus page (groups.csail.mit.edu/sls/downloads/
+        # flickraudio/), read from a public copy of that page's text (docs/datasets.md, "Downloads")
+        Source(
+            "https://groups.csail.mit.edu/sls/downloads/flickraudio/downloads/flickr_audio.tar.gz",
+            "9d078f1f150c26e864aa64d1d733779a",
+        ),
     ],
     "cub": [
         Source(
@@ -196,7 +197,7 @@ def _verified(src: Source) -> str:
         return "md5"
     if src.sha256:
         return "sha256 (pinned in pcmpipe)"
-    return "none (no confirmed checksum; md5 and sha256 recorded: docs/datasets.md)"
+    return "none (no checksum pinned; md5 and sha256 recorded)"
 
 
 def _record(downloads: Path, name: str, entry: dict) -> None:

@@ -334,16 +334,17 @@ def peak_memory(fn: Callable[..., Any], *args: Any, device: str = "cpu", **kwarg
     return result, peak
 
 
-def metrics_csv(result: dict) -> str:
+def metrics_csv(result: dict, levels: Sequence[str]) -> str:
     """An evaluation result ({"run", "dataset", "split", level: {"X->Y": {metric: percent}}}) as CSV text: one row
-    per (level, direction, metric), summaries ("X+Y", "mean") included, for spreadsheets and pandas."""
+    per (level, direction, metric), summaries ("X+Y", "mean") included, for spreadsheets and pandas. `levels`:
+    the match levels to write, in order (retrieval.LEVELS; passed in, since retrieval imports this module)."""
     import csv
     import io
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["run", "dataset", "split", "level", "direction", "metric", "value"])
-    for level in ("instance", "class"):
+    for level in levels:
         for direction, values in result.get(level, {}).items():
             for metric, value in values.items():
                 row = [result.get("run", ""), result.get("dataset", ""), result.get("split", ""), level]

@@ -7,6 +7,10 @@ Match levels (docs/conventions.md):
 - "instance": a gallery row is a positive when it shares the query's value of the COARSER of the two
   modalities' keys, i.e. the key the finer modality's rows carry as a link: I vs T -> image_id (the 5 or 10
   captions of an image), T vs S -> caption_id, T vs C -> class_id, I vs A -> image_id.
+- "image": equal image_id (both modalities must carry one). It differs from "instance" only between two
+  modalities keyed finer than the image: on Flickr8k, T vs S match at instance level when they are the same
+  caption (written and spoken), at image level when they describe the same image. The paper does not say
+  which it used (docs/reproducing.md), so both are scored where they differ (`levels_for`).
 - "class": equal class_id (both modalities must carry one).
 
 Queries are the unique rows of X (by key), the gallery the unique rows of Y, embeddings L2-normalised,
@@ -31,7 +35,9 @@ from pcmpipe.evaluation.metrics import (
     retrieval_metrics_blocked_pair,
 )
 
-LEVELS = ("instance", "class")
+LEVELS = ("instance", "image", "class")
+# the id column of each level coarser than the instance, where a positive is an equal value of it
+LEVEL_COLUMNS = {"image": "image_id", "class": "class_id"}
 # Q * N above this switches to the blocked path: besides bounding memory, its top-K selection is ~10x faster
 # than the dense path's full sort (1,000 x 5,000: 0.7 s vs 7 s on 2 busy cores; 200 x 1,000: 0.03 s vs 0.2 s),
 # which stays as the reference and for tiny problems.
@@ -74,10 +80,11 @@ def match_column(
     if level not in LEVELS:
         raise UserError(f"unknown match level {level!r}: use one of {', '.join(LEVELS)}")
     q_key, g_key = q_key or infer_key(q_cols), g_key or infer_key(g_cols)
-    if level == "class":
-        if _values(q_cols, q_key, "class_id") is None or _values(g_cols, g_key, "class_id") is None:
-            raise UserError("class-level matching needs a class_id column on both sides; use --match instance")
-        return "class_id"
+    if level in LEVEL_COLUMNS:
+        column = LEVEL_COLUMNS[level]
+        if _values(q_cols, q_key, column) is None or _values(g_cols, g_key, column) is None:
+            raise UserError(f"{level}-level matching needs a {column} column on both sides; use --match instance")
+        return column
     # the coarser key is the one the other side's rows carry as a link
     if _values(g_cols, g_key, q_key) is not None:
         return q_key
@@ -87,6 +94,19 @@ def match_column(
         f"no shared id column between rows keyed by {q_key} and rows keyed by {g_key}: "
         "instance-level matching is undefined for them; use --match class if both carry class_id"
     )
+
+
+def levels_for(cols: dict[str, Columns], keys: dict[str, str]) -> list[str]:
+    """The match levels these modalities' rows are scored at: "instance" always; "image" where every modality
+    carries an image_id and two are keyed finer than it (only then does any pair differ from instance level:
+    Flickr8k T and S); "class" where every modality carries a class_id."""
+    levels = ["instance"]
+    carry = {lv: all(_values(cols[m], keys[m], c) is not None for m in cols) for lv, c in LEVEL_COLUMNS.items()}
+    if carry["image"] and sum(keys[m] != "image_id" for m in cols) >= 2:
+        levels.append("image")
+    if carry["class"]:
+        levels.append("class")
+    return levels
 
 
 def match_labels(
@@ -182,6 +202,7 @@ __all__ = [
     "LEVELS",
     "evaluate_directions",
     "infer_key",
+    "levels_for",
     "match_column",
     "match_labels",
     "positives_between",

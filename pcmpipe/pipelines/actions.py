@@ -95,10 +95,21 @@ def run_evaluation(ev: EvalSpec, spec: RunSpec, cache_root: Path) -> Path:
         }
     else:
         from pcmpipe.evaluation.enrichment import enrichment_table
+        from pcmpipe.evaluation.retrieval import levels_for
 
+        # every level the run's rows allow, as its test metrics (Flickr8k's I+S cells differ between caption
+        # and image level, CUB's between instance and class); "r@1" stays the run's own match level
         level = spec.train.match
-        r1 = enrichment_table(embs, dict(ev.options.get("blocks", {})), level)
-        result = {"options": ev.options, "split": spec.train.split_test, "match": level, "r@1": r1}
+        blocks = dict(ev.options.get("blocks", {}))
+        levels = levels_for({m: e.columns for m, e in embs.items()}, {m: e.key for m, e in embs.items()})
+        by_level = {lv: enrichment_table(embs, blocks, lv) for lv in levels}
+        result = {
+            "options": ev.options,
+            "split": spec.train.split_test,
+            "match": level,
+            "r@1": by_level[level],
+            "levels": by_level,
+        }
     path = run_dir / ev.result_file
     write_json(path, result)
     return path

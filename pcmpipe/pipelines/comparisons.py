@@ -1,8 +1,9 @@
 """One preprocessing per comparison: the settings every run a table or figure compares must share.
 
 A table that puts a fine-tuned row beside a frozen one, or a bi-modal model beside a tri-modal one, exists to
-show what that difference does. If the runs also differ in how their inputs were standardised, in how PCMR's
-target (Eq. 7) or power (Eq. 6) is read, or in the match level, the table mixes two effects. `mixed_comparisons`
+show what that difference does. If the runs also differ in how their inputs were standardised or augmented
+(cached views), in how PCMR's target (Eq. 7) or power (Eq. 6) is read, or in the match level, the table mixes
+two effects. `mixed_comparisons`
 names every such table of a pipeline; tests/pipelines/test_spec_comparisons.py runs it on every shipped file.
 
 A layout may name the settings it varies on purpose (`varies: [standardize]`); those are not compared. Runs on
@@ -17,7 +18,7 @@ from typing import Any
 from pcmpipe.report.layouts import TABLE_KINDS, runs_named
 
 # settings that change what a run's inputs, target or scores are, for every loss
-SHARED_BY_ALL = ("standardize", "match")
+SHARED_BY_ALL = ("standardize", "cached_views", "match")
 # settings that only PCMR reads: compared among a table's PCMR runs (a PCMC run ignores them)
 SHARED_BY_PCMR = ("target", "threshold", "rho_on")
 

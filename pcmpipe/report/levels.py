@@ -2,11 +2,12 @@
 whose numbers are closer to the paper's marked.
 
 The paper does not say whether its CUB tables count a retrieval as right when it finds the same image (instance
-level) or the same class (class level); docs/reproducing.md gives the case for each. Every test_metrics.json
-holds both levels where the data have classes, so a layout with `levels: [class, instance]` shows each run at
-both, each beside the paper's numbers. On real data the level whose cells lie closer to the paper's (mean
-absolute difference) is marked; on synthetic data or random weights nothing is marked, since the difference
-says nothing there.
+level) or the same class (class level), nor whether Flickr8k's T<->S cells and Table 5's I+S cells count the
+query's own caption only (instance level) or any caption of the same image (image level); docs/reproducing.md
+gives the case for each. Every test_metrics.json (and enrichment.json) holds each level the rows allow, so a
+layout with `levels: [class, instance]` or `levels: [instance, image]` shows each run at both, each beside the
+paper's numbers. On real data the level whose cells lie closer to the paper's (mean absolute difference) is
+marked; on synthetic data or random weights nothing is marked, since the difference says nothing there.
 """
 
 from __future__ import annotations
@@ -18,6 +19,12 @@ from pcmpipe.report.results import RunResult
 from pcmpipe.report.tables import Table
 
 CLOSEST = "closest to the paper"
+# what a retrieval must find to count at each level (the note under a table showing two levels)
+MEANING = {
+    "instance": "instance level: the query's own item (its image; from a caption to a spoken caption, its own)",
+    "image": "image level: any item of the query's image (the 5 captions and 5 spoken captions of an image match)",
+    "class": "class level: any item of the query's class",
+}
 
 
 def _at_level(runs: dict[str, RunResult], level: str) -> dict[str, RunResult]:
@@ -52,7 +59,7 @@ def build_levels(layout: dict, runs: dict[str, RunResult], delta_withheld: str |
     for level in levels:  # what is not a run row (the frozen-backbone baseline) at each level, labelled
         rows += [dataclasses.replace(r, label=f"{r.label} ({level} level)") for r in tables[level].rows
                  if r.kind not in ("run", "paper")]  # fmt: skip
-    notes = list(first.notes)
+    notes = list(first.notes) + [MEANING.get(level, f"{level} level") for level in levels]
     if closest:
         gaps = ", ".join(f"{level} {known[level]:.1f}" for level in levels if level in known)
         notes.append(f"mean |ours − paper| per level: {gaps} points; the {closest} level is marked")

@@ -26,6 +26,10 @@ IDENTITY = {
     "threads", "data_root", "encode_batch", "grad_checkpointing", "amp",
 }  # fmt: skip
 PCMR_ONLY = {"rho", "rho_on", "target", "threshold"}  # a PCMC run never reads them: not listed for it
+# Settings another line states, never "changed from the paper's recipe": the seed (the paper gives none, so
+# seed 1 departs from nothing; `seed_line` says which seeds the runs used) and cached_views (the augmentation
+# departure names what each run drew from).
+STATED_ELSEWHERE = {"seed", "cached_views"}
 LEGEND = (
     "recipe lines: the paper's recipe = as the paper's text says; reading = our interpretation of a passage the "
     "paper leaves ambiguous; departure = where pcmpipe does other than the text; changed = a setting a run changed"
@@ -77,7 +81,7 @@ def recipe_changes(runs: list[RunResult]) -> dict[str, dict[str, list[str]]]:
     out: dict[str, dict[str, list[str]]] = {}
     for run in sorted(runs, key=lambda r: r.name):
         for key, value in sorted(run.config.items()):
-            if key in IDENTITY or not _applies(run, key):
+            if key in IDENTITY or key in STATED_ELSEWHERE or not _applies(run, key):
                 continue
             paper = paper_value(run.config, key)
             if not _same(value, paper):
@@ -97,6 +101,13 @@ def _cached_augmentation(run: RunResult) -> str:
     return "none: features cached once, unaugmented"
 
 
+def _speech_level(run: RunResult) -> str | None:
+    """A Flickr8k run with T and S: its match level, where T<->S is its own caption (instance) or the image."""
+    if run.config.get("dataset") != "flickr8k" or not {"T", "S"} <= set(run.modalities):
+        return None
+    return str(run.config.get("match", "instance"))
+
+
 def _choice_values(choice: Choice, runs: list[RunResult], evaluations: list[dict]) -> dict[str, list[str]]:
     """{what the runs do: [run names]} for one choice; {} when no run of the list is concerned."""
     out: dict[str, list[str]] = {}
@@ -114,6 +125,8 @@ def _choice_values(choice: Choice, runs: list[RunResult], evaluations: list[dict
             shown = f"per {per[0]}" if per else None
         elif choice.name == "CUB match level":
             shown = str(cfg.get("match")) if cfg.get("dataset") == "cub" else None
+        elif choice.name == "Flickr8k T<->S match level":
+            shown = _speech_level(run)
         elif choice.name == "augmentation":
             shown = None if cfg.get("unfreeze") else _cached_augmentation(run)
         elif choice.name == "optimiser":

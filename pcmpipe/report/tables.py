@@ -272,11 +272,23 @@ def _added(combo: str) -> str:
     return "+" + "+".join(rest) if rest else "alone"
 
 
+def _enrichment_r1(run: RunResult | None) -> dict:
+    """{block: {combination: r@1}} at the run's match level: from enrichment.json's `levels` (every level the
+    rows allow), or its `r@1` when it was written at that level (a file from before `levels`)."""
+    if run is None or not isinstance(run.enrichment, dict):
+        return {}
+    levels = run.enrichment.get("levels")
+    if isinstance(levels, dict):
+        found = levels.get(run.match)
+    else:
+        found = run.enrichment.get("r@1") if run.enrichment.get("match", "instance") == run.match else None
+    return found if isinstance(found, dict) else {}
+
+
 def build_enrichment(layout: dict, runs: dict[str, RunResult]) -> Table:
     """Table 5 as the paper prints it: one row per block ({}->T, T->{}, ...), one column per what is added to
     the block's own modality (alone, +A, +C, +A+C); r@1 from the run's enrichment.json."""
-    run = runs.get(layout["run"])
-    r1 = ((run.enrichment or {}).get("r@1") if run else None) or {}
+    r1 = _enrichment_r1(runs.get(layout["run"]))
     columns = list(dict.fromkeys(_added(c) for combos in layout["blocks"].values() for c in combos))
     rows = []
     for block, combos in layout["blocks"].items():

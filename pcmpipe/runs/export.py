@@ -49,6 +49,8 @@ def _metric_rows(metrics: dict, level: str) -> list[tuple[str, str, float]]:
 
 def model_card(config: dict, metrics: dict) -> str:
     """README.md text: YAML front matter the Hub reads, then what the heads are and where they came from."""
+    from pcmpipe.evaluation.retrieval import LEVELS
+
     train = config["training_config"]
     mods = config["modalities"]
     front = {
@@ -94,7 +96,7 @@ def model_card(config: dict, metrics: dict) -> str:
         f"## Test metrics ({train['split_test']} split, percent)",
         "",
     ]
-    for level in ("instance", "class"):
+    for level in LEVELS:
         rows = _metric_rows(metrics, level)
         if not rows:
             continue

@@ -60,7 +60,8 @@ def load_training(cfg) -> SplitData | StreamedSplit:
             # looked-up modalities within half the budget stay in memory; the window and the rest use the other half
             resident_bytes=int(cfg.memory_budget_mb * 2**20) // 2,
             spill_dir=cfg.spill_dir,
+            views=cfg.cached_views,
         )
-    split = load_split(cfg.cache_root, cfg.dataset, cfg.modalities, cfg.split_train, half=True, views=True)
+    split = load_split(cfg.cache_root, cfg.dataset, cfg.modalities, cfg.split_train, half=True, views=cfg.cached_views)
     split.shuffle, split.view_seed = cfg.shuffle, cfg.seed  # the seed also draws each epoch's views
     return split

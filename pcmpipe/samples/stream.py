@@ -56,6 +56,7 @@ class StreamedSplit:
         spill_dir: str | Path | None = None,
         rank: int | None = None,
         world: int | None = None,
+        views: bool = True,
     ):
         self.split, self.seed, self.shuffle, self.buffer_rows = split, seed, shuffle, max(1, buffer_rows)
         self.rank = distributed.get_rank() if rank is None else rank
@@ -65,7 +66,7 @@ class StreamedSplit:
         self.modalities: dict[str, CacheInfo] = {m: cache_info(r, n, p, m) for m, (r, n, p) in readers.items()}
         carriers = {m: Carrier(r.key, {*r.columns, r.key}, int(r.num_rows), str(p)) for m, (r, _, p) in readers.items()}
         self.base = find_base(carriers)
-        self.stores, self.view_stores = self._stores(cache_root, dataset, readers, resident_bytes, spill_dir)
+        self.stores, self.view_stores = self._stores(cache_root, dataset, readers, resident_bytes, spill_dir, views)
         keys = {m: r.key for m, (r, _, _) in readers.items()}
         indexes = {m: s.index for m, s in self.stores.items()}
         if len(self.base) > 1:  # a later base modality's rows are samples where the first one lacks their key
@@ -84,12 +85,12 @@ class StreamedSplit:
         self.mine = self.units[self.rank :: self.world]  # this rank's shards, the same every epoch
         self._draws: tuple[int, dict[str, np.ndarray]] | None = None  # (epoch, m -> each sample's view)
 
-    def _stores(self, cache_root, dataset, readers, budget: int, spill_dir):
+    def _stores(self, cache_root, dataset, readers, budget: int, spill_dir, views: bool):
         """(stores, view stores): every modality but the first base one, looked up by key, then the augmented
-        views of each modality whose cache holds them (`extract --views K`, in cache row order); the first ones
-        within the budget stay in memory, the others are spilled."""
+        views of each modality whose cache holds them (`extract --views K`, in cache row order; none without
+        `views`); the first ones within the budget stay in memory, the others are spilled."""
         wanted = [(m, name) for m, (_, name, _) in readers.items() if m != self.base[0]]
-        wanted += [(m, VIEWS_FEATURE) for m, (r, name, _) in readers.items() if _has_views(r, name)]
+        wanted += [(m, VIEWS_FEATURE) for m, (r, name, _) in readers.items() if views and _has_views(r, name)]
         stores: dict[str, RowStore] = {}
         view_stores: dict[str, RowStore] = {}
         for m, feature in wanted:

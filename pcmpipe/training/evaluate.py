@@ -34,11 +34,11 @@ def embed_rows(heads: nn.ModuleDict, mods: dict[str, ModalityData], batch: int =
 
 
 def levels_available(mods: dict[str, ModalityData]) -> list[str]:
-    """'instance' always; 'class' when every modality's rows carry a class_id."""
-    levels = ["instance"]
-    if all(d.carries("class_id") for d in mods.values()):
-        levels.append("class")
-    return levels
+    """'instance' always; 'image' where two modalities are finer than the image (Flickr8k T and S); 'class' when
+    every modality's rows carry a class_id (pcmpipe.evaluation.retrieval.levels_for)."""
+    from pcmpipe.evaluation.retrieval import levels_for
+
+    return levels_for(*_cols(mods))
 
 
 def _cols(mods: dict[str, ModalityData]) -> tuple[dict, dict]:
@@ -50,10 +50,10 @@ def score(emb: dict[str, torch.Tensor], mods: dict[str, ModalityData], level: st
     from pcmpipe.evaluation.retrieval import evaluate_directions
 
     if level not in levels_available(mods):
-        missing = [m for m, d in mods.items() if not d.carries("class_id")]
-        raise UserError(
-            f"--match class needs a class_id column, and {', '.join(missing)} has none; use --match instance"
-        )
+        column = f"{level}_id"
+        missing = [m for m, d in mods.items() if not d.carries(column)]
+        why = f"{', '.join(missing)} has none" if missing else "no two modalities are keyed finer than it"
+        raise UserError(f"--match {level} needs a {column} column, and {why}; use --match instance")
     cols, keys = _cols(mods)
     return evaluate_directions({m: e.cpu() for m, e in emb.items()}, cols, keys, level=level, ks=ks)
 

@@ -286,9 +286,7 @@ def test_download_flickr8k_layout_end_to_end(tmp_path):
         "Flickr8k_text.zip": pack_zip(src, sorted(src.glob("*.txt"))),  # real zip: text files at the top
         "flickr_audio.tar.gz": pack_tar(src, ["flickr_audio"]),
     }
-    sources = [
-        Source(f"https://example.invalid/x/{n}", None if n.endswith("tar.gz") else md5(b)) for n, b in archives.items()
-    ]
+    sources = [Source(f"https://example.invalid/x/{n}", md5(b)) for n, b in archives.items()]
     root = tmp_path / "root"
     with Server(archives) as srv:
         srv.cut["flickr_audio.tar.gz"] = (len(archives["flickr_audio.tar.gz"]) // 2, 1)
@@ -299,8 +297,7 @@ def test_download_flickr8k_layout_end_to_end(tmp_path):
     record = json.loads((root / "downloads" / "DOWNLOADS.json").read_text())
     audio_sha = hashlib.sha256(archives["flickr_audio.tar.gz"]).hexdigest()
     assert record["flickr_audio.tar.gz"]["sha256"] == audio_sha
-    assert record["flickr_audio.tar.gz"]["verified"].startswith("none")
-    assert record["Flickr8k_text.zip"]["verified"] == "md5"
+    assert record["flickr_audio.tar.gz"]["verified"] == record["Flickr8k_text.zip"]["verified"] == "md5"
     assert summary["manual"] is None
     assert not (root / "__MACOSX").exists()
     got, want = open_dataset("flickr8k", root), open_dataset("flickr8k", src)
@@ -368,3 +365,21 @@ def test_pcme_split_list_is_pinned_and_checked_by_sha256(tmp_path):
             download("cub", tmp_path, base_url=srv.url, sources=[pcme])
     assert (tmp_path / "downloads" / f"{PCME_VAL_LIST}.bad").read_bytes() == changed
     assert not (tmp_path / PCME_VAL_LIST).exists()
+
+
+def test_audio_corpus_is_pinned_and_checked_by_md5(tmp_path):
+    """The spoken captions are checked against the md5 their corpus page lists: a real tar.gz of the same
+    name that is not the official archive is one line naming both md5s, kept as .bad and never unpacked."""
+    [audio] = [s for s in SOURCES["flickr8k"] if s.filename == "flickr_audio.tar.gz"]
+    assert audio.md5 == "9d078f1f150c26e864aa64d1d733779a" and audio.unpack
+    src = tmp_path / "src"
+    synth("flickr8k", src, images=2, seed=4)
+    tgz = pack_tar(src, ["flickr_audio"])
+    root = tmp_path / "root"
+    with Server({audio.filename: tgz}) as srv:
+        with pytest.raises(UserError) as err:
+            download("flickr8k", root, base_url=srv.url, sources=[audio])
+    msg = str(err.value)
+    assert "\n" not in msg and f"checksum mismatch for {audio.filename}: md5 {md5(tgz)}, expected {audio.md5}" in msg
+    assert (root / "downloads" / f"{audio.filename}.bad").read_bytes() == tgz
+    assert not (root / "flickr_audio").exists() and not (root / "downloads" / audio.filename).exists()

@@ -71,7 +71,29 @@ def test_user_errors_for_undefined_levels():
     with pytest.raises(UserError, match="--match class"):
         positives_between(cols["S"], cols["C"], "instance")  # speech rows carry no class_id
     with pytest.raises(UserError, match="match level"):
-        positives_between(cols["I"], cols["T"], "image")
+        positives_between(cols["I"], cols["T"], "speaker")
+    with pytest.raises(UserError, match="image-level matching needs a image_id column"):
+        positives_between(cols["T"], cols["C"], "image")
+
+
+def test_image_level_matches_any_caption_of_the_image_and_is_scored_where_it_differs():
+    cols = _cols()
+    ts = positives_between(cols["T"], cols["S"], "image")  # 2 captions per image: each its own and its sibling
+    assert (ts.sum(1) == 2).all() and ts[0, 0] and ts[0, 1] and not ts[0, 2]
+    assert (ts & np.eye(12, dtype=bool)).sum() == 12  # every caption-level positive is one at image level
+    for x, y in (("I", "T"), ("T", "I"), ("I", "S")):  # an image's captions match it at either level
+        assert np.array_equal(
+            positives_between(cols[x], cols[y], "image"), positives_between(cols[x], cols[y], "instance")
+        )
+    levels = lambda ms: retrieval.levels_for({m: cols[m] for m in ms}, {m: KEYS[m] for m in ms})  # noqa: E731
+    assert levels("ITS") == levels("TS") == ["instance", "image"]  # Flickr8k: T and S are finer than the image
+    assert levels("IT") == ["instance", "class"] and levels("ITC") == ["instance", "class"]  # CUB: T alone is finer
+    assert levels("IS") == ["instance"]
+    emb = {m: e for m, e in _planted(noise=0.05).items() if m in "ITS"}
+    at = {lv: evaluate_directions(emb, {m: cols[m] for m in emb}, KEYS, level=lv) for lv in ("instance", "image")}
+    assert at["image"]["I->T"] == at["instance"]["I->T"] and at["image"]["S->I"] == at["instance"]["S->I"]
+    # planted by image only: the sibling caption is as close as the own one, so only image level finds them all
+    assert at["image"]["T->S"]["r@1"] == 100.0 > at["instance"]["T->S"]["r@1"]
 
 
 def _planted(seed=0, noise=0.6, D=16):

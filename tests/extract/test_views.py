@@ -16,7 +16,7 @@ from extraction import extract
 
 from pcmpipe.augment.views import ViewSpec, view_seed
 from pcmpipe.cache import ShardWriter, cache_dir, open_cache
-from pcmpipe.config import TrainConfig
+from pcmpipe.config import TrainConfig, config_fingerprint
 from pcmpipe.errors import UserError
 from pcmpipe.extract.plan import split_views
 from pcmpipe.pipelines.plan import extraction_state
@@ -311,6 +311,26 @@ def test_training_uses_views_and_records_them(tmp_path):
     for r, want in ((root, f"{K} augmented views"), (plain, "none")):
         (line,) = recipe_changes(list(load_runs(r / "runs").values()))["augmentation"]
         assert line.startswith(want), line
+
+
+def test_a_run_can_leave_the_cached_views_out(tmp_path):
+    """`cached_views: false` (the readings grid's views 0 vs 4 on one cache): in memory or streamed, training reads
+    the clean rows only, so the run trains to the numbers of the same run on a cache without views."""
+    root = _planted(tmp_path / "views", K, splits=("train", "val", "test"))
+    plain = _planted(tmp_path / "plain", 0, splits=("train", "val", "test"))
+    base = dict(dataset="planted", modalities="I,T", epochs=2, patience=2, batch_size=12, dim=8, progress=False,
+                device="cpu", threads=1)  # fmt: skip
+    off = TrainConfig.from_dict({**base, "cached_views": False, "cache_root": str(root), "runs_root": str(root / "r")})
+    assert config_fingerprint(off) != config_fingerprint(off.model_copy(update={"cached_views": True}))
+    assert all(d.views is None for d in load_training(resolve_stream(off.resolved())).modalities.values())
+    streamed = load_training(resolve_stream(off.model_copy(update={"stream": True}).resolved()))
+    assert streamed.view_stores == {} and all(m.view_count == 0 for m in streamed.modalities.values())
+    ref = TrainConfig.from_dict({**base, "cache_root": str(plain), "runs_root": str(plain / "r")})
+    runs = [train(c) for c in (off, ref)]
+    assert _results(runs[0]) == _results(runs[1])
+    assert "views" not in json.loads((runs[0] / "config.json").read_text())["caches"]["train"]["I"]
+    (line,) = recipe_changes(list(load_runs(root / "r").values()))["augmentation"]
+    assert line.startswith("none"), line
 
 
 def test_the_paper_pipelines_extract_views_and_the_demo_fewer():

@@ -22,7 +22,7 @@ from pcmpipe.report.render.markdown import report_markdown
 from pcmpipe.report.render.terminal import print_report
 from pcmpipe.report.seeds import seed_cell
 
-READINGS = ("rho_on", "target", "standardize")
+READINGS = ("rho_on", "target", "standardize", "cached_views")
 
 
 def test_the_grid_changes_one_reading_at_a_time_around_the_defaults_at_three_seeds():
@@ -33,9 +33,8 @@ def test_the_grid_changes_one_reading_at_a_time_around_the_defaults_at_three_see
     default, *others = layout["rows"]
     for column in layout["columns"]:
         base = [p.runs[n].train for n in default["runs"][column]]
-        assert [c.seed for c in base] == [0, 1, 2] and {(c.rho_on, c.target, c.standardize) for c in base} == {
-            ("entries", "shared", "center")
-        }
+        assert [c.seed for c in base] == [0, 1, 2]
+        assert {tuple(getattr(c, k) for k in READINGS) for c in base} == {("entries", "shared", "center", True)}
         assert len({c.dataset for c in base}) == 1
         for row in others:
             cfgs = [p.runs[n].train for n in row["runs"][column]]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pcmpipe.config import FinetuneConfig, TrainConfig
 from pcmpipe.config.paper_recipe import CHOICES, PAPER_SETTINGS
-from pcmpipe.report.recipe import recipe_lines
+from pcmpipe.report.recipe import recipe_lines, seed_line
 from pcmpipe.report.results import RunResult
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,3 +72,13 @@ def test_docs_reproducing_lists_every_choice_the_report_names():
     section = text[text.index("## Where pcmpipe still differs from the paper") :]
     for choice in CHOICES:
         assert f"**{choice.kind.capitalize()}: {choice.name}**" in section, choice.name
+
+
+def test_seeds_and_cached_views_are_stated_once_not_as_changes_from_the_paper():
+    """The paper gives no seed, so seed 1 departs from nothing: the seeds line states the seeds. A run without
+    its cache's views is named by the augmentation departure, not again as a changed setting."""
+    runs = [_run("a"), _run("b", seed=1), _run("c", seed=2, cached_views=False)]
+    lines = recipe_lines(runs)
+    assert not any(line.startswith("changed from the paper's recipe") for line in lines), lines
+    assert not any("seed" in line or "cached_views" in line for line in lines), lines
+    assert seed_line(runs).startswith("seeds: 1-2 per setting (2 settings, 3 runs; seed values 0, 1, 2)")

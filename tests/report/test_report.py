@@ -118,12 +118,18 @@ def test_table1_ours_paper_delta_and_missing_run(tmp_path):
     sec = report.sections[0]
     assert sec.missing_runs == {"flickr8k-pcmc-ITS"}
     rows = {label: (style, cells) for style, label, cells in display_rows(sec.tables[0])}
-    assert rows["PCMC (contrastive)"][1] == ["—"] * 12  # missing run: dashes, never zero
-    ours = rows["PCMR (non-contrastive)"][1]
+    # both match levels (T<->S by caption or by image); the run holds instance-level metrics only, so the
+    # image-level rows are dashes and instance is the only level with a distance to the paper
+    instance = "instance level, closest to the paper"
+    assert rows[f"PCMC (contrastive) ({instance})"][1] == ["—"] * 12  # missing run: dashes, never zero
+    assert rows["PCMR (non-contrastive) (image level)"][1] == ["—"] * 12
+    ours = rows[f"PCMR (non-contrastive) ({instance})"][1]
     assert ours[0] == "60.0" and ours[6] == "80.0"
     styles = [s for s, _, _ in display_rows(sec.tables[0])]
-    delta_rows = [cells for s, _, cells in display_rows(sec.tables[0]) if s == "delta"]
-    assert delta_rows[-1][0] == f"{60.0 - 66.8:+.1f}"  # PCMR I->T r@1: ours 60.0, paper 66.8
+    shown = display_rows(sec.tables[0])
+    after = next(k for k, (_, label, _) in enumerate(shown) if label == f"PCMR (non-contrastive) ({instance})")
+    delta = next(cells for s, _, cells in shown[after:] if s == "delta")
+    assert delta[0] == f"{60.0 - 66.8:+.1f}"  # PCMR I->T r@1: ours 60.0, paper 66.8
     assert "paper-only" in styles  # MILAN / SpeechCLIP rows carry the paper's numbers only
     assert any("data origin not recorded" in p for p in sec.provenance)
 

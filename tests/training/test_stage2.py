@@ -129,6 +129,9 @@ def test_learns_planted_structure_with_missing_speech(cache, tmp_path, loss):
     assert trained_r1 > 5 * chance_r1 and trained_r1 > untrained_r1 + 20
     assert test["instance"]["I->T"]["r@1"] > 40
     assert "class" in test and "class" in untrained  # every row carries class_id
+    # T and S are both finer than the image: scored at image level too, which changes only T<->S
+    assert "image" in test and "image" in test["chance"] and test["image"]["I->T"] == test["instance"]["I->T"]
+    assert test["image"]["T->S"] != test["instance"]["T->S"]
     hist = runs.read_metrics(run)
     assert [h["epoch"] for h in hist] == list(range(1, len(hist) + 1))
     assert hist[-1]["loss"] < hist[0]["loss"]
