@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import typer
-
 from pcmpipe.cli.app import _guard, app
+from pcmpipe.cli.options import GivenSettings, settings_command
+from pcmpipe.config.commands import BackbonesConfig
 
 
 # ---- backbones (stage one's encoders) ----
 @app.command("backbones")
-def backbones_cmd(
-    tags: bool = typer.Option(
-        True, "--tags/--no-tags", help="also list open_clip's pretrained tags per model (its own table, no network)"
-    ),
-) -> None:
+@settings_command(BackbonesConfig, shown_defaults=True)
+def backbones_cmd(given: GivenSettings) -> None:
     """List the registered backbones, the families of any encoder, and open_clip's pretrained tags."""
     with _guard():
         from rich.console import Console
@@ -21,7 +18,7 @@ def backbones_cmd(
         from pcmpipe.backbones.registry import list_backbones
         from pcmpipe.cli.render import backbones_table, pretrained_table
 
-        rows = list_backbones(with_tags=tags)
+        rows = list_backbones(with_tags=given.load().tags)
         console = Console()
         console.print(backbones_table(rows))
         for row in rows:

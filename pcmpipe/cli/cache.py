@@ -8,7 +8,7 @@ import typer
 
 from pcmpipe.cli.app import _guard, app
 from pcmpipe.cli.options import GivenSettings, settings_command
-from pcmpipe.config.commands import ImportConfig
+from pcmpipe.config.commands import CacheInfoConfig, ImportConfig
 
 
 # ---- import-features / cache-info (cache) ----
@@ -45,12 +45,8 @@ def _path(text: str | None) -> Path | None:
 
 
 @app.command("cache-info")
-def cache_info_cmd(
-    root: Path = typer.Argument(Path("cache"), help="cache root (or one cache directory)"),
-    verify: bool = typer.Option(
-        False, "--verify", help="also check every shard's sha256 (reads all bytes; sizes are always checked)"
-    ),
-) -> None:
+@settings_command(CacheInfoConfig, shown_defaults=True)
+def cache_info_cmd(given: GivenSettings) -> None:
     """List the feature caches under ROOT: dataset, modality, split, rows, shapes, completeness, fingerprint.
 
     Also the backbone and weights behind each cache, and damaged shards (missing, truncated or, with --verify,
@@ -62,9 +58,10 @@ def cache_info_cmd(
 
         from pcmpipe.cache import list_caches
 
-        caches = list_caches(root, verify=verify)
+        cfg = given.load()
+        caches = list_caches(Path(cfg.root), verify=cfg.verify)
         if not caches:
-            typer.echo(f"no caches under {root}")
+            typer.echo(f"no caches under {cfg.root}")
             return
         table = Table("dataset", "modality", "split", "rows", "features", "source", "format", "complete", "fingerprint")
         bad = 0

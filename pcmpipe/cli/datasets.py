@@ -8,11 +8,8 @@ import typer
 
 from pcmpipe.cli.app import _guard, app, err_console
 from pcmpipe.cli.options import GivenSettings, settings_command
-from pcmpipe.config.commands import SynthConfig
-from pcmpipe.datasets.archive import UnpackLimits
+from pcmpipe.config.commands import DownloadConfig, SynthConfig
 from pcmpipe.errors import UserError
-
-UNPACK_DEFAULTS = UnpackLimits()
 
 # Synthetic sets stand in for the real ones in tests and demos: ten times the real size is room enough, and a
 # slip such as --images 1000000000 would otherwise write images until the disk is full.
@@ -41,24 +38,8 @@ def synth_cmd(given: GivenSettings) -> None:
 
 # ---- download (datasets) ----
 @app.command("download")
-def download_cmd(
-    dataset: str = typer.Argument(..., help="flickr8k (images, text, audio corpus) or cub"),
-    root: Path = typer.Option(
-        ..., "--root", help="dataset root: archives go to ROOT/downloads, contents unpack into ROOT"
-    ),
-    base_url: str | None = typer.Option(
-        None,
-        "--base-url",
-        help="fetch every archive from this folder URL instead (mirror); also $PCMPIPE_DOWNLOAD_BASE",
-    ),
-    retries: int = typer.Option(5, "--retries", help="resume attempts per file when the connection drops"),
-    max_unpack_gb: float = typer.Option(
-        UNPACK_DEFAULTS.max_bytes / (1 << 30), "--max-unpack-gb", help="refuse an archive that unpacks to more"
-    ),
-    max_ratio: float = typer.Option(
-        UNPACK_DEFAULTS.max_ratio, "--max-ratio", help="refuse an archive (zip: a member) that expands more (x)"
-    ),
-) -> None:
+@settings_command(DownloadConfig, shown_defaults=True)
+def download_cmd(given: GivenSettings) -> None:
     """Download the official archives (resumable), verify their checksums, unpack them safely."""
     with _guard():
         from rich.progress import (
@@ -69,12 +50,9 @@ def download_cmd(
             TransferSpeedColumn,
         )
 
-        from pcmpipe.datasets.archive import UnpackLimits
         from pcmpipe.datasets.download import download
 
-        if not (max_unpack_gb > 0 and max_ratio >= 1):
-            raise UserError(f"--max-unpack-gb must be > 0 and --max-ratio >= 1, got {max_unpack_gb}, {max_ratio}")
-        limits = UnpackLimits(max_bytes=int(max_unpack_gb * (1 << 30)), max_ratio=max_ratio)
+        cfg = given.load()
         with Progress(
             "{task.description}",
             BarColumn(),
@@ -90,7 +68,14 @@ def download_cmd(
                     tasks[name] = bar.add_task(name, total=total)
                 bar.update(tasks[name], completed=done, total=total)
 
-            summary = download(dataset, root, base_url=base_url, retries=retries, progress=progress, limits=limits)
+            summary = download(
+                cfg.dataset,
+                Path(cfg.root),
+                base_url=cfg.base_url,
+                retries=cfg.retries,
+                progress=progress,
+                limits=cfg.unpack_limits(),
+            )
         for fname, entry in summary["files"].items():
             typer.echo(f"{fname}: {entry['bytes']} bytes, sha256 {entry['sha256']}, verified: {entry['verified']}")
         typer.echo(f"unpacked into {summary['root']}")

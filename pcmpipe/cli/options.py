@@ -60,9 +60,11 @@ def settings_command(
     The command function takes `given: GivenSettings` (and any parameters of its own, declared as usual);
     `given.load()` is the validated config. The settings with a flag, and their order, are `model.cli_order`
     (where "config" and "set" place those two) or every field but `model.not_flags`. help: help text of
-    this command that differs from the field's description. aliases: an old, hidden spelling of a setting's flag.
-    shown_defaults: typer's own `[default: X]` after the help, plain on switches and the required settings
-    required on the command line (extract's help), instead of `(default X)` and everything optional.
+    this command that differs from the field's description (or, under "config", from `--config`'s).
+    aliases: an old, hidden spelling of a setting's flag.
+    shown_defaults: typer's own `[default: X]` after the help, plain switches (`--no-X` only beside a switch that
+    is on by default) and the required settings required on the command line (extract's help), instead of
+    `(default X)` and everything optional.
     """
     order = [*model.arguments, *(model.cli_order or [*model.flag_names(), CONFIG, SET])]
 
@@ -91,7 +93,7 @@ def settings_command(
 def _param(model: type[Settings], name: str, help: str | None, shown_defaults: bool) -> inspect.Parameter:
     """One keyword parameter of a generated command: typer reads its annotation and its Option default."""
     if name == CONFIG:
-        option = typer.Option(None, "--config", help=CONFIG_HELP)
+        option = typer.Option(None, "--config", help=help or CONFIG_HELP)
         return _keyword(name, option, Path | None)
     if name == SET:
         return _keyword(name, set_option(model.set_example), list[str] | None)
@@ -106,9 +108,11 @@ def _param(model: type[Settings], name: str, help: str | None, shown_defaults: b
         option = typer.Option(None, *flags, help=text, metavar=model.metavars.get(name))
         return _keyword(name, option, list[str] | None)
     if _bare(field_info.annotation) is bool:
+        n = flags[0].removeprefix("--")
+        if shown_defaults and default:  # on by default, so it needs its off form: `--tags/--no-tags`
+            return _keyword(name, typer.Option(True, f"--{n}/--no-{n}", *flags[1:], help=text), bool)
         if shown_defaults:  # a plain switch, off by default (`--strict`)
             return _keyword(name, typer.Option(default, *flags, help=text, metavar=""), bool)
-        n = flags[0].removeprefix("--")
         option = typer.Option(None, f"--{n}/--no-{n}", *flags[1:], help=describe(text, default), metavar="")
         return _keyword(name, option, bool | None)
     if shown_defaults:  # typer shows the default (lists as they are typed: train,val,test) or [required]

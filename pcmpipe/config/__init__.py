@@ -3,8 +3,10 @@
 - schema.py: `TrainConfig` (stage two) and its fingerprint; the choices (`Loss`, `Device`, ...) as Literals
 - finetune.py: `FinetuneConfig` (stage two plus the unfrozen towers)
 - extract.py: `ExtractConfig` (stage one: `pcmpipe extract`, a pipeline's `extract:` options)
-- commands.py: `EvaluateConfig`, `SynthConfig`, `IndexConfig`, `ImportConfig` (evaluate, synth, index, import-features)
+- commands.py: `EvaluateConfig`, `SynthConfig`, `IndexConfig`, `ImportConfig`, `DownloadConfig`, `CacheInfoConfig`,
+  `BackbonesConfig` (evaluate, synth, index, import-features, download, cache-info, backbones)
 - use.py: `EmbedConfig`, `SearchConfig`, `ExportConfig`, `ServeConfig` (embed, search, export, serve)
+- experiments.py: `RunConfig`, `ReportConfig`, `DemoConfig` (run, report, demo)
 - merge.py: defaults < YAML < flags < `--set key=value`, in one function for every command
 - base.py: what schemas share, and the one place a pydantic ValidationError becomes a UserError line
 """

@@ -1,5 +1,6 @@
 """The settings of the smaller commands: `evaluate` (`EvaluateConfig`), `synth` (`SynthConfig`), `index`
-(`IndexConfig`) and `import-features` (`ImportConfig`).
+(`IndexConfig`), `import-features` (`ImportConfig`), `download` (`DownloadConfig`), `cache-info`
+(`CacheInfoConfig`) and `backbones` (`BackbonesConfig`).
 
 Like the stage schemas, each field is a setting once (flag, help, choices, default), and the command takes
 `--config FILE` and `--set key=value` (pcmpipe.cli.options.settings_command). `arguments` are the command's
@@ -15,9 +16,11 @@ from pydantic import BeforeValidator, Field, field_validator
 from pcmpipe.config.base import Settings
 from pcmpipe.config.extract import Format
 from pcmpipe.config.schema import Device, MatchLevel, csv_list
+from pcmpipe.datasets.archive import UnpackLimits
 
 Speech = Literal["tones", "espeak", "auto"]
 IndexKind = Literal["auto", "flat", "ivf", "ivfpq"]  # pcmpipe.index.INDEX_KINDS
+_UNPACK = UnpackLimits()  # download's defaults are the library's
 
 
 class EvaluateConfig(Settings):
@@ -137,3 +140,52 @@ class ImportConfig(Settings):
         description="seconds to wait for another job writing or training on the same cache split, then stop "
         "(default: wait)",
     )
+
+
+class DownloadConfig(Settings):
+    """Which dataset `pcmpipe download` fetches, from where, into which root, and how large an archive may unpack."""
+
+    kind: ClassVar[str] = "download setting"
+    arguments: ClassVar[tuple[str, ...]] = ("dataset",)
+    metavars: ClassVar[dict[str, str]] = {"root": "<path>"}
+    set_example: ClassVar[str] = "retries=10"
+
+    dataset: str = Field(description="flickr8k (images, text, audio corpus) or cub")
+    root: str = Field(description="dataset root: archives go to ROOT/downloads, contents unpack into ROOT")
+    base_url: str | None = Field(
+        None, description="fetch every archive from this folder URL instead (mirror); also $PCMPIPE_DOWNLOAD_BASE"
+    )
+    # its bounds are the library's (pcmpipe.datasets.download.MAX_RETRIES), which checks them for every caller
+    retries: int = Field(5, description="resume attempts per file when the connection drops")
+    max_unpack_gb: float = Field(
+        _UNPACK.max_bytes / (1 << 30), gt=0, description="refuse an archive that unpacks to more"
+    )
+    max_ratio: float = Field(
+        _UNPACK.max_ratio, ge=1, description="refuse an archive (zip: a member) that expands more (x)"
+    )
+
+    def unpack_limits(self) -> UnpackLimits:
+        return UnpackLimits(max_bytes=int(self.max_unpack_gb * (1 << 30)), max_ratio=self.max_ratio)
+
+
+class CacheInfoConfig(Settings):
+    """Which caches `pcmpipe cache-info` lists, and whether it reads every byte to check them."""
+
+    kind: ClassVar[str] = "cache-info setting"
+    arguments: ClassVar[tuple[str, ...]] = ("root",)
+    metavars: ClassVar[dict[str, str]] = {"root": "<path>"}
+    set_example: ClassVar[str] = "verify=true"
+
+    root: str = Field("cache", description="cache root (or one cache directory)")
+    verify: bool = Field(
+        False, description="also check every shard's sha256 (reads all bytes; sizes are always checked)"
+    )
+
+
+class BackbonesConfig(Settings):
+    """What `pcmpipe backbones` lists besides the registered backbones."""
+
+    kind: ClassVar[str] = "backbones setting"
+    set_example: ClassVar[str] = "tags=false"
+
+    tags: bool = Field(True, description="also list open_clip's pretrained tags per model (its own table, no network)")

@@ -8,31 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from typer.testing import CliRunner
 
 from pcmpipe.cache import open_cache
-from pcmpipe.cli import app
 from pcmpipe.config.use import EmbedConfig, SearchConfig
+from tests.settings_cli import as_sets, run_cli, settings_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-ENV = {"COLUMNS": "400", "TERM": "dumb", "NO_COLOR": "1"}
-
-
-def _run(*args, code: int = 0) -> str:
-    """The command's output when it succeeds (code 0), else its one error line (code 2)."""
-    res = CliRunner().invoke(app, [str(a) for a in args], env=ENV)
-    assert res.exit_code == code and "Traceback" not in res.output, (args, res.output, res.exception)
-    if code == 0:
-        return res.stdout
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1, (args, res.stderr)
-    return lines[0]
-
-
-def _settings(path: Path, **values) -> Path:
-    path.write_text(yaml.safe_dump(values))
-    return path
 
 
 def _embedded(out: Path) -> tuple[list[str], np.ndarray, int]:
@@ -46,9 +27,11 @@ def test_embed_from_a_settings_file_and_set_equals_the_flags(trained, tmp_path):
     values, precision and shards as the flags."""
     run, texts = trained["run"], ["a dog runs", "two cats", "a red car"]
     flags = [a for t in texts for a in ("--text", t)]
-    _run("embed", run, "--modality", "T", "--out", tmp_path / "a", *flags, "--dtype", "float16", "--rows-per-shard", 1)
-    path = _settings(tmp_path / "embed.yaml", text=texts, dtype="float16", rows_per_shard=50)
-    _run("embed", run, "--modality", "T", "--out", tmp_path / "b", "--config", path, "--set", "rows_per_shard=1")
+    run_cli(
+        "embed", run, "--modality", "T", "--out", tmp_path / "a", *flags, "--dtype", "float16", "--rows-per-shard", "1"
+    )
+    path = settings_file(tmp_path / "embed.yaml", text=texts, dtype="float16", rows_per_shard=50)
+    run_cli("embed", run, "--modality", "T", "--out", tmp_path / "b", "--config", path, "--set", "rows_per_shard=1")
     (ids_a, emb_a, shards_a), (ids_b, emb_b, shards_b) = _embedded(tmp_path / "a"), _embedded(tmp_path / "b")
     assert ids_a == ids_b and len(ids_a) == 3 and shards_a == shards_b == 3
     assert emb_a.dtype == emb_b.dtype == np.float16 and np.array_equal(emb_a, emb_b)
@@ -57,16 +40,16 @@ def test_embed_from_a_settings_file_and_set_equals_the_flags(trained, tmp_path):
 def test_search_from_a_settings_file_and_set_equals_the_flags(trained, tmp_path):
     run = trained["run"]
     row = json.loads((run / "embeddings" / "T.json").read_text())["columns"]["id"][0]
-    by_flags = _run("search", run, "--query-id", row, "--from", "T", "--to", "I", "-k", 2, "--json")
-    path = _settings(tmp_path / "search.yaml", query_id=row, as_json=True, k=1)  # --set k=2 wins over the file
-    by_file = _run("search", run, "--from", "T", "--to", "I", "--config", path, "--set", "k=2")
+    by_flags = run_cli("search", run, "--query-id", row, "--from", "T", "--to", "I", "-k", 2, "--json")
+    path = settings_file(tmp_path / "search.yaml", query_id=row, as_json=True, k=1)  # --set k=2 wins over the file
+    by_file = run_cli("search", run, "--from", "T", "--to", "I", "--config", path, "--set", "k=2")
     assert json.loads(by_file) == json.loads(by_flags) and len(json.loads(by_flags)) == 2  # the test split's 2
 
 
 def test_export_takes_its_folder_from_set(trained, tmp_path):
     """`--set` wins over what is typed, the positional folder included (defaults < file < flags < --set)."""
-    _run("export", trained["run"], tmp_path / "a")
-    _run("export", trained["run"], tmp_path / "typed", "--set", f"out={tmp_path / 'b'}")
+    run_cli("export", trained["run"], tmp_path / "a")
+    run_cli("export", trained["run"], tmp_path / "typed", "--set", f"out={tmp_path / 'b'}")
     assert not (tmp_path / "typed").exists()
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     assert files and files == sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
@@ -90,13 +73,9 @@ def test_export_takes_its_folder_from_set(trained, tmp_path):
 @pytest.mark.parametrize("source", ["config", "set"])
 def test_a_mistake_in_a_file_or_set_is_one_line(trained, tmp_path, args, settings, fragment, source):
     command, *rest = args
-    given = (
-        ["--config", _settings(tmp_path / "s.yaml", **settings)]
-        if source == "config"
-        else [a for k, v in settings.items() for a in ("--set", f"{k}={json.dumps(v)}")]
-    )
+    given = ["--config", settings_file(tmp_path / "s.yaml", **settings)] if source == "config" else as_sets(settings)
     out = [tmp_path / "e"] if command == "export" else ["--out", tmp_path / "e"] if command == "embed" else []
-    line = _run(command, trained["run"], *out, *rest, *given, code=2)
+    line = run_cli(command, trained["run"], *out, *rest, *given, code=2)
     assert fragment in line, line
     assert not (tmp_path / "e").exists()
 
