@@ -13,6 +13,16 @@ reuse check):
   one comes in, the old one is removed. A job killed between the renames leaves no `target`;
   `finish_dead_swaps(target)`, which every caller runs under the lock before anything else, puts the old folder
   back, or removes it when the new one did arrive.
+
+The three swaps this module replaced (in index, import-features and runs/outdir) left their old folder in two
+more shapes, and `finish_dead_swaps` recovers those too, so a swap killed under the earlier code is finished:
+- import-features set the old cache aside one level down, `.<split>.old-<pid>-<random>/cache`: that subfolder
+  goes back as the split, or is removed, as the earlier code did (the index's aside was this module's shape).
+- embed and export moved a replaced result to the fixed name `.<out>.old-tmp` (no pid: the lock on `<out>` was
+  its only guard, as it is here). The earlier code removed it once its next run had swapped a new result in;
+  here it is removed when a result stands at `<out>` and put back when none does, so nothing is lost before a
+  new result is whole (it was a damaged or edited result, which the next embed or export rebuilds, as the
+  killed job meant to).
 """
 
 from __future__ import annotations
@@ -69,11 +79,32 @@ def swap_in(new: Path, target: Path) -> None:
 
 def finish_dead_swaps(target: Path) -> None:
     """Under `target`'s lock: an old folder that a job killed between its two renames set aside goes back in
-    place when nothing took its place, and is removed otherwise. Live jobs' folders are never touched."""
-    for old in tempdirs.dead(target.parent, _aside_prefix(target)):
-        if old.is_symlink():  # not one this code made: drop the link, never what it points to
+    place when nothing took its place, and is removed otherwise; the earlier swaps' leftovers too (module
+    docstring). Live jobs' folders are never touched."""
+    for old in [*tempdirs.dead(target.parent, _aside_prefix(target)), *_earlier_outdir_aside(target)]:
+        if old.is_symlink() or not old.is_dir():  # not a folder this code made: drop it, never what a link points to
             old.unlink()
-        elif target.exists() or target.is_symlink():
+            continue
+        held = _earlier_importer_cache(old)
+        if any(held.iterdir()) and not (target.exists() or target.is_symlink()):
+            atomic.replace(held, target)
+        if old.exists():  # the new folder did arrive, or the aside was the importer's wrapper or empty
             shutil.rmtree(old, ignore_errors=True)
-        else:
-            atomic.replace(old, target)
+
+
+def _earlier_outdir_aside(target: Path) -> list[Path]:
+    """`.<target>.old-tmp`, where embed and export before pcmpipe.folderswap set a replaced result aside."""
+    aside = target.with_name(f".{target.name}.old-tmp")
+    return [aside] if aside.exists() or aside.is_symlink() else []
+
+
+def _earlier_importer_cache(old: Path) -> Path:
+    """The folder an aside holds: the aside itself, or its `cache` subfolder where import-features before
+    pcmpipe.folderswap put the old cache (`.<split>.old-<pid>-<random>/cache`, nothing beside it). No aside of
+    this module holds that alone: an index, embed or export folder holding only `cache/` is refused before any
+    swap, and a cache split holds its manifest (only a split of other files, just `cache/`, replaced with
+    --overwrite by a job killed mid-swap, would come back as that subfolder)."""
+    inner = old / "cache"
+    if os.listdir(old) == ["cache"] and inner.is_dir() and not inner.is_symlink():
+        return inner
+    return old

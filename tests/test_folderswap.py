@@ -96,3 +96,41 @@ def test_an_aside_that_is_a_link_is_removed_never_followed(tmp_path):
     (tmp_path / f".out.old-{_dead_pid()}-xyz").symlink_to(elsewhere)
     folderswap.finish_dead_swaps(tmp_path / "out")
     assert _names(tmp_path) == ["elsewhere"] and (elsewhere / "data.txt").read_text() == "not ours"
+
+
+def _earlier_aside(parent: Path, shape: str) -> Path:
+    """The old folder as the swaps before this module left it: import-features one level down in its pid-named
+    aside (made by mkdtemp, mode 0700), embed and export under the fixed `.<out>.old-tmp`."""
+    if shape == "outdir":
+        return _folder(parent / ".out.old-tmp", "old")
+    aside = parent / f".out.old-{_dead_pid()}-k3x9_q"
+    aside.mkdir(mode=0o700)
+    _folder(aside / "cache", "old")
+    return aside
+
+
+@pytest.mark.parametrize("shape", ["importer", "outdir"])
+def test_an_earlier_swap_killed_between_its_renames_is_rolled_back(tmp_path, shape):
+    _earlier_aside(tmp_path, shape)
+    folderswap.finish_dead_swaps(tmp_path / "out")
+    assert _names(tmp_path) == ["out"] and _names(tmp_path / "out") == ["data.txt"]
+    assert (tmp_path / "out" / "data.txt").read_text() == "old"
+
+
+@pytest.mark.parametrize("shape", ["importer", "outdir"])
+def test_an_earlier_swap_killed_after_the_new_folder_came_in_drops_the_old_one(tmp_path, shape):
+    _earlier_aside(tmp_path, shape)
+    _folder(tmp_path / "out", "new")
+    folderswap.finish_dead_swaps(tmp_path / "out")
+    assert _names(tmp_path) == ["out"] and (tmp_path / "out" / "data.txt").read_text() == "new"
+
+
+@pytest.mark.parametrize("kind", ["link", "file"])
+def test_an_earlier_outdir_aside_that_is_not_a_folder_is_removed_never_followed(tmp_path, kind):
+    elsewhere = _folder(tmp_path / "elsewhere", "not ours")
+    if kind == "link":
+        (tmp_path / ".out.old-tmp").symlink_to(elsewhere)
+    else:
+        (tmp_path / ".out.old-tmp").write_text("not a folder")
+    folderswap.finish_dead_swaps(tmp_path / "out")
+    assert _names(tmp_path) == ["elsewhere"] and (elsewhere / "data.txt").read_text() == "not ours"

@@ -433,3 +433,29 @@ def test_a_swap_killed_between_its_renames_is_rolled_back_or_finished(inputs):
     shutil.copytree(target, aside)
     assert _import(d, "x.npy").exit_code == 0
     assert leftovers(d / "cache") == [] and open_cache(target).num_rows == 12
+
+
+@pytest.mark.parametrize("new_in", [False, True], ids=["killed-before-the-new-cache", "killed-after-it"])
+def test_a_swap_the_earlier_importer_left_half_done_is_finished(inputs, new_in):
+    """import-features before pcmpipe.folderswap set the old cache aside one level down: it made
+    `.<split>.old-<pid>-<random>/` (mkdtemp, mode 0700), renamed the split to `cache` inside it, renamed the new
+    cache in, and removed the aside. Killed between the renames, the old cache goes back as the split itself
+    (never as a `cache` subfolder of it); killed after, the old one is removed."""
+    d, x, _ = inputs
+    target = d / "cache" / "ds" / "E" / "train"
+    np.save(d / "y.npy", x * 2)
+    assert _import(d, "y.npy").exit_code == 0  # the cache being replaced
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    aside = target.parent / f".train.old-{dead.pid}-k3x9_q"
+    aside.mkdir(mode=0o700)
+    os.replace(target, aside / "cache")  # the earlier swap's first rename
+    if new_in:  # and its second: the new cache, written beside the split, renamed in
+        beside = ["--npy", d / "x.npy", "--ids", d / "ids.txt", "--cache-root", d / "beside"]
+        assert cli("import-features", "E", "--dataset", "ds", "--split", "train", *beside).exit_code == 0
+        os.replace(d / "beside" / "ds" / "E" / "train", target)
+    res = _import(d, "x.npy" if new_in else "y.npy")
+    want = x if new_in else x * 2
+    assert res.exit_code == 0 and "already imported" in res.output, res.output
+    np.testing.assert_array_equal(open_cache(target).read()[1]["features"], want)
+    assert not (target / "cache").exists() and leftovers(d / "cache") == []

@@ -12,11 +12,30 @@ from pcmpipe.pipelines.spec import load_pipeline, pipeline_from_dict
 
 PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
 FILES = sorted(PIPELINES.glob("*.yaml"))
+DEMO = Path(__file__).resolve().parents[2] / "pcmpipe" / "pipelines" / "demo.yaml"
 
 
 @pytest.mark.parametrize("path", FILES, ids=[f.stem for f in FILES])
 def test_no_shipped_table_mixes_two_preprocessings(path):
     assert mixed_comparisons(load_pipeline(path)) == []
+
+
+LEVELS = ("instance", "image", "class")
+
+
+@pytest.mark.parametrize("path", [*FILES, DEMO], ids=[*(f.stem for f in FILES), "demo"])
+def test_a_title_names_only_the_match_level_its_table_shows(path):
+    """A table shown at two levels (`levels`) names neither in its title: its rows say which is which. A title that
+    names one level belongs to a table whose runs are all scored at it."""
+    pipeline = load_pipeline(path)
+    for layout in pipeline.tables:
+        named = [lv for lv in LEVELS if f"{lv} match" in layout["title"] or f"{lv} level" in layout["title"]]
+        shown = list(layout.get("levels") or [])
+        if len(shown) > 1:
+            assert named == [], layout["title"]
+        elif named:
+            runs = [pipeline.runs[n].train for n in compared_runs(layout) if n in pipeline.runs]
+            assert runs and {r.match for r in runs} == set(named), layout["title"]
 
 
 def test_fine_tuned_and_frozen_rows_share_the_standardisation():

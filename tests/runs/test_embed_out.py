@@ -86,6 +86,34 @@ def test_a_damaged_earlier_result_is_rebuilt(trained, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t"]  # no temp, set-aside folder or lock file left
 
 
+@pytest.mark.parametrize("new_in", [False, True], ids=["killed-before-the-new-result", "killed-after-it"])
+def test_a_swap_the_earlier_outdir_code_left_half_done_is_finished(trained, tmp_path, new_in):
+    """embed and export before pcmpipe.folderswap replaced a damaged result in three steps: rename it to
+    `.<out>.old-tmp`, rename the finished `.<out>.embed-tmp` to `out`, remove the aside. A job killed after the
+    first step leaves no `out`: the rerun puts the old result back, finds it damaged and swaps the finished temp
+    folder in; killed after the second, the rerun finds these embeddings and removes the aside. Either way
+    nothing is left beside `out`."""
+    import shutil
+
+    run = pcmpipe.load_run(trained["run"])
+    out = tmp_path / "t"
+    embed_inputs_to_cache(run, "T", ["a", "b", "c"], out, rows_per_shard=2)
+    want = _embedded(out)
+    shutil.copytree(out, tmp_path / ".t.embed-tmp")  # the killed job's embeddings of the same inputs, whole
+    shard = out / open_cache(out).manifest["shards"][0]["file"]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))  # why that job replaced the result
+    os.replace(out, tmp_path / ".t.old-tmp")
+    if new_in:
+        os.replace(tmp_path / ".t.embed-tmp", out)
+    again = embed_inputs_to_cache(run, "T", ["a", "b", "c"], out, rows_per_shard=2)
+    assert again["reused"] == new_in and (new_in or "is corrupt" in again["replaced"]), again
+    got = _embedded(out)
+    assert got[0] == want[0] and np.array_equal(got[1], want[1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t"]
+
+
 @pytest.mark.parametrize("case", ["a file", "under a file", "the run", "inside the run", "other files", "a link"])
 def test_out_must_be_a_new_or_empty_folder(trained, tmp_path, case):
     run_copy = tmp_path / "run"
