@@ -30,6 +30,7 @@ torch.set_num_threads(1)
 from pcmpipe import atomic
 from pcmpipe.cli import app
 import pcmpipe.runs.loaded, pcmpipe.runs.embed, pcmpipe.runs.export, pcmpipe.cli.render, pcmpipe.extract.runner
+import open_clip, pcmpipe.backbones.clip  # the backbone a run embeds with: built in every child otherwise
 
 
 def child(job):

@@ -1,13 +1,14 @@
 """SIGKILL fault sweep of `pcmpipe extract`, and two extractions into one new cache at once.
 
-The sweep chains kills to stay cheap: one real `python -m pcmpipe extract` (tiny backbones, synthetic Flickr8k
-with speech, every split; every other start decodes in a worker process, --workers 1) is killed with SIGKILL at a
-seeded random point, started again and killed at the next point, 20 times (PCMPIPE_FAULT_SWEEP_N raises it), then
-run to the end. The points are seeded shard counts plus a seeded delay, so kills land during start-up, mid-shard,
-between a shard's rename and its manifest update, and in every modality. No kill may rewrite a shard a manifest
-already lists, and the result must equal an uninterrupted run byte for byte (batch size 1: a resume changes no
-batch, so no feature can differ), with no temp file, no stale lock owner record, no duplicated row and no
-surviving child process.
+The sweep chains kills to stay cheap: one real `pcmpipe extract` (tiny backbones, synthetic Flickr8k with speech,
+every split; every other start decodes in a worker process, --workers 1), a process forked from a prepared
+interpreter (tests/forked_cli.py: no torch import per start), is killed with SIGKILL at a seeded random point,
+started again and killed at the next point, 20 times (PCMPIPE_FAULT_SWEEP_N raises it), then run to the end by a
+fresh `python -m pcmpipe extract`. The points are seeded shard counts plus a seeded delay, so kills land during
+start-up, mid-shard, between a shard's rename and its manifest update, and in every modality. No kill may rewrite
+a shard a manifest already lists, and the result must equal an uninterrupted run byte for byte (batch size 1: a
+resume changes no batch, so no feature can differ), with no temp file, no stale lock owner record, no duplicated
+row and no surviving child process.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
+from forked_cli import ForkedCli, exit_code
 
 from pcmpipe.cache import cache_dir, open_cache
 from pcmpipe.cache.layout import manifest_in, manifests_under
@@ -90,19 +92,27 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _kill_at(cmd: list[str], cache_root: Path, shards: int, delay: float) -> bool:
-    """Start `cmd`, SIGKILL it `delay` s after `shards` shard files exist; False if it finished first."""
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+# what extraction imports on its way (tiny CLIP towers, HuBERT, decoding): a forked child starts warm
+WARM = "import open_clip, transformers, pcmpipe.extract.runner, pcmpipe.backbones.clip, pcmpipe.backbones.hubert"
+
+
+def _kill_at(cli: ForkedCli, argv: list[str], cache_root: Path, shards: int, delay: float) -> bool:
+    """Start `pcmpipe argv`, SIGKILL it (the process alone) `delay` s after `shards` shard files exist; False if
+    it finished first. Its decoding workers must die with it on their own."""
+    pid = cli.start(argv)
     deadline = time.monotonic() + 300
-    while proc.poll() is None and _shard_files(cache_root) < shards and time.monotonic() < deadline:
+    while _alive(pid) and _shard_files(cache_root) < shards and time.monotonic() < deadline:
         time.sleep(0.01)
     time.sleep(delay)
-    if proc.poll() is not None:
-        assert proc.returncode == 0
+    kids = _children(pid)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    code = exit_code(cli.status())  # a kill after it ended (a zombie until the forker reaps it) changes nothing
+    if code is not None:
+        assert code == 0
         return False
-    kids = _children(proc.pid)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
     deadline = time.monotonic() + 5  # a decoding worker gets SIGKILL from the kernel when its parent dies
     while any(_alive(k) for k in kids) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -141,12 +151,16 @@ def test_sigkill_sweep_then_resume_is_byte_identical(flickr, reference, tmp_path
     points = sorted((rng.randrange(total), rng.uniform(0.0, 0.3)) for _ in range(n))
     cache = tmp_path / "swept"
     landed, in_speech = [], False
-    for i, (shards, delay) in enumerate(points):
-        before = _listed_shards(cache)
-        landed.append(_kill_at(_command(flickr, cache, workers=i % 2), cache, shards, delay))
-        after = _listed_shards(cache)
-        assert {p: after[p] for p in before} == before, "a finished shard was rewritten"
-        in_speech |= landed[-1] and any(p.parts[-3] == "S" for p in after)
+    cli = ForkedCli(tmp_path, ENV, WARM)
+    try:
+        for i, (shards, delay) in enumerate(points):
+            before = _listed_shards(cache)
+            landed.append(_kill_at(cli, _command(flickr, cache, workers=i % 2)[3:], cache, shards, delay))
+            after = _listed_shards(cache)
+            assert {p: after[p] for p in before} == before, "a finished shard was rewritten"
+            in_speech |= landed[-1] and any(p.parts[-3] == "S" for p in after)
+    finally:
+        cli.close()
     killed = sum(landed)
     assert killed >= min(n, 10), f"only {killed} of {n} kills landed before the run finished"
     assert in_speech, "no kill landed once speech shards were written"

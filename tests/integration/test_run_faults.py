@@ -2,14 +2,14 @@
 and fault sweeps that SIGKILL `train` and `run` at seeded random points, chaining kill -> resume -> kill, and
 compare every finished run with an uninterrupted one.
 
-The sweep's processes are forked from one prepared interpreter (`_Forker`): each is a real process running the
-real CLI, killed with a real SIGKILL as a process group, but it does not pay torch's import again (about 3 s
-of CPU, which would make 20 kills per command cost minutes). PCMPIPE_FAULT_SWEEP_N raises the kill count.
+The sweep's processes are forked from one prepared interpreter (`_Forker`, on tests/forked_cli.py): each is a
+real process running the real CLI, killed with a real SIGKILL as a process group, but it does not pay torch's
+import again (about 3 s of CPU, which would make 20 kills per command cost minutes). PCMPIPE_FAULT_SWEEP_N raises
+the kill count.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import select
@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from forked_cli import ForkedCli, exit_code
 from safetensors import safe_open
 from synthetic_cache import write_synthetic_cache
 from tiny_pipeline import tiny_pipeline
@@ -69,66 +70,35 @@ def test_two_trains_of_one_name_at_once_one_refuses_in_one_line(cache, tmp_path)
 
 # ---------------------------------------------------------------- the fault sweep
 
-FORKER = r"""
-import json, os, sys
-import torch
-torch.set_num_threads(1)
-from pcmpipe.cli import app
 # what the commands import on their way: a forked child then starts where a warm process would
+WARM = """
 import pcmpipe.cli.training_progress, pcmpipe.cli.render, pcmpipe.config, pcmpipe.heads, pcmpipe.samples
 import pcmpipe.training.stage2, pcmpipe.evaluation.retrieval, pcmpipe.pipelines.run, pcmpipe.pipelines.spec
-for line in sys.stdin:
-    pid = os.fork()
-    if pid == 0:
-        os.setsid()  # its own process group: the kill takes anything it started with it
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, 1)
-        os.dup2(null, 2)
-        try:
-            app(json.loads(line), prog_name="pcmpipe")
-        except SystemExit as e:
-            os._exit(e.code if isinstance(e.code, int) else 1)
-        os._exit(0)
-    print(pid, flush=True)
-    _, status = os.waitpid(pid, 0)
-    print(status, flush=True)
+import pandas, open_clip, pcmpipe.backbones.clip, pcmpipe.training.finetune  # the sample join; fine-tuning's tower
 """
 
 
-class _Forker:
-    """One interpreter with pcmpipe imported; `start(argv)` forks a child running `pcmpipe argv`."""
+class _Forker(ForkedCli):
+    """`run(argv, kill_after)`: a forked `pcmpipe argv`, its process group SIGKILLed after a time."""
 
     def __init__(self, cwd: Path):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", FORKER], env=ENV, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
+        super().__init__(cwd, ENV, WARM)
 
     def run(self, argv: list[str], kill_after: float | None) -> int | None:
         """Run `pcmpipe argv`; SIGKILL its process group after `kill_after` s unless it ended first.
         -> its exit code, or None when it was killed."""
-        assert self.proc.stdin and self.proc.stdout
-        self.proc.stdin.write(json.dumps(argv) + "\n")
-        self.proc.stdin.flush()
-        pid = int(self.proc.stdout.readline())
+        pid = self.start(argv)
+        assert self.proc.stdout
         ready, _, _ = select.select([self.proc.stdout], [], [], kill_after if kill_after is not None else 600)
-        killed = not ready
-        if killed:
+        if not ready:
             try:
                 os.killpg(pid, signal.SIGKILL)
             except ProcessLookupError:  # it ended between the timeout and the kill: its status says how
                 pass
-        status = int(self.proc.stdout.readline())
+        status = self.status()
         with pytest.raises(ProcessLookupError):
             os.killpg(pid, 0)  # nothing of its process group is left alive
-        if os.WIFSIGNALED(status):
-            assert os.WTERMSIG(status) == signal.SIGKILL
-            return None
-        return os.WEXITSTATUS(status)
-
-    def close(self) -> None:
-        assert self.proc.stdin
-        self.proc.stdin.close()
-        self.proc.wait(timeout=60)
+        return exit_code(status)
 
 
 def _strip(history: list[dict]) -> list[dict]:
