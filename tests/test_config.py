@@ -178,3 +178,24 @@ def test_bounds_that_protect_the_machine_and_flag_names_in_messages(monkeypatch)
     # finetune's flag for num_workers is --workers: the message names the flag the user typed
     with pytest.raises(UserError, match=r"^--workers must be >= 0, got -1$"):
         FinetuneConfig.from_dict({"data_root": "d", "num_workers": -1})
+
+
+def _schemas(cls: type) -> list[type]:
+    return [c for sub in cls.__subclasses__() for c in [sub, *_schemas(sub)]]
+
+
+def test_every_command_schema_declares_its_own_command_line():
+    """A schema that forgot its `cli` would name its settings "setting" in messages and borrow train's `--set`
+    example; each one's metadata names only fields it has."""
+    import pcmpipe.config.commands
+    import pcmpipe.config.experiments
+    import pcmpipe.config.use  # noqa: F401  (the schemas register as subclasses on import)
+    from pcmpipe.config.base import Settings
+
+    schemas = _schemas(Settings)
+    assert len(schemas) >= 17
+    for schema in schemas:
+        cli = schema.__dict__.get("cli")
+        assert cli is not None and cli.kind.endswith(" setting"), schema.__name__
+        named = {*cli.arguments, *cli.repeated, *cli.required, *cli.flags, *cli.metavars, *cli.short, *cli.not_flags}
+        assert named <= set(schema.model_fields), (schema.__name__, named - set(schema.model_fields))

@@ -58,15 +58,15 @@ def settings_command(
     """Give a command one option per setting of `model`, plus `--config FILE` and `--set key=value`.
 
     The command function takes `given: GivenSettings` (and any parameters of its own, declared as usual);
-    `given.load()` is the validated config. The settings with a flag, and their order, are `model.cli_order`
-    (where "config" and "set" place those two) or every field but `model.not_flags`. help: help text of
+    `given.load()` is the validated config. The settings with a flag, and their order, are `model.cli.cli_order`
+    (where "config" and "set" place those two) or every field but `model.cli.not_flags`. help: help text of
     this command that differs from the field's description (or, under "config", from `--config`'s).
     aliases: an old, hidden spelling of a setting's flag.
     shown_defaults: typer's own `[default: X]` after the help, plain switches (`--no-X` only beside a switch that
     is on by default) and the required settings required on the command line (extract's help), instead of
     `(default X)` and everything optional.
     """
-    order = [*model.arguments, *(model.cli_order or [*model.flag_names(), CONFIG, SET])]
+    order = [*model.cli.arguments, *(model.cli.cli_order or [*model.flag_names(), CONFIG, SET])]
 
     def wrap(command: Callable[..., None]) -> Callable[..., None]:
         own = [p for p in inspect.signature(command).parameters.values() if p.name != "given"]
@@ -96,16 +96,16 @@ def _param(model: type[Settings], name: str, help: str | None, shown_defaults: b
         option = typer.Option(None, "--config", help=help or CONFIG_HELP)
         return _keyword(name, option, Path | None)
     if name == SET:
-        return _keyword(name, set_option(model.set_example), list[str] | None)
-    field_info = model.model_fields[name]
-    if name in model.arguments:
+        return _keyword(name, set_option(model.cli.set_example), list[str] | None)
+    field_info, cli = model.model_fields[name], model.cli
+    if name in cli.arguments:
         return _argument(model, name, help or field_info.description)
-    flags = [model.flag_of(name), *([model.short[name]] if name in model.short else [])]
+    flags = [model.flag_of(name), *([cli.short[name]] if name in cli.short else [])]
     text = help or field_info.description or ""
     default = None if field_info.is_required() else field_info.get_default(call_default_factory=True)
-    shown_metavar = model.metavars.get(name) or metavar(field_info.annotation)
-    if name in model.repeated:  # typed once per value (`--text a --text b`); typer shows <list[str]>
-        option = typer.Option(None, *flags, help=text, metavar=model.metavars.get(name))
+    shown_metavar = cli.metavars.get(name) or metavar(field_info.annotation)
+    if name in cli.repeated:  # typed once per value (`--text a --text b`); typer shows <list[str]>
+        option = typer.Option(None, *flags, help=text, metavar=cli.metavars.get(name))
         return _keyword(name, option, list[str] | None)
     if _bare(field_info.annotation) is bool:
         n = flags[0].removeprefix("--")
@@ -127,9 +127,9 @@ def _argument(model: type[Settings], name: str, help: str | None) -> inspect.Par
     """A positional argument: typer names it by its parameter and shows its type (path or str); a repeated one
     takes the rest of the command line (embed's files)."""
     field_info = model.model_fields[name]
-    kind: Any = Path if model.metavars.get(name) == "<path>" else str
+    kind: Any = Path if model.cli.metavars.get(name) == "<path>" else str
     required = field_info.is_required()
-    if name in model.repeated:
+    if name in model.cli.repeated:
         return _keyword(name, typer.Argument(... if required else None, help=help), list[kind] | None)
     return _keyword(name, typer.Argument(... if required else field_info.default, help=help), kind)
 

@@ -11,6 +11,7 @@ import difflib
 import json
 import os
 import typing
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
@@ -26,6 +27,35 @@ _BOUNDS = {
 }
 
 
+@dataclass(frozen=True)
+class CommandLine:
+    """What a schema's fields are on the command line and how its messages name them: one declaration per
+    schema (`cli = CommandLine(kind="synth setting", ...)`), read by `Settings` and `pcmpipe.cli.options`."""
+
+    kind: str = "setting"  # how error messages name a key ("training setting", ...)
+    required: tuple[str, ...] = ()
+    required_hint: str = ""
+    # settings whose command-line flag is not `--<name-with-dashes>` (finetune's --workers is num_workers)
+    flags: dict[str, str] = field(default_factory=dict)
+    # how error messages name a setting whose field name is not the user's word (extract's `fmt` is "format")
+    labels: dict[str, str] = field(default_factory=dict)
+    # the help's placeholder of a setting where its type says too little (`<path>`, `<auto|cpu|cuda|cuda:N>`)
+    metavars: dict[str, str] = field(default_factory=dict)
+    # settings that have no flag of their own (mappings): a file, a pipeline or `--set` gives them
+    not_flags: tuple[str, ...] = ()
+    set_example: str = "stream_val_mb=8"  # the help's example of `--set key=value`
+    # the settings with a flag of their own, in help order, where "config" and "set" place `--config FILE` and
+    # `--set key=value`; empty: every setting but `not_flags`, then those two (pcmpipe.cli.options)
+    cli_order: tuple[str, ...] = ()
+    # settings given as the command's positional arguments, in order (evaluate's run directory)
+    arguments: tuple[str, ...] = ()
+    # list settings given as several values: the last positional argument (embed's files) or an option typed once
+    # per value (`--text a --text b`); other lists are one comma-separated value (`--recall-k 1,5`)
+    repeated: tuple[str, ...] = ()
+    # a setting's short flag beside its long one (search's `-k`)
+    short: dict[str, str] = field(default_factory=dict)
+
+
 class Settings(BaseModel):
     """A schema of settings: every field has its type, bounds, choices and help (its description)."""
 
@@ -33,38 +63,19 @@ class Settings(BaseModel):
     # allow_inf_nan=False: a NaN learning rate is a user mistake, not a number.
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True, allow_inf_nan=False, validate_default=False)
 
-    kind: typing.ClassVar[str] = "setting"  # how error messages name a key ("training setting", ...)
-    required: typing.ClassVar[tuple[str, ...]] = ()
-    required_hint: typing.ClassVar[str] = ""
-    # settings whose command-line flag is not `--<name-with-dashes>` (finetune's --workers is num_workers)
-    flags: typing.ClassVar[dict[str, str]] = {}
-    # how error messages name a setting whose field name is not the user's word (extract's `fmt` is "format")
-    labels: typing.ClassVar[dict[str, str]] = {}
-    # the help's placeholder of a setting where its type says too little (`<path>`, `<auto|cpu|cuda|cuda:N>`)
-    metavars: typing.ClassVar[dict[str, str]] = {}
-    # settings that have no flag of their own (mappings): a file, a pipeline or `--set` gives them
-    not_flags: typing.ClassVar[tuple[str, ...]] = ()
-    set_example: typing.ClassVar[str] = "stream_val_mb=8"  # the help's example of `--set key=value`
-    # the settings with a flag of their own, in help order, where "config" and "set" place `--config FILE` and
-    # `--set key=value`; empty: every setting but `not_flags`, then those two (pcmpipe.cli.options)
-    cli_order: typing.ClassVar[tuple[str, ...]] = ()
-    # settings given as the command's positional arguments, in order (evaluate's run directory)
-    arguments: typing.ClassVar[tuple[str, ...]] = ()
-    # list settings given as several values: the last positional argument (embed's files) or an option typed once
-    # per value (`--text a --text b`); other lists are one comma-separated value (`--recall-k 1,5`)
-    repeated: typing.ClassVar[tuple[str, ...]] = ()
-    # a setting's short flag beside its long one (search's `-k`)
-    short: typing.ClassVar[dict[str, str]] = {}
+    # how the settings are named in messages and given on the command line; each schema declares its own
+    cli: typing.ClassVar[CommandLine] = CommandLine()
 
     @classmethod
     def flag_names(cls) -> list[str]:
         """The settings with a flag of their own, in help order (the others are given with `--set`)."""
-        names = cls.cli_order or tuple(n for n in cls.model_fields if n not in cls.not_flags)
-        return [n for n in names if n in cls.model_fields and n not in cls.arguments]
+        cli = cls.cli
+        names = cli.cli_order or tuple(n for n in cls.model_fields if n not in cli.not_flags)
+        return [n for n in names if n in cls.model_fields and n not in cli.arguments]
 
     @classmethod
     def flag_of(cls, name: str) -> str:
-        return cls.flags.get(name, f"--{name.replace('_', '-')}")
+        return cls.cli.flags.get(name, f"--{name.replace('_', '-')}")
 
     @model_validator(mode="before")
     @classmethod
@@ -84,13 +95,13 @@ class Settings(BaseModel):
     def from_dict(cls, data: Any) -> Any:
         """Build from plain data (YAML, flags, a pipeline section); any mistake is one UserError line."""
         if not isinstance(data, dict):
-            raise UserError(f"a {cls.kind} mapping is expected, got {type(data).__name__}")
+            raise UserError(f"a {cls.cli.kind} mapping is expected, got {type(data).__name__}")
         unknown = sorted(set(data) - set(cls.model_fields))
         if unknown:
-            raise UserError(unknown_key_message(unknown[0], list(cls.model_fields), cls.kind))
-        missing = [n for n in cls.required if data.get(n) in (None, "", [])]
+            raise UserError(unknown_key_message(unknown[0], list(cls.model_fields), cls.cli.kind))
+        missing = [n for n in cls.cli.required if data.get(n) in (None, "", [])]
         if missing:
-            raise UserError(f"missing {cls.kind}(s): {', '.join(missing)}{cls.required_hint}")
+            raise UserError(f"missing {cls.cli.kind}(s): {', '.join(missing)}{cls.cli.required_hint}")
         try:
             return cls.model_validate(data)
         except ValidationError as e:
@@ -104,12 +115,13 @@ class Settings(BaseModel):
         differs from its default, as its flag where it has one and as `--set key=<JSON>` (a YAML value) otherwise,
         so a printed command reproduces the config, and its fingerprint, exactly."""
         args: list[str] = []
-        for name in self.arguments:
+        cli = self.cli
+        for name in cli.arguments:
             value = getattr(self, name)
-            args += map(str, value) if name in self.repeated else [str(value)]
+            args += map(str, value) if name in cli.repeated else [str(value)]
         flagged = set(self.flag_names())
         for name, info in type(self).model_fields.items():
-            if name in self.arguments:
+            if name in cli.arguments:
                 continue
             value = getattr(self, name)
             if not info.is_required() and value == info.get_default(call_default_factory=True):
@@ -117,7 +129,7 @@ class Settings(BaseModel):
             as_flag = name in flagged and value is not None and not (isinstance(value, bool) and not value)
             if as_flag and isinstance(value, bool):
                 args.append(self.flag_of(name))  # a switch: `--strict`, `--augment`
-            elif as_flag and name in self.repeated:
+            elif as_flag and name in cli.repeated:
                 args += [a for item in value for a in (self.flag_of(name), str(item))]
             elif as_flag and isinstance(value, list):
                 args += [self.flag_of(name), ",".join(map(str, value))]
@@ -161,19 +173,20 @@ def _initials(key: str) -> str:
     return "".join(part[:1] for part in key.split("_"))
 
 
-def user_message(cls: type[BaseModel], error: ValidationError) -> str:
+def user_message(cls: type[Settings], error: ValidationError) -> str:
     """The first problem of a ValidationError as one line naming the setting, the value and what is expected."""
     err = error.errors(include_url=False)[0]
     loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
     name = loc[0] if loc else ""
     value = err.get("input")
     msg = str(err["msg"]).removeprefix("Value error, ")
+    cli = cls.cli
     if not name:  # a check across settings (model validator): its message says everything
         return msg
     if err["type"] == "literal_error":
-        label = getattr(cls, "labels", {}).get(name, name)
+        label = cli.labels.get(name, name)
         return f"unknown {label} {value!r}; valid choices: {', '.join(map(str, choices(cls, name)))}"
-    flag = getattr(cls, "flags", {}).get(name, f"--{name.replace('_', '-')}")
+    flag = cli.flags.get(name, f"--{name.replace('_', '-')}")
     if err["type"] in _BOUNDS:
         key, op = _BOUNDS[err["type"]]
         return f"{flag} must be {op} {err['ctx'][key]}, got {value!r}"

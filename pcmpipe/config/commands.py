@@ -9,11 +9,11 @@ positional arguments.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator
 
-from pcmpipe.config.base import Settings
+from pcmpipe.config.base import CommandLine, Settings
 from pcmpipe.config.extract import Format
 from pcmpipe.config.schema import Device, MatchLevel, csv_list
 from pcmpipe.datasets.archive import UnpackLimits
@@ -26,10 +26,12 @@ _UNPACK = UnpackLimits()  # download's defaults are the library's
 class EvaluateConfig(Settings):
     """What `pcmpipe evaluate` scores, and where it writes the metrics."""
 
-    kind: ClassVar[str] = "evaluate setting"
-    arguments: ClassVar[tuple[str, ...]] = ("run_dir",)
-    metavars: ClassVar[dict[str, str]] = {"run_dir": "<path>", "cache_root": "<path>", "out": "<path>", "csv": "<path>"}
-    set_example: ClassVar[str] = "recall_k=[1,5,10]"
+    cli = CommandLine(
+        kind="evaluate setting",
+        arguments=("run_dir",),
+        metavars={"run_dir": "<path>", "cache_root": "<path>", "out": "<path>", "csv": "<path>"},
+        set_example="recall_k=[1,5,10]",
+    )
 
     run_dir: str = Field(
         description="a finished run directory, e.g. cache/runs/<name>, or a folder written by `pcmpipe export`"
@@ -59,10 +61,7 @@ class EvaluateConfig(Settings):
 class SynthConfig(Settings):
     """What `pcmpipe synth` writes: a small synthetic dataset in the real one's on-disk layout."""
 
-    kind: ClassVar[str] = "synth setting"
-    arguments: ClassVar[tuple[str, ...]] = ("dataset",)
-    metavars: ClassVar[dict[str, str]] = {"out": "<path>"}
-    set_example: ClassVar[str] = "images=12"
+    cli = CommandLine(kind="synth setting", arguments=("dataset",), metavars={"out": "<path>"}, set_example="images=12")
 
     dataset: str = Field(description="flickr8k or cub")
     out: str = Field(description="new (or empty) directory to write the dataset into")
@@ -82,13 +81,15 @@ class IndexConfig(Settings):
     """What `pcmpipe index` builds over an embeddings cache; the sizes are checked against the gallery when it
     is read (pcmpipe.index.params)."""
 
-    kind: ClassVar[str] = "index setting"
-    arguments: ClassVar[tuple[str, ...]] = ("emb_dir",)
-    # `kind` names the settings in messages (Settings.kind), so the index's kind is the field index_kind
-    flags: ClassVar[dict[str, str]] = {"index_kind": "--kind"}
-    labels: ClassVar[dict[str, str]] = {"index_kind": "index kind"}
-    metavars: ClassVar[dict[str, str]] = {"emb_dir": "<path>", "out": "<path>"}
-    set_example: ClassVar[str] = "nprobe=16"
+    # `kind` names the settings in messages (CommandLine.kind), so the index's kind is the field index_kind
+    cli = CommandLine(
+        kind="index setting",
+        arguments=("emb_dir",),
+        flags={"index_kind": "--kind"},
+        labels={"index_kind": "index kind"},
+        metavars={"emb_dir": "<path>", "out": "<path>"},
+        set_example="nprobe=16",
+    )
 
     emb_dir: str = Field(description="an embeddings cache written by `pcmpipe embed`")
     out: str | None = Field(None, description="index folder (default: <EMB_DIR>.index beside it)")
@@ -110,13 +111,16 @@ class IndexConfig(Settings):
 class ImportConfig(Settings):
     """What `pcmpipe import-features` writes as a cached modality, and from which files."""
 
-    kind: ClassVar[str] = "import setting"
-    arguments: ClassVar[tuple[str, ...]] = ("name",)
-    required: ClassVar[tuple[str, ...]] = ("name", "dataset", "split")
-    flags: ClassVar[dict[str, str]] = {"fmt": "--format"}
-    labels: ClassVar[dict[str, str]] = {"fmt": "--format"}  # the message import-features has always given
-    metavars: ClassVar[dict[str, str]] = {"npy": "<path>", "ids": "<path>", "parquet": "<path>", "cache_root": "<path>"}
-    set_example: ClassVar[str] = "key=caption_id"
+    # labels: the message import-features has always given
+    cli = CommandLine(
+        kind="import setting",
+        arguments=("name",),
+        required=("name", "dataset", "split"),
+        flags={"fmt": "--format"},
+        labels={"fmt": "--format"},
+        metavars={"npy": "<path>", "ids": "<path>", "parquet": "<path>", "cache_root": "<path>"},
+        set_example="key=caption_id",
+    )
 
     name: str = Field(description="modality name for the new features ([A-Za-z0-9_-]+), e.g. MYEMB")
     dataset: str = Field(description="dataset the ids belong to, e.g. flickr8k or cub")
@@ -145,10 +149,9 @@ class ImportConfig(Settings):
 class DownloadConfig(Settings):
     """Which dataset `pcmpipe download` fetches, from where, into which root, and how large an archive may unpack."""
 
-    kind: ClassVar[str] = "download setting"
-    arguments: ClassVar[tuple[str, ...]] = ("dataset",)
-    metavars: ClassVar[dict[str, str]] = {"root": "<path>"}
-    set_example: ClassVar[str] = "retries=10"
+    cli = CommandLine(
+        kind="download setting", arguments=("dataset",), metavars={"root": "<path>"}, set_example="retries=10"
+    )
 
     dataset: str = Field(description="flickr8k (images, text, audio corpus) or cub")
     root: str = Field(description="dataset root: archives go to ROOT/downloads, contents unpack into ROOT")
@@ -171,10 +174,9 @@ class DownloadConfig(Settings):
 class CacheInfoConfig(Settings):
     """Which caches `pcmpipe cache-info` lists, and whether it reads every byte to check them."""
 
-    kind: ClassVar[str] = "cache-info setting"
-    arguments: ClassVar[tuple[str, ...]] = ("root",)
-    metavars: ClassVar[dict[str, str]] = {"root": "<path>"}
-    set_example: ClassVar[str] = "verify=true"
+    cli = CommandLine(
+        kind="cache-info setting", arguments=("root",), metavars={"root": "<path>"}, set_example="verify=true"
+    )
 
     root: str = Field("cache", description="cache root (or one cache directory)")
     verify: bool = Field(
@@ -185,7 +187,6 @@ class CacheInfoConfig(Settings):
 class BackbonesConfig(Settings):
     """What `pcmpipe backbones` lists besides the registered backbones."""
 
-    kind: ClassVar[str] = "backbones setting"
-    set_example: ClassVar[str] = "tags=false"
+    cli = CommandLine(kind="backbones setting", set_example="tags=false")
 
     tags: bool = Field(True, description="also list open_clip's pretrained tags per model (its own table, no network)")

@@ -10,11 +10,9 @@ lists them as `overrides: [epochs=2]`.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from pydantic import Field
 
-from pcmpipe.config.base import Settings
+from pcmpipe.config.base import CommandLine, Settings
 from pcmpipe.config.paper_recipe import Recipe
 
 RUN_CONFIG_HELP = (
@@ -25,15 +23,15 @@ RUN_CONFIG_HELP = (
 class RunConfig(Settings):
     """Which pipeline `pcmpipe run` runs, on which data, and where its features and runs go."""
 
-    kind: ClassVar[str] = "run setting"
-    arguments: ClassVar[tuple[str, ...]] = ("pipeline",)
-    repeated: ClassVar[tuple[str, ...]] = ("root", "overrides")
-    flags: ClassVar[dict[str, str]] = {"overrides": "--set"}
-    metavars: ClassVar[dict[str, str]] = {"overrides": "<key=value>"}
     # no "set": `--set` is the pipeline's overrides (see the module's docstring)
-    cli_order: ClassVar[tuple[str, ...]] = (
-        "dry_run", "root", "cache_root", "runs_root", "overrides", "recipe", "config",
-    )  # fmt: skip
+    cli = CommandLine(
+        kind="run setting",
+        arguments=("pipeline",),
+        repeated=("root", "overrides"),
+        flags={"overrides": "--set"},
+        metavars={"overrides": "<key=value>"},
+        cli_order=("dry_run", "root", "cache_root", "runs_root", "overrides", "recipe", "config"),
+    )
 
     pipeline: str = Field(description="a shipped pipeline's name (e.g. table1_flickr8k) or a pipeline file")
     dry_run: bool = Field(False, description="print the plan (cached / missing steps) and stop")
@@ -53,9 +51,11 @@ class RunConfig(Settings):
 class ReportConfig(Settings):
     """Where `pcmpipe report` reads the runs and writes the report."""
 
-    kind: ClassVar[str] = "report setting"
-    metavars: ClassVar[dict[str, str]] = {"runs_root": "<path>", "out": "<path>"}
-    set_example: ClassVar[str] = "runs_root=cache/runs-paper"
+    cli = CommandLine(
+        kind="report setting",
+        metavars={"runs_root": "<path>", "out": "<path>"},
+        set_example="runs_root=cache/runs-paper",
+    )
 
     runs_root: str = Field("cache/runs", description="where `pcmpipe run` wrote its runs")
     out: str = Field("report", description="directory for report.md, report.html and figures/")
@@ -64,9 +64,7 @@ class ReportConfig(Settings):
 class DemoConfig(Settings):
     """Where `pcmpipe demo` writes everything, and whether it runs the short version."""
 
-    kind: ClassVar[str] = "demo setting"
-    metavars: ClassVar[dict[str, str]] = {"out": "<path>"}
-    set_example: ClassVar[str] = "fast=true"
+    cli = CommandLine(kind="demo setting", metavars={"out": "<path>"}, set_example="fast=true")
 
     out: str = Field("demo", description="directory for the synthetic data, cache, runs and report")
     fast: bool = Field(False, description="fewer images and epochs (about a minute; for smoke tests)")

@@ -9,12 +9,12 @@ messages it has always given.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from pcmpipe.backbones.registry import DEFAULT_BACKBONES
-from pcmpipe.config.base import Settings
+from pcmpipe.config.base import CommandLine, Settings
 from pcmpipe.config.schema import csv_list
 
 Format = Literal["parquet", "hdf5"]  # the cache's shard formats (pcmpipe.cache.writer.FORMATS)
@@ -33,15 +33,17 @@ def _all_splits() -> list[Split]:
 class ExtractConfig(Settings):
     """Everything that defines a stage-one extraction (the progress callback is an argument of `extract`)."""
 
-    kind: ClassVar[str] = "extract setting"
-    required: ClassVar[tuple[str, ...]] = ("dataset",)
-    required_hint: ClassVar[str] = " (e.g. --dataset flickr8k)"
-    flags: ClassVar[dict[str, str]] = _EXTRACT_FLAGS
-    labels: ClassVar[dict[str, str]] = {"splits": "split", "fmt": "format"}
-    metavars: ClassVar[dict[str, str]] = {"root": "<path>", "cache_root": "<path>", "device": "<auto|cpu|cuda|cuda:N>"}
     # mappings keyed by modality: set in a file, a pipeline or with --set, not as flags of their own
-    not_flags: ClassVar[tuple[str, ...]] = ("backbones", "weights", "dataset_options")
-    set_example: ClassVar[str] = "'backbones={P: clip-vit-b32-text}'"
+    cli = CommandLine(
+        kind="extract setting",
+        required=("dataset",),
+        required_hint=" (e.g. --dataset flickr8k)",
+        flags=_EXTRACT_FLAGS,
+        labels={"splits": "split", "fmt": "format"},
+        metavars={"root": "<path>", "cache_root": "<path>", "device": "<auto|cpu|cuda|cuda:N>"},
+        not_flags=("backbones", "weights", "dataset_options"),
+        set_example="'backbones={P: clip-vit-b32-text}'",
+    )
 
     dataset: str = Field(description="flickr8k, cub, or a name for your own data (see --root)")
     root: str | None = Field(

@@ -6,11 +6,12 @@ CLI and pipeline files validate it without importing torch.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from pcmpipe.backbones.registry import DEFAULT_BACKBONES
+from pcmpipe.config.base import CommandLine
 from pcmpipe.config.schema import NAME_PATTERN, TrainConfig, config_fingerprint
 
 # tower kind -> the modality it encodes: a tower can only be unfrozen when its modality is trained
@@ -28,15 +29,16 @@ class FinetuneConfig(TrainConfig):
     """TrainConfig (same defaults: lr 1e-4 for the heads, wd 0.2, cosine, patience 5, CUB batch 128, and the same
     `standardize`, so a fine-tuned row and a frozen row of one table see one preprocessing) plus:"""
 
-    kind: ClassVar[str] = "fine-tuning setting"
-    required: ClassVar[tuple[str, ...]] = ()
-    flags: ClassVar[dict[str, str]] = {"num_workers": "--workers", "data_root": "--root"}
-    # `pcmpipe finetune`'s flags, in help order; every other setting is given with --set
-    cli_order: ClassVar[tuple[str, ...]] = (
-        "data_root", "dataset", "modalities", "unfreeze", "loss", "lr", "backbone_lr", "weight_decay", "epochs",
-        "patience", "batch_size", "image_backbone", "text_backbone", "weights_image", "weights_text", "augment",
-        "eda_alpha", "grad_checkpointing", "amp", "num_workers", "seed", "match", "cache_root", "runs_root", "name",
-        "config", "device", "log_to", "set",
+    # cli_order: `pcmpipe finetune`'s flags, in help order; every other setting is given with --set
+    cli = CommandLine(
+        kind="fine-tuning setting",
+        flags={"num_workers": "--workers", "data_root": "--root"},
+        cli_order=(
+            "data_root", "dataset", "modalities", "unfreeze", "loss", "lr", "backbone_lr", "weight_decay", "epochs",
+            "patience", "batch_size", "image_backbone", "text_backbone", "weights_image", "weights_text", "augment",
+            "eda_alpha", "grad_checkpointing", "amp", "num_workers", "seed", "match", "cache_root", "runs_root", "name",
+            "config", "device", "log_to", "set",
+        ),
     )  # fmt: skip
 
     # the paper fine-tunes on CUB with all four of its modalities

@@ -13,11 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any, ClassVar, Literal, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
-from pcmpipe.config.base import Settings
+from pcmpipe.config.base import CommandLine, Settings
 from pcmpipe.config.bounds import check_sizes
 from pcmpipe.limits import max_threads
 
@@ -102,14 +102,16 @@ def csv_list(value: Any) -> Any:
 class TrainConfig(Settings):
     """Everything that defines a stage-two run. `None` fields are resolved by `resolved()`."""
 
-    kind: ClassVar[str] = "training setting"
-    required: ClassVar[tuple[str, ...]] = ("dataset", "modalities")
-    required_hint: ClassVar[str] = " (e.g. --dataset flickr8k --modalities I,T,S)"
-    # `pcmpipe train`'s flags, in help order; every other setting is given with --set
-    cli_order: ClassVar[tuple[str, ...]] = (
-        "loss", "dataset", "modalities", "split_train", "split_val", "split_test", "epochs", "patience",
-        "batch_size", "lr", "weight_decay", "rho", "rho_on", "threshold", "target", "standardize", "logit_scale",
-        "seed", "match", "cache_root", "runs_root", "name", "config", "device", "threads", "log_to", "set",
+    # cli_order: `pcmpipe train`'s flags, in help order; every other setting is given with --set
+    cli = CommandLine(
+        kind="training setting",
+        required=("dataset", "modalities"),
+        required_hint=" (e.g. --dataset flickr8k --modalities I,T,S)",
+        cli_order=(
+            "loss", "dataset", "modalities", "split_train", "split_val", "split_test", "epochs", "patience",
+            "batch_size", "lr", "weight_decay", "rho", "rho_on", "threshold", "target", "standardize", "logit_scale",
+            "seed", "match", "cache_root", "runs_root", "name", "config", "device", "threads", "log_to", "set",
+        ),
     )  # fmt: skip
 
     dataset: str = Field(pattern=NAME_PATTERN, description="flickr8k, cub, or any dataset cached under --cache-root")
@@ -235,7 +237,7 @@ class TrainConfig(Settings):
     @model_validator(mode="after")
     def _fits_the_machine(self) -> TrainConfig:
         """Settings that size memory, processes or output, bounded before any work (pcmpipe.config.bounds)."""
-        check_sizes(self, self.flags)
+        check_sizes(self, self.cli.flags)
         return self
 
     # ---- derived values ----

@@ -10,12 +10,12 @@ which the Python API shares) is checked by the command before any heavy import.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from pcmpipe import limits
-from pcmpipe.config.base import Settings
+from pcmpipe.config.base import CommandLine, Settings
 from pcmpipe.errors import UserError
 
 EmbedDtype = Literal["float32", "float16"]  # pcmpipe.runs.outdir.DTYPES
@@ -28,20 +28,23 @@ MAX_UPLOAD_MB = 200
 class EmbedConfig(Settings):
     """What `pcmpipe embed` embeds with a run (files, texts or a feature cache) and where it writes them."""
 
-    kind: ClassVar[str] = "embed setting"
-    arguments: ClassVar[tuple[str, ...]] = ("run_dir", "inputs")
-    repeated: ClassVar[tuple[str, ...]] = ("inputs", "text")
-    labels: ClassVar[dict[str, str]] = {"dtype": "--dtype"}  # the message embed has always given
+    # labels: the message embed has always given
     # dtype's help names its two choices, and its placeholder has always been <str>
-    metavars: ClassVar[dict[str, str]] = {
-        "run_dir": "<path>",
-        "inputs": "<path>",
-        "out": "<path>",
-        "text_file": "<path>",
-        "cache": "<path>",
-        "dtype": "<str>",
-    }
-    set_example: ClassVar[str] = "batch_size=32"
+    cli = CommandLine(
+        kind="embed setting",
+        arguments=("run_dir", "inputs"),
+        repeated=("inputs", "text"),
+        labels={"dtype": "--dtype"},
+        metavars={
+            "run_dir": "<path>",
+            "inputs": "<path>",
+            "out": "<path>",
+            "text_file": "<path>",
+            "cache": "<path>",
+            "dtype": "<str>",
+        },
+        set_example="batch_size=32",
+    )
 
     run_dir: str = Field(description=RUN_HELP)
     inputs: list[str] = Field(default_factory=list, description="image or audio files, or folders of them")
@@ -70,13 +73,15 @@ class EmbedConfig(Settings):
 class SearchConfig(Settings):
     """What `pcmpipe search` looks for (a query or a stored row), between which modalities, and where."""
 
-    kind: ClassVar[str] = "search setting"
-    arguments: ClassVar[tuple[str, ...]] = ("run_dir",)
     # `from` is a Python keyword, so its field is from_; `json` would shadow pydantic's own method
-    flags: ClassVar[dict[str, str]] = {"from_": "--from", "as_json": "--json"}
-    short: ClassVar[dict[str, str]] = {"k": "-k"}
-    metavars: ClassVar[dict[str, str]] = {"run_dir": "<path>", "gallery": "<path>"}
-    set_example: ClassVar[str] = "k=5"
+    cli = CommandLine(
+        kind="search setting",
+        arguments=("run_dir",),
+        flags={"from_": "--from", "as_json": "--json"},
+        short={"k": "-k"},
+        metavars={"run_dir": "<path>", "gallery": "<path>"},
+        set_example="k=5",
+    )
 
     run_dir: str = Field(description=RUN_HELP)
     query: str | None = Field(None, description="a text, or an image/audio file of the --from modality")
@@ -110,10 +115,12 @@ class SearchConfig(Settings):
 class ExportConfig(Settings):
     """Which run `pcmpipe export` writes as a Hub-style folder, and where."""
 
-    kind: ClassVar[str] = "export setting"
-    arguments: ClassVar[tuple[str, ...]] = ("run_dir", "out")
-    metavars: ClassVar[dict[str, str]] = {"run_dir": "<path>", "out": "<path>"}
-    set_example: ClassVar[str] = "out=exported"
+    cli = CommandLine(
+        kind="export setting",
+        arguments=("run_dir", "out"),
+        metavars={"run_dir": "<path>", "out": "<path>"},
+        set_example="out=exported",
+    )
 
     run_dir: str = Field(description="a finished run directory, e.g. cache/runs/<name>")
     out: str = Field(description="new or empty folder to write")
@@ -122,12 +129,14 @@ class ExportConfig(Settings):
 class ServeConfig(Settings):
     """Which runs `pcmpipe serve` serves, on which address, to whom, and over which galleries."""
 
-    kind: ClassVar[str] = "serve setting"
-    arguments: ClassVar[tuple[str, ...]] = ("runs",)
-    repeated: ClassVar[tuple[str, ...]] = ("runs", "gallery")
-    required: ClassVar[tuple[str, ...]] = ("runs",)
-    metavars: ClassVar[dict[str, str]] = {"runs": "<path>"}
-    set_example: ClassVar[str] = "port=0"
+    cli = CommandLine(
+        kind="serve setting",
+        arguments=("runs",),
+        repeated=("runs", "gallery"),
+        required=("runs",),
+        metavars={"runs": "<path>"},
+        set_example="port=0",
+    )
 
     runs: list[str] = Field(description="finished run directories (or `pcmpipe export` folders) to serve")
     host: str = Field("127.0.0.1", description="address to listen on (other than loopback: --token)")
