@@ -7,10 +7,36 @@ is read, never written: a test that damages inputs copies them to its tmp_path f
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (pyproject.toml): one worker per CPU this process may use, its affinity capped by a cgroup CPU
+    quota. xdist's own count is the physical cores when psutil is installed (half the CPUs on an SMT machine) and
+    ignores a container's quota (a 2-CPU quota on a 16-CPU host would start 16 workers)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    return max(1, min(cpus, quota) if quota else cpus)
+
+
+def _cgroup_cpu_quota() -> int | None:
+    """CPUs allowed by the cgroup quota (v2 cpu.max, v1 cfs_quota/period), rounded up; None when unlimited."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        try:
+            quota = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text().strip()
+            period = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    if quota in ("max", "-1"):
+        return None
+    return math.ceil(int(quota) / int(period))
 
 
 @pytest.fixture
