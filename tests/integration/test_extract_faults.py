@@ -93,13 +93,13 @@ def _alive(pid: int) -> bool:
 
 
 # what extraction imports on its way (tiny CLIP towers, HuBERT, decoding): a forked child starts warm
-WARM = "import open_clip, transformers, pcmpipe.extract.runner, pcmpipe.backbones.clip, pcmpipe.backbones.hubert"
+WARM = ("open_clip", "transformers", "pcmpipe.extract.runner", "pcmpipe.backbones.clip", "pcmpipe.backbones.hubert")
 
 
 def _kill_at(cli: ForkedCli, argv: list[str], cache_root: Path, shards: int, delay: float) -> bool:
     """Start `pcmpipe argv`, SIGKILL it (the process alone) `delay` s after `shards` shard files exist; False if
     it finished first. Its decoding workers must die with it on their own."""
-    pid = cli.start(argv)
+    [pid] = cli.start([argv])
     deadline = time.monotonic() + 300
     while _alive(pid) and _shard_files(cache_root) < shards and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -109,7 +109,8 @@ def _kill_at(cli: ForkedCli, argv: list[str], cache_root: Path, shards: int, del
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    code = exit_code(cli.status())  # a kill after it ended (a zombie until the forker reaps it) changes nothing
+    # a kill after it ended (a zombie until the forker reaps it) changes nothing
+    [code] = map(exit_code, cli.statuses())
     if code is not None:
         assert code == 0
         return False

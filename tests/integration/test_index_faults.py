@@ -1,7 +1,7 @@
 """`pcmpipe index` under concurrency, SIGKILL and a full disk: the index folder always holds one job's three
 files (vectors, ids and metadata of the same build), never a mix, and a failed job leaves the old index.
 
-Jobs are forked from one prepared interpreter (as tests/integration/test_run_faults.py does): each is a real
+Jobs are forked from one prepared interpreter (tests/forked_cli.py): each is a real
 process running the real CLI, started together with another or SIGKILLed as a process group, without paying
 torch's import each time. Two embeddings caches A and B of equal size but different ids and vectors make a mix
 visible: ids of one with vectors of the other open without error and answer wrongly, which `_consistent` tells
@@ -10,12 +10,9 @@ by searching every stored vector for itself. PCMPIPE_FAULT_SWEEP_N sets the numb
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import resource
-import select
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from forked_cli import ForkedCli
 
 from pcmpipe.cache import ShardWriter
 from pcmpipe.index import open_index
@@ -33,73 +31,9 @@ RACES = 12  # the old shared temp name mixed the two jobs' files in about half o
 ROWS, DIM = 8_000, 64  # 2 MB of vectors: a write that takes long enough to be caught in the middle
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
 
-FORKER = r"""
-import json, os, sys, time
-import torch
-torch.set_num_threads(1)
-import faiss
-from pcmpipe.cli import app
-import importlib
-# what the command imports on its way: a forked child then starts where a warm process would (a warm-up only,
-# so a module another version lacks is skipped)
-for name in ("pyarrow.parquet", "pcmpipe.cache", "pcmpipe.index.store", "pcmpipe.index.folder",
-             "pcmpipe.runs.gallery", "pcmpipe.cli.quiet"):
-    try:
-        importlib.import_module(name)
-    except ImportError:
-        pass
-for line in sys.stdin:
-    pids = []
-    for argv, delay in json.loads(line):
-        pid = os.fork()
-        if pid == 0:
-            os.setsid()  # its own process group: the kill takes anything it started with it
-            null = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(null, 1)
-            os.dup2(null, 2)
-            time.sleep(delay)
-            try:
-                app(argv, prog_name="pcmpipe")
-            except SystemExit as e:
-                os._exit(e.code if isinstance(e.code, int) else 1)
-            os._exit(0)
-        pids.append(pid)
-    print(json.dumps(pids), flush=True)
-    print(json.dumps([os.waitpid(p, 0)[1] for p in pids]), flush=True)
-"""
-
-
-class _Forker:
-    """One interpreter with pcmpipe imported; `run(jobs)` forks one child per argv, all at once."""
-
-    def __init__(self, cwd: Path):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", FORKER], env=ENV, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-
-    def run(
-        self, jobs: list[list[str]], kill_after: float | None = None, delays: list[float] | None = None
-    ) -> list[int | None]:
-        """Run the jobs together, each after its delay in s; SIGKILL them after `kill_after` s -> exit codes
-        (None: killed)."""
-        assert self.proc.stdin and self.proc.stdout
-        self.proc.stdin.write(json.dumps(list(zip(jobs, delays or [0.0] * len(jobs)))) + "\n")
-        self.proc.stdin.flush()
-        pids = json.loads(self.proc.stdout.readline())
-        ready, _, _ = select.select([self.proc.stdout], [], [], kill_after if kill_after is not None else 600)
-        if not ready:
-            for pid in pids:
-                try:
-                    os.killpg(pid, signal.SIGKILL)
-                except ProcessLookupError:  # it ended between the timeout and the kill: its status says how
-                    pass
-        statuses = json.loads(self.proc.stdout.readline())
-        return [None if os.WIFSIGNALED(s) else os.WEXITSTATUS(s) for s in statuses]
-
-    def close(self) -> None:
-        assert self.proc.stdin
-        self.proc.stdin.close()
-        self.proc.wait(timeout=60)
+# what the command imports on its way: a forked child then starts where a warm process would
+WARM = ("faiss", "pyarrow.parquet", "pcmpipe.cache", "pcmpipe.index.store", "pcmpipe.index.folder",
+        "pcmpipe.runs.gallery", "pcmpipe.cli.quiet")  # fmt: skip
 
 
 def _embeddings(out: Path, prefix: str, seed: int) -> np.ndarray:
@@ -139,7 +73,7 @@ def _leftovers(root: Path) -> list[str]:
 def test_two_index_jobs_into_one_folder_leave_one_jobs_index(sources, tmp_path):
     """Both jobs succeed; the folder holds the index of the job that swapped last, whole. One job starts a
     seeded random fraction of a job's length after the other, so their writes overlap differently each race."""
-    forker = _Forker(tmp_path)
+    forker = ForkedCli(tmp_path, ENV, WARM)
     out = tmp_path / "g.index"
     jobs = [["index", str(sources["root"] / s), "--out", str(out)] for s in ("A", "B")]
     rng = random.Random("race")
@@ -162,7 +96,7 @@ def test_two_index_jobs_into_one_folder_leave_one_jobs_index(sources, tmp_path):
 def test_an_index_job_killed_anywhere_leaves_a_whole_index(sources, tmp_path):
     """SIGKILL `index` at seeded random points while it replaces the folder's index by the other source's:
     the folder opens as A or as B, whole, after every kill; the next job clears what the killed one left."""
-    forker = _Forker(tmp_path)
+    forker = ForkedCli(tmp_path, ENV, WARM)
     out = tmp_path / "g.index"
     rng = random.Random("index")
     try:

@@ -2,19 +2,17 @@
 and fault sweeps that SIGKILL `train` and `run` at seeded random points, chaining kill -> resume -> kill, and
 compare every finished run with an uninterrupted one.
 
-The sweep's processes are forked from one prepared interpreter (`_Forker`, on tests/forked_cli.py): each is a
-real process running the real CLI, killed with a real SIGKILL as a process group, but it does not pay torch's
-import again (about 3 s of CPU, which would make 20 kills per command cost minutes). PCMPIPE_FAULT_SWEEP_N raises
-the kill count.
+The sweep's processes are forked from one prepared interpreter (tests/forked_cli.py): each is a real process
+running the real CLI, killed with a real SIGKILL as a process group, but it does not pay torch's import again
+(about 3 s of CPU, which would make 20 kills per command cost minutes). PCMPIPE_FAULT_SWEEP_N raises the kill
+count.
 """
 
 from __future__ import annotations
 
 import os
 import random
-import select
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -24,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from forked_cli import ForkedCli, exit_code
+from forked_cli import ForkedCli
 from safetensors import safe_open
 from synthetic_cache import write_synthetic_cache
 from tiny_pipeline import tiny_pipeline
@@ -70,35 +68,13 @@ def test_two_trains_of_one_name_at_once_one_refuses_in_one_line(cache, tmp_path)
 
 # ---------------------------------------------------------------- the fault sweep
 
-# what the commands import on their way: a forked child then starts where a warm process would
-WARM = """
-import pcmpipe.cli.training_progress, pcmpipe.cli.render, pcmpipe.config, pcmpipe.heads, pcmpipe.samples
-import pcmpipe.training.stage2, pcmpipe.evaluation.retrieval, pcmpipe.pipelines.run, pcmpipe.pipelines.spec
-import pandas, open_clip, pcmpipe.backbones.clip, pcmpipe.training.finetune  # the sample join; fine-tuning's tower
-"""
-
-
-class _Forker(ForkedCli):
-    """`run(argv, kill_after)`: a forked `pcmpipe argv`, its process group SIGKILLed after a time."""
-
-    def __init__(self, cwd: Path):
-        super().__init__(cwd, ENV, WARM)
-
-    def run(self, argv: list[str], kill_after: float | None) -> int | None:
-        """Run `pcmpipe argv`; SIGKILL its process group after `kill_after` s unless it ended first.
-        -> its exit code, or None when it was killed."""
-        pid = self.start(argv)
-        assert self.proc.stdout
-        ready, _, _ = select.select([self.proc.stdout], [], [], kill_after if kill_after is not None else 600)
-        if not ready:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:  # it ended between the timeout and the kill: its status says how
-                pass
-        status = self.status()
-        with pytest.raises(ProcessLookupError):
-            os.killpg(pid, 0)  # nothing of its process group is left alive
-        return exit_code(status)
+# what the commands import on their way: a forked child then starts where a warm process would (the sample join
+# uses pandas; fine-tuning builds a CLIP tower)
+WARM = (
+    "pcmpipe.cli.training_progress", "pcmpipe.cli.render", "pcmpipe.config", "pcmpipe.heads", "pcmpipe.samples",
+    "pcmpipe.training.stage2", "pcmpipe.evaluation.retrieval", "pcmpipe.pipelines.run", "pcmpipe.pipelines.spec",
+    "pandas", "open_clip", "pcmpipe.backbones.clip", "pcmpipe.training.finetune",
+)  # fmt: skip
 
 
 def _strip(history: list[dict]) -> list[dict]:
@@ -137,18 +113,18 @@ def _no_leftovers(root: Path) -> None:
     assert not left, left
 
 
-def _warm_span(forker: _Forker, argv: Callable[[Path], list[str]], tmp: Path, ref: str = "ref-runs") -> float:
+def _warm_span(forker: ForkedCli, argv: Callable[[Path], list[str]], tmp: Path, ref: str = "ref-runs") -> float:
     """Run `argv(runs root)` to the end twice, the second time into `tmp / ref` (the reference) -> the seconds of
     that second run. A fresh forker's first child pays the lazy imports and cold file reads (4 s against 0.7 s
     for a tiny train): kill points spread over it would mostly land after a warm run had ended, and the sweep
     would need six times the chains to land its kills."""
-    assert forker.run(argv(tmp / "warm-up"), kill_after=None) == 0
+    assert forker.run([argv(tmp / "warm-up")]) == [0]
     t0 = time.monotonic()
-    assert forker.run(argv(tmp / ref), kill_after=None) == 0
+    assert forker.run([argv(tmp / ref)]) == [0]
     return time.monotonic() - t0  # one warm uninterrupted run: the kill points spread over its length
 
 
-def _sweep(forker: _Forker, argv: list[str], reference: dict[Path, dict], span: float, seed: str) -> int:
+def _sweep(forker: ForkedCli, argv: list[str], reference: dict[Path, dict], span: float, seed: str) -> int:
     """SIGKILL `argv` at seeded random points in [0, span) s, each time resuming the chain, until KILLS kills
     have landed on a live process; every chain that completes must give the runs of `reference` (run
     directory -> outcome) exactly, and is then removed so the next chain starts from nothing. -> chains."""
@@ -156,7 +132,7 @@ def _sweep(forker: _Forker, argv: list[str], reference: dict[Path, dict], span: 
     kills = chains = 0
     while True:
         last = kills >= KILLS  # the last chain runs to the end
-        code = forker.run(argv, kill_after=None if last else rng.uniform(0, span))
+        [code] = forker.run([argv], kill_after=None if last else rng.uniform(0, span))
         if code is None:
             kills += 1
             continue
@@ -173,7 +149,7 @@ def _sweep(forker: _Forker, argv: list[str], reference: dict[Path, dict], span: 
 
 @pytest.mark.slow  # a SIGKILL sweep: 20 kills and the chains they resume
 def test_train_killed_anywhere_resumes_to_the_uninterrupted_run(cache, tmp_path):
-    forker = _Forker(tmp_path)
+    forker = ForkedCli(tmp_path, ENV, WARM)
     try:
         span = _warm_span(forker, lambda root: _train_args(cache, "ref", 4, root), tmp_path)
         reference = _outcome(tmp_path / "ref-runs" / "ref")
@@ -189,7 +165,7 @@ def test_run_killed_anywhere_resumes_to_the_uninterrupted_pipeline(cache, tmp_pa
     spec = tmp_path / "faults.yaml"
     evaluations = [{"kind": "enrichment", "run": "f-pcmr", "blocks": {"{}->I": ["T"]}}]
     spec.write_text(yaml.safe_dump(tiny_pipeline(cache, "faults", {"f-pcmc": "pcmc", "f-pcmr": "pcmr"}, evaluations)))
-    forker = _Forker(tmp_path)
+    forker = ForkedCli(tmp_path, ENV, WARM)
 
     def argv(runs_root: Path) -> list[str]:
         return ["run", str(spec), "--cache-root", str(cache), "--runs-root", str(runs_root)]
@@ -217,7 +193,7 @@ def _finetune_args(cub: Path, tmp: Path, runs_root: Path) -> list[str]:
 
 @pytest.mark.slow  # a SIGKILL sweep: 20 kills and the chains they resume
 def test_finetune_killed_anywhere_resumes_to_the_uninterrupted_run(cub, tmp_path):
-    forker = _Forker(tmp_path)
+    forker = ForkedCli(tmp_path, ENV, WARM)
     try:
         span = _warm_span(forker, lambda root: _finetune_args(cub, tmp_path, root), tmp_path)
         reference = _outcome(tmp_path / "ref-runs" / "ft")
