@@ -64,16 +64,16 @@ def merge_settings(
 ) -> dict[str, Any]:
     """defaults < the YAML file `config` < flags that were given (not None) < `--set key=value` items.
 
-    Runs live beside the cache they came from: where `model` has a runs_root, a cache_root from any source
-    places them under <cache_root>/runs unless runs_root is given.
+    Runs live beside the cache they came from: for a training config (`model` a TrainConfig), a cache_root from
+    any source places them under <cache_root>/runs unless runs_root is given. Other schemas leave an empty
+    runs_root to their command (`pcmpipe run` picks <cache_root>/runs or, for the paper's recipe, runs-paper).
     """
     settings = dict(defaults or {})
     if config is not None:
         settings.update(read_yaml(config))
     settings.update({k: v for k, v in (flags or {}).items() if v is not None})
     settings.update(dict(parse_set(item) for item in sets or []))
-    has_runs = "runs_root" in model.model_fields
-    if has_runs and settings.get("cache_root") is not None and settings.get("runs_root") is None:
+    if issubclass(model, TrainConfig) and settings.get("cache_root") is not None and settings.get("runs_root") is None:
         settings["runs_root"] = str(runs_root(str(settings["cache_root"])))
     return settings
 

@@ -56,6 +56,14 @@ def test_cli_dry_run_with_the_papers_recipe(tmp_path):
     )
     assert res.exit_code == 0 and "flickr8k-pcmr-ITS" in res.output, res.output
     assert not (tmp_path / "c").exists()
+    # the printed plan trains into the paper's own runs root, not the cache's runs/ (wide: one command a line)
+    wide = CliRunner().invoke(
+        app,
+        ["run", "table1_flickr8k", "--recipe", "paper", "--dry-run", "--cache-root", str(tmp_path / "c")],
+        env={"COLUMNS": "400"},
+    )
+    assert f"--runs-root {tmp_path / 'c' / 'runs-paper'}" in wide.output, wide.output
+    assert f"--runs-root {tmp_path / 'c' / 'runs'} " not in wide.output
     # the plan's commands train what the plan names: the paper's settings spelled out
     p = load_pipeline("table1_flickr8k", recipe="paper", cache_root=str(tmp_path / "c"))
     pcmr = next(s.command for s in make_plan(p) if s.target == "flickr8k-pcmr-ITS")
