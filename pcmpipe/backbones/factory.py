@@ -28,7 +28,5 @@ def create_backbone(
 ) -> Backbone:
     """Build backbone `name` with `weights` ('default' | tag | hf:ORG/NAME | random[:SEED] | PATH) on `device`.
     kind ('image' | 'text' | 'audio') picks the tower of a name that has two (open_clip:...)."""
-    cls, arch = resolve(name, kind)
-    if kind is not None and cls.modality_kind != kind:
-        raise UserError(f"backbone {name} encodes {cls.modality_kind}, not {kind}")
+    cls, arch = resolve(name, kind)  # refuses a name that encodes another kind than `kind`
     return cls(name, arch, parse_weights(weights), resolve_device(device))

@@ -11,9 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-# The fingerprint fields of `Backbone.meta` (pcmpipe/backbones/README.md): what makes features what they are.
-ENCODER_FIELDS = ("backbone", "architecture", "weights", "weights_sha256", "preprocess")
-
 
 def same_encoder(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     """True when `a` and `b` name the same backbone with the same weights, preprocessed alike.

@@ -13,13 +13,13 @@ Format (`RunFiles`): {"format": "pcmpipe-run-files/1", "files": {"<path relative
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from pcmpipe import atomic, readback
+from pcmpipe.checksums import file_sha256
 from pcmpipe.errors import UserError
 
 FILES = "files.json"
@@ -40,11 +40,6 @@ class RunFiles(BaseModel):
     )
 
 
-def sha256_of(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def held_files(run_dir: Path) -> list[str]:
     """The run's files, relative and sorted: hidden names (temp files, locks) and the manifest itself left out."""
     out = []
@@ -57,7 +52,7 @@ def held_files(run_dir: Path) -> list[str]:
 
 def write_manifest(run_dir: Path) -> None:
     """files.json over every file `run_dir` holds now (called once the completion marker is written)."""
-    files = {rel: sha256_of(run_dir / rel) for rel in held_files(run_dir)}
+    files = {rel: file_sha256(run_dir / rel) for rel in held_files(run_dir)}
     atomic.write_json(run_dir / FILES, {"format": FORMAT, "files": files})
 
 
@@ -82,7 +77,7 @@ def verify(run_dir: str | Path, rel: str) -> None:
     if rel not in manifest.files:
         raise UserError(f"{path} is not one of the files run {run_dir} was written with ({FILES}); {_DAMAGED}")
     try:
-        digest = sha256_of(path)
+        digest = file_sha256(path)
     except OSError as e:
         raise UserError(f"{path} cannot be read ({e.strerror or type(e).__name__}); {_DAMAGED}") from None
     if digest != manifest.files[rel]:
