@@ -99,11 +99,11 @@ def environment(args: argparse.Namespace) -> dict:
     }
 
 
-def summary_table(rows: list[dict]) -> str:
-    """The rows as aligned text: name, measured, ratio, verdict."""
+def summary_table(names: list[str], rows: list[dict]) -> str:
+    """The rows measured (`names`, in order) as aligned text: name, measured, ratio, verdict."""
     verdict = {True: "yes", False: "NO", None: "-"}
     lines = [f"{'measurement':<10} {'verdict':<7} {'ratio':<22} measured"]
-    for name, row in zip(SHARES, rows):
+    for name, row in zip(names, rows):
         lines.append(f"{name:<10} {verdict[row['ok']]:<7} {row['ratio']:<22} {row['measured']}")
     return "\n".join(lines)
 
@@ -145,7 +145,7 @@ def main() -> None:
             measured = f"{row['measured']}; precision {args.precision}"
             _timing.write_row(args.doc, what, row["target"], measured, row["ratio"], row["ok"], args.device, GPU_TABLE)
         print(f"rows written to {args.doc}")
-    print(summary_table(rows))
+    print(summary_table(names, rows))
 
 
 if __name__ == "__main__":
