@@ -73,7 +73,11 @@ def swap_in(new: Path, target: Path) -> None:
         return
     aside = tempdirs.make(target.parent, _aside_prefix(target))
     os.replace(target, aside)  # onto the empty folder just made: a rename, never a copy
-    atomic.replace(new, target)
+    try:
+        atomic.replace(new, target)
+    except BaseException:  # a failed rename (not a kill) must not leave this live process without `target`
+        os.replace(aside, target)
+        raise
     shutil.rmtree(aside)
 
 

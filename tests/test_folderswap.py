@@ -41,6 +41,17 @@ def test_a_folder_is_replaced_whole_and_nothing_is_left_beside_it(tmp_path, monk
     assert _names(tmp_path) == ["out"]
 
 
+def test_a_second_rename_that_fails_puts_the_old_folder_back(tmp_path, monkeypatch):
+    """Two renames (no exchange here): when the second one fails in a live process (the new folder is gone), the
+    old folder is back at its name before the error propagates; nothing waits for a dead-swap recovery."""
+    target = _folder(tmp_path / "out", "old")
+    monkeypatch.setattr(folderswap, "exchange", lambda a, b: False)
+    with pytest.raises(FileNotFoundError):
+        folderswap.swap_in(tmp_path / ".out.tmp-1-gone", target)
+    assert (target / "data.txt").read_text() == "old"
+    assert _names(tmp_path) == ["out"]
+
+
 @pytest.mark.parametrize("empty", [True, False], ids=["empty-folder", "absent"])
 def test_an_absent_or_empty_target_is_one_rename(tmp_path, monkeypatch, empty):
     target = tmp_path / "out"
