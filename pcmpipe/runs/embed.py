@@ -86,6 +86,8 @@ class EmbeddingsOut:
             folderswap.finish_dead_swaps(self.out)
             if not self._done():
                 self.writer = self._open_temp()
+            else:  # whole already: a temp folder left beside it (an exchanged-out old result) is only waste
+                remove(temp_for(self.out, "embed"))
         except BaseException:
             self._lock.close()
             raise

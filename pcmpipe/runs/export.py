@@ -247,11 +247,13 @@ def export_run(run_dir: str | Path, out: str | Path) -> Exported:
     with exclusive(out, f"export {out}", wait=True):
         check_out(out, "export folder", "export")
         folderswap.finish_dead_swaps(out)
-        if _holds_this_export(out, config):
-            return Exported(out, reused=True)
         tmp = temp_for(out, "export")
         if tmp.exists() or tmp.is_symlink():
-            remove(tmp)  # a killed export's: nothing in it is trusted
+            # a killed export's, or the old folder an exchange left there when a kill beat its removal: nothing
+            # in it is trusted, and a reused export must not keep it either
+            remove(tmp)
+        if _holds_this_export(out, config):
+            return Exported(out, reused=True)
         tmp.mkdir(parents=True)
         try:
             _write(run, run_dir, out, tmp, config)

@@ -5,6 +5,7 @@ before any work, a damaged earlier result is rebuilt, and progress is shown."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -48,8 +49,10 @@ def test_an_identical_rerun_is_a_note_and_other_inputs_are_one_line(trained, tmp
     code, said, _ = _invoke("embed", run, "--modality", "T", *texts, "--out", out)
     assert code == 0 and "wrote 2 T embeddings" in said
     before = _embedded(out)
+    shutil.copytree(out, tmp_path / ".t1.embed-tmp")  # an exchanged-out old result a kill left: only waste
     code, said, _ = _invoke("embed", run, "--modality", "T", *texts, "--out", out)
     assert code == 0 and "already holds these 2 T embeddings" in said
+    assert not (tmp_path / ".t1.embed-tmp").exists()
     line = _one_line("embed", run, "--modality", "T", "--text", "something else", "--out", out)
     assert "holds embeddings of other inputs" in line and str(out) in line
     ids, emb = _embedded(out)
@@ -93,7 +96,6 @@ def test_a_swap_the_earlier_outdir_code_left_half_done_is_finished(trained, tmp_
     first step leaves no `out`: the rerun puts the old result back, finds it damaged and swaps the finished temp
     folder in; killed after the second, the rerun finds these embeddings and removes the aside. Either way
     nothing is left beside `out`."""
-    import shutil
 
     run = pcmpipe.load_run(trained["run"])
     out = tmp_path / "t"

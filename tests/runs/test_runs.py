@@ -117,7 +117,10 @@ def test_export_reads_back_without_cache_or_network(trained, tmp_path):
     (alone / "config.json").write_text(json.dumps(config))
     with pytest.raises(UserError, match="differ from the ones modality T was trained on"):
         pcmpipe.load_run(alone).embed("T", ["a red ball"])
+    # the old folder an exchange moved aside, left when a kill beat its removal: a reuse clears it too
+    shutil.copytree(out, out.parent / f".{out.name}.export-tmp")
     assert export_run(trained["run"], out).reused  # a whole export of this run: nothing to do
+    assert not (out.parent / f".{out.name}.export-tmp").exists()
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match="not empty"):
