@@ -70,14 +70,14 @@ def stored_gallery(run_dir: Path, modality: str, split: str) -> tuple[np.ndarray
     """(ids, normalised embeddings) the run stored for its test split (`embeddings/<m>.safetensors`)."""
     from pcmpipe.index import normalise
     from pcmpipe.training.rundir.files import EMBEDDINGS
-    from pcmpipe.training.rundir.tensors import load_embeddings
+    from pcmpipe.training.rundir.tensors import load_modality_embeddings
 
     if not (run_dir / EMBEDDINGS / f"{modality}.safetensors").is_file():
         raise UserError(
             f"{run_dir} stores no {modality} embeddings of its {split} split to search; embed a gallery with "
             f"`pcmpipe embed {run_dir} --modality {modality} ... --out DIR` and pass --gallery DIR"
         )
-    emb = load_embeddings(run_dir)[modality]
+    emb = load_modality_embeddings(run_dir, modality)  # this modality only: serve loads each in turn
     return np.asarray(emb.columns["id"], dtype=str), normalise(emb.embedding.numpy())
 
 

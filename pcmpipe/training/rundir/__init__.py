@@ -34,7 +34,7 @@ _MODULES = {
         "EXPORT_KIND EmbeddingRows ExportRecord LiveTower RecordedCache RecordedSettings RunRecord modalities_of "
         "read_record record_config run_config run_record settings_of software_versions"
     ),
-    "tensors": "load_embeddings load_heads save_embeddings save_heads",
+    "tensors": "load_embeddings load_modality_embeddings load_heads save_embeddings save_heads",
 }
 _WHERE = {name: module for module, names in _MODULES.items() for name in names.split()}
 __all__ = sorted(_WHERE)

@@ -80,25 +80,33 @@ def save_embeddings(run_dir: Path, modality: str, emb: torch.Tensor, key: str, c
 
 def load_embeddings(run_dir: str | Path) -> dict[str, RunEmbeddings]:
     """modality -> RunEmbeddings for every modality of the run (test rows, with ids and links)."""
-    out = {}
+    folder = _embeddings_folder(run_dir)
+    # a modality is its pair of files: one without the other is damage, not a run with fewer modalities
+    names = sorted({p.stem for p in folder.glob("*.safetensors")} | {p.stem for p in folder.glob("*.json")})
+    return {m: load_modality_embeddings(run_dir, m) for m in names}
+
+
+def load_modality_embeddings(run_dir: str | Path, m: str) -> RunEmbeddings:
+    """The stored test rows of one modality, checked as `load_embeddings` checks each (a search reads one)."""
+    folder = _embeddings_folder(run_dir)
+    st = folder / f"{m}.safetensors"
+    if not st.is_file() or not (folder / f"{m}.json").is_file():
+        raise UserError(f"{st} or {m}.json beside it is missing; delete the run directory and train it again")
+    rows = folder / f"{m}.json"
+    verify(run_dir, f"embeddings/{m}.safetensors")
+    verify(run_dir, f"embeddings/{m}.json")
+    meta = validated(EmbeddingRows, read_json(rows), str(rows))
+    try:
+        cols = {k: np.asarray(v, dtype=str) for k, v in meta.columns.items()}
+        return RunEmbeddings(_load_verified(st)[0]["embedding"], meta.key, cols)
+    except (OSError, SafetensorError, KeyError, ValueError, TypeError, AttributeError) as e:
+        raise UserError(
+            f"{st} (or {m}.json beside it) is damaged ({type(e).__name__}); delete the run directory and train it again"
+        ) from None
+
+
+def _embeddings_folder(run_dir: str | Path) -> Path:
     folder = Path(run_dir) / EMBEDDINGS
     if not folder.is_dir():
         raise UserError(f"{run_dir} has no embeddings/; is it a finished run? (see `pcmpipe train`)")
-    # a modality is its pair of files: one without the other is damage, not a run with fewer modalities
-    for m in sorted({p.stem for p in folder.glob("*.safetensors")} | {p.stem for p in folder.glob("*.json")}):
-        st = folder / f"{m}.safetensors"
-        if not st.is_file() or not (folder / f"{m}.json").is_file():
-            raise UserError(f"{st} or {m}.json beside it is missing; delete the run directory and train it again")
-        rows = folder / f"{m}.json"
-        verify(run_dir, f"embeddings/{m}.safetensors")
-        verify(run_dir, f"embeddings/{m}.json")
-        meta = validated(EmbeddingRows, read_json(rows), str(rows))
-        try:
-            cols = {k: np.asarray(v, dtype=str) for k, v in meta.columns.items()}
-            out[m] = RunEmbeddings(_load_verified(st)[0]["embedding"], meta.key, cols)
-        except (OSError, SafetensorError, KeyError, ValueError, TypeError, AttributeError) as e:
-            raise UserError(
-                f"{st} (or {m}.json beside it) is damaged ({type(e).__name__}); delete the run directory and "
-                "train it again"
-            ) from None
-    return out
+    return folder
