@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pcmpipe.errors import UserError
-from pcmpipe.index.params import ADVISED_POINTS, PQ_CENTROIDS
+from pcmpipe.index.params import PQ_CENTROIDS, default_nlist
 
 FLAT_MAX_ROWS = 200_000  # above this, an exact scan per query costs more than an IVF probe (search benchmark)
 MAX_PQ_BYTES = 64  # bytes per vector beyond which IVF-PQ gains little over IVF's float32 rows
@@ -47,7 +47,7 @@ def fit(rows: int, dim: int, budget_mb: float) -> AutoChoice:
     flat = rows * dim * 4
     if flat <= budget and rows <= FLAT_MAX_ROWS:
         return AutoChoice("flat", None, flat, f"{rows:,} rows are few enough to scan exactly")
-    cells = max(1, min(int(4 * np.sqrt(rows)), rows // ADVISED_POINTS))
+    cells = default_nlist(rows)  # the cells the index will be built with
     ivf = flat + rows * ID_BYTES + cells * dim * 4
     if ivf <= budget:
         return AutoChoice("ivf", None, ivf, f"{rows:,} rows: IVF visits a few of {cells} cells per query")

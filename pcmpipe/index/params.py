@@ -41,6 +41,11 @@ def check_flags(kind: str, nlist: int | None, nprobe: int | None, pq_m: int | No
             check_int(flag, value, low=1, high=MAX_CELLS, why="at least one cell, vector byte or probe")
 
 
+def default_nlist(rows: int) -> int:
+    """The IVF cell count when --nlist is not given: about 4 sqrt(rows), and at least ADVISED_POINTS per cell."""
+    return max(1, min(int(4 * math.sqrt(rows)), rows // ADVISED_POINTS))
+
+
 def fit_params(
     kind: str, rows: int, dim: int, nlist: int | None = None, nprobe: int | None = None, pq_m: int | None = None
 ) -> IndexParams:
@@ -54,7 +59,7 @@ def fit_params(
     if kind == "flat":
         return IndexParams("flat")
     if nlist is None:
-        nlist = max(1, min(int(4 * math.sqrt(rows)), rows // ADVISED_POINTS))
+        nlist = default_nlist(rows)
     if nlist > rows:
         raise UserError(f"--nlist {nlist} is more than the {rows} embeddings (one per cell at least); lower it")
     if nprobe is None:
