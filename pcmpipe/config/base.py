@@ -186,7 +186,7 @@ def user_message(cls: type[Settings], error: ValidationError) -> str:
     if err["type"] == "literal_error":
         label = cli.labels.get(name, name)
         return f"unknown {label} {value!r}; valid choices: {', '.join(map(str, choices(cls, name)))}"
-    flag = cli.flags.get(name, f"--{name.replace('_', '-')}")
+    flag = cls.flag_of(name)
     if err["type"] in _BOUNDS:
         key, op = _BOUNDS[err["type"]]
         return f"{flag} must be {op} {err['ctx'][key]}, got {value!r}"

@@ -29,13 +29,11 @@ WIDEST_ROW_BYTES = 13 * 768 * 4
 TOWER_ROW_BYTES = 2 << 20
 
 
-def check_sizes(cfg: Any, flags: dict[str, str]) -> None:
-    """Raise ValueError (pydantic turns it into the one-line message) for a setting of `cfg` the user gave that
-    is beyond what this machine or the run's files can hold. `flags`: setting -> its command-line flag."""
+def check_sizes(cfg: Any) -> None:
+    """Raise ValueError (pydantic turns it into the one-line message) for a setting of `cfg` (a Settings) the
+    user gave that is beyond what this machine or the run's files can hold; messages name its flag."""
     given = cfg.model_fields_set
-
-    def flag(name: str) -> str:
-        return flags.get(name, f"--{name.replace('_', '-')}")
+    flag = cfg.flag_of
 
     try:
         if "epochs" in given:

@@ -237,7 +237,7 @@ class TrainConfig(Settings):
     @model_validator(mode="after")
     def _fits_the_machine(self) -> TrainConfig:
         """Settings that size memory, processes or output, bounded before any work (pcmpipe.config.bounds)."""
-        check_sizes(self, self.cli.flags)
+        check_sizes(self)
         return self
 
     # ---- derived values ----
