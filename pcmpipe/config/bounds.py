@@ -52,7 +52,7 @@ def check_sizes(cfg: Any) -> None:
             limits.check_memory(flag("shuffle_buffer"), WIDEST_ROW_BYTES * cfg.shuffle_buffer, "the shuffle window")
         for name in ("memory_budget_mb", "stream_val_mb"):
             if name in given and getattr(cfg, name) is not None:
-                _within_memory(flag(name), getattr(cfg, name))
+                within_memory(flag(name), getattr(cfg, name))
         if "encode_batch" in given:
             need = TOWER_ROW_BYTES * cfg.encode_batch
             limits.check_memory(flag("encode_batch"), need, "one tower pass over that many rows")
@@ -63,7 +63,7 @@ def check_sizes(cfg: Any) -> None:
 _EPOCHS_WHY = "metrics.jsonl and the checkpoint keep one record per epoch and are rewritten at every epoch"
 
 
-def _within_memory(flag: str, mib: float) -> None:
+def within_memory(flag: str, mib: float) -> None:
     """A size in MiB the run would hold in memory: at most this machine's memory."""
     total = limits.memory_bytes() / 2**20
     if mib > total:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from pcmpipe.config.base import CommandLine, Settings
+from pcmpipe.config.bounds import within_memory
 from pcmpipe.config.extract import Format
 from pcmpipe.config.schema import Device, MatchLevel, csv_list
 from pcmpipe.datasets.archive import UnpackLimits
+from pcmpipe.errors import UserError
 
 Speech = Literal["tones", "espeak", "auto"]
 IndexKind = Literal["auto", "flat", "ivf", "ivfpq"]  # pcmpipe.index.INDEX_KINDS
@@ -106,6 +108,17 @@ class IndexConfig(Settings):
     memory_budget: float = Field(
         4096.0, gt=0, description="auto: MiB the index may take in memory (picks flat, ivf or ivfpq)"
     )
+
+    @model_validator(mode="after")
+    def _budget_fits_the_machine(self) -> IndexConfig:
+        """A budget the user gives is at most this machine's memory: above it, auto would choose an index (flat)
+        that cannot be held in memory where it is searched."""
+        if "memory_budget" in self.model_fields_set:
+            try:
+                within_memory(self.flag_of("memory_budget"), self.memory_budget)
+            except UserError as e:
+                raise ValueError(str(e)) from None
+        return self
 
 
 class ImportConfig(Settings):

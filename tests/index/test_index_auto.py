@@ -64,6 +64,14 @@ def test_cli_auto_picks_and_reports(tmp_path):
     assert f"on 1000 gallery rows as queries: {recorded['recall_at_10']:.3f}" in r.stdout
 
 
+def test_a_budget_beyond_this_machines_memory_is_one_line(tmp_path):
+    _gallery(tmp_path / "g", 10)
+    r = CliRunner().invoke(app, ["index", str(tmp_path / "g"), "--memory-budget", "1e12"], env=ENV)
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1 and "--memory-budget must be at most" in lines[0], r.output
+    assert not (tmp_path / "g.index").exists()
+
+
 @pytest.mark.parametrize(
     ("kind", "rows", "ok", "fragment"),
     [
