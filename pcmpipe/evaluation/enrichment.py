@@ -9,6 +9,8 @@ with X and fuses the database vectors. The metric is r@1 at the run's match leve
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -75,6 +77,32 @@ def recall_at_1(query: RunEmbeddings, gallery: RunEmbeddings, level: str, block:
     plain cells of an enrichment table equal the run's own test metrics. Computed in query blocks of `block`
     rows so memory stays [block, N_gallery]; NaN when no query has a positive.
     """
+    return recall_at_1_levels(query, gallery, [level], block)[level]
+
+
+def recall_at_1_levels(
+    query: RunEmbeddings, gallery: RunEmbeddings, levels: Sequence[str], block: int = 2048
+) -> dict[str, float]:
+    """`recall_at_1` at each of `levels`, from one similarity product per query block (levels differ only in
+    which gallery rows are positives)."""
+    codes = {level: _match_codes(query, gallery, level) for level in levels}
+    g = F.normalize(gallery.embedding.float(), dim=-1)
+    q = F.normalize(query.embedding.float(), dim=-1)
+    hits, counted = dict.fromkeys(levels, 0), dict.fromkeys(levels, 0)
+    for start in range(0, q.shape[0], block):
+        sims = None  # computed once for the block, and only when some query of it has a positive
+        for level, (q_code, g_code) in codes.items():
+            positives = q_code[start : start + block, None] == g_code[None, :]  # [b, N]
+            n = int(positives.any(1).sum())
+            if n:  # recall_at_k is the fraction of the block's n queries with a positive: back to a whole count
+                sims = q[start : start + block] @ g.T if sims is None else sims
+                hits[level] += round(recall_at_k(sims, positives, 1) * n)
+                counted[level] += n
+    return {lv: 100.0 * hits[lv] / counted[lv] if counted[lv] else float("nan") for lv in levels}
+
+
+def _match_codes(query: RunEmbeddings, gallery: RunEmbeddings, level: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each query's and gallery row's match label at `level`, as integer codes (equal code: a positive)."""
     from pcmpipe.evaluation.retrieval import match_labels
 
     try:
@@ -82,18 +110,7 @@ def recall_at_1(query: RunEmbeddings, gallery: RunEmbeddings, level: str, block:
     except ValueError as e:
         raise UserError(f"enrichment at {level} level: {e}") from None
     codes = {v: i for i, v in enumerate(np.unique(np.concatenate([q_ids, g_ids])).tolist())}
-    q_code = torch.as_tensor([codes[v] for v in q_ids.tolist()])
-    g_code = torch.as_tensor([codes[v] for v in g_ids.tolist()])
-    g = F.normalize(gallery.embedding.float(), dim=-1)
-    q = F.normalize(query.embedding.float(), dim=-1)
-    hits = counted = 0
-    for start in range(0, q.shape[0], block):
-        positives = q_code[start : start + block, None] == g_code[None, :]  # [b, N]
-        n = int(positives.any(1).sum())
-        if n:  # recall_at_k is the fraction of the block's n queries with a positive: back to a whole count
-            hits += round(recall_at_k(q[start : start + block] @ g.T, positives, 1) * n)
-            counted += n
-    return 100.0 * hits / counted if counted else float("nan")
+    return torch.as_tensor([codes[v] for v in q_ids.tolist()]), torch.as_tensor([codes[v] for v in g_ids.tolist()])
 
 
 def parse_block(block: str) -> tuple[str, str]:
@@ -111,16 +128,24 @@ def enrichment_table(
     embs: dict[str, RunEmbeddings], blocks: dict[str, list[str]], level: str
 ) -> dict[str, dict[str, float | None]]:
     """{block: {combination: r@1 percent}}, e.g. {'{}->T': {'I': 56.9, 'I+C': 67.5}} (Table 5 layout)."""
-    out: dict[str, dict[str, float | None]] = {}
+    return enrichment_tables(embs, blocks, [level])[level]
+
+
+def enrichment_tables(
+    embs: dict[str, RunEmbeddings], blocks: dict[str, list[str]], levels: Sequence[str]
+) -> dict[str, dict[str, dict[str, float | None]]]:
+    """{level: `enrichment_table` at that level}: each combination fused, and each cell's similarities
+    computed, once for every level."""
+    out: dict[str, dict[str, dict[str, float | None]]] = {lv: {} for lv in levels}
     for block, combos in blocks.items():
         side, fixed = parse_block(block)
         if fixed not in embs:
             raise UserError(f"enrichment block {block}: the run has no {fixed} embeddings")
-        out[block] = {}
+        for lv in levels:
+            out[lv][block] = {}
         for combo in combos:
             fused = fuse(embs, combo.split("+"))
-            if side == "query":
-                out[block][combo] = recall_at_1(fused, embs[fixed], level)
-            else:
-                out[block][combo] = recall_at_1(embs[fixed], fused, level)
+            query, gallery = (fused, embs[fixed]) if side == "query" else (embs[fixed], fused)
+            for lv, r1 in recall_at_1_levels(query, gallery, levels).items():
+                out[lv][block][combo] = r1
     return out

@@ -94,7 +94,7 @@ def run_evaluation(ev: EvalSpec, spec: RunSpec, cache_root: Path) -> Path:
             "T1": t1,
         }
     else:
-        from pcmpipe.evaluation.enrichment import enrichment_table
+        from pcmpipe.evaluation.enrichment import enrichment_tables
         from pcmpipe.evaluation.retrieval import levels_for
 
         # every level the run's rows allow, as its test metrics (Flickr8k's I+S cells differ between caption
@@ -102,7 +102,7 @@ def run_evaluation(ev: EvalSpec, spec: RunSpec, cache_root: Path) -> Path:
         level = spec.train.match
         blocks = dict(ev.options.get("blocks", {}))
         levels = levels_for({m: e.columns for m, e in embs.items()}, {m: e.key for m, e in embs.items()})
-        by_level = {lv: enrichment_table(embs, blocks, lv) for lv in levels}
+        by_level = enrichment_tables(embs, blocks, levels)
         result = {
             "options": ev.options,
             "split": spec.train.split_test,
